@@ -1,0 +1,38 @@
+//! Value MACs (DESIGN.md §3): AES-CMAC (RFC 4493) under a key derived from the common transfer key,
+//! so only cards of the same transfer key generation can produce or check each other's tokens
+//! (DESIGN.md §6 property 9).
+
+use super::kdf::{self, Purpose};
+use super::secret::Secret16;
+use super::{CryptoError, TransferKey};
+use aes::Aes128;
+use cmac::{Cmac, KeyInit, Mac};
+
+/// Length of value MACs on the wire: the full CMAC block (no truncation: these MACs guard money).
+pub const MAC_LEN: usize = 16;
+
+/// The MAC key for value transfer under `transfer_key`.
+pub fn value_mac_key(transfer_key: &TransferKey) -> Secret16 {
+    kdf::derive16(transfer_key.secret(), Purpose::ValueMac, &transfer_key.id.0.to_be_bytes())
+}
+
+/// AES-CMAC of the concatenation of `parts`.
+pub fn cmac(key: &Secret16, parts: &[&[u8]]) -> [u8; 16] {
+    let mut m = <Cmac<Aes128> as KeyInit>::new_from_slice(key.expose()).expect("16-byte key");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+/// Constant-time check of a CMAC tag (full or left-truncated to `tag.len()` ≥ 8 bytes).
+pub fn verify(key: &Secret16, parts: &[&[u8]], tag: &[u8]) -> Result<(), CryptoError> {
+    if tag.len() < 8 || tag.len() > 16 {
+        return Err(CryptoError::BadMac);
+    }
+    let mut m = <Cmac<Aes128> as KeyInit>::new_from_slice(key.expose()).expect("16-byte key");
+    for p in parts {
+        m.update(p);
+    }
+    m.verify_truncated_left(tag).map_err(|_| CryptoError::BadMac)
+}

@@ -1,0 +1,30 @@
+//! Cryptography of the scheme: key types with identifiers, key check values, purpose-key derivation,
+//! the symmetric envelope and value MACs.
+//!
+//! Everything here is glue over RustCrypto crates (`aes`, `cmac`, `aes-siv`); what is ours is which key
+//! serves which purpose and what each MAC or envelope binds (DESIGN.md §2, §3).
+
+pub mod envelope;
+pub mod kdf;
+pub mod keys;
+pub mod mac;
+pub mod random;
+pub mod secret;
+
+pub use keys::{TransferKey, UpdateKey};
+pub use secret::Secret16;
+
+/// Errors of the crypto layer. No variant carries key material.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("envelope authentication failed (wrong key, wrong binding or tampered data)")]
+    EnvelopeAuthentication,
+    #[error("envelope too short: {len} bytes, at least {min} needed")]
+    EnvelopeTooShort { len: usize, min: usize },
+    #[error("MAC verification failed")]
+    BadMac,
+    #[error("operating system random generator failed")]
+    Random,
+    #[error("invalid key length {0}")]
+    KeyLength(usize),
+}

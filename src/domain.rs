@@ -1,0 +1,191 @@
+//! The scheme's vocabulary as types (seed claims 1, 8; DESIGN.md §1).
+//!
+//! Bare integers are easy to mix up: a transfer key identifier, an update key identifier and the upper
+//! limit are all `u32` on the wire, but only a [`TransferKeyId`] may be compared with a
+//! [`TransferKeyIdLimit`]. Parse once at the edge, then carry these types.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifier of a transfer key generation: a larger value is newer (claim 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TransferKeyId(pub u32);
+
+/// Identifier of an update key generation: a larger value is newer (claim 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UpdateKeyId(pub u32);
+
+/// Upper limit of the transfer key identifier a card may store (claim 1), set per personalisation batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TransferKeyIdLimit(pub u32);
+
+impl TransferKeyIdLimit {
+    /// Whether a card with this limit may hold `id`.
+    pub fn admits(self, id: TransferKeyId) -> bool {
+        id.0 <= self.0
+    }
+}
+
+/// The acceptance rule of claims 2, 4, 6 and 7: a card installs `new` only if
+/// `current < new <= limit` (DESIGN.md §6 property 4, anti-rollback).
+pub fn may_install(current: TransferKeyId, new: TransferKeyId, limit: TransferKeyIdLimit) -> bool {
+    current < new && limit.admits(new)
+}
+
+macro_rules! display_u32 {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { self.0.fmt(f) }
+        }
+    )*};
+}
+display_u32!(TransferKeyId, UpdateKeyId, TransferKeyIdLimit);
+
+/// A card's serial number: 8 bytes, unique per issuer, shown as 16 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CardSerial(pub [u8; 8]);
+
+impl CardSerial {
+    pub const LEN: usize = 8;
+
+    pub fn from_u64(v: u64) -> Self {
+        CardSerial(v.to_be_bytes())
+    }
+
+    pub fn as_u64(self) -> u64 {
+        u64::from_be_bytes(self.0)
+    }
+
+    /// Parse 16 hex digits.
+    pub fn parse(s: &str) -> Option<Self> {
+        let v = hex::decode(s.trim()).ok()?;
+        Some(CardSerial(v.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for CardSerial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode_upper(self.0))
+    }
+}
+
+impl fmt::Debug for CardSerial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CardSerial({self})")
+    }
+}
+
+impl Serialize for CardSerial {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for CardSerial {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CardSerial::parse(&s).ok_or_else(|| serde::de::Error::custom("card serial must be 16 hex digits"))
+    }
+}
+
+/// An amount of value in minor currency units (DESIGN.md §1: never negative).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Amount(pub u64);
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Card profile: which of the seed's card claims a personalisation follows (DESIGN.md §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Claims 1, 2, 17: one transfer key, rolled under the update key.
+    Symmetric,
+    /// Claims 3, 4, 18: one transfer key, rolled with card key pairs and certificates.
+    PublicKey,
+    /// Claims 5–7: both; the terminal picks the path by update key identifiers (claims 14–16).
+    Hybrid,
+    /// Claims 8, 9: several transfer keys and a selected identifier.
+    MultiKey,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 4] = [Profile::Symmetric, Profile::PublicKey, Profile::Hybrid, Profile::MultiKey];
+
+    pub fn code(self) -> u8 {
+        match self {
+            Profile::Symmetric => 1,
+            Profile::PublicKey => 2,
+            Profile::Hybrid => 3,
+            Profile::MultiKey => 4,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<Self> {
+        Profile::ALL.into_iter().find(|p| p.code() == c)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Symmetric => "symmetric",
+            Profile::PublicKey => "public-key",
+            Profile::Hybrid => "hybrid",
+            Profile::MultiKey => "multi-key",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Profile::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// Whether the card holds an update key (symmetric path possible).
+    pub fn has_update_key(self) -> bool {
+        !matches!(self, Profile::PublicKey)
+    }
+
+    /// Whether the card holds a key pair and certificate (public-key path possible).
+    pub fn has_key_pair(self) -> bool {
+        matches!(self, Profile::PublicKey | Profile::Hybrid)
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_rule_is_strict_below_and_inclusive_at_limit() {
+        let l = TransferKeyIdLimit(5);
+        assert!(may_install(TransferKeyId(1), TransferKeyId(2), l));
+        assert!(may_install(TransferKeyId(1), TransferKeyId(5), l));
+        assert!(!may_install(TransferKeyId(1), TransferKeyId(6), l));
+        assert!(!may_install(TransferKeyId(2), TransferKeyId(2), l));
+        assert!(!may_install(TransferKeyId(3), TransferKeyId(2), l));
+    }
+
+    #[test]
+    fn serial_and_profile_round_trip() {
+        let s = CardSerial::from_u64(0x0102_0304_0506_0708);
+        assert_eq!(s.to_string(), "0102030405060708");
+        assert_eq!(CardSerial::parse(&s.to_string()), Some(s));
+        assert_eq!(CardSerial::parse("xyz"), None);
+        for p in Profile::ALL {
+            assert_eq!(Profile::from_code(p.code()), Some(p));
+            assert_eq!(Profile::parse(p.name()), Some(p));
+        }
+        assert_eq!(Profile::from_code(0), None);
+    }
+}

@@ -1,0 +1,11 @@
+//! keyroll: key-management authority, personalisation line, reference card and settlement terminal for
+//! the stored-value smart-card scheme of `seeds/000_b241c551434f3d80.txt` (claims 1–19).
+//!
+//! Layers import downward only:
+//! `cli` → `authority`, `perso`, `terminal`, `audit` → `protocol`, `crypto`, `transport`, `pki`;
+//! the reference `card` uses only `protocol`, `crypto` and `pki`. `domain` holds the shared vocabulary.
+
+pub mod crypto;
+pub mod domain;
+pub mod protocol;
+pub mod transport;

@@ -1,0 +1,441 @@
+//! Typed commands: every keyroll command as a Rust value that encodes to a [`CommandApdu`] and decodes
+//! from one (opcard-rs style `TryFrom`). A decoding failure carries the exact ISO status word to answer.
+
+use super::apdu::CommandApdu;
+use super::codec::{DecodeError, Reader};
+use super::instruction::{CLA_ISO, CLA_PROPRIETARY, Instruction};
+use super::status::StatusWord;
+use super::CHALLENGE_LEN;
+use crate::domain::{Amount, CardSerial, TransferKeyId, UpdateKeyId};
+
+pub type Challenge = [u8; CHALLENGE_LEN];
+pub type Nonce = [u8; CHALLENGE_LEN];
+pub type Mac = [u8; 16];
+
+/// Which roll-forward path a key-roll command belongs to (P1 of the three key-roll commands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyRollPath {
+    /// Claims 2, 6, 9, 11, 15: envelope under the shared update key.
+    Symmetric = 0x00,
+    /// Claims 4, 7, 13, 16: ECIES to the receiver's certified key, ECDSA by the sender.
+    PublicKey = 0x01,
+}
+
+impl KeyRollPath {
+    fn from_p1(p1: u8) -> Result<Self, StatusWord> {
+        match p1 {
+            0x00 => Ok(KeyRollPath::Symmetric),
+            0x01 => Ok(KeyRollPath::PublicKey),
+            _ => Err(StatusWord::IncorrectP1P2),
+        }
+    }
+}
+
+/// Items stored by PERSO STORE (P1). Their plaintext layouts are in `docs/protocol.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PersoItem {
+    /// profile code (1).
+    Profile = 0x01,
+    /// transfer key id (4) ‖ key (16); a multi-key card accepts several.
+    TransferKey = 0x02,
+    /// update key id (4) ‖ key (16).
+    UpdateKey = 0x03,
+    /// upper limit of the transfer key identifier (4).
+    TransferKeyIdLimit = 0x04,
+    /// initial balance (8) ‖ maximum balance (8).
+    Balance = 0x05,
+    /// selected transfer key id (4) (multi-key).
+    SelectedTransferKey = 0x06,
+    /// issuer trust anchor certificate, DER.
+    TrustAnchor = 0x07,
+    /// the card's own certificate, DER.
+    CardCertificate = 0x08,
+}
+
+impl PersoItem {
+    pub const ALL: [PersoItem; 8] = [
+        PersoItem::Profile,
+        PersoItem::TransferKey,
+        PersoItem::UpdateKey,
+        PersoItem::TransferKeyIdLimit,
+        PersoItem::Balance,
+        PersoItem::SelectedTransferKey,
+        PersoItem::TrustAnchor,
+        PersoItem::CardCertificate,
+    ];
+
+    pub fn from_p1(p1: u8) -> Option<Self> {
+        PersoItem::ALL.into_iter().find(|i| *i as u8 == p1)
+    }
+}
+
+/// Every command keyroll sends or a card understands.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Command {
+    Select { aid: Vec<u8> },
+    GetResponse { le: usize },
+    GetCardInfo,
+    /// Public-key path: the sender's (newer card's) certificate, DER (claims 4, 7).
+    RequestUpdatePermission { path: KeyRollPath, sender_certificate: Vec<u8> },
+    /// Symmetric: `receiver` is the older card's serial, bound into the envelope.
+    /// Public-key: `receiver_certificate` is the older card's certificate (claims 4, 7).
+    GetTransferKey { path: KeyRollPath, challenge: Challenge, receiver: CardSerial, receiver_certificate: Vec<u8> },
+    /// Symmetric: `sender ‖ update key id ‖ envelope`; public key: `ciphertext` and `signature` TLVs.
+    UpdateTransferKey { path: KeyRollPath, payload: KeyPayload },
+    BeginReceive { payer: CardSerial, amount: Amount },
+    Debit { payee: CardSerial, amount: Amount, nonce: Nonce, payee_sequence: u32 },
+    Credit { nonce: Nonce, payer_sequence: u32, token: Mac },
+    Confirm { nonce: Nonce, ack: Mac },
+    Abort { nonce: Nonce },
+    Refund { nonce: Nonce, proof: Mac },
+    Initialize { serial: CardSerial, personalisation_key: [u8; 16] },
+    OpenPersoSession,
+    PersoStore { item: PersoItem, sealed: Vec<u8> },
+    GenerateKeyPair { sealed: Vec<u8> },
+    Lock { sealed: Vec<u8> },
+}
+
+/// What UPDATE TRANSFER KEY carries, by path.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum KeyPayload {
+    Symmetric { sender: CardSerial, update_key_id: UpdateKeyId, envelope: Vec<u8> },
+    PublicKey { ciphertext: Vec<u8>, signature: Vec<u8> },
+}
+
+/// TLV tags inside public-key key-roll data.
+pub mod tag {
+    pub const CIPHERTEXT: u8 = 0x90;
+    pub const SIGNATURE: u8 = 0x91;
+}
+
+impl Command {
+    pub fn instruction(&self) -> Instruction {
+        use Command::*;
+        match self {
+            Select { .. } => Instruction::Select,
+            GetResponse { .. } => Instruction::GetResponse,
+            GetCardInfo => Instruction::GetCardInfo,
+            RequestUpdatePermission { .. } => Instruction::RequestUpdatePermission,
+            GetTransferKey { .. } => Instruction::GetTransferKey,
+            UpdateTransferKey { .. } => Instruction::UpdateTransferKey,
+            BeginReceive { .. } => Instruction::BeginReceive,
+            Debit { .. } => Instruction::Debit,
+            Credit { .. } => Instruction::Credit,
+            Confirm { .. } => Instruction::Confirm,
+            Abort { .. } => Instruction::Abort,
+            Refund { .. } => Instruction::Refund,
+            Initialize { .. } => Instruction::Initialize,
+            OpenPersoSession => Instruction::OpenPersoSession,
+            PersoStore { .. } => Instruction::PersoStore,
+            GenerateKeyPair { .. } => Instruction::GenerateKeyPair,
+            Lock { .. } => Instruction::Lock,
+        }
+    }
+
+    /// Encode as one (possibly long) APDU; the transport splits it into a chain where needed.
+    pub fn to_apdu(&self) -> CommandApdu {
+        use Command::*;
+        let ins = self.instruction();
+        let (mut p1, p2) = (0u8, 0u8);
+        let mut d = Vec::new();
+        match self {
+            Select { aid } => {
+                p1 = 0x04;
+                d.extend_from_slice(aid);
+            }
+            GetResponse { .. } | GetCardInfo | OpenPersoSession => {}
+            RequestUpdatePermission { path, sender_certificate } => {
+                p1 = *path as u8;
+                d.extend_from_slice(sender_certificate);
+            }
+            GetTransferKey { path, challenge, receiver, receiver_certificate } => {
+                p1 = *path as u8;
+                d.extend_from_slice(challenge);
+                d.extend_from_slice(&receiver.0);
+                d.extend_from_slice(receiver_certificate);
+            }
+            UpdateTransferKey { path, payload } => {
+                p1 = *path as u8;
+                match payload {
+                    KeyPayload::Symmetric { sender, update_key_id, envelope } => {
+                        d.extend_from_slice(&sender.0);
+                        d.extend_from_slice(&update_key_id.0.to_be_bytes());
+                        d.extend_from_slice(envelope);
+                    }
+                    KeyPayload::PublicKey { ciphertext, signature } => {
+                        super::codec::put_tlv(&mut d, tag::CIPHERTEXT, ciphertext);
+                        super::codec::put_tlv(&mut d, tag::SIGNATURE, signature);
+                    }
+                }
+            }
+            BeginReceive { payer, amount } => {
+                d.extend_from_slice(&payer.0);
+                d.extend_from_slice(&amount.0.to_be_bytes());
+            }
+            Debit { payee, amount, nonce, payee_sequence } => {
+                d.extend_from_slice(&payee.0);
+                d.extend_from_slice(&amount.0.to_be_bytes());
+                d.extend_from_slice(nonce);
+                d.extend_from_slice(&payee_sequence.to_be_bytes());
+            }
+            Credit { nonce, payer_sequence, token } => {
+                d.extend_from_slice(nonce);
+                d.extend_from_slice(&payer_sequence.to_be_bytes());
+                d.extend_from_slice(token);
+            }
+            Confirm { nonce, ack } => {
+                d.extend_from_slice(nonce);
+                d.extend_from_slice(ack);
+            }
+            Abort { nonce } => d.extend_from_slice(nonce),
+            Refund { nonce, proof } => {
+                d.extend_from_slice(nonce);
+                d.extend_from_slice(proof);
+            }
+            Initialize { serial, personalisation_key } => {
+                d.extend_from_slice(&serial.0);
+                d.extend_from_slice(personalisation_key);
+            }
+            PersoStore { item, sealed } => {
+                p1 = *item as u8;
+                d.extend_from_slice(sealed);
+            }
+            GenerateKeyPair { sealed } | Lock { sealed } => d.extend_from_slice(sealed),
+        }
+        let le = match self {
+            GetResponse { le } => Some(*le),
+            _ => Some(256),
+        };
+        CommandApdu { cla: ins.cla(), ins: ins.code(), p1, p2, data: d, le }
+    }
+}
+
+fn bad(_: DecodeError) -> StatusWord {
+    StatusWord::WrongLength
+}
+
+impl TryFrom<&CommandApdu> for Command {
+    type Error = StatusWord;
+
+    /// Decode, answering ISO/IEC 7816-4's specific status for each fault: unknown class 6E00, unknown
+    /// instruction 6D00, bad P1-P2 6A86, bad length 6700 (house rule 1).
+    fn try_from(a: &CommandApdu) -> Result<Self, StatusWord> {
+        let cla = a.cla & !super::apdu::CLA_CHAINING;
+        if cla != CLA_ISO && cla != CLA_PROPRIETARY {
+            return Err(StatusWord::ClaNotSupported);
+        }
+        let ins = match Instruction::from_code(cla, a.ins) {
+            Some(i) => i,
+            None if Instruction::ALL.iter().any(|i| i.code() == a.ins) => return Err(StatusWord::ClaNotSupported),
+            None => return Err(StatusWord::InsNotSupported),
+        };
+        let p1p2_zero = || if a.p1 == 0 && a.p2 == 0 { Ok(()) } else { Err(StatusWord::IncorrectP1P2) };
+        let mut r = Reader::new(&a.data);
+        let cmd = match ins {
+            Instruction::Select => {
+                if a.p1 != 0x04 || (a.p2 != 0x00 && a.p2 != 0x0C) {
+                    return Err(StatusWord::IncorrectP1P2);
+                }
+                if a.data.is_empty() || a.data.len() > 16 {
+                    return Err(StatusWord::WrongLength);
+                }
+                return Ok(Command::Select { aid: a.data.clone() });
+            }
+            Instruction::GetResponse => {
+                p1p2_zero()?;
+                return Ok(Command::GetResponse { le: a.le.unwrap_or(256) });
+            }
+            Instruction::GetCardInfo => {
+                p1p2_zero()?;
+                Command::GetCardInfo
+            }
+            Instruction::OpenPersoSession => {
+                p1p2_zero()?;
+                Command::OpenPersoSession
+            }
+            Instruction::RequestUpdatePermission => {
+                if a.p2 != 0 {
+                    return Err(StatusWord::IncorrectP1P2);
+                }
+                let path = KeyRollPath::from_p1(a.p1)?;
+                let sender_certificate = r.rest().to_vec();
+                if (path == KeyRollPath::Symmetric) != sender_certificate.is_empty() {
+                    return Err(StatusWord::WrongLength);
+                }
+                Command::RequestUpdatePermission { path, sender_certificate }
+            }
+            Instruction::GetTransferKey => {
+                if a.p2 != 0 {
+                    return Err(StatusWord::IncorrectP1P2);
+                }
+                let path = KeyRollPath::from_p1(a.p1)?;
+                let challenge = r.array("challenge").map_err(bad)?;
+                let receiver = CardSerial(r.array("receiver").map_err(bad)?);
+                let receiver_certificate = r.rest().to_vec();
+                if (path == KeyRollPath::Symmetric) != receiver_certificate.is_empty() {
+                    return Err(StatusWord::WrongLength);
+                }
+                Command::GetTransferKey { path, challenge, receiver, receiver_certificate }
+            }
+            Instruction::UpdateTransferKey => {
+                if a.p2 != 0 {
+                    return Err(StatusWord::IncorrectP1P2);
+                }
+                let path = KeyRollPath::from_p1(a.p1)?;
+                let payload = match path {
+                    KeyRollPath::Symmetric => KeyPayload::Symmetric {
+                        sender: CardSerial(r.array("sender").map_err(bad)?),
+                        update_key_id: UpdateKeyId(r.u32("update key id").map_err(bad)?),
+                        envelope: r.rest().to_vec(),
+                    },
+                    KeyRollPath::PublicKey => {
+                        let (t1, ct) = r.tlv().map_err(bad)?;
+                        let (t2, sig) = r.tlv().map_err(bad)?;
+                        if t1 != tag::CIPHERTEXT || t2 != tag::SIGNATURE {
+                            return Err(StatusWord::IncorrectData);
+                        }
+                        KeyPayload::PublicKey { ciphertext: ct.to_vec(), signature: sig.to_vec() }
+                    }
+                };
+                Command::UpdateTransferKey { path, payload }
+            }
+            Instruction::BeginReceive => {
+                p1p2_zero()?;
+                Command::BeginReceive {
+                    payer: CardSerial(r.array("payer").map_err(bad)?),
+                    amount: Amount(r.u64("amount").map_err(bad)?),
+                }
+            }
+            Instruction::Debit => {
+                p1p2_zero()?;
+                Command::Debit {
+                    payee: CardSerial(r.array("payee").map_err(bad)?),
+                    amount: Amount(r.u64("amount").map_err(bad)?),
+                    nonce: r.array("nonce").map_err(bad)?,
+                    payee_sequence: r.u32("payee sequence").map_err(bad)?,
+                }
+            }
+            Instruction::Credit => {
+                p1p2_zero()?;
+                Command::Credit {
+                    nonce: r.array("nonce").map_err(bad)?,
+                    payer_sequence: r.u32("payer sequence").map_err(bad)?,
+                    token: r.array("token").map_err(bad)?,
+                }
+            }
+            Instruction::Confirm => {
+                p1p2_zero()?;
+                Command::Confirm { nonce: r.array("nonce").map_err(bad)?, ack: r.array("ack").map_err(bad)? }
+            }
+            Instruction::Abort => {
+                p1p2_zero()?;
+                Command::Abort { nonce: r.array("nonce").map_err(bad)? }
+            }
+            Instruction::Refund => {
+                p1p2_zero()?;
+                Command::Refund { nonce: r.array("nonce").map_err(bad)?, proof: r.array("proof").map_err(bad)? }
+            }
+            Instruction::Initialize => {
+                p1p2_zero()?;
+                Command::Initialize {
+                    serial: CardSerial(r.array("serial").map_err(bad)?),
+                    personalisation_key: r.array("personalisation key").map_err(bad)?,
+                }
+            }
+            Instruction::PersoStore => {
+                if a.p2 != 0 {
+                    return Err(StatusWord::IncorrectP1P2);
+                }
+                let item = PersoItem::from_p1(a.p1).ok_or(StatusWord::IncorrectP1P2)?;
+                Command::PersoStore { item, sealed: r.rest().to_vec() }
+            }
+            Instruction::GenerateKeyPair => {
+                p1p2_zero()?;
+                Command::GenerateKeyPair { sealed: r.rest().to_vec() }
+            }
+            Instruction::Lock => {
+                p1p2_zero()?;
+                Command::Lock { sealed: r.rest().to_vec() }
+            }
+        };
+        r.finish().map_err(bad)?;
+        Ok(cmd)
+    }
+}
+
+/// Shorthand constructors for key ids on the wire.
+pub fn transfer_key_id(b: [u8; 4]) -> TransferKeyId {
+    TransferKeyId(u32::from_be_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn every_command() -> Vec<Command> {
+        let s = CardSerial::from_u64(42);
+        vec![
+            Command::Select { aid: super::super::AID.to_vec() },
+            Command::GetResponse { le: 256 },
+            Command::GetCardInfo,
+            Command::RequestUpdatePermission { path: KeyRollPath::Symmetric, sender_certificate: vec![] },
+            Command::RequestUpdatePermission { path: KeyRollPath::PublicKey, sender_certificate: vec![0x30; 300] },
+            Command::GetTransferKey {
+                path: KeyRollPath::Symmetric,
+                challenge: [1; 16],
+                receiver: s,
+                receiver_certificate: vec![],
+            },
+            Command::GetTransferKey {
+                path: KeyRollPath::PublicKey,
+                challenge: [1; 16],
+                receiver: s,
+                receiver_certificate: vec![0x30; 400],
+            },
+            Command::UpdateTransferKey {
+                path: KeyRollPath::Symmetric,
+                payload: KeyPayload::Symmetric { sender: s, update_key_id: UpdateKeyId(3), envelope: vec![9; 36] },
+            },
+            Command::UpdateTransferKey {
+                path: KeyRollPath::PublicKey,
+                payload: KeyPayload::PublicKey { ciphertext: vec![1; 200], signature: vec![2; 70] },
+            },
+            Command::BeginReceive { payer: s, amount: Amount(5) },
+            Command::Debit { payee: s, amount: Amount(5), nonce: [3; 16], payee_sequence: 7 },
+            Command::Credit { nonce: [3; 16], payer_sequence: 8, token: [4; 16] },
+            Command::Confirm { nonce: [3; 16], ack: [5; 16] },
+            Command::Abort { nonce: [3; 16] },
+            Command::Refund { nonce: [3; 16], proof: [6; 16] },
+            Command::Initialize { serial: s, personalisation_key: [7; 16] },
+            Command::OpenPersoSession,
+            Command::PersoStore { item: PersoItem::Balance, sealed: vec![8; 40] },
+            Command::GenerateKeyPair { sealed: vec![8; 16] },
+            Command::Lock { sealed: vec![8; 16] },
+        ]
+    }
+
+    #[test]
+    fn every_command_round_trips_through_bytes() {
+        for c in every_command() {
+            let bytes = c.to_apdu().to_bytes();
+            let back = Command::try_from(&CommandApdu::parse(&bytes).unwrap()).unwrap();
+            assert_eq!(back, c);
+        }
+        for item in PersoItem::ALL {
+            assert_eq!(PersoItem::from_p1(item as u8), Some(item));
+        }
+    }
+
+    #[test]
+    fn specific_status_for_each_fault() {
+        let apdu = |cla, ins, p1, p2, data: Vec<u8>| CommandApdu { cla, ins, p1, p2, data, le: None };
+        assert_eq!(Command::try_from(&apdu(0x80, 0x99, 0, 0, vec![])), Err(StatusWord::InsNotSupported));
+        assert_eq!(Command::try_from(&apdu(0x40, 0x10, 0, 0, vec![])), Err(StatusWord::ClaNotSupported));
+        assert_eq!(Command::try_from(&apdu(0x00, 0x10, 0, 0, vec![])), Err(StatusWord::ClaNotSupported));
+        assert_eq!(Command::try_from(&apdu(0x80, 0x10, 1, 0, vec![])), Err(StatusWord::IncorrectP1P2));
+        assert_eq!(Command::try_from(&apdu(0x80, 0x20, 2, 0, vec![])), Err(StatusWord::IncorrectP1P2));
+        assert_eq!(Command::try_from(&apdu(0x80, 0x10, 0, 0, vec![1])), Err(StatusWord::WrongLength));
+        assert_eq!(Command::try_from(&apdu(0x80, 0x38, 0, 0, vec![1; 15])), Err(StatusWord::WrongLength));
+        assert_eq!(Command::try_from(&apdu(0x80, 0x54, 0x77, 0, vec![])), Err(StatusWord::IncorrectP1P2));
+    }
+}
