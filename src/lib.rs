@@ -9,3 +9,6 @@ pub mod crypto;
 pub mod domain;
 pub mod protocol;
 pub mod transport;
+pub mod card;
+pub mod terminal;
+pub mod perso;

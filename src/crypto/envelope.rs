@@ -19,25 +19,36 @@ use aes_siv::KeyInit;
 /// Length of the synthetic IV / tag prepended to every envelope.
 pub const TAG_LEN: usize = 16;
 
-fn cipher(update_key: &super::UpdateKey) -> Aes128Siv {
-    let k = kdf::derive(update_key.secret(), Purpose::TransferKeyWrap, &update_key.id.0.to_be_bytes(), 32);
-    Aes128Siv::new_from_slice(k.expose()).expect("32-byte SIV key")
+/// The 32-byte AES-SIV key that wraps transfer keys under `update_key`.
+pub fn wrap_key(update_key: &super::UpdateKey) -> SecretBytes {
+    kdf::derive(update_key.secret(), Purpose::TransferKeyWrap, &update_key.id.0.to_be_bytes(), 32)
 }
 
 /// Seal `plaintext` under the update key, binding `headers` (RFC 5297 §2.4 vector of associated data).
 pub fn seal(update_key: &super::UpdateKey, headers: &[&[u8]], plaintext: &[u8]) -> Vec<u8> {
-    cipher(update_key).encrypt(headers, plaintext).expect("header count is a protocol constant")
+    seal_with(&wrap_key(update_key), headers, plaintext)
 }
 
 /// Open an envelope; fails if the key, any header or any byte differs.
 pub fn open(update_key: &super::UpdateKey, headers: &[&[u8]], envelope: &[u8]) -> Result<SecretBytes, CryptoError> {
+    open_with(&wrap_key(update_key), headers, envelope)
+}
+
+fn siv(key: &SecretBytes) -> Aes128Siv {
+    Aes128Siv::new_from_slice(key.expose()).expect("SIV keys are derived with 32 bytes")
+}
+
+/// Seal under an already derived 32-byte SIV key (personalisation sessions, ECIES).
+pub fn seal_with(key: &SecretBytes, headers: &[&[u8]], plaintext: &[u8]) -> Vec<u8> {
+    siv(key).encrypt(headers, plaintext).expect("header count is a protocol constant")
+}
+
+/// Open under an already derived 32-byte SIV key.
+pub fn open_with(key: &SecretBytes, headers: &[&[u8]], envelope: &[u8]) -> Result<SecretBytes, CryptoError> {
     if envelope.len() < TAG_LEN {
         return Err(CryptoError::EnvelopeTooShort { len: envelope.len(), min: TAG_LEN });
     }
-    cipher(update_key)
-        .decrypt(headers, envelope)
-        .map(SecretBytes::new)
-        .map_err(|_| CryptoError::EnvelopeAuthentication)
+    siv(key).decrypt(headers, envelope).map(SecretBytes::new).map_err(|_| CryptoError::EnvelopeAuthentication)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod kdf;
 pub mod keys;
 pub mod mac;
+pub mod perso;
 pub mod random;
 pub mod secret;
 

@@ -34,6 +34,8 @@ pub struct PendingEntry {
     /// The other card.
     pub counterpart: CardSerial,
     pub amount: Amount,
+    /// The payee's sequence number of the transfer (needed to repeat a DEBIT during recovery).
+    pub payee_sequence: u32,
 }
 
 /// Serde helper: byte arrays as hex strings.
@@ -122,6 +124,7 @@ impl CardInfo {
                 v.extend_from_slice(&e.nonce);
                 v.extend_from_slice(&e.counterpart.0);
                 v.extend_from_slice(&e.amount.0.to_be_bytes());
+                v.extend_from_slice(&e.payee_sequence.to_be_bytes());
                 put_tlv(&mut o, tag, &v);
             }
         }
@@ -201,6 +204,7 @@ impl CardInfo {
                         nonce: pr.array("pending nonce")?,
                         counterpart: CardSerial(pr.array("pending counterpart")?),
                         amount: Amount(pr.u64("pending amount")?),
+                        payee_sequence: pr.u32("pending sequence")?,
                     };
                     pr.finish()?;
                     let list = if tag == t::PENDING_OUT { &mut info.pending_out } else { &mut info.pending_in };
@@ -241,8 +245,8 @@ mod tests {
             balance: Amount(100),
             max_balance: Amount(1000),
             sequence: 12,
-            pending_out: vec![PendingEntry { nonce: [1; 16], counterpart: CardSerial::from_u64(9), amount: Amount(3) }],
-            pending_in: vec![PendingEntry { nonce: [2; 16], counterpart: CardSerial::from_u64(8), amount: Amount(4) }],
+            pending_out: vec![PendingEntry { nonce: [1; 16], counterpart: CardSerial::from_u64(9), amount: Amount(3), payee_sequence: 4 }],
+            pending_in: vec![PendingEntry { nonce: [2; 16], counterpart: CardSerial::from_u64(8), amount: Amount(4), payee_sequence: 5 }],
             certificate: Some(vec![0x30; 500]),
         };
         assert_eq!(CardInfo::decode(&info.encode()).unwrap(), info);

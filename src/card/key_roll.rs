@@ -1,0 +1,167 @@
+//! The four commands of the seed's key roll-forward (claims 2, 4, 6, 7, 9) on the card side.
+//!
+//! Symmetric path envelope (claims 2, 6, 9): AES-SIV under a key derived from the shared update key,
+//! headers `[label, sender serial, receiver serial, update key id]`, plaintext `R ‖ id ‖ key`. The
+//! claims put the random number inside the encrypted data; the serials and update key id in the
+//! headers bind the envelope to this pair of cards and this update key generation (DESIGN.md §6.6).
+
+use super::session::{LiveChallenge, Session};
+use super::state::{CardState, LogKind, StoredKey};
+use super::Effect;
+use crate::crypto::{envelope, random, Secret16};
+use crate::domain::{self, Amount, CardSerial, Profile, TransferKeyId};
+use crate::protocol::codec::Reader;
+use crate::protocol::command::{Challenge, KeyPayload, KeyRollPath};
+use crate::protocol::StatusWord;
+use std::time::SystemTime;
+use subtle::ConstantTimeEq;
+
+const SYMMETRIC_LABEL: &[u8] = b"keyroll transfer key v1";
+
+fn symmetric_headers<'a>(sender: &'a CardSerial, receiver: &'a CardSerial, update_key_id: &'a [u8; 4]) -> [&'a [u8]; 4] {
+    [SYMMETRIC_LABEL, &sender.0, &receiver.0, update_key_id]
+}
+
+fn path_supported(state: &CardState, path: KeyRollPath) -> Result<(), StatusWord> {
+    let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let ok = match path {
+        KeyRollPath::Symmetric => profile.has_update_key(),
+        KeyRollPath::PublicKey => profile.has_key_pair(),
+    };
+    if ok { Ok(()) } else { Err(StatusWord::IncorrectP1P2) }
+}
+
+/// REQUEST UPDATE PERMISSION: "generating a first random number and transmitting it" (claims 2, 4, 6,
+/// 7, 9). The number lives in session state only and is single use. A new request replaces an old
+/// challenge (a card has one key-roll in progress at a time).
+pub(super) fn request_update_permission(
+    state: &CardState,
+    session: &mut Session,
+    path: KeyRollPath,
+    sender_certificate: &[u8],
+    _now: SystemTime,
+) -> Result<Effect, StatusWord> {
+    path_supported(state, path)?;
+    let sender = match path {
+        KeyRollPath::Symmetric => None,
+        KeyRollPath::PublicKey => {
+            let _ = sender_certificate;
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+    };
+    let value: Challenge = random::bytes().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
+    session.challenge = Some(LiveChallenge { value, sender });
+    Ok(Effect::reply(value.to_vec()))
+}
+
+/// GET TRANSFER KEY on the newer card: "first encrypted data, into which the second random number,
+/// the transfer key identifier, and the transfer key are encrypted by use of the update key"
+/// (claims 2, 6); multi-key cards send the selected identifier and key (claim 9).
+pub(super) fn get_transfer_key(
+    state: &CardState,
+    path: KeyRollPath,
+    challenge: &Challenge,
+    receiver: CardSerial,
+    _receiver_certificate: &[u8],
+    _now: SystemTime,
+) -> Result<Effect, StatusWord> {
+    path_supported(state, path)?;
+    let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    if receiver == serial {
+        return Err(StatusWord::IncorrectData);
+    }
+    let key = state.current_transfer_key().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    match path {
+        KeyRollPath::Symmetric => {
+            let update_key = state.update_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?.update_key();
+            let uk_id = update_key.id.0.to_be_bytes();
+            let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(36));
+            plaintext.extend_from_slice(challenge);
+            plaintext.extend_from_slice(&key.id.0.to_be_bytes());
+            plaintext.extend_from_slice(key.secret().expose());
+            let env = envelope::seal(&update_key, &symmetric_headers(&serial, &receiver, &uk_id), &plaintext);
+            let mut out = Vec::with_capacity(12 + env.len());
+            out.extend_from_slice(&serial.0);
+            out.extend_from_slice(&uk_id);
+            out.extend_from_slice(&env);
+            Ok(Effect::reply(out))
+        }
+        KeyRollPath::PublicKey => Err(StatusWord::ConditionsNotSatisfied),
+    }
+}
+
+/// UPDATE TRANSFER KEY on the older card (claims 2, 6, 9; 4, 7 for the public-key path).
+///
+/// The live challenge is consumed by every attempt that reaches the cryptographic check, successful
+/// or not: an attacker gets one try per REQUEST UPDATE PERMISSION. Only session state changes on a
+/// rejection; the persistent state is untouched.
+pub(super) fn update_transfer_key(
+    state: &CardState,
+    session: &mut Session,
+    path: KeyRollPath,
+    payload: &KeyPayload,
+) -> Result<Effect, StatusWord> {
+    path_supported(state, path)?;
+    let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let live = session.challenge.take().ok_or(StatusWord::SecurityStatusNotSatisfied)?;
+    let (new_id, new_key) = match (path, payload) {
+        (KeyRollPath::Symmetric, KeyPayload::Symmetric { sender, update_key_id, envelope: env }) => {
+            if live.sender.is_some() {
+                return Err(StatusWord::SecurityStatusNotSatisfied);
+            }
+            let update_key = state.update_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?.update_key();
+            if *update_key_id != update_key.id {
+                // Claims 14-16: different update keys mean the public-key path.
+                return Err(StatusWord::ReferencedDataNotFound);
+            }
+            let uk_id = update_key_id.0.to_be_bytes();
+            let plain = envelope::open(&update_key, &symmetric_headers(sender, &serial, &uk_id), env)
+                .map_err(|_| StatusWord::VerificationFailed)?;
+            let mut r = Reader::new(plain.expose());
+            let got: Challenge = r.array("challenge").map_err(|_| StatusWord::IncorrectData)?;
+            let id = TransferKeyId(r.u32("transfer key id").map_err(|_| StatusWord::IncorrectData)?);
+            let key = Secret16::from_slice(r.take(16, "transfer key").map_err(|_| StatusWord::IncorrectData)?)
+                .expect("16 bytes");
+            r.finish().map_err(|_| StatusWord::IncorrectData)?;
+            // "if the first data is equivalent to the first random number" (claim 2), in constant time.
+            if !bool::from(got.ct_eq(&live.value)) {
+                return Err(StatusWord::SecurityStatusNotSatisfied);
+            }
+            (id, key)
+        }
+        _ => return Err(StatusWord::ConditionsNotSatisfied),
+    };
+    install(state, new_id, new_key, serial)
+}
+
+/// Install or select `id` if the range rule allows it.
+fn install(state: &CardState, id: TransferKeyId, key: Secret16, _serial: CardSerial) -> Result<Effect, StatusWord> {
+    let current = state.selected_transfer_key_id.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let limit = state.transfer_key_id_limit.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    if id <= current {
+        return Err(StatusWord::IncorrectData);
+    }
+    let mut next = state.clone();
+    if state.profile == Some(Profile::MultiKey) {
+        // Claim 9: "if a value of the second data is equivalent to one of values of the transfer key
+        // identifiers, updating a value of the selection transfer key identifier". The stored key must
+        // also be the one sent: a selection never silently pairs an id with another key.
+        let stored = state.transfer_key(id).ok_or(StatusWord::ReferencedDataNotFound)?;
+        if stored.secret() != &key {
+            return Err(StatusWord::VerificationFailed);
+        }
+        if !limit.admits(id) {
+            return Err(StatusWord::NotEnoughMemory);
+        }
+    } else {
+        // Claims 2, 4, 6, 7: "between a value of the upper limit ... and a value of the transfer key".
+        if !domain::may_install(current, id, limit) {
+            return Err(StatusWord::NotEnoughMemory);
+        }
+        next.transfer_keys = vec![StoredKey { id: id.0, key }];
+    }
+    next.selected_transfer_key_id = Some(id);
+    next.push_log(LogKind::KeyRoll, CardSerial::default(), Amount(0));
+    Ok(Effect::write(next, Vec::new()))
+}
+

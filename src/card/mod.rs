@@ -1,0 +1,299 @@
+//! The reference card: an APDU state machine implementing the four card profiles of the seed
+//! (claims 1–9, 17, 18) and keyroll's value transfer (DESIGN.md §3).
+//!
+//! Every command is one transition: the handler computes the new persistent state from the old one
+//! without touching it, the new state is written atomically, and only then does the card adopt it and
+//! answer (house rule 3). A rejected command answers an error status and leaves the persistent state
+//! byte-identical. A power cut during the write leaves the old or the new state, never a mixture.
+
+mod key_roll;
+mod perso;
+pub mod session;
+pub mod state;
+pub mod storage;
+mod value;
+
+use crate::protocol::apdu::{CLA_CHAINING, MAX_COMMAND_DATA};
+use crate::protocol::command::Command;
+use crate::protocol::info::LifeCycle;
+use crate::protocol::instruction::Instruction;
+use crate::protocol::{AID, CommandApdu, Mute, ResponseApdu, SmartCard, StatusWord};
+use session::{Chain, Session};
+pub use state::CardState;
+use storage::{Storage, StorageError};
+
+/// ATR: T=1 only (TD1 = 0x81 announces T=1, TD2 = 0x31 with TA3 IFSC 254, TB3 BWI/CWI),
+/// historical bytes "keyroll", and the check byte TCK that T=1 requires (ISO/IEC 7816-3 §8.2).
+fn atr() -> Vec<u8> {
+    // TS, T0 (TD1 present, 7 historical bytes), TD1 (TD2 present, T=1), TD2 (TA3 and TB3 present, T=1),
+    // TA3 (IFSC 254), TB3 (BWI 4, CWI 5).
+    let mut a = vec![0x3B, 0x87, 0x81, 0x31, 0xFE, 0x45];
+    a.extend_from_slice(b"keyroll");
+    let tck = a[1..].iter().fold(0u8, |x, b| x ^ b);
+    a.push(tck);
+    a
+}
+
+/// What a handler decided: the new persistent state (if it changed) and the response data.
+pub(crate) struct Effect {
+    pub state: Option<CardState>,
+    pub response: Vec<u8>,
+}
+
+impl Effect {
+    pub fn reply(response: Vec<u8>) -> Self {
+        Effect { state: None, response }
+    }
+    pub fn write(state: CardState, response: Vec<u8>) -> Self {
+        Effect { state: Some(state), response }
+    }
+}
+
+/// Card-side outcome of a failed load.
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+pub struct Card<S: Storage> {
+    storage: S,
+    state: CardState,
+    session: Session,
+    powered: bool,
+    /// Clock for certificate validity checks (a real card would take the terminal's time).
+    pub now: fn() -> std::time::SystemTime,
+}
+
+impl<S: Storage> Card<S> {
+    /// Load the card from storage; a storage never written is a blank card (written at first change).
+    pub fn open(mut storage: S) -> Result<Self, CardError> {
+        let state = match storage.load()? {
+            Some(b) => CardState::decode(&b)?,
+            None => CardState::blank(),
+        };
+        Ok(Card { storage, state, session: Session::default(), powered: true, now: std::time::SystemTime::now })
+    }
+
+    /// A card with the given state, written to storage first.
+    pub fn create(mut storage: S, state: CardState) -> Result<Self, CardError> {
+        storage.store(&state.encode())?;
+        Card::open(storage)
+    }
+
+    pub fn state(&self) -> &CardState {
+        &self.state
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    pub fn is_powered(&self) -> bool {
+        self.powered
+    }
+
+    fn run(&mut self, raw: &[u8]) -> Result<ResponseApdu, Mute> {
+        let apdu = match CommandApdu::parse(raw) {
+            Ok(a) => a,
+            Err(_) => return Ok(ResponseApdu::status(StatusWord::WrongLength)),
+        };
+        // GET RESPONSE serves the rest of the previous long response and nothing else.
+        if apdu.ins == Instruction::GetResponse.code() && apdu.cla == 0x00 {
+            return Ok(self.get_response(&apdu));
+        }
+        self.session.pending_response.clear();
+        let apdu = match self.assemble_chain(apdu) {
+            Ok(Some(a)) => a,
+            Ok(None) => return Ok(ResponseApdu::status(StatusWord::Ok)),
+            Err(sw) => return Ok(ResponseApdu::status(sw)),
+        };
+        let command = match Command::try_from(&apdu) {
+            Ok(c) => c,
+            Err(sw) => return Ok(ResponseApdu::status(sw)),
+        };
+        match self.dispatch(&apdu, command) {
+            Err(sw) => Ok(ResponseApdu::status(sw)),
+            Ok(effect) => {
+                if let Some(new_state) = effect.state {
+                    match self.storage.store(&new_state.encode()) {
+                        Ok(()) => self.state = new_state,
+                        Err(StorageError::PowerCut) => {
+                            self.power_lost();
+                            return Err(Mute);
+                        }
+                        Err(StorageError::Io(_)) => return Ok(ResponseApdu::status(StatusWord::MemoryFailure)),
+                    }
+                }
+                Ok(self.long_response(effect.response))
+            }
+        }
+    }
+
+    fn power_lost(&mut self) {
+        self.powered = false;
+        self.session = Session::default();
+    }
+
+    /// ISO/IEC 7816-4 §5.4.1 command chaining: buffer segments until the last one. The chain's
+    /// instruction and parameters must stay the same; its total is bounded by `MAX_COMMAND_DATA`.
+    fn assemble_chain(&mut self, apdu: CommandApdu) -> Result<Option<CommandApdu>, StatusWord> {
+        let more = apdu.cla & CLA_CHAINING != 0;
+        let header = [apdu.cla & !CLA_CHAINING, apdu.ins, apdu.p1, apdu.p2];
+        match self.session.chain.take() {
+            None if !more => Ok(Some(apdu)),
+            None => {
+                self.session.chain = Some(Chain { header, data: apdu.data.clone() });
+                Ok(None)
+            }
+            Some(mut chain) => {
+                if chain.header != header {
+                    return Err(StatusWord::LastCommandExpected);
+                }
+                if chain.data.len() + apdu.data.len() > MAX_COMMAND_DATA {
+                    return Err(StatusWord::WrongLength);
+                }
+                chain.data.extend_from_slice(&apdu.data);
+                if more {
+                    self.session.chain = Some(chain);
+                    return Ok(None);
+                }
+                let data = std::mem::take(&mut chain.data);
+                Ok(Some(CommandApdu { cla: header[0], ins: header[1], p1: header[2], p2: header[3], data, le: apdu.le }))
+            }
+        }
+    }
+
+    fn long_response(&mut self, mut data: Vec<u8>) -> ResponseApdu {
+        if data.len() <= 256 {
+            return ResponseApdu::ok(data);
+        }
+        let rest = data.split_off(256);
+        let sw = StatusWord::MoreData(rest.len().min(256) as u8);
+        self.session.pending_response = rest;
+        ResponseApdu { data, sw }
+    }
+
+    fn get_response(&mut self, apdu: &CommandApdu) -> ResponseApdu {
+        if apdu.p1 != 0 || apdu.p2 != 0 {
+            return ResponseApdu::status(StatusWord::IncorrectP1P2);
+        }
+        if self.session.pending_response.is_empty() {
+            return ResponseApdu::status(StatusWord::ConditionsNotSatisfied);
+        }
+        let n = apdu.le.unwrap_or(256).min(256).min(self.session.pending_response.len());
+        let rest = self.session.pending_response.split_off(n);
+        let data = std::mem::replace(&mut self.session.pending_response, rest);
+        let sw = if self.session.pending_response.is_empty() {
+            StatusWord::Ok
+        } else {
+            StatusWord::MoreData(self.session.pending_response.len().min(256) as u8)
+        };
+        ResponseApdu { data, sw }
+    }
+
+    /// The life-cycle gate, then one handler per command.
+    fn dispatch(&mut self, apdu: &CommandApdu, command: Command) -> Result<Effect, StatusWord> {
+        let ins = command.instruction();
+        if let Command::Select { aid } = &command {
+            // SELECT of another application deselects ours (ISO/IEC 7816-4 §11.2.2).
+            self.session.selected = aid.as_slice() == AID;
+            return if self.session.selected {
+                Ok(Effect::reply(Vec::new()))
+            } else {
+                Err(StatusWord::ApplicationNotFound)
+            };
+        }
+        if !self.session.selected {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let lc = self.state.life_cycle;
+        let allowed = match ins {
+            Instruction::GetCardInfo => true,
+            Instruction::Initialize => lc == LifeCycle::Blank,
+            i if i.is_personalisation() => lc == LifeCycle::Personalising,
+            _ => lc == LifeCycle::Issued,
+        };
+        if !allowed {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let now = (self.now)();
+        let state = &self.state;
+        let session = &mut self.session;
+        match command {
+            Command::GetCardInfo => Ok(Effect::reply(state.info().encode())),
+            Command::RequestUpdatePermission { path, sender_certificate } => {
+                key_roll::request_update_permission(state, session, path, &sender_certificate, now)
+            }
+            Command::GetTransferKey { path, challenge, receiver, receiver_certificate } => {
+                key_roll::get_transfer_key(state, path, &challenge, receiver, &receiver_certificate, now)
+            }
+            Command::UpdateTransferKey { path, payload } => key_roll::update_transfer_key(state, session, path, &payload),
+            Command::BeginReceive { payer, amount } => value::begin_receive(state, payer, amount),
+            Command::Debit { payee, amount, nonce, payee_sequence } => {
+                value::debit(state, payee, amount, &nonce, payee_sequence)
+            }
+            Command::Credit { nonce, payer_sequence, token } => value::credit(state, &nonce, payer_sequence, &token),
+            Command::Confirm { nonce, ack } => value::confirm(state, &nonce, &ack),
+            Command::Abort { nonce } => value::abort(state, &nonce),
+            Command::Refund { nonce, proof } => value::refund(state, &nonce, &proof),
+            Command::Initialize { serial, personalisation_key } => perso::initialize(state, serial, personalisation_key),
+            Command::OpenPersoSession => perso::open_session(state, session),
+            Command::PersoStore { item, sealed } => perso::store(state, session, apdu.header(), item, &sealed),
+            Command::GenerateKeyPair { sealed } => perso::generate_key_pair(state, session, apdu.header(), &sealed),
+            Command::Lock { sealed } => perso::lock(state, session, apdu.header(), &sealed),
+            Command::Select { .. } | Command::GetResponse { .. } => unreachable!("handled above"),
+        }
+    }
+}
+
+impl<S: Storage> SmartCard for Card<S> {
+    fn atr(&self) -> Vec<u8> {
+        atr()
+    }
+
+    fn power_on(&mut self) {
+        // Re-read what storage holds: after a tear the in-memory copy may be stale.
+        if let Ok(Some(b)) = self.storage.load()
+            && let Ok(s) = CardState::decode(&b)
+        {
+            self.state = s;
+        }
+        self.session = Session::default();
+        self.powered = true;
+    }
+
+    fn power_off(&mut self) {
+        self.session = Session::default();
+        self.powered = false;
+    }
+
+    fn reset(&mut self) {
+        self.session = Session::default();
+        self.powered = true;
+    }
+
+    fn process(&mut self, apdu: &[u8]) -> Result<Vec<u8>, Mute> {
+        if !self.powered {
+            return Err(Mute);
+        }
+        self.run(apdu).map(|r| r.to_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn atr_announces_t1_and_has_valid_check_byte() {
+        let a = super::atr();
+        assert_eq!(a[0], 0x3B);
+        assert_eq!(a[2] & 0x0F, 1, "TD1 names T=1");
+        assert_eq!(a[1..].iter().fold(0u8, |x, b| x ^ b), 0, "TCK makes the XOR of T0..TCK zero");
+    }
+}

@@ -1,0 +1,184 @@
+//! Personalisation on the card: INITIALIZE on a blank card, then a sealed session (see
+//! `crypto::perso`) storing the profile's items, on-card key generation (claims 3, 5: the secret key
+//! never leaves the card) and LOCK, after which every personalisation command is refused.
+
+use super::session::{PersoSession, Session};
+use super::state::{CardState, StoredKey};
+use super::Effect;
+use crate::crypto::secret::SecretBytes;
+use crate::crypto::{perso as seal, random, Secret16};
+use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::protocol::codec::Reader;
+use crate::protocol::command::PersoItem;
+use crate::protocol::info::LifeCycle;
+use crate::protocol::StatusWord;
+
+/// INITIALIZE: the fab step that gives a blank card its serial and personalisation key. Only a blank
+/// card accepts it, so it cannot be used to take over a personalised card.
+pub(super) fn initialize(state: &CardState, serial: CardSerial, key: [u8; 16]) -> Result<Effect, StatusWord> {
+    let mut next = state.clone();
+    next.serial = Some(serial);
+    next.personalisation_key = Some(Secret16::new(key));
+    next.life_cycle = LifeCycle::Personalising;
+    Ok(Effect::write(next, Vec::new()))
+}
+
+/// OPEN PERSO SESSION: answers `serial ‖ card challenge`; the session key is derived from both ends'
+/// knowledge of the card's personalisation key.
+pub(super) fn open_session(state: &CardState, session: &mut Session) -> Result<Effect, StatusWord> {
+    let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let pk = state.personalisation_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let challenge: [u8; 16] = random::bytes().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
+    session.perso = Some(PersoSession { key: seal::session_key(pk, &challenge), counter: 0 });
+    let mut out = serial.0.to_vec();
+    out.extend_from_slice(&challenge);
+    Ok(Effect::reply(out))
+}
+
+/// Open a sealed command. The counter advances only when the seal verifies, so a forged or replayed
+/// command is refused without disturbing the session.
+fn unseal(state: &CardState, session: &mut Session, header: [u8; 4], sealed: &[u8]) -> Result<SecretBytes, StatusWord> {
+    let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let ps = session.perso.as_mut().ok_or(StatusWord::SecurityStatusNotSatisfied)?;
+    let plain = seal::open(&ps.key, serial, ps.counter, header, sealed).map_err(|_| StatusWord::VerificationFailed)?;
+    ps.counter = ps.counter.checked_add(1).ok_or(StatusWord::SecurityStatusNotSatisfied)?;
+    Ok(plain)
+}
+
+fn key_item(r: &mut Reader<'_>) -> Result<StoredKey, StatusWord> {
+    let id = r.u32("key id").map_err(|_| StatusWord::WrongLength)?;
+    let key = Secret16::from_slice(r.take(16, "key").map_err(|_| StatusWord::WrongLength)?).expect("16 bytes");
+    if id == 0 {
+        return Err(StatusWord::IncorrectData);
+    }
+    Ok(StoredKey { id, key })
+}
+
+/// PERSO STORE: one item. Items may be written again before LOCK (a half-written card can be re-run).
+pub(super) fn store(
+    state: &CardState,
+    session: &mut Session,
+    header: [u8; 4],
+    item: PersoItem,
+    sealed: &[u8],
+) -> Result<Effect, StatusWord> {
+    // Decode against a copy of the session so a malformed item leaves the counter where it was.
+    let plain = {
+        let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
+        let ps = session.perso.as_ref().ok_or(StatusWord::SecurityStatusNotSatisfied)?;
+        seal::open(&ps.key, serial, ps.counter, header, sealed).map_err(|_| StatusWord::VerificationFailed)?
+    };
+    let mut r = Reader::new(plain.expose());
+    let mut next = state.clone();
+    match item {
+        PersoItem::Profile => {
+            let p = Profile::from_code(r.u8("profile").map_err(|_| StatusWord::WrongLength)?)
+                .ok_or(StatusWord::IncorrectData)?;
+            if state.profile.is_some_and(|old| old != p) {
+                // Changing profile mid-way would leave items of the old one: start from a clean card.
+                next = CardState { serial: state.serial, personalisation_key: state.personalisation_key.clone(), ..CardState::blank() };
+                next.life_cycle = LifeCycle::Personalising;
+            }
+            next.profile = Some(p);
+        }
+        PersoItem::TransferKey => {
+            let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
+            let k = key_item(&mut r)?;
+            if profile == Profile::MultiKey {
+                next.transfer_keys.retain(|x| x.id != k.id);
+                if next.transfer_keys.len() >= super::state::MAX_TRANSFER_KEYS {
+                    return Err(StatusWord::NotEnoughMemory);
+                }
+                next.transfer_keys.push(k);
+                next.transfer_keys.sort_by_key(|x| x.id);
+                if next.selected_transfer_key_id.is_none() {
+                    next.selected_transfer_key_id = Some(TransferKeyId(next.transfer_keys[0].id));
+                }
+            } else {
+                next.selected_transfer_key_id = Some(TransferKeyId(k.id));
+                next.transfer_keys = vec![k];
+            }
+        }
+        PersoItem::UpdateKey => {
+            if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_update_key() {
+                return Err(StatusWord::ConditionsNotSatisfied);
+            }
+            next.update_key = Some(key_item(&mut r)?);
+        }
+        PersoItem::TransferKeyIdLimit => {
+            next.transfer_key_id_limit = Some(TransferKeyIdLimit(r.u32("limit").map_err(|_| StatusWord::WrongLength)?));
+        }
+        PersoItem::Balance => {
+            let initial = r.u64("initial balance").map_err(|_| StatusWord::WrongLength)?;
+            let max = r.u64("maximum balance").map_err(|_| StatusWord::WrongLength)?;
+            if initial > max {
+                return Err(StatusWord::IncorrectData);
+            }
+            next.balance = Amount(initial);
+            next.max_balance = Amount(max);
+        }
+        PersoItem::SelectedTransferKey => {
+            let id = TransferKeyId(r.u32("selected id").map_err(|_| StatusWord::WrongLength)?);
+            if state.transfer_key(id).is_none() {
+                return Err(StatusWord::ReferencedDataNotFound);
+            }
+            next.selected_transfer_key_id = Some(id);
+        }
+        PersoItem::TrustAnchor => {
+            if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_key_pair() {
+                return Err(StatusWord::ConditionsNotSatisfied);
+            }
+            next.trust_anchor = Some(r.rest().to_vec());
+        }
+        PersoItem::CardCertificate => {
+            if state.card_private_key.is_none() {
+                return Err(StatusWord::ConditionsNotSatisfied);
+            }
+            next.certificate = Some(r.rest().to_vec());
+        }
+    }
+    r.finish().map_err(|_| StatusWord::WrongLength)?;
+    unseal(state, session, header, sealed)?;
+    Ok(Effect::write(next, Vec::new()))
+}
+
+/// GENERATE KEY PAIR (claims 3, 5): the card makes its P-256 key pair and answers the public key only.
+pub(super) fn generate_key_pair(
+    state: &CardState,
+    session: &mut Session,
+    header: [u8; 4],
+    sealed: &[u8],
+) -> Result<Effect, StatusWord> {
+    if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_key_pair() {
+        return Err(StatusWord::ConditionsNotSatisfied);
+    }
+    let plain = unseal(state, session, header, sealed)?;
+    if !plain.expose().is_empty() {
+        return Err(StatusWord::WrongLength);
+    }
+    let _ = state;
+    Err(StatusWord::ConditionsNotSatisfied)
+}
+
+/// LOCK: ends personalisation for good, if the profile's items are all present.
+pub(super) fn lock(state: &CardState, session: &mut Session, header: [u8; 4], sealed: &[u8]) -> Result<Effect, StatusWord> {
+    let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let complete = state.current_transfer_key().is_some()
+        && state.transfer_key_id_limit.is_some()
+        && state.max_balance.0 > 0
+        && (!profile.has_update_key() || state.update_key.is_some())
+        && (!profile.has_key_pair()
+            || (state.card_private_key.is_some() && state.certificate.is_some() && state.trust_anchor.is_some()));
+    if !complete {
+        return Err(StatusWord::ConditionsNotSatisfied);
+    }
+    let plain = unseal(state, session, header, sealed)?;
+    if !plain.expose().is_empty() {
+        return Err(StatusWord::WrongLength);
+    }
+    let mut next = state.clone();
+    next.life_cycle = LifeCycle::Issued;
+    next.personalisation_key = None;
+    session.perso = None;
+    Ok(Effect::write(next, Vec::new()))
+}

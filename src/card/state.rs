@@ -1,0 +1,328 @@
+//! The reference card's persistent state (what survives power-off) and its file format.
+//!
+//! Session state (challenges, personalisation sessions, chained data) lives in `session.rs` and is never
+//! written: it dies with the power, as claims 2 and 9 require of the single-use random number.
+
+use crate::crypto::secret::SecretBytes;
+use crate::crypto::{Secret16, TransferKey, UpdateKey};
+use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
+use crate::protocol::command::{Mac, Nonce};
+use crate::protocol::info::{CardInfo, LifeCycle, PendingEntry, hex_array};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use zeroize::Zeroizing;
+
+/// Format tag of card files; bump when the layout changes incompatibly.
+pub const FORMAT: &str = "keyroll-card/1";
+/// Recently settled nonces remembered for idempotent CREDIT and ABORT (bounded: house rule 5).
+pub const SETTLED_MEMORY: usize = 32;
+/// Transaction log entries kept on the card.
+pub const LOG_MEMORY: usize = 32;
+/// Most transfer keys a multi-key card stores.
+pub const MAX_TRANSFER_KEYS: usize = 16;
+
+mod secret_hex {
+    use crate::crypto::Secret16;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    pub fn serialize<S: Serializer>(k: &Secret16, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Zeroizing::new(hex::encode(k.expose())))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Secret16, D::Error> {
+        let s = Zeroizing::new(String::deserialize(d)?);
+        let b = Zeroizing::new(hex::decode(s.as_str()).map_err(serde::de::Error::custom)?);
+        Secret16::from_slice(&b).ok_or_else(|| serde::de::Error::custom("key must be 16 bytes"))
+    }
+}
+
+mod bytes_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?.map(|s| hex::decode(s).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+mod secret_bytes_hex {
+    use crate::crypto::secret::SecretBytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+    pub fn serialize<S: Serializer>(v: &Option<SecretBytes>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&*Zeroizing::new(hex::encode(b.expose()))),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretBytes>, D::Error> {
+        let s = Option::<String>::deserialize(d)?.map(Zeroizing::new);
+        s.map(|s| hex::decode(s.as_str()).map(SecretBytes::new).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+/// A key as the card stores it.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredKey {
+    pub id: u32,
+    #[serde(with = "secret_hex")]
+    pub key: Secret16,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoredKey {{ id: {} }}", self.id)
+    }
+}
+
+impl StoredKey {
+    pub fn transfer_key(&self) -> TransferKey {
+        TransferKey::new(TransferKeyId(self.id), self.key.clone())
+    }
+    pub fn update_key(&self) -> UpdateKey {
+        UpdateKey::new(UpdateKeyId(self.id), self.key.clone())
+    }
+}
+
+/// A debit not yet confirmed or refunded (the payer's exception log, DESIGN.md §3).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingOut {
+    #[serde(with = "hex_array")]
+    pub nonce: Nonce,
+    pub payee: CardSerial,
+    pub amount: Amount,
+    pub payee_sequence: u32,
+    pub payer_sequence: u32,
+    pub transfer_key_id: TransferKeyId,
+}
+
+/// A receipt begun and neither credited nor aborted (the payee's side).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingIn {
+    #[serde(with = "hex_array")]
+    pub nonce: Nonce,
+    pub payer: CardSerial,
+    pub amount: Amount,
+    pub payee_sequence: u32,
+    pub transfer_key_id: TransferKeyId,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Credited,
+    Aborted,
+}
+
+/// A receipt that reached its end, remembered so a repeated CREDIT or ABORT gets the same answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Settled {
+    #[serde(with = "hex_array")]
+    pub nonce: Nonce,
+    pub payer: CardSerial,
+    pub amount: Amount,
+    pub payee_sequence: u32,
+    pub payer_sequence: u32,
+    pub transfer_key_id: TransferKeyId,
+    pub outcome: Outcome,
+}
+
+/// One line of the card's own transaction log.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogEntry {
+    pub sequence: u32,
+    pub kind: LogKind,
+    pub counterpart: CardSerial,
+    pub amount: Amount,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogKind {
+    Debit,
+    Credit,
+    Refund,
+    KeyRoll,
+}
+
+/// Everything a card keeps across power cycles.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CardState {
+    pub format: String,
+    pub life_cycle: LifeCycle,
+    pub serial: Option<CardSerial>,
+    pub profile: Option<Profile>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_opt")]
+    pub personalisation_key: Option<Secret16>,
+    /// Stored transfer keys, ascending by id. Single-key profiles hold exactly one.
+    pub transfer_keys: Vec<StoredKey>,
+    /// The transfer key in use: the only one, or the selected one (claim 8).
+    pub selected_transfer_key_id: Option<TransferKeyId>,
+    pub update_key: Option<StoredKey>,
+    pub transfer_key_id_limit: Option<TransferKeyIdLimit>,
+    pub balance: Amount,
+    pub max_balance: Amount,
+    /// Transaction counter: incremented and saved before the effect it guards.
+    pub sequence: u32,
+    pub pending_out: Vec<PendingOut>,
+    pub pending_in: Vec<PendingIn>,
+    pub settled: VecDeque<Settled>,
+    pub log: VecDeque<LogEntry>,
+    /// The card's P-256 private scalar (claims 3, 5): never leaves the card.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_bytes_hex")]
+    pub card_private_key: Option<SecretBytes>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "bytes_hex")]
+    pub certificate: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "bytes_hex")]
+    pub trust_anchor: Option<Vec<u8>>,
+}
+
+mod secret_opt {
+    use crate::crypto::Secret16;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+    pub fn serialize<S: Serializer>(v: &Option<Secret16>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(k) => s.serialize_some(&*Zeroizing::new(hex::encode(k.expose()))),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret16>, D::Error> {
+        let s = Option::<String>::deserialize(d)?.map(Zeroizing::new);
+        s.map(|s| {
+            let b = Zeroizing::new(hex::decode(s.as_str()).map_err(serde::de::Error::custom)?);
+            Secret16::from_slice(&b).ok_or_else(|| serde::de::Error::custom("key must be 16 bytes"))
+        })
+        .transpose()
+    }
+}
+
+/// Why a card file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("not a keyroll card file: {0}")]
+    Parse(String),
+    #[error("card file format {found:?} is not {FORMAT:?}")]
+    Format { found: String },
+}
+
+impl CardState {
+    /// A blank card, fresh from the fab.
+    pub fn blank() -> Self {
+        CardState {
+            format: FORMAT.to_string(),
+            life_cycle: LifeCycle::Blank,
+            serial: None,
+            profile: None,
+            personalisation_key: None,
+            transfer_keys: vec![],
+            selected_transfer_key_id: None,
+            update_key: None,
+            transfer_key_id_limit: None,
+            balance: Amount(0),
+            max_balance: Amount(0),
+            sequence: 0,
+            pending_out: vec![],
+            pending_in: vec![],
+            settled: VecDeque::new(),
+            log: VecDeque::new(),
+            card_private_key: None,
+            certificate: None,
+            trust_anchor: None,
+        }
+    }
+
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(serde_json::to_vec_pretty(self).expect("card state serializes"))
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, StateError> {
+        let s: CardState = serde_json::from_slice(b).map_err(|e| StateError::Parse(e.to_string()))?;
+        if s.format != FORMAT {
+            return Err(StateError::Format { found: s.format });
+        }
+        Ok(s)
+    }
+
+    /// The transfer key in use.
+    pub fn current_transfer_key(&self) -> Option<TransferKey> {
+        let id = self.selected_transfer_key_id?;
+        self.transfer_keys.iter().find(|k| k.id == id.0).map(StoredKey::transfer_key)
+    }
+
+    pub fn transfer_key(&self, id: TransferKeyId) -> Option<TransferKey> {
+        self.transfer_keys.iter().find(|k| k.id == id.0).map(StoredKey::transfer_key)
+    }
+
+    pub fn stored_ids(&self) -> Vec<TransferKeyId> {
+        self.transfer_keys.iter().map(|k| TransferKeyId(k.id)).collect()
+    }
+
+    /// Value this card has sent but not yet seen confirmed or refunded.
+    pub fn pending_out_total(&self) -> u64 {
+        self.pending_out.iter().map(|p| p.amount.0).sum()
+    }
+
+    pub fn pending_in_total(&self) -> u64 {
+        self.pending_in.iter().map(|p| p.amount.0).sum()
+    }
+
+    /// What GET CARD INFO answers (public data only).
+    pub fn info(&self) -> CardInfo {
+        let multi = self.profile == Some(Profile::MultiKey);
+        CardInfo {
+            serial: self.serial.unwrap_or_default(),
+            life_cycle: self.life_cycle,
+            profile: self.profile,
+            transfer_key_id: self.selected_transfer_key_id,
+            stored_transfer_key_ids: if multi { self.stored_ids() } else { vec![] },
+            update_key_id: self.update_key.as_ref().map(|k| UpdateKeyId(k.id)),
+            transfer_key_id_limit: self.transfer_key_id_limit,
+            balance: self.balance,
+            max_balance: self.max_balance,
+            sequence: self.sequence,
+            pending_out: self
+                .pending_out
+                .iter()
+                .map(|p| PendingEntry {
+                    nonce: p.nonce,
+                    counterpart: p.payee,
+                    amount: p.amount,
+                    payee_sequence: p.payee_sequence,
+                })
+                .collect(),
+            pending_in: self
+                .pending_in
+                .iter()
+                .map(|p| PendingEntry {
+                    nonce: p.nonce,
+                    counterpart: p.payer,
+                    amount: p.amount,
+                    payee_sequence: p.payee_sequence,
+                })
+                .collect(),
+            certificate: self.certificate.clone(),
+        }
+    }
+
+    pub fn push_log(&mut self, kind: LogKind, counterpart: CardSerial, amount: Amount) {
+        if self.log.len() >= LOG_MEMORY {
+            self.log.pop_front();
+        }
+        self.log.push_back(LogEntry { sequence: self.sequence, kind, counterpart, amount });
+    }
+
+    pub fn push_settled(&mut self, s: Settled) {
+        if self.settled.len() >= SETTLED_MEMORY {
+            self.settled.pop_front();
+        }
+        self.settled.push_back(s);
+    }
+}
+
+/// Acknowledgement and abort-proof MACs are 16 bytes.
+pub type Proof = Mac;

@@ -1,0 +1,154 @@
+//! Persistent storage of the reference card, behind a trait so tests can cut power at any write.
+//!
+//! The card writes its whole state as one record, atomically: [`FileStorage`] writes a temporary file,
+//! syncs it and renames it over the old one (POSIX rename is atomic), so after a power cut the file is
+//! either the old state or the new one (DESIGN.md §6 property 3).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StorageError {
+    /// The fault injector cut the power: the card stops answering.
+    #[error("power cut during a write")]
+    PowerCut,
+    #[error("card storage I/O error: {0}")]
+    Io(String),
+}
+
+pub trait Storage {
+    /// The last completely written record, or None for a card never written.
+    fn load(&mut self) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError>;
+    /// Replace the record atomically.
+    fn store(&mut self, record: &[u8]) -> Result<(), StorageError>;
+}
+
+/// A card state file.
+pub struct FileStorage {
+    path: PathBuf,
+}
+
+impl FileStorage {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileStorage { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Storage for FileStorage {
+    fn load(&mut self) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
+        match fs::read(&self.path) {
+            Ok(b) => Ok(Some(Zeroizing::new(b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::Io(format!("{}: {e}", self.path.display()))),
+        }
+    }
+
+    fn store(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        let io = |e: std::io::Error| StorageError::Io(format!("{}: {e}", self.path.display()));
+        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        tmp.write_all(record).map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // The card file holds the card's secrets: owner-only, like a secure element's memory.
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+        tmp.persist(&self.path).map_err(|e| io(e.error))?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// Storage in memory (tests, benchmarks, `rollout verify`).
+#[derive(Default, Clone)]
+pub struct MemoryStorage {
+    record: Option<Vec<u8>>,
+    /// Number of completed writes.
+    pub writes: usize,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn record(&self) -> Option<&[u8]> {
+        self.record.as_deref()
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn load(&mut self) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
+        Ok(self.record.clone().map(Zeroizing::new))
+    }
+    fn store(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        self.record = Some(record.to_vec());
+        self.writes += 1;
+        Ok(())
+    }
+}
+
+/// When the injected power cut strikes relative to the chosen write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tear {
+    /// The write never reaches storage.
+    BeforeWrite,
+    /// The write completes, then power is lost before the card answers.
+    AfterWrite,
+}
+
+/// Fault injector: cuts the power at the k-th write (1-based) from arming, then behaves normally.
+pub struct TearingStorage<S: Storage> {
+    pub inner: S,
+    writes_since_armed: usize,
+    armed: Option<(usize, Tear)>,
+    /// How many cuts have struck.
+    pub cuts: usize,
+}
+
+impl<S: Storage> TearingStorage<S> {
+    pub fn new(inner: S) -> Self {
+        TearingStorage { inner, writes_since_armed: 0, armed: None, cuts: 0 }
+    }
+
+    /// Cut the power at the `k`-th write from now.
+    pub fn arm(&mut self, k: usize, tear: Tear) {
+        self.writes_since_armed = 0;
+        self.armed = Some((k, tear));
+    }
+
+    pub fn disarm(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl<S: Storage> Storage for TearingStorage<S> {
+    fn load(&mut self) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
+        self.inner.load()
+    }
+
+    fn store(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        self.writes_since_armed += 1;
+        match self.armed {
+            Some((k, tear)) if k == self.writes_since_armed => {
+                self.armed = None;
+                self.cuts += 1;
+                if tear == Tear::AfterWrite {
+                    self.inner.store(record)?;
+                }
+                Err(StorageError::PowerCut)
+            }
+            _ => self.inner.store(record),
+        }
+    }
+}

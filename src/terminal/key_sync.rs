@@ -1,0 +1,130 @@
+//! Key synchronisation: compare transfer key identifiers (claims 10, 12, 14), pick the path (claim 14:
+//! equal update key identifiers → symmetric, different → public key), and relay the three key-roll
+//! commands from the newer card to the older (claims 11, 13, 15, 16, 19). The terminal sees only
+//! ciphertext.
+
+use super::{Party, Role, SettleError, SettleOptions};
+use crate::domain::{CardSerial, Profile, TransferKeyId};
+use crate::protocol::codec::Reader;
+use crate::protocol::command::{Command, KeyPayload, KeyRollPath, tag};
+use crate::protocol::CHALLENGE_LEN;
+use crate::domain::UpdateKeyId;
+use crate::transport::Trace;
+use der::Decode;
+use serde::Serialize;
+
+/// How the transfer keys were brought together (`settle --json` field `key_roll`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyRoll {
+    None,
+    Symmetric,
+    PublicKey,
+    Selection,
+}
+
+/// Refuse a card whose certificate serial is on the CRL the terminal was given.
+pub(super) fn check_revocation(p: &Party<'_>, options: &SettleOptions) -> Result<(), SettleError> {
+    let Some(der) = &p.info.certificate else { return Ok(()) };
+    if options.revoked_certificate_serials.is_empty() {
+        return Ok(());
+    }
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| p.malformed("GET CARD INFO", format!("certificate: {e}")))?;
+    let serial = cert.tbs_certificate().serial_number().as_bytes().to_vec();
+    if options.revoked_certificate_serials.iter().any(|s| s == &serial) {
+        return Err(SettleError::Revoked { role: p.role, serial: p.info.serial, cert_serial: hex::encode_upper(&serial) });
+    }
+    Ok(())
+}
+
+fn id_of(p: &Party<'_>) -> Result<TransferKeyId, SettleError> {
+    p.info.transfer_key_id.ok_or_else(|| p.malformed("GET CARD INFO", "no transfer key id"))
+}
+
+/// Bring both cards to the newer transfer key. Returns the path taken and which card changed.
+pub(super) fn synchronise<'a>(a: &mut Party<'a>, b: &mut Party<'a>, trace: &mut Trace) -> Result<(KeyRoll, Option<Role>), SettleError> {
+    let (ida, idb) = (id_of(a)?, id_of(b)?);
+    if ida == idb {
+        return Ok((KeyRoll::None, None));
+    }
+    let (payer_id, payee_id) = (ida, idb);
+    let (newer, older) = if ida > idb { (a, b) } else { (b, a) };
+    let new_id = id_of(newer)?;
+    let older_profile = older.info.profile.ok_or_else(|| older.malformed("GET CARD INFO", "no profile"))?;
+    let newer_profile = newer.info.profile.ok_or_else(|| newer.malformed("GET CARD INFO", "no profile"))?;
+    let limit = older.info.transfer_key_id_limit.ok_or_else(|| older.malformed("GET CARD INFO", "no limit"))?;
+    if !limit.admits(new_id) {
+        return Err(SettleError::Stranded { role: older.role, serial: older.info.serial, newer: new_id, limit });
+    }
+    let same_update_key = older.info.update_key_id.is_some() && older.info.update_key_id == newer.info.update_key_id;
+    let both_certified = older_profile.has_key_pair()
+        && newer_profile.has_key_pair()
+        && older.info.certificate.is_some()
+        && newer.info.certificate.is_some();
+    let (path, roll) = if older_profile == Profile::MultiKey {
+        if !older.info.stored_transfer_key_ids.contains(&new_id) {
+            return Err(SettleError::NoPath {
+                payer: payer_id,
+                payee: payee_id,
+                why: "the multi-key card does not store the newer identifier (claim 9 only selects)",
+            });
+        }
+        if !same_update_key {
+            return Err(SettleError::NoPath { payer: payer_id, payee: payee_id, why: "selection needs a common update key" });
+        }
+        (KeyRollPath::Symmetric, KeyRoll::Selection)
+    } else if same_update_key {
+        (KeyRollPath::Symmetric, KeyRoll::Symmetric)
+    } else if both_certified {
+        (KeyRollPath::PublicKey, KeyRoll::PublicKey)
+    } else {
+        return Err(SettleError::NoPath {
+            payer: payer_id,
+            payee: payee_id,
+            why: "update key identifiers differ and the cards do not both hold certified key pairs",
+        });
+    };
+
+    // Claims 13, 16: the newer card's certificate goes to the older card with the permission request.
+    let sender_certificate = match path {
+        KeyRollPath::PublicKey => newer.info.certificate.clone().unwrap_or_default(),
+        KeyRollPath::Symmetric => Vec::new(),
+    };
+    let r = older.send(trace, "REQUEST UPDATE PERMISSION", &Command::RequestUpdatePermission { path, sender_certificate })?;
+    let challenge: [u8; CHALLENGE_LEN] =
+        r.as_slice().try_into().map_err(|_| older.malformed("REQUEST UPDATE PERMISSION", "challenge is not 16 bytes"))?;
+    let receiver_certificate = match path {
+        KeyRollPath::PublicKey => older.info.certificate.clone().unwrap_or_default(),
+        KeyRollPath::Symmetric => Vec::new(),
+    };
+    let wrapped = newer.send(
+        trace,
+        "GET TRANSFER KEY",
+        &Command::GetTransferKey { path, challenge, receiver: older.info.serial, receiver_certificate },
+    )?;
+    let payload = parse_wrapped(path, &wrapped).map_err(|why| newer.malformed("GET TRANSFER KEY", why))?;
+    older.send(trace, "UPDATE TRANSFER KEY", &Command::UpdateTransferKey { path, payload })?;
+    older.info.transfer_key_id = Some(new_id);
+    Ok((roll, Some(older.role)))
+}
+
+/// Turn GET TRANSFER KEY's answer into UPDATE TRANSFER KEY's payload.
+fn parse_wrapped(path: KeyRollPath, data: &[u8]) -> Result<KeyPayload, String> {
+    let mut r = Reader::new(data);
+    Ok(match path {
+        KeyRollPath::Symmetric => KeyPayload::Symmetric {
+            sender: CardSerial(r.array("sender").map_err(|e| e.to_string())?),
+            update_key_id: UpdateKeyId(r.u32("update key id").map_err(|e| e.to_string())?),
+            envelope: r.rest().to_vec(),
+        },
+        KeyRollPath::PublicKey => {
+            let (t1, ct) = r.tlv().map_err(|e| e.to_string())?;
+            let (t2, sig) = r.tlv().map_err(|e| e.to_string())?;
+            r.finish().map_err(|e| e.to_string())?;
+            if t1 != tag::CIPHERTEXT || t2 != tag::SIGNATURE {
+                return Err("expected ciphertext and signature".into());
+            }
+            KeyPayload::PublicKey { ciphertext: ct.to_vec(), signature: sig.to_vec() }
+        }
+    })
+}

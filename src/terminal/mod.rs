@@ -1,0 +1,206 @@
+//! The reference settlement terminal (claims 10–16, 19): two card channels, no keys. It reads both
+//! cards, rolls the newer transfer key onto the older card, resolves interrupted transfers between the
+//! two cards, then moves value. Every step is relayed; every decision is taken from what the cards say.
+
+mod key_sync;
+mod recovery;
+mod value;
+
+use crate::domain::{Amount, CardSerial, TransferKeyId, TransferKeyIdLimit};
+use crate::protocol::command::Command;
+use crate::protocol::info::{CardInfo, LifeCycle};
+use crate::protocol::{AID, ResponseApdu, StatusWord};
+use crate::transport::{CardChannel, Trace, TransportError, exchange};
+use serde::Serialize;
+use thiserror::Error;
+
+pub use key_sync::KeyRoll;
+pub use recovery::Recovery;
+
+/// Which side of the settlement a card is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Payer,
+    Payee,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Payer => "payer",
+            Role::Payee => "payee",
+        })
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum SettleError {
+    #[error("{role} card ({reader}): {source} during {step}")]
+    Transport { role: Role, reader: String, step: &'static str, source: TransportError },
+    #[error("{role} card refused {step} with status {sw}")]
+    Refused { role: Role, step: &'static str, sw: StatusWord },
+    #[error("{role} card answered {step} with malformed data: {why}")]
+    Malformed { role: Role, step: &'static str, why: String },
+    #[error("{role} card {serial} is {state}, not issued (a half-written card: personalise it again)")]
+    NotIssued { role: Role, serial: CardSerial, state: &'static str },
+    #[error("both channels reach the same card {0}")]
+    SameCard(CardSerial),
+    #[error(
+        "{role} card {serial} cannot take transfer key {newer}: its upper limit is {limit}; value cannot move between these cards"
+    )]
+    Stranded { role: Role, serial: CardSerial, newer: TransferKeyId, limit: TransferKeyIdLimit },
+    #[error("transfer key ids differ ({payer} vs {payee}) and the cards share no key-roll path: {why}")]
+    NoPath { payer: TransferKeyId, payee: TransferKeyId, why: &'static str },
+    #[error("{role} card {serial}'s certificate is revoked (serial {cert_serial})")]
+    Revoked { role: Role, serial: CardSerial, cert_serial: String },
+    #[error("payer balance {balance} is below the amount {amount}")]
+    InsufficientBalance { balance: Amount, amount: Amount },
+    #[error("payee maximum balance {max} would be exceeded (balance {balance}, amount {amount})")]
+    MaximumBalance { balance: Amount, max: Amount, amount: Amount },
+}
+
+/// What the terminal may be told beyond the two cards.
+#[derive(Clone, Debug, Default)]
+pub struct SettleOptions {
+    /// Print an APDU trace on stderr (headers, lengths, status, milliseconds; never data).
+    pub verbose: bool,
+    /// Serial numbers (big-endian bytes) of revoked card certificates, from the issuer's CRL.
+    pub revoked_certificate_serials: Vec<Vec<u8>>,
+}
+
+/// A summary of a card after settlement.
+#[derive(Clone, Debug, Serialize)]
+pub struct CardSummary {
+    pub serial: CardSerial,
+    pub transfer_key_id: Option<TransferKeyId>,
+    pub balance: Amount,
+}
+
+/// The terminal's report (DESIGN.md §9 `settle --json` fields `key_roll`, `updated_card`, `amount`, `apdus`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SettlementReport {
+    pub key_roll: KeyRoll,
+    pub updated_card: Option<Role>,
+    pub amount: Amount,
+    pub apdus: usize,
+    pub transfer_key_id: Option<TransferKeyId>,
+    pub recovered: Vec<Recovery>,
+    pub payer: CardSummary,
+    pub payee: CardSummary,
+}
+
+/// One card in a settlement: its channel, its trace, and what it last said about itself.
+pub(crate) struct Party<'a> {
+    pub role: Role,
+    pub channel: &'a mut dyn CardChannel,
+    pub info: CardInfo,
+}
+
+impl<'a> Party<'a> {
+    /// SELECT the application and read GET CARD INFO.
+    fn connect(role: Role, channel: &'a mut dyn CardChannel, trace: &mut Trace) -> Result<Self, SettleError> {
+        let mut p = Party { role, channel, info: placeholder_info() };
+        p.send(trace, "SELECT", &Command::Select { aid: AID.to_vec() })?;
+        p.refresh(trace)?;
+        Ok(p)
+    }
+
+    fn refresh(&mut self, trace: &mut Trace) -> Result<(), SettleError> {
+        let data = self.send(trace, "GET CARD INFO", &Command::GetCardInfo)?;
+        self.info = CardInfo::decode(&data).map_err(|e| self.malformed("GET CARD INFO", e.to_string()))?;
+        Ok(())
+    }
+
+    /// Send a command; a non-9000 status is an error.
+    fn send(&mut self, trace: &mut Trace, step: &'static str, cmd: &Command) -> Result<Vec<u8>, SettleError> {
+        let r = self.try_send(trace, step, cmd)?;
+        if r.sw != StatusWord::Ok {
+            return Err(SettleError::Refused { role: self.role, step, sw: r.sw });
+        }
+        Ok(r.data)
+    }
+
+    /// Send a command; the caller interprets the status word.
+    fn try_send(&mut self, trace: &mut Trace, step: &'static str, cmd: &Command) -> Result<ResponseApdu, SettleError> {
+        exchange(self.channel, trace, cmd).map_err(|source| SettleError::Transport {
+            role: self.role,
+            reader: self.channel.name(),
+            step,
+            source,
+        })
+    }
+
+    fn malformed(&self, step: &'static str, why: impl Into<String>) -> SettleError {
+        SettleError::Malformed { role: self.role, step, why: why.into() }
+    }
+
+    fn summary(&self) -> CardSummary {
+        CardSummary { serial: self.info.serial, transfer_key_id: self.info.transfer_key_id, balance: self.info.balance }
+    }
+}
+
+fn placeholder_info() -> CardInfo {
+    CardInfo {
+        serial: CardSerial::default(),
+        life_cycle: LifeCycle::Blank,
+        profile: None,
+        transfer_key_id: None,
+        stored_transfer_key_ids: vec![],
+        update_key_id: None,
+        transfer_key_id_limit: None,
+        balance: Amount(0),
+        max_balance: Amount(0),
+        sequence: 0,
+        pending_out: vec![],
+        pending_in: vec![],
+        certificate: None,
+    }
+}
+
+/// Settle `amount` from `payer` to `payee` (claims 10, 12, 14): read both cards, resolve interrupted
+/// transfers between them, bring the older card to the newer transfer key, then move the value.
+/// `amount` 0 only synchronises keys and recovers.
+pub fn settle(
+    payer: &mut dyn CardChannel,
+    payee: &mut dyn CardChannel,
+    amount: Amount,
+    options: &SettleOptions,
+) -> Result<SettlementReport, SettleError> {
+    let mut trace = Trace::verbose(options.verbose);
+    let mut a = Party::connect(Role::Payer, payer, &mut trace)?;
+    let mut b = Party::connect(Role::Payee, payee, &mut trace)?;
+    for p in [&a, &b] {
+        if p.info.life_cycle != LifeCycle::Issued {
+            let state = match p.info.life_cycle {
+                LifeCycle::Blank => "blank",
+                LifeCycle::Personalising => "still being personalised",
+                LifeCycle::Issued => "issued",
+            };
+            return Err(SettleError::NotIssued { role: p.role, serial: p.info.serial, state });
+        }
+    }
+    if a.info.serial == b.info.serial {
+        return Err(SettleError::SameCard(a.info.serial));
+    }
+    key_sync::check_revocation(&a, options)?;
+    key_sync::check_revocation(&b, options)?;
+    let mut recovered = recovery::resolve(&mut a, &mut b, &mut trace)?;
+    recovered.extend(recovery::resolve(&mut b, &mut a, &mut trace)?);
+    if !recovered.is_empty() {
+        a.refresh(&mut trace)?;
+        b.refresh(&mut trace)?;
+    }
+    let (key_roll, updated_card) = key_sync::synchronise(&mut a, &mut b, &mut trace)?;
+    let moved = if amount.0 > 0 { value::transfer(&mut a, &mut b, amount, &mut trace)? } else { Amount(0) };
+    Ok(SettlementReport {
+        key_roll,
+        updated_card,
+        amount: moved,
+        apdus: trace.apdus,
+        transfer_key_id: a.info.transfer_key_id,
+        recovered,
+        payer: a.summary(),
+        payee: b.summary(),
+    })
+}

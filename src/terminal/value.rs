@@ -1,0 +1,63 @@
+//! Value transfer as the terminal relays it (DESIGN.md §3): BEGIN RECEIVE → DEBIT → CREDIT → CONFIRM,
+//! only between cards holding the same transfer key identifier (DESIGN.md §6 property 9). If a step
+//! fails with an error status after the debit, the terminal aborts at the payee and refunds the
+//! payer at once; if a card stops answering, the entries stay in both cards' exception logs and the
+//! next settlement between the two cards resolves them (see `recovery`).
+
+use super::{Party, SettleError};
+use crate::domain::Amount;
+use crate::protocol::codec::Reader;
+use crate::protocol::command::Command;
+use crate::protocol::StatusWord;
+use crate::transport::Trace;
+
+pub(super) fn transfer(payer: &mut Party<'_>, payee: &mut Party<'_>, amount: Amount, trace: &mut Trace) -> Result<Amount, SettleError> {
+    if payer.info.transfer_key_id != payee.info.transfer_key_id {
+        unreachable!("key synchronisation runs first and fails if it cannot align the ids");
+    }
+    if payer.info.balance < amount {
+        return Err(SettleError::InsufficientBalance { balance: payer.info.balance, amount });
+    }
+    let r = payee.send(trace, "BEGIN RECEIVE", &Command::BeginReceive { payer: payer.info.serial, amount });
+    let r = match r {
+        Err(SettleError::Refused { sw: StatusWord::ConditionsNotSatisfied, .. }) => {
+            return Err(SettleError::MaximumBalance { balance: payee.info.balance, max: payee.info.max_balance, amount });
+        }
+        other => other?,
+    };
+    let mut rd = Reader::new(&r);
+    let parsed = (|| Some((rd.array::<16>("nonce").ok()?, rd.u32("sequence").ok()?, rd.u32("key id").ok()?)))();
+    let (nonce, payee_sequence, _key_id) = parsed.ok_or_else(|| payee.malformed("BEGIN RECEIVE", "expected nonce, sequence, key id"))?;
+
+    let debit = Command::Debit { payee: payee.info.serial, amount, nonce, payee_sequence };
+    let token = match payer.send(trace, "DEBIT", &debit) {
+        Ok(t) => t,
+        Err(e @ SettleError::Refused { .. }) => {
+            // Nothing was debited: close the payee's receipt so it does not linger.
+            let _ = payee.try_send(trace, "ABORT", &Command::Abort { nonce });
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut rd = Reader::new(&token);
+    let parsed = (|| Some((rd.u32("payer sequence").ok()?, rd.array::<16>("token").ok()?)))();
+    let (payer_sequence, token) = parsed.ok_or_else(|| payer.malformed("DEBIT", "expected sequence and token"))?;
+
+    let ack = match payee.try_send(trace, "CREDIT", &Command::Credit { nonce, payer_sequence, token })? {
+        r if r.sw == StatusWord::Ok => r.data,
+        r => {
+            // The payee refused the token: abort there and refund the payer now.
+            if let Ok(p) = payee.send(trace, "ABORT", &Command::Abort { nonce })
+                && let Ok(proof) = <[u8; 16]>::try_from(p.as_slice())
+            {
+                let _ = payer.try_send(trace, "REFUND", &Command::Refund { nonce, proof });
+            }
+            return Err(SettleError::Refused { role: payee.role, step: "CREDIT", sw: r.sw });
+        }
+    };
+    let ack: [u8; 16] = ack.as_slice().try_into().map_err(|_| payee.malformed("CREDIT", "ack is not 16 bytes"))?;
+    payer.send(trace, "CONFIRM", &Command::Confirm { nonce, ack })?;
+    payer.info.balance = Amount(payer.info.balance.0 - amount.0);
+    payee.info.balance = Amount(payee.info.balance.0 + amount.0);
+    Ok(amount)
+}
