@@ -158,7 +158,9 @@ fn install(state: &CardState, id: TransferKeyId, key: Secret16, _serial: CardSer
         if !domain::may_install(current, id, limit) {
             return Err(StatusWord::NotEnoughMemory);
         }
-        next.transfer_keys = vec![StoredKey { id: id.0, key }];
+        let old = std::mem::replace(&mut next.transfer_keys, vec![StoredKey { id: id.0, key }]);
+        next.retained_keys.extend(old);
+        next.prune_retained_keys();
     }
     next.selected_transfer_key_id = Some(id);
     next.push_log(LogKind::KeyRoll, CardSerial::default(), Amount(0));

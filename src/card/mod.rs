@@ -235,9 +235,11 @@ impl<S: Storage> Card<S> {
                 key_roll::get_transfer_key(state, path, &challenge, receiver, &receiver_certificate, now)
             }
             Command::UpdateTransferKey { path, payload } => key_roll::update_transfer_key(state, session, path, &payload),
-            Command::BeginReceive { payer, amount } => value::begin_receive(state, payer, amount),
-            Command::Debit { payee, amount, nonce, payee_sequence } => {
-                value::debit(state, payee, amount, &nonce, payee_sequence)
+            Command::BeginReceive { payer, amount, payer_sequence } => {
+                value::begin_receive(state, payer, amount, payer_sequence)
+            }
+            Command::Debit { payee, amount, nonce, payee_sequence, request } => {
+                value::debit(state, payee, amount, &nonce, payee_sequence, &request)
             }
             Command::Credit { nonce, payer_sequence, token } => value::credit(state, &nonce, payer_sequence, &token),
             Command::Confirm { nonce, ack } => value::confirm(state, &nonce, &ack),

@@ -160,6 +160,10 @@ pub struct CardState {
     pub personalisation_key: Option<Secret16>,
     /// Stored transfer keys, ascending by id. Single-key profiles hold exactly one.
     pub transfer_keys: Vec<StoredKey>,
+    /// Earlier transfer keys of a single-key card, kept only while a pending or settled transfer made
+    /// under them may still need a MAC checked (recovery); never used for a new transfer.
+    #[serde(default)]
+    pub retained_keys: Vec<StoredKey>,
     /// The transfer key in use: the only one, or the selected one (claim 8).
     pub selected_transfer_key_id: Option<TransferKeyId>,
     pub update_key: Option<StoredKey>,
@@ -220,6 +224,7 @@ impl CardState {
             profile: None,
             personalisation_key: None,
             transfer_keys: vec![],
+            retained_keys: vec![],
             selected_transfer_key_id: None,
             update_key: None,
             transfer_key_id_limit: None,
@@ -256,6 +261,23 @@ impl CardState {
 
     pub fn transfer_key(&self, id: TransferKeyId) -> Option<TransferKey> {
         self.transfer_keys.iter().find(|k| k.id == id.0).map(StoredKey::transfer_key)
+    }
+
+    /// A key for checking MACs of an existing transfer: a stored key or a retained one.
+    pub fn key_of_transfer(&self, id: TransferKeyId) -> Option<TransferKey> {
+        self.transfer_key(id).or_else(|| self.retained_keys.iter().find(|k| k.id == id.0).map(StoredKey::transfer_key))
+    }
+
+    /// Drop retained keys no pending or settled transfer refers to any more.
+    pub fn prune_retained_keys(&mut self) {
+        let used: Vec<u32> = self
+            .pending_out
+            .iter()
+            .map(|p| p.transfer_key_id.0)
+            .chain(self.pending_in.iter().map(|p| p.transfer_key_id.0))
+            .chain(self.settled.iter().map(|s| s.transfer_key_id.0))
+            .collect();
+        self.retained_keys.retain(|k| used.contains(&k.id));
     }
 
     pub fn stored_ids(&self) -> Vec<TransferKeyId> {

@@ -16,6 +16,7 @@ use crate::protocol::command::{Mac, Nonce};
 use crate::protocol::info::MAX_PENDING;
 use crate::protocol::StatusWord;
 
+const REQUEST: &[u8] = b"keyroll value request v1";
 const TOKEN: &[u8] = b"keyroll value token v1";
 const ACK: &[u8] = b"keyroll value ack v1";
 const ABORT: &[u8] = b"keyroll value abort v1";
@@ -60,7 +61,7 @@ fn serial(state: &CardState) -> Result<CardSerial, StatusWord> {
 }
 
 fn key_for(state: &CardState, id: TransferKeyId) -> Result<TransferKey, StatusWord> {
-    state.transfer_key(id).ok_or(StatusWord::ReferencedDataNotFound)
+    state.key_of_transfer(id).ok_or(StatusWord::ReferencedDataNotFound)
 }
 
 fn next_sequence(state: &CardState) -> Result<u32, StatusWord> {
@@ -73,8 +74,15 @@ fn committed(state: &CardState) -> u128 {
     state.balance.0 as u128 + state.pending_out_total() as u128 + state.pending_in_total() as u128
 }
 
-/// Step 1 (payee): open a receipt. Returns `nonce ‖ payee sequence ‖ transfer key id`.
-pub(super) fn begin_receive(state: &CardState, payer: CardSerial, amount: Amount) -> Result<Effect, StatusWord> {
+/// Step 1 (payee): open a receipt for a transfer from `payer` at its sequence number `payer_sequence`. Returns `nonce ‖ payee sequence ‖ transfer key id ‖ request MAC`;
+/// the request MAC is what lets the payer know a real payee of its generation asked (no terminal can
+/// make a card debit itself toward a receipt that does not exist).
+pub(super) fn begin_receive(
+    state: &CardState,
+    payer: CardSerial,
+    amount: Amount,
+    payer_sequence: u32,
+) -> Result<Effect, StatusWord> {
     let me = serial(state)?;
     if payer == me || amount.0 == 0 {
         return Err(StatusWord::IncorrectData);
@@ -91,20 +99,25 @@ pub(super) fn begin_receive(state: &CardState, payer: CardSerial, amount: Amount
     let mut next = state.clone();
     next.sequence = next_sequence(state)?;
     next.pending_in.push(PendingIn { nonce, payer, amount, payee_sequence: next.sequence, transfer_key_id: key_id });
+    let key = key_for(state, key_id)?;
+    let t = Transfer { payer: &payer, payee: &me, amount, nonce: &nonce, payee_sequence: next.sequence, transfer_key_id: key_id };
     let mut out = nonce.to_vec();
     out.extend_from_slice(&next.sequence.to_be_bytes());
     out.extend_from_slice(&key_id.0.to_be_bytes());
+    out.extend_from_slice(&t.mac(&key, REQUEST, Some(payer_sequence)));
     Ok(Effect::write(next, out))
 }
 
-/// Step 2 (payer): debit and return `payer sequence ‖ token`. Repeating a DEBIT for a pending nonce
-/// with the same parameters returns the same token without a second debit (recovery).
+/// Step 2 (payer): check the payee's request, debit and return `payer sequence ‖ token`. Repeating a
+/// DEBIT for a pending nonce with the same parameters returns the same token without a second debit
+/// and without needing the request again (recovery in a later session has only the card's log).
 pub(super) fn debit(
     state: &CardState,
     payee: CardSerial,
     amount: Amount,
     nonce: &Nonce,
     payee_sequence: u32,
+    request: &Mac,
 ) -> Result<Effect, StatusWord> {
     let me = serial(state)?;
     if payee == me || amount.0 == 0 {
@@ -121,6 +134,10 @@ pub(super) fn debit(
         return Ok(Effect::reply(out));
     }
     let key = state.current_transfer_key().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let t = Transfer { payer: &me, payee: &payee, amount, nonce, payee_sequence, transfer_key_id: key.id };
+    // The request names the payer's current sequence number: once this debit raises it, no replay of
+    // the same request (or of this DEBIT) can debit again (DESIGN.md §6 property 5).
+    t.check(&key, REQUEST, Some(state.sequence), request)?;
     if state.balance < amount {
         return Err(StatusWord::ConditionsNotSatisfied);
     }
@@ -139,7 +156,6 @@ pub(super) fn debit(
         transfer_key_id: key.id,
     });
     next.push_log(LogKind::Debit, payee, amount);
-    let t = Transfer { payer: &me, payee: &payee, amount, nonce, payee_sequence, transfer_key_id: key.id };
     let mut out = next.sequence.to_be_bytes().to_vec();
     out.extend_from_slice(&t.mac(&key, TOKEN, Some(next.sequence)));
     Ok(Effect::write(next, out))
@@ -223,6 +239,7 @@ pub(super) fn confirm(state: &CardState, nonce: &Nonce, ack: &Mac) -> Result<Eff
     t.check(&key, ACK, Some(p.payer_sequence), ack)?;
     let mut next = state.clone();
     next.pending_out.remove(i);
+    next.prune_retained_keys();
     Ok(Effect::write(next, Vec::new()))
 }
 
@@ -298,5 +315,6 @@ pub(super) fn refund(state: &CardState, nonce: &Nonce, proof: &Mac) -> Result<Ef
     let p = next.pending_out.remove(i);
     next.balance = Amount(state.balance.0.checked_add(p.amount.0).ok_or(StatusWord::ConditionsNotSatisfied)?);
     next.push_log(LogKind::Refund, p.payee, p.amount);
+    next.prune_retained_keys();
     Ok(Effect::write(next, Vec::new()))
 }

@@ -82,8 +82,11 @@ pub enum Command {
     GetTransferKey { path: KeyRollPath, challenge: Challenge, receiver: CardSerial, receiver_certificate: Vec<u8> },
     /// Symmetric: `sender ‖ update key id ‖ envelope`; public key: `ciphertext` and `signature` TLVs.
     UpdateTransferKey { path: KeyRollPath, payload: KeyPayload },
-    BeginReceive { payer: CardSerial, amount: Amount },
-    Debit { payee: CardSerial, amount: Amount, nonce: Nonce, payee_sequence: u32 },
+    /// `payer_sequence` is the payer's current sequence number (from its card info): the payee binds it
+    /// into its request MAC, so the request is good for exactly one DEBIT.
+    BeginReceive { payer: CardSerial, amount: Amount, payer_sequence: u32 },
+    /// `request` is the payee's MAC from BEGIN RECEIVE (ignored for a repeated DEBIT of a pending nonce).
+    Debit { payee: CardSerial, amount: Amount, nonce: Nonce, payee_sequence: u32, request: Mac },
     Credit { nonce: Nonce, payer_sequence: u32, token: Mac },
     Confirm { nonce: Nonce, ack: Mac },
     Abort { nonce: Nonce },
@@ -168,15 +171,17 @@ impl Command {
                     }
                 }
             }
-            BeginReceive { payer, amount } => {
+            BeginReceive { payer, amount, payer_sequence } => {
                 d.extend_from_slice(&payer.0);
                 d.extend_from_slice(&amount.0.to_be_bytes());
+                d.extend_from_slice(&payer_sequence.to_be_bytes());
             }
-            Debit { payee, amount, nonce, payee_sequence } => {
+            Debit { payee, amount, nonce, payee_sequence, request } => {
                 d.extend_from_slice(&payee.0);
                 d.extend_from_slice(&amount.0.to_be_bytes());
                 d.extend_from_slice(nonce);
                 d.extend_from_slice(&payee_sequence.to_be_bytes());
+                d.extend_from_slice(request);
             }
             Credit { nonce, payer_sequence, token } => {
                 d.extend_from_slice(nonce);
@@ -304,6 +309,7 @@ impl TryFrom<&CommandApdu> for Command {
                 Command::BeginReceive {
                     payer: CardSerial(r.array("payer").map_err(bad)?),
                     amount: Amount(r.u64("amount").map_err(bad)?),
+                    payer_sequence: r.u32("payer sequence").map_err(bad)?,
                 }
             }
             Instruction::Debit => {
@@ -313,6 +319,7 @@ impl TryFrom<&CommandApdu> for Command {
                     amount: Amount(r.u64("amount").map_err(bad)?),
                     nonce: r.array("nonce").map_err(bad)?,
                     payee_sequence: r.u32("payee sequence").map_err(bad)?,
+                    request: r.array("request").map_err(bad)?,
                 }
             }
             Instruction::Credit => {
@@ -400,8 +407,8 @@ mod tests {
                 path: KeyRollPath::PublicKey,
                 payload: KeyPayload::PublicKey { ciphertext: vec![1; 200], signature: vec![2; 70] },
             },
-            Command::BeginReceive { payer: s, amount: Amount(5) },
-            Command::Debit { payee: s, amount: Amount(5), nonce: [3; 16], payee_sequence: 7 },
+            Command::BeginReceive { payer: s, amount: Amount(5), payer_sequence: 2 },
+            Command::Debit { payee: s, amount: Amount(5), nonce: [3; 16], payee_sequence: 7, request: [9; 16] },
             Command::Credit { nonce: [3; 16], payer_sequence: 8, token: [4; 16] },
             Command::Confirm { nonce: [3; 16], ack: [5; 16] },
             Command::Abort { nonce: [3; 16] },

@@ -39,7 +39,14 @@ pub(super) fn resolve(payer: &mut Party<'_>, payee: &mut Party<'_>, trace: &mut 
                 done.push(Recovery::Refunded { payer: ps, payee: qs, amount: e.amount });
             }
             StatusWord::ConditionsNotSatisfied => {
-                let debit = Command::Debit { payee: qs, amount: e.amount, nonce: e.nonce, payee_sequence: e.payee_sequence };
+                // A repeat: the payer finds the pending nonce and answers the same token; no request MAC needed.
+                let debit = Command::Debit {
+                    payee: qs,
+                    amount: e.amount,
+                    nonce: e.nonce,
+                    payee_sequence: e.payee_sequence,
+                    request: [0; 16],
+                };
                 let t = payer.send(trace, "DEBIT (repeat)", &debit)?;
                 let mut rd = Reader::new(&t);
                 let parsed = (|| Some((rd.u32("seq").ok()?, rd.array::<16>("token").ok()?)))();

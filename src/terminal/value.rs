@@ -13,12 +13,13 @@ use crate::transport::Trace;
 
 pub(super) fn transfer(payer: &mut Party<'_>, payee: &mut Party<'_>, amount: Amount, trace: &mut Trace) -> Result<Amount, SettleError> {
     if payer.info.transfer_key_id != payee.info.transfer_key_id {
-        unreachable!("key synchronisation runs first and fails if it cannot align the ids");
+        // Key synchronisation runs first and fails if it cannot align the ids; never move value across.
+        return Err(payer.malformed("GET CARD INFO", "transfer key ids still differ after synchronisation"));
     }
     if payer.info.balance < amount {
         return Err(SettleError::InsufficientBalance { balance: payer.info.balance, amount });
     }
-    let r = payee.send(trace, "BEGIN RECEIVE", &Command::BeginReceive { payer: payer.info.serial, amount });
+    let r = payee.send(trace, "BEGIN RECEIVE", &Command::BeginReceive { payer: payer.info.serial, amount, payer_sequence: payer.info.sequence });
     let r = match r {
         Err(SettleError::Refused { sw: StatusWord::ConditionsNotSatisfied, .. }) => {
             return Err(SettleError::MaximumBalance { balance: payee.info.balance, max: payee.info.max_balance, amount });
@@ -26,10 +27,17 @@ pub(super) fn transfer(payer: &mut Party<'_>, payee: &mut Party<'_>, amount: Amo
         other => other?,
     };
     let mut rd = Reader::new(&r);
-    let parsed = (|| Some((rd.array::<16>("nonce").ok()?, rd.u32("sequence").ok()?, rd.u32("key id").ok()?)))();
-    let (nonce, payee_sequence, _key_id) = parsed.ok_or_else(|| payee.malformed("BEGIN RECEIVE", "expected nonce, sequence, key id"))?;
+    let parsed = (|| {
+        let nonce = rd.array::<16>("nonce").ok()?;
+        let seq = rd.u32("sequence").ok()?;
+        let _key_id = rd.u32("key id").ok()?;
+        let request = rd.array::<16>("request").ok()?;
+        Some((nonce, seq, request))
+    })();
+    let (nonce, payee_sequence, request) =
+        parsed.ok_or_else(|| payee.malformed("BEGIN RECEIVE", "expected nonce, sequence, key id, request MAC"))?;
 
-    let debit = Command::Debit { payee: payee.info.serial, amount, nonce, payee_sequence };
+    let debit = Command::Debit { payee: payee.info.serial, amount, nonce, payee_sequence, request };
     let token = match payer.send(trace, "DEBIT", &debit) {
         Ok(t) => t,
         Err(e @ SettleError::Refused { .. }) => {

@@ -1,0 +1,54 @@
+//! Random byte strings as APDUs (house rule 2: the card's parser is fuzzed): no panic, an error status,
+//! no state change.
+
+mod support;
+use keyroll::domain::*;
+use keyroll::protocol::SmartCard;
+use proptest::prelude::*;
+use support::*;
+
+const INS: [u8; 17] = [
+    0xA4, 0xC0, 0x10, 0x20, 0x22, 0x24, 0x30, 0x32, 0x34, 0x36, 0x38, 0x3A, 0x50, 0x52, 0x54, 0x56,
+    0x5E,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic_or_change_state(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let mut c = card(1, Profile::Symmetric, 1, 1, 5, 100);
+        select(&mut c);
+        let before = persisted(&c);
+        let r = c.process(&bytes).unwrap();
+        prop_assert!(r.len() >= 2);
+        prop_assert_eq!(persisted(&c), before);
+    }
+
+    #[test]
+    fn well_formed_headers_with_random_bodies(
+        cla in prop::sample::select(vec![0x00u8, 0x80, 0x90, 0x84]),
+        ins in prop::sample::select(INS.to_vec()),
+        p1 in any::<u8>(), p2 in any::<u8>(),
+        data in prop::collection::vec(any::<u8>(), 0..80),
+        multi in any::<bool>(),
+    ) {
+        let profile = if multi { Profile::MultiKey } else { Profile::Symmetric };
+        let mut c = card(1, profile, 1, 1, 5, 100);
+        select(&mut c);
+        let before = persisted(&c);
+        let mut apdu = vec![cla, ins, p1, p2];
+        if !data.is_empty() {
+            apdu.push(data.len() as u8);
+            apdu.extend_from_slice(&data);
+        }
+        let r = c.process(&apdu).unwrap();
+        let sw = u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]]);
+        // Only an unauthenticated BEGIN RECEIVE may succeed and write (it opens a receipt; no value).
+        let may_write = sw == 0x9000 && ins == 0x30;
+        if !may_write {
+            prop_assert_eq!(persisted(&c), before, "INS {:02X} SW {:04X}", ins, sw);
+        }
+        prop_assert_eq!(c.state().balance, Amount(100));
+    }
+}
