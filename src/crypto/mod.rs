@@ -4,6 +4,8 @@
 //! Everything here is glue over RustCrypto crates (`aes`, `cmac`, `aes-siv`); what is ours is which key
 //! serves which purpose and what each MAC or envelope binds (DESIGN.md §2, §3).
 
+pub mod card_key;
+pub mod ecies;
 pub mod envelope;
 pub mod kdf;
 pub mod keys;
@@ -28,4 +30,14 @@ pub enum CryptoError {
     Random,
     #[error("invalid key length {0}")]
     KeyLength(usize),
+    #[error("not a valid P-256 public key (SEC 1 point on the curve, not the identity)")]
+    InvalidPublicKey,
+    #[error("not a valid P-256 private key (32 bytes, 0 < scalar < n)")]
+    InvalidPrivateKey,
+    #[error("malformed ECDSA signature encoding")]
+    MalformedSignature,
+    #[error("ECDSA signature verification failed")]
+    BadSignature,
+    #[error("too many associated-data headers: {count}, at most {max}")]
+    TooManyHeaders { count: usize, max: usize },
 }
