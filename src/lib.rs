@@ -12,3 +12,4 @@ pub mod transport;
 pub mod card;
 pub mod terminal;
 pub mod perso;
+pub mod cli;

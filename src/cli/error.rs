@@ -1,0 +1,86 @@
+//! Errors as the user sees them: what went wrong, and what to do (house rule 6, after rage's
+//! `error.rs`). Library errors are wrapped, never flattened into strings before this point.
+
+use crate::card::CardError;
+use crate::terminal::SettleError;
+use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad input, usage or environment: exit 2.
+    Input { what: String, hint: Option<String> },
+    /// A check said no: exit 1 (the report was already printed).
+    CheckFailed { what: String },
+    CardFile { path: PathBuf, source: CardError },
+    Settle(SettleError),
+}
+
+impl CliError {
+    pub fn input(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        CliError::Input { what: what.into(), hint: Some(hint.into()) }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::CheckFailed { .. } => 1,
+            CliError::Settle(SettleError::Stranded { .. } | SettleError::Revoked { .. } | SettleError::NoPath { .. }) => 1,
+            _ => 2,
+        }
+    }
+
+    /// A stable code for `--json` error output.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CliError::Input { .. } => "bad-input",
+            CliError::CheckFailed { .. } => "check-failed",
+            CliError::CardFile { .. } => "card-file",
+            CliError::Settle(SettleError::Transport { .. }) => "card-communication",
+            CliError::Settle(SettleError::Stranded { .. }) => "stranded",
+            CliError::Settle(SettleError::Revoked { .. }) => "revoked",
+            CliError::Settle(SettleError::NoPath { .. }) => "no-key-roll-path",
+            CliError::Settle(_) => "settlement-refused",
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            CliError::Input { hint, .. } => hint.clone(),
+            CliError::CheckFailed { .. } => None,
+            CliError::CardFile { .. } => Some("check the path; card files are written by `keyroll perso --out-dir`".into()),
+            CliError::Settle(e) => match e {
+                SettleError::Transport { .. } => Some(
+                    "put the card back and run the same settle again: interrupted transfers are refunded or completed first"
+                        .into(),
+                ),
+                SettleError::NotIssued { .. } => Some("finish the card with `keyroll perso` before using it".into()),
+                SettleError::Stranded { .. } => {
+                    Some("this card's batch limit is below the newer key; replace the card (see `keyroll rollout plan`)".into())
+                }
+                SettleError::Revoked { .. } => Some("the card is revoked; withdraw it".into()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Input { what, .. } => write!(f, "{what}")?,
+            CliError::CheckFailed { what } => write!(f, "{what}")?,
+            CliError::CardFile { path, source } => write!(f, "cannot use card file {}: {source}", path.display())?,
+            CliError::Settle(e) => write!(f, "settlement failed: {e}")?,
+        }
+        if let Some(h) = self.hint() {
+            write!(f, "\nhint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<SettleError> for CliError {
+    fn from(e: SettleError) -> Self {
+        CliError::Settle(e)
+    }
+}

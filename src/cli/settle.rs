@@ -1,0 +1,105 @@
+//! `keyroll settle --payer CARD --payee CARD --amount N` (CARD = `file:PATH` or a PC/SC reader).
+
+use super::card::open_card_file;
+use super::output::{self, Context};
+use super::CliError;
+use crate::domain::Amount;
+use crate::terminal::{SettleOptions, SettlementReport, settle};
+use crate::transport::CardChannel;
+use crate::transport::in_process::InProcessChannel;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct SettleArgs {
+    /// The paying card: `file:PATH` or a PC/SC reader name (exact or a unique part).
+    #[arg(long)]
+    pub payer: String,
+    /// The receiving card.
+    #[arg(long)]
+    pub payee: String,
+    /// Amount in minor units; 0 only synchronises keys and recovers interrupted transfers.
+    #[arg(long)]
+    pub amount: u64,
+    /// A CRL (PEM or DER) from the issuer: cards whose certificate it revokes are refused.
+    #[arg(long)]
+    pub crl: Vec<PathBuf>,
+}
+
+pub fn run(ctx: &Context, a: SettleArgs) -> Result<(), CliError> {
+    let options = SettleOptions { verbose: ctx.verbose, revoked_certificate_serials: revoked_serials(&a.crl)? };
+    let report = with_channel(&a.payer, |payer| {
+        with_channel(&a.payee, |payee| settle(payer, payee, Amount(a.amount), &options).map_err(CliError::from))
+    })?;
+    if ctx.json {
+        output::json(&report);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &SettlementReport) {
+    for rec in &r.recovered {
+        println!("recovered        {rec:?}");
+    }
+    match r.updated_card {
+        Some(role) => println!(
+            "key roll         {:?}: {role} card now on transfer key {}",
+            r.key_roll,
+            r.transfer_key_id.map(|i| i.to_string()).unwrap_or_default()
+        ),
+        None => println!("key roll         none (both on transfer key {})", r.transfer_key_id.map(|i| i.to_string()).unwrap_or_default()),
+    }
+    println!("amount moved     {}", r.amount);
+    println!("payer            {} balance {}", r.payer.serial, r.payer.balance);
+    println!("payee            {} balance {}", r.payee.serial, r.payee.balance);
+    println!("apdus            {}", r.apdus);
+}
+
+/// Run `f` with a channel to the card named by `spec`.
+pub fn with_channel<T>(spec: &str, f: impl FnOnce(&mut dyn CardChannel) -> Result<T, CliError>) -> Result<T, CliError> {
+    if let Some(path) = spec.strip_prefix("file:") {
+        let path = PathBuf::from(path);
+        let mut card = open_card_file(&path)?;
+        let mut ch = InProcessChannel::new(&mut card, path.display().to_string());
+        return f(&mut ch);
+    }
+    pcsc_channel(spec, f)
+}
+
+#[cfg(feature = "pcsc")]
+fn pcsc_channel<T>(spec: &str, f: impl FnOnce(&mut dyn CardChannel) -> Result<T, CliError>) -> Result<T, CliError> {
+    let mut ch = crate::transport::pcsc::PcscChannel::open(spec)
+        .map_err(|e| CliError::input(format!("cannot reach card in reader {spec:?}: {e}"), "list readers with `keyroll readers`"))?;
+    f(&mut ch)
+}
+
+#[cfg(not(feature = "pcsc"))]
+fn pcsc_channel<T>(spec: &str, _f: impl FnOnce(&mut dyn CardChannel) -> Result<T, CliError>) -> Result<T, CliError> {
+    Err(CliError::input(
+        format!("{spec:?} is not a card file (file:PATH) and this keyroll was built without PC/SC"),
+        "use file:PATH, or build with `--features pcsc`",
+    ))
+}
+
+/// Certificate serials revoked by the given CRLs (signature checking is the auditor's job; the
+/// terminal takes the CRL its operator loaded from the issuer).
+fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CliError> {
+    use der::{Decode, DecodePem};
+    let mut out = Vec::new();
+    for path in crls {
+        let bytes = std::fs::read(path)
+            .map_err(|e| CliError::input(format!("cannot read CRL {}: {e}", path.display()), "pass the issuer's CRL file"))?;
+        let crl = if bytes.starts_with(b"-----") {
+            <x509_cert::crl::CertificateList>::from_pem(&bytes)
+        } else {
+            <x509_cert::crl::CertificateList>::from_der(&bytes)
+        }
+        .map_err(|e| CliError::input(format!("{} is not a CRL: {e}", path.display()), "export it with `keyroll cert crl --out FILE`"))?;
+        for rc in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
+            out.push(rc.serial_number.as_bytes().to_vec());
+        }
+    }
+    Ok(out)
+}
