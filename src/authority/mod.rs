@@ -1,0 +1,3 @@
+//! The issuer's back office (DESIGN.md §4).
+
+pub mod ca;
