@@ -6,6 +6,7 @@ use super::session::{PersoSession, Session};
 use super::state::{CardState, StoredKey};
 use super::Effect;
 use crate::crypto::secret::SecretBytes;
+use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::{perso as seal, random, Secret16};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
 use crate::protocol::codec::Reader;
@@ -131,10 +132,14 @@ pub(super) fn store(
             next.trust_anchor = Some(r.rest().to_vec());
         }
         PersoItem::CardCertificate => {
-            if state.card_private_key.is_none() {
-                return Err(StatusWord::ConditionsNotSatisfied);
+            let Some(private) = &state.card_private_key else { return Err(StatusWord::ConditionsNotSatisfied) };
+            let pair = CardKeyPair::from_bytes(private.expose()).map_err(|_| StatusWord::NoPreciseDiagnosis)?;
+            let cert = r.rest().to_vec();
+            // The certificate must certify this card's own key and serial (claims 3, 5).
+            if !certifies(&cert, &pair.public_key_sec1(), state.serial) {
+                return Err(StatusWord::IncorrectData);
             }
-            next.certificate = Some(r.rest().to_vec());
+            next.certificate = Some(cert);
         }
     }
     r.finish().map_err(|_| StatusWord::WrongLength)?;
@@ -156,8 +161,12 @@ pub(super) fn generate_key_pair(
     if !plain.expose().is_empty() {
         return Err(StatusWord::WrongLength);
     }
-    let _ = state;
-    Err(StatusWord::ConditionsNotSatisfied)
+    let pair = CardKeyPair::generate().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
+    let mut next = state.clone();
+    next.card_private_key = Some(pair.to_bytes());
+    // A new key pair invalidates a certificate issued for an earlier one (a re-run personalisation).
+    next.certificate = None;
+    Ok(Effect::write(next, pair.public_key_sec1().to_vec()))
 }
 
 /// LOCK: ends personalisation for good, if the profile's items are all present.
@@ -181,4 +190,14 @@ pub(super) fn lock(state: &CardState, session: &mut Session, header: [u8; 4], se
     next.personalisation_key = None;
     session.perso = None;
     Ok(Effect::write(next, Vec::new()))
+}
+
+/// Whether `der` is a certificate for `public_key` naming `serial` in its subject serialNumber or CN.
+fn certifies(der: &[u8], public_key: &[u8], serial: Option<CardSerial>) -> bool {
+    use der::Decode;
+    let Ok(cert) = x509_cert::Certificate::from_der(der) else { return false };
+    let spki = cert.tbs_certificate().subject_public_key_info();
+    let key_ok = spki.subject_public_key.as_bytes() == Some(public_key);
+    let name_ok = serial.is_some_and(|s| cert.tbs_certificate().subject().to_string().contains(&s.to_string()));
+    key_ok && name_ok
 }

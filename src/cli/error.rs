@@ -1,7 +1,9 @@
 //! Errors as the user sees them: what went wrong, and what to do (house rule 6, after rage's
 //! `error.rs`). Library errors are wrapped, never flattened into strings before this point.
 
+use crate::authority::AuthorityError;
 use crate::card::CardError;
+use crate::perso::PersoError;
 use crate::terminal::SettleError;
 use std::fmt;
 use std::path::PathBuf;
@@ -14,6 +16,8 @@ pub enum CliError {
     CheckFailed { what: String },
     CardFile { path: PathBuf, source: CardError },
     Settle(SettleError),
+    Authority(AuthorityError),
+    Perso(PersoError),
 }
 
 impl CliError {
@@ -40,6 +44,12 @@ impl CliError {
             CliError::Settle(SettleError::Revoked { .. }) => "revoked",
             CliError::Settle(SettleError::NoPath { .. }) => "no-key-roll-path",
             CliError::Settle(_) => "settlement-refused",
+            CliError::Authority(AuthorityError::WrongIdentity(_) | AuthorityError::IdentityRequired | AuthorityError::Identity { .. }) => {
+                "identity"
+            }
+            CliError::Authority(AuthorityError::NoDatabase(_) | AuthorityError::Corrupt { .. }) => "database",
+            CliError::Authority(_) => "authority",
+            CliError::Perso(_) => "personalisation",
         }
     }
 
@@ -60,6 +70,26 @@ impl CliError {
                 SettleError::Revoked { .. } => Some("the card is revoked; withdraw it".into()),
                 _ => None,
             },
+            CliError::Authority(e) => match e {
+                AuthorityError::NoDatabase(_) => Some("create one with `keyroll init --issuer NAME`, or pass --db FILE".into()),
+                AuthorityError::AlreadyExists(_) => Some("choose another --db path; an existing database is never overwritten".into()),
+                AuthorityError::Corrupt { .. } => Some("restore the database from a backup; keyroll did not change it".into()),
+                AuthorityError::IdentityRequired => {
+                    Some("pass --identity FILE (or set KEYROLL_IDENTITY) with a custodian's age identity".into())
+                }
+                AuthorityError::WrongIdentity(_) => Some("use the identity file written by `keyroll init` or a custodian's".into()),
+                AuthorityError::NoSuchBatch(_) => Some("list batches with `keyroll batch list`".into()),
+                AuthorityError::LimitBelowNewest { newest, .. } => {
+                    Some(format!("pass --transfer-key-limit {newest} or more"))
+                }
+                AuthorityError::NoSuchKey { .. } => Some("list keys with `keyroll key list`".into()),
+                _ => None,
+            },
+            CliError::Perso(PersoError::Transport { .. }) => {
+                Some("put the card back and run the same command again; finished cards are kept".into())
+            }
+            CliError::Perso(PersoError::AlreadyIssued(_)) => Some("this card is already personalised; insert a blank card".into()),
+            CliError::Perso(_) => None,
         }
     }
 }
@@ -71,6 +101,8 @@ impl fmt::Display for CliError {
             CliError::CheckFailed { what } => write!(f, "{what}")?,
             CliError::CardFile { path, source } => write!(f, "cannot use card file {}: {source}", path.display())?,
             CliError::Settle(e) => write!(f, "settlement failed: {e}")?,
+            CliError::Authority(e) => write!(f, "{e}")?,
+            CliError::Perso(e) => write!(f, "personalisation failed: {e}")?,
         }
         if let Some(h) = self.hint() {
             write!(f, "\nhint: {h}")?;
@@ -82,5 +114,17 @@ impl fmt::Display for CliError {
 impl From<SettleError> for CliError {
     fn from(e: SettleError) -> Self {
         CliError::Settle(e)
+    }
+}
+
+impl From<AuthorityError> for CliError {
+    fn from(e: AuthorityError) -> Self {
+        CliError::Authority(e)
+    }
+}
+
+impl From<PersoError> for CliError {
+    fn from(e: PersoError) -> Self {
+        CliError::Perso(e)
     }
 }

@@ -4,9 +4,13 @@
 //! Exit status: 0 success; 1 a check said no (invalid chain, failed rollout check, tampered log,
 //! stranded cards); 2 bad input, usage or environment.
 
+mod audit;
+mod backoffice;
 mod card;
 mod error;
 mod output;
+mod perso;
+mod perso_pcsc;
 mod settle;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +43,25 @@ pub enum Command {
     Card(card::CardCommand),
     /// Settle value between two cards, rolling the newer transfer key onto the older card first.
     Settle(settle::SettleArgs),
+    /// Create an issuer database with its first keys, CA root and audit log.
+    Init(backoffice::InitArgs),
+    /// Transfer and update key versions.
+    #[command(subcommand)]
+    Key(backoffice::KeyCommand),
+    /// Personalisation batches.
+    #[command(subcommand)]
+    Batch(backoffice::BatchCommand),
+    /// Personalise cards of a batch (card files or a PC/SC reader).
+    Perso(perso::PersoArgs),
+    /// Plan and check key rollouts.
+    #[command(subcommand)]
+    Rollout(backoffice::RolloutCommand),
+    /// The issuer CA: card certificates, revocations, CRL, root.
+    #[command(subcommand)]
+    Cert(backoffice::CertCommand),
+    /// Auditors: verify the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Run a parsed command line.
@@ -47,5 +70,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Card(c) => card::run(&ctx, c),
         Command::Settle(a) => settle::run(&ctx, a),
+        Command::Init(a) => backoffice::init(&ctx, &cli.db, a),
+        Command::Key(c) => backoffice::key(&ctx, &cli.db, cli.identity.as_deref(), c),
+        Command::Batch(c) => backoffice::batch(&ctx, &cli.db, cli.identity.as_deref(), c),
+        Command::Perso(a) => perso::run(&ctx, &cli.db, cli.identity.as_deref(), a),
+        Command::Rollout(backoffice::RolloutCommand::Plan { transfer_key }) => backoffice::rollout_plan(&ctx, &cli.db, transfer_key),
+        Command::Cert(c) => backoffice::cert(&ctx, &cli.db, cli.identity.as_deref(), c),
+        Command::Audit(c) => audit::run(&ctx, &cli.db, c),
     }
 }

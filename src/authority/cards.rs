@@ -1,0 +1,184 @@
+//! Personalisation runs and the card register. A run reserves its serials up front in one
+//! transaction; each card is recorded when written, in its own transaction. A run killed half-way is
+//! found again by the same command (same batch, target and count) and finished: cards recorded as
+//! personalised are skipped, reserved ones are (re)written under the serial they were given.
+
+use super::batches::{self, Batch};
+use super::{AuthorityError, Unlocked, now};
+use crate::domain::CardSerial;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Issuer prefix of card serials: "KR" then a 48-bit counter.
+pub const SERIAL_BASE: u64 = 0x4B52_0000_0000_0000;
+
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: i64,
+    pub batch: Batch,
+    pub target: String,
+    pub count: u32,
+    /// Whether an interrupted run was adopted.
+    pub resumed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub seq: u32,
+    pub serial: CardSerial,
+    pub personalised: bool,
+}
+
+/// A card in the register.
+#[derive(Debug, Clone, Serialize)]
+pub struct CardRecord {
+    pub serial: CardSerial,
+    pub batch: String,
+    pub state: String,
+    pub profile: String,
+    pub transfer_key_id: u32,
+    pub update_key_id: Option<u32>,
+    pub transfer_key_id_limit: u32,
+    pub issued_value: u64,
+    pub file: Option<String>,
+    pub personalised_at: Option<String>,
+}
+
+fn alive(pid: i64) -> bool {
+    pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn slots(conn: &Connection, run: i64) -> Result<Vec<Slot>, AuthorityError> {
+    let mut stmt = conn.prepare("SELECT seq, serial, state FROM cards WHERE run_id = ?1 ORDER BY seq")?;
+    let rows = stmt.query_map([run], |r| {
+        let serial: String = r.get(1)?;
+        Ok(Slot {
+            seq: r.get(0)?,
+            serial: CardSerial::parse(&serial).unwrap_or_default(),
+            personalised: r.get::<_, String>(2)? == "personalised",
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<CardRecord>, AuthorityError> {
+    let mut stmt = conn.prepare(
+        "SELECT c.serial, b.name, c.state, c.profile, c.transfer_key_id, c.update_key_id, c.transfer_key_id_limit,
+                c.issued_value, c.file, c.personalised_at
+         FROM cards c JOIN batches b ON b.id = c.batch_id ORDER BY c.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(CardRecord {
+            serial: CardSerial::parse(&r.get::<_, String>(0)?).unwrap_or_default(),
+            batch: r.get(1)?,
+            state: r.get(2)?,
+            profile: r.get(3)?,
+            transfer_key_id: r.get(4)?,
+            update_key_id: r.get(5)?,
+            transfer_key_id_limit: r.get(6)?,
+            issued_value: r.get::<_, i64>(7)? as u64,
+            file: r.get(8)?,
+            personalised_at: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Total value issued onto personalised cards.
+pub fn issued_value(conn: &Connection) -> Result<u64, AuthorityError> {
+    Ok(conn.query_row("SELECT coalesce(sum(issued_value), 0) FROM cards WHERE state = 'personalised'", [], |r| r.get::<_, i64>(0))?
+        as u64)
+}
+
+impl Unlocked<'_> {
+    /// Start (or resume) a personalisation run of `count` cards of `batch` to `target`.
+    pub fn start_run(&self, batch: &str, target: &str, count: u32) -> Result<(Run, Vec<Slot>), AuthorityError> {
+        if count == 0 {
+            return Err(AuthorityError::BadBatch("the count must be at least 1"));
+        }
+        let me = std::process::id() as i64;
+        self.write(|c| {
+            let b = batches::get(c, batch)?;
+            let open: Option<(i64, Option<i64>)> = c
+                .query_row(
+                    "SELECT id, owner_pid FROM perso_runs WHERE batch_id = ?1 AND target = ?2 AND count = ?3 AND finished_at IS NULL
+                     ORDER BY id LIMIT 1",
+                    params![b.row, target, count],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((id, owner)) = open
+                && !owner.is_some_and(|p| p != me && alive(p))
+            {
+                c.execute("UPDATE perso_runs SET owner_pid = ?2 WHERE id = ?1", params![id, me])?;
+                self.log(c, "perso resume", serde_json::json!({ "run": id, "batch": batch, "target": target, "count": count }))?;
+                let s = slots(c, id)?;
+                return Ok((Run { id, batch: b, target: target.to_string(), count, resumed: true }, s));
+            }
+            c.execute(
+                "INSERT INTO perso_runs (batch_id, target, count, owner_pid, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![b.row, target, count, me, now()],
+            )?;
+            let run = c.last_insert_rowid();
+            let first: i64 = c.query_row("SELECT coalesce(max(id), 0) + 1 FROM cards", [], |r| r.get(0))?;
+            let update_key = b.profile.has_update_key().then_some(b.update_key_id);
+            let at = now();
+            for seq in 0..count {
+                let serial = CardSerial::from_u64(SERIAL_BASE + first as u64 + seq as u64);
+                c.execute(
+                    "INSERT INTO cards (serial, batch_id, run_id, seq, state, profile, transfer_key_id, update_key_id,
+                                        transfer_key_id_limit, issued_value, reserved_at)
+                     VALUES (?1, ?2, ?3, ?4, 'reserved', ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        serial.to_string(),
+                        b.row,
+                        run,
+                        seq,
+                        b.profile.name(),
+                        b.transfer_key_id,
+                        update_key,
+                        b.transfer_key_id_limit,
+                        b.initial_balance as i64,
+                        at
+                    ],
+                )?;
+            }
+            let last = CardSerial::from_u64(SERIAL_BASE + first as u64 + count as u64 - 1);
+            self.log(
+                c,
+                "perso run",
+                serde_json::json!({ "run": run, "batch": batch, "target": target, "count": count,
+                                    "serials": [CardSerial::from_u64(SERIAL_BASE + first as u64).to_string(), last.to_string()] }),
+            )?;
+            let s = slots(c, run)?;
+            Ok((Run { id: run, batch: b, target: target.to_string(), count, resumed: false }, s))
+        })
+    }
+
+    /// Record one card as personalised.
+    pub fn record_card(&self, run: &Run, slot: &Slot, file: Option<&str>) -> Result<(), AuthorityError> {
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE cards SET state = 'personalised', file = ?3, personalised_at = ?4 WHERE run_id = ?1 AND seq = ?2 AND state = 'reserved'",
+                params![run.id, slot.seq, file, now()],
+            )?;
+            if n == 1 {
+                self.log(
+                    c,
+                    "card personalised",
+                    serde_json::json!({ "serial": slot.serial.to_string(), "batch": run.batch.name,
+                        "transfer_key_id": run.batch.transfer_key_id, "issued_value": run.batch.initial_balance }),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn finish_run(&self, run: &Run) -> Result<(), AuthorityError> {
+        self.write(|c| {
+            c.execute("UPDATE perso_runs SET finished_at = ?2, owner_pid = NULL WHERE id = ?1", params![run.id, now()])?;
+            self.log(c, "perso run finished", serde_json::json!({ "run": run.id, "batch": run.batch.name, "count": run.count }))?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! Opening the issuer database: connection pragmas, then the ordered, append-only list of migrations
+//! in `schema/` (after rusqlite_migration: each migration in its own transaction, recorded in
+//! `PRAGMA user_version`, pragmas outside transactions). An old database is upgraded in place, never
+//! rebuilt.
+
+use super::AuthorityError;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::Path;
+use std::time::Duration;
+
+/// The migrations, in order. Append only: never edit a released one.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_back_office", include_str!("../../schema/0001_back_office.sql")),
+    ("0002_certificate_authority", include_str!("../../schema/0002_certificate_authority.sql")),
+];
+
+/// How long a writer waits for another process's transaction before giving up. Personalisation
+/// lines run in parallel on one file; their transactions are short, so waiting is the right answer
+/// and "database is locked" must not reach the user.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn pragmas(conn: &Connection) -> Result<(), AuthorityError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Create a new database file; refuses to touch an existing one.
+pub fn create(path: &Path) -> Result<Connection, AuthorityError> {
+    if path.exists() {
+        return Err(AuthorityError::AlreadyExists(path.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+    pragmas(&conn)?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Open an existing database and bring its schema up to date.
+pub fn open(path: &Path) -> Result<Connection, AuthorityError> {
+    if !path.exists() {
+        return Err(AuthorityError::NoDatabase(path.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    // A file that is not SQLite fails here, at the first read.
+    let check: Result<i64, _> = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
+    if let Err(e) = check {
+        return Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: e.to_string() });
+    }
+    pragmas(&conn)?;
+    migrate(&conn)?;
+    let has_issuer: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'issuer'", [], |r| r.get(0))?;
+    if has_issuer == 0 {
+        return Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: "no issuer table".into() });
+    }
+    Ok(conn)
+}
+
+/// Apply every migration newer than the database's `user_version`, each in an IMMEDIATE transaction
+/// (so two processes opening an old file at once do not both migrate).
+pub fn migrate(conn: &Connection) -> Result<(), AuthorityError> {
+    loop {
+        let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+        if version > MIGRATIONS.len() {
+            return Err(AuthorityError::NewerSchema { found: version, known: MIGRATIONS.len() });
+        }
+        if version == MIGRATIONS.len() {
+            return Ok(());
+        }
+        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        let current: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+        if current == version {
+            tx.execute_batch(MIGRATIONS[version].1)?;
+            tx.pragma_update(None, "user_version", (version + 1) as i64)?;
+        }
+        tx.commit()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_in_order_and_record_the_version() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+        // Idempotent.
+        migrate(&conn).unwrap();
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(migrate(&conn), Err(AuthorityError::NewerSchema { found: 99, .. })));
+    }
+}
