@@ -1,0 +1,295 @@
+//! The issuer back office through the real binary and a real SQLite file (issue: back office).
+
+#[path = "support/cli.rs"]
+mod cli;
+use cli::*;
+use std::process::Command;
+
+fn recipient(s: &Scratch) -> String {
+    let id = std::fs::read_to_string(s.path("keyroll.db.identity")).unwrap();
+    id.lines().find(|l| l.starts_with("# public key: ")).unwrap().trim_start_matches("# public key: ").to_string()
+}
+
+#[test]
+fn init_writes_a_private_identity_and_refuses_to_overwrite() {
+    let s = Scratch::new();
+    s.init();
+    let meta = std::fs::metadata(s.path("keyroll.db.identity")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let before = s.dump();
+    let o = s.run(&["init", "--issuer", "Again"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert_eq!(s.dump(), before);
+    let keys = s.json(&["key", "list"]);
+    let kinds: Vec<_> = keys["keys"].as_array().unwrap().iter().map(|k| (k["kind"].as_str().unwrap().to_string(), k["id"].as_u64().unwrap())).collect();
+    assert!(kinds.contains(&("transfer".into(), 1)) && kinds.contains(&("update".into(), 1)));
+    assert_eq!(keys["schema"], "keyroll/1");
+}
+
+#[test]
+fn key_versions_increase_and_move_through_states() {
+    let s = Scratch::new();
+    s.init();
+    assert_eq!(s.json(&["key", "new", "transfer", "--pending"])["id"], 2);
+    assert_eq!(s.json(&["key", "new", "transfer"])["id"], 3);
+    s.ok(&["key", "activate", "transfer", "2"]);
+    let o = s.run(&["key", "activate", "transfer", "2"]);
+    assert_eq!(o.status.code(), Some(2), "activating an active key");
+    s.ok(&["key", "retire", "transfer", "1"]);
+    assert_eq!(s.json(&["key", "new", "transfer"])["id"], 4, "ids are never reused");
+    let keys = s.json(&["key", "list"]);
+    let state = |id: u64| keys["keys"].as_array().unwrap().iter().find(|k| k["kind"] == "transfer" && k["id"] == id).unwrap()["state"].clone();
+    assert_eq!(state(1), "retired");
+    assert_eq!(state(2), "active");
+    for k in keys["keys"].as_array().unwrap() {
+        assert_eq!(k["kcv"].as_str().unwrap().len(), 6);
+        assert!(k.get("key").is_none());
+    }
+}
+
+#[test]
+fn export_is_readable_by_the_age_cli_and_keys_are_never_stored_in_plaintext() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["key", "new", "transfer", "--pending"]);
+    s.ok(&["key", "new", "update"]);
+    s.ok(&["batch", "new", "m", "--profile", "multi-key", "--transfer-key-limit", "4", "--initial-balance", "50"]);
+    s.ok(&["batch", "new", "s", "--profile", "symmetric", "--transfer-key-limit", "4"]);
+    s.ok(&["perso", "--batch", "m", "--out-dir", "cards", "--count", "3"]);
+    s.ok(&["perso", "--batch", "s", "--out-dir", "cards", "--count", "2"]);
+    let r = recipient(&s);
+    s.ok(&["key", "export", "--to", &r, "--out", "keys.age", "--transfer", "1", "--transfer", "2", "--update", "1", "--update", "2"]);
+    let o = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(s.path("keyroll.db.identity"))
+        .arg(s.path("keys.age"))
+        .output()
+        .expect("the age CLI (Debian package age) is installed by scripts/test");
+    assert!(o.status.success(), "age -d: {}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut secrets = Vec::new();
+    for k in doc["transfer_keys"].as_array().unwrap().iter().chain(doc["update_keys"].as_array().unwrap()) {
+        secrets.push(hex::decode(k["key"].as_str().unwrap()).unwrap());
+    }
+    assert_eq!(secrets.len(), 4);
+    // Every file the back office wrote except the cards' own secure memory.
+    let mut files = vec![s.path("keyroll.db")];
+    for ext in ["-wal", "-shm"] {
+        let p = s.path(&format!("keyroll.db{ext}"));
+        if p.exists() {
+            files.push(p);
+        }
+    }
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        let text = String::from_utf8_lossy(&bytes).to_lowercase();
+        for k in &secrets {
+            assert!(!bytes.windows(16).any(|w| w == k.as_slice()), "raw key in {}", f.display());
+            assert!(!text.contains(&hex::encode(k)), "hex key in {}", f.display());
+        }
+    }
+    // The cards did receive the keys (the search above would find them if they leaked).
+    let card = std::fs::read_to_string(&s.card_files("cards")[0]).unwrap();
+    assert!(secrets.iter().any(|k| card.contains(&hex::encode(k))));
+    // The multi-key card got the pending key too, with the active one selected.
+    let m = s.json(&["card", "show", s.card_files("cards")[0].to_str().unwrap()]);
+    assert_eq!(m["selected_transfer_key_id"], 1);
+    assert_eq!(m["stored_transfer_key_ids"], serde_json::json!([1, 2]));
+}
+
+#[test]
+fn wrong_identity_is_refused_and_changes_nothing() {
+    let s = Scratch::new();
+    s.init();
+    let other = Scratch::new();
+    other.init();
+    std::fs::copy(other.path("keyroll.db.identity"), s.path("other.identity")).unwrap();
+    let before = s.dump();
+    let o = s.cmd().args(["--db", "keyroll.db", "--identity", "other.identity", "key", "new", "transfer"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot decrypt"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hint:"));
+    let o = s.cmd().args(["--db", "keyroll.db", "key", "new", "transfer"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--identity"), "{}", stderr(&o));
+    assert_eq!(s.dump(), before);
+}
+
+#[test]
+fn bad_input_gets_exit_2_a_clear_message_and_changes_nothing() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["key", "new", "transfer"]);
+    let before = s.dump();
+    for (args, needle) in [
+        (vec!["perso", "--batch", "nope", "--out-dir", "c", "--count", "1"], "no batch named"),
+        (vec!["batch", "new", "x", "--profile", "symmetric", "--transfer-key-limit", "1"], "below the newest transfer key id 2"),
+        (vec!["batch", "new", "x", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "9", "--max-balance", "5"], "maximum"),
+        (vec!["key", "activate", "transfer", "9"], "no transfer key 9"),
+    ] {
+        let o = s.run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert_eq!(s.dump(), before, "{args:?} changed the database");
+    }
+    assert!(!s.path("c").exists() || s.card_files("c").is_empty());
+    // Missing database.
+    let o = s.cmd().args(["--db", "missing.db", "key", "list"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no database at") && stderr(&o).contains("keyroll init"), "{}", stderr(&o));
+    assert!(!s.path("missing.db").exists());
+    // Corrupt database.
+    std::fs::write(s.path("corrupt.db"), vec![0x5A; 8192]).unwrap();
+    let o = s.cmd().args(["--db", "corrupt.db", "key", "list"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a usable keyroll database"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(s.path("corrupt.db")).unwrap(), vec![0x5A; 8192]);
+}
+
+#[test]
+fn two_perso_processes_at_once_get_distinct_serials() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3"]);
+    let spawn = |dir: &str| {
+        s.cmd()
+            .args(["--db", "keyroll.db", "--identity", "keyroll.db.identity", "perso", "--batch", "b", "--out-dir", dir, "--count", "25"])
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn("a"), spawn("b"));
+    let (ra, rb) = (a.wait().unwrap(), b.wait().unwrap());
+    assert!(ra.success() && rb.success());
+    let mut serials: Vec<String> = s
+        .card_files("a")
+        .into_iter()
+        .chain(s.card_files("b"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(serials.len(), 50);
+    serials.sort();
+    serials.dedup();
+    assert_eq!(serials.len(), 50, "duplicate serials");
+    assert_eq!(s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim(), "50");
+    s.ok(&["audit", "log"]);
+}
+
+#[test]
+fn a_killed_batch_is_finished_by_the_same_command() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "b", "--profile", "multi-key", "--transfer-key-limit", "3", "--initial-balance", "7"]);
+    let args = ["--db", "keyroll.db", "--identity", "keyroll.db.identity", "perso", "--batch", "b", "--out-dir", "cards", "--count", "300"];
+    let mut child = s.cmd().args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Kill once some cards are recorded, mid-batch.
+    let started = std::time::Instant::now();
+    loop {
+        let n: u32 = s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim().parse().unwrap_or(0);
+        if n >= 20 || started.elapsed().as_secs() > 60 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done: u32 = s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim().parse().unwrap();
+    assert!(done < 300, "the batch finished before the kill; make it larger");
+    let again = s.json(&args[4..].iter().copied().collect::<Vec<_>>());
+    assert_eq!(again["resumed"], true);
+    assert_eq!(s.sqlite("SELECT count(*) FROM cards").trim(), "300", "no extra reservations");
+    assert_eq!(s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim(), "300");
+    assert_eq!(s.sqlite("SELECT count(DISTINCT serial) FROM cards").trim(), "300");
+    let files = s.card_files("cards");
+    assert_eq!(files.iter().filter(|p| p.extension().is_some_and(|e| e == "card")).count(), 300);
+    for f in files.iter().step_by(37) {
+        let v = s.json(&["card", "show", f.to_str().unwrap()]);
+        assert_eq!(v["life_cycle"], "issued");
+        assert_eq!(v["balance"], 7);
+    }
+    s.ok(&["audit", "log"]);
+}
+
+#[test]
+fn end_to_end_older_card_rolls_to_the_newer_key() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "old", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
+    s.ok(&["perso", "--batch", "old", "--out-dir", "cards", "--count", "1"]);
+    s.ok(&["key", "new", "transfer"]);
+    s.ok(&["batch", "new", "new", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
+    s.ok(&["perso", "--batch", "new", "--out-dir", "cards", "--count", "1"]);
+    let files = s.card_files("cards");
+    let (old, new) = (format!("file:{}", files[0].display()), format!("file:{}", files[1].display()));
+    assert_eq!(s.json(&["card", "show", files[0].to_str().unwrap()])["transfer_key_id"], 1);
+    let r = s.json(&["settle", "--payer", &old, "--payee", &new, "--amount", "40"]);
+    assert_eq!(r["key_roll"], "symmetric");
+    assert_eq!(r["updated_card"], "payer");
+    assert_eq!(r["amount"], 40);
+    let o = s.json(&["card", "show", files[0].to_str().unwrap()]);
+    assert_eq!(o["transfer_key_id"], 2);
+    assert_eq!(o["balance"], 60);
+    assert_eq!(s.json(&["card", "show", files[1].to_str().unwrap()])["balance"], 140);
+    // Rolling to 4 would strand both cards (limit 3).
+    let o = s.run(&["rollout", "plan", "--transfer-key", "4"]);
+    assert_eq!(o.status.code(), Some(1));
+    s.ok(&["rollout", "plan", "--transfer-key", "3"]);
+}
+
+fn tampered(s: &Scratch, sql: &str) -> (i32, serde_json::Value) {
+    let dir = Scratch::new();
+    std::fs::copy(s.path("keyroll.db"), dir.path("keyroll.db")).unwrap();
+    dir.sqlite(sql);
+    let o = dir.cmd().args(["--db", "keyroll.db", "--json", "audit", "log"]).output().unwrap();
+    (o.status.code().unwrap(), serde_json::from_slice(&o.stdout).unwrap())
+}
+
+#[test]
+fn audit_log_detects_edit_delete_reorder_and_truncation() {
+    let s = Scratch::new();
+    s.init();
+    for _ in 0..3 {
+        s.ok(&["key", "new", "transfer"]);
+    }
+    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "9"]);
+    // Fold the WAL into the main file so copies carry everything.
+    s.sqlite("PRAGMA wal_checkpoint(TRUNCATE);");
+    let clean = s.json(&["audit", "log"]);
+    assert_eq!(clean["intact"], true);
+    let rows = clean["rows"].as_u64().unwrap();
+    assert_eq!(rows, 5);
+
+    let (code, v) = tampered(&s, "UPDATE audit_log SET detail = replace(detail, '\"id\":3', '\"id\":30') WHERE id = 3;");
+    assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(3)), "edit: {v}");
+    let (code, v) = tampered(&s, "DELETE FROM audit_log WHERE id = 2;");
+    assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(2)), "delete: {v}");
+    let (code, v) = tampered(&s, "UPDATE audit_log SET id = -id WHERE id IN (2, 3); UPDATE audit_log SET id = 3 WHERE id = -2; UPDATE audit_log SET id = 2 WHERE id = -3;");
+    assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(2)), "reorder: {v}");
+    let (code, v) = tampered(&s, "DELETE FROM audit_log WHERE id = 5;");
+    assert_eq!(code, 1, "truncation: {v}");
+    assert_eq!(v["first_bad_row"].as_i64(), Some(5));
+    assert!(v["reason"].as_str().unwrap().contains("truncated"));
+    let (code, v) = tampered(&s, "UPDATE audit_head SET last_id = 4, last_hash = (SELECT hash FROM audit_log WHERE id = 4); DELETE FROM audit_log WHERE id = 5;");
+    assert_eq!(code, 1, "truncation with a forged head: {v}");
+    // Pinning the key.
+    let o = s.run(&["audit", "log", "--expect-key", "00"]);
+    assert_eq!(o.status.code(), Some(1));
+    s.ok(&["audit", "log", "--expect-key", clean["audit_key_fingerprint"].as_str().unwrap()]);
+}
+
+#[test]
+fn an_old_database_is_upgraded_in_place() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "2"]);
+    // Make it a schema-1 database: no CA tables, no CA key.
+    s.sqlite("DROP TABLE certificates; DROP TABLE ca; DELETE FROM secrets WHERE name = 'ca-root-key'; PRAGMA user_version = 1;");
+    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "1");
+    s.ok(&["cert", "ca", "--out", "root.pem"]);
+    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "2");
+    assert_eq!(s.json(&["batch", "list"])["batches"][0]["name"], "b", "data kept");
+    let o = Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(s.path("root.pem")).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Test Issuer"));
+    s.ok(&["audit", "log"]);
+}
