@@ -5,7 +5,9 @@
 //! `cli` → `authority`, `perso`, `terminal`, `audit` → `protocol`, `crypto`, `transport`, `pki`;
 //! the reference `card` uses only `protocol`, `crypto` and `pki`. `domain` holds the shared vocabulary.
 
+pub mod audit;
 pub mod crypto;
 pub mod domain;
+pub mod pki;
 pub mod protocol;
 pub mod transport;
