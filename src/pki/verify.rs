@@ -470,8 +470,17 @@ pub fn validate(
         });
     }
     check_eku(&leaf, opts.required_eku.as_deref())?;
-    // Unparseable intermediates, anchors and CRLs cannot be matched to anything; they are
-    // skipped, as a validator facing a bag of certificates must.
+    // Unparseable intermediates and anchors cannot be matched to anything; they are skipped,
+    // as a validator facing a bag of certificates must. An unparseable CRL is an error: it
+    // might be the one that revokes a certificate of the path (§6.3.3 needs a usable CRL).
+    let mut parsed_crls = Vec::with_capacity(crls.len());
+    for (i, d) in crls.iter().enumerate() {
+        let crl = Crl::from_der(d).map_err(|e| PathError::CrlInvalid {
+            issuer: format!("CRL #{}", i + 1),
+            reason: e.to_string(),
+        })?;
+        parsed_crls.push(crl);
+    }
     let mut ctx = Ctx {
         opts,
         now,
@@ -484,7 +493,7 @@ pub fn validate(
             .iter()
             .filter_map(|d| Certificate::from_der(d).ok())
             .collect(),
-        crls: crls.iter().filter_map(|d| Crl::from_der(d).ok()).collect(),
+        crls: parsed_crls,
         signature_checks: 0,
         build_calls: 0,
         name_constraint_checks: 0,
@@ -499,7 +508,7 @@ pub fn validate(
             let key = public_key(leaf)?;
             Ok(ValidatedPath {
                 chain: path.iter().map(|n| ctx.cert(*n).der.clone()).collect(),
-                leaf_public_key_sec1: key.to_sec1_bytes().to_vec(),
+                leaf_public_key_sec1: key.to_sec1_point(false).as_bytes().to_vec(),
                 leaf_serial: leaf.serial.clone(),
                 leaf_key_usage: leaf.key_usage.map(KeyUsage),
                 leaf_is_ca: leaf.basic_constraints.is_some_and(|b| b.ca),
