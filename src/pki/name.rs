@@ -90,6 +90,27 @@ impl Name {
         base.rdns.len() <= self.rdns.len() && self.rdns.iter().zip(&base.rdns).all(|(a, b)| a == b)
     }
 
+    /// Values of emailAddress attributes (1.2.840.113549.1.9.1), which §4.2.1.10 subjects to
+    /// rfc822Name constraints when the certificate has no subjectAltName.
+    pub fn email_addresses(&self) -> Vec<String> {
+        const EMAIL_ADDRESS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01];
+        let mut out = Vec::new();
+        if let Ok(seq) = der::single(&self.raw, tag::SEQUENCE, "name") {
+            let mut r = Reader::new(seq.value);
+            while let Ok(set) = r.read(tag::SET, "rdn") {
+                let mut sr = Reader::new(set.value);
+                while let Ok(mut atv) = sr.sequence("atv") {
+                    if let (Ok(oid), Ok(val)) = (atv.read(tag::OID, "oid"), atv.read_any("value")) {
+                        if oid.value == EMAIL_ADDRESS {
+                            out.push(String::from_utf8_lossy(val.value).into_owned());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The attribute values with OID 2.5.4.3 (commonName) or 1.2.840.113549.1.9.1 (emailAddress)
     /// as text, for messages and name-constraint checks.
     pub fn display(&self) -> String {

@@ -757,8 +757,19 @@ fn check_name_constraints(
     if !c.subject.is_empty() {
         names.push(&subject);
     }
+    let subject_emails: Vec<GeneralName>;
     if let Some(san) = &c.subject_alt_names {
         names.extend(san.iter());
+    } else {
+        // §4.2.1.10: without subjectAltName, rfc822Name constraints apply to the subject's
+        // emailAddress attributes.
+        subject_emails = c
+            .subject
+            .email_addresses()
+            .into_iter()
+            .map(GeneralName::Rfc822)
+            .collect();
+        names.extend(subject_emails.iter());
     }
     let permitted = nc.permitted.as_deref().unwrap_or(&[]);
     let excluded = nc.excluded.as_deref().unwrap_or(&[]);
