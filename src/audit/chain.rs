@@ -202,3 +202,243 @@ pub fn audit_chain(audit: &ChainAudit) -> Result<Vec<ChainResult>, AuditError> {
     opts.max_intermediates = audit.max_intermediates;
     Ok(check_chains(&labelled, &anchors, &untrusted, &crls, &opts))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Certificates and a CRL made by the `openssl` CLI (an oracle no one here wrote, DESIGN §8).
+
+    use super::*;
+    use std::process::Command;
+    use std::time::Duration;
+
+    fn openssl(dir: &Path, args: &[&str]) -> bool {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Root, two cards (the second revoked), an RSA card, a CRL; `None` without `openssl`.
+    fn make_pki(dir: &Path) -> Option<()> {
+        let ok = |args: &[&str]| openssl(dir, args).then_some(());
+        let ec_key = |out: &str| {
+            ok(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                out,
+            ])
+        };
+        ec_key("root.key")?;
+        ok(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "root.key",
+            "-subj",
+            "/CN=Test Root",
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "root.pem",
+        ])?;
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyAgreement\n\
+             subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+        )
+        .ok()?;
+        ec_key("card.key")?;
+        ok(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.key",
+        ])?;
+        for (name, key) in [
+            ("card1", "card.key"),
+            ("card2", "card.key"),
+            ("rsa", "rsa.key"),
+        ] {
+            let subj = format!("/CN={name}");
+            ok(&[
+                "req",
+                "-new",
+                "-key",
+                key,
+                "-subj",
+                &subj,
+                "-out",
+                &format!("{name}.csr"),
+            ])?;
+            ok(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "root.pem",
+                "-CAkey",
+                "root.key",
+                "-days",
+                "365",
+                "-extfile",
+                "ext.cnf",
+                "-extensions",
+                "v3",
+                "-out",
+                &format!("{name}.pem"),
+            ])?;
+        }
+        std::fs::create_dir_all(dir.join("db")).ok()?;
+        std::fs::write(dir.join("db/index.txt"), "").ok()?;
+        std::fs::write(dir.join("db/crlnumber"), "01\n").ok()?;
+        std::fs::write(
+            dir.join("ca.cnf"),
+            "[ca]\ndefault_ca = c\n[c]\ndatabase = db/index.txt\ncrlnumber = db/crlnumber\ndefault_md = sha256\n\
+             default_crl_days = 30\ncrl_extensions = crlext\n[crlext]\nauthorityKeyIdentifier = keyid\n",
+        )
+        .ok()?;
+        ok(&[
+            "ca",
+            "-config",
+            "ca.cnf",
+            "-keyfile",
+            "root.key",
+            "-cert",
+            "root.pem",
+            "-revoke",
+            "card2.pem",
+        ])?;
+        ok(&[
+            "ca", "-config", "ca.cnf", "-keyfile", "root.key", "-cert", "root.pem", "-gencrl",
+            "-out", "crl.pem",
+        ])?;
+        // One PEM file holding both card certificates.
+        let bundle = [
+            std::fs::read(dir.join("card1.pem")).ok()?,
+            std::fs::read(dir.join("card2.pem")).ok()?,
+        ]
+        .concat();
+        std::fs::write(dir.join("cards.pem"), bundle).ok()?;
+        ok(&[
+            "x509", "-in", "rsa.pem", "-outform", "DER", "-out", "rsa.der",
+        ])?;
+        Some(())
+    }
+
+    #[test]
+    fn audit_chain_over_openssl_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        if make_pki(dir.path()).is_none() {
+            eprintln!("!!! openssl CLI not usable: audit_chain_over_openssl_files SKIPPED !!!");
+            return;
+        }
+        let p = |n: &str| dir.path().join(n);
+        let audit = ChainAudit {
+            certificates: vec![p("cards.pem"), p("rsa.der")],
+            anchors: vec![p("root.pem")],
+            untrusted: vec![],
+            crls: vec![p("crl.pem")],
+            at: SystemTime::now() + Duration::from_secs(60),
+            max_intermediates: None,
+        };
+        let results = audit_chain(&audit).expect("inputs readable");
+        assert_eq!(results.len(), 3);
+        assert_eq!(
+            results[0].certificate,
+            format!("{}#1", p("cards.pem").display())
+        );
+        assert!(results[0].valid, "{:?}", results[0]);
+        assert_eq!(results[0].subject.as_deref(), Some("CN=card1"));
+        assert!(!results[1].valid);
+        assert!(
+            results[1]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("revoked")),
+            "{:?}",
+            results[1]
+        );
+        assert_eq!(results[2].certificate, p("rsa.der").display().to_string());
+        assert!(!results[2].valid);
+        assert!(
+            results[2]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("RSA")),
+            "{:?}",
+            results[2]
+        );
+
+        // The JSON field names are a contract (DESIGN §9).
+        let json = serde_json::to_value(&results[1]).expect("serializable");
+        assert_eq!(json["valid"], serde_json::Value::Bool(false));
+        assert!(json["certificate"].is_string() && json["reason"].is_string());
+
+        // Without the CRL the second card is valid; a century later everything has expired.
+        let no_crl = ChainAudit {
+            crls: vec![],
+            ..audit.clone()
+        };
+        assert!(audit_chain(&no_crl).expect("readable")[1].valid);
+        let later = ChainAudit {
+            at: SystemTime::now() + Duration::from_secs(100 * 365 * 86400),
+            ..audit.clone()
+        };
+        assert!(
+            audit_chain(&later)
+                .expect("readable")
+                .iter()
+                .all(|r| !r.valid)
+        );
+        // Missing files are input errors, not results.
+        let missing = ChainAudit {
+            anchors: vec![p("nope.pem")],
+            ..audit
+        };
+        assert!(matches!(
+            audit_chain(&missing),
+            Err(AuditError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn pem_and_der_inputs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        assert!(matches!(
+            read_certificates(&empty),
+            Err(AuditError::Empty { .. })
+        ));
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        assert!(matches!(
+            read_certificates(&broken),
+            Err(AuditError::Pem { index: 1, .. })
+        ));
+        let der = dir.path().join("x.der");
+        std::fs::write(&der, [0x30, 0x00]).expect("write");
+        assert_eq!(
+            read_certificates(&der).expect("DER passes through"),
+            vec![vec![0x30, 0x00]]
+        );
+    }
+}
