@@ -290,7 +290,10 @@ impl Certificate {
     }
 }
 
-fn parse_spki(data: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>, Vec<u8>), PathError> {
+/// (algorithm OID, parameters TLV, key octets) of a SubjectPublicKeyInfo.
+type SpkiParts = (Vec<u8>, Option<Vec<u8>>, Vec<u8>);
+
+fn parse_spki(data: &[u8]) -> Result<SpkiParts, PathError> {
     let mut r = Reader::new(data);
     let mut alg = r.sequence("subjectPublicKeyInfo.algorithm")?;
     let alg_oid = alg

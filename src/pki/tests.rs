@@ -1,11 +1,13 @@
 //! Unit tests: small chains built in memory with a DER writer and P-256 keys, so each test
 //! controls exactly the field it breaks.
 
+// `&[x.clone()]` reads better than `std::slice::from_ref(&x)` in these call sites.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 use super::cert::oid;
 use super::*;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
-use std::time::{Duration, UNIX_EPOCH};
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
