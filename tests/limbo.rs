@@ -129,6 +129,10 @@ fn x509_limbo_subset() {
         opts.required_eku = ekus.first().and_then(|e| eku_oid(e));
         let expected_ok = case["expected_result"].as_str() == Some("SUCCESS");
         let result = pki::validate(&leaf, &intermediates, &anchors, &crls, &opts);
+        if std::env::var_os("LIMBO_VERBOSE").is_some() {
+            let got = result.as_ref().map_or_else(|e| e.to_string(), |_| "valid".into());
+            println!("  {id}: {got}");
+        }
         if result.is_ok() == expected_ok {
             t.pass += 1;
         } else {

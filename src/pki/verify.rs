@@ -438,7 +438,7 @@ fn check_eku(c: &Certificate, required: Option<&[u8]>) -> Result<(), PathError> 
 }
 
 /// §4.2.1.1/.2: when the child names its issuer's key and the candidate states its own, they
-/// must agree; a mismatch means "not this issuer" (candidate selection, not an error).
+/// should agree; used to order candidates, not to exclude them.
 fn key_ids_compatible(child: &Certificate, issuer: &Certificate) -> bool {
     match (&child.authority_key_id, &issuer.subject_key_id) {
         (Some(Some(aki)), Some(ski)) => aki == ski,
@@ -535,78 +535,87 @@ fn build(ctx: &mut Ctx<'_>, path: &mut Vec<Node>) -> Result<Option<Node>, PathEr
     let current = *path.last().unwrap_or(&Node::Leaf);
     let mut candidates = 0usize;
 
-    // Trust anchors first: the shortest path wins.
-    for ai in 0..ctx.anchors.len() {
-        let (child, anchor) = (ctx.cert(current), &ctx.anchors[ai]);
-        // §6.1.3 (a)(4): the issuer name of the certificate is the subject of the next one.
-        if !anchor.subject.matches(&child.issuer) || !key_ids_compatible(child, anchor) {
-            continue;
-        }
-        candidates += 1;
-        if let Err(e) = try_issuer(ctx, current, Node::Anchor(ai), Role::Anchor) {
-            if matches!(e, PathError::BudgetExceeded { .. }) {
-                return Err(e);
+    // Trust anchors first: the shortest path wins. Candidates whose key identifiers agree come
+    // first; the others are still tried (the signature decides, §4.2.1.1 identifiers only help),
+    // so that their actual defect is reported.
+    for preferred in [true, false] {
+        for ai in 0..ctx.anchors.len() {
+            let (child, anchor) = (ctx.cert(current), &ctx.anchors[ai]);
+            // §6.1.3 (a)(4): the issuer name of the certificate is the subject of the next one.
+            if !anchor.subject.matches(&child.issuer)
+                || key_ids_compatible(child, anchor) != preferred
+            {
+                continue;
             }
-            ctx.record(e);
-            continue;
-        }
-        let mut full = path.clone();
-        full.push(Node::Anchor(ai));
-        match check_path(ctx, &full) {
-            Ok(()) => return Ok(Some(Node::Anchor(ai))),
-            Err(e @ PathError::BudgetExceeded { .. }) => return Err(e),
-            Err(e) => ctx.record(e),
+            candidates += 1;
+            if let Err(e) = try_issuer(ctx, current, Node::Anchor(ai), Role::Anchor) {
+                if matches!(e, PathError::BudgetExceeded { .. }) {
+                    return Err(e);
+                }
+                ctx.record(e);
+                continue;
+            }
+            let mut full = path.clone();
+            full.push(Node::Anchor(ai));
+            match check_path(ctx, &full) {
+                Ok(()) => return Ok(Some(Node::Anchor(ai))),
+                Err(e @ PathError::BudgetExceeded { .. }) => return Err(e),
+                Err(e) => ctx.record(e),
+            }
         }
     }
 
-    for ii in 0..ctx.intermediates.len() {
-        let (child, cand) = (ctx.cert(current), &ctx.intermediates[ii]);
-        if !cand.subject.matches(&child.issuer) || !key_ids_compatible(child, cand) {
-            continue;
-        }
-        // Loops (§6.1 assumes a path without repetition): the same certificate, or the same
-        // subject and key under another issuer (cross-signed copies), at most once per path.
-        let repeats = path.iter().any(|n| {
-            let c = ctx.cert(*n);
-            *n == Node::Intermediate(ii)
-                || (c.subject.matches(&cand.subject) && c.spki_raw == cand.spki_raw)
-        });
-        if repeats {
-            continue;
-        }
-        candidates += 1;
-        // Depth: the hard cap, and the caller's limit counting only non-self-issued
-        // intermediates (x509-limbo `max_chain_depth`, cf. §6.1.4 (l)).
-        let intermediates_now = path.len(); // the leaf plus (len - 1) intermediates, plus this one
-        if intermediates_now > MAX_INTERMEDIATES {
-            ctx.record(PathError::MaxDepthExceeded {
-                max: MAX_INTERMEDIATES,
-            });
-            continue;
-        }
-        if let Some(max) = ctx.opts.max_intermediates {
-            let logical = path[1..]
-                .iter()
-                .chain(std::iter::once(&Node::Intermediate(ii)))
-                .filter(|n| !ctx.cert(**n).is_self_issued())
-                .count();
-            if logical > max {
-                ctx.record(PathError::MaxDepthExceeded { max });
+    for preferred in [true, false] {
+        for ii in 0..ctx.intermediates.len() {
+            let (child, cand) = (ctx.cert(current), &ctx.intermediates[ii]);
+            if !cand.subject.matches(&child.issuer) || key_ids_compatible(child, cand) != preferred
+            {
                 continue;
             }
-        }
-        if let Err(e) = try_issuer(ctx, current, Node::Intermediate(ii), Role::Intermediate) {
-            if matches!(e, PathError::BudgetExceeded { .. }) {
-                return Err(e);
+            // Loops (§6.1 assumes a path without repetition): the same certificate, or the same
+            // subject and key under another issuer (cross-signed copies), at most once per path.
+            let repeats = path.iter().any(|n| {
+                let c = ctx.cert(*n);
+                *n == Node::Intermediate(ii)
+                    || (c.subject.matches(&cand.subject) && c.spki_raw == cand.spki_raw)
+            });
+            if repeats {
+                continue;
             }
-            ctx.record(e);
-            continue;
+            candidates += 1;
+            // Depth: the hard cap, and the caller's limit counting only non-self-issued
+            // intermediates (x509-limbo `max_chain_depth`, cf. §6.1.4 (l)).
+            let intermediates_now = path.len(); // the leaf plus (len - 1) intermediates, plus this one
+            if intermediates_now > MAX_INTERMEDIATES {
+                ctx.record(PathError::MaxDepthExceeded {
+                    max: MAX_INTERMEDIATES,
+                });
+                continue;
+            }
+            if let Some(max) = ctx.opts.max_intermediates {
+                let logical = path[1..]
+                    .iter()
+                    .chain(std::iter::once(&Node::Intermediate(ii)))
+                    .filter(|n| !ctx.cert(**n).is_self_issued())
+                    .count();
+                if logical > max {
+                    ctx.record(PathError::MaxDepthExceeded { max });
+                    continue;
+                }
+            }
+            if let Err(e) = try_issuer(ctx, current, Node::Intermediate(ii), Role::Intermediate) {
+                if matches!(e, PathError::BudgetExceeded { .. }) {
+                    return Err(e);
+                }
+                ctx.record(e);
+                continue;
+            }
+            path.push(Node::Intermediate(ii));
+            if let Some(anchor) = build(ctx, path)? {
+                return Ok(Some(anchor));
+            }
+            path.pop();
         }
-        path.push(Node::Intermediate(ii));
-        if let Some(anchor) = build(ctx, path)? {
-            return Ok(Some(anchor));
-        }
-        path.pop();
     }
     if candidates == 0 {
         let issuer = ctx.cert(current).issuer.display();
