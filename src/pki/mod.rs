@@ -21,7 +21,7 @@ mod der;
 mod error;
 mod name;
 mod time;
-mod verify;
+pub(crate) mod verify;
 
 #[cfg(test)]
 mod tests;

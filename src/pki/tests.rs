@@ -650,7 +650,7 @@ fn cross_signing_loops_terminate() {
     let leaf = leaf_spec("Card", &leaf_key, "CA A", &a_key).build(&a_key);
     let unrelated_root = root_spec("Root", &key(7)).build(&key(7));
     let r = validate(&leaf, &inters, &[unrelated_root], &[], &now());
-    assert!(r.is_err(), "{r:?}");
+    assert!(matches!(r, Err(PathError::BudgetExceeded { .. })), "{r:?}");
 }
 
 #[test]
@@ -663,4 +663,14 @@ fn alternative_path_around_an_expired_intermediate() {
     let path =
         validate(&p.leaf, &inters, &[p.root.clone()], &[], &now()).expect("the valid CA is found");
     assert_eq!(path.chain[1], p.ca);
+}
+
+#[test]
+fn input_count_is_bounded() {
+    let p = pki();
+    let many = vec![p.ca.clone(); verify::MAX_INPUTS + 1];
+    assert!(matches!(
+        validate(&p.leaf, &many, &[p.root.clone()], &[], &now()),
+        Err(PathError::BudgetExceeded { .. })
+    ));
 }
