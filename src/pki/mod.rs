@@ -31,7 +31,10 @@ pub use crl::Crl;
 pub use error::PathError;
 pub use name::{GeneralName, Name};
 pub use time::{floor_seconds, format_unix, parse_rfc3339};
-pub use verify::validate;
+pub use verify::{
+    MAX_BUILD_CALLS, MAX_INPUTS, MAX_INTERMEDIATES, MAX_NAME_CONSTRAINT_CHECKS,
+    MAX_SIGNATURE_CHECKS, validate,
+};
 
 use std::time::SystemTime;
 
