@@ -674,3 +674,40 @@ fn input_count_is_bounded() {
         Err(PathError::BudgetExceeded { .. })
     ));
 }
+
+#[test]
+fn corrupted_crls_and_intermediates_never_panic_nor_unrevoke() {
+    let p = pki();
+    let ca = Certificate::from_der(&p.ca).expect("CA parses");
+    let list = crl("Card CA", &p.ca_key, &[&[0x10, 0x20, 0x30]], true, T2030);
+    for i in 0..list.len() {
+        let mut bad = list.clone();
+        bad[i] ^= 0x41;
+        // A corrupted revoking CRL never makes the revoked leaf valid, unless the corruption
+        // made it another issuer's CRL (issuer name or key identifier changed), which does not
+        // apply to this leaf.
+        let r = validate(
+            &p.leaf,
+            &[p.ca.clone()],
+            &[p.root.clone()],
+            &[bad.clone()],
+            &now(),
+        );
+        if r.is_ok() {
+            let parsed = Crl::from_der(&bad).expect("a CRL that was used parses");
+            let applies = parsed.issuer.matches(&ca.subject)
+                && parsed
+                    .authority_key_id()
+                    .is_none_or(|k| Some(&k) == ca.subject_key_id.as_ref());
+            assert!(
+                !applies,
+                "flip at {i} of an applicable CRL made a revoked leaf valid"
+            );
+        }
+    }
+    for i in 0..p.ca.len() {
+        let mut bad = p.ca.clone();
+        bad[i] ^= 0x41;
+        let _ = validate(&p.leaf, &[bad], &[p.root.clone()], &[], &now());
+    }
+}
