@@ -5,12 +5,14 @@
 //! `cli` → `authority`, `perso`, `terminal`, `audit` → `protocol`, `crypto`, `transport`, `pki`;
 //! the reference `card` uses only `protocol`, `crypto` and `pki`. `domain` holds the shared vocabulary.
 
+pub mod audit;
 pub mod authority;
+pub mod card;
+pub mod cli;
 pub mod crypto;
 pub mod domain;
-pub mod protocol;
-pub mod transport;
-pub mod card;
-pub mod terminal;
 pub mod perso;
-pub mod cli;
+pub mod pki;
+pub mod protocol;
+pub mod terminal;
+pub mod transport;
