@@ -293,3 +293,48 @@ fn an_old_database_is_upgraded_in_place() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("Test Issuer"));
     s.ok(&["audit", "log"]);
 }
+
+#[test]
+fn hybrid_cards_converge_over_the_public_key_path_from_the_command_line() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "h1", "--profile", "hybrid", "--transfer-key-limit", "4", "--initial-balance", "100"]);
+    s.ok(&["perso", "--batch", "h1", "--out-dir", "cards", "--count", "2"]);
+    s.ok(&["key", "new", "transfer"]);
+    s.ok(&["key", "new", "update"]);
+    s.ok(&["batch", "new", "h2", "--profile", "hybrid", "--transfer-key-limit", "4", "--initial-balance", "100"]);
+    s.ok(&["perso", "--batch", "h2", "--out-dir", "cards", "--count", "1"]);
+    let files = s.card_files("cards");
+    let f = |i: usize| format!("file:{}", files[i].display());
+    let r = s.json(&["settle", "--payer", &f(0), "--payee", &f(2), "--amount", "30"]);
+    assert_eq!(r["key_roll"], "public-key");
+    assert_eq!(r["updated_card"], "payer");
+    assert_eq!(s.json(&["card", "show", files[0].to_str().unwrap()])["transfer_key_id"], 2);
+    // Same update key (both from h1): symmetric.
+    let r = s.json(&["settle", "--payer", &f(0), "--payee", &f(1), "--amount", "0"]);
+    assert_eq!(r["key_roll"], "symmetric");
+
+    // Every card certificate verifies with openssl against the exported root.
+    s.ok(&["cert", "ca", "--out", "root.pem"]);
+    let certs = s.json(&["cert", "list"]);
+    let list = certs["certificates"].as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    for (i, c) in list.iter().enumerate() {
+        let path = s.path(&format!("card{i}.pem"));
+        std::fs::write(&path, c["pem"].as_str().unwrap()).unwrap();
+        let o = Command::new("openssl").args(["verify", "-CAfile"]).arg(s.path("root.pem")).arg(&path).output().unwrap();
+        assert!(o.status.success(), "openssl verify: {}", String::from_utf8_lossy(&o.stdout));
+    }
+    // Revoke the newest card; the CRL verifies with openssl and the terminal refuses the card.
+    let card2 = list[2]["card"].as_str().unwrap().to_string();
+    s.ok(&["cert", "revoke", &card2, "--reason", "key-compromise"]);
+    s.ok(&["cert", "crl", "--out", "crl.pem"]);
+    let o = Command::new("openssl").args(["crl", "-noout", "-in"]).arg(s.path("crl.pem")).arg("-CAfile").arg(s.path("root.pem")).arg("-verify").output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("verify OK"), "{}", stderr(&o));
+    let o = Command::new("openssl").args(["verify", "-crl_check", "-CAfile"]).arg(s.path("root.pem")).arg("-CRLfile").arg(s.path("crl.pem")).arg(s.path("card2.pem")).output().unwrap();
+    assert!(!o.status.success(), "openssl accepted a revoked card");
+    let o = s.run(&["settle", "--payer", &f(0), "--payee", &f(2), "--amount", "1", "--crl", "crl.pem"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("revoked"), "{}", stderr(&o));
+    s.ok(&["settle", "--payer", &f(0), "--payee", &f(1), "--amount", "1", "--crl", "crl.pem"]);
+}

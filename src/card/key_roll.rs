@@ -8,7 +8,11 @@
 use super::session::{LiveChallenge, Session};
 use super::state::{CardState, LogKind, StoredKey};
 use super::Effect;
-use crate::crypto::{envelope, random, Secret16};
+use super::certificate::{self, Usage};
+use crate::crypto::card_key::{self, CardKeyPair};
+use crate::crypto::{ecies, envelope, random, Secret16};
+use crate::protocol::codec::put_tlv;
+use crate::protocol::command::tag;
 use crate::domain::{self, Amount, CardSerial, Profile, TransferKeyId};
 use crate::protocol::codec::Reader;
 use crate::protocol::command::{Challenge, KeyPayload, KeyRollPath};
@@ -17,6 +21,20 @@ use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
 const SYMMETRIC_LABEL: &[u8] = b"keyroll transfer key v1";
+/// ECIES associated data label of the public-key path (claims 4, 7).
+const PUBLIC_KEY_LABEL: &[u8] = b"keyroll transfer key pk v1";
+/// Label of the sender's signature over `ciphertext ‖ challenge` (claim 4: "first digital signature
+/// data from the first encrypted data and the second random number").
+const SIGNATURE_LABEL: &[u8] = b"keyroll transfer key signature v1";
+
+fn own_key_pair(state: &CardState) -> Result<CardKeyPair, StatusWord> {
+    let k = state.card_private_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    CardKeyPair::from_bytes(k.expose()).map_err(|_| StatusWord::NoPreciseDiagnosis)
+}
+
+fn anchor(state: &CardState) -> Result<&[u8], StatusWord> {
+    state.trust_anchor.as_deref().ok_or(StatusWord::ConditionsNotSatisfied)
+}
 
 fn symmetric_headers<'a>(sender: &'a CardSerial, receiver: &'a CardSerial, update_key_id: &'a [u8; 4]) -> [&'a [u8]; 4] {
     [SYMMETRIC_LABEL, &sender.0, &receiver.0, update_key_id]
@@ -39,14 +57,19 @@ pub(super) fn request_update_permission(
     session: &mut Session,
     path: KeyRollPath,
     sender_certificate: &[u8],
-    _now: SystemTime,
+    now: SystemTime,
 ) -> Result<Effect, StatusWord> {
     path_supported(state, path)?;
     let sender = match path {
         KeyRollPath::Symmetric => None,
+        // Claims 4, 7: the request carries the newer card's certificate; its key will check the
+        // signature in UPDATE TRANSFER KEY.
         KeyRollPath::PublicKey => {
-            let _ = sender_certificate;
-            return Err(StatusWord::ConditionsNotSatisfied);
+            let peer = certificate::check(sender_certificate, anchor(state)?, now, Usage::Signing)?;
+            if Some(peer.serial) == state.serial {
+                return Err(StatusWord::IncorrectData);
+            }
+            Some((peer.public_key, peer.serial))
         }
     };
     let value: Challenge = random::bytes().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
@@ -62,8 +85,8 @@ pub(super) fn get_transfer_key(
     path: KeyRollPath,
     challenge: &Challenge,
     receiver: CardSerial,
-    _receiver_certificate: &[u8],
-    _now: SystemTime,
+    receiver_certificate: &[u8],
+    now: SystemTime,
 ) -> Result<Effect, StatusWord> {
     path_supported(state, path)?;
     let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
@@ -86,7 +109,26 @@ pub(super) fn get_transfer_key(
             out.extend_from_slice(&env);
             Ok(Effect::reply(out))
         }
-        KeyRollPath::PublicKey => Err(StatusWord::ConditionsNotSatisfied),
+        KeyRollPath::PublicKey => {
+            // Claims 4, 7: "first encrypted data into which the transfer key identifier and the transfer
+            // key are encrypted by use of the third public key", then "first digital signature data from
+            // the first encrypted data and the second random number by use of the secret key".
+            let peer = certificate::check(receiver_certificate, anchor(state)?, now, Usage::KeyAgreement)?;
+            if peer.serial != receiver {
+                return Err(StatusWord::IncorrectData);
+            }
+            let me = own_key_pair(state)?;
+            let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(20));
+            plaintext.extend_from_slice(&key.id.0.to_be_bytes());
+            plaintext.extend_from_slice(key.secret().expose());
+            let ct = ecies::seal(&peer.public_key, &[PUBLIC_KEY_LABEL, &serial.0, &receiver.0], &plaintext)
+                .map_err(|_| StatusWord::SecurityStatusNotSatisfied)?;
+            let sig = me.sign(&[SIGNATURE_LABEL, &ct, challenge]);
+            let mut out = Vec::with_capacity(ct.len() + sig.len() + 8);
+            put_tlv(&mut out, tag::CIPHERTEXT, &ct);
+            put_tlv(&mut out, tag::SIGNATURE, &sig);
+            Ok(Effect::reply(out))
+        }
     }
 }
 
@@ -129,7 +171,25 @@ pub(super) fn update_transfer_key(
             }
             (id, key)
         }
-        _ => return Err(StatusWord::ConditionsNotSatisfied),
+        (KeyRollPath::PublicKey, KeyPayload::PublicKey { ciphertext, signature }) => {
+            // Claims 4, 7: check the signature with the second public key (from the permission step)
+            // over the ciphertext and *our* live random number, then decrypt with our secret key.
+            let Some((sender_key, sender_serial)) = &live.sender else {
+                return Err(StatusWord::SecurityStatusNotSatisfied);
+            };
+            card_key::verify(sender_key, &[SIGNATURE_LABEL, ciphertext, &live.value], signature)
+                .map_err(|_| StatusWord::VerificationFailed)?;
+            let me = own_key_pair(state)?;
+            let plain = ecies::open(&me, &[PUBLIC_KEY_LABEL, &sender_serial.0, &serial.0], ciphertext)
+                .map_err(|_| StatusWord::VerificationFailed)?;
+            let mut r = Reader::new(plain.expose());
+            let id = TransferKeyId(r.u32("transfer key id").map_err(|_| StatusWord::IncorrectData)?);
+            let key = Secret16::from_slice(r.take(16, "transfer key").map_err(|_| StatusWord::IncorrectData)?)
+                .expect("16 bytes");
+            r.finish().map_err(|_| StatusWord::IncorrectData)?;
+            (id, key)
+        }
+        _ => return Err(StatusWord::IncorrectData),
     };
     install(state, new_id, new_key, serial)
 }

@@ -6,6 +6,7 @@
 //! answer (house rule 3). A rejected command answers an error status and leaves the persistent state
 //! byte-identical. A power cut during the write leaves the old or the new state, never a mixture.
 
+pub mod certificate;
 mod key_roll;
 mod perso;
 pub mod session;

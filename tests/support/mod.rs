@@ -87,3 +87,44 @@ pub fn select(card: &mut TestCard) {
 pub fn persisted(card: &TestCard) -> Vec<u8> {
     card.storage().inner.record().expect("written").to_vec()
 }
+
+/// A test CA issuing card certificates with a chosen validity.
+pub struct TestCa {
+    pub key: keyroll::authority::ca::CaKey,
+    pub root: Vec<u8>,
+    pub not_before: std::time::SystemTime,
+    pub not_after: std::time::SystemTime,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        use keyroll::authority::ca::{IssuerCa, ValidityPeriod};
+        use std::time::{Duration, SystemTime};
+        let now = SystemTime::now();
+        let (key, root) = IssuerCa::create_root(
+            name,
+            ValidityPeriod { not_before: now - Duration::from_secs(86400), not_after: now + Duration::from_secs(86400 * 3650) },
+        )
+        .unwrap();
+        TestCa { key, root, not_before: now - Duration::from_secs(3600), not_after: now + Duration::from_secs(86400 * 365) }
+    }
+}
+
+impl keyroll::perso::CertificateIssuer for TestCa {
+    fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
+        keyroll::authority::ca::issue_card_certificate(&self.key, &self.root, serial, public_key_sec1, self.not_before, self.not_after)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A public-key or hybrid card certified by `ca`, trusting `anchor` (normally `ca.root`).
+pub fn pk_card(serial: u64, profile: Profile, tk: u32, uk: u32, limit: u32, balance: u64, ca: &TestCa, anchor: &[u8]) -> TestCard {
+    let mut p = plan(serial, profile, tk, uk, limit, balance);
+    p.trust_anchor = Some(anchor.to_vec());
+    let mut card = Card::open(TearingStorage::new(MemoryStorage::new())).expect("blank card");
+    {
+        let mut ch = InProcessChannel::new(&mut card, "perso");
+        personalise(&mut ch, &Secret16::new(MASTER), &p, Some(ca), false).expect("personalisation");
+    }
+    card
+}

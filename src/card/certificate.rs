@@ -1,0 +1,55 @@
+//! The card's checks on a peer card certificate (claims 4, 7; DESIGN.md §2 step 4): it chains to the
+//! card's trust anchor under RFC 5280 path validation (`pki`), is within validity at the card's time,
+//! is an end-entity certificate (CA:true is refused), carries a P-256 key (anything else is refused by
+//! `pki`), has the key usage the step needs, and names the card serial the protocol says.
+
+use crate::domain::CardSerial;
+use crate::pki::{self, ValidationOptions};
+use crate::protocol::StatusWord;
+use der::Decode;
+use std::time::SystemTime;
+
+const OID_SERIAL_NUMBER: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("2.5.4.5");
+
+/// Which key usage the step needs (RFC 5280 §4.2.1.3).
+#[derive(Clone, Copy, Debug)]
+pub enum Usage {
+    /// The peer will sign the envelope (the sender, claims 4, 7).
+    Signing,
+    /// We will encrypt to the peer by key agreement (the receiver, claims 4, 7, 18).
+    KeyAgreement,
+}
+
+/// A peer card's certified key.
+pub struct Peer {
+    pub public_key: Vec<u8>,
+    pub serial: CardSerial,
+}
+
+/// The card serial a card certificate names in its subject's serialNumber attribute.
+pub fn card_serial(der: &[u8]) -> Option<CardSerial> {
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let atv = cert.tbs_certificate().subject().iter().find(|atv| atv.oid == OID_SERIAL_NUMBER)?;
+    CardSerial::parse(std::str::from_utf8(atv.value.value()).ok()?)
+}
+
+/// Check a peer certificate against `anchor`. Every failure answers 6982 (security status not
+/// satisfied): the card does not say which check failed, the terminal's log and `audit chain` do.
+pub fn check(der: &[u8], anchor: &[u8], at: SystemTime, usage: Usage) -> Result<Peer, StatusWord> {
+    let refuse = StatusWord::SecurityStatusNotSatisfied;
+    let opts = ValidationOptions { allow_ca_leaf: false, ..ValidationOptions::at(at) };
+    let path = pki::validate(der, &[], &[anchor.to_vec()], &[], &opts).map_err(|_| refuse)?;
+    if path.leaf_is_ca {
+        return Err(refuse);
+    }
+    let ku = path.leaf_key_usage.ok_or(refuse)?;
+    let ok = match usage {
+        Usage::Signing => ku.digital_signature(),
+        Usage::KeyAgreement => ku.key_agreement(),
+    };
+    if !ok {
+        return Err(refuse);
+    }
+    let serial = card_serial(der).ok_or(refuse)?;
+    Ok(Peer { public_key: path.leaf_public_key_sec1, serial })
+}
