@@ -94,7 +94,10 @@ fn group_public_key(group: &Value) -> Vec<u8> {
     built
 }
 
-fn run_ecdsa(file: &str, verify: fn(&[u8], &[&[u8]], &[u8]) -> Result<(), keyroll::crypto::CryptoError>) {
+/// The shape of `card_key::verify` and `card_key::verify_p1363`.
+type Verify = fn(&[u8], &[&[u8]], &[u8]) -> Result<(), keyroll::crypto::CryptoError>;
+
+fn run_ecdsa(file: &str, verify: Verify) {
     let Some(doc) = vector(file) else { return };
     assert_eq!(doc["algorithm"], "ECDSA");
     let mut tally = Tally::default();

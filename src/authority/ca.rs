@@ -129,8 +129,7 @@ impl CaKey {
     }
 
     fn spki(&self) -> Result<SubjectPublicKeyInfoOwned, CaError> {
-        Ok(SubjectPublicKeyInfoOwned::from_key(self.signing.verifying_key())
-            .map_err(|e| CaError::Build(e.to_string()))?)
+        SubjectPublicKeyInfoOwned::from_key(self.signing.verifying_key()).map_err(|e| CaError::Build(e.to_string()))
     }
 }
 
@@ -491,7 +490,7 @@ pub fn pem_decode_all(label: &'static str, text: &str) -> Result<Vec<Vec<u8>>, C
         let close = after_end.find("-----").ok_or_else(|| err("unterminated END line".to_string()))?;
         let block_len = end_marker + "-----END ".len() + close + "-----".len();
         let (found, der) =
-            der::pem::decode_vec(block_and_rest[..block_len].as_bytes()).map_err(|e| err(e.to_string()))?;
+            der::pem::decode_vec(&block_and_rest.as_bytes()[..block_len]).map_err(|e| err(e.to_string()))?;
         if found != label {
             return Err(err(format!("found a {found:?} block")));
         }

@@ -110,6 +110,23 @@ mod tests {
         assert_eq!(open(&card, &[], &env).unwrap().expose(), b"");
     }
 
+    /// Recompute the documented construction by hand (literal salt, info = E ‖ R), so a change to the
+    /// key derivation that the round trip would not notice breaks this test.
+    #[test]
+    fn construction_matches_the_documentation() {
+        let card = CardKeyPair::generate().unwrap();
+        let env = seal(&card.public_key_sec1(), &H, b"id and key").unwrap();
+        let (e, c) = env.split_at(PUBLIC_KEY_LEN);
+        let z = card_key::ecdh(&card, e).unwrap();
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"keyroll ecies wrap v1"), z.expose());
+        let mut info = e.to_vec();
+        info.extend_from_slice(&card.public_key_sec1());
+        let mut k = [0u8; 32];
+        hk.expand(&info, &mut k).unwrap();
+        let pt = Aes128Siv::new_from_slice(&k).unwrap().decrypt(H, c).unwrap();
+        assert_eq!(pt, b"id and key");
+    }
+
     #[test]
     fn each_seal_is_fresh() {
         let card = CardKeyPair::generate().unwrap();
