@@ -574,6 +574,33 @@ mod tests {
         assert_eq!(tbs.issuer(), root_cert.tbs_certificate().subject());
     }
 
+    /// Claim 4 end to end at the crypto level: the key in card B's certificate receives an ECIES
+    /// envelope only B can open, and verifies B's signature over it.
+    #[test]
+    fn card_certificate_key_serves_the_public_key_path() {
+        use crate::crypto::{card_key::CardKeyPair, ecies};
+        let (key, root) = IssuerCa::create_root("Test Issuer", validity()).unwrap();
+        let b = CardKeyPair::generate().unwrap();
+        let v = validity();
+        let cert_b = issue_card_certificate(
+            &key,
+            &root,
+            CardSerial::from_u64(2),
+            &b.public_key_sec1(),
+            v.not_before,
+            v.not_after,
+        )
+        .unwrap();
+        let spki =
+            Certificate::from_der(&cert_b).unwrap().tbs_certificate().subject_public_key_info().to_der().unwrap();
+        let b_public = card_key::public_key_from_spki_der(&spki).unwrap();
+        let env = ecies::seal(&b_public, &[b"label"], b"id key").unwrap();
+        assert_eq!(ecies::open(&b, &[b"label"], &env).unwrap().expose(), b"id key");
+        let sig = b.sign(&[b"label", &env, b"challenge"]);
+        card_key::verify(&b_public, &[b"label", &env, b"challenge"], &sig).unwrap();
+        assert!(ecies::open(&CardKeyPair::generate().unwrap(), &[b"label"], &env).is_err());
+    }
+
     #[test]
     fn refusals() {
         let (key, root) = IssuerCa::create_root("Test Issuer", validity()).unwrap();
