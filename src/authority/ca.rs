@@ -695,4 +695,37 @@ mod tests {
         assert_eq!(CaKey::from_pkcs8_der(der.expose()).unwrap().public_key_sec1(), key.public_key_sec1());
         assert!(matches!(CaKey::from_pkcs8_der(b"not a key"), Err(CaError::InvalidCaKey)));
     }
+
+    proptest::proptest! {
+        /// A CA certificate, CRL input or PEM text from outside never panics the CA.
+        #[test]
+        fn arbitrary_ca_inputs_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+                                           text in "[-A-Za-z0-9+/= \n]{0,200}") {
+            let key = CaKey::from_pkcs8_der(&fixed_key_der()).unwrap();
+            let v = validity();
+            let _ = issue_card_certificate(&key, &bytes, CardSerial::from_u64(1), &[4u8; 65], v.not_before, v.not_after);
+            let _ = build_crl(&key, &bytes, &[], v.not_before, v.not_after, 1);
+            let _ = CaKey::from_pkcs8_der(&bytes);
+            let _ = pem_decode_all(PEM_CERTIFICATE, &text);
+            let _ = pem_decode_all(PEM_CERTIFICATE, &format!("-----BEGIN CERTIFICATE-----\n{text}\n-----END CERTIFICATE-----"));
+        }
+    }
+
+    fn fixed_key_der() -> Vec<u8> {
+        static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| CaKey::generate().unwrap().to_pkcs8_der().unwrap().expose().to_vec()).clone()
+    }
+
+    /// Every single-byte mutation of a real CA certificate is handled without a panic.
+    #[test]
+    fn mutated_ca_certificates_never_panic() {
+        let (key, root) = IssuerCa::create_root("Test Issuer", validity()).unwrap();
+        let v = validity();
+        let pk = crate::crypto::card_key::CardKeyPair::generate().unwrap().public_key_sec1();
+        for i in 0..root.len() {
+            let mut m = root.clone();
+            m[i] ^= 0x5A;
+            let _ = issue_card_certificate(&key, &m, CardSerial::from_u64(1), &pk, v.not_before, v.not_after);
+        }
+    }
 }

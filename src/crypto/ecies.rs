@@ -197,4 +197,30 @@ mod tests {
         let env = seal(&card.public_key_sec1(), &many[..MAX_HEADERS], b"x").unwrap();
         assert_eq!(open(&card, &many[..MAX_HEADERS], &env).unwrap().expose(), b"x");
     }
+
+    proptest::proptest! {
+        /// Input from outside never panics the card: arbitrary envelopes, keys and signatures.
+        #[test]
+        fn arbitrary_bytes_never_panic(env in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+                                       key in proptest::collection::vec(proptest::num::u8::ANY, 0..70),
+                                       sig in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            let card = CardKeyPair::from_bytes(&[7u8; 32]).unwrap();
+            let _ = open(&card, &H, &env);
+            let _ = seal(&key, &H, &env);
+            let _ = card_key::verify(&key, &[&env], &sig);
+            let _ = card_key::verify_p1363(&key, &[&env], &sig);
+            let _ = card_key::ecdh(&card, &key);
+            let _ = card_key::public_key_from_spki_der(&env);
+            let _ = CardKeyPair::from_bytes(&key);
+        }
+
+        /// A well-formed ephemeral point with arbitrary ciphertext still fails closed.
+        #[test]
+        fn valid_point_random_body_fails(body in proptest::collection::vec(proptest::num::u8::ANY, 16..64)) {
+            let card = CardKeyPair::from_bytes(&[9u8; 32]).unwrap();
+            let mut env = CardKeyPair::from_bytes(&[3u8; 32]).unwrap().public_key_sec1().to_vec();
+            env.extend_from_slice(&body);
+            proptest::prop_assert_eq!(open(&card, &H, &env).unwrap_err(), CryptoError::EnvelopeAuthentication);
+        }
+    }
 }
