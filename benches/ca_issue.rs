@@ -292,8 +292,8 @@ fn main() {
         Some((sign, verify)) => println!(
             "P-256 signs per CPU-second, one core: openssl speed {sign:.0} (verify {verify:.0}/s), keyroll (p256 crate) \
              {ours:.0}; \
-             keyroll bound on {THREADS} cores = {:.0} certs/s, issue reached {:.0}% of it \
-             ({:.0}% on 1 thread); with openssl's signing speed the bound would be {:.0} certs/s",
+             keyroll bound on {THREADS} cores = {:.0} certs/s, wall-clock issue reached {:.0}% of it \
+             (per CPU-second on 1 thread: {:.0}%); with openssl's signing speed the bound would be {:.0} certs/s",
             ours * THREADS as f64,
             100.0 * rate(n, issue_time) / (ours * THREADS as f64),
             100.0 * single_rate / ours,
