@@ -13,23 +13,13 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn vector(name: &str) -> Option<Value> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/wycheproof")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wycheproof").join(name);
     match std::fs::read_to_string(&path) {
-        Ok(text) => Some(
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display())),
-        ),
+        Ok(text) => Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()))),
         Err(e) => {
             eprintln!();
-            eprintln!(
-                "!!!!!!!! WYCHEPROOF VECTORS MISSING: {} ({e}) !!!!!!!!",
-                path.display()
-            );
-            eprintln!(
-                "!!!!!!!! this test checked NOTHING; put the vectors at ../shared/vectors/wycheproof !!!!!!!!"
-            );
+            eprintln!("!!!!!!!! WYCHEPROOF VECTORS MISSING: {} ({e}) !!!!!!!!", path.display());
+            eprintln!("!!!!!!!! this test checked NOTHING; put the vectors at ../shared/vectors/wycheproof !!!!!!!!");
             eprintln!();
             None
         }
@@ -69,24 +59,15 @@ impl Tally {
             ("invalid", Err(_)) => self.invalid += 1,
             ("acceptable", Ok(())) => self.acceptable_accepted += 1,
             ("acceptable", Err(_)) => self.acceptable_refused += 1,
-            ("valid", Err(e)) => self
-                .failures
-                .push(format!("{file} tcId {tc_id}: valid case refused: {e}")),
-            ("invalid", Ok(())) => self
-                .failures
-                .push(format!("{file} tcId {tc_id}: invalid case accepted")),
-            (other, _) => self
-                .failures
-                .push(format!("{file} tcId {tc_id}: unknown result {other:?}")),
+            ("valid", Err(e)) => self.failures.push(format!("{file} tcId {tc_id}: valid case refused: {e}")),
+            ("invalid", Ok(())) => self.failures.push(format!("{file} tcId {tc_id}: invalid case accepted")),
+            (other, _) => self.failures.push(format!("{file} tcId {tc_id}: unknown result {other:?}")),
         }
     }
 
     fn finish(self, file: &str, expected_total: u64) {
-        let total = self.valid
-            + self.invalid
-            + self.acceptable_accepted
-            + self.acceptable_refused
-            + self.failures.len();
+        let total =
+            self.valid + self.invalid + self.acceptable_accepted + self.acceptable_refused + self.failures.len();
         eprintln!(
             "{file}: {} valid ok, {} invalid refused, acceptable {} accepted / {} refused, {} mismatches",
             self.valid,
@@ -95,19 +76,9 @@ impl Tally {
             self.acceptable_refused,
             self.failures.len()
         );
-        assert_eq!(
-            total as u64, expected_total,
-            "{file}: numberOfTests disagrees with the cases run"
-        );
-        assert!(
-            self.failures.is_empty(),
-            "{file}:\n{}",
-            self.failures.join("\n")
-        );
-        assert!(
-            self.valid > 0 && self.invalid > 0,
-            "{file}: a file without both verdicts proves nothing"
-        );
+        assert_eq!(total as u64, expected_total, "{file}: numberOfTests disagrees with the cases run");
+        assert!(self.failures.is_empty(), "{file}:\n{}", self.failures.join("\n"));
+        assert!(self.valid > 0 && self.invalid > 0, "{file}: a file without both verdicts proves nothing");
     }
 }
 
@@ -115,24 +86,18 @@ impl Tally {
 fn group_public_key(group: &Value) -> Vec<u8> {
     let pk = &group["publicKey"];
     let uncompressed = unhex(&pk["uncompressed"]);
-    let (x, y) = (
-        to_32(&unhex(&pk["wx"])).expect("wx fits"),
-        to_32(&unhex(&pk["wy"])).expect("wy fits"),
-    );
+    let (x, y) = (to_32(&unhex(&pk["wx"])).expect("wx fits"), to_32(&unhex(&pk["wy"])).expect("wy fits"));
     let mut built = vec![0x04];
     built.extend_from_slice(&x);
     built.extend_from_slice(&y);
-    assert_eq!(
-        built, uncompressed,
-        "wx/wy normalisation disagrees with the uncompressed key"
-    );
+    assert_eq!(built, uncompressed, "wx/wy normalisation disagrees with the uncompressed key");
     built
 }
 
-fn run_ecdsa(
-    file: &str,
-    verify: fn(&[u8], &[&[u8]], &[u8]) -> Result<(), keyroll::crypto::CryptoError>,
-) {
+/// The shape of `card_key::verify` and `card_key::verify_p1363`.
+type Verify = fn(&[u8], &[&[u8]], &[u8]) -> Result<(), keyroll::crypto::CryptoError>;
+
+fn run_ecdsa(file: &str, verify: Verify) {
     let Some(doc) = vector(file) else { return };
     assert_eq!(doc["algorithm"], "ECDSA");
     let mut tally = Tally::default();
@@ -144,12 +109,7 @@ fn run_ecdsa(
             let msg = unhex(&t["msg"]);
             let sig = unhex(&t["sig"]);
             let outcome = verify(&public, &[&msg], &sig).map_err(|e| e.to_string());
-            tally.record(
-                file,
-                t["tcId"].as_u64().unwrap(),
-                t["result"].as_str().unwrap(),
-                outcome,
-            );
+            tally.record(file, t["tcId"].as_u64().unwrap(), t["result"].as_str().unwrap(), outcome);
         }
     }
     tally.finish(file, doc["numberOfTests"].as_u64().unwrap());
@@ -162,10 +122,7 @@ fn ecdsa_p256_sha256_der() {
 
 #[test]
 fn ecdsa_p256_sha256_p1363() {
-    run_ecdsa(
-        "ecdsa_secp256r1_sha256_p1363_test.json",
-        card_key::verify_p1363,
-    );
+    run_ecdsa("ecdsa_secp256r1_sha256_p1363_test.json", card_key::verify_p1363);
 }
 
 /// `decode_public` turns the vector's `public` field into a SEC 1 point through keyroll's wrappers.
@@ -180,8 +137,7 @@ fn run_ecdh(file: &str, decode_public: fn(&[u8]) -> Result<Vec<u8>, String>) {
             let expected_shared = unhex(&t["shared"]);
             let private = to_32(&unhex(&t["private"])).expect("private key fits 32 bytes");
             let outcome = (|| {
-                let card =
-                    CardKeyPair::from_bytes(&private).map_err(|e| format!("private key: {e}"))?;
+                let card = CardKeyPair::from_bytes(&private).map_err(|e| format!("private key: {e}"))?;
                 let public = decode_public(&unhex(&t["public"]))?;
                 let shared = card_key::ecdh(&card, &public).map_err(|e| e.to_string())?;
                 if shared.expose() != expected_shared.as_slice() {
@@ -192,11 +148,7 @@ fn run_ecdh(file: &str, decode_public: fn(&[u8]) -> Result<Vec<u8>, String>) {
             // A key that was accepted must give the published secret, whatever the verdict: a wrong
             // secret means an invalid point slipped through decoding.
             if let Err(e) = &outcome {
-                assert!(
-                    !e.contains("differs"),
-                    "{file} tcId {tc_id} ({}): {e}",
-                    t["result"]
-                );
+                assert!(!e.contains("differs"), "{file} tcId {tc_id} ({}): {e}", t["result"]);
             }
             tally.record(file, tc_id, t["result"].as_str().unwrap(), outcome);
         }
@@ -206,17 +158,13 @@ fn run_ecdh(file: &str, decode_public: fn(&[u8]) -> Result<Vec<u8>, String>) {
 
 #[test]
 fn ecdh_p256_ecpoint() {
-    run_ecdh("ecdh_secp256r1_ecpoint_test.json", |point| {
-        Ok(point.to_vec())
-    });
+    run_ecdh("ecdh_secp256r1_ecpoint_test.json", |point| Ok(point.to_vec()));
 }
 
 #[test]
 fn ecdh_p256_spki() {
     run_ecdh("ecdh_secp256r1_test.json", |spki| {
-        card_key::public_key_from_spki_der(spki)
-            .map(|p| p.to_vec())
-            .map_err(|e| format!("SPKI: {e}"))
+        card_key::public_key_from_spki_der(spki).map(|p| p.to_vec()).map_err(|e| format!("SPKI: {e}"))
     });
 }
 

@@ -129,8 +129,7 @@ impl CaKey {
     }
 
     fn spki(&self) -> Result<SubjectPublicKeyInfoOwned, CaError> {
-        Ok(SubjectPublicKeyInfoOwned::from_key(self.signing.verifying_key())
-            .map_err(|e| CaError::Build(e.to_string()))?)
+        SubjectPublicKeyInfoOwned::from_key(self.signing.verifying_key()).map_err(|e| CaError::Build(e.to_string()))
     }
 }
 
@@ -491,7 +490,7 @@ pub fn pem_decode_all(label: &'static str, text: &str) -> Result<Vec<Vec<u8>>, C
         let close = after_end.find("-----").ok_or_else(|| err("unterminated END line".to_string()))?;
         let block_len = end_marker + "-----END ".len() + close + "-----".len();
         let (found, der) =
-            der::pem::decode_vec(block_and_rest[..block_len].as_bytes()).map_err(|e| err(e.to_string()))?;
+            der::pem::decode_vec(&block_and_rest.as_bytes()[..block_len]).map_err(|e| err(e.to_string()))?;
         if found != label {
             return Err(err(format!("found a {found:?} block")));
         }
@@ -573,6 +572,33 @@ mod tests {
         let (_, aki) = tbs.get_extension::<AuthorityKeyIdentifier>().unwrap().unwrap();
         assert_eq!(aki.key_identifier, Some(root_ski.0));
         assert_eq!(tbs.issuer(), root_cert.tbs_certificate().subject());
+    }
+
+    /// Claim 4 end to end at the crypto level: the key in card B's certificate receives an ECIES
+    /// envelope only B can open, and verifies B's signature over it.
+    #[test]
+    fn card_certificate_key_serves_the_public_key_path() {
+        use crate::crypto::{card_key::CardKeyPair, ecies};
+        let (key, root) = IssuerCa::create_root("Test Issuer", validity()).unwrap();
+        let b = CardKeyPair::generate().unwrap();
+        let v = validity();
+        let cert_b = issue_card_certificate(
+            &key,
+            &root,
+            CardSerial::from_u64(2),
+            &b.public_key_sec1(),
+            v.not_before,
+            v.not_after,
+        )
+        .unwrap();
+        let spki =
+            Certificate::from_der(&cert_b).unwrap().tbs_certificate().subject_public_key_info().to_der().unwrap();
+        let b_public = card_key::public_key_from_spki_der(&spki).unwrap();
+        let env = ecies::seal(&b_public, &[b"label"], b"id key").unwrap();
+        assert_eq!(ecies::open(&b, &[b"label"], &env).unwrap().expose(), b"id key");
+        let sig = b.sign(&[b"label", &env, b"challenge"]);
+        card_key::verify(&b_public, &[b"label", &env, b"challenge"], &sig).unwrap();
+        assert!(ecies::open(&CardKeyPair::generate().unwrap(), &[b"label"], &env).is_err());
     }
 
     #[test]
@@ -668,5 +694,38 @@ mod tests {
         let der = key.to_pkcs8_der().unwrap();
         assert_eq!(CaKey::from_pkcs8_der(der.expose()).unwrap().public_key_sec1(), key.public_key_sec1());
         assert!(matches!(CaKey::from_pkcs8_der(b"not a key"), Err(CaError::InvalidCaKey)));
+    }
+
+    proptest::proptest! {
+        /// A CA certificate, CRL input or PEM text from outside never panics the CA.
+        #[test]
+        fn arbitrary_ca_inputs_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+                                           text in "[-A-Za-z0-9+/= \n]{0,200}") {
+            let key = CaKey::from_pkcs8_der(&fixed_key_der()).unwrap();
+            let v = validity();
+            let _ = issue_card_certificate(&key, &bytes, CardSerial::from_u64(1), &[4u8; 65], v.not_before, v.not_after);
+            let _ = build_crl(&key, &bytes, &[], v.not_before, v.not_after, 1);
+            let _ = CaKey::from_pkcs8_der(&bytes);
+            let _ = pem_decode_all(PEM_CERTIFICATE, &text);
+            let _ = pem_decode_all(PEM_CERTIFICATE, &format!("-----BEGIN CERTIFICATE-----\n{text}\n-----END CERTIFICATE-----"));
+        }
+    }
+
+    fn fixed_key_der() -> Vec<u8> {
+        static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| CaKey::generate().unwrap().to_pkcs8_der().unwrap().expose().to_vec()).clone()
+    }
+
+    /// Every single-byte mutation of a real CA certificate is handled without a panic.
+    #[test]
+    fn mutated_ca_certificates_never_panic() {
+        let (key, root) = IssuerCa::create_root("Test Issuer", validity()).unwrap();
+        let v = validity();
+        let pk = crate::crypto::card_key::CardKeyPair::generate().unwrap().public_key_sec1();
+        for i in 0..root.len() {
+            let mut m = root.clone();
+            m[i] ^= 0x5A;
+            let _ = issue_card_certificate(&key, &m, CardSerial::from_u64(1), &pk, v.not_before, v.not_after);
+        }
     }
 }

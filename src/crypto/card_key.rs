@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(verify(&pk, &[b"m"], &trailing), Err(CryptoError::MalformedSignature));
         assert_eq!(verify(&pk, &[b"m"], &[]), Err(CryptoError::MalformedSignature));
         assert_eq!(verify(&pk, &[b"m"], &[0x30, 0x00]), Err(CryptoError::MalformedSignature));
-        assert_eq!(verify(&pk, &[b"m"], &vec![0x30; 200]), Err(CryptoError::MalformedSignature));
+        assert_eq!(verify(&pk, &[b"m"], &[0x30; 200]), Err(CryptoError::MalformedSignature));
         assert_eq!(verify(&pk[..64], &[b"m"], &sig), Err(CryptoError::InvalidPublicKey));
         assert_eq!(verify(&[0x00], &[b"m"], &sig), Err(CryptoError::InvalidPublicKey));
         let mut off_curve = pk;

@@ -110,6 +110,23 @@ mod tests {
         assert_eq!(open(&card, &[], &env).unwrap().expose(), b"");
     }
 
+    /// Recompute the documented construction by hand (literal salt, info = E ‖ R), so a change to the
+    /// key derivation that the round trip would not notice breaks this test.
+    #[test]
+    fn construction_matches_the_documentation() {
+        let card = CardKeyPair::generate().unwrap();
+        let env = seal(&card.public_key_sec1(), &H, b"id and key").unwrap();
+        let (e, c) = env.split_at(PUBLIC_KEY_LEN);
+        let z = card_key::ecdh(&card, e).unwrap();
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"keyroll ecies wrap v1"), z.expose());
+        let mut info = e.to_vec();
+        info.extend_from_slice(&card.public_key_sec1());
+        let mut k = [0u8; 32];
+        hk.expand(&info, &mut k).unwrap();
+        let pt = Aes128Siv::new_from_slice(&k).unwrap().decrypt(H, c).unwrap();
+        assert_eq!(pt, b"id and key");
+    }
+
     #[test]
     fn each_seal_is_fresh() {
         let card = CardKeyPair::generate().unwrap();
@@ -179,5 +196,31 @@ mod tests {
         assert!(matches!(seal(&card.public_key_sec1(), &many, b"x"), Err(CryptoError::TooManyHeaders { .. })));
         let env = seal(&card.public_key_sec1(), &many[..MAX_HEADERS], b"x").unwrap();
         assert_eq!(open(&card, &many[..MAX_HEADERS], &env).unwrap().expose(), b"x");
+    }
+
+    proptest::proptest! {
+        /// Input from outside never panics the card: arbitrary envelopes, keys and signatures.
+        #[test]
+        fn arbitrary_bytes_never_panic(env in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+                                       key in proptest::collection::vec(proptest::num::u8::ANY, 0..70),
+                                       sig in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            let card = CardKeyPair::from_bytes(&[7u8; 32]).unwrap();
+            let _ = open(&card, &H, &env);
+            let _ = seal(&key, &H, &env);
+            let _ = card_key::verify(&key, &[&env], &sig);
+            let _ = card_key::verify_p1363(&key, &[&env], &sig);
+            let _ = card_key::ecdh(&card, &key);
+            let _ = card_key::public_key_from_spki_der(&env);
+            let _ = CardKeyPair::from_bytes(&key);
+        }
+
+        /// A well-formed ephemeral point with arbitrary ciphertext still fails closed.
+        #[test]
+        fn valid_point_random_body_fails(body in proptest::collection::vec(proptest::num::u8::ANY, 16..64)) {
+            let card = CardKeyPair::from_bytes(&[9u8; 32]).unwrap();
+            let mut env = CardKeyPair::from_bytes(&[3u8; 32]).unwrap().public_key_sec1().to_vec();
+            env.extend_from_slice(&body);
+            proptest::prop_assert_eq!(open(&card, &H, &env).unwrap_err(), CryptoError::EnvelopeAuthentication);
+        }
     }
 }
