@@ -394,3 +394,17 @@ fn send_init(ch: &mut dyn keyroll::transport::CardChannel, p: &CardPlan) {
     .unwrap();
     assert_eq!(r.sw.to_u16(), 0x9000);
 }
+
+#[test]
+fn command_chaining_is_checked_at_the_first_segment() {
+    let mut c = card(1, Profile::Symmetric, 1, 1, 5, 0);
+    select(&mut c);
+    let before = persisted(&c);
+    assert_eq!(raw(&mut c, &[0x90, 0x10, 0, 0, 1, 0]), 0x6884, "GET CARD INFO cannot be chained");
+    assert_eq!(raw(&mut c, &[0x90, 0x99, 0, 0, 1, 0]), 0x6D00);
+    assert_eq!(raw(&mut c, &[0x10, 0x20, 0, 0, 1, 0]), 0x6E00);
+    // A chain must keep its header; a different command mid-chain is refused.
+    assert_eq!(raw(&mut c, &[0x90, 0x24, 0, 0, 2, 1, 2]), 0x9000);
+    assert_eq!(raw(&mut c, &[0x80, 0x20, 0, 0]), 0x6883);
+    assert_eq!(persisted(&c), before);
+}

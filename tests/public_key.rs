@@ -90,13 +90,28 @@ fn expired_and_not_yet_valid_certificates_are_refused() {
     let ca = TestCa::new("Issuer");
     let mut older = pk_card(1, Profile::PublicKey, 1, 0, 5, 100, &ca, &ca.root);
     let now = SystemTime::now();
-    let mut expired_ca = TestCa { key: ca.key.clone(), root: ca.root.clone(), not_before: now - Duration::from_secs(7200), not_after: now - Duration::from_secs(3600) };
-    let expired = pk_card(2, Profile::PublicKey, 3, 0, 5, 100, &expired_ca, &ca.root);
-    assert_permission_refused(&mut older, cert_of(&expired));
-    expired_ca.not_before = now + Duration::from_secs(3600);
-    expired_ca.not_after = now + Duration::from_secs(7200);
-    let future = pk_card(3, Profile::PublicKey, 3, 0, 5, 100, &expired_ca, &ca.root);
-    assert_permission_refused(&mut older, cert_of(&future));
+    let key = keyroll::crypto::card_key::CardKeyPair::generate().unwrap().public_key_sec1();
+    let cert = |nb: SystemTime, na: SystemTime| {
+        keyroll::authority::ca::issue_card_certificate(&ca.key, &ca.root, CardSerial::from_u64(2), &key, nb, na).unwrap()
+    };
+    let hour = Duration::from_secs(3600);
+    assert_permission_refused(&mut older, cert(now - 2 * hour, now - hour));
+    assert_permission_refused(&mut older, cert(now + hour, now + 2 * hour));
+    // The same key and serial inside validity is accepted: the refusals above are about time.
+    assert!(permission(&mut older, cert(now - hour, now + hour)).is_ok());
+}
+
+#[test]
+fn a_card_refuses_to_store_a_certificate_its_peers_would_refuse() {
+    let ca = TestCa::new("Issuer");
+    let now = SystemTime::now();
+    let expired = TestCa { key: ca.key.clone(), root: ca.root.clone(), not_before: now - Duration::from_secs(7200), not_after: now - Duration::from_secs(3600) };
+    let mut p = plan(2, Profile::PublicKey, 1, 0, 5, 0);
+    p.trust_anchor = Some(ca.root.clone());
+    let mut card = keyroll::card::Card::open(keyroll::card::storage::TearingStorage::new(keyroll::card::storage::MemoryStorage::new())).unwrap();
+    let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut card, "perso");
+    let e = keyroll::perso::personalise(&mut ch, &keyroll::crypto::Secret16::new(MASTER), &p, Some(&expired), false).unwrap_err();
+    assert!(matches!(e, keyroll::perso::PersoError::Refused { step: "STORE certificate", .. }), "{e}");
 }
 
 #[test]

@@ -150,6 +150,24 @@ impl<S: Storage> Card<S> {
         match self.session.chain.take() {
             None if !more => Ok(Some(apdu)),
             None => {
+                // Only commands that carry certificates or envelopes may be chained; anything else is
+                // refused at the first segment, before any data is buffered.
+                let ins = Instruction::from_code(header[0], header[1]).ok_or(
+                    if Instruction::ALL.iter().any(|i| i.code() == header[1]) {
+                        StatusWord::ClaNotSupported
+                    } else {
+                        StatusWord::InsNotSupported
+                    },
+                )?;
+                if !matches!(
+                    ins,
+                    Instruction::RequestUpdatePermission
+                        | Instruction::GetTransferKey
+                        | Instruction::UpdateTransferKey
+                        | Instruction::PersoStore
+                ) {
+                    return Err(StatusWord::ChainingNotSupported);
+                }
                 self.session.chain = Some(Chain { header, data: apdu.data.clone() });
                 Ok(None)
             }

@@ -135,8 +135,10 @@ pub(super) fn store(
             let Some(private) = &state.card_private_key else { return Err(StatusWord::ConditionsNotSatisfied) };
             let pair = CardKeyPair::from_bytes(private.expose()).map_err(|_| StatusWord::NoPreciseDiagnosis)?;
             let cert = r.rest().to_vec();
-            // The certificate must certify this card's own key and serial (claims 3, 5).
-            if !certifies(&cert, &pair.public_key_sec1(), state.serial) {
+            // The certificate must chain to the stored trust anchor and certify this card's own key and
+            // serial (claims 3, 5): a card never presents a certificate its peers would refuse.
+            let Some(anchor) = &state.trust_anchor else { return Err(StatusWord::ConditionsNotSatisfied) };
+            if !certifies(&cert, anchor, &pair.public_key_sec1(), state.serial) {
                 return Err(StatusWord::IncorrectData);
             }
             next.certificate = Some(cert);
@@ -173,7 +175,7 @@ pub(super) fn generate_key_pair(
 pub(super) fn lock(state: &CardState, session: &mut Session, header: [u8; 4], sealed: &[u8]) -> Result<Effect, StatusWord> {
     let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
     let complete = state.current_transfer_key().is_some()
-        && state.transfer_key_id_limit.is_some()
+        && state.transfer_key_id_limit.zip(state.selected_transfer_key_id).is_some_and(|(l, id)| l.admits(id))
         && state.max_balance.0 > 0
         && (!profile.has_update_key() || state.update_key.is_some())
         && (!profile.has_key_pair()
@@ -192,12 +194,9 @@ pub(super) fn lock(state: &CardState, session: &mut Session, header: [u8; 4], se
     Ok(Effect::write(next, Vec::new()))
 }
 
-/// Whether `der` is a certificate for `public_key` naming `serial` in its subject serialNumber or CN.
-fn certifies(der: &[u8], public_key: &[u8], serial: Option<CardSerial>) -> bool {
-    use der::Decode;
-    let Ok(cert) = x509_cert::Certificate::from_der(der) else { return false };
-    let spki = cert.tbs_certificate().subject_public_key_info();
-    let key_ok = spki.subject_public_key.as_bytes() == Some(public_key);
-    let name_ok = serial.is_some_and(|s| cert.tbs_certificate().subject().to_string().contains(&s.to_string()));
-    key_ok && name_ok
+/// Whether `der` is a valid card certificate under `anchor` for `public_key` naming `serial`.
+fn certifies(der: &[u8], anchor: &[u8], public_key: &[u8], serial: Option<CardSerial>) -> bool {
+    let opts = crate::pki::ValidationOptions { allow_ca_leaf: false, ..crate::pki::ValidationOptions::at(std::time::SystemTime::now()) };
+    let Ok(path) = crate::pki::validate(der, &[], &[anchor.to_vec()], &[], &opts) else { return false };
+    path.leaf_public_key_sec1 == public_key && serial.is_some() && super::certificate::card_serial(der) == serial
 }

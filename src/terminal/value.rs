@@ -21,7 +21,13 @@ pub(super) fn transfer(payer: &mut Party<'_>, payee: &mut Party<'_>, amount: Amo
     }
     let r = payee.send(trace, "BEGIN RECEIVE", &Command::BeginReceive { payer: payer.info.serial, amount, payer_sequence: payer.info.sequence });
     let r = match r {
-        Err(SettleError::Refused { sw: StatusWord::ConditionsNotSatisfied, .. }) => {
+        Err(SettleError::Refused { sw: StatusWord::ConditionsNotSatisfied, .. })
+            // The card counts value in flight either way against its maximum (card/value.rs).
+            if payee.info.pending_in.iter().chain(&payee.info.pending_out).map(|p| p.amount.0 as u128).sum::<u128>()
+                + payee.info.balance.0 as u128
+                + amount.0 as u128
+                > payee.info.max_balance.0 as u128 =>
+        {
             return Err(SettleError::MaximumBalance { balance: payee.info.balance, max: payee.info.max_balance, amount });
         }
         other => other?,
