@@ -3,6 +3,12 @@
 use clap::Parser;
 
 fn main() {
+    // Output piped into `head` and closed early: end quietly like other command-line tools.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = keyroll::cli::Cli::parse();
     let json = cli.json;
     if let Err(e) = keyroll::cli::run(cli) {

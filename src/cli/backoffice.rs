@@ -109,6 +109,14 @@ pub enum RolloutCommand {
         #[arg(long)]
         transfer_key: u32,
     },
+    /// Cards per transfer key id and per batch in a folder of card files, and what the next roll strands.
+    Status {
+        #[arg(long)]
+        cards: PathBuf,
+    },
+    /// Settle every ordered pair of live card generations on virtual cards (exit 1 if any pair that
+    /// should interoperate does not).
+    Verify,
 }
 
 #[derive(Subcommand, Debug)]

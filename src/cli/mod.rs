@@ -7,10 +7,13 @@
 mod audit;
 mod backoffice;
 mod card;
+mod demo;
 mod error;
+mod fleet;
 mod output;
 mod perso;
 mod perso_pcsc;
+mod rollout;
 mod settle;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +62,8 @@ pub enum Command {
     /// The issuer CA: card certificates, revocations, CRL, root.
     #[command(subcommand)]
     Cert(backoffice::CertCommand),
+    /// The main job: a whole key rollout on virtual cards, told as it goes, with a verdict.
+    Demo(demo::DemoArgs),
     /// Auditors: verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -74,8 +79,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Key(c) => backoffice::key(&ctx, &cli.db, cli.identity.as_deref(), c),
         Command::Batch(c) => backoffice::batch(&ctx, &cli.db, cli.identity.as_deref(), c),
         Command::Perso(a) => perso::run(&ctx, &cli.db, cli.identity.as_deref(), a),
-        Command::Rollout(backoffice::RolloutCommand::Plan { transfer_key }) => backoffice::rollout_plan(&ctx, &cli.db, transfer_key),
+        Command::Rollout(backoffice::RolloutCommand::Plan { transfer_key }) => {
+            backoffice::rollout_plan(&ctx, &cli.db, transfer_key)
+        }
+        Command::Rollout(backoffice::RolloutCommand::Status { cards }) => rollout::status(&ctx, &cli.db, &cards),
+        Command::Rollout(backoffice::RolloutCommand::Verify) => rollout::verify(&ctx, &cli.db, cli.identity.as_deref()),
         Command::Cert(c) => backoffice::cert(&ctx, &cli.db, cli.identity.as_deref(), c),
         Command::Audit(c) => audit::run(&ctx, &cli.db, c),
+        Command::Demo(a) => demo::run(&ctx, a),
     }
 }

@@ -47,12 +47,15 @@ pub struct Kit {
 
 impl Kit {
     /// Decrypt what the batch's cards receive: the batch's transfer key, for multi-key batches every
-    /// pending transfer key up to the limit as well (claims 8–9: a later roll is a selection), the
-    /// update key, the personalisation master, and the CA for public-key profiles.
+    /// newer pending or active transfer key up to the limit as well (claims 8–9: a later roll is a
+    /// selection), the update key, the personalisation master, and the CA for public-key profiles.
     pub fn load(u: &Unlocked<'_>, batch: &Batch) -> Result<Self, CliError> {
         let mut transfer_keys = vec![u.transfer_key(batch.transfer_key_id)?];
         if batch.profile == Profile::MultiKey {
-            for id in keys::ids_in_state(u.conn(), KeyKind::Transfer, KeyState::Pending)? {
+            let mut newer = keys::ids_in_state(u.conn(), KeyKind::Transfer, KeyState::Pending)?;
+            newer.extend(keys::ids_in_state(u.conn(), KeyKind::Transfer, KeyState::Active)?);
+            newer.sort_unstable();
+            for id in newer {
                 if id > batch.transfer_key_id && id <= batch.transfer_key_id_limit {
                     transfer_keys.push(u.transfer_key(id)?);
                 }
@@ -169,41 +172,55 @@ fn write_card_file(kit: &Kit, u: &Unlocked<'_>, dir: &Path, slot: &Slot, verbose
 }
 
 #[derive(serde::Serialize)]
-struct PersoReport {
-    batch: String,
-    run: i64,
-    resumed: bool,
-    count: u32,
-    written: u32,
-    already_done: u32,
-    seconds: f64,
-    cards: Vec<String>,
+pub struct PersoReport {
+    pub batch: String,
+    pub run: i64,
+    pub resumed: bool,
+    pub count: u32,
+    pub written: u32,
+    pub already_done: u32,
+    pub seconds: f64,
+    pub cards: Vec<String>,
+    #[serde(skip)]
+    pub files: Vec<PathBuf>,
 }
 
-fn to_files(ctx: &Context, u: &Unlocked<'_>, batch: &str, dir: &Path, count: u32) -> Result<(), CliError> {
+/// Personalise `count` cards of `batch` into `dir` (resuming an interrupted identical run).
+pub fn personalise_to_files(
+    u: &Unlocked<'_>,
+    batch: &str,
+    dir: &Path,
+    count: u32,
+    progress: bool,
+    verbose: bool,
+) -> Result<PersoReport, CliError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::input(format!("cannot create {}: {e}", dir.display()), "choose a writable --out-dir"))?;
     let dir = dir.canonicalize().map_err(|e| CliError::input(format!("{}: {e}", dir.display()), "choose a writable --out-dir"))?;
     let started = Instant::now();
     let (run, slots): (Run, Vec<Slot>) = u.start_run(batch, &dir.display().to_string(), count)?;
     let kit = Kit::load(u, &run.batch)?;
-    let progress = Progress::new(count as u64, ctx.json);
+    let bar = Progress::new(count as u64, !progress);
     let (mut written, mut already) = (0, 0);
     let mut cards = Vec::new();
+    let mut files = Vec::new();
     for (i, slot) in slots.iter().enumerate() {
         cards.push(slot.serial.to_string());
+        files.push(card_path(&dir, slot.serial));
         if slot.personalised {
             already += 1;
             continue;
         }
-        let path = write_card_file(&kit, u, &dir, slot, ctx.verbose)?;
+        let path = write_card_file(&kit, u, &dir, slot, verbose)?;
         u.record_card(&run, slot, Some(&path.display().to_string()))?;
         written += 1;
-        progress.card(i as u64 + 1, count as u64, slot.serial, "written");
+        if progress {
+            bar.card(i as u64 + 1, count as u64, slot.serial, "written");
+        }
     }
-    progress.finish();
+    bar.finish();
     u.finish_run(&run)?;
-    let report = PersoReport {
+    Ok(PersoReport {
         batch: batch.to_string(),
         run: run.id,
         resumed: run.resumed,
@@ -212,14 +229,20 @@ fn to_files(ctx: &Context, u: &Unlocked<'_>, batch: &str, dir: &Path, count: u32
         already_done: already,
         seconds: started.elapsed().as_secs_f64(),
         cards,
-    };
+        files,
+    })
+}
+
+fn to_files(ctx: &Context, u: &Unlocked<'_>, batch: &str, dir: &Path, count: u32) -> Result<(), CliError> {
+    let report = personalise_to_files(u, batch, dir, count, !ctx.json, ctx.verbose)?;
     if ctx.json {
         output::json(&report);
     } else {
         println!(
-            "batch {batch:?}: {written} card(s) written to {}{}",
+            "batch {batch:?}: {} card(s) written to {}{}",
+            report.written,
             dir.display(),
-            if run.resumed { format!(" (resumed run {}, {already} already done)", run.id) } else { String::new() }
+            if report.resumed { format!(" (resumed run {}, {} already done)", report.run, report.already_done) } else { String::new() }
         );
     }
     Ok(())
