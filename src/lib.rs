@@ -5,6 +5,7 @@
 //! `cli` → `authority`, `perso`, `terminal`, `audit` → `protocol`, `crypto`, `transport`, `pki`;
 //! the reference `card` uses only `protocol`, `crypto` and `pki`. `domain` holds the shared vocabulary.
 
+pub mod card;
 pub mod crypto;
 pub mod domain;
 pub mod protocol;
