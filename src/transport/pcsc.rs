@@ -146,9 +146,13 @@ impl PcscChannel {
     }
 
     /// Connect again to the same reader, e.g. after [`TransportError::CardRemoved`] and reinsertion.
-    /// The old connection is dropped (resetting the card if it is still there).
+    /// The old handle is released without a reset: pcscd would apply that reset to the card now in
+    /// the reader, and the new connection's first command would fail with "card was reset".
     pub fn reconnect(&mut self) -> Result<(), TransportError> {
-        self.card = connect_card(&self.context, &self.reader)?;
+        let fresh = connect_card(&self.context, &self.reader)?;
+        let stale = std::mem::replace(&mut self.card, fresh);
+        // The stale handle's card is gone; an error releasing it changes nothing for the new one.
+        let _ = stale.disconnect(Disposition::LeaveCard);
         Ok(())
     }
 
@@ -176,6 +180,11 @@ impl CardChannel for PcscChannel {
         };
         let used = response.len().min(self.buffer.len());
         self.buffer[..used].zeroize();
+        if response.is_empty() {
+            // Every card answer ends in SW1 SW2. An empty one is how vpcd reports a card whose
+            // connection closed mid-command (a mute, torn card); a reader has lost the card.
+            return Err(TransportError::CardRemoved { reader: self.reader.clone() });
+        }
         Ok(response)
     }
 
