@@ -315,6 +315,7 @@ fn mute_card_is_removed_then_reinserted_and_powered_up_again() {
     ch.reconnect().unwrap();
     // Powered up afresh: the session counter starts again.
     assert_eq!(echo(&mut ch, b"").unwrap(), [0, 0, 0, 0, 0x90, 0x00]);
+    ch.disconnect().unwrap();
 
     let (card, result, events, _) = served.stop();
     result.unwrap();

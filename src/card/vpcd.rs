@@ -48,6 +48,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Once a frame has started, the rest must follow within this time (vpcd sends the two parts of a
 /// frame back to back); a peer that stalls mid-frame is dropped rather than waited for forever.
 const FRAME_DEADLINE: Duration = Duration::from_secs(5);
+/// pcscd asks a card it knows for its ATR every 400 ms. A connection on which nothing at all arrives
+/// for this long is not being served: it waits in vpcd's accept backlog while vpcd believes an older
+/// connection is still its card (seen after a reader reset failed on a card that had just left). A new
+/// connection gets the card noticed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Timeout of one TCP connect; on loopback a refusal is immediate, this bounds a remote vpcd.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and largest pause between connection attempts.
@@ -90,6 +95,8 @@ pub enum VpcdError {
     Truncated { got: usize, expected: usize },
     #[error("the card's answer of {len} bytes does not fit a vpcd frame")]
     ReplyTooLong { len: usize },
+    #[error("vpcd sent nothing for {} s (not even its presence poll)", .idle.as_secs())]
+    Silent { idle: Duration },
     #[error("I/O error on the vpcd connection: {source}")]
     Io { source: io::Error },
 }
@@ -376,10 +383,14 @@ impl Session<'_> {
     fn read_frame(&mut self, stop: &AtomicBool) -> Result<Option<Vec<u8>>, VpcdError> {
         let mut header = [0u8; 2];
         let mut got = 0;
+        let waiting = Instant::now();
         // Wait for the first byte, looking at the stop flag between read timeouts.
         while got == 0 {
             if stop.load(Ordering::SeqCst) {
                 return Ok(None);
+            }
+            if waiting.elapsed() >= IDLE_TIMEOUT {
+                return Err(VpcdError::Silent { idle: IDLE_TIMEOUT });
             }
             got = match self.read_some(&mut header)? {
                 Some(0) => return Err(VpcdError::Closed),
@@ -787,6 +798,27 @@ mod tests {
             retries.windows(2).all(|w| w[1] >= w[0]),
             "backoff must not shrink: {retries:?}"
         );
+    }
+
+    #[test]
+    fn silent_vpcd_gets_a_new_connection() {
+        let (l, addr) = listener();
+        let mut card = LogCard::default();
+        let (r, events) = run(&mut card, &addr, |_| {
+            let _ignored = accept(&l);
+            let waited = Instant::now();
+            let mut s = accept(&l);
+            assert!(waited.elapsed() >= IDLE_TIMEOUT - Duration::from_millis(200));
+            send(&mut s, &[CTRL_GET_ATR]);
+            assert_eq!(recv(&mut s), ATR);
+        });
+        r.unwrap();
+        assert!(events.iter().any(|e| matches!(
+            e,
+            VpcdEvent::Disconnected {
+                error: VpcdError::Silent { .. }
+            }
+        )));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! A reader is named exactly or by a case-insensitive substring that matches one reader only, so
 //! `--reader "00 01"` picks "Virtual PCD 00 01". Connections are shared (other applications may use the
 //! reader between our commands) and ask for T=1 or T=0; keyroll cards announce T=1. Dropping a
-//! [`PcscChannel`] resets the card, so no session state (a challenge, a pending selection) outlives it.
+//! [`PcscChannel`] resets the card, so no session state (a challenge, a pending selection) outlives it
+//! (unless the card already left: see [`PcscChannel`]'s `lost`).
 //!
 //! PC/SC errors become [`TransportError`]s that say what the user can do: no pcscd
 //! ([`TransportError::Service`]), no such reader, no card, or a card that went away during a command.
@@ -102,7 +103,13 @@ pub fn wait_for_card_removal(
 /// A connection to the card in one PC/SC reader.
 pub struct PcscChannel {
     context: Context,
-    card: Card,
+    /// Always `Some` until [`PcscChannel::disconnect`] or drop takes it.
+    card: Option<Card>,
+    /// The card left during a command. Dropping then releases the handle without a reset: a reset
+    /// of a card that is gone fails, and pcscd (1.9.9 with vpcd) then shows the reader as empty to
+    /// clients while its own poller still counts the card present, so the next card inserted within
+    /// a poll period stays invisible until it is removed again.
+    lost: bool,
     reader: String,
     /// Receive buffer, reused; zeroized after each response is copied out (house rule 8).
     buffer: Vec<u8>,
@@ -116,7 +123,8 @@ impl PcscChannel {
         let card = connect_card(&context, &reader)?;
         Ok(PcscChannel {
             context,
-            card,
+            card: Some(card),
+            lost: false,
             reader,
             buffer: vec![0; pcsc::MAX_BUFFER_SIZE_EXTENDED],
         })
@@ -139,7 +147,7 @@ impl PcscChannel {
     /// The card's answer to reset, as pcscd saw it.
     pub fn atr(&self) -> Result<Vec<u8>, TransportError> {
         let status = self
-            .card
+            .card()?
             .status2_owned()
             .map_err(|e| map_error(e, &self.reader, Phase::Connect))?;
         Ok(status.atr().to_vec())
@@ -150,9 +158,11 @@ impl PcscChannel {
     /// the reader, and the new connection's first command would fail with "card was reset".
     pub fn reconnect(&mut self) -> Result<(), TransportError> {
         let fresh = connect_card(&self.context, &self.reader)?;
-        let stale = std::mem::replace(&mut self.card, fresh);
-        // The stale handle's card is gone; an error releasing it changes nothing for the new one.
-        let _ = stale.disconnect(Disposition::LeaveCard);
+        if let Some(stale) = self.card.replace(fresh) {
+            // The stale handle's card is gone; an error releasing it changes nothing for the new one.
+            let _ = stale.disconnect(Disposition::LeaveCard);
+        }
+        self.lost = false;
         Ok(())
     }
 
@@ -164,26 +174,65 @@ impl PcscChannel {
     }
 
     /// End the connection, powering the card down so that nothing of the session survives.
-    pub fn disconnect(self) -> Result<(), TransportError> {
-        let reader = self.reader;
-        self.card
-            .disconnect(Disposition::UnpowerCard)
-            .map_err(|(_, e)| map_error(e, &reader, Phase::Connect))
+    pub fn disconnect(mut self) -> Result<(), TransportError> {
+        let disposition = if self.lost {
+            Disposition::LeaveCard
+        } else {
+            Disposition::UnpowerCard
+        };
+        match self.card.take() {
+            Some(card) => card
+                .disconnect(disposition)
+                .map_err(|(_, e)| map_error(e, &self.reader, Phase::Connect)),
+            None => Ok(()),
+        }
+    }
+
+    fn card(&self) -> Result<&Card, TransportError> {
+        self.card.as_ref().ok_or_else(|| TransportError::NoCard {
+            reader: self.reader.clone(),
+        })
+    }
+}
+
+impl Drop for PcscChannel {
+    /// Reset the card so no session state outlives the connection, unless the card is gone.
+    fn drop(&mut self) {
+        if let Some(card) = self.card.take() {
+            let disposition = if self.lost {
+                Disposition::LeaveCard
+            } else {
+                Disposition::ResetCard
+            };
+            let _ = card.disconnect(disposition);
+        }
     }
 }
 
 impl CardChannel for PcscChannel {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        let response = match self.card.transmit(apdu, &mut self.buffer) {
+        let Some(card) = self.card.as_ref() else {
+            return Err(TransportError::NoCard {
+                reader: self.reader.clone(),
+            });
+        };
+        let response = match card.transmit(apdu, &mut self.buffer) {
             Ok(response) => response.to_vec(),
-            Err(e) => return Err(map_error(e, &self.reader, Phase::Command)),
+            Err(e) => {
+                let error = map_error(e, &self.reader, Phase::Command);
+                self.lost = matches!(error, TransportError::CardRemoved { .. });
+                return Err(error);
+            }
         };
         let used = response.len().min(self.buffer.len());
         self.buffer[..used].zeroize();
         if response.is_empty() {
             // Every card answer ends in SW1 SW2. An empty one is how vpcd reports a card whose
             // connection closed mid-command (a mute, torn card); a reader has lost the card.
-            return Err(TransportError::CardRemoved { reader: self.reader.clone() });
+            self.lost = true;
+            return Err(TransportError::CardRemoved {
+                reader: self.reader.clone(),
+            });
         }
         Ok(response)
     }

@@ -59,6 +59,8 @@ CHANNELID    0x8C7B
 
 /// How long pcscd gets to start and list its readers; it takes well under a second here.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// More than one of pcscd's 400 ms presence polls.
+const POLL_SETTLE: Duration = Duration::from_millis(600);
 /// pcscd polls card presence every 400 ms; a card that left is noticed within this.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -114,6 +116,10 @@ pub fn acquire() -> Pcscd {
         _file_lock: file_lock,
         _thread_lock: thread_lock,
     };
+    // Let pcscd's presence poll (every 400 ms) run once with no new card waiting, so it records the
+    // previous test's card as gone even if a failed reset already made the reader look empty to
+    // clients; a card connecting inside that window would be taken for the old one and stay hidden.
+    std::thread::sleep(POLL_SETTLE);
     pcscd.wait_until_empty();
     pcscd
 }
