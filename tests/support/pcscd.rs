@@ -332,7 +332,9 @@ fn wait_for_readers(expected: &[VirtualReader]) -> Result<Vec<VirtualReader>, St
 }
 
 fn read_pid() -> Option<i32> {
-    fs::read_to_string(PID_FILE).ok()?.trim().parse().ok()
+    // pcscd writes the number followed by a NUL byte.
+    let text = fs::read_to_string(PID_FILE).ok()?;
+    text.trim_matches(|c: char| c == '\0' || c.is_whitespace()).parse().ok()
 }
 
 /// Alive and not a zombie (a zombie has closed its sockets; its parent may never reap it).
