@@ -395,3 +395,35 @@ fn served_card_comes_back_after_pcscd_restarts() {
         "{events:?}"
     );
 }
+
+#[test]
+fn harness_reader_file_gives_the_debian_readers_and_ports() {
+    let dir = std::env::temp_dir().join(format!("keyroll-pcscd-parse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("vpcd"), pcscd::READER_CONF).unwrap();
+    std::fs::write(
+        dir.join("serial"),
+        "# a commented example\nFRIENDLYNAME \"Serial\"\nDEVICENAME /dev/ttyS0\nLIBPATH /x/libccidtwin.so\n",
+    )
+    .unwrap();
+    let readers = pcscd::vpcd_readers_in(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let debian = [
+        pcscd::VirtualReader {
+            name: "Virtual PCD 00 00".into(),
+            port: 35963,
+        },
+        pcscd::VirtualReader {
+            name: "Virtual PCD 00 01".into(),
+            port: 35964,
+        },
+    ];
+    assert_eq!(readers, debian);
+    // The vsmartcard-vpcd package's own file, where installed, says the same.
+    if std::path::Path::new("/etc/reader.conf.d/vpcd").exists() {
+        assert_eq!(
+            pcscd::vpcd_readers_in(std::path::Path::new("/etc/reader.conf.d")),
+            debian
+        );
+    }
+}

@@ -51,7 +51,7 @@ const SYSTEM_CONF_DIR: &str = "/etc/reader.conf.d";
 const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
 
 /// The reader file the harness gives a pcscd it starts: Debian's, two readers on 35963 and 35964.
-const READER_CONF: &str = "FRIENDLYNAME \"Virtual PCD\"
+pub const READER_CONF: &str = "FRIENDLYNAME \"Virtual PCD\"
 DEVICENAME   /dev/null:0x8C7B
 LIBPATH      /usr/lib/pcsc/drivers/serial/libifdvpcd.so
 CHANNELID    0x8C7B
@@ -334,7 +334,9 @@ fn wait_for_readers(expected: &[VirtualReader]) -> Result<Vec<VirtualReader>, St
 fn read_pid() -> Option<i32> {
     // pcscd writes the number followed by a NUL byte.
     let text = fs::read_to_string(PID_FILE).ok()?;
-    text.trim_matches(|c: char| c == '\0' || c.is_whitespace()).parse().ok()
+    text.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+        .parse()
+        .ok()
 }
 
 /// Alive and not a zombie (a zombie has closed its sockets; its parent may never reap it).
@@ -376,7 +378,7 @@ fn config_dir_of(pid: i32) -> PathBuf {
 /// The vpcd readers that reader files in `conf` (a directory, or one file) declare. Each vpcd entry
 /// gives two readers, "NAME 0i 00" on port P and "NAME 0i 01" on P+1, where i counts earlier entries of
 /// the same name and P is the number after the last ':' of DEVICENAME (else CHANNELID).
-fn vpcd_readers_in(conf: &Path) -> Vec<VirtualReader> {
+pub fn vpcd_readers_in(conf: &Path) -> Vec<VirtualReader> {
     let mut files: Vec<PathBuf> = match fs::read_dir(conf) {
         Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(_) => vec![conf.to_path_buf()],
@@ -514,37 +516,5 @@ impl<C: SmartCard + Send + 'static> Drop for ServedCard<C> {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-#[cfg(test)]
-mod harness_tests {
-    use super::*;
-
-    #[test]
-    fn debian_reader_file_gives_two_readers_on_consecutive_ports() {
-        let dir = std::env::temp_dir().join(format!("keyroll-pcscd-parse-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("vpcd"), READER_CONF).unwrap();
-        fs::write(
-            dir.join("other"),
-            "FRIENDLYNAME \"Serial\"\nDEVICENAME /dev/ttyS0\nLIBPATH /x/libccidtwin.so\n",
-        )
-        .unwrap();
-        let readers = vpcd_readers_in(&dir);
-        fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(
-            readers,
-            [
-                VirtualReader {
-                    name: "Virtual PCD 00 00".into(),
-                    port: 35963
-                },
-                VirtualReader {
-                    name: "Virtual PCD 00 01".into(),
-                    port: 35964
-                },
-            ]
-        );
     }
 }
