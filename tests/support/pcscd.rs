@@ -456,11 +456,14 @@ fn parse_number(s: &str) -> Option<u16> {
     }
 }
 
+/// What the serving thread hands back: the card, `serve`'s result and its events.
+type Served<C> = (C, Result<(), vpcd::VpcdError>, Vec<String>);
+
 /// A card served to a vpcd reader on its own thread, as `keyroll card serve` does. Dropping it pulls
 /// the card (stop flag, then join), so a failing test never leaves a card in a reader.
 pub struct ServedCard<C: SmartCard + Send + 'static> {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<(C, Result<(), vpcd::VpcdError>, Vec<String>)>>,
+    thread: Option<JoinHandle<Served<C>>>,
     events: Arc<Mutex<Vec<String>>>,
 }
 
