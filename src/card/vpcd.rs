@@ -182,16 +182,16 @@ pub fn serve(
                 continue;
             }
         };
-        backoff = BACKOFF_MIN;
         let peer = stream.peer_addr().unwrap_or(addrs[0]);
         on_event(VpcdEvent::Connected { addr: peer });
         let mut session = Session {
             stream,
             card: &mut *card,
             powered: false,
+            frames: 0,
         };
         let end = session.run(stop, &mut on_event);
-        let powered = session.powered;
+        let (powered, frames) = (session.powered, session.frames);
         // Closing the socket is what tells vpcd the card left the reader.
         let _ = session.stream.shutdown(Shutdown::Both);
         drop(session);
@@ -204,7 +204,17 @@ pub fn serve(
                 on_event(VpcdEvent::Removed);
                 pause(REINSERT_DELAY, stop);
             }
-            End::Error(error) => on_event(VpcdEvent::Disconnected { error }),
+            End::Error(error) => {
+                // A peer that accepts and hangs up without a frame (not vpcd, or a vpcd shutting
+                // down) must not make this a busy loop: back off as for a refused connection.
+                backoff = if frames > 0 {
+                    BACKOFF_MIN
+                } else {
+                    (backoff * 2).min(BACKOFF_MAX)
+                };
+                on_event(VpcdEvent::Disconnected { error });
+                pause(backoff, stop);
+            }
         }
     }
     on_event(VpcdEvent::Stopped);
@@ -299,13 +309,18 @@ struct Session<'c> {
     stream: TcpStream,
     card: &'c mut dyn SmartCard,
     powered: bool,
+    /// Frames received on this connection.
+    frames: usize,
 }
 
 impl Session<'_> {
     fn run(&mut self, stop: &AtomicBool, on_event: &mut impl FnMut(VpcdEvent)) -> End {
         loop {
             let mut frame = match self.read_frame(stop) {
-                Ok(Some(frame)) => frame,
+                Ok(Some(frame)) => {
+                    self.frames += 1;
+                    frame
+                }
                 Ok(None) => return End::Stopped,
                 Err(e) => return End::Error(e),
             };
