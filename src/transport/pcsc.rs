@@ -19,6 +19,7 @@ use zeroize::Zeroize;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReaderStatus {
     pub name: String,
+    /// A card is in the reader and answered its reset (pcscd's PRESENT without MUTE).
     pub card_present: bool,
 }
 
@@ -33,10 +34,12 @@ pub fn list_readers() -> Result<Vec<ReaderStatus>, TransportError> {
     for name in &names {
         states.push(ReaderState::new(c_name(name)?, State::UNAWARE));
     }
-    // From UNAWARE the call returns the current states at once.
-    context
-        .get_status_change(Duration::ZERO, &mut states)
-        .map_err(|e| map_error(e, "", Phase::Connect))?;
+    // From UNAWARE the call returns the current states at once; a timeout would leave them unknown,
+    // which reads as "no card".
+    match context.get_status_change(Duration::ZERO, &mut states) {
+        Ok(()) | Err(Error::Timeout) => {}
+        Err(e) => return Err(map_error(e, "", Phase::Connect)),
+    }
     Ok(names
         .into_iter()
         .zip(&states)
