@@ -4,12 +4,12 @@
 //! then start each test with `let pcscd = pcscd::acquire();`. The guard:
 //!
 //! * **serialises** every test that uses pcscd: a process-wide mutex for the threads of one test
-//!   binary and an exclusive `flock` on `$TMPDIR/keyroll-pcscd/lock` for separate binaries (and other
+//!   binary and an exclusive `flock` on `/tmp/keyroll-pcscd/lock` for separate binaries (and other
 //!   worktrees on the same machine), because there is one pcscd per machine and its readers are shared;
 //! * **finds or starts pcscd**. pcscd has one socket per machine, `/run/pcscd/pcscd.comm`. If a pcscd
 //!   answers there and lists vpcd readers, it is reused, whoever started it. Otherwise the harness starts
-//!   `pcscd --foreground --config $TMPDIR/keyroll-pcscd/reader.conf.d` (never `--auto-exit`, which
-//!   would end it between tests), in its own session with its log in `$TMPDIR/keyroll-pcscd/pcscd.log`.
+//!   `pcscd --foreground --config /tmp/keyroll-pcscd/reader.conf.d` (never `--auto-exit`, which
+//!   would end it between tests), in its own session with its log in `/tmp/keyroll-pcscd/pcscd.log`.
 //!   A socket or pid file that no live pcscd answers (a killed daemon) is removed first. The daemon is
 //!   left running when the tests end, so the next run reuses it;
 //! * waits until pcscd lists the readers and no card is in them (a previous test's card is gone).
@@ -91,9 +91,10 @@ static THREAD_LOCK: Mutex<()> = Mutex::new(());
 /// The pcscd this process started, kept so that it can be reaped after a restart (no zombie).
 static CHILD: Mutex<Option<Child>> = Mutex::new(None);
 
-/// The harness's directory: reader files, log and lock file. Shared by every run on the machine.
+/// The harness's directory: reader files, log and lock file. Fixed rather than under `$TMPDIR`:
+/// pcscd is one per machine, so every run on the machine must take the same lock.
 pub fn harness_dir() -> PathBuf {
-    std::env::temp_dir().join("keyroll-pcscd")
+    PathBuf::from("/tmp/keyroll-pcscd")
 }
 
 fn conf_dir() -> PathBuf {
