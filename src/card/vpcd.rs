@@ -23,8 +23,14 @@
 //! restarting), until the caller's stop flag is set. When the card is mute (`Err(Mute)`: its power was
 //! cut mid-command) the connector closes the socket, which pcscd sees as a removed card, waits long
 //! enough for pcscd's presence poll to notice, and connects again: the card is reinserted and pcscd
-//! powers it on. Nothing a peer sends can make this module panic: bad frames drop the connection with a
-//! reason in a [`VpcdEvent::Disconnected`].
+//! powers it on. A connection on which vpcd sends nothing for 3 s (pcscd polls every 400 ms) is
+//! replaced by a new one. Nothing a peer sends can make this module panic: bad frames drop the
+//! connection with a reason in a [`VpcdEvent::Disconnected`].
+//!
+//! # Trust
+//!
+//! The vpcd protocol has no authentication, and vpcd listens on every interface: whoever reaches the
+//! port first is the card, and the card answers whoever holds the port. Serve to loopback addresses.
 
 use crate::protocol::SmartCard;
 use std::io::{self, Read, Write};
