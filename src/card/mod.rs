@@ -12,6 +12,7 @@ mod perso;
 pub mod session;
 pub mod state;
 pub mod storage;
+pub mod vpcd;
 mod value;
 
 use crate::protocol::apdu::{CLA_CHAINING, MAX_COMMAND_DATA};

@@ -70,7 +70,7 @@ pub fn with_channel<T>(spec: &str, f: impl FnOnce(&mut dyn CardChannel) -> Resul
 
 #[cfg(feature = "pcsc")]
 fn pcsc_channel<T>(spec: &str, f: impl FnOnce(&mut dyn CardChannel) -> Result<T, CliError>) -> Result<T, CliError> {
-    let mut ch = crate::transport::pcsc::PcscChannel::open(spec)
+    let mut ch = crate::transport::pcsc::PcscChannel::connect(spec)
         .map_err(|e| CliError::input(format!("cannot reach card in reader {spec:?}: {e}"), "list readers with `keyroll readers`"))?;
     f(&mut ch)
 }
