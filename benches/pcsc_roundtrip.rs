@@ -27,10 +27,7 @@ impl SmartCard for EchoCard {
     fn power_off(&mut self) {}
     fn reset(&mut self) {}
     fn process(&mut self, apdu: &[u8]) -> Result<Vec<u8>, Mute> {
-        let mut r = apdu
-            .get(5..apdu.len().saturating_sub(1))
-            .unwrap_or_default()
-            .to_vec();
+        let mut r = apdu.get(5..apdu.len().saturating_sub(1)).unwrap_or_default().to_vec();
         r.extend_from_slice(&[0x90, 0x00]);
         Ok(r)
     }

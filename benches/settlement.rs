@@ -22,7 +22,8 @@ fn run(name: &str, n: usize, mut make: impl FnMut() -> (TestCard, TestCard), amo
     for (a, b) in pairs.iter_mut() {
         let mut ca = InProcessChannel::new(a, "payer");
         let mut cb = InProcessChannel::new(b, "payee");
-        let r = keyroll::terminal::settle(&mut ca, &mut cb, Amount(amount), &SettleOptions::default()).expect("settlement");
+        let r =
+            keyroll::terminal::settle(&mut ca, &mut cb, Amount(amount), &SettleOptions::default()).expect("settlement");
         assert_eq!(r.key_roll, expect);
         apdus += r.apdus;
     }
@@ -38,15 +39,38 @@ fn run(name: &str, n: usize, mut make: impl FnMut() -> (TestCard, TestCard), amo
 fn main() {
     let n: usize = std::env::var("KEYROLL_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     println!("in-process settlements (reference cards in memory, real APDU codec, 1 core)");
-    run("no key roll", n, || (card(1, Profile::Symmetric, 1, 1, 5, 1_000), card(2, Profile::Symmetric, 1, 1, 5, 0)), 10, KeyRoll::None);
-    run("symmetric roll", n, || (card(1, Profile::Symmetric, 1, 1, 5, 1_000), card(2, Profile::Symmetric, 2, 1, 5, 0)), 10, KeyRoll::Symmetric);
-    run("multi-key selection", n, || (card(1, Profile::MultiKey, 1, 1, 4, 1_000), card(2, Profile::Symmetric, 3, 1, 5, 0)), 10, KeyRoll::Selection);
+    run(
+        "no key roll",
+        n,
+        || (card(1, Profile::Symmetric, 1, 1, 5, 1_000), card(2, Profile::Symmetric, 1, 1, 5, 0)),
+        10,
+        KeyRoll::None,
+    );
+    run(
+        "symmetric roll",
+        n,
+        || (card(1, Profile::Symmetric, 1, 1, 5, 1_000), card(2, Profile::Symmetric, 2, 1, 5, 0)),
+        10,
+        KeyRoll::Symmetric,
+    );
+    run(
+        "multi-key selection",
+        n,
+        || (card(1, Profile::MultiKey, 1, 1, 4, 1_000), card(2, Profile::Symmetric, 3, 1, 5, 0)),
+        10,
+        KeyRoll::Selection,
+    );
     let ca = TestCa::new("Bench Issuer");
     let pk_n = (n / 4).max(50);
     run(
         "public-key roll (hybrid)",
         pk_n,
-        || (pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root), pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root)),
+        || {
+            (
+                pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root),
+                pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root),
+            )
+        },
         10,
         KeyRoll::PublicKey,
     );

@@ -13,7 +13,8 @@ fn main() {
     let json = cli.json;
     if let Err(e) = keyroll::cli::run(cli) {
         if json {
-            let doc = serde_json::json!({ "schema": "keyroll/1", "error": { "code": e.code(), "message": e.to_string() } });
+            let doc =
+                serde_json::json!({ "schema": "keyroll/1", "error": { "code": e.code(), "message": e.to_string() } });
             eprintln!("{doc}");
         } else {
             eprintln!("keyroll: {e}");

@@ -23,7 +23,12 @@ fn init_writes_a_private_identity_and_refuses_to_overwrite() {
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
     assert_eq!(s.dump(), before);
     let keys = s.json(&["key", "list"]);
-    let kinds: Vec<_> = keys["keys"].as_array().unwrap().iter().map(|k| (k["kind"].as_str().unwrap().to_string(), k["id"].as_u64().unwrap())).collect();
+    let kinds: Vec<_> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["kind"].as_str().unwrap().to_string(), k["id"].as_u64().unwrap()))
+        .collect();
     assert!(kinds.contains(&("transfer".into(), 1)) && kinds.contains(&("update".into(), 1)));
     assert_eq!(keys["schema"], "keyroll/1");
 }
@@ -40,7 +45,10 @@ fn key_versions_increase_and_move_through_states() {
     s.ok(&["key", "retire", "transfer", "1"]);
     assert_eq!(s.json(&["key", "new", "transfer"])["id"], 4, "ids are never reused");
     let keys = s.json(&["key", "list"]);
-    let state = |id: u64| keys["keys"].as_array().unwrap().iter().find(|k| k["kind"] == "transfer" && k["id"] == id).unwrap()["state"].clone();
+    let state = |id: u64| {
+        keys["keys"].as_array().unwrap().iter().find(|k| k["kind"] == "transfer" && k["id"] == id).unwrap()["state"]
+            .clone()
+    };
     assert_eq!(state(1), "retired");
     assert_eq!(state(2), "active");
     for k in keys["keys"].as_array().unwrap() {
@@ -60,7 +68,22 @@ fn export_is_readable_by_the_age_cli_and_keys_are_never_stored_in_plaintext() {
     s.ok(&["perso", "--batch", "m", "--out-dir", "cards", "--count", "3"]);
     s.ok(&["perso", "--batch", "s", "--out-dir", "cards", "--count", "2"]);
     let r = recipient(&s);
-    s.ok(&["key", "export", "--to", &r, "--out", "keys.age", "--transfer", "1", "--transfer", "2", "--update", "1", "--update", "2"]);
+    s.ok(&[
+        "key",
+        "export",
+        "--to",
+        &r,
+        "--out",
+        "keys.age",
+        "--transfer",
+        "1",
+        "--transfer",
+        "2",
+        "--update",
+        "1",
+        "--update",
+        "2",
+    ]);
     let o = Command::new("age")
         .args(["-d", "-i"])
         .arg(s.path("keyroll.db.identity"))
@@ -107,7 +130,11 @@ fn wrong_identity_is_refused_and_changes_nothing() {
     other.init();
     std::fs::copy(other.path("keyroll.db.identity"), s.path("other.identity")).unwrap();
     let before = s.dump();
-    let o = s.cmd().args(["--db", "keyroll.db", "--identity", "other.identity", "key", "new", "transfer"]).output().unwrap();
+    let o = s
+        .cmd()
+        .args(["--db", "keyroll.db", "--identity", "other.identity", "key", "new", "transfer"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot decrypt"), "{}", stderr(&o));
     assert!(stderr(&o).contains("hint:"));
@@ -125,8 +152,26 @@ fn bad_input_gets_exit_2_a_clear_message_and_changes_nothing() {
     let before = s.dump();
     for (args, needle) in [
         (vec!["perso", "--batch", "nope", "--out-dir", "c", "--count", "1"], "no batch named"),
-        (vec!["batch", "new", "x", "--profile", "symmetric", "--transfer-key-limit", "1"], "below the newest transfer key id 2"),
-        (vec!["batch", "new", "x", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "9", "--max-balance", "5"], "maximum"),
+        (
+            vec!["batch", "new", "x", "--profile", "symmetric", "--transfer-key-limit", "1"],
+            "below the newest transfer key id 2",
+        ),
+        (
+            vec![
+                "batch",
+                "new",
+                "x",
+                "--profile",
+                "symmetric",
+                "--transfer-key-limit",
+                "3",
+                "--initial-balance",
+                "9",
+                "--max-balance",
+                "5",
+            ],
+            "maximum",
+        ),
         (vec!["key", "activate", "transfer", "9"], "no transfer key 9"),
     ] {
         let o = s.run(&args);
@@ -155,7 +200,19 @@ fn two_perso_processes_at_once_get_distinct_serials() {
     s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3"]);
     let spawn = |dir: &str| {
         s.cmd()
-            .args(["--db", "keyroll.db", "--identity", "keyroll.db.identity", "perso", "--batch", "b", "--out-dir", dir, "--count", "25"])
+            .args([
+                "--db",
+                "keyroll.db",
+                "--identity",
+                "keyroll.db.identity",
+                "perso",
+                "--batch",
+                "b",
+                "--out-dir",
+                dir,
+                "--count",
+                "25",
+            ])
             .spawn()
             .unwrap()
     };
@@ -181,7 +238,19 @@ fn a_killed_batch_is_finished_by_the_same_command() {
     let s = Scratch::new();
     s.init();
     s.ok(&["batch", "new", "b", "--profile", "multi-key", "--transfer-key-limit", "3", "--initial-balance", "7"]);
-    let args = ["--db", "keyroll.db", "--identity", "keyroll.db.identity", "perso", "--batch", "b", "--out-dir", "cards", "--count", "300"];
+    let args = [
+        "--db",
+        "keyroll.db",
+        "--identity",
+        "keyroll.db.identity",
+        "perso",
+        "--batch",
+        "b",
+        "--out-dir",
+        "cards",
+        "--count",
+        "300",
+    ];
     let mut child = s.cmd().args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Kill once some cards are recorded, mid-batch.
     let started = std::time::Instant::now();
@@ -260,17 +329,24 @@ fn audit_log_detects_edit_delete_reorder_and_truncation() {
     let rows = clean["rows"].as_u64().unwrap();
     assert_eq!(rows, 5);
 
-    let (code, v) = tampered(&s, "UPDATE audit_log SET detail = replace(detail, '\"id\":3', '\"id\":30') WHERE id = 3;");
+    let (code, v) =
+        tampered(&s, "UPDATE audit_log SET detail = replace(detail, '\"id\":3', '\"id\":30') WHERE id = 3;");
     assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(3)), "edit: {v}");
     let (code, v) = tampered(&s, "DELETE FROM audit_log WHERE id = 2;");
     assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(2)), "delete: {v}");
-    let (code, v) = tampered(&s, "UPDATE audit_log SET id = -id WHERE id IN (2, 3); UPDATE audit_log SET id = 3 WHERE id = -2; UPDATE audit_log SET id = 2 WHERE id = -3;");
+    let (code, v) = tampered(
+        &s,
+        "UPDATE audit_log SET id = -id WHERE id IN (2, 3); UPDATE audit_log SET id = 3 WHERE id = -2; UPDATE audit_log SET id = 2 WHERE id = -3;",
+    );
     assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(2)), "reorder: {v}");
     let (code, v) = tampered(&s, "DELETE FROM audit_log WHERE id = 5;");
     assert_eq!(code, 1, "truncation: {v}");
     assert_eq!(v["first_bad_row"].as_i64(), Some(5));
     assert!(v["reason"].as_str().unwrap().contains("truncated"));
-    let (code, v) = tampered(&s, "UPDATE audit_head SET last_id = 4, last_hash = (SELECT hash FROM audit_log WHERE id = 4); DELETE FROM audit_log WHERE id = 5;");
+    let (code, v) = tampered(
+        &s,
+        "UPDATE audit_head SET last_id = 4, last_hash = (SELECT hash FROM audit_log WHERE id = 4); DELETE FROM audit_log WHERE id = 5;",
+    );
     assert_eq!(code, 1, "truncation with a forged head: {v}");
     // Pinning the key.
     let o = s.run(&["audit", "log", "--expect-key", "00"]);
@@ -289,7 +365,8 @@ fn an_old_database_is_upgraded_in_place() {
     s.ok(&["cert", "ca", "--out", "root.pem"]);
     assert_eq!(s.sqlite("PRAGMA user_version").trim(), "2");
     assert_eq!(s.json(&["batch", "list"])["batches"][0]["name"], "b", "data kept");
-    let o = Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(s.path("root.pem")).output().unwrap();
+    let o =
+        Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(s.path("root.pem")).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("Test Issuer"));
     s.ok(&["audit", "log"]);
 }
@@ -322,16 +399,31 @@ fn hybrid_cards_converge_over_the_public_key_path_from_the_command_line() {
     for (i, c) in list.iter().enumerate() {
         let path = s.path(&format!("card{i}.pem"));
         std::fs::write(&path, c["pem"].as_str().unwrap()).unwrap();
-        let o = Command::new("openssl").args(["verify", "-CAfile"]).arg(s.path("root.pem")).arg(&path).output().unwrap();
+        let o =
+            Command::new("openssl").args(["verify", "-CAfile"]).arg(s.path("root.pem")).arg(&path).output().unwrap();
         assert!(o.status.success(), "openssl verify: {}", String::from_utf8_lossy(&o.stdout));
     }
     // Revoke the newest card; the CRL verifies with openssl and the terminal refuses the card.
     let card2 = list[2]["card"].as_str().unwrap().to_string();
     s.ok(&["cert", "revoke", &card2, "--reason", "key-compromise"]);
     s.ok(&["cert", "crl", "--out", "crl.pem"]);
-    let o = Command::new("openssl").args(["crl", "-noout", "-in"]).arg(s.path("crl.pem")).arg("-CAfile").arg(s.path("root.pem")).arg("-verify").output().unwrap();
+    let o = Command::new("openssl")
+        .args(["crl", "-noout", "-in"])
+        .arg(s.path("crl.pem"))
+        .arg("-CAfile")
+        .arg(s.path("root.pem"))
+        .arg("-verify")
+        .output()
+        .unwrap();
     assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("verify OK"), "{}", stderr(&o));
-    let o = Command::new("openssl").args(["verify", "-crl_check", "-CAfile"]).arg(s.path("root.pem")).arg("-CRLfile").arg(s.path("crl.pem")).arg(s.path("card2.pem")).output().unwrap();
+    let o = Command::new("openssl")
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(s.path("root.pem"))
+        .arg("-CRLfile")
+        .arg(s.path("crl.pem"))
+        .arg(s.path("card2.pem"))
+        .output()
+        .unwrap();
     assert!(!o.status.success(), "openssl accepted a revoked card");
     let o = s.run(&["settle", "--payer", &f(0), "--payee", &f(2), "--amount", "1", "--crl", "crl.pem"]);
     assert_eq!(o.status.code(), Some(1));

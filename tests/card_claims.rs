@@ -15,13 +15,7 @@ fn send(card: &mut TestCard, cmd: &Command) -> ResponseApdu {
 }
 
 fn permission(card: &mut TestCard) -> [u8; 16] {
-    let r = send(
-        card,
-        &Command::RequestUpdatePermission {
-            path: KeyRollPath::Symmetric,
-            sender_certificate: vec![],
-        },
-    );
+    let r = send(card, &Command::RequestUpdatePermission { path: KeyRollPath::Symmetric, sender_certificate: vec![] });
     assert_eq!(r.sw.to_u16(), 0x9000);
     r.data.try_into().unwrap()
 }
@@ -44,19 +38,12 @@ fn get_key(card: &mut TestCard, challenge: [u8; 16], receiver: &TestCard) -> Key
 
 /// UPDATE TRANSFER KEY without re-selecting (SELECT keeps the session, but keep it minimal).
 fn update(card: &mut TestCard, payload: KeyPayload) -> u16 {
-    let cmd = Command::UpdateTransferKey {
-        path: KeyRollPath::Symmetric,
-        payload,
-    };
+    let cmd = Command::UpdateTransferKey { path: KeyRollPath::Symmetric, payload };
     raw(card, &cmd.to_apdu().to_bytes())
 }
 
 /// Run the roll from `newer` to `older` with a mutation hook; return the status of UPDATE.
-fn roll_with(
-    older: &mut TestCard,
-    newer: &mut TestCard,
-    mutate: impl FnOnce(&mut [u8; 16], &mut KeyPayload),
-) -> u16 {
+fn roll_with(older: &mut TestCard, newer: &mut TestCard, mutate: impl FnOnce(&mut [u8; 16], &mut KeyPayload)) -> u16 {
     let r = permission(older);
     let mut r2 = r;
     let mut payload = get_key(newer, r, older);
@@ -76,16 +63,8 @@ fn assert_rejected_unchanged(
     let before = persisted(older);
     let newer_before = persisted(newer);
     assert_eq!(roll_with(older, newer, mutate), sw);
-    assert_eq!(
-        persisted(older),
-        before,
-        "older card changed after a rejection"
-    );
-    assert_eq!(
-        persisted(newer),
-        newer_before,
-        "GET TRANSFER KEY changed the newer card"
-    );
+    assert_eq!(persisted(older), before, "older card changed after a rejection");
+    assert_eq!(persisted(newer), newer_before, "GET TRANSFER KEY changed the newer card");
 }
 
 #[test]
@@ -103,14 +82,8 @@ fn claim2_positive_path_installs_id_and_key() {
     let mut older = card(1, Profile::Symmetric, 1, 1, 5, 0);
     let mut newer = card(2, Profile::Symmetric, 4, 1, 5, 0);
     assert_eq!(roll_with(&mut older, &mut newer, |_, _| {}), 0x9000);
-    assert_eq!(
-        older.state().selected_transfer_key_id,
-        Some(TransferKeyId(4))
-    );
-    assert_eq!(
-        older.state().current_transfer_key().unwrap(),
-        transfer_key(4)
-    );
+    assert_eq!(older.state().selected_transfer_key_id, Some(TransferKeyId(4)));
+    assert_eq!(older.state().current_transfer_key().unwrap(), transfer_key(4));
 }
 
 #[test]
@@ -224,10 +197,7 @@ fn wrong_update_key_is_refused() {
     let mut older = card(1, Profile::Symmetric, 1, 1, 5, 0);
     // Same update key id, other key material: the envelope does not open.
     let mut p = plan(2, Profile::Symmetric, 2, 1, 5, 0);
-    p.update_key = Some(keyroll::crypto::UpdateKey::new(
-        UpdateKeyId(1),
-        Secret16::new([0xEE; 16]),
-    ));
+    p.update_key = Some(keyroll::crypto::UpdateKey::new(UpdateKeyId(1), Secret16::new([0xEE; 16])));
     let mut impostor = card_from(&p);
     assert_rejected_unchanged(&mut older, &mut impostor, 0x6300, |_, _| {});
     // Other update key id: refused before decryption, pointing to the public-key path.
@@ -258,14 +228,8 @@ fn claim9_selection_switches_to_a_stored_newer_id() {
     let mut older = card_from(&multi_plan(1, &[1, 2, 3], 1, 5));
     let mut newer = card(2, Profile::Symmetric, 3, 1, 5, 0);
     assert_eq!(roll_with(&mut older, &mut newer, |_, _| {}), 0x9000);
-    assert_eq!(
-        older.state().selected_transfer_key_id,
-        Some(TransferKeyId(3))
-    );
-    assert_eq!(
-        older.state().stored_ids(),
-        vec![TransferKeyId(1), TransferKeyId(2), TransferKeyId(3)]
-    );
+    assert_eq!(older.state().selected_transfer_key_id, Some(TransferKeyId(3)));
+    assert_eq!(older.state().stored_ids(), vec![TransferKeyId(1), TransferKeyId(2), TransferKeyId(3)]);
 }
 
 #[test]
@@ -286,10 +250,7 @@ fn claim9_selection_not_newer_is_refused() {
 fn claim9_selection_with_other_key_material_is_refused() {
     let mut older = card_from(&multi_plan(1, &[1, 2, 3], 1, 5));
     let mut p = plan(2, Profile::Symmetric, 3, 1, 5, 0);
-    p.transfer_keys = vec![keyroll::crypto::TransferKey::new(
-        TransferKeyId(3),
-        Secret16::new([0xAB; 16]),
-    )];
+    p.transfer_keys = vec![keyroll::crypto::TransferKey::new(TransferKeyId(3), Secret16::new([0xAB; 16]))];
     let mut newer = card_from(&p);
     assert_rejected_unchanged(&mut older, &mut newer, 0x6300, |_, _| {});
 }
@@ -299,10 +260,7 @@ fn claim9_multi_key_card_sends_its_selected_key() {
     let mut older = card(1, Profile::Symmetric, 1, 1, 5, 0);
     let mut newer = card_from(&multi_plan(2, &[1, 2, 3], 2, 5));
     assert_eq!(roll_with(&mut older, &mut newer, |_, _| {}), 0x9000);
-    assert_eq!(
-        older.state().current_transfer_key().unwrap(),
-        transfer_key(2)
-    );
+    assert_eq!(older.state().current_transfer_key().unwrap(), transfer_key(2));
 }
 
 #[test]
@@ -310,14 +268,9 @@ fn personalisation_is_refused_after_lock() {
     let mut c = card(1, Profile::Symmetric, 1, 1, 5, 0);
     let before = persisted(&c);
     for cmd in [
-        Command::Initialize {
-            serial: CardSerial::from_u64(9),
-            personalisation_key: [0; 16],
-        },
+        Command::Initialize { serial: CardSerial::from_u64(9), personalisation_key: [0; 16] },
         Command::OpenPersoSession,
-        Command::Lock {
-            sealed: vec![0; 16],
-        },
+        Command::Lock { sealed: vec![0; 16] },
     ] {
         assert_eq!(send(&mut c, &cmd).sw.to_u16(), 0x6985, "{cmd:?}");
     }
@@ -332,10 +285,7 @@ fn personalisation_is_refused_after_lock() {
         false,
     )
     .unwrap_err();
-    assert!(
-        matches!(e, keyroll::perso::PersoError::AlreadyIssued(_)),
-        "{e}"
-    );
+    assert!(matches!(e, keyroll::perso::PersoError::AlreadyIssued(_)), "{e}");
 }
 
 #[test]
@@ -349,47 +299,29 @@ fn personalisation_without_the_master_is_refused() {
         let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut c, "c");
         let mut bad = p.clone();
         bad.selected = TransferKeyId(99);
-        assert!(
-            keyroll::perso::personalise(&mut ch, &Secret16::new(MASTER), &bad, None, false)
-                .is_err()
-        );
+        assert!(keyroll::perso::personalise(&mut ch, &Secret16::new(MASTER), &bad, None, false).is_err());
         send_init(&mut ch, &p);
     }
     let before = persisted(&c);
     let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut c, "c");
-    let e = keyroll::perso::personalise(&mut ch, &Secret16::new([0x11; 16]), &p, None, false)
-        .unwrap_err();
-    assert!(
-        matches!(e, keyroll::perso::PersoError::Refused { sw, .. } if sw.to_u16() == 0x6300),
-        "{e}"
-    );
+    let e = keyroll::perso::personalise(&mut ch, &Secret16::new([0x11; 16]), &p, None, false).unwrap_err();
+    assert!(matches!(e, keyroll::perso::PersoError::Refused { sw, .. } if sw.to_u16() == 0x6300), "{e}");
     drop(ch);
     assert_eq!(persisted(&c), before);
     // With the master, the half-written card is resumed and issued.
     let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut c, "c");
-    let out =
-        keyroll::perso::personalise(&mut ch, &Secret16::new(MASTER), &p, None, false).unwrap();
+    let out = keyroll::perso::personalise(&mut ch, &Secret16::new(MASTER), &p, None, false).unwrap();
     assert!(out.resumed);
 }
 
 fn send_init(ch: &mut dyn keyroll::transport::CardChannel, p: &CardPlan) {
     let mut t = keyroll::transport::Trace::default();
     let key = keyroll::crypto::perso::card_key(&Secret16::new(MASTER), p.serial);
-    keyroll::transport::exchange(
-        ch,
-        &mut t,
-        &Command::Select {
-            aid: keyroll::protocol::AID.to_vec(),
-        },
-    )
-    .unwrap();
+    keyroll::transport::exchange(ch, &mut t, &Command::Select { aid: keyroll::protocol::AID.to_vec() }).unwrap();
     let r = keyroll::transport::exchange(
         ch,
         &mut t,
-        &Command::Initialize {
-            serial: p.serial,
-            personalisation_key: *key.expose(),
-        },
+        &Command::Initialize { serial: p.serial, personalisation_key: *key.expose() },
     )
     .unwrap();
     assert_eq!(r.sw.to_u16(), 0x9000);

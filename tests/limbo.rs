@@ -12,16 +12,11 @@ use std::path::PathBuf;
 /// opt-name-constraints is `webpki::nc::permitted-dns-match-noncritical`, which contradicts
 /// `rfc5280::nc::permitted-dns-match-noncritical` in the same tier; keyroll follows RFC 5280
 /// §4.2.1.10 (name constraints MUST be critical).
-const FLOOR_TIERS: &[(&str, usize)] = &[
-    ("alg-rejection", 12),
-    ("profile-strictness", 3),
-    ("opt-policy", 1),
-    ("opt-name-constraints", 56),
-];
+const FLOOR_TIERS: &[(&str, usize)] =
+    &[("alg-rejection", 12), ("profile-strictness", 3), ("opt-policy", 1), ("opt-name-constraints", 56)];
 
 /// Tiers in which every case must pass (and none may be skipped).
-const REQUIRED_TIERS: &[(&str, usize)] =
-    &[("core", 66), ("opt-crl", 8), ("opt-max-chain-depth", 5)];
+const REQUIRED_TIERS: &[(&str, usize)] = &[("core", 66), ("opt-crl", 8), ("opt-max-chain-depth", 5)];
 
 fn pem_to_der(pem: &str) -> Vec<u8> {
     match der::pem::decode_vec(pem.as_bytes()) {
@@ -59,36 +54,24 @@ fn x509_limbo_subset() {
         std::fs::read_to_string(dir.join("limbo-subset-index.json")),
     ) else {
         eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        eprintln!(
-            "!!! x509-limbo vectors not found at {} -- SKIPPING the conformance harness",
-            dir.display()
-        );
+        eprintln!("!!! x509-limbo vectors not found at {} -- SKIPPING the conformance harness", dir.display());
         eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
         return;
     };
     let cases: serde_json::Value = serde_json::from_str(&cases).expect("limbo-subset.json is JSON");
-    let index: serde_json::Value =
-        serde_json::from_str(&index).expect("limbo-subset-index.json is JSON");
+    let index: serde_json::Value = serde_json::from_str(&index).expect("limbo-subset-index.json is JSON");
     let tiers: BTreeMap<String, String> = index
         .as_array()
         .expect("index is an array")
         .iter()
-        .filter_map(|e| {
-            Some((
-                e["id"].as_str()?.to_string(),
-                e["tier"].as_str()?.to_string(),
-            ))
-        })
+        .filter_map(|e| Some((e["id"].as_str()?.to_string(), e["tier"].as_str()?.to_string())))
         .collect();
 
     let mut tally: BTreeMap<String, Tally> = BTreeMap::new();
     let testcases = cases["testcases"].as_array().expect("testcases array");
     for case in testcases {
         let id = case["id"].as_str().unwrap_or("?").to_string();
-        let tier = tiers
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| "unindexed".to_string());
+        let tier = tiers.get(&id).cloned().unwrap_or_else(|| "unindexed".to_string());
         let t = tally.entry(tier.clone()).or_default();
         if tier == "conflict-partner-skip" {
             t.skip += 1;
@@ -97,12 +80,7 @@ fn x509_limbo_subset() {
         let strs = |key: &str| -> Vec<Vec<u8>> {
             case[key]
                 .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str())
-                        .map(pem_to_der)
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(|v| v.as_str()).map(pem_to_der).collect())
                 .unwrap_or_default()
         };
         let anchors = strs("trusted_certs");
@@ -121,9 +99,7 @@ fn x509_limbo_subset() {
             .unwrap_or_default();
         if ekus.len() > 1 || ekus.iter().any(|e| eku_oid(e).is_none()) {
             t.skip += 1;
-            t.failures.push(format!(
-                "SKIP {id}: extended_key_usage {ekus:?} not supported by the harness"
-            ));
+            t.failures.push(format!("SKIP {id}: extended_key_usage {ekus:?} not supported by the harness"));
             continue;
         }
         opts.required_eku = ekus.first().and_then(|e| eku_oid(e));
@@ -141,10 +117,8 @@ fn x509_limbo_subset() {
                 Ok(_) => "valid".to_string(),
                 Err(e) => format!("invalid: {e}"),
             };
-            t.failures.push(format!(
-                "FAIL {id}: expected {}, got {got}",
-                if expected_ok { "SUCCESS" } else { "FAILURE" }
-            ));
+            t.failures
+                .push(format!("FAIL {id}: expected {}, got {got}", if expected_ok { "SUCCESS" } else { "FAILURE" }));
         }
     }
 
@@ -160,15 +134,10 @@ fn x509_limbo_subset() {
     }
     for (tier, floor) in FLOOR_TIERS {
         let pass = tally.get(*tier).map_or(0, |t| t.pass);
-        assert!(
-            pass >= *floor,
-            "tier {tier} regressed: {pass} passes, at least {floor} expected"
-        );
+        assert!(pass >= *floor, "tier {tier} regressed: {pass} passes, at least {floor} expected");
     }
     for (tier, count) in REQUIRED_TIERS {
-        let t = tally
-            .get(*tier)
-            .unwrap_or_else(|| panic!("tier {tier} has no cases"));
+        let t = tally.get(*tier).unwrap_or_else(|| panic!("tier {tier} has no cases"));
         assert_eq!(
             (t.pass, t.fail, t.skip),
             (*count, 0, 0),

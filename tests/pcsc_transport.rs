@@ -50,11 +50,7 @@ impl TestCard {
         let n = le.min(self.pending.len());
         let mut r: Vec<u8> = self.pending.drain(..n).collect();
         let left = self.pending.len();
-        let sw = if left == 0 {
-            StatusWord::Ok
-        } else {
-            StatusWord::MoreData(left.min(256) as u8)
-        };
+        let sw = if left == 0 { StatusWord::Ok } else { StatusWord::MoreData(left.min(256) as u8) };
         r.extend_from_slice(&sw.to_u16().to_be_bytes());
         r
     }
@@ -118,14 +114,7 @@ impl SmartCard for TestCard {
 
 fn echo(ch: &mut PcscChannel, data: &[u8]) -> Result<Vec<u8>, TransportError> {
     // Case 4 (Lc, data, Le), or case 2 (Le only) without data.
-    let apdu = CommandApdu {
-        cla: 0x80,
-        ins: INS_ECHO,
-        p1: 0,
-        p2: 0,
-        data: data.to_vec(),
-        le: Some(256),
-    };
+    let apdu = CommandApdu { cla: 0x80, ins: INS_ECHO, p1: 0, p2: 0, data: data.to_vec(), le: Some(256) };
     ch.transmit(&apdu.to_bytes())
 }
 
@@ -133,10 +122,7 @@ fn echo(ch: &mut PcscChannel, data: &[u8]) -> Result<Vec<u8>, TransportError> {
 fn inserted(served: &ServedCard<TestCard>, reader: &str) -> PcscChannel {
     match PcscChannel::wait_and_connect(reader, WAIT) {
         Ok(ch) => ch,
-        Err(e) => panic!(
-            "the served card did not appear in {reader}: {e}; connector events: {:?}",
-            served.events()
-        ),
+        Err(e) => panic!("the served card did not appear in {reader}: {e}; connector events: {:?}", served.events()),
     }
 }
 
@@ -161,19 +147,10 @@ fn served_card_appears_in_the_reader_and_leaves_when_stopped() {
 
     let (card, result, events, took) = served.stop();
     result.unwrap();
-    assert!(
-        took < Duration::from_secs(1),
-        "serve took {took:?} to see the stop flag"
-    );
-    assert!(
-        card.power_ons >= 1,
-        "pcscd powers an inserted card up: {events:?}"
-    );
+    assert!(took < Duration::from_secs(1), "serve took {took:?} to see the stop flag");
+    assert!(card.power_ons >= 1, "pcscd powers an inserted card up: {events:?}");
     assert!(events.last().is_some_and(|e| e == "Stopped"), "{events:?}");
-    assert!(
-        wait_for_card_removal(&r0.name, WAIT).unwrap(),
-        "pcscd did not see the card leave"
-    );
+    assert!(wait_for_card_removal(&r0.name, WAIT).unwrap(), "pcscd did not see the card leave");
     assert!(!present(&r0.name));
 }
 
@@ -191,45 +168,26 @@ fn exchange_through_pcscd_with_get_response_and_chaining() {
     let mut trace = Trace::default();
     let r = exchange(&mut ch, &mut trace, &Command::Select { aid: AID.to_vec() }).unwrap();
     assert_eq!(r.sw, StatusWord::Ok);
-    let r = exchange(
-        &mut ch,
-        &mut trace,
-        &Command::Select {
-            aid: vec![0xA0, 0, 0, 0, 1],
-        },
-    )
-    .unwrap();
+    let r = exchange(&mut ch, &mut trace, &Command::Select { aid: vec![0xA0, 0, 0, 0, 1] }).unwrap();
     assert_eq!(r.sw, StatusWord::ApplicationNotFound);
     assert_eq!(trace.apdus, 2);
 
     // 600 bytes: 256 + 61 00, GET RESPONSE 256 + 61 58, GET RESPONSE 88 + 90 00.
     let r = exchange(&mut ch, &mut trace, &Command::GetCardInfo).unwrap();
     assert_eq!(r.sw, StatusWord::Ok);
-    assert_eq!(
-        r.data,
-        (0..INFO_LEN).map(|i| (i % 251) as u8).collect::<Vec<_>>()
-    );
+    assert_eq!(r.data, (0..INFO_LEN).map(|i| (i % 251) as u8).collect::<Vec<_>>());
     assert_eq!(trace.apdus, 5);
 
     // 600 data bytes go as a chain of three commands (255 + 255 + 90).
-    let store = Command::PersoStore {
-        item: PersoItem::TrustAnchor,
-        sealed: vec![0x5A; 600],
-    };
+    let store = Command::PersoStore { item: PersoItem::TrustAnchor, sealed: vec![0x5A; 600] };
     let r = exchange(&mut ch, &mut trace, &store).unwrap();
-    assert_eq!(
-        (r.sw, r.data),
-        (StatusWord::Ok, 600u16.to_be_bytes().to_vec())
-    );
+    assert_eq!((r.sw, r.data), (StatusWord::Ok, 600u16.to_be_bytes().to_vec()));
     assert_eq!(trace.apdus, 8);
 
     let r = exchange(&mut ch, &mut trace, &Command::OpenPersoSession).unwrap();
     assert_eq!(r.sw, StatusWord::InsNotSupported);
 
-    assert_eq!(
-        echo(&mut ch, &[1, 2, 3]).unwrap(),
-        [1, 2, 3, 0, 0, 0, 0, 0x90, 0x00]
-    );
+    assert_eq!(echo(&mut ch, &[1, 2, 3]).unwrap(), [1, 2, 3, 0, 0, 0, 0, 0x90, 0x00]);
     assert_eq!(echo(&mut ch, &[]).unwrap(), [0, 0, 0, 1, 0x90, 0x00]);
     ch.disconnect().unwrap();
 }
@@ -241,10 +199,7 @@ fn opensc_tool_reaches_the_served_card() {
     let served = ServedCard::start(TestCard::default(), &r0.addr());
     drop(inserted(&served, &r0.name));
 
-    let list = Process::new("opensc-tool")
-        .arg("-l")
-        .output()
-        .expect("opensc-tool (package opensc) is needed");
+    let list = Process::new("opensc-tool").arg("-l").output().expect("opensc-tool (package opensc) is needed");
     let list = String::from_utf8_lossy(&list.stdout);
     // "Nr.  Card  Features  Name" rows: the number first, the reader name last.
     let index = list
@@ -253,20 +208,13 @@ fn opensc_tool_reaches_the_served_card() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("opensc-tool does not list {}:\n{list}", r0.name));
 
-    let out = Process::new("opensc-tool")
-        .args(["-r", index, "-s", "80:E0:00:00:02:AB:CD:00"])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out = Process::new("opensc-tool").args(["-r", index, "-s", "80:E0:00:00:02:AB:CD:00"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("SW1=0x90, SW2=0x00"), "{text}");
     assert!(text.contains("AB CD 00 00 00 00"), "{text}");
 
-    let out = Process::new("opensc-tool")
-        .args(["-r", index, "-s", "80:42:00:00"])
-        .output()
-        .unwrap();
+    let out = Process::new("opensc-tool").args(["-r", index, "-s", "80:42:00:00"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("SW1=0x6D, SW2=0x00"), "{text}");
 }
@@ -307,10 +255,7 @@ fn mute_card_is_removed_then_reinserted_and_powered_up_again() {
         Err(TransportError::CardRemoved { .. }) => {}
         other => panic!("a mute card must look removed, got {other:?}"),
     }
-    assert!(
-        ch.wait_for_removal(WAIT).unwrap(),
-        "pcscd must see the mute card leave"
-    );
+    assert!(ch.wait_for_removal(WAIT).unwrap(), "pcscd must see the mute card leave");
     wait_for_card(&r0.name, WAIT).unwrap();
     ch.reconnect().unwrap();
     // Powered up afresh: the session counter starts again.
@@ -331,10 +276,7 @@ fn reader_names_resolve_or_fail_with_the_candidates() {
     let common = &r0.name[..r0.name.len() - 1];
     match PcscChannel::connect(&common.to_lowercase()) {
         Err(TransportError::AmbiguousReader { matches, .. }) => {
-            assert!(
-                matches.contains(&r0.name) && matches.contains(&r1.name),
-                "{matches}"
-            )
+            assert!(matches.contains(&r0.name) && matches.contains(&r1.name), "{matches}")
         }
         Err(other) => panic!("expected AmbiguousReader, got {other:?}"),
         Ok(_) => panic!("an ambiguous name connected"),
@@ -355,10 +297,7 @@ fn reader_names_resolve_or_fail_with_the_candidates() {
         Err(TransportError::NoCard { reader }) => assert_eq!(reader, r1.name),
         other => panic!("expected NoCard after the timeout, got {other:?}"),
     }
-    assert!(
-        wait_for_card_removal(&r1.name, Some(Duration::ZERO)).unwrap(),
-        "an empty reader has no card to remove"
-    );
+    assert!(wait_for_card_removal(&r1.name, Some(Duration::ZERO)).unwrap(), "an empty reader has no card to remove");
 }
 
 #[test]
@@ -380,20 +319,14 @@ fn served_card_comes_back_after_pcscd_restarts() {
     }
     pc.start_daemon();
     let mut ch = inserted(&served, &r0.name);
-    assert_eq!(
-        echo(&mut ch, b"ok").unwrap(),
-        [b'o', b'k', 0, 0, 0, 0, 0x90, 0x00]
-    );
+    assert_eq!(echo(&mut ch, b"ok").unwrap(), [b'o', b'k', 0, 0, 0, 0, 0x90, 0x00]);
     drop(ch);
 
     let (_, result, events, _) = served.stop();
     result.unwrap();
     let connects = events.iter().filter(|e| e.starts_with("Connected")).count();
     assert!(connects >= 2, "the card must have reconnected: {events:?}");
-    assert!(
-        events.iter().any(|e| e.starts_with("Disconnected")),
-        "{events:?}"
-    );
+    assert!(events.iter().any(|e| e.starts_with("Disconnected")), "{events:?}");
 }
 
 #[test]
@@ -409,21 +342,12 @@ fn harness_reader_file_gives_the_debian_readers_and_ports() {
     let readers = pcscd::vpcd_readers_in(&dir);
     std::fs::remove_dir_all(&dir).unwrap();
     let debian = [
-        pcscd::VirtualReader {
-            name: "Virtual PCD 00 00".into(),
-            port: 35963,
-        },
-        pcscd::VirtualReader {
-            name: "Virtual PCD 00 01".into(),
-            port: 35964,
-        },
+        pcscd::VirtualReader { name: "Virtual PCD 00 00".into(), port: 35963 },
+        pcscd::VirtualReader { name: "Virtual PCD 00 01".into(), port: 35964 },
     ];
     assert_eq!(readers, debian);
     // The vsmartcard-vpcd package's own file, where installed, says the same.
     if std::path::Path::new("/etc/reader.conf.d/vpcd").exists() {
-        assert_eq!(
-            pcscd::vpcd_readers_in(std::path::Path::new("/etc/reader.conf.d")),
-            debian
-        );
+        assert_eq!(pcscd::vpcd_readers_in(std::path::Path::new("/etc/reader.conf.d")), debian);
     }
 }

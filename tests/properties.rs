@@ -19,29 +19,15 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (
-        0..5usize,
-        0..5usize,
-        0..60u64,
-        prop::option::of((any::<bool>(), 1..4usize, any::<bool>())),
-    )
-        .prop_map(|(payer, payee, amount, tear)| Step {
-            payer,
-            payee,
-            amount,
-            tear,
-        })
+    (0..5usize, 0..5usize, 0..60u64, prop::option::of((any::<bool>(), 1..4usize, any::<bool>())))
+        .prop_map(|(payer, payee, amount, tear)| Step { payer, payee, amount, tear })
 }
 
 fn cards(gens: &[(u32, u32, bool)]) -> Vec<TestCard> {
     gens.iter()
         .enumerate()
         .map(|(i, (tk, limit, multi))| {
-            let profile = if *multi {
-                Profile::MultiKey
-            } else {
-                Profile::Symmetric
-            };
+            let profile = if *multi { Profile::MultiKey } else { Profile::Symmetric };
             let limit = (*limit).max(*tk);
             card(i as u64 + 1, profile, *tk, 1, limit, 100)
         })
@@ -53,15 +39,8 @@ fn in_flight(cards: &[TestCard]) -> u64 {
     let mut total = 0;
     for c in cards {
         for p in &c.state().pending_out {
-            let payee = cards
-                .iter()
-                .find(|x| x.state().serial == Some(p.payee))
-                .unwrap();
-            let credited = payee
-                .state()
-                .settled
-                .iter()
-                .any(|s| s.nonce == p.nonce && s.outcome == Outcome::Credited);
+            let payee = cards.iter().find(|x| x.state().serial == Some(p.payee)).unwrap();
+            let credited = payee.state().settled.iter().any(|s| s.nonce == p.nonce && s.outcome == Outcome::Credited);
             if !credited {
                 total += p.amount.0;
             }

@@ -3,8 +3,8 @@
 
 mod support;
 use keyroll::domain::*;
-use keyroll::protocol::command::{Command, KeyPayload, KeyRollPath, tag};
 use keyroll::protocol::ResponseApdu;
+use keyroll::protocol::command::{Command, KeyPayload, KeyRollPath, tag};
 use keyroll::terminal::{KeyRoll, Role, SettleError, SettleOptions};
 use std::time::{Duration, SystemTime};
 use support::*;
@@ -22,7 +22,10 @@ fn cert_of(card: &TestCard) -> Vec<u8> {
 }
 
 fn permission(older: &mut TestCard, sender_cert: Vec<u8>) -> Result<[u8; 16], u16> {
-    let r = send(older, &Command::RequestUpdatePermission { path: KeyRollPath::PublicKey, sender_certificate: sender_cert });
+    let r = send(
+        older,
+        &Command::RequestUpdatePermission { path: KeyRollPath::PublicKey, sender_certificate: sender_cert },
+    );
     if r.sw.to_u16() != 0x9000 {
         return Err(r.sw.to_u16());
     }
@@ -92,7 +95,8 @@ fn expired_and_not_yet_valid_certificates_are_refused() {
     let now = SystemTime::now();
     let key = keyroll::crypto::card_key::CardKeyPair::generate().unwrap().public_key_sec1();
     let cert = |nb: SystemTime, na: SystemTime| {
-        keyroll::authority::ca::issue_card_certificate(&ca.key, &ca.root, CardSerial::from_u64(2), &key, nb, na).unwrap()
+        keyroll::authority::ca::issue_card_certificate(&ca.key, &ca.root, CardSerial::from_u64(2), &key, nb, na)
+            .unwrap()
     };
     let hour = Duration::from_secs(3600);
     assert_permission_refused(&mut older, cert(now - 2 * hour, now - hour));
@@ -105,12 +109,21 @@ fn expired_and_not_yet_valid_certificates_are_refused() {
 fn a_card_refuses_to_store_a_certificate_its_peers_would_refuse() {
     let ca = TestCa::new("Issuer");
     let now = SystemTime::now();
-    let expired = TestCa { key: ca.key.clone(), root: ca.root.clone(), not_before: now - Duration::from_secs(7200), not_after: now - Duration::from_secs(3600) };
+    let expired = TestCa {
+        key: ca.key.clone(),
+        root: ca.root.clone(),
+        not_before: now - Duration::from_secs(7200),
+        not_after: now - Duration::from_secs(3600),
+    };
     let mut p = plan(2, Profile::PublicKey, 1, 0, 5, 0);
     p.trust_anchor = Some(ca.root.clone());
-    let mut card = keyroll::card::Card::open(keyroll::card::storage::TearingStorage::new(keyroll::card::storage::MemoryStorage::new())).unwrap();
+    let mut card = keyroll::card::Card::open(keyroll::card::storage::TearingStorage::new(
+        keyroll::card::storage::MemoryStorage::new(),
+    ))
+    .unwrap();
     let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut card, "perso");
-    let e = keyroll::perso::personalise(&mut ch, &keyroll::crypto::Secret16::new(MASTER), &p, Some(&expired), false).unwrap_err();
+    let e = keyroll::perso::personalise(&mut ch, &keyroll::crypto::Secret16::new(MASTER), &p, Some(&expired), false)
+        .unwrap_err();
     assert!(matches!(e, keyroll::perso::PersoError::Refused { step: "STORE certificate", .. }), "{e}");
 }
 
@@ -138,16 +151,51 @@ fn a_p384_card_certificate_is_refused() {
     let pem = |label, der: &[u8]| keyroll::authority::ca::pem_encode(label, der).unwrap();
     std::fs::write(p("ca.pem"), pem("CERTIFICATE", &ca.root)).unwrap();
     std::fs::write(p("ca.key"), pem("PRIVATE KEY", ca.key.to_pkcs8_der().unwrap().expose())).unwrap();
-    std::fs::write(p("ext"), "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyAgreement\n").unwrap();
+    std::fs::write(p("ext"), "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyAgreement\n")
+        .unwrap();
     let run = |args: &[&str]| {
         let o = std::process::Command::new("openssl").args(args).current_dir(dir.path()).output().expect("openssl CLI");
         assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     };
     run(&["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "leaf.key"]);
-    run(&["req", "-new", "-key", "leaf.key", "-subj", "/O=Issuer/CN=card 0000000000000009/serialNumber=0000000000000009", "-out", "leaf.csr"]);
-    run(&["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "77", "-days", "30", "-extfile", "ext", "-outform", "DER", "-out", "leaf.der"]);
+    run(&[
+        "req",
+        "-new",
+        "-key",
+        "leaf.key",
+        "-subj",
+        "/O=Issuer/CN=card 0000000000000009/serialNumber=0000000000000009",
+        "-out",
+        "leaf.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "77",
+        "-days",
+        "30",
+        "-extfile",
+        "ext",
+        "-outform",
+        "DER",
+        "-out",
+        "leaf.der",
+    ]);
     let leaf = std::fs::read(p("leaf.der")).unwrap();
-    let why = keyroll::pki::validate(&leaf, &[], &[ca.root.clone()], &[], &keyroll::pki::ValidationOptions::at(SystemTime::now()));
+    let why = keyroll::pki::validate(
+        &leaf,
+        &[],
+        &[ca.root.clone()],
+        &[],
+        &keyroll::pki::ValidationOptions::at(SystemTime::now()),
+    );
     assert!(matches!(why, Err(keyroll::pki::PathError::UnsupportedAlgorithm { .. })), "{why:?}");
     assert_permission_refused(&mut older, leaf);
 }
@@ -220,7 +268,12 @@ fn tampered_ciphertext_and_limits_are_refused() {
     assert_eq!(persisted(&older), before);
 }
 
-fn settle(a: &mut TestCard, b: &mut TestCard, amount: u64, opts: &SettleOptions) -> Result<keyroll::terminal::SettlementReport, SettleError> {
+fn settle(
+    a: &mut TestCard,
+    b: &mut TestCard,
+    amount: u64,
+    opts: &SettleOptions,
+) -> Result<keyroll::terminal::SettlementReport, SettleError> {
     let mut ca = keyroll::transport::in_process::InProcessChannel::new(a, "a");
     let mut cb = keyroll::transport::in_process::InProcessChannel::new(b, "b");
     keyroll::terminal::settle(&mut ca, &mut cb, Amount(amount), opts)
@@ -253,7 +306,8 @@ fn the_terminal_refuses_a_revoked_card() {
     let mut a = pk_card(1, Profile::Hybrid, 1, 1, 5, 100, &ca, &ca.root);
     let mut b = pk_card(2, Profile::Hybrid, 1, 1, 5, 100, &ca, &ca.root);
     use der::Decode;
-    let serial = x509_cert::Certificate::from_der(&cert_of(&b)).unwrap().tbs_certificate().serial_number().as_bytes().to_vec();
+    let serial =
+        x509_cert::Certificate::from_der(&cert_of(&b)).unwrap().tbs_certificate().serial_number().as_bytes().to_vec();
     let (sa, sb) = (persisted(&a), persisted(&b));
     let opts = SettleOptions { revoked_certificate_serials: vec![serial], ..Default::default() };
     let e = settle(&mut a, &mut b, 10, &opts).unwrap_err();

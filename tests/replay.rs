@@ -29,10 +29,7 @@ impl CardChannel for Recorder<'_> {
             log.push(apdu.to_vec());
             log.len() - 1
         };
-        let r = self
-            .card
-            .process(apdu)
-            .map_err(|_| TransportError::PowerLost);
+        let r = self.card.process(apdu).map_err(|_| TransportError::PowerLost);
         self.states.borrow_mut().push((at, persisted(self.card)));
         r
     }
@@ -57,16 +54,8 @@ fn replaying_any_recorded_apdu_to_any_card_state_changes_nothing() {
     let log = RefCell::new(Vec::new());
     let states = RefCell::new(vec![(0usize, persisted(&a)), (0, persisted(&b))]);
     {
-        let mut ra = Recorder {
-            card: &mut a,
-            log: &log,
-            states: &states,
-        };
-        let mut rb = Recorder {
-            card: &mut b,
-            log: &log,
-            states: &states,
-        };
+        let mut ra = Recorder { card: &mut a, log: &log, states: &states };
+        let mut rb = Recorder { card: &mut b, log: &log, states: &states };
         let r = settle(&mut ra, &mut rb, Amount(30), &SettleOptions::default()).unwrap();
         assert_eq!(r.amount, Amount(30));
         assert_eq!(r.updated_card, Some(keyroll::terminal::Role::Payer));
@@ -99,20 +88,13 @@ fn replaying_any_recorded_apdu_to_any_card_state_changes_nothing() {
             let r = c.process(apdu).unwrap();
             let sw = u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]]);
             if guarded.contains(&ins) {
-                assert_eq!(
-                    persisted(&c),
-                    before,
-                    "replayed {ins:?} (SW {sw:04X}) changed a card"
-                );
+                assert_eq!(persisted(&c), before, "replayed {ins:?} (SW {sw:04X}) changed a card");
                 checked += 1;
             }
             if ins == Instruction::UpdateTransferKey {
                 assert_ne!(sw, 0x9000, "replayed key update accepted");
             }
-            assert!(
-                c.state().balance <= balance,
-                "replayed {ins:?} created value"
-            );
+            assert!(c.state().balance <= balance, "replayed {ins:?} created value");
         }
     }
     assert!(checked > 15, "only {checked} guarded replays checked");

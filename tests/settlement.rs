@@ -40,10 +40,7 @@ fn newer_key_rolls_onto_older_payee() {
     let mut new = card(1, Profile::Symmetric, 2, 1, 5, 100);
     let mut old = card(2, Profile::Symmetric, 1, 1, 5, 0);
     let r = settle_cards(&mut new, &mut old, 10).unwrap();
-    assert_eq!(
-        (r.key_roll, r.updated_card),
-        (KeyRoll::Symmetric, Some(Role::Payee))
-    );
+    assert_eq!((r.key_roll, r.updated_card), (KeyRoll::Symmetric, Some(Role::Payee)));
     assert_eq!(old.state().selected_transfer_key_id, Some(TransferKeyId(2)));
 }
 
@@ -55,11 +52,7 @@ fn multi_key_card_switches_selection() {
     let r = settle_cards(&mut old, &mut new, 5).unwrap();
     assert_eq!(r.key_roll, KeyRoll::Selection);
     assert_eq!(old.state().selected_transfer_key_id, Some(TransferKeyId(3)));
-    assert_eq!(
-        old.state().transfer_keys,
-        before,
-        "selection stores no new key"
-    );
+    assert_eq!(old.state().transfer_keys, before, "selection stores no new key");
     assert_eq!(new.state().balance, Amount(5));
 }
 
@@ -69,17 +62,7 @@ fn card_past_its_limit_is_stranded_and_nothing_moves() {
     let mut new = card(2, Profile::Symmetric, 3, 1, 5, 0);
     let (sa, sb) = (persisted(&old), persisted(&new));
     let e = settle_cards(&mut old, &mut new, 10).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            SettleError::Stranded {
-                role: Role::Payer,
-                newer: TransferKeyId(3),
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, SettleError::Stranded { role: Role::Payer, newer: TransferKeyId(3), .. }), "{e}");
     assert_eq!((persisted(&old), persisted(&new)), (sa, sb));
 }
 
@@ -96,14 +79,8 @@ fn different_update_keys_without_certificates_have_no_path() {
 fn insufficient_balance_and_maximum_balance_are_refused() {
     let mut a = card(1, Profile::Symmetric, 1, 1, 5, 10);
     let mut b = card(2, Profile::Symmetric, 1, 1, 5, 999_995);
-    assert!(matches!(
-        settle_cards(&mut a, &mut b, 11).unwrap_err(),
-        SettleError::InsufficientBalance { .. }
-    ));
-    assert!(matches!(
-        settle_cards(&mut a, &mut b, 10).unwrap_err(),
-        SettleError::MaximumBalance { .. }
-    ));
+    assert!(matches!(settle_cards(&mut a, &mut b, 11).unwrap_err(), SettleError::InsufficientBalance { .. }));
+    assert!(matches!(settle_cards(&mut a, &mut b, 10).unwrap_err(), SettleError::MaximumBalance { .. }));
     assert_eq!(a.state().balance, Amount(10));
     assert!(b.state().pending_in.is_empty());
 }
@@ -116,18 +93,8 @@ fn half_written_card_is_refused() {
     let mut b = card(2, Profile::Symmetric, 1, 1, 5, 0);
     let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut blank, "blank");
     let mut cb = keyroll::transport::in_process::InProcessChannel::new(&mut b, "b");
-    let e =
-        keyroll::terminal::settle(&mut ch, &mut cb, Amount(1), &Default::default()).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            SettleError::NotIssued {
-                role: Role::Payer,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let e = keyroll::terminal::settle(&mut ch, &mut cb, Amount(1), &Default::default()).unwrap_err();
+    assert!(matches!(e, SettleError::NotIssued { role: Role::Payer, .. }), "{e}");
 }
 
 #[test]
@@ -160,9 +127,6 @@ fn torn_confirm_is_completed_by_the_next_settlement() {
     assert_eq!(b.state().balance, Amount(40));
     let r = settle_cards(&mut a, &mut b, 0).unwrap();
     assert_eq!(r.recovered.len(), 1);
-    assert_eq!(
-        (a.state().balance, b.state().balance),
-        (Amount(60), Amount(40))
-    );
+    assert_eq!((a.state().balance, b.state().balance), (Amount(60), Amount(40)));
     assert!(a.state().pending_out.is_empty());
 }

@@ -16,18 +16,11 @@ const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is larger than {MAX_FILE_BYTES} bytes; is it the right file?")]
     TooLarge { path: PathBuf },
     #[error("{path}: PEM block {index} is not valid ({reason})")]
-    Pem {
-        path: PathBuf,
-        index: usize,
-        reason: String,
-    },
+    Pem { path: PathBuf, index: usize, reason: String },
     #[error("{path} holds no {what}; expected PEM or DER")]
     Empty { path: PathBuf, what: &'static str },
 }
@@ -60,19 +53,11 @@ pub struct ChainAudit {
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, AuditError> {
-    let meta = std::fs::metadata(path).map_err(|source| AuditError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta = std::fs::metadata(path).map_err(|source| AuditError::Read { path: path.to_path_buf(), source })?;
     if meta.len() > MAX_FILE_BYTES {
-        return Err(AuditError::TooLarge {
-            path: path.to_path_buf(),
-        });
+        return Err(AuditError::TooLarge { path: path.to_path_buf() });
     }
-    std::fs::read(path).map_err(|source| AuditError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| AuditError::Read { path: path.to_path_buf(), source })
 }
 
 /// Splits PEM text into its blocks with the given label (RFC 7468); other labels are skipped.
@@ -90,17 +75,10 @@ fn pem_blocks(path: &Path, data: &[u8], label: &str) -> Result<Option<Vec<Vec<u8
     while let Some(start) = rest.find("-----BEGIN ") {
         let block_start = &rest[start..];
         let Some(end_marker) = block_start.find("-----END ") else {
-            return Err(AuditError::Pem {
-                path: path.to_path_buf(),
-                index: index + 1,
-                reason: "no END line".into(),
-            });
+            return Err(AuditError::Pem { path: path.to_path_buf(), index: index + 1, reason: "no END line".into() });
         };
         let after_end = &block_start[end_marker + 9..];
-        let end_len = after_end
-            .find("-----")
-            .map(|i| i + 5)
-            .unwrap_or(after_end.len());
+        let end_len = after_end.find("-----").map(|i| i + 5).unwrap_or(after_end.len());
         let block = &block_start[..end_marker + 9 + end_len];
         rest = &block_start[end_marker + 9 + end_len..];
         index += 1;
@@ -108,11 +86,7 @@ fn pem_blocks(path: &Path, data: &[u8], label: &str) -> Result<Option<Vec<Vec<u8
             Ok((l, bytes)) if l == label => out.push(bytes),
             Ok(_) => {}
             Err(e) => {
-                return Err(AuditError::Pem {
-                    path: path.to_path_buf(),
-                    index,
-                    reason: e.to_string(),
-                });
+                return Err(AuditError::Pem { path: path.to_path_buf(), index, reason: e.to_string() });
             }
         }
     }
@@ -127,10 +101,7 @@ fn read_objects(path: &Path, label: &str, what: &'static str) -> Result<Vec<Vec<
         None => vec![data],
     };
     if objects.is_empty() {
-        return Err(AuditError::Empty {
-            path: path.to_path_buf(),
-            what,
-        });
+        return Err(AuditError::Empty { path: path.to_path_buf(), what });
     }
     Ok(objects)
 }
@@ -190,11 +161,7 @@ pub fn audit_chain(audit: &ChainAudit) -> Result<Vec<ChainResult>, AuditError> {
         let certs = read_certificates(path)?;
         let several = certs.len() > 1;
         for (i, der) in certs.into_iter().enumerate() {
-            let label = if several {
-                format!("{}#{}", path.display(), i + 1)
-            } else {
-                path.display().to_string()
-            };
+            let label = if several { format!("{}#{}", path.display(), i + 1) } else { path.display().to_string() };
             labelled.push((label, der));
         }
     }
@@ -212,27 +179,14 @@ mod tests {
     use std::time::Duration;
 
     fn openssl(dir: &Path, args: &[&str]) -> bool {
-        Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .is_ok_and(|o| o.status.success())
+        Command::new("openssl").args(args).current_dir(dir).output().is_ok_and(|o| o.status.success())
     }
 
     /// Root, two cards (the second revoked), an RSA card, a CRL; `None` without `openssl`.
     fn make_pki(dir: &Path) -> Option<()> {
         let ok = |args: &[&str]| openssl(dir, args).then_some(());
-        let ec_key = |out: &str| {
-            ok(&[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                out,
-            ])
-        };
+        let ec_key =
+            |out: &str| ok(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out]);
         ec_key("root.key")?;
         ok(&[
             "req",
@@ -258,31 +212,10 @@ mod tests {
         )
         .ok()?;
         ec_key("card.key")?;
-        ok(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "rsa.key",
-        ])?;
-        for (name, key) in [
-            ("card1", "card.key"),
-            ("card2", "card.key"),
-            ("rsa", "rsa.key"),
-        ] {
+        ok(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa.key"])?;
+        for (name, key) in [("card1", "card.key"), ("card2", "card.key"), ("rsa", "rsa.key")] {
             let subj = format!("/CN={name}");
-            ok(&[
-                "req",
-                "-new",
-                "-key",
-                key,
-                "-subj",
-                &subj,
-                "-out",
-                &format!("{name}.csr"),
-            ])?;
+            ok(&["req", "-new", "-key", key, "-subj", &subj, "-out", &format!("{name}.csr")])?;
             ok(&[
                 "x509",
                 "-req",
@@ -311,31 +244,12 @@ mod tests {
              default_crl_days = 30\ncrl_extensions = crlext\n[crlext]\nauthorityKeyIdentifier = keyid\n",
         )
         .ok()?;
-        ok(&[
-            "ca",
-            "-config",
-            "ca.cnf",
-            "-keyfile",
-            "root.key",
-            "-cert",
-            "root.pem",
-            "-revoke",
-            "card2.pem",
-        ])?;
-        ok(&[
-            "ca", "-config", "ca.cnf", "-keyfile", "root.key", "-cert", "root.pem", "-gencrl",
-            "-out", "crl.pem",
-        ])?;
+        ok(&["ca", "-config", "ca.cnf", "-keyfile", "root.key", "-cert", "root.pem", "-revoke", "card2.pem"])?;
+        ok(&["ca", "-config", "ca.cnf", "-keyfile", "root.key", "-cert", "root.pem", "-gencrl", "-out", "crl.pem"])?;
         // One PEM file holding both card certificates.
-        let bundle = [
-            std::fs::read(dir.join("card1.pem")).ok()?,
-            std::fs::read(dir.join("card2.pem")).ok()?,
-        ]
-        .concat();
+        let bundle = [std::fs::read(dir.join("card1.pem")).ok()?, std::fs::read(dir.join("card2.pem")).ok()?].concat();
         std::fs::write(dir.join("cards.pem"), bundle).ok()?;
-        ok(&[
-            "x509", "-in", "rsa.pem", "-outform", "DER", "-out", "rsa.der",
-        ])?;
+        ok(&["x509", "-in", "rsa.pem", "-outform", "DER", "-out", "rsa.der"])?;
         Some(())
     }
 
@@ -357,31 +271,14 @@ mod tests {
         };
         let results = audit_chain(&audit).expect("inputs readable");
         assert_eq!(results.len(), 3);
-        assert_eq!(
-            results[0].certificate,
-            format!("{}#1", p("cards.pem").display())
-        );
+        assert_eq!(results[0].certificate, format!("{}#1", p("cards.pem").display()));
         assert!(results[0].valid, "{:?}", results[0]);
         assert_eq!(results[0].subject.as_deref(), Some("CN=card1"));
         assert!(!results[1].valid);
-        assert!(
-            results[1]
-                .reason
-                .as_deref()
-                .is_some_and(|r| r.contains("revoked")),
-            "{:?}",
-            results[1]
-        );
+        assert!(results[1].reason.as_deref().is_some_and(|r| r.contains("revoked")), "{:?}", results[1]);
         assert_eq!(results[2].certificate, p("rsa.der").display().to_string());
         assert!(!results[2].valid);
-        assert!(
-            results[2]
-                .reason
-                .as_deref()
-                .is_some_and(|r| r.contains("RSA")),
-            "{:?}",
-            results[2]
-        );
+        assert!(results[2].reason.as_deref().is_some_and(|r| r.contains("RSA")), "{:?}", results[2]);
 
         // The JSON field names are a contract (DESIGN §9).
         let json = serde_json::to_value(&results[1]).expect("serializable");
@@ -389,30 +286,13 @@ mod tests {
         assert!(json["certificate"].is_string() && json["reason"].is_string());
 
         // Without the CRL the second card is valid; a century later everything has expired.
-        let no_crl = ChainAudit {
-            crls: vec![],
-            ..audit.clone()
-        };
+        let no_crl = ChainAudit { crls: vec![], ..audit.clone() };
         assert!(audit_chain(&no_crl).expect("readable")[1].valid);
-        let later = ChainAudit {
-            at: SystemTime::now() + Duration::from_secs(100 * 365 * 86400),
-            ..audit.clone()
-        };
-        assert!(
-            audit_chain(&later)
-                .expect("readable")
-                .iter()
-                .all(|r| !r.valid)
-        );
+        let later = ChainAudit { at: SystemTime::now() + Duration::from_secs(100 * 365 * 86400), ..audit.clone() };
+        assert!(audit_chain(&later).expect("readable").iter().all(|r| !r.valid));
         // Missing files are input errors, not results.
-        let missing = ChainAudit {
-            anchors: vec![p("nope.pem")],
-            ..audit
-        };
-        assert!(matches!(
-            audit_chain(&missing),
-            Err(AuditError::Read { .. })
-        ));
+        let missing = ChainAudit { anchors: vec![p("nope.pem")], ..audit };
+        assert!(matches!(audit_chain(&missing), Err(AuditError::Read { .. })));
     }
 
     #[test]
@@ -420,25 +300,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "").expect("write");
-        assert!(matches!(
-            read_certificates(&empty),
-            Err(AuditError::Empty { .. })
-        ));
+        assert!(matches!(read_certificates(&empty), Err(AuditError::Empty { .. })));
         let broken = dir.path().join("broken.pem");
-        std::fs::write(
-            &broken,
-            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
-        )
-        .expect("write");
-        assert!(matches!(
-            read_certificates(&broken),
-            Err(AuditError::Pem { index: 1, .. })
-        ));
+        std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").expect("write");
+        assert!(matches!(read_certificates(&broken), Err(AuditError::Pem { index: 1, .. })));
         let der = dir.path().join("x.der");
         std::fs::write(&der, [0x30, 0x00]).expect("write");
-        assert_eq!(
-            read_certificates(&der).expect("DER passes through"),
-            vec![vec![0x30, 0x00]]
-        );
+        assert_eq!(read_certificates(&der).expect("DER passes through"), vec![vec![0x30, 0x00]]);
     }
 }

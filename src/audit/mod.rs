@@ -4,6 +4,4 @@
 
 pub mod chain;
 
-pub use chain::{
-    AuditError, ChainAudit, ChainResult, audit_chain, check_chains, read_certificates, read_crls,
-};
+pub use chain::{AuditError, ChainAudit, ChainResult, audit_chain, check_chains, read_certificates, read_crls};

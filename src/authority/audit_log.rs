@@ -29,7 +29,12 @@ fn row_hash(prev: &[u8], id: i64, at: &str, action: &str, detail: &str) -> [u8; 
 
 /// Append a row and re-sign the head. Call inside the transaction that makes the change it records,
 /// so the change and its record commit together or not at all.
-pub fn append(conn: &Connection, key: &CardKeyPair, action: &str, detail: &serde_json::Value) -> Result<i64, AuthorityError> {
+pub fn append(
+    conn: &Connection,
+    key: &CardKeyPair,
+    action: &str,
+    detail: &serde_json::Value,
+) -> Result<i64, AuthorityError> {
     let (prev_id, prev): (i64, Vec<u8>) = conn
         .query_row("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
@@ -71,8 +76,13 @@ pub fn fingerprint(public_key: &[u8]) -> String {
 /// Verify the whole log against the issuer's audit public key.
 pub fn verify(conn: &Connection) -> Result<LogVerdict, AuthorityError> {
     let public: Vec<u8> = conn.query_row("SELECT audit_public_key FROM issuer WHERE id = 1", [], |r| r.get(0))?;
-    let mut verdict =
-        LogVerdict { intact: true, rows: 0, first_bad_row: None, reason: None, audit_key_fingerprint: fingerprint(&public) };
+    let mut verdict = LogVerdict {
+        intact: true,
+        rows: 0,
+        first_bad_row: None,
+        reason: None,
+        audit_key_fingerprint: fingerprint(&public),
+    };
     let fail = |v: &mut LogVerdict, row: i64, why: String| {
         if v.intact {
             v.intact = false;
@@ -114,7 +124,11 @@ pub fn verify(conn: &Connection) -> Result<LogVerdict, AuthorityError> {
             if card_key::verify(&public, &[HEAD_LABEL, &hid.to_be_bytes(), &hhash], &sig).is_err() {
                 fail(&mut verdict, hid, "the head signature does not verify with the issuer's audit key".into());
             } else if hid > last_id {
-                fail(&mut verdict, last_id + 1, format!("the log was truncated: the signed head names row {hid}, the last row is {last_id}"));
+                fail(
+                    &mut verdict,
+                    last_id + 1,
+                    format!("the log was truncated: the signed head names row {hid}, the last row is {last_id}"),
+                );
             } else if hid < last_id {
                 fail(&mut verdict, hid + 1, format!("rows after {hid} are not covered by the signed head"));
             } else if hhash != prev {

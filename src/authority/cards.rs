@@ -86,8 +86,9 @@ pub fn list(conn: &Connection) -> Result<Vec<CardRecord>, AuthorityError> {
 
 /// Total value issued onto personalised cards.
 pub fn issued_value(conn: &Connection) -> Result<u64, AuthorityError> {
-    Ok(conn.query_row("SELECT coalesce(sum(issued_value), 0) FROM cards WHERE state = 'personalised'", [], |r| r.get::<_, i64>(0))?
-        as u64)
+    Ok(conn.query_row("SELECT coalesce(sum(issued_value), 0) FROM cards WHERE state = 'personalised'", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64)
 }
 
 impl Unlocked<'_> {
@@ -176,8 +177,15 @@ impl Unlocked<'_> {
 
     pub fn finish_run(&self, run: &Run) -> Result<(), AuthorityError> {
         self.write(|c| {
-            c.execute("UPDATE perso_runs SET finished_at = ?2, owner_pid = NULL WHERE id = ?1", params![run.id, now()])?;
-            self.log(c, "perso run finished", serde_json::json!({ "run": run.id, "batch": run.batch.name, "count": run.count }))?;
+            c.execute(
+                "UPDATE perso_runs SET finished_at = ?2, owner_pid = NULL WHERE id = ?1",
+                params![run.id, now()],
+            )?;
+            self.log(
+                c,
+                "perso run finished",
+                serde_json::json!({ "run": run.id, "batch": run.batch.name, "count": run.count }),
+            )?;
             Ok(())
         })
     }

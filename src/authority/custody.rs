@@ -47,7 +47,8 @@ impl Custodian {
     pub fn decrypt(&self, ciphertext: &[u8]) -> Result<SecretBytes, AuthorityError> {
         let wrong = || AuthorityError::WrongIdentity(self.path.clone());
         let dec = age::Decryptor::new_buffered(ciphertext).map_err(|e| AuthorityError::Custody(e.to_string()))?;
-        let mut r = dec.decrypt(self.identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|_| wrong())?;
+        let mut r =
+            dec.decrypt(self.identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|_| wrong())?;
         let mut out = Zeroizing::new(Vec::new());
         r.read_to_end(&mut out).map_err(|_| wrong())?;
         Ok(SecretBytes::new(std::mem::take(&mut *out)))

@@ -51,8 +51,10 @@ pub fn open(path: &Path) -> Result<Connection, AuthorityError> {
     }
     pragmas(&conn)?;
     migrate(&conn)?;
-    let has_issuer: i64 = conn
-        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'issuer'", [], |r| r.get(0))?;
+    let has_issuer: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'issuer'", [], |r| {
+            r.get(0)
+        })?;
     if has_issuer == 0 {
         return Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: "no issuer table".into() });
     }

@@ -20,7 +20,11 @@ fn ca_err(e: ca::CaError) -> AuthorityError {
 }
 
 /// Create the root CA (inside `init`'s transaction). Returns its serial in hex.
-pub(super) fn create_root(conn: &Connection, issuer: &str, recipients: &[age::x25519::Recipient]) -> Result<String, AuthorityError> {
+pub(super) fn create_root(
+    conn: &Connection,
+    issuer: &str,
+    recipients: &[age::x25519::Recipient],
+) -> Result<String, AuthorityError> {
     let now_t = SystemTime::now();
     let validity = ValidityPeriod { not_before: now_t - BACKDATE, not_after: now_t + ROOT_VALIDITY };
     let (key, der) = IssuerCa::create_root(issuer, validity).map_err(ca_err)?;
@@ -131,8 +135,15 @@ impl Unlocked<'_> {
         public_key_sec1: &[u8],
     ) -> Result<Vec<u8>, AuthorityError> {
         let t = SystemTime::now();
-        let der = ca::issue_card_certificate(&signer.key, &signer.root_der, card, public_key_sec1, t - BACKDATE, t + CARD_VALIDITY)
-            .map_err(ca_err)?;
+        let der = ca::issue_card_certificate(
+            &signer.key,
+            &signer.root_der,
+            card,
+            public_key_sec1,
+            t - BACKDATE,
+            t + CARD_VALIDITY,
+        )
+        .map_err(ca_err)?;
         let serial = serial_hex(&der);
         // A card re-personalised with a new key pair supersedes its earlier certificate.
         conn.execute(
@@ -150,14 +161,19 @@ impl Unlocked<'_> {
     pub fn revoke(&self, serial: &str, reason: Option<CrlReason>) -> Result<Vec<String>, AuthorityError> {
         let s = serial.trim().to_uppercase();
         self.write(|c| {
-            let mut stmt = c.prepare("SELECT serial FROM certificates WHERE (serial = ?1 OR card_serial = ?1) AND revoked_at IS NULL")?;
+            let mut stmt = c.prepare(
+                "SELECT serial FROM certificates WHERE (serial = ?1 OR card_serial = ?1) AND revoked_at IS NULL",
+            )?;
             let serials: Vec<String> = stmt.query_map([&s], |r| r.get(0))?.collect::<Result<_, _>>()?;
             if serials.is_empty() {
                 return Err(AuthorityError::Ca(format!("no unrevoked certificate with serial or card serial {s}")));
             }
             let reason_name = reason.map(|r| format!("{r:?}"));
             for cs in &serials {
-                c.execute("UPDATE certificates SET revoked_at = ?2, reason = ?3 WHERE serial = ?1", params![cs, now(), reason_name])?;
+                c.execute(
+                    "UPDATE certificates SET revoked_at = ?2, reason = ?3 WHERE serial = ?1",
+                    params![cs, now(), reason_name],
+                )?;
             }
             self.log(c, "cert revoke", serde_json::json!({ "serials": serials, "reason": reason_name }))?;
             Ok(serials)
@@ -168,15 +184,23 @@ impl Unlocked<'_> {
     pub fn crl(&self) -> Result<Vec<u8>, AuthorityError> {
         let signer = self.ca()?;
         self.write(|c| {
-            let number: i64 = c.query_row("UPDATE ca SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number", [], |r| r.get(0))?;
+            let number: i64 =
+                c.query_row("UPDATE ca SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number", [], |r| {
+                    r.get(0)
+                })?;
             let number = number as u64;
-            let mut stmt = c.prepare("SELECT serial, revoked_at, reason FROM certificates WHERE revoked_at IS NOT NULL ORDER BY id")?;
+            let mut stmt = c.prepare(
+                "SELECT serial, revoked_at, reason FROM certificates WHERE revoked_at IS NOT NULL ORDER BY id",
+            )?;
             let entries = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut revoked = Vec::new();
             for (serial, at, reason) in entries {
-                let at: der::DateTime = at.parse().map_err(|_| AuthorityError::Ca(format!("bad revocation time {at}")))?;
+                let at: der::DateTime =
+                    at.parse().map_err(|_| AuthorityError::Ca(format!("bad revocation time {at}")))?;
                 revoked.push(RevokedEntry {
                     serial: hex::decode(&serial).map_err(|_| AuthorityError::Ca(format!("bad serial {serial}")))?,
                     revoked_at: at.to_system_time(),
@@ -184,7 +208,8 @@ impl Unlocked<'_> {
                 });
             }
             let t = SystemTime::now();
-            let crl = ca::build_crl(&signer.key, &signer.root_der, &revoked, t, t + CRL_VALIDITY, number).map_err(ca_err)?;
+            let crl =
+                ca::build_crl(&signer.key, &signer.root_der, &revoked, t, t + CRL_VALIDITY, number).map_err(ca_err)?;
             self.log(c, "cert crl", serde_json::json!({ "crl_number": number, "revoked": revoked.len() }))?;
             Ok(crl)
         })

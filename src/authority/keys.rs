@@ -68,7 +68,8 @@ pub(super) fn insert_new(
     kind: KeyKind,
     state: KeyState,
 ) -> Result<(u32, String), AuthorityError> {
-    let next: u32 = conn.query_row("SELECT coalesce(max(key_id), 0) + 1 FROM keys WHERE kind = ?1", [kind.name()], |r| r.get(0))?;
+    let next: u32 =
+        conn.query_row("SELECT coalesce(max(key_id), 0) + 1 FROM keys WHERE kind = ?1", [kind.name()], |r| r.get(0))?;
     let secret = Secret16::random()?;
     let kcv = hex::encode_upper(crate::crypto::keys::key_check_value(&secret));
     let ct = custody::encrypt(recipients, secret.expose())?;
@@ -132,7 +133,11 @@ impl Unlocked<'_> {
         self.write(|c| {
             let state = if pending { KeyState::Pending } else { KeyState::Active };
             let (id, kcv) = insert_new(c, &recipients, kind, state)?;
-            self.log(c, "key new", serde_json::json!({ "kind": kind.name(), "id": id, "state": state.name(), "kcv": kcv }))?;
+            self.log(
+                c,
+                "key new",
+                serde_json::json!({ "kind": kind.name(), "id": id, "state": state.name(), "kcv": kcv }),
+            )?;
             Ok((id, kcv))
         })
     }
@@ -142,7 +147,12 @@ impl Unlocked<'_> {
         self.write(|c| {
             let s = state_of(c, kind, id)?;
             if s != KeyState::Pending {
-                return Err(AuthorityError::KeyState { kind: kind.name(), id, state: s.name().into(), why: "only a pending key can be activated" });
+                return Err(AuthorityError::KeyState {
+                    kind: kind.name(),
+                    id,
+                    state: s.name().into(),
+                    why: "only a pending key can be activated",
+                });
             }
             c.execute(
                 "UPDATE keys SET state = 'active', activated_at = ?3 WHERE kind = ?1 AND key_id = ?2",
@@ -159,7 +169,12 @@ impl Unlocked<'_> {
         self.write(|c| {
             let s = state_of(c, kind, id)?;
             if s == KeyState::Retired {
-                return Err(AuthorityError::KeyState { kind: kind.name(), id, state: s.name().into(), why: "it is already retired" });
+                return Err(AuthorityError::KeyState {
+                    kind: kind.name(),
+                    id,
+                    state: s.name().into(),
+                    why: "it is already retired",
+                });
             }
             if s == KeyState::Active && ids_in_state(c, kind, KeyState::Active)?.len() == 1 {
                 return Err(AuthorityError::KeyState {
@@ -181,7 +196,9 @@ impl Unlocked<'_> {
     fn load(&self, kind: KeyKind, id: u32) -> Result<Secret16, AuthorityError> {
         let ct: Option<Vec<u8>> = self
             .conn()
-            .query_row("SELECT ciphertext FROM keys WHERE kind = ?1 AND key_id = ?2", params![kind.name(), id], |r| r.get(0))
+            .query_row("SELECT ciphertext FROM keys WHERE kind = ?1 AND key_id = ?2", params![kind.name(), id], |r| {
+                r.get(0)
+            })
             .optional()?;
         let pt = self.custodian.decrypt(&ct.ok_or(AuthorityError::NoSuchKey { kind: kind.name(), id })?)?;
         Secret16::from_slice(pt.expose()).ok_or_else(|| AuthorityError::BadSecret(format!("{} key {id}", kind.name())))
@@ -200,9 +217,7 @@ impl Unlocked<'_> {
     /// personalisation line or an escrow. The export is recorded in the audit log (ids and KCVs).
     pub fn export(&self, recipient: &str, transfer: &[u32], update: &[u32]) -> Result<Vec<u8>, AuthorityError> {
         let r = custody::parse_recipient(recipient)?;
-        let entry = |id: u32, k: &Secret16| {
-            serde_json::json!({ "id": id, "kcv": hex::encode_upper(crate::crypto::keys::key_check_value(k)), "key": hex::encode(k.expose()) })
-        };
+        let entry = |id: u32, k: &Secret16| serde_json::json!({ "id": id, "kcv": hex::encode_upper(crate::crypto::keys::key_check_value(k)), "key": hex::encode(k.expose()) });
         let mut t = Vec::new();
         for id in transfer {
             t.push(entry(*id, &self.load(KeyKind::Transfer, *id)?));
@@ -211,12 +226,15 @@ impl Unlocked<'_> {
         for id in update {
             u.push(entry(*id, &self.load(KeyKind::Update, *id)?));
         }
-        let doc = zeroize::Zeroizing::new(serde_json::to_vec_pretty(&serde_json::json!({
-            "format": "keyroll-key-export/1",
-            "issuer": self.auth.issuer_name()?,
-            "transfer_keys": t,
-            "update_keys": u,
-        })).expect("json"));
+        let doc = zeroize::Zeroizing::new(
+            serde_json::to_vec_pretty(&serde_json::json!({
+                "format": "keyroll-key-export/1",
+                "issuer": self.auth.issuer_name()?,
+                "transfer_keys": t,
+                "update_keys": u,
+            }))
+            .expect("json"),
+        );
         let out = custody::encrypt(&[r], &doc)?;
         self.write(|c| {
             self.log(c, "key export", serde_json::json!({ "to": recipient, "transfer": transfer, "update": update }))?;

@@ -7,15 +7,15 @@
 pub mod audit_log;
 pub mod batches;
 pub mod ca;
-pub mod issuer_ca;
 pub mod cards;
 pub mod custody;
 pub mod db;
+pub mod issuer_ca;
 pub mod keys;
 
+use crate::crypto::CryptoError;
 use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::secret::SecretBytes;
-use crate::crypto::CryptoError;
 use custody::Custodian;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
@@ -139,7 +139,11 @@ impl Authority {
         Ok((auth, outcome))
     }
 
-    fn init_db(path: &Path, issuer: &str, recipients: &[age::x25519::Recipient]) -> Result<(Authority, InitOutcome), AuthorityError> {
+    fn init_db(
+        path: &Path,
+        issuer: &str,
+        recipients: &[age::x25519::Recipient],
+    ) -> Result<(Authority, InitOutcome), AuthorityError> {
         let mut conn = db::create(path)?;
         let audit = CardKeyPair::generate()?;
         let master = crate::crypto::Secret16::random()?;
@@ -153,7 +157,10 @@ impl Authority {
             tx.execute("INSERT INTO custodians (recipient) VALUES (?1)", params![r.to_string()])?;
         }
         let put = |name: &str, secret: &[u8]| -> Result<(), AuthorityError> {
-            tx.execute("INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)", params![name, custody::encrypt(recipients, secret)?])?;
+            tx.execute(
+                "INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)",
+                params![name, custody::encrypt(recipients, secret)?],
+            )?;
             Ok(())
         };
         put(secret_name::PERSO_MASTER, master.expose())?;
@@ -202,9 +209,9 @@ impl Authority {
     pub fn unlock(&self, identity: Option<&Path>) -> Result<Unlocked<'_>, AuthorityError> {
         let path = identity.ok_or(AuthorityError::IdentityRequired)?;
         let custodian = Custodian::from_file(path)?;
-        let ct: Vec<u8> = self
-            .conn
-            .query_row("SELECT ciphertext FROM secrets WHERE name = ?1", [secret_name::AUDIT_KEY], |r| r.get(0))?;
+        let ct: Vec<u8> =
+            self.conn
+                .query_row("SELECT ciphertext FROM secrets WHERE name = ?1", [secret_name::AUDIT_KEY], |r| r.get(0))?;
         let audit = CardKeyPair::from_bytes(custodian.decrypt(&ct)?.expose())?;
         Ok(Unlocked { auth: self, custodian, audit })
     }
@@ -247,4 +254,3 @@ impl Unlocked<'_> {
         Ok(v)
     }
 }
-

@@ -5,18 +5,18 @@
 //! claims put the random number inside the encrypted data; the serials and update key id in the
 //! headers bind the envelope to this pair of cards and this update key generation (DESIGN.md §6.6).
 
-use super::session::{LiveChallenge, Session};
-use super::state::{CardState, LogKind, StoredKey};
 use super::Effect;
 use super::certificate::{self, Usage};
+use super::session::{LiveChallenge, Session};
+use super::state::{CardState, LogKind, StoredKey};
 use crate::crypto::card_key::{self, CardKeyPair};
-use crate::crypto::{ecies, envelope, random, Secret16};
+use crate::crypto::{Secret16, ecies, envelope, random};
+use crate::domain::{self, Amount, CardSerial, Profile, TransferKeyId};
+use crate::protocol::StatusWord;
+use crate::protocol::codec::Reader;
 use crate::protocol::codec::put_tlv;
 use crate::protocol::command::tag;
-use crate::domain::{self, Amount, CardSerial, Profile, TransferKeyId};
-use crate::protocol::codec::Reader;
 use crate::protocol::command::{Challenge, KeyPayload, KeyRollPath};
-use crate::protocol::StatusWord;
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
@@ -36,7 +36,11 @@ fn anchor(state: &CardState) -> Result<&[u8], StatusWord> {
     state.trust_anchor.as_deref().ok_or(StatusWord::ConditionsNotSatisfied)
 }
 
-fn symmetric_headers<'a>(sender: &'a CardSerial, receiver: &'a CardSerial, update_key_id: &'a [u8; 4]) -> [&'a [u8]; 4] {
+fn symmetric_headers<'a>(
+    sender: &'a CardSerial,
+    receiver: &'a CardSerial,
+    update_key_id: &'a [u8; 4],
+) -> [&'a [u8]; 4] {
     [SYMMETRIC_LABEL, &sender.0, &receiver.0, update_key_id]
 }
 
@@ -226,4 +230,3 @@ fn install(state: &CardState, id: TransferKeyId, key: Secret16, _serial: CardSer
     next.push_log(LogKind::KeyRoll, CardSerial::default(), Amount(0));
     Ok(Effect::write(next, Vec::new()))
 }
-

@@ -12,8 +12,8 @@ mod perso;
 pub mod session;
 pub mod state;
 pub mod storage;
-pub mod vpcd;
 mod value;
+pub mod vpcd;
 
 use crate::protocol::apdu::{CLA_CHAINING, MAX_COMMAND_DATA};
 use crate::protocol::command::Command;
@@ -185,7 +185,14 @@ impl<S: Storage> Card<S> {
                     return Ok(None);
                 }
                 let data = std::mem::take(&mut chain.data);
-                Ok(Some(CommandApdu { cla: header[0], ins: header[1], p1: header[2], p2: header[3], data, le: apdu.le }))
+                Ok(Some(CommandApdu {
+                    cla: header[0],
+                    ins: header[1],
+                    p1: header[2],
+                    p2: header[3],
+                    data,
+                    le: apdu.le,
+                }))
             }
         }
     }
@@ -254,7 +261,9 @@ impl<S: Storage> Card<S> {
             Command::GetTransferKey { path, challenge, receiver, receiver_certificate } => {
                 key_roll::get_transfer_key(state, path, &challenge, receiver, &receiver_certificate, now)
             }
-            Command::UpdateTransferKey { path, payload } => key_roll::update_transfer_key(state, session, path, &payload),
+            Command::UpdateTransferKey { path, payload } => {
+                key_roll::update_transfer_key(state, session, path, &payload)
+            }
             Command::BeginReceive { payer, amount, payer_sequence } => {
                 value::begin_receive(state, payer, amount, payer_sequence)
             }
@@ -265,7 +274,9 @@ impl<S: Storage> Card<S> {
             Command::Confirm { nonce, ack } => value::confirm(state, &nonce, &ack),
             Command::Abort { nonce } => value::abort(state, &nonce),
             Command::Refund { nonce, proof } => value::refund(state, &nonce, &proof),
-            Command::Initialize { serial, personalisation_key } => perso::initialize(state, serial, personalisation_key),
+            Command::Initialize { serial, personalisation_key } => {
+                perso::initialize(state, serial, personalisation_key)
+            }
             Command::OpenPersoSession => perso::open_session(state, session),
             Command::PersoStore { item, sealed } => perso::store(state, session, apdu.header(), item, &sealed),
             Command::GenerateKeyPair { sealed } => perso::generate_key_pair(state, session, apdu.header(), &sealed),

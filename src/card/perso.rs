@@ -2,17 +2,17 @@
 //! `crypto::perso`) storing the profile's items, on-card key generation (claims 3, 5: the secret key
 //! never leaves the card) and LOCK, after which every personalisation command is refused.
 
+use super::Effect;
 use super::session::{PersoSession, Session};
 use super::state::{CardState, StoredKey};
-use super::Effect;
-use crate::crypto::secret::SecretBytes;
 use crate::crypto::card_key::CardKeyPair;
-use crate::crypto::{perso as seal, random, Secret16};
+use crate::crypto::secret::SecretBytes;
+use crate::crypto::{Secret16, perso as seal, random};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::protocol::StatusWord;
 use crate::protocol::codec::Reader;
 use crate::protocol::command::PersoItem;
 use crate::protocol::info::LifeCycle;
-use crate::protocol::StatusWord;
 
 /// INITIALIZE: the fab step that gives a blank card its serial and personalisation key. Only a blank
 /// card accepts it, so it cannot be used to take over a personalised card.
@@ -77,7 +77,11 @@ pub(super) fn store(
                 .ok_or(StatusWord::IncorrectData)?;
             if state.profile.is_some_and(|old| old != p) {
                 // Changing profile mid-way would leave items of the old one: start from a clean card.
-                next = CardState { serial: state.serial, personalisation_key: state.personalisation_key.clone(), ..CardState::blank() };
+                next = CardState {
+                    serial: state.serial,
+                    personalisation_key: state.personalisation_key.clone(),
+                    ..CardState::blank()
+                };
                 next.life_cycle = LifeCycle::Personalising;
             }
             next.profile = Some(p);
@@ -172,7 +176,12 @@ pub(super) fn generate_key_pair(
 }
 
 /// LOCK: ends personalisation for good, if the profile's items are all present.
-pub(super) fn lock(state: &CardState, session: &mut Session, header: [u8; 4], sealed: &[u8]) -> Result<Effect, StatusWord> {
+pub(super) fn lock(
+    state: &CardState,
+    session: &mut Session,
+    header: [u8; 4],
+    sealed: &[u8],
+) -> Result<Effect, StatusWord> {
     let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
     let complete = state.current_transfer_key().is_some()
         && state.transfer_key_id_limit.zip(state.selected_transfer_key_id).is_some_and(|(l, id)| l.admits(id))
@@ -196,7 +205,10 @@ pub(super) fn lock(state: &CardState, session: &mut Session, header: [u8; 4], se
 
 /// Whether `der` is a valid card certificate under `anchor` for `public_key` naming `serial`.
 fn certifies(der: &[u8], anchor: &[u8], public_key: &[u8], serial: Option<CardSerial>) -> bool {
-    let opts = crate::pki::ValidationOptions { allow_ca_leaf: false, ..crate::pki::ValidationOptions::at(std::time::SystemTime::now()) };
+    let opts = crate::pki::ValidationOptions {
+        allow_ca_leaf: false,
+        ..crate::pki::ValidationOptions::at(std::time::SystemTime::now())
+    };
     let Ok(path) = crate::pki::validate(der, &[], &[anchor.to_vec()], &[], &opts) else { return false };
     path.leaf_public_key_sec1 == public_key && serial.is_some() && super::certificate::card_serial(der) == serial
 }

@@ -8,13 +8,13 @@
 //! so value can only move between cards holding the same transfer key (DESIGN.md §6 property 9).
 //! Sequence numbers and logs are written in the same atomic record as the balance they guard.
 
-use super::state::{CardState, LogKind, Outcome, PendingIn, PendingOut, Settled};
 use super::Effect;
-use crate::crypto::{mac, random, TransferKey};
+use super::state::{CardState, LogKind, Outcome, PendingIn, PendingOut, Settled};
+use crate::crypto::{TransferKey, mac, random};
 use crate::domain::{Amount, CardSerial, TransferKeyId};
+use crate::protocol::StatusWord;
 use crate::protocol::command::{Mac, Nonce};
 use crate::protocol::info::MAX_PENDING;
-use crate::protocol::StatusWord;
 
 const REQUEST: &[u8] = b"keyroll value request v1";
 const TOKEN: &[u8] = b"keyroll value token v1";
@@ -100,7 +100,14 @@ pub(super) fn begin_receive(
     next.sequence = next_sequence(state)?;
     next.pending_in.push(PendingIn { nonce, payer, amount, payee_sequence: next.sequence, transfer_key_id: key_id });
     let key = key_for(state, key_id)?;
-    let t = Transfer { payer: &payer, payee: &me, amount, nonce: &nonce, payee_sequence: next.sequence, transfer_key_id: key_id };
+    let t = Transfer {
+        payer: &payer,
+        payee: &me,
+        amount,
+        nonce: &nonce,
+        payee_sequence: next.sequence,
+        transfer_key_id: key_id,
+    };
     let mut out = nonce.to_vec();
     out.extend_from_slice(&next.sequence.to_be_bytes());
     out.extend_from_slice(&key_id.0.to_be_bytes());
@@ -128,7 +135,8 @@ pub(super) fn debit(
             return Err(StatusWord::IncorrectData);
         }
         let key = key_for(state, p.transfer_key_id)?;
-        let t = Transfer { payer: &me, payee: &payee, amount, nonce, payee_sequence, transfer_key_id: p.transfer_key_id };
+        let t =
+            Transfer { payer: &me, payee: &payee, amount, nonce, payee_sequence, transfer_key_id: p.transfer_key_id };
         let mut out = p.payer_sequence.to_be_bytes().to_vec();
         out.extend_from_slice(&t.mac(&key, TOKEN, Some(p.payer_sequence)));
         return Ok(Effect::reply(out));

@@ -82,15 +82,10 @@ pub enum VpcdError {
     Resolve { addr: String, source: io::Error },
     #[error("vpcd address {addr:?} resolves to no socket address")]
     NoAddress { addr: String },
-    #[error(
-        "cannot connect to vpcd at {addr}: {source} (is pcscd running with a vpcd reader on that port?)"
-    )]
+    #[error("cannot connect to vpcd at {addr}: {source} (is pcscd running with a vpcd reader on that port?)")]
     Connect { addr: SocketAddr, source: io::Error },
     #[error("cannot set {option} on the vpcd connection: {source}")]
-    SocketOption {
-        option: &'static str,
-        source: io::Error,
-    },
+    SocketOption { option: &'static str, source: io::Error },
     #[error("vpcd closed the connection")]
     Closed,
     #[error("vpcd frame of {len} bytes exceeds the limit of {max} bytes")]
@@ -162,27 +157,17 @@ pub fn serve(
     stop: &AtomicBool,
     mut on_event: impl FnMut(VpcdEvent),
 ) -> Result<(), VpcdError> {
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|source| VpcdError::Resolve {
-            addr: addr.to_string(),
-            source,
-        })?
-        .collect();
+    let addrs: Vec<SocketAddr> =
+        addr.to_socket_addrs().map_err(|source| VpcdError::Resolve { addr: addr.to_string(), source })?.collect();
     if addrs.is_empty() {
-        return Err(VpcdError::NoAddress {
-            addr: addr.to_string(),
-        });
+        return Err(VpcdError::NoAddress { addr: addr.to_string() });
     }
     let mut backoff = BACKOFF_MIN;
     while !stop.load(Ordering::SeqCst) {
         let stream = match connect(&addrs) {
             Ok(stream) => stream,
             Err(error) => {
-                on_event(VpcdEvent::ConnectFailed {
-                    error,
-                    retry_in: backoff,
-                });
+                on_event(VpcdEvent::ConnectFailed { error, retry_in: backoff });
                 pause(backoff, stop);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
@@ -190,12 +175,7 @@ pub fn serve(
         };
         let peer = stream.peer_addr().unwrap_or(addrs[0]);
         on_event(VpcdEvent::Connected { addr: peer });
-        let mut session = Session {
-            stream,
-            card: &mut *card,
-            powered: false,
-            frames: 0,
-        };
+        let mut session = Session { stream, card: &mut *card, powered: false, frames: 0 };
         let end = session.run(stop, &mut on_event);
         let (powered, frames) = (session.powered, session.frames);
         // Closing the socket is what tells vpcd the card left the reader.
@@ -213,11 +193,7 @@ pub fn serve(
             End::Error(error) => {
                 // A peer that accepts and hangs up without a frame (not vpcd, or a vpcd shutting
                 // down) must not make this a busy loop: back off as for a refused connection.
-                backoff = if frames > 0 {
-                    BACKOFF_MIN
-                } else {
-                    (backoff * 2).min(BACKOFF_MAX)
-                };
+                backoff = if frames > 0 { BACKOFF_MIN } else { (backoff * 2).min(BACKOFF_MAX) };
                 on_event(VpcdEvent::Disconnected { error });
                 pause(backoff, stop);
             }
@@ -244,27 +220,14 @@ fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, VpcdError> {
     for addr in addrs {
         match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
             Ok(stream) => {
-                stream
-                    .set_nodelay(true)
-                    .map_err(|source| VpcdError::SocketOption {
-                        option: "TCP_NODELAY",
-                        source,
-                    })?;
+                stream.set_nodelay(true).map_err(|source| VpcdError::SocketOption { option: "TCP_NODELAY", source })?;
                 stream
                     .set_read_timeout(Some(POLL_INTERVAL))
-                    .map_err(|source| VpcdError::SocketOption {
-                        option: "SO_RCVTIMEO",
-                        source,
-                    })?;
+                    .map_err(|source| VpcdError::SocketOption { option: "SO_RCVTIMEO", source })?;
                 quickack(&stream)?;
                 return Ok(stream);
             }
-            Err(source) => {
-                last = Some(VpcdError::Connect {
-                    addr: *addr,
-                    source,
-                })
-            }
+            Err(source) => last = Some(VpcdError::Connect { addr: *addr, source }),
         }
     }
     // `addrs` is never empty (checked by `serve`), so `last` is set; the fallback only avoids a panic.
@@ -290,10 +253,7 @@ fn quickack(stream: &TcpStream) -> Result<(), VpcdError> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(VpcdError::SocketOption {
-            option: "TCP_QUICKACK",
-            source: io::Error::last_os_error(),
-        })
+        Err(VpcdError::SocketOption { option: "TCP_QUICKACK", source: io::Error::last_os_error() })
     }
 }
 
@@ -423,10 +383,7 @@ impl Session<'_> {
         self.read_rest(&mut header, got, deadline)?;
         let len = u16::from_be_bytes(header) as usize;
         if len > MAX_FRAME {
-            return Err(VpcdError::Oversized {
-                len,
-                max: MAX_FRAME,
-            });
+            return Err(VpcdError::Oversized { len, max: MAX_FRAME });
         }
         let mut payload = vec![0u8; len];
         self.read_rest(&mut payload, 0, deadline)?;
@@ -434,25 +391,14 @@ impl Session<'_> {
     }
 
     /// Fill `buf[got..]` before `deadline`.
-    fn read_rest(
-        &mut self,
-        buf: &mut [u8],
-        mut got: usize,
-        deadline: Instant,
-    ) -> Result<(), VpcdError> {
+    fn read_rest(&mut self, buf: &mut [u8], mut got: usize, deadline: Instant) -> Result<(), VpcdError> {
         while got < buf.len() {
             if Instant::now() >= deadline {
-                return Err(VpcdError::Truncated {
-                    got,
-                    expected: buf.len(),
-                });
+                return Err(VpcdError::Truncated { got, expected: buf.len() });
             }
             match self.read_some(&mut buf[got..])? {
                 Some(0) => {
-                    return Err(VpcdError::Truncated {
-                        got,
-                        expected: buf.len(),
-                    });
+                    return Err(VpcdError::Truncated { got, expected: buf.len() });
                 }
                 Some(n) => got += n,
                 None => {}
@@ -466,14 +412,7 @@ impl Session<'_> {
         quickack(&self.stream)?;
         match self.stream.read(buf) {
             Ok(n) => Ok(Some(n)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
             Err(source) => Err(VpcdError::Io { source }),
         }
@@ -481,15 +420,11 @@ impl Session<'_> {
 
     /// Write one frame in a single write, so the peer receives length and payload together.
     fn write_frame(&mut self, payload: &[u8]) -> Result<(), VpcdError> {
-        let len = u16::try_from(payload.len())
-            .map_err(|_| VpcdError::ReplyTooLong { len: payload.len() })?;
+        let len = u16::try_from(payload.len()).map_err(|_| VpcdError::ReplyTooLong { len: payload.len() })?;
         let mut frame = Vec::with_capacity(2 + payload.len());
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(payload);
-        let written = self
-            .stream
-            .write_all(&frame)
-            .map_err(|source| VpcdError::Io { source });
+        let written = self.stream.write_all(&frame).map_err(|source| VpcdError::Io { source });
         // The frame can hold response data (wrapped keys): do not leave it in freed memory.
         frame.zeroize();
         written
@@ -629,24 +564,14 @@ mod tests {
         });
         r.unwrap();
         assert_eq!(card.log, ["power_on", "process", "reset", "power_off"]);
-        assert!(
-            matches!(events.first(), Some(VpcdEvent::Connected { .. })),
-            "{events:?}"
-        );
+        assert!(matches!(events.first(), Some(VpcdEvent::Connected { .. })), "{events:?}");
         assert!(events.iter().any(|e| matches!(
             e,
             VpcdEvent::Apdu { header, command_len: 7, response_len: 4, sw: Some(0x9000), .. }
                 if header == &[0x00, 0xA4, 0x04, 0x00]
         )));
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, VpcdEvent::UnknownControl { control: 0x09 }))
-        );
-        assert!(
-            matches!(events.last(), Some(VpcdEvent::Stopped)),
-            "{events:?}"
-        );
+        assert!(events.iter().any(|e| matches!(e, VpcdEvent::UnknownControl { control: 0x09 })));
+        assert!(matches!(events.last(), Some(VpcdEvent::Stopped)), "{events:?}");
     }
 
     #[test]
@@ -655,8 +580,7 @@ mod tests {
         let mut card = LogCard::default();
         let (r, events) = run(&mut card, &addr, |_| {
             let mut s = accept(&l);
-            s.write_all(&((MAX_FRAME + 1) as u16).to_be_bytes())
-                .unwrap();
+            s.write_all(&((MAX_FRAME + 1) as u16).to_be_bytes()).unwrap();
             assert_closed(&mut s);
             // The card comes back on a new connection and still works.
             let mut s = accept(&l);
@@ -668,13 +592,7 @@ mod tests {
             e,
             VpcdEvent::Disconnected { error: VpcdError::Oversized { len, max: MAX_FRAME } } if *len == MAX_FRAME + 1
         )));
-        assert_eq!(
-            events
-                .iter()
-                .filter(|e| matches!(e, VpcdEvent::Connected { .. }))
-                .count(),
-            2
-        );
+        assert_eq!(events.iter().filter(|e| matches!(e, VpcdEvent::Connected { .. })).count(), 2);
         assert!(card.log.is_empty(), "{:?}", card.log);
     }
 
@@ -692,21 +610,12 @@ mod tests {
             let _third = accept(&l);
         });
         r.unwrap();
-        assert!(events.iter().any(|e| matches!(
-            e,
-            VpcdEvent::Disconnected {
-                error: VpcdError::Truncated {
-                    got: 3,
-                    expected: 10
-                }
-            }
-        )));
-        assert!(events.iter().any(|e| matches!(
-            e,
-            VpcdEvent::Disconnected {
-                error: VpcdError::EmptyFrame
-            }
-        )));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, VpcdEvent::Disconnected { error: VpcdError::Truncated { got: 3, expected: 10 } }))
+        );
+        assert!(events.iter().any(|e| matches!(e, VpcdEvent::Disconnected { error: VpcdError::EmptyFrame })));
     }
 
     #[test]
@@ -721,28 +630,14 @@ mod tests {
             let removed = Instant::now();
             let mut s = accept(&l);
             // Out of the reader long enough for pcscd's 400 ms presence poll to notice.
-            assert!(
-                removed.elapsed() >= Duration::from_millis(800),
-                "{:?}",
-                removed.elapsed()
-            );
+            assert!(removed.elapsed() >= Duration::from_millis(800), "{:?}", removed.elapsed());
             send(&mut s, &[CTRL_POWER_ON]);
             send(&mut s, &[0x00, 0xB0, 0x00, 0x00]);
             assert_eq!(recv(&mut s), [0x90, 0x00]);
         });
         r.unwrap();
         // The torn card lost its power; vpcd powers it up again after reinsertion.
-        assert_eq!(
-            card.log,
-            [
-                "power_on",
-                "process",
-                "power_off",
-                "power_on",
-                "process",
-                "power_off"
-            ]
-        );
+        assert_eq!(card.log, ["power_on", "process", "power_off", "power_on", "process", "power_off"]);
         assert!(events.iter().any(|e| matches!(e, VpcdEvent::Removed)));
     }
 
@@ -762,10 +657,7 @@ mod tests {
         });
         r.unwrap();
         let took = started.get().unwrap().elapsed();
-        assert!(
-            took < Duration::from_millis(600),
-            "serve took {took:?} to see the stop flag"
-        );
+        assert!(took < Duration::from_millis(600), "serve took {took:?} to see the stop flag");
         assert_closed(conn.as_mut().unwrap());
         assert_eq!(card.log, ["power_on", "power_off"]);
     }
@@ -773,10 +665,7 @@ mod tests {
     #[test]
     fn command_in_flight_is_answered_before_stopping() {
         let (l, addr) = listener();
-        let mut card = LogCard {
-            delay: Duration::from_millis(300),
-            ..LogCard::default()
-        };
+        let mut card = LogCard { delay: Duration::from_millis(300), ..LogCard::default() };
         let (r, events) = run(&mut card, &addr, |stop| {
             let mut s = accept(&l);
             send(&mut s, &[CTRL_POWER_ON]);
@@ -786,13 +675,7 @@ mod tests {
             assert_eq!(recv(&mut s), [0x42, 0x90, 0x00]);
         });
         r.unwrap();
-        assert!(events.iter().any(|e| matches!(
-            e,
-            VpcdEvent::Apdu {
-                sw: Some(0x9000),
-                ..
-            }
-        )));
+        assert!(events.iter().any(|e| matches!(e, VpcdEvent::Apdu { sw: Some(0x9000), .. })));
     }
 
     #[test]
@@ -800,25 +683,17 @@ mod tests {
         let (l, addr) = listener();
         drop(l);
         let mut card = LogCard::default();
-        let (r, events) = run(&mut card, &addr, |_| {
-            std::thread::sleep(Duration::from_millis(300))
-        });
+        let (r, events) = run(&mut card, &addr, |_| std::thread::sleep(Duration::from_millis(300)));
         r.unwrap();
         let retries: Vec<Duration> = events
             .iter()
             .filter_map(|e| match e {
-                VpcdEvent::ConnectFailed {
-                    error: VpcdError::Connect { .. },
-                    retry_in,
-                } => Some(*retry_in),
+                VpcdEvent::ConnectFailed { error: VpcdError::Connect { .. }, retry_in } => Some(*retry_in),
                 _ => None,
             })
             .collect();
         assert!(retries.len() >= 2, "{events:?}");
-        assert!(
-            retries.windows(2).all(|w| w[1] >= w[0]),
-            "backoff must not shrink: {retries:?}"
-        );
+        assert!(retries.windows(2).all(|w| w[1] >= w[0]), "backoff must not shrink: {retries:?}");
     }
 
     #[test]
@@ -834,12 +709,7 @@ mod tests {
             assert_eq!(recv(&mut s), ATR);
         });
         r.unwrap();
-        assert!(events.iter().any(|e| matches!(
-            e,
-            VpcdEvent::Disconnected {
-                error: VpcdError::Silent { .. }
-            }
-        )));
+        assert!(events.iter().any(|e| matches!(e, VpcdEvent::Disconnected { error: VpcdError::Silent { .. } })));
     }
 
     #[test]

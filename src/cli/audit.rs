@@ -1,7 +1,7 @@
 //! `keyroll audit log` (and, with the auditors' work, `audit chain` and `audit report`).
 
-use super::output::{self, Context};
 use super::CliError;
+use super::output::{self, Context};
 use crate::authority::{Authority, audit_log};
 use clap::Subcommand;
 use std::path::Path;

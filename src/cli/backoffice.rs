@@ -1,7 +1,7 @@
 //! Back-office commands: `init`, `key …`, `batch …`, `rollout plan`, `cert …`.
 
-use super::output::{self, Context};
 use super::CliError;
+use super::output::{self, Context};
 use crate::authority::batches::{self, NewBatch};
 use crate::authority::keys::{self, KeyKind};
 use crate::authority::{Authority, ca, issuer_ca};
@@ -150,7 +150,10 @@ pub fn init(ctx: &Context, db: &Path, a: InitArgs) -> Result<(), CliError> {
     } else {
         println!("created issuer {:?} in {}", outcome.issuer, db.display());
         if let Some(f) = &outcome.identity_file {
-            println!("wrote a new custodian identity to {} (mode 0600): keep it safe, it unlocks every secret", f.display());
+            println!(
+                "wrote a new custodian identity to {} (mode 0600): keep it safe, it unlocks every secret",
+                f.display()
+            );
             println!("use it with --identity {} or KEYROLL_IDENTITY", f.display());
         }
         println!("transfer key 1 (KCV {}), update key 1 (KCV {})", outcome.transfer_key_kcv, outcome.update_key_kcv);
@@ -160,7 +163,9 @@ pub fn init(ctx: &Context, db: &Path, a: InitArgs) -> Result<(), CliError> {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    std::fs::write(path, bytes).map_err(|e| CliError::input(format!("cannot write {}: {e}", path.display()), "check the directory exists and is writable"))
+    std::fs::write(path, bytes).map_err(|e| {
+        CliError::input(format!("cannot write {}: {e}", path.display()), "check the directory exists and is writable")
+    })
 }
 
 pub fn key(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: KeyCommand) -> Result<(), CliError> {
@@ -232,7 +237,13 @@ pub fn batch(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: BatchComman
             } else {
                 println!(
                     "batch {:?}: {} cards on transfer key {} (limit {}), update key {}, balance {} (max {})",
-                    b.name, b.profile, b.transfer_key_id, b.transfer_key_id_limit, b.update_key_id, b.initial_balance, b.max_balance
+                    b.name,
+                    b.profile,
+                    b.transfer_key_id,
+                    b.transfer_key_id_limit,
+                    b.update_key_id,
+                    b.initial_balance,
+                    b.max_balance
                 );
             }
         }
@@ -241,11 +252,20 @@ pub fn batch(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: BatchComman
             if ctx.json {
                 output::json(&serde_json::json!({ "batches": list }));
             } else {
-                println!("{:<16} {:<10} {:>4} {:>5} {:>4} {:>10} {:>6}", "name", "profile", "tk", "limit", "uk", "balance", "cards");
+                println!(
+                    "{:<16} {:<10} {:>4} {:>5} {:>4} {:>10} {:>6}",
+                    "name", "profile", "tk", "limit", "uk", "balance", "cards"
+                );
                 for b in list {
                     println!(
                         "{:<16} {:<10} {:>4} {:>5} {:>4} {:>10} {:>6}",
-                        b.name, b.profile.name(), b.transfer_key_id, b.transfer_key_id_limit, b.update_key_id, b.initial_balance, b.personalised
+                        b.name,
+                        b.profile.name(),
+                        b.transfer_key_id,
+                        b.transfer_key_id_limit,
+                        b.update_key_id,
+                        b.initial_balance,
+                        b.personalised
                     );
                 }
             }
@@ -262,12 +282,17 @@ pub fn rollout_plan(ctx: &Context, db: &Path, id: u32) -> Result<(), CliError> {
         output::json(&serde_json::json!({ "transfer_key_id": id, "stranded": stranded, "batches": rows }));
     } else {
         for r in &rows {
-            println!("{:<16} limit {:>4}  cards {:>6}  stranded {:>6}", r.batch, r.transfer_key_id_limit, r.personalised, r.stranded);
+            println!(
+                "{:<16} limit {:>4}  cards {:>6}  stranded {:>6}",
+                r.batch, r.transfer_key_id_limit, r.personalised, r.stranded
+            );
         }
         println!("a roll to transfer key {id} strands {stranded} card(s)");
     }
     if stranded > 0 {
-        return Err(CliError::CheckFailed { what: format!("a roll to transfer key {id} would strand {stranded} card(s)") });
+        return Err(CliError::CheckFailed {
+            what: format!("a roll to transfer key {id} would strand {stranded} card(s)"),
+        });
     }
     Ok(())
 }
@@ -299,7 +324,12 @@ pub fn cert(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: CertCommand)
         }
         CertCommand::Crl { out } => {
             let der = auth.unlock(identity)?.crl()?;
-            write_file(&out, ca::pem_encode(ca::PEM_CRL, &der).map_err(|e| CliError::input(e.to_string(), "report this"))?.as_bytes())?;
+            write_file(
+                &out,
+                ca::pem_encode(ca::PEM_CRL, &der)
+                    .map_err(|e| CliError::input(e.to_string(), "report this"))?
+                    .as_bytes(),
+            )?;
             println!("wrote CRL to {}", out.display());
         }
         CertCommand::Ca { out } => {
@@ -307,7 +337,12 @@ pub fn cert(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: CertCommand)
                 Some(r) => r,
                 None => auth.unlock(identity)?.ca()?.root_der,
             };
-            write_file(&out, ca::pem_encode(ca::PEM_CERTIFICATE, &root).map_err(|e| CliError::input(e.to_string(), "report this"))?.as_bytes())?;
+            write_file(
+                &out,
+                ca::pem_encode(ca::PEM_CERTIFICATE, &root)
+                    .map_err(|e| CliError::input(e.to_string(), "report this"))?
+                    .as_bytes(),
+            )?;
             println!("wrote issuer root certificate to {}", out.display());
         }
     }

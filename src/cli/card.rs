@@ -1,7 +1,7 @@
 //! `keyroll card show FILE`: a card file's public state (never its keys).
 
-use super::output::{self, Context};
 use super::CliError;
+use super::output::{self, Context};
 use crate::card::storage::FileStorage;
 use crate::card::{Card, CardState};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};

@@ -2,10 +2,10 @@
 //! goes, ending with a verdict (keys converged, value conserved, chains valid, log intact) and a
 //! non-zero exit if any of that fails.
 
+use super::CliError;
 use super::fleet::{self, Fleet};
 use super::output::{self, Context};
 use super::perso::personalise_to_files;
-use super::CliError;
 use crate::authority::batches::NewBatch;
 use crate::authority::keys::KeyKind;
 use crate::authority::{Authority, Unlocked, audit_log, cards, issuer_ca};
@@ -67,7 +67,9 @@ impl Story<'_> {
 }
 
 fn settle_files(a: &Path, b: &Path, amount: u64, opts: &SettleOptions) -> Result<SettlementReport, CliError> {
-    let open = |p: &Path| Card::open(FileStorage::new(p)).map_err(|source| CliError::CardFile { path: p.to_path_buf(), source });
+    let open = |p: &Path| {
+        Card::open(FileStorage::new(p)).map_err(|source| CliError::CardFile { path: p.to_path_buf(), source })
+    };
     let (mut ca, mut cb) = (open(a)?, open(b)?);
     let mut ch_a = InProcessChannel::new(&mut ca, a.display().to_string());
     let mut ch_b = InProcessChannel::new(&mut cb, b.display().to_string());
@@ -94,12 +96,18 @@ fn spread(story: &mut Story<'_>, fleet_dir: &Path, profiles: &dyn Fn(&Path) -> S
     loop {
         let f = Fleet::load(fleet_dir)?;
         let Some(newest) = f.newest() else { return Ok(()) };
-        let holders: Vec<PathBuf> =
-            f.cards.iter().filter(|(_, s)| s.selected_transfer_key_id == Some(newest)).map(|(p, _)| p.clone()).collect();
+        let holders: Vec<PathBuf> = f
+            .cards
+            .iter()
+            .filter(|(_, s)| s.selected_transfer_key_id == Some(newest))
+            .map(|(p, _)| p.clone())
+            .collect();
         let behind: Vec<PathBuf> = f
             .cards
             .iter()
-            .filter(|(_, s)| s.selected_transfer_key_id < Some(newest) && s.transfer_key_id_limit.is_some_and(|l| l.admits(newest)))
+            .filter(|(_, s)| {
+                s.selected_transfer_key_id < Some(newest) && s.transfer_key_id_limit.is_some_and(|l| l.admits(newest))
+            })
             .map(|(p, _)| p.clone())
             .collect();
         let mut moved = false;
@@ -152,18 +160,25 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::input(format!("cannot create a temporary folder: {e}"), "pass --dir DIR"))?
             .keep(),
     };
-    std::fs::create_dir_all(&dir).map_err(|e| CliError::input(format!("cannot create {}: {e}", dir.display()), "pass a writable --dir"))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CliError::input(format!("cannot create {}: {e}", dir.display()), "pass a writable --dir"))?;
     let db = dir.join("keyroll.db");
     let identity = dir.join("keyroll.db.identity");
     let cards_dir = dir.join("cards");
     let mut story = Story { ctx, events: Vec::new() };
-    story.say("setup", format!("working in {} (database, custodian identity and card files stay there)", dir.display()));
+    story
+        .say("setup", format!("working in {} (database, custodian identity and card files stay there)", dir.display()));
 
     // 1. The issuer.
     let (auth, init) = Authority::init(&db, "Demo Transit Authority", &[], &identity)?;
     story.say(
         "init",
-        format!("issuer created: transfer key 1 (KCV {}), update key 1 (KCV {}), CA root, audit key {}…", init.transfer_key_kcv, init.update_key_kcv, &init.audit_key_fingerprint[..16]),
+        format!(
+            "issuer created: transfer key 1 (KCV {}), update key 1 (KCV {}), CA root, audit key {}…",
+            init.transfer_key_kcv,
+            init.update_key_kcv,
+            &init.audit_key_fingerprint[..16]
+        ),
     );
     let u = auth.unlock(Some(&identity))?;
 
@@ -176,7 +191,13 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
     batch(&u, "pk-a", Profile::PublicKey, 3)?;
     batch(&u, "hyb-a", Profile::Hybrid, 3)?;
     let mut profile_of = std::collections::BTreeMap::new();
-    for (b, p) in [("legacy", Profile::Symmetric), ("sym-a", Profile::Symmetric), ("multi-a", Profile::MultiKey), ("pk-a", Profile::PublicKey), ("hyb-a", Profile::Hybrid)] {
+    for (b, p) in [
+        ("legacy", Profile::Symmetric),
+        ("sym-a", Profile::Symmetric),
+        ("multi-a", Profile::MultiKey),
+        ("pk-a", Profile::PublicKey),
+        ("hyb-a", Profile::Hybrid),
+    ] {
         let r = personalise_to_files(&u, b, &cards_dir, 2, false, ctx.verbose)?;
         for f in &r.files {
             profile_of.insert(short(f), (b.to_string(), p));
@@ -191,7 +212,17 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
     for i in 0..paths.len() {
         let (x, y) = (&paths[i], &paths[(i + 3) % paths.len()]);
         let r = settle_files(x, y, 25, &SettleOptions::default())?;
-        story.say("settle", format!("{} → {}: {} moved on transfer key {} in {} APDUs", short(x), short(y), r.amount, r.transfer_key_id.map(|i| i.0).unwrap_or(0), r.apdus));
+        story.say(
+            "settle",
+            format!(
+                "{} → {}: {} moved on transfer key {} in {} APDUs",
+                short(x),
+                short(y),
+                r.amount,
+                r.transfer_key_id.map(|i| i.0).unwrap_or(0),
+                r.apdus
+            ),
+        );
     }
 
     // 4. Plan and make the roll to transfer key 2.
@@ -204,7 +235,8 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
     for f in &r.files {
         profile_of.insert(short(f), ("sym-b".into(), Profile::Symmetric));
     }
-    story.say("roll", format!("transfer key {tk2} activated; batch sym-b personalised with it: {}", r.cards.join(", ")));
+    story
+        .say("roll", format!("transfer key {tk2} activated; batch sym-b personalised with it: {}", r.cards.join(", ")));
     spread(&mut story, &cards_dir, &prof)?;
 
     // 5. Roll the update key too: hybrid cards of different update keys must use the public-key path.
@@ -212,24 +244,36 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
     let (tk3, _) = u.new_key(KeyKind::Transfer, false)?;
     batch(&u, "hyb-b", Profile::Hybrid, 4)?;
     let r = personalise_to_files(&u, "hyb-b", &cards_dir, 2, false, ctx.verbose)?;
-    story.say("roll", format!("update key {uk2} and transfer key {tk3} created; batch hyb-b personalised with both: {}", r.cards.join(", ")));
+    story.say(
+        "roll",
+        format!(
+            "update key {uk2} and transfer key {tk3} created; batch hyb-b personalised with both: {}",
+            r.cards.join(", ")
+        ),
+    );
     spread(&mut story, &cards_dir, &prof)?;
 
     // 6. Revoke a card and show the terminal refusing it.
     let certs = issuer_ca::list(&auth.conn)?;
-    let victim = certs.iter().find(|c| profile_of.get(&c.card).is_some_and(|(b, _)| b == "pk-a")).map(|c| c.card.clone());
+    let victim =
+        certs.iter().find(|c| profile_of.get(&c.card).is_some_and(|(b, _)| b == "pk-a")).map(|c| c.card.clone());
     if let Some(card) = &victim {
         let revoked_serials = u.revoke(card, Some(crate::authority::ca::CrlReason::KeyCompromise))?;
         let crl = u.crl()?;
         let crl_path = dir.join("issuer.crl.der");
-        std::fs::write(&crl_path, &crl).map_err(|e| CliError::input(format!("{}: {e}", crl_path.display()), "check --dir"))?;
+        std::fs::write(&crl_path, &crl)
+            .map_err(|e| CliError::input(format!("{}: {e}", crl_path.display()), "check --dir"))?;
         let opts = SettleOptions {
             revoked_certificate_serials: revoked_serials.iter().filter_map(|s| hex::decode(s).ok()).collect(),
             ..Default::default()
         };
-        let other = Fleet::load(&cards_dir)?.cards.into_iter().map(|(p, _)| p).find(|p| short(p) != *card).expect("more cards");
+        let other =
+            Fleet::load(&cards_dir)?.cards.into_iter().map(|(p, _)| p).find(|p| short(p) != *card).expect("more cards");
         match settle_files(&other, &cards_dir.join(format!("{card}.card")), 5, &opts) {
-            Err(CliError::Settle(e @ SettleError::Revoked { .. })) => story.say("revoke", format!("card {card} revoked (key compromise); the terminal with the new CRL refuses it: {e}")),
+            Err(CliError::Settle(e @ SettleError::Revoked { .. })) => story.say(
+                "revoke",
+                format!("card {card} revoked (key compromise); the terminal with the new CRL refuses it: {e}"),
+            ),
             Ok(_) => story.say("revoke", format!("card {card} revoked, but the terminal still settled with it!")),
             Err(e) => return Err(e),
         }
@@ -239,13 +283,34 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
     let root = issuer_ca::root(&auth.conn)?.expect("init created the CA");
     let crl = u.crl()?;
     let all: Vec<(String, Vec<u8>)> = issuer_ca::all_certificates(&auth.conn)?;
-    let results = crate::audit::check_chains(&all, &[root], &[], &[crl], &crate::pki::ValidationOptions::at(std::time::SystemTime::now()));
-    let revoked_cards: Vec<String> = issuer_ca::list(&auth.conn)?.into_iter().filter(|c| c.revoked).map(|c| c.card).collect();
+    let results = crate::audit::check_chains(
+        &all,
+        &[root],
+        &[],
+        &[crl],
+        &crate::pki::ValidationOptions::at(std::time::SystemTime::now()),
+    );
+    let revoked_cards: Vec<String> =
+        issuer_ca::list(&auth.conn)?.into_iter().filter(|c| c.revoked).map(|c| c.card).collect();
     let valid = results.iter().filter(|r| r.valid).count();
     let unexpected = results.iter().filter(|r| !r.valid && !revoked_cards.contains(&r.certificate)).count();
-    story.say("audit", format!("audit chain --all: {valid} certificate(s) valid, {} invalid ({} revoked as expected)", results.len() - valid, revoked_cards.len()));
+    story.say(
+        "audit",
+        format!(
+            "audit chain --all: {valid} certificate(s) valid, {} invalid ({} revoked as expected)",
+            results.len() - valid,
+            revoked_cards.len()
+        ),
+    );
     let log = audit_log::verify(&auth.conn)?;
-    story.say("audit", format!("audit log: {} rows, {}", log.rows, if log.intact { "intact, head signature valid" } else { "NOT intact" }));
+    story.say(
+        "audit",
+        format!(
+            "audit log: {} rows, {}",
+            log.rows,
+            if log.intact { "intact, head signature valid" } else { "NOT intact" }
+        ),
+    );
 
     // 8. Status and verdict.
     let fleet = Fleet::load(&cards_dir)?;
@@ -277,9 +342,25 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
         output::json(&serde_json::json!({ "dir": dir, "steps": story.events, "status": st, "verdict": v }));
     } else {
         let mark = |b: bool| if b { "yes" } else { "NO" };
-        println!("[verdict] keys converged: {} (newest {}, {} stranded by their limit)", mark(v.keys_converged), v.newest_transfer_key_id.map(|i| i.0).unwrap_or(0), v.cards_stranded);
-        println!("[verdict] value conserved: {} (issued {} = balances {} + in flight {})", mark(v.value_conserved), v.issued_value, v.balances, v.in_flight);
-        println!("[verdict] chains valid: {} ({} valid, {} revoked)", mark(v.chains_valid), v.certificates_valid, v.certificates_revoked);
+        println!(
+            "[verdict] keys converged: {} (newest {}, {} stranded by their limit)",
+            mark(v.keys_converged),
+            v.newest_transfer_key_id.map(|i| i.0).unwrap_or(0),
+            v.cards_stranded
+        );
+        println!(
+            "[verdict] value conserved: {} (issued {} = balances {} + in flight {})",
+            mark(v.value_conserved),
+            v.issued_value,
+            v.balances,
+            v.in_flight
+        );
+        println!(
+            "[verdict] chains valid: {} ({} valid, {} revoked)",
+            mark(v.chains_valid),
+            v.certificates_valid,
+            v.certificates_revoked
+        );
         println!("[verdict] audit log intact: {}", mark(v.log_intact));
         println!("[verdict] {}", if v.ok { "PASS" } else { "FAIL" });
     }

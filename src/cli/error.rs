@@ -11,10 +11,18 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub enum CliError {
     /// Bad input, usage or environment: exit 2.
-    Input { what: String, hint: Option<String> },
+    Input {
+        what: String,
+        hint: Option<String>,
+    },
     /// A check said no: exit 1 (the report was already printed).
-    CheckFailed { what: String },
-    CardFile { path: PathBuf, source: CardError },
+    CheckFailed {
+        what: String,
+    },
+    CardFile {
+        path: PathBuf,
+        source: CardError,
+    },
     Settle(SettleError),
     Authority(AuthorityError),
     Perso(PersoError),
@@ -28,7 +36,9 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::CheckFailed { .. } => 1,
-            CliError::Settle(SettleError::Stranded { .. } | SettleError::Revoked { .. } | SettleError::NoPath { .. }) => 1,
+            CliError::Settle(
+                SettleError::Stranded { .. } | SettleError::Revoked { .. } | SettleError::NoPath { .. },
+            ) => 1,
             _ => 2,
         }
     }
@@ -44,9 +54,9 @@ impl CliError {
             CliError::Settle(SettleError::Revoked { .. }) => "revoked",
             CliError::Settle(SettleError::NoPath { .. }) => "no-key-roll-path",
             CliError::Settle(_) => "settlement-refused",
-            CliError::Authority(AuthorityError::WrongIdentity(_) | AuthorityError::IdentityRequired | AuthorityError::Identity { .. }) => {
-                "identity"
-            }
+            CliError::Authority(
+                AuthorityError::WrongIdentity(_) | AuthorityError::IdentityRequired | AuthorityError::Identity { .. },
+            ) => "identity",
             CliError::Authority(AuthorityError::NoDatabase(_) | AuthorityError::Corrupt { .. }) => "database",
             CliError::Authority(_) => "authority",
             CliError::Perso(_) => "personalisation",

@@ -16,15 +16,18 @@ pub struct Fleet {
 impl Fleet {
     /// Every `*.card` file in `dir`.
     pub fn load(dir: &Path) -> Result<Fleet, CliError> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| CliError::input(format!("cannot read {}: {e}", dir.display()), "pass the directory perso wrote"))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            CliError::input(format!("cannot read {}: {e}", dir.display()), "pass the directory perso wrote")
+        })?;
         let mut cards = Vec::new();
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "card") {
-                let bytes = std::fs::read(&p).map_err(|e| CliError::input(format!("{}: {e}", p.display()), "check permissions"))?;
-                let s = CardState::decode(&bytes)
-                    .map_err(|e| CliError::input(format!("{}: {e}", p.display()), "remove files that are not keyroll cards"))?;
+                let bytes = std::fs::read(&p)
+                    .map_err(|e| CliError::input(format!("{}: {e}", p.display()), "check permissions"))?;
+                let s = CardState::decode(&bytes).map_err(|e| {
+                    CliError::input(format!("{}: {e}", p.display()), "remove files that are not keyroll cards")
+                })?;
                 cards.push((p, s));
             }
         }
@@ -108,13 +111,17 @@ pub fn status(fleet: &Fleet, batch_of: &BTreeMap<String, String>) -> Status {
     let newest = fleet.newest();
     let (behind, stranded) = newest.map(|n| fleet.behind_and_stranded(n)).unwrap_or((0, 0));
     let next = newest.map(|n| n.0 + 1).unwrap_or(1);
-    let stranded_next =
-        fleet.cards.iter().filter(|(_, s)| s.transfer_key_id_limit.is_some_and(|l| !l.admits(TransferKeyId(next)))).count();
+    let stranded_next = fleet
+        .cards
+        .iter()
+        .filter(|(_, s)| s.transfer_key_id_limit.is_some_and(|l| !l.admits(TransferKeyId(next))))
+        .count();
     let mut by_batch: BTreeMap<String, BTreeMap<u32, usize>> = BTreeMap::new();
     for (_, s) in &fleet.cards {
         let serial = s.serial.map(|x| x.to_string()).unwrap_or_default();
         let batch = batch_of.get(&serial).cloned().unwrap_or_else(|| "(unknown)".into());
-        *by_batch.entry(batch).or_default().entry(s.selected_transfer_key_id.map(|i| i.0).unwrap_or(0)).or_default() += 1;
+        *by_batch.entry(batch).or_default().entry(s.selected_transfer_key_id.map(|i| i.0).unwrap_or(0)).or_default() +=
+            1;
     }
     Status {
         cards: fleet.cards.len(),
@@ -131,7 +138,11 @@ pub fn status(fleet: &Fleet, batch_of: &BTreeMap<String, String>) -> Status {
 }
 
 pub fn print_status(s: &Status) {
-    println!("{} card(s); newest transfer key {}", s.cards, s.newest_transfer_key_id.map(|i| i.to_string()).unwrap_or("-".into()));
+    println!(
+        "{} card(s); newest transfer key {}",
+        s.cards,
+        s.newest_transfer_key_id.map(|i| i.to_string()).unwrap_or("-".into())
+    );
     for (id, n) in &s.by_transfer_key_id {
         println!("  transfer key {id:>3}: {n} card(s)");
     }

@@ -21,7 +21,11 @@ pub use error::CliError;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "keyroll", version, about = "Key rollout authority, personalisation line, reference card and terminal")]
+#[command(
+    name = "keyroll",
+    version,
+    about = "Key rollout authority, personalisation line, reference card and terminal"
+)]
 pub struct Cli {
     /// The issuer database.
     #[arg(long, global = true, env = "KEYROLL_DB", default_value = "keyroll.db")]

@@ -3,8 +3,8 @@
 //! written atomically to `DIR/<serial>.card` and recorded in the database; a run killed at any point
 //! is finished by running the same command again.
 
-use super::output::{self, Context};
 use super::CliError;
+use super::output::{self, Context};
 use crate::authority::batches::Batch;
 use crate::authority::cards::{Run, Slot};
 use crate::authority::issuer_ca::CaSigner;
@@ -140,7 +140,9 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, a: PersoArgs) -> R
     match (&a.out_dir, &a.reader) {
         (Some(dir), None) => to_files(ctx, &u, &a.batch, dir, a.count),
         (None, Some(reader)) => super::perso_pcsc::to_reader(ctx, &u, &a.batch, reader, a.count),
-        _ => Err(CliError::input("say where the cards are", "pass --out-dir DIR (card files) or --reader NAME (PC/SC)")),
+        _ => {
+            Err(CliError::input("say where the cards are", "pass --out-dir DIR (card files) or --reader NAME (PC/SC)"))
+        }
     }
 }
 
@@ -163,11 +165,17 @@ fn write_card_file(kit: &Kit, u: &Unlocked<'_>, dir: &Path, slot: &Slot, verbose
     {
         let mut ch = InProcessChannel::new(&mut card, format!("virtual card {}", slot.serial));
         let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
-        personalise(&mut ch, &kit.master, &kit.plan(slot.serial), issuer.as_ref().map(|i| i as &dyn CertificateIssuer), verbose)?;
+        personalise(
+            &mut ch,
+            &kit.master,
+            &kit.plan(slot.serial),
+            issuer.as_ref().map(|i| i as &dyn CertificateIssuer),
+            verbose,
+        )?;
     }
-    FileStorage::new(&path)
-        .store(&card.state().encode())
-        .map_err(|e| CliError::input(format!("cannot write card file: {e}"), "check the output directory is writable"))?;
+    FileStorage::new(&path).store(&card.state().encode()).map_err(|e| {
+        CliError::input(format!("cannot write card file: {e}"), "check the output directory is writable")
+    })?;
     Ok(path)
 }
 
@@ -196,7 +204,9 @@ pub fn personalise_to_files(
 ) -> Result<PersoReport, CliError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::input(format!("cannot create {}: {e}", dir.display()), "choose a writable --out-dir"))?;
-    let dir = dir.canonicalize().map_err(|e| CliError::input(format!("{}: {e}", dir.display()), "choose a writable --out-dir"))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| CliError::input(format!("{}: {e}", dir.display()), "choose a writable --out-dir"))?;
     let started = Instant::now();
     let (run, slots): (Run, Vec<Slot>) = u.start_run(batch, &dir.display().to_string(), count)?;
     let kit = Kit::load(u, &run.batch)?;
@@ -242,7 +252,11 @@ fn to_files(ctx: &Context, u: &Unlocked<'_>, batch: &str, dir: &Path, count: u32
             "batch {batch:?}: {} card(s) written to {}{}",
             report.written,
             dir.display(),
-            if report.resumed { format!(" (resumed run {}, {} already done)", report.run, report.already_done) } else { String::new() }
+            if report.resumed {
+                format!(" (resumed run {}, {} already done)", report.run, report.already_done)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! `keyroll perso --reader`: the personalisation line over PC/SC (feature `pcsc`).
 
-use super::output::Context;
 use super::CliError;
+use super::output::Context;
 use crate::authority::Unlocked;
 
 #[cfg(not(feature = "pcsc"))]

@@ -2,10 +2,10 @@
 //! live card generation interoperates with every other through the real terminal before any real
 //! card sees the rollout.
 
+use super::CliError;
 use super::fleet::{self, Fleet};
 use super::output::{self, Context};
 use super::perso::Kit;
-use super::CliError;
 use crate::authority::batches::{self, Batch};
 use crate::authority::{Authority, Unlocked, ca, cards};
 use crate::card::Card;
@@ -74,7 +74,8 @@ impl CertificateIssuer for VerifyIssuer<'_> {
     fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
         let t = std::time::SystemTime::now();
         let day = std::time::Duration::from_secs(86400);
-        ca::issue_card_certificate(&self.0.key, &self.0.root_der, serial, public_key_sec1, t - day, t + day).map_err(|e| e.to_string())
+        ca::issue_card_certificate(&self.0.key, &self.0.root_der, serial, public_key_sec1, t - day, t + day)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -131,7 +132,11 @@ pub fn verify(ctx: &Context, db: &Path, identity: Option<&Path>) -> Result<(), C
             let mut payer = fresh(&templates[i].0);
             let mut payee = fresh(&templates[j].1);
             let newer = gi.transfer_key_id.max(gj.transfer_key_id);
-            let older_limit = if gi.transfer_key_id < gj.transfer_key_id { gi.transfer_key_id_limit } else { gj.transfer_key_id_limit };
+            let older_limit = if gi.transfer_key_id < gj.transfer_key_id {
+                gi.transfer_key_id_limit
+            } else {
+                gj.transfer_key_id_limit
+            };
             let should = newer <= older_limit;
             let r = {
                 let mut a = InProcessChannel::new(&mut payer, "payer");
@@ -143,16 +148,28 @@ pub fn verify(ctx: &Context, db: &Path, identity: Option<&Path>) -> Result<(), C
                 Err(e @ SettleError::Stranded { .. }) => (e.to_string(), None, 0, !should),
                 Err(e) => (e.to_string(), None, 0, false),
             };
-            results.push(PairResult { payer: gi.label(), payee: gj.label(), should_interoperate: should, outcome, key_roll, amount, ok });
+            results.push(PairResult {
+                payer: gi.label(),
+                payee: gj.label(),
+                should_interoperate: should,
+                outcome,
+                key_roll,
+                amount,
+                ok,
+            });
         }
     }
     let failures = results.iter().filter(|r| !r.ok).count();
     if ctx.json {
-        output::json(&serde_json::json!({ "generations": gens.iter().map(|(g, _)| g).collect::<Vec<_>>(), "pairs": results, "failures": failures }));
+        output::json(
+            &serde_json::json!({ "generations": gens.iter().map(|(g, _)| g).collect::<Vec<_>>(), "pairs": results, "failures": failures }),
+        );
     } else {
         let labels: Vec<String> = gens.iter().map(|(g, _)| g.label()).collect();
         let w = labels.iter().map(|l| l.len()).max().unwrap_or(8);
-        println!("payer \\ payee (= no roll, S symmetric, P public-key, M selection, x stranded by the limit, ! fails)");
+        println!(
+            "payer \\ payee (= no roll, S symmetric, P public-key, M selection, x stranded by the limit, ! fails)"
+        );
         for (i, li) in labels.iter().enumerate() {
             let cells: Vec<&str> = (0..labels.len())
                 .map(|j| {
@@ -178,7 +195,9 @@ pub fn verify(ctx: &Context, db: &Path, identity: Option<&Path>) -> Result<(), C
         println!("{} pair(s), {failures} failure(s)", results.len());
     }
     if failures > 0 {
-        return Err(CliError::CheckFailed { what: format!("{failures} generation pair(s) that should interoperate do not") });
+        return Err(CliError::CheckFailed {
+            what: format!("{failures} generation pair(s) that should interoperate do not"),
+        });
     }
     Ok(())
 }

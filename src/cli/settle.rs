@@ -1,8 +1,8 @@
 //! `keyroll settle --payer CARD --payee CARD --amount N` (CARD = `file:PATH` or a PC/SC reader).
 
+use super::CliError;
 use super::card::open_card_file;
 use super::output::{self, Context};
-use super::CliError;
 use crate::domain::Amount;
 use crate::terminal::{SettleOptions, SettlementReport, settle};
 use crate::transport::CardChannel;
@@ -49,7 +49,10 @@ fn print_report(r: &SettlementReport) {
             r.key_roll,
             r.transfer_key_id.map(|i| i.to_string()).unwrap_or_default()
         ),
-        None => println!("key roll         none (both on transfer key {})", r.transfer_key_id.map(|i| i.to_string()).unwrap_or_default()),
+        None => println!(
+            "key roll         none (both on transfer key {})",
+            r.transfer_key_id.map(|i| i.to_string()).unwrap_or_default()
+        ),
     }
     println!("amount moved     {}", r.amount);
     println!("payer            {} balance {}", r.payer.serial, r.payer.balance);
@@ -70,8 +73,9 @@ pub fn with_channel<T>(spec: &str, f: impl FnOnce(&mut dyn CardChannel) -> Resul
 
 #[cfg(feature = "pcsc")]
 fn pcsc_channel<T>(spec: &str, f: impl FnOnce(&mut dyn CardChannel) -> Result<T, CliError>) -> Result<T, CliError> {
-    let mut ch = crate::transport::pcsc::PcscChannel::connect(spec)
-        .map_err(|e| CliError::input(format!("cannot reach card in reader {spec:?}: {e}"), "list readers with `keyroll readers`"))?;
+    let mut ch = crate::transport::pcsc::PcscChannel::connect(spec).map_err(|e| {
+        CliError::input(format!("cannot reach card in reader {spec:?}: {e}"), "list readers with `keyroll readers`")
+    })?;
     f(&mut ch)
 }
 
@@ -89,14 +93,20 @@ fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CliError> {
     use der::{Decode, DecodePem};
     let mut out = Vec::new();
     for path in crls {
-        let bytes = std::fs::read(path)
-            .map_err(|e| CliError::input(format!("cannot read CRL {}: {e}", path.display()), "pass the issuer's CRL file"))?;
+        let bytes = std::fs::read(path).map_err(|e| {
+            CliError::input(format!("cannot read CRL {}: {e}", path.display()), "pass the issuer's CRL file")
+        })?;
         let crl = if bytes.starts_with(b"-----") {
             <x509_cert::crl::CertificateList>::from_pem(&bytes)
         } else {
             <x509_cert::crl::CertificateList>::from_der(&bytes)
         }
-        .map_err(|e| CliError::input(format!("{} is not a CRL: {e}", path.display()), "export it with `keyroll cert crl --out FILE`"))?;
+        .map_err(|e| {
+            CliError::input(
+                format!("{} is not a CRL: {e}", path.display()),
+                "export it with `keyroll cert crl --out FILE`",
+            )
+        })?;
         for rc in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
             out.push(rc.serial_number.as_bytes().to_vec());
         }

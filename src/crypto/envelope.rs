@@ -10,11 +10,11 @@
 //!   envelope distinct.
 //! It is built from AES-CMAC and AES-CTR, the primitives the card already has.
 
+use super::CryptoError;
 use super::kdf::{self, Purpose};
 use super::secret::SecretBytes;
-use super::CryptoError;
-use aes_siv::siv::Aes128Siv;
 use aes_siv::KeyInit;
+use aes_siv::siv::Aes128Siv;
 
 /// Length of the synthetic IV / tag prepended to every envelope.
 pub const TAG_LEN: usize = 16;

@@ -3,8 +3,8 @@
 //! The two kinds are distinct types so a transfer key can never be used where an update key is meant
 //! (and vice versa). `Debug` shows the identifier and the key check value, never the key.
 
-use super::secret::Secret16;
 use super::CryptoError;
+use super::secret::Secret16;
 use crate::domain::{TransferKeyId, UpdateKeyId};
 use aes::Aes128;
 use aes::cipher::{BlockCipherEncrypt, KeyInit};

@@ -8,10 +8,10 @@
 //! counter in the headers gives its ordering and anti-replay, and the card challenge makes a recorded
 //! session useless against a later one.
 
+use super::CryptoError;
 use super::envelope;
 use super::kdf::{self, Purpose};
 use super::secret::{Secret16, SecretBytes};
-use super::CryptoError;
 use crate::domain::CardSerial;
 
 const LABEL: &[u8] = b"keyroll perso command v1";

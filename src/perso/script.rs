@@ -76,7 +76,13 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn sealed(&mut self, step: &'static str, ins: Instruction, p1: u8, plaintext: &[u8]) -> Result<Vec<u8>, PersoError> {
+    fn sealed(
+        &mut self,
+        step: &'static str,
+        ins: Instruction,
+        p1: u8,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, PersoError> {
         let header = [ins.cla(), ins.code(), p1, 0];
         let sealed = seal(&self.key, self.serial, self.counter, header, plaintext);
         let cmd = match ins {
@@ -97,7 +103,12 @@ impl Session<'_> {
     }
 }
 
-fn send(channel: &mut dyn CardChannel, trace: &mut Trace, step: &'static str, cmd: &Command) -> Result<Vec<u8>, PersoError> {
+fn send(
+    channel: &mut dyn CardChannel,
+    trace: &mut Trace,
+    step: &'static str,
+    cmd: &Command,
+) -> Result<Vec<u8>, PersoError> {
     let r = exchange(channel, trace, cmd).map_err(|source| PersoError::Transport { step, source })?;
     if r.sw != StatusWord::Ok {
         return Err(PersoError::Refused { step, sw: r.sw });
@@ -183,7 +194,8 @@ pub fn personalise(
         s.store("STORE trust anchor", PersoItem::TrustAnchor, anchor)?;
         let public = s.sealed("GENERATE KEY PAIR", Instruction::GenerateKeyPair, 0, &[])?;
         let issuer = issuer.expect("checked above");
-        let cert = issuer.issue(plan.serial, &public).map_err(|why| PersoError::Certificate { serial: plan.serial, why })?;
+        let cert =
+            issuer.issue(plan.serial, &public).map_err(|why| PersoError::Certificate { serial: plan.serial, why })?;
         s.store("STORE certificate", PersoItem::CardCertificate, &cert)?;
         certificate = Some(cert);
     }

@@ -144,8 +144,7 @@ impl Certificate {
         // version [0] EXPLICIT Version DEFAULT v1; DER omits the default (X.690 §11.5).
         let version = match t.read_optional(tag::ctx_cons(0), "version")? {
             Some(v) => {
-                let n =
-                    der::small_uint(&der::single(v.value, tag::INTEGER, "version")?, "version")?;
+                let n = der::small_uint(&der::single(v.value, tag::INTEGER, "version")?, "version")?;
                 if n == 0 {
                     return Err(malformed("version: explicit v1 (DER omits the default)"));
                 }
@@ -156,8 +155,7 @@ impl Certificate {
             }
             None => 0,
         };
-        let serial =
-            der::integer_bytes(&t.read(tag::INTEGER, "serialNumber")?, "serialNumber")?.to_vec();
+        let serial = der::integer_bytes(&t.read(tag::INTEGER, "serialNumber")?, "serialNumber")?.to_vec();
         let tbs_sig = t.read(tag::SEQUENCE, "signature")?.raw.to_vec();
         let issuer = Name::parse(t.read(tag::SEQUENCE, "issuer")?.raw, "issuer")?;
         let mut validity = t.sequence("validity")?;
@@ -177,9 +175,7 @@ impl Certificate {
         if let Some(exts) = t.read_optional(tag::ctx_cons(3), "extensions")? {
             // §4.1.2.9: extensions only in v3.
             if version != 2 {
-                return Err(malformed(
-                    "extensions in a certificate that is not v3 (RFC 5280 §4.1.2.9)",
-                ));
+                return Err(malformed("extensions in a certificate that is not v3 (RFC 5280 §4.1.2.9)"));
             }
             let mut er = Reader::new(der::single(exts.value, tag::SEQUENCE, "extensions")?.value);
             while !er.is_empty() {
@@ -228,21 +224,16 @@ impl Certificate {
         // §4.2: "A certificate MUST NOT include more than one instance of a particular extension."
         for (i, e) in self.extensions.iter().enumerate() {
             if self.extensions[..i].iter().any(|p| p.oid == e.oid) {
-                return Err(PathError::DuplicateExtension {
-                    oid: der::oid_string(&e.oid),
-                });
+                return Err(PathError::DuplicateExtension { oid: der::oid_string(&e.oid) });
             }
         }
         let exts = self.extensions.clone();
         for e in &exts {
             let v = e.value.as_slice();
             match e.oid.as_slice() {
-                oid::BASIC_CONSTRAINTS => {
-                    self.basic_constraints = Some(parse_basic_constraints(v, e.critical)?)
-                }
+                oid::BASIC_CONSTRAINTS => self.basic_constraints = Some(parse_basic_constraints(v, e.critical)?),
                 oid::KEY_USAGE => {
-                    let bits =
-                        der::named_bits(&der::single(v, tag::BIT_STRING, "keyUsage")?, "keyUsage")?;
+                    let bits = der::named_bits(&der::single(v, tag::BIT_STRING, "keyUsage")?, "keyUsage")?;
                     // §4.2.1.3: "at least one of the bits in the KeyUsage type MUST be set to 1."
                     if bits == 0 {
                         return Err(malformed("keyUsage with no bit set (RFC 5280 §4.2.1.3)"));
@@ -250,11 +241,8 @@ impl Certificate {
                     self.key_usage = Some(bits);
                 }
                 oid::SUBJECT_KEY_ID => {
-                    self.subject_key_id = Some(
-                        der::single(v, tag::OCTET_STRING, "subjectKeyIdentifier")?
-                            .value
-                            .to_vec(),
-                    )
+                    self.subject_key_id =
+                        Some(der::single(v, tag::OCTET_STRING, "subjectKeyIdentifier")?.value.to_vec())
                 }
                 oid::AUTHORITY_KEY_ID => self.authority_key_id = Some(parse_aki(v)?),
                 oid::EXT_KEY_USAGE => {
@@ -277,12 +265,8 @@ impl Certificate {
                     }
                     self.subject_alt_names = Some(names);
                 }
-                oid::NAME_CONSTRAINTS => {
-                    self.name_constraints = Some(parse_name_constraints(v, e.critical)?)
-                }
-                oid::AUTHORITY_INFO_ACCESS | oid::SUBJECT_INFO_ACCESS => {
-                    parse_access_descriptions(v)?
-                }
+                oid::NAME_CONSTRAINTS => self.name_constraints = Some(parse_name_constraints(v, e.critical)?),
+                oid::AUTHORITY_INFO_ACCESS | oid::SUBJECT_INFO_ACCESS => parse_access_descriptions(v)?,
                 _ => {}
             }
         }
@@ -296,15 +280,8 @@ type SpkiParts = (Vec<u8>, Option<Vec<u8>>, Vec<u8>);
 fn parse_spki(data: &[u8]) -> Result<SpkiParts, PathError> {
     let mut r = Reader::new(data);
     let mut alg = r.sequence("subjectPublicKeyInfo.algorithm")?;
-    let alg_oid = alg
-        .read(tag::OID, "subjectPublicKeyInfo.algorithm")?
-        .value
-        .to_vec();
-    let params = if alg.is_empty() {
-        None
-    } else {
-        Some(alg.read_any("parameters")?.raw.to_vec())
-    };
+    let alg_oid = alg.read(tag::OID, "subjectPublicKeyInfo.algorithm")?.value.to_vec();
+    let params = if alg.is_empty() { None } else { Some(alg.read_any("parameters")?.raw.to_vec()) };
     alg.finish("subjectPublicKeyInfo.algorithm")?;
     let key = r.read(tag::BIT_STRING, "subjectPublicKey")?;
     let key = der::bit_string_octets(&key, "subjectPublicKey")?.to_vec();
@@ -327,11 +304,7 @@ fn parse_extension(r: &mut Reader<'_>) -> Result<Extension, PathError> {
     };
     let value = e.read(tag::OCTET_STRING, "extnValue")?.value.to_vec();
     e.finish("extension")?;
-    Ok(Extension {
-        oid,
-        critical,
-        value,
-    })
+    Ok(Extension { oid, critical, value })
 }
 
 fn parse_basic_constraints(v: &[u8], critical: bool) -> Result<BasicConstraints, PathError> {
@@ -351,26 +324,18 @@ fn parse_basic_constraints(v: &[u8], critical: bool) -> Result<BasicConstraints,
         None => None,
     };
     r.finish("basicConstraints")?;
-    Ok(BasicConstraints {
-        critical,
-        ca,
-        path_len,
-    })
+    Ok(BasicConstraints { critical, ca, path_len })
 }
 
 fn parse_aki(v: &[u8]) -> Result<Option<Vec<u8>>, PathError> {
     let seq = der::single(v, tag::SEQUENCE, "authorityKeyIdentifier")?;
     let mut r = Reader::new(seq.value);
-    let key_id = r
-        .read_optional(tag::ctx_prim(0), "keyIdentifier")?
-        .map(|t| t.value.to_vec());
+    let key_id = r.read_optional(tag::ctx_prim(0), "keyIdentifier")?.map(|t| t.value.to_vec());
     let issuer = r.read_optional(tag::ctx_cons(1), "authorityCertIssuer")?;
     let serial = r.read_optional(tag::ctx_prim(2), "authorityCertSerialNumber")?;
     // §4.2.1.1 (ASN.1): both or neither of authorityCertIssuer and authorityCertSerialNumber.
     if issuer.is_some() != serial.is_some() {
-        return Err(malformed(
-            "authorityKeyIdentifier: authorityCertIssuer without serial number or vice versa",
-        ));
+        return Err(malformed("authorityKeyIdentifier: authorityCertIssuer without serial number or vice versa"));
     }
     r.finish("authorityKeyIdentifier")?;
     Ok(key_id)
@@ -384,15 +349,11 @@ fn parse_subtrees(data: &[u8], what: &str) -> Result<Vec<GeneralName>, PathError
         let base = GeneralName::parse(&st.read_any(what)?, what)?;
         // §4.2.1.10: minimum MUST be zero (so absent in DER), maximum MUST be absent.
         if !st.is_empty() {
-            return Err(malformed(format!(
-                "{what}: minimum/maximum present (RFC 5280 §4.2.1.10)"
-            )));
+            return Err(malformed(format!("{what}: minimum/maximum present (RFC 5280 §4.2.1.10)")));
         }
         match &base {
             GeneralName::Ip(ip) if ip.len() != 8 && ip.len() != 32 => {
-                return Err(malformed(format!(
-                    "{what}: iPAddress constraint is not address+mask"
-                )));
+                return Err(malformed(format!("{what}: iPAddress constraint is not address+mask")));
             }
             // §4.2.1.10: a dNSName constraint is a DNS name ("adding zero or more labels to the
             // left-hand side"); the leading period is a URI-constraint form only.
@@ -402,18 +363,14 @@ fn parse_subtrees(data: &[u8], what: &str) -> Result<Vec<GeneralName>, PathError
                 )));
             }
             GeneralName::Rfc822(m) if m.contains('@') && m.matches('@').count() != 1 => {
-                return Err(malformed(format!(
-                    "{what}: rfc822Name constraint {m:?} is malformed"
-                )));
+                return Err(malformed(format!("{what}: rfc822Name constraint {m:?} is malformed")));
             }
             _ => {}
         }
         out.push(base);
     }
     if out.is_empty() {
-        return Err(malformed(format!(
-            "{what}: empty GeneralSubtrees (RFC 5280 §4.2.1.10)"
-        )));
+        return Err(malformed(format!("{what}: empty GeneralSubtrees (RFC 5280 §4.2.1.10)")));
     }
     Ok(out)
 }
@@ -433,15 +390,9 @@ fn parse_name_constraints(v: &[u8], critical: bool) -> Result<NameConstraints, P
     // §4.2.1.10: "Conforming CAs MUST NOT issue certificates where name constraints is an empty
     // sequence. That is, either the permittedSubtrees field or the excludedSubtrees MUST be present."
     if permitted.is_none() && excluded.is_none() {
-        return Err(malformed(
-            "nameConstraints without permitted or excluded subtrees (RFC 5280 §4.2.1.10)",
-        ));
+        return Err(malformed("nameConstraints without permitted or excluded subtrees (RFC 5280 §4.2.1.10)"));
     }
-    Ok(NameConstraints {
-        critical,
-        permitted,
-        excluded,
-    })
+    Ok(NameConstraints { critical, permitted, excluded })
 }
 
 /// AuthorityInfoAccessSyntax / SubjectInfoAccessSyntax (§4.2.2.1–2): SEQUENCE SIZE (1..MAX) OF
@@ -458,9 +409,7 @@ fn parse_access_descriptions(v: &[u8]) -> Result<(), PathError> {
         n += 1;
     }
     if n == 0 {
-        return Err(malformed(
-            "authorityInfoAccess is empty (RFC 5280 §4.2.2.1)",
-        ));
+        return Err(malformed("authorityInfoAccess is empty (RFC 5280 §4.2.2.1)"));
     }
     Ok(())
 }

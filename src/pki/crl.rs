@@ -45,9 +45,7 @@ fn parse_extensions(data: &[u8], what: &str) -> Result<Vec<Extension>, PathError
         let critical = match e.read_optional(tag::BOOLEAN, what)? {
             Some(b) if der::boolean(&b, what)? => true,
             Some(_) => {
-                return Err(malformed(format!(
-                    "{what}: explicit critical FALSE (not DER)"
-                )));
+                return Err(malformed(format!("{what}: explicit critical FALSE (not DER)")));
             }
             None => false,
         };
@@ -55,15 +53,9 @@ fn parse_extensions(data: &[u8], what: &str) -> Result<Vec<Extension>, PathError
         e.finish(what)?;
         // §5.2 / §4.2: one instance per extension.
         if out.iter().any(|x| x.oid == id) {
-            return Err(PathError::DuplicateExtension {
-                oid: der::oid_string(&id),
-            });
+            return Err(PathError::DuplicateExtension { oid: der::oid_string(&id) });
         }
-        out.push(Extension {
-            oid: id,
-            critical,
-            value,
-        });
+        out.push(Extension { oid: id, critical, value });
     }
     if out.is_empty() {
         return Err(malformed(format!("{what}: empty sequence")));
@@ -85,9 +77,7 @@ impl Crl {
         let e = self.extension(oid::AUTHORITY_KEY_ID)?;
         let seq = der::single(&e.value, tag::SEQUENCE, "authorityKeyIdentifier").ok()?;
         let mut r = Reader::new(seq.value);
-        r.read_optional(tag::ctx_prim(0), "keyIdentifier")
-            .ok()?
-            .map(|t| t.value.to_vec())
+        r.read_optional(tag::ctx_prim(0), "keyIdentifier").ok()?.map(|t| t.value.to_vec())
     }
 
     /// Parses a DER CRL (§5.1). Trailing bytes are refused.
@@ -107,9 +97,7 @@ impl Crl {
                 let n = der::small_uint(&v, "CRL version")?;
                 // §5.1.2.1: when present, MUST specify v2 (1).
                 if n != 1 {
-                    return Err(malformed(format!(
-                        "CRL version {n} (only v2 may be encoded)"
-                    )));
+                    return Err(malformed(format!("CRL version {n} (only v2 may be encoded)")));
                 }
                 Some(n)
             }
@@ -129,23 +117,15 @@ impl Crl {
             let mut lr = Reader::new(list.value);
             while !lr.is_empty() {
                 let mut entry = lr.sequence("revokedCertificate")?;
-                let serial = der::integer_bytes(
-                    &entry.read(tag::INTEGER, "userCertificate")?,
-                    "userCertificate",
-                )?
-                .to_vec();
-                let revocation_date =
-                    time::parse_time(&entry.read_any("revocationDate")?, "revocationDate")?;
+                let serial =
+                    der::integer_bytes(&entry.read(tag::INTEGER, "userCertificate")?, "userCertificate")?.to_vec();
+                let revocation_date = time::parse_time(&entry.read_any("revocationDate")?, "revocationDate")?;
                 let extensions = match entry.read_optional(tag::SEQUENCE, "crlEntryExtensions")? {
                     Some(e) => parse_extensions(e.raw, "crlEntryExtensions")?,
                     None => Vec::new(),
                 };
                 entry.finish("revokedCertificate")?;
-                revoked.push(RevokedEntry {
-                    serial,
-                    revocation_date,
-                    extensions,
-                });
+                revoked.push(RevokedEntry { serial, revocation_date, extensions });
             }
         }
         let extensions = match t.read_optional(tag::ctx_cons(0), "crlExtensions")? {
@@ -179,10 +159,7 @@ impl Crl {
     /// Returns the reason the CRL cannot be used.
     pub fn check_profile(&self, now: i64) -> Result<(), String> {
         if self.tbs_signature_algorithm != self.signature_algorithm {
-            return Err(
-                "signature algorithm in tbsCertList differs from the outer one (RFC 5280 §5.1.1.2)"
-                    .into(),
-            );
+            return Err("signature algorithm in tbsCertList differs from the outer one (RFC 5280 §5.1.1.2)".into());
         }
         for e in &self.extensions {
             match e.oid.as_slice() {
@@ -200,24 +177,17 @@ impl Crl {
                     return Err("cRLNumber is marked critical (RFC 5280 §5.2.3)".into());
                 }
                 oid::CRL_NUMBER => {
-                    let n = der::single(&e.value, tag::INTEGER, "cRLNumber")
-                        .map_err(|e| e.to_string())?;
+                    let n = der::single(&e.value, tag::INTEGER, "cRLNumber").map_err(|e| e.to_string())?;
                     let v = der::integer_bytes(&n, "cRLNumber").map_err(|e| e.to_string())?;
                     // CRLNumber ::= INTEGER (0..MAX), at most 20 octets.
                     if v[0] & 0x80 != 0 || v.len() > 21 {
-                        return Err(
-                            "cRLNumber is negative or longer than 20 octets (RFC 5280 §5.2.3)"
-                                .into(),
-                        );
+                        return Err("cRLNumber is negative or longer than 20 octets (RFC 5280 §5.2.3)".into());
                     }
                 }
                 // Delta CRLs and issuing distribution points change the CRL's scope (§5.2.4–5);
                 // this validator only uses complete, full-scope CRLs, so it cannot honour them.
                 _ if e.critical => {
-                    return Err(format!(
-                        "unknown critical CRL extension {} (RFC 5280 §5.2)",
-                        der::oid_string(&e.oid)
-                    ));
+                    return Err(format!("unknown critical CRL extension {} (RFC 5280 §5.2)", der::oid_string(&e.oid)));
                 }
                 _ => {}
             }
@@ -240,17 +210,11 @@ impl Crl {
         // §5.1.2.4–5, §6.3.3 (a): a CRL from the future or past its nextUpdate says nothing
         // current about revocation.
         if self.this_update > now {
-            return Err(format!(
-                "thisUpdate {} is after the validation time",
-                time::format_unix(self.this_update)
-            ));
+            return Err(format!("thisUpdate {} is after the validation time", time::format_unix(self.this_update)));
         }
         if let Some(next) = self.next_update {
             if next < now {
-                return Err(format!(
-                    "stale: nextUpdate {} is before the validation time",
-                    time::format_unix(next)
-                ));
+                return Err(format!("stale: nextUpdate {} is before the validation time", time::format_unix(next)));
             }
         }
         Ok(())

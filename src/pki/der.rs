@@ -48,9 +48,7 @@ pub struct Reader<'a> {
 }
 
 fn malformed(what: &str) -> PathError {
-    PathError::Malformed {
-        what: what.to_string(),
-    }
+    PathError::Malformed { what: what.to_string() }
 }
 
 impl<'a> Reader<'a> {
@@ -71,16 +69,12 @@ impl<'a> Reader<'a> {
     pub fn read_any(&mut self, what: &str) -> Result<Tlv<'a>, PathError> {
         let start = self.pos;
         let rest = self.data.get(start..).unwrap_or(&[]);
-        let (&tag, rest) = rest
-            .split_first()
-            .ok_or_else(|| malformed(&format!("{what}: missing")))?;
+        let (&tag, rest) = rest.split_first().ok_or_else(|| malformed(&format!("{what}: missing")))?;
         if tag & 0x1f == 0x1f {
             // High tag numbers (X.690 §8.1.2.4) do not occur in RFC 5280 structures.
             return Err(malformed(&format!("{what}: multi-byte tag")));
         }
-        let (&first, rest) = rest
-            .split_first()
-            .ok_or_else(|| malformed(&format!("{what}: missing length")))?;
+        let (&first, rest) = rest.split_first().ok_or_else(|| malformed(&format!("{what}: missing length")))?;
         let (len, len_octets) = if first < 0x80 {
             (first as usize, 1usize)
         } else if first == 0x80 {
@@ -91,9 +85,7 @@ impl<'a> Reader<'a> {
             if n > 4 {
                 return Err(malformed(&format!("{what}: length too long")));
             }
-            let bytes = rest
-                .get(..n)
-                .ok_or_else(|| malformed(&format!("{what}: truncated length")))?;
+            let bytes = rest.get(..n).ok_or_else(|| malformed(&format!("{what}: truncated length")))?;
             let mut len = 0usize;
             for &b in bytes {
                 len = (len << 8) | b as usize;
@@ -122,25 +114,14 @@ impl<'a> Reader<'a> {
     pub fn read(&mut self, expected: u8, what: &str) -> Result<Tlv<'a>, PathError> {
         let tlv = self.read_any(what)?;
         if tlv.tag != expected {
-            return Err(malformed(&format!(
-                "{what}: expected tag {expected:#04x}, found {:#04x}",
-                tlv.tag
-            )));
+            return Err(malformed(&format!("{what}: expected tag {expected:#04x}, found {:#04x}", tlv.tag)));
         }
         Ok(tlv)
     }
 
     /// Reads an element with tag `expected` if it is next.
-    pub fn read_optional(
-        &mut self,
-        expected: u8,
-        what: &str,
-    ) -> Result<Option<Tlv<'a>>, PathError> {
-        if self.peek_tag() == Some(expected) {
-            self.read(expected, what).map(Some)
-        } else {
-            Ok(None)
-        }
+    pub fn read_optional(&mut self, expected: u8, what: &str) -> Result<Option<Tlv<'a>>, PathError> {
+        if self.peek_tag() == Some(expected) { self.read(expected, what).map(Some) } else { Ok(None) }
     }
 
     /// Reads a SEQUENCE and returns a reader over its contents.
@@ -150,11 +131,7 @@ impl<'a> Reader<'a> {
 
     /// Fails if anything is left (trailing data is malformed, X.690 §8.1.1).
     pub fn finish(&self, what: &str) -> Result<(), PathError> {
-        if self.is_empty() {
-            Ok(())
-        } else {
-            Err(malformed(&format!("{what}: trailing data")))
-        }
+        if self.is_empty() { Ok(()) } else { Err(malformed(&format!("{what}: trailing data"))) }
     }
 }
 
@@ -209,10 +186,7 @@ pub fn bit_string_octets<'a>(tlv: &Tlv<'a>, what: &str) -> Result<&'a [u8], Path
 /// A named-bit BIT STRING (keyUsage) as bits, MSB-first (bit 0 = 0x80 of the first octet).
 /// DER requires trailing zero bits removed (X.690 §11.2.2) and unused bits zero.
 pub fn named_bits(tlv: &Tlv<'_>, what: &str) -> Result<u32, PathError> {
-    let (&unused, bytes) = tlv
-        .value
-        .split_first()
-        .ok_or_else(|| malformed(&format!("{what}: empty BIT STRING")))?;
+    let (&unused, bytes) = tlv.value.split_first().ok_or_else(|| malformed(&format!("{what}: empty BIT STRING")))?;
     if unused > 7 || (bytes.is_empty() && unused != 0) || bytes.len() > 4 {
         return Err(malformed(&format!("{what}: invalid BIT STRING")));
     }
@@ -256,11 +230,7 @@ pub fn oid_string(oid: &[u8]) -> String {
             acc = 0;
         }
     }
-    if parts.is_empty() {
-        "<empty oid>".to_string()
-    } else {
-        parts.join(".")
-    }
+    if parts.is_empty() { "<empty oid>".to_string() } else { parts.join(".") }
 }
 
 #[cfg(test)]
@@ -270,11 +240,7 @@ mod tests {
     #[test]
     fn rejects_indefinite_and_non_minimal_lengths() {
         assert!(Reader::new(&[0x30, 0x80, 0, 0]).read_any("x").is_err());
-        assert!(
-            Reader::new(&[0x04, 0x81, 0x01, 0xaa])
-                .read_any("x")
-                .is_err()
-        );
+        assert!(Reader::new(&[0x04, 0x81, 0x01, 0xaa]).read_any("x").is_err());
         assert!(Reader::new(&[0x04, 0x02, 0xaa]).read_any("x").is_err());
         assert!(Reader::new(&[0x04, 0x01, 0xaa]).read_any("x").is_ok());
     }
@@ -282,9 +248,6 @@ mod tests {
     #[test]
     fn oid_rendering() {
         assert_eq!(oid_string(&[0x55, 0x1d, 0x13]), "2.5.29.19");
-        assert_eq!(
-            oid_string(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]),
-            "1.2.840.10045.4.3.2"
-        );
+        assert_eq!(oid_string(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]), "1.2.840.10045.4.3.2");
     }
 }

@@ -15,17 +15,9 @@ pub enum PathError {
     #[error("unsupported algorithm: {what}")]
     UnsupportedAlgorithm { what: String },
     #[error("certificate \"{subject}\" has expired: validation time {} is after notAfter {}", format_unix(*at), format_unix(*not_after))]
-    Expired {
-        subject: String,
-        at: i64,
-        not_after: i64,
-    },
+    Expired { subject: String, at: i64, not_after: i64 },
     #[error("certificate \"{subject}\" is not yet valid: validation time {} is before notBefore {}", format_unix(*at), format_unix(*not_before))]
-    NotYetValid {
-        subject: String,
-        at: i64,
-        not_before: i64,
-    },
+    NotYetValid { subject: String, at: i64, not_before: i64 },
     /// No trust anchor or intermediate with a matching name and key was found.
     #[error("unknown issuer \"{issuer}\": no trust anchor or intermediate issues this certificate")]
     UnknownIssuer { issuer: String },
@@ -43,11 +35,7 @@ pub enum PathError {
     #[error(
         "path length constraint of \"{issuer}\" exceeded ({intermediates} intermediates below it, at most {path_len} allowed)"
     )]
-    PathLenExceeded {
-        issuer: String,
-        path_len: u64,
-        intermediates: u64,
-    },
+    PathLenExceeded { issuer: String, path_len: u64, intermediates: u64 },
     /// More intermediates than [`super::ValidationOptions::max_intermediates`] or the hard cap.
     #[error("chain needs more than {max} intermediates")]
     MaxDepthExceeded { max: usize },
@@ -65,11 +53,7 @@ pub enum PathError {
     ExtendedKeyUsage { subject: String, purpose: String },
     /// A name outside the permitted or inside the excluded subtrees (§4.2.1.10, §6.1.3 (b)–(c)).
     #[error("name {name} of \"{subject}\" violates the name constraints of \"{issuer}\"")]
-    NameConstraint {
-        subject: String,
-        issuer: String,
-        name: String,
-    },
+    NameConstraint { subject: String, issuer: String, name: String },
     /// A CRL that applies (its issuer is in the path) but cannot be used (§5, §6.3.3).
     #[error("CRL of \"{issuer}\" is unusable: {reason}")]
     CrlInvalid { issuer: String, reason: String },

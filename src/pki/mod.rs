@@ -32,8 +32,7 @@ pub use error::PathError;
 pub use name::{GeneralName, Name};
 pub use time::{floor_seconds, format_unix, parse_rfc3339};
 pub use verify::{
-    MAX_BUILD_CALLS, MAX_INPUTS, MAX_INTERMEDIATES, MAX_NAME_CONSTRAINT_CHECKS,
-    MAX_SIGNATURE_CHECKS, validate,
+    MAX_BUILD_CALLS, MAX_INPUTS, MAX_INTERMEDIATES, MAX_NAME_CONSTRAINT_CHECKS, MAX_SIGNATURE_CHECKS, validate,
 };
 
 use std::time::SystemTime;
@@ -62,12 +61,7 @@ pub struct ValidationOptions {
 impl ValidationOptions {
     /// Options for validation at `at` with no further restriction.
     pub fn at(at: SystemTime) -> Self {
-        ValidationOptions {
-            at,
-            max_intermediates: None,
-            required_eku: None,
-            allow_ca_leaf: true,
-        }
+        ValidationOptions { at, max_intermediates: None, required_eku: None, allow_ca_leaf: true }
     }
 }
 

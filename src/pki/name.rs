@@ -4,9 +4,7 @@ use super::PathError;
 use super::der::{self, Reader, tag};
 
 fn malformed(what: &str) -> PathError {
-    PathError::Malformed {
-        what: what.to_string(),
-    }
+    PathError::Malformed { what: what.to_string() }
 }
 
 /// One attribute of a relative distinguished name.
@@ -68,10 +66,7 @@ impl Name {
             attrs.sort();
             rdns.push(attrs);
         }
-        Ok(Name {
-            raw: raw.to_vec(),
-            rdns,
-        })
+        Ok(Name { raw: raw.to_vec(), rdns })
     }
 
     /// An empty RDNSequence.
@@ -120,8 +115,7 @@ impl Name {
             while let Ok(set) = r.read(tag::SET, "rdn") {
                 let mut sr = Reader::new(set.value);
                 while let Ok(mut atv) = sr.sequence("atv") {
-                    let (Ok(oid), Ok(val)) = (atv.read(tag::OID, "oid"), atv.read_any("value"))
-                    else {
+                    let (Ok(oid), Ok(val)) = (atv.read(tag::OID, "oid"), atv.read_any("value")) else {
                         continue;
                     };
                     let key = match oid.value {
@@ -179,9 +173,7 @@ impl GeneralName {
             0x87 => GeneralName::Ip(tlv.value.to_vec()),
             0xa0 | 0xa3 | 0xa5 | 0x88 => GeneralName::Other(tlv.tag),
             t => {
-                return Err(malformed(&format!(
-                    "{what}: unknown GeneralName tag {t:#04x}"
-                )));
+                return Err(malformed(&format!("{what}: unknown GeneralName tag {t:#04x}")));
             }
         })
     }
@@ -219,24 +211,16 @@ impl GeneralName {
                 // RFC 5322 dot-atom local part (quoted local parts are not accepted).
                 Some((local, domain))
                     if !local.is_empty()
-                        && local
-                            .split('.')
-                            .all(|a| !a.is_empty() && a.bytes().all(is_atext))
+                        && local.split('.').all(|a| !a.is_empty() && a.bytes().all(is_atext))
                         && is_dns_name(domain) =>
                 {
                     Ok(())
                 }
-                _ => Err(malformed(&format!(
-                    "subjectAltName rfc822Name {m:?} is not a mailbox (RFC 5280 §4.2.1.6)"
-                ))),
+                _ => Err(malformed(&format!("subjectAltName rfc822Name {m:?} is not a mailbox (RFC 5280 §4.2.1.6)"))),
             },
             GeneralName::Ip(ip) if ip.len() == 4 || ip.len() == 16 => Ok(()),
-            GeneralName::Ip(_) => Err(malformed(
-                "subjectAltName iPAddress is not 4 or 16 octets (RFC 5280 §4.2.1.6)",
-            )),
-            GeneralName::Uri(u) if u.is_empty() => {
-                Err(malformed("subjectAltName URI is empty (RFC 5280 §4.2.1.6)"))
-            }
+            GeneralName::Ip(_) => Err(malformed("subjectAltName iPAddress is not 4 or 16 octets (RFC 5280 §4.2.1.6)")),
+            GeneralName::Uri(u) if u.is_empty() => Err(malformed("subjectAltName URI is empty (RFC 5280 §4.2.1.6)")),
             _ => Ok(()),
         }
     }
@@ -256,9 +240,7 @@ pub fn is_dns_name(s: &str) -> bool {
     s.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-')
     })
@@ -282,14 +264,8 @@ mod tests {
 
     #[test]
     fn names_compare_case_insensitively_across_string_types() {
-        assert!(
-            name(b"Issuer  CA", tag::PRINTABLE_STRING)
-                .matches(&name(b"issuer ca", tag::UTF8_STRING))
-        );
-        assert!(
-            !name(b"Issuer CA", tag::PRINTABLE_STRING)
-                .matches(&name(b"Issuer CB", tag::PRINTABLE_STRING))
-        );
+        assert!(name(b"Issuer  CA", tag::PRINTABLE_STRING).matches(&name(b"issuer ca", tag::UTF8_STRING)));
+        assert!(!name(b"Issuer CA", tag::PRINTABLE_STRING).matches(&name(b"Issuer CB", tag::PRINTABLE_STRING)));
     }
 
     #[test]

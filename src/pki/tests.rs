@@ -93,11 +93,7 @@ fn ski(k: &SigningKey) -> Vec<u8> {
 }
 
 fn aki(k: &SigningKey) -> Vec<u8> {
-    ext(
-        oid::AUTHORITY_KEY_ID,
-        false,
-        &seq(&[&tlv(0x80, &key_id(k))]),
-    )
+    ext(oid::AUTHORITY_KEY_ID, false, &seq(&[&tlv(0x80, &key_id(k))]))
 }
 
 const T2020: &str = "20200101000000Z";
@@ -117,10 +113,7 @@ struct Spec {
 
 impl Spec {
     fn build(&self, issuer_key: &SigningKey) -> Vec<u8> {
-        let validity = seq(&[
-            &tlv(0x18, self.not_before.as_bytes()),
-            &tlv(0x18, self.not_after.as_bytes()),
-        ]);
+        let validity = seq(&[&tlv(0x18, self.not_before.as_bytes()), &tlv(0x18, self.not_after.as_bytes())]);
         let mut tbs_parts = vec![
             tlv(0xa0, &tlv(0x02, &[2])),
             tlv(0x02, &self.serial),
@@ -136,11 +129,7 @@ impl Spec {
         let tbs = tlv(0x30, &tbs_parts.concat());
         let sig: Signature = issuer_key.sign(&tbs);
         let sig_der = sig.to_der();
-        seq(&[
-            &tbs,
-            &ecdsa_sha256(),
-            &tlv(0x03, &[&[0u8][..], sig_der.as_bytes()].concat()),
-        ])
+        seq(&[&tbs, &ecdsa_sha256(), &tlv(0x03, &[&[0u8][..], sig_der.as_bytes()].concat())])
     }
 }
 
@@ -203,31 +192,11 @@ fn pki() -> Pki {
     let root = root_spec("Issuer Root", &root_key).build(&root_key);
     let ca = ca_spec("Card CA", &ca_key, "Issuer Root", &root_key).build(&root_key);
     let leaf = leaf_spec("Card 0001", &card_key, "Card CA", &ca_key).build(&ca_key);
-    Pki {
-        root_key,
-        ca_key,
-        card_key,
-        root,
-        ca,
-        leaf,
-    }
+    Pki { root_key, ca_key, card_key, root, ca, leaf }
 }
 
-fn crl(
-    issuer: &str,
-    issuer_key: &SigningKey,
-    revoked: &[&[u8]],
-    with_number: bool,
-    next_update: &str,
-) -> Vec<u8> {
-    signed_crl(
-        issuer,
-        issuer_key,
-        issuer_key,
-        revoked,
-        with_number,
-        next_update,
-    )
+fn crl(issuer: &str, issuer_key: &SigningKey, revoked: &[&[u8]], with_number: bool, next_update: &str) -> Vec<u8> {
+    signed_crl(issuer, issuer_key, issuer_key, revoked, with_number, next_update)
 }
 
 fn signed_crl(
@@ -238,10 +207,7 @@ fn signed_crl(
     with_number: bool,
     next_update: &str,
 ) -> Vec<u8> {
-    let entries: Vec<Vec<u8>> = revoked
-        .iter()
-        .map(|s| seq(&[&tlv(0x02, s), &tlv(0x18, T2020.as_bytes())]))
-        .collect();
+    let entries: Vec<Vec<u8>> = revoked.iter().map(|s| seq(&[&tlv(0x02, s), &tlv(0x18, T2020.as_bytes())])).collect();
     let mut parts = vec![
         tlv(0x02, &[1]),
         ecdsa_sha256(),
@@ -259,22 +225,14 @@ fn signed_crl(
     parts.push(tlv(0xa0, &tlv(0x30, &exts.concat())));
     let tbs = tlv(0x30, &parts.concat());
     let sig: Signature = signer.sign(&tbs);
-    seq(&[
-        &tbs,
-        &ecdsa_sha256(),
-        &tlv(0x03, &[&[0u8][..], sig.to_der().as_bytes()].concat()),
-    ])
+    seq(&[&tbs, &ecdsa_sha256(), &tlv(0x03, &[&[0u8][..], sig.to_der().as_bytes()].concat())])
 }
 
 #[test]
 fn valid_chain_reports_the_leaf() {
     let p = pki();
-    let path =
-        validate(&p.leaf, &[p.ca.clone()], &[p.root.clone()], &[], &now()).expect("valid chain");
-    assert_eq!(
-        path.chain,
-        vec![p.leaf.clone(), p.ca.clone(), p.root.clone()]
-    );
+    let path = validate(&p.leaf, &[p.ca.clone()], &[p.root.clone()], &[], &now()).expect("valid chain");
+    assert_eq!(path.chain, vec![p.leaf.clone(), p.ca.clone(), p.root.clone()]);
     assert_eq!(path.leaf_public_key_sec1, sec1(&p.card_key));
     assert_eq!(path.leaf_public_key_sec1.len(), 65);
     assert_eq!(path.leaf_serial, vec![0x10, 0x20, 0x30]);
@@ -298,23 +256,8 @@ fn expired_leaf_and_inclusive_not_after() {
     spec.not_after = "20250101000000Z";
     let leaf = spec.build(&p.ca_key);
     // §4.1.2.5: notAfter is inclusive; one second later the certificate has expired.
-    assert!(
-        validate(
-            &leaf,
-            &[p.ca.clone()],
-            &[p.root.clone()],
-            &[],
-            &at("2025-01-01T00:00:00.999Z")
-        )
-        .is_ok()
-    );
-    match validate(
-        &leaf,
-        &[p.ca.clone()],
-        &[p.root.clone()],
-        &[],
-        &at("2025-01-01T00:00:01Z"),
-    ) {
+    assert!(validate(&leaf, &[p.ca.clone()], &[p.root.clone()], &[], &at("2025-01-01T00:00:00.999Z")).is_ok());
+    match validate(&leaf, &[p.ca.clone()], &[p.root.clone()], &[], &at("2025-01-01T00:00:01Z")) {
         Err(PathError::Expired { at, not_after, .. }) => {
             assert_eq!(format_unix(not_after), "2025-01-01T00:00:00Z");
             assert_eq!(format_unix(at), "2025-01-01T00:00:01Z");
@@ -341,10 +284,7 @@ fn expired_intermediate_is_reported() {
     let mut spec = ca_spec("Card CA", &p.ca_key, "Issuer Root", &p.root_key);
     spec.not_after = "20240101000000Z";
     let ca = spec.build(&p.root_key);
-    assert!(matches!(
-        validate(&p.leaf, &[ca], &[p.root.clone()], &[], &now()),
-        Err(PathError::Expired { .. })
-    ));
+    assert!(matches!(validate(&p.leaf, &[ca], &[p.root.clone()], &[], &now()), Err(PathError::Expired { .. })));
 }
 
 #[test]
@@ -352,10 +292,7 @@ fn another_root_is_an_unknown_issuer() {
     let p = pki();
     let other_key = key(9);
     let other = root_spec("Other Root", &other_key).build(&other_key);
-    assert!(matches!(
-        validate(&p.leaf, &[p.ca.clone()], &[other], &[], &now()),
-        Err(PathError::UnknownIssuer { .. })
-    ));
+    assert!(matches!(validate(&p.leaf, &[p.ca.clone()], &[other], &[], &now()), Err(PathError::UnknownIssuer { .. })));
 }
 
 #[test]
@@ -378,10 +315,7 @@ fn intermediate_that_is_not_a_ca() {
     let mut spec = ca_spec("Card CA", &p.ca_key, "Issuer Root", &p.root_key);
     spec.extensions = vec![bc(false, None), ski(&p.ca_key), aki(&p.root_key)];
     let ca = spec.build(&p.root_key);
-    assert!(matches!(
-        validate(&p.leaf, &[ca], &[p.root.clone()], &[], &now()),
-        Err(PathError::NotACa { .. })
-    ));
+    assert!(matches!(validate(&p.leaf, &[ca], &[p.root.clone()], &[], &now()), Err(PathError::NotACa { .. })));
 }
 
 #[test]
@@ -390,8 +324,7 @@ fn ca_leaf_accepted_by_rfc5280_refused_by_the_card() {
     let mut spec = leaf_spec("Card 0001", &p.card_key, "Card CA", &p.ca_key);
     spec.extensions = vec![bc(true, None), ku_ca(), ski(&p.card_key), aki(&p.ca_key)];
     let leaf = spec.build(&p.ca_key);
-    let path = validate(&leaf, &[p.ca.clone()], &[p.root.clone()], &[], &now())
-        .expect("RFC 5280 allows it");
+    let path = validate(&leaf, &[p.ca.clone()], &[p.root.clone()], &[], &now()).expect("RFC 5280 allows it");
     assert!(path.leaf_is_ca);
     let mut card = now();
     card.allow_ca_leaf = false;
@@ -419,11 +352,7 @@ fn path_len_constraint() {
     let root = spec.build(&p.root_key);
     assert!(matches!(
         validate(&p.leaf, &[p.ca.clone()], &[root.clone()], &[], &now()),
-        Err(PathError::PathLenExceeded {
-            path_len: 0,
-            intermediates: 1,
-            ..
-        })
+        Err(PathError::PathLenExceeded { path_len: 0, intermediates: 1, .. })
     ));
     // pathLen 0 still lets the root issue the leaf directly.
     let leaf = leaf_spec("Card 0002", &p.card_key, "Issuer Root", &p.root_key).build(&p.root_key);
@@ -448,8 +377,7 @@ fn unknown_critical_extension_refused_non_critical_ignored() {
     let p = pki();
     let private_oid: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x63];
     let mut spec = leaf_spec("Card 0001", &p.card_key, "Card CA", &p.ca_key);
-    spec.extensions
-        .push(ext(private_oid, true, &tlv(0x05, &[])));
+    spec.extensions.push(ext(private_oid, true, &tlv(0x05, &[])));
     let leaf = spec.build(&p.ca_key);
     match validate(&leaf, &[p.ca.clone()], &[p.root.clone()], &[], &now()) {
         Err(PathError::UnknownCriticalExtension { oid, .. }) => {
@@ -458,18 +386,8 @@ fn unknown_critical_extension_refused_non_critical_ignored() {
         other => panic!("expected UnknownCriticalExtension, got {other:?}"),
     }
     let mut spec = leaf_spec("Card 0001", &p.card_key, "Card CA", &p.ca_key);
-    spec.extensions
-        .push(ext(private_oid, false, &tlv(0x05, &[])));
-    assert!(
-        validate(
-            &spec.build(&p.ca_key),
-            &[p.ca.clone()],
-            &[p.root.clone()],
-            &[],
-            &now()
-        )
-        .is_ok()
-    );
+    spec.extensions.push(ext(private_oid, false, &tlv(0x05, &[])));
+    assert!(validate(&spec.build(&p.ca_key), &[p.ca.clone()], &[p.root.clone()], &[], &now()).is_ok());
 }
 
 #[test]
@@ -488,8 +406,7 @@ fn duplicate_extension_refused() {
 fn missing_aki_refused_unless_self_signed() {
     let p = pki();
     let mut spec = leaf_spec("Card 0001", &p.card_key, "Card CA", &p.ca_key);
-    spec.extensions
-        .retain(|e| !e.windows(3).any(|w| w == oid::AUTHORITY_KEY_ID));
+    spec.extensions.retain(|e| !e.windows(3).any(|w| w == oid::AUTHORITY_KEY_ID));
     let leaf = spec.build(&p.ca_key);
     assert!(matches!(
         validate(&leaf, &[p.ca.clone()], &[p.root.clone()], &[], &now()),
@@ -500,21 +417,10 @@ fn missing_aki_refused_unless_self_signed() {
 #[test]
 fn serial_number_rules() {
     let p = pki();
-    for (serial, ok) in [
-        (vec![0x00], false),
-        (vec![0x80], false),
-        (vec![0x01; 21], false),
-        (vec![0x01; 20], true),
-    ] {
+    for (serial, ok) in [(vec![0x00], false), (vec![0x80], false), (vec![0x01; 21], false), (vec![0x01; 20], true)] {
         let mut spec = leaf_spec("Card 0001", &p.card_key, "Card CA", &p.ca_key);
         spec.serial = serial.clone();
-        let r = validate(
-            &spec.build(&p.ca_key),
-            &[p.ca.clone()],
-            &[p.root.clone()],
-            &[],
-            &now(),
-        );
+        let r = validate(&spec.build(&p.ca_key), &[p.ca.clone()], &[p.root.clone()], &[], &now());
         assert_eq!(r.is_ok(), ok, "serial {serial:02x?}: {r:?}");
     }
 }
@@ -537,10 +443,7 @@ fn revoked_leaf_and_crl_checks() {
     let mut truncated = crl("Card CA", &p.ca_key, &[], true, T2030);
     truncated.pop();
     for bad in [forged, no_number, stale, truncated] {
-        assert!(matches!(
-            validate(&p.leaf, &inter, &anchors, &[bad], &now()),
-            Err(PathError::CrlInvalid { .. })
-        ));
+        assert!(matches!(validate(&p.leaf, &inter, &anchors, &[bad], &now()), Err(PathError::CrlInvalid { .. })));
     }
     // A CRL of an unrelated issuer does not apply.
     let unrelated = crl("Other CA", &key(9), &[&[0x10, 0x20, 0x30]], true, T2030);
@@ -551,29 +454,18 @@ fn revoked_leaf_and_crl_checks() {
 fn crl_issuer_needs_crl_sign() {
     let p = pki();
     let mut spec = ca_spec("Card CA", &p.ca_key, "Issuer Root", &p.root_key);
-    spec.extensions = vec![
-        bc(true, None),
-        ku_cert_sign_only(),
-        ski(&p.ca_key),
-        aki(&p.root_key),
-    ];
+    spec.extensions = vec![bc(true, None), ku_cert_sign_only(), ski(&p.ca_key), aki(&p.root_key)];
     let ca = spec.build(&p.root_key);
     let list = crl("Card CA", &p.ca_key, &[], true, T2030);
     assert!(validate(&p.leaf, &[ca.clone()], &[p.root.clone()], &[], &now()).is_ok());
-    assert!(matches!(
-        validate(&p.leaf, &[ca], &[p.root.clone()], &[list], &now()),
-        Err(PathError::CrlInvalid { .. })
-    ));
+    assert!(matches!(validate(&p.leaf, &[ca], &[p.root.clone()], &[list], &now()), Err(PathError::CrlInvalid { .. })));
 }
 
 #[test]
 fn rsa_and_p384_keys_refused() {
     let p = pki();
     let rsa_alg = seq(&[&tlv(0x06, oid::RSA_ENCRYPTION), &tlv(0x05, &[])]);
-    let rsa_key = seq(&[
-        &tlv(0x02, &[0x00, 0xc1, 0x02, 0x03]),
-        &tlv(0x02, &[0x01, 0x00, 0x01]),
-    ]);
+    let rsa_key = seq(&[&tlv(0x02, &[0x00, 0xc1, 0x02, 0x03]), &tlv(0x02, &[0x01, 0x00, 0x01])]);
     let p384_alg = seq(&[&tlv(0x06, oid::EC_PUBLIC_KEY), &tlv(0x06, oid::SECP384R1)]);
     for spki in [
         seq(&[&rsa_alg, &tlv(0x03, &[&[0u8][..], &rsa_key].concat())]),
@@ -581,17 +473,8 @@ fn rsa_and_p384_keys_refused() {
     ] {
         let mut spec = leaf_spec("Card 0001", &p.card_key, "Card CA", &p.ca_key);
         spec.spki = spki;
-        let r = validate(
-            &spec.build(&p.ca_key),
-            &[p.ca.clone()],
-            &[p.root.clone()],
-            &[],
-            &now(),
-        );
-        assert!(
-            matches!(r, Err(PathError::UnsupportedAlgorithm { .. })),
-            "{r:?}"
-        );
+        let r = validate(&spec.build(&p.ca_key), &[p.ca.clone()], &[p.root.clone()], &[], &now());
+        assert!(matches!(r, Err(PathError::UnsupportedAlgorithm { .. })), "{r:?}");
     }
 }
 
@@ -599,16 +482,10 @@ fn rsa_and_p384_keys_refused() {
 fn malformed_der_never_panics() {
     let p = pki();
     let (inter, anchors) = ([p.ca.clone()], [p.root.clone()]);
-    assert!(matches!(
-        validate(&[], &inter, &anchors, &[], &now()),
-        Err(PathError::Malformed { .. })
-    ));
+    assert!(matches!(validate(&[], &inter, &anchors, &[], &now()), Err(PathError::Malformed { .. })));
     let mut trailing = p.leaf.clone();
     trailing.push(0);
-    assert!(matches!(
-        validate(&trailing, &inter, &anchors, &[], &now()),
-        Err(PathError::Malformed { .. })
-    ));
+    assert!(matches!(validate(&trailing, &inter, &anchors, &[], &now()), Err(PathError::Malformed { .. })));
     // Every truncation and every single-byte corruption is refused without a panic.
     for n in 0..p.leaf.len() {
         assert!(validate(&p.leaf[..n], &inter, &anchors, &[], &now()).is_err());
@@ -616,22 +493,13 @@ fn malformed_der_never_panics() {
     for i in 0..p.leaf.len() {
         let mut bad = p.leaf.clone();
         bad[i] ^= 0x41;
-        assert!(
-            validate(&bad, &inter, &anchors, &[], &now()).is_err(),
-            "flip at {i} accepted"
-        );
+        assert!(validate(&bad, &inter, &anchors, &[], &now()).is_err(), "flip at {i} accepted");
     }
     // Corrupted intermediates are skipped; a corrupted CRL is an error (it could be the one
     // that revokes the leaf).
     let junk = vec![vec![0x30, 0x03, 0x02, 0x01], vec![0xff; 10]];
-    assert!(matches!(
-        validate(&p.leaf, &junk, &anchors, &[], &now()),
-        Err(PathError::UnknownIssuer { .. })
-    ));
-    assert!(matches!(
-        validate(&p.leaf, &inter, &anchors, &junk, &now()),
-        Err(PathError::CrlInvalid { .. })
-    ));
+    assert!(matches!(validate(&p.leaf, &junk, &anchors, &[], &now()), Err(PathError::UnknownIssuer { .. })));
+    assert!(matches!(validate(&p.leaf, &inter, &anchors, &junk, &now()), Err(PathError::CrlInvalid { .. })));
 }
 
 #[test]
@@ -660,8 +528,7 @@ fn alternative_path_around_an_expired_intermediate() {
     expired.not_after = "20240101000000Z";
     expired.serial = vec![0x03];
     let inters = [expired.build(&p.root_key), p.ca.clone()];
-    let path =
-        validate(&p.leaf, &inters, &[p.root.clone()], &[], &now()).expect("the valid CA is found");
+    let path = validate(&p.leaf, &inters, &[p.root.clone()], &[], &now()).expect("the valid CA is found");
     assert_eq!(path.chain[1], p.ca);
 }
 
@@ -669,10 +536,7 @@ fn alternative_path_around_an_expired_intermediate() {
 fn input_count_is_bounded() {
     let p = pki();
     let many = vec![p.ca.clone(); verify::MAX_INPUTS + 1];
-    assert!(matches!(
-        validate(&p.leaf, &many, &[p.root.clone()], &[], &now()),
-        Err(PathError::BudgetExceeded { .. })
-    ));
+    assert!(matches!(validate(&p.leaf, &many, &[p.root.clone()], &[], &now()), Err(PathError::BudgetExceeded { .. })));
 }
 
 #[test]
@@ -686,23 +550,12 @@ fn corrupted_crls_and_intermediates_never_panic_nor_unrevoke() {
         // A corrupted revoking CRL never makes the revoked leaf valid, unless the corruption
         // made it another issuer's CRL (issuer name or key identifier changed), which does not
         // apply to this leaf.
-        let r = validate(
-            &p.leaf,
-            &[p.ca.clone()],
-            &[p.root.clone()],
-            &[bad.clone()],
-            &now(),
-        );
+        let r = validate(&p.leaf, &[p.ca.clone()], &[p.root.clone()], &[bad.clone()], &now());
         if r.is_ok() {
             let parsed = Crl::from_der(&bad).expect("a CRL that was used parses");
             let applies = parsed.issuer.matches(&ca.subject)
-                && parsed
-                    .authority_key_id()
-                    .is_none_or(|k| Some(&k) == ca.subject_key_id.as_ref());
-            assert!(
-                !applies,
-                "flip at {i} of an applicable CRL made a revoked leaf valid"
-            );
+                && parsed.authority_key_id().is_none_or(|k| Some(&k) == ca.subject_key_id.as_ref());
+            assert!(!applies, "flip at {i} of an applicable CRL made a revoked leaf valid");
         }
     }
     for i in 0..p.ca.len() {

@@ -5,9 +5,7 @@ use super::der::{Tlv, tag};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn malformed(what: &str) -> PathError {
-    PathError::Malformed {
-        what: what.to_string(),
-    }
+    PathError::Malformed { what: what.to_string() }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's civil algorithm).
@@ -33,29 +31,8 @@ fn is_leap(y: i64) -> bool {
 }
 
 /// Unix seconds of a calendar date and time, validating every field.
-pub fn unix_seconds(
-    y: i64,
-    mo: i64,
-    d: i64,
-    h: i64,
-    mi: i64,
-    s: i64,
-    what: &str,
-) -> Result<i64, PathError> {
-    let dim = [
-        31,
-        if is_leap(y) { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
+pub fn unix_seconds(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64, what: &str) -> Result<i64, PathError> {
+    let dim = [31, if is_leap(y) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if !(1..=12).contains(&mo) {
         return Err(malformed(what));
     }
@@ -104,11 +81,7 @@ pub fn floor_seconds(at: SystemTime) -> i64 {
         Err(e) => {
             let d = e.duration();
             let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            if d.subsec_nanos() > 0 {
-                -secs - 1
-            } else {
-                -secs
-            }
+            if d.subsec_nanos() > 0 { -secs - 1 } else { -secs }
         }
     }
 }
@@ -127,12 +100,7 @@ pub fn format_unix(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        tod / 3600,
-        (tod / 60) % 60,
-        tod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", tod / 3600, (tod / 60) % 60, tod % 60)
 }
 
 /// Parses an RFC 3339 timestamp (`2024-01-01T00:00:00Z`, `...T00:00:00.5+01:00`) into a
@@ -149,16 +117,7 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         return None;
     }
     let n = |r: std::ops::Range<usize>| digits(b.get(r)?, "rfc3339").ok();
-    let base = unix_seconds(
-        n(0..4)?,
-        n(5..7)?,
-        n(8..10)?,
-        n(11..13)?,
-        n(14..16)?,
-        n(17..19)?,
-        "rfc3339",
-    )
-    .ok()?;
+    let base = unix_seconds(n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?, "rfc3339").ok()?;
     let mut i = 19;
     let mut nanos: u32 = 0;
     if b.get(i) == Some(&b'.') {
@@ -193,13 +152,9 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let secs = base - offset;
     let frac = std::time::Duration::from_nanos(nanos as u64);
     if secs >= 0 {
-        UNIX_EPOCH
-            .checked_add(std::time::Duration::from_secs(secs as u64))?
-            .checked_add(frac)
+        UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs as u64))?.checked_add(frac)
     } else {
-        UNIX_EPOCH
-            .checked_sub(std::time::Duration::from_secs(secs.unsigned_abs()))?
-            .checked_add(frac)
+        UNIX_EPOCH.checked_sub(std::time::Duration::from_secs(secs.unsigned_abs()))?.checked_add(frac)
     }
 }
 
@@ -209,33 +164,14 @@ mod tests {
 
     #[test]
     fn time_round_trip() {
-        let t = Tlv {
-            tag: tag::UTC_TIME,
-            value: b"240301000001Z",
-            raw: &[],
-        };
+        let t = Tlv { tag: tag::UTC_TIME, value: b"240301000001Z", raw: &[] };
         let s = parse_time(&t, "t").unwrap();
         assert_eq!(format_unix(s), "2024-03-01T00:00:01Z");
-        let g = Tlv {
-            tag: tag::GENERALIZED_TIME,
-            value: b"29690503000001Z",
-            raw: &[],
-        };
-        assert_eq!(
-            format_unix(parse_time(&g, "t").unwrap()),
-            "2969-05-03T00:00:01Z"
-        );
-        let frac = Tlv {
-            tag: tag::GENERALIZED_TIME,
-            value: b"20240301000001.5Z",
-            raw: &[],
-        };
+        let g = Tlv { tag: tag::GENERALIZED_TIME, value: b"29690503000001Z", raw: &[] };
+        assert_eq!(format_unix(parse_time(&g, "t").unwrap()), "2969-05-03T00:00:01Z");
+        let frac = Tlv { tag: tag::GENERALIZED_TIME, value: b"20240301000001.5Z", raw: &[] };
         assert!(parse_time(&frac, "t").is_err());
-        let bad = Tlv {
-            tag: tag::UTC_TIME,
-            value: b"240230000001Z",
-            raw: &[],
-        };
+        let bad = Tlv { tag: tag::UTC_TIME, value: b"240230000001Z", raw: &[] };
         assert!(parse_time(&bad, "t").is_err());
     }
 

@@ -32,10 +32,7 @@ fn subject_of(c: &Certificate) -> String {
 }
 
 fn nonconforming(c: &Certificate, rule: impl Into<String>) -> PathError {
-    PathError::NonConforming {
-        subject: subject_of(c),
-        rule: rule.into(),
-    }
+    PathError::NonConforming { subject: subject_of(c), rule: rule.into() }
 }
 
 /// Which place a certificate takes in the path; the checks differ.
@@ -109,11 +106,7 @@ impl Ctx<'_> {
         if matches!(c.authority_key_id, Some(Some(_))) {
             return Ok(());
         }
-        let (alg, tbs, sig) = (
-            c.signature_algorithm.clone(),
-            c.tbs().to_vec(),
-            c.signature.clone(),
-        );
+        let (alg, tbs, sig) = (c.signature_algorithm.clone(), c.tbs().to_vec(), c.signature.clone());
         match self.verify_signature(node, &alg, &tbs, &sig) {
             Ok(true) => Ok(()),
             Err(e @ PathError::BudgetExceeded { .. }) => Err(e),
@@ -140,16 +133,11 @@ fn check_signature_algorithm(alg_tlv: &[u8]) -> Result<(), PathError> {
     let id = r.read(der::tag::OID, "signatureAlgorithm")?.value;
     if id != oid::ECDSA_WITH_SHA256 {
         return Err(PathError::UnsupportedAlgorithm {
-            what: format!(
-                "signature algorithm {} (only ecdsa-with-SHA256 is accepted)",
-                der::oid_string(id)
-            ),
+            what: format!("signature algorithm {} (only ecdsa-with-SHA256 is accepted)", der::oid_string(id)),
         });
     }
     if !r.is_empty() {
-        return Err(PathError::Malformed {
-            what: "ecdsa-with-SHA256 with parameters (RFC 5758 §3.2)".into(),
-        });
+        return Err(PathError::Malformed { what: "ecdsa-with-SHA256 with parameters (RFC 5758 §3.2)".into() });
     }
     Ok(())
 }
@@ -161,16 +149,10 @@ fn public_key(c: &Certificate) -> Result<VerifyingKey, PathError> {
     match c.spki_algorithm.as_slice() {
         oid::EC_PUBLIC_KEY => {}
         oid::RSA_ENCRYPTION => {
-            return Err(unsupported(format!(
-                "RSA key in \"{}\" (only ECDSA P-256)",
-                subject_of(c)
-            )));
+            return Err(unsupported(format!("RSA key in \"{}\" (only ECDSA P-256)", subject_of(c))));
         }
         oid::DSA => {
-            return Err(unsupported(format!(
-                "DSA key in \"{}\" (only ECDSA P-256)",
-                subject_of(c)
-            )));
+            return Err(unsupported(format!("DSA key in \"{}\" (only ECDSA P-256)", subject_of(c))));
         }
         o => {
             return Err(unsupported(format!(
@@ -193,30 +175,17 @@ fn public_key(c: &Certificate) -> Result<VerifyingKey, PathError> {
     match curve {
         oid::SECP256R1 => {}
         oid::SECP384R1 => {
-            return Err(unsupported(format!(
-                "P-384 key in \"{}\" (only P-256)",
-                subject_of(c)
-            )));
+            return Err(unsupported(format!("P-384 key in \"{}\" (only P-256)", subject_of(c))));
         }
         oid::SECP192R1 => {
-            return Err(unsupported(format!(
-                "P-192 key in \"{}\" (only P-256)",
-                subject_of(c)
-            )));
+            return Err(unsupported(format!("P-192 key in \"{}\" (only P-256)", subject_of(c))));
         }
         o => {
-            return Err(unsupported(format!(
-                "curve {} in \"{}\" (only P-256)",
-                der::oid_string(o),
-                subject_of(c)
-            )));
+            return Err(unsupported(format!("curve {} in \"{}\" (only P-256)", der::oid_string(o), subject_of(c))));
         }
     }
     VerifyingKey::from_sec1_bytes(&c.spki_key).map_err(|_| PathError::Malformed {
-        what: format!(
-            "public key of \"{}\" is not a valid P-256 point",
-            subject_of(c)
-        ),
+        what: format!("public key of \"{}\" is not a valid P-256 point", subject_of(c)),
     })
 }
 
@@ -227,10 +196,7 @@ fn check_common(c: &Certificate, role: Role, now: i64) -> Result<(), PathError> 
     }
     // §4.1.2.1: extensions need v3; this profile (like CABF 7.1.1) accepts only v3.
     if c.version != 2 {
-        return Err(nonconforming(
-            c,
-            format!("version v{} (only X.509 v3 is accepted)", c.version + 1),
-        ));
+        return Err(nonconforming(c, format!("version v{} (only X.509 v3 is accepted)", c.version + 1)));
     }
     // §4.1.2.2: "The serial number MUST be a positive integer ... no longer than 20 octets."
     let serial = c.serial.as_slice();
@@ -242,18 +208,12 @@ fn check_common(c: &Certificate, role: Role, now: i64) -> Result<(), PathError> 
         return Err(nonconforming(c, "serial number zero (§4.1.2.2)"));
     }
     if magnitude.len() > 20 {
-        return Err(nonconforming(
-            c,
-            "serial number longer than 20 octets (§4.1.2.2)",
-        ));
+        return Err(nonconforming(c, "serial number longer than 20 octets (§4.1.2.2)"));
     }
     // §4.1.1.2: signatureAlgorithm "MUST contain the same algorithm identifier as the signature
     // field in the sequence tbsCertificate".
     if c.signature_algorithm != c.tbs_signature_algorithm {
-        return Err(nonconforming(
-            c,
-            "outer signatureAlgorithm differs from tbsCertificate.signature (§4.1.1.2)",
-        ));
+        return Err(nonconforming(c, "outer signatureAlgorithm differs from tbsCertificate.signature (§4.1.1.2)"));
     }
     // §4.1.2.4: "The issuer field MUST contain a non-empty distinguished name."
     if c.issuer.is_empty() {
@@ -261,18 +221,10 @@ fn check_common(c: &Certificate, role: Role, now: i64) -> Result<(), PathError> 
     }
     // §4.1.2.5 and §6.1.3 (a)(2): notBefore <= at <= notAfter, both inclusive.
     if now < c.not_before {
-        return Err(PathError::NotYetValid {
-            subject: subject_of(c),
-            at: now,
-            not_before: c.not_before,
-        });
+        return Err(PathError::NotYetValid { subject: subject_of(c), at: now, not_before: c.not_before });
     }
     if now > c.not_after {
-        return Err(PathError::Expired {
-            subject: subject_of(c),
-            at: now,
-            not_after: c.not_after,
-        });
+        return Err(PathError::Expired { subject: subject_of(c), at: now, not_after: c.not_after });
     }
     // §4.1.2.7: the key must be one we can use (checked for every certificate, so that a leaf
     // with an unusable key is refused too).
@@ -291,10 +243,7 @@ fn check_common(c: &Certificate, role: Role, now: i64) -> Result<(), PathError> 
             {
                 return Err(nonconforming(
                     c,
-                    format!(
-                        "extension {} MUST be non-critical (§4.2)",
-                        der::oid_string(&e.oid)
-                    ),
+                    format!("extension {} MUST be non-critical (§4.2)", der::oid_string(&e.oid)),
                 ));
             }
             // §4.2.1.11: policyConstraints "Conforming CAs MUST mark this extension as critical";
@@ -302,10 +251,7 @@ fn check_common(c: &Certificate, role: Role, now: i64) -> Result<(), PathError> 
             oid::POLICY_CONSTRAINTS | oid::NAME_CONSTRAINTS if !e.critical => {
                 return Err(nonconforming(
                     c,
-                    format!(
-                        "extension {} MUST be critical (§4.2.1.10–11)",
-                        der::oid_string(&e.oid)
-                    ),
+                    format!("extension {} MUST be critical (§4.2.1.10–11)", der::oid_string(&e.oid)),
                 ));
             }
             // Processed here: §4.2.1.3, .6, .9, .10, .12; certificatePolicies is accepted
@@ -338,16 +284,10 @@ fn check_common(c: &Certificate, role: Role, now: i64) -> Result<(), PathError> 
         match c.extension(oid::SUBJECT_ALT_NAME) {
             Some(e) if e.critical => {}
             Some(_) => {
-                return Err(nonconforming(
-                    c,
-                    "empty subject with a non-critical subjectAltName (§4.2.1.6)",
-                ));
+                return Err(nonconforming(c, "empty subject with a non-critical subjectAltName (§4.2.1.6)"));
             }
             None => {
-                return Err(nonconforming(
-                    c,
-                    "empty subject without subjectAltName (§4.2.1.6)",
-                ));
+                return Err(nonconforming(c, "empty subject without subjectAltName (§4.2.1.6)"));
             }
         }
     }
@@ -357,24 +297,15 @@ fn check_common(c: &Certificate, role: Role, now: i64) -> Result<(), PathError> 
         // extension MUST also be asserted"; §4.2.1.9: cA without keyCertSign is inconsistent too
         // (a CA key in a certificate that forbids signing certificates).
         if bits & ku::KEY_CERT_SIGN != 0 && !ca {
-            return Err(nonconforming(
-                c,
-                "keyUsage keyCertSign without basicConstraints cA (§4.2.1.3)",
-            ));
+            return Err(nonconforming(c, "keyUsage keyCertSign without basicConstraints cA (§4.2.1.3)"));
         }
         if ca && bits & ku::KEY_CERT_SIGN == 0 {
-            return Err(nonconforming(
-                c,
-                "basicConstraints cA with keyUsage lacking keyCertSign (§4.2.1.3, §4.2.1.9)",
-            ));
+            return Err(nonconforming(c, "basicConstraints cA with keyUsage lacking keyCertSign (§4.2.1.3, §4.2.1.9)"));
         }
     }
     // §4.2.1.10: "The name constraints extension ... MUST be used only in a CA certificate."
     if c.name_constraints.is_some() && !ca {
-        return Err(nonconforming(
-            c,
-            "nameConstraints in a certificate that is not a CA (§4.2.1.10)",
-        ));
+        return Err(nonconforming(c, "nameConstraints in a certificate that is not a CA (§4.2.1.10)"));
     }
     if role != Role::Leaf {
         check_ca(c)?;
@@ -384,19 +315,13 @@ fn check_common(c: &Certificate, role: Role, now: i64) -> Result<(), PathError> 
 
 /// §6.1.4 (k), (n) and the CA profile of §4.2.1.2, §4.2.1.9, §4.1.2.6.
 fn check_ca(c: &Certificate) -> Result<(), PathError> {
-    let not_ca = |reason: &str| PathError::NotACa {
-        subject: subject_of(c),
-        reason: reason.to_string(),
-    };
+    let not_ca = |reason: &str| PathError::NotACa { subject: subject_of(c), reason: reason.to_string() };
     match c.basic_constraints {
         None => return Err(not_ca("basicConstraints missing (§4.2.1.9, §6.1.4 (k))")),
         Some(b) if !b.ca => return Err(not_ca("basicConstraints cA is FALSE (§6.1.4 (k))")),
         // §4.2.1.9: conforming CAs "MUST mark the extension as critical" in CA certificates.
         Some(b) if !b.critical => {
-            return Err(nonconforming(
-                c,
-                "basicConstraints of a CA is not critical (§4.2.1.9)",
-            ));
+            return Err(nonconforming(c, "basicConstraints of a CA is not critical (§4.2.1.9)"));
         }
         Some(_) => {}
     }
@@ -409,17 +334,11 @@ fn check_ca(c: &Certificate) -> Result<(), PathError> {
     }
     // §4.2.1.2: SKI "MUST appear in all conforming CA certificates".
     if c.subject_key_id.is_none() {
-        return Err(nonconforming(
-            c,
-            "CA certificate without subjectKeyIdentifier (§4.2.1.2)",
-        ));
+        return Err(nonconforming(c, "CA certificate without subjectKeyIdentifier (§4.2.1.2)"));
     }
     // §4.1.2.6: a CA's subject MUST be non-empty.
     if c.subject.is_empty() {
-        return Err(nonconforming(
-            c,
-            "CA certificate with an empty subject (§4.1.2.6)",
-        ));
+        return Err(nonconforming(c, "CA certificate with an empty subject (§4.1.2.6)"));
     }
     Ok(())
 }
@@ -428,10 +347,7 @@ fn check_ca(c: &Certificate) -> Result<(), PathError> {
 fn check_eku(c: &Certificate, required: Option<&[u8]>) -> Result<(), PathError> {
     if let (Some(purpose), Some(list)) = (required, &c.ext_key_usage) {
         if !list.iter().any(|p| p == purpose || p == oid::ANY_EKU) {
-            return Err(PathError::ExtendedKeyUsage {
-                subject: subject_of(c),
-                purpose: der::oid_string(purpose),
-            });
+            return Err(PathError::ExtendedKeyUsage { subject: subject_of(c), purpose: der::oid_string(purpose) });
         }
     }
     Ok(())
@@ -465,9 +381,7 @@ pub fn validate(
     let leaf = Certificate::from_der(leaf_der)?;
     check_common(&leaf, Role::Leaf, now)?;
     if !opts.allow_ca_leaf && leaf.basic_constraints.is_some_and(|b| b.ca) {
-        return Err(PathError::CaUsedAsLeaf {
-            subject: subject_of(&leaf),
-        });
+        return Err(PathError::CaUsedAsLeaf { subject: subject_of(&leaf) });
     }
     check_eku(&leaf, opts.required_eku.as_deref())?;
     // Unparseable intermediates and anchors cannot be matched to anything; they are skipped,
@@ -475,24 +389,16 @@ pub fn validate(
     // might be the one that revokes a certificate of the path (§6.3.3 needs a usable CRL).
     let mut parsed_crls = Vec::with_capacity(crls.len());
     for (i, d) in crls.iter().enumerate() {
-        let crl = Crl::from_der(d).map_err(|e| PathError::CrlInvalid {
-            issuer: format!("CRL #{}", i + 1),
-            reason: e.to_string(),
-        })?;
+        let crl = Crl::from_der(d)
+            .map_err(|e| PathError::CrlInvalid { issuer: format!("CRL #{}", i + 1), reason: e.to_string() })?;
         parsed_crls.push(crl);
     }
     let mut ctx = Ctx {
         opts,
         now,
         leaf,
-        anchors: anchors
-            .iter()
-            .filter_map(|d| Certificate::from_der(d).ok())
-            .collect(),
-        intermediates: intermediates
-            .iter()
-            .filter_map(|d| Certificate::from_der(d).ok())
-            .collect(),
+        anchors: anchors.iter().filter_map(|d| Certificate::from_der(d).ok()).collect(),
+        intermediates: intermediates.iter().filter_map(|d| Certificate::from_der(d).ok()).collect(),
         crls: parsed_crls,
         signature_checks: 0,
         build_calls: 0,
@@ -516,9 +422,7 @@ pub fn validate(
                 leaf_not_after: leaf.not_after,
             })
         }
-        None => Err(ctx.best.unwrap_or(PathError::UnknownIssuer {
-            issuer: ctx.leaf.issuer.display(),
-        })),
+        None => Err(ctx.best.unwrap_or(PathError::UnknownIssuer { issuer: ctx.leaf.issuer.display() })),
     }
 }
 
@@ -528,9 +432,7 @@ pub fn validate(
 fn build(ctx: &mut Ctx<'_>, path: &mut Vec<Node>) -> Result<Option<Node>, PathError> {
     ctx.build_calls += 1;
     if ctx.build_calls > MAX_BUILD_CALLS {
-        return Err(PathError::BudgetExceeded {
-            what: format!("more than {MAX_BUILD_CALLS} path-building steps"),
-        });
+        return Err(PathError::BudgetExceeded { what: format!("more than {MAX_BUILD_CALLS} path-building steps") });
     }
     let current = *path.last().unwrap_or(&Node::Leaf);
     let mut candidates = 0usize;
@@ -542,9 +444,7 @@ fn build(ctx: &mut Ctx<'_>, path: &mut Vec<Node>) -> Result<Option<Node>, PathEr
         for ai in 0..ctx.anchors.len() {
             let (child, anchor) = (ctx.cert(current), &ctx.anchors[ai]);
             // §6.1.3 (a)(4): the issuer name of the certificate is the subject of the next one.
-            if !anchor.subject.matches(&child.issuer)
-                || key_ids_compatible(child, anchor) != preferred
-            {
+            if !anchor.subject.matches(&child.issuer) || key_ids_compatible(child, anchor) != preferred {
                 continue;
             }
             candidates += 1;
@@ -568,16 +468,14 @@ fn build(ctx: &mut Ctx<'_>, path: &mut Vec<Node>) -> Result<Option<Node>, PathEr
     for preferred in [true, false] {
         for ii in 0..ctx.intermediates.len() {
             let (child, cand) = (ctx.cert(current), &ctx.intermediates[ii]);
-            if !cand.subject.matches(&child.issuer) || key_ids_compatible(child, cand) != preferred
-            {
+            if !cand.subject.matches(&child.issuer) || key_ids_compatible(child, cand) != preferred {
                 continue;
             }
             // Loops (§6.1 assumes a path without repetition): the same certificate, or the same
             // subject and key under another issuer (cross-signed copies), at most once per path.
             let repeats = path.iter().any(|n| {
                 let c = ctx.cert(*n);
-                *n == Node::Intermediate(ii)
-                    || (c.subject.matches(&cand.subject) && c.spki_raw == cand.spki_raw)
+                *n == Node::Intermediate(ii) || (c.subject.matches(&cand.subject) && c.spki_raw == cand.spki_raw)
             });
             if repeats {
                 continue;
@@ -587,9 +485,7 @@ fn build(ctx: &mut Ctx<'_>, path: &mut Vec<Node>) -> Result<Option<Node>, PathEr
             // intermediates (x509-limbo `max_chain_depth`, cf. §6.1.4 (l)).
             let intermediates_now = path.len(); // the leaf plus (len - 1) intermediates, plus this one
             if intermediates_now > MAX_INTERMEDIATES {
-                ctx.record(PathError::MaxDepthExceeded {
-                    max: MAX_INTERMEDIATES,
-                });
+                ctx.record(PathError::MaxDepthExceeded { max: MAX_INTERMEDIATES });
                 continue;
             }
             if let Some(max) = ctx.opts.max_intermediates {
@@ -629,11 +525,7 @@ fn try_issuer(ctx: &mut Ctx<'_>, child: Node, issuer: Node, role: Role) -> Resul
     check_common(ctx.cert(issuer), role, ctx.now)?;
     ctx.check_aki(issuer)?;
     let c = ctx.cert(child);
-    let (alg, tbs, sig) = (
-        c.signature_algorithm.clone(),
-        c.tbs().to_vec(),
-        c.signature.clone(),
-    );
+    let (alg, tbs, sig) = (c.signature_algorithm.clone(), c.tbs().to_vec(), c.signature.clone());
     // §6.1.3 (a)(1): the signature verifies with the working public key.
     if !ctx.verify_signature(issuer, &alg, &tbs, &sig)? {
         return Err(PathError::BadSignature {
@@ -653,10 +545,7 @@ fn check_path(ctx: &mut Ctx<'_>, full: &[Node]) -> Result<(), PathError> {
     for (i, node) in full.iter().enumerate().skip(1) {
         let c = ctx.cert(*node);
         if let Some(limit) = c.basic_constraints.and_then(|b| b.path_len) {
-            let below = full[1..i]
-                .iter()
-                .filter(|m| !ctx.cert(**m).is_self_issued())
-                .count() as u64;
+            let below = full[1..i].iter().filter(|m| !ctx.cert(**m).is_self_issued()).count() as u64;
             if below > limit {
                 return Err(PathError::PathLenExceeded {
                     issuer: subject_of(c),
@@ -710,22 +599,13 @@ fn check_revocation(ctx: &mut Ctx<'_>, cert: Node, issuer: Node) -> Result<(), P
                 continue; // another key of a CA with the same name
             }
         }
-        let invalid = |reason: String| PathError::CrlInvalid {
-            issuer: subject_of(iss),
-            reason,
-        };
+        let invalid = |reason: String| PathError::CrlInvalid { issuer: subject_of(iss), reason };
         crl.check_profile(ctx.now).map_err(invalid)?;
         // §6.3.3 (f): the CRL issuer's key must be allowed to sign CRLs.
         if iss.key_usage.is_some_and(|b| b & ku::CRL_SIGN == 0) {
-            return Err(invalid(
-                "issuer's keyUsage lacks cRLSign (RFC 5280 §4.2.1.3, §6.3.3 (f))".into(),
-            ));
+            return Err(invalid("issuer's keyUsage lacks cRLSign (RFC 5280 §4.2.1.3, §6.3.3 (f))".into()));
         }
-        let (alg, tbs, sig) = (
-            crl.signature_algorithm.clone(),
-            crl.tbs().to_vec(),
-            crl.signature.clone(),
-        );
+        let (alg, tbs, sig) = (crl.signature_algorithm.clone(), crl.tbs().to_vec(), crl.signature.clone());
         // §6.3.3 (g): verify the CRL's signature with the issuer's key.
         if !ctx.verify_signature(issuer, &alg, &tbs, &sig)? {
             let iss = ctx.cert(issuer);
@@ -737,10 +617,7 @@ fn check_revocation(ctx: &mut Ctx<'_>, cert: Node, issuer: Node) -> Result<(), P
         let c = ctx.cert(cert);
         // §6.3.3 (i): the serial number is listed.
         if ctx.crls[k].lists(&c.serial) {
-            return Err(PathError::Revoked {
-                subject: subject_of(c),
-                serial: hex::encode(&c.serial),
-            });
+            return Err(PathError::Revoked { subject: subject_of(c), serial: hex::encode(&c.serial) });
         }
     }
     Ok(())
@@ -772,12 +649,7 @@ fn check_name_constraints(
     } else {
         // §4.2.1.10: without subjectAltName, rfc822Name constraints apply to the subject's
         // emailAddress attributes.
-        subject_emails = c
-            .subject
-            .email_addresses()
-            .into_iter()
-            .map(GeneralName::Rfc822)
-            .collect();
+        subject_emails = c.subject.email_addresses().into_iter().map(GeneralName::Rfc822).collect();
         names.extend(subject_emails.iter());
     }
     let permitted = nc.permitted.as_deref().unwrap_or(&[]);
@@ -800,16 +672,11 @@ fn check_name_constraints(
             }
             continue;
         }
-        if excluded
-            .iter()
-            .any(|base| name_matches(name, base, Subtree::Excluded) == Some(true))
-        {
+        if excluded.iter().any(|base| name_matches(name, base, Subtree::Excluded) == Some(true)) {
             return Err(violation(c, ca, name));
         }
-        let same_type: Vec<bool> = permitted
-            .iter()
-            .filter_map(|base| name_matches(name, base, Subtree::Permitted))
-            .collect();
+        let same_type: Vec<bool> =
+            permitted.iter().filter_map(|base| name_matches(name, base, Subtree::Permitted)).collect();
         if !same_type.is_empty() && !same_type.iter().any(|m| *m) {
             return Err(violation(c, ca, name));
         }
@@ -832,11 +699,7 @@ fn violation(c: &Certificate, ca: &Certificate, name: &GeneralName) -> PathError
         GeneralName::Uri(u) => format!("URI:{u}"),
         GeneralName::Other(t) => format!("name with tag {t:#04x}"),
     };
-    PathError::NameConstraint {
-        subject: subject_of(c),
-        issuer: subject_of(ca),
-        name: shown,
-    }
+    PathError::NameConstraint { subject: subject_of(c), issuer: subject_of(ca), name: shown }
 }
 
 /// `Some(matches)` when `name` and the subtree `base` are of the same form, `None` otherwise.
@@ -851,8 +714,7 @@ fn name_matches(name: &GeneralName, base: &GeneralName, subtree: Subtree) -> Opt
                 Subtree::Permitted => dns_within(suffix, b),
                 Subtree::Excluded => {
                     let (b_l, s_l) = (b.to_ascii_lowercase(), suffix.to_ascii_lowercase());
-                    dns_within(suffix, b)
-                        || b_l.split_once('.').is_some_and(|(_, rest)| rest == s_l)
+                    dns_within(suffix, b) || b_l.split_once('.').is_some_and(|(_, rest)| rest == s_l)
                 }
             },
         }),
@@ -862,12 +724,7 @@ fn name_matches(name: &GeneralName, base: &GeneralName, subtree: Subtree) -> Opt
                 return Some(false);
             }
             let (addr, mask) = b.split_at(n.len());
-            Some(
-                n.iter()
-                    .zip(addr)
-                    .zip(mask)
-                    .all(|((x, a), m)| x & m == a & m),
-            )
+            Some(n.iter().zip(addr).zip(mask).all(|((x, a), m)| x & m == a & m))
         }
         (GeneralName::Directory(n), GeneralName::Directory(b)) => Some(n.within(b)),
         _ => None,
@@ -883,9 +740,7 @@ fn dns_within(name: &str, base: &str) -> bool {
         return true;
     }
     name == base
-        || (name.len() > base.len()
-            && name.ends_with(&base)
-            && name.as_bytes()[name.len() - base.len() - 1] == b'.')
+        || (name.len() > base.len() && name.ends_with(&base) && name.as_bytes()[name.len() - base.len() - 1] == b'.')
 }
 
 /// rfc822Name subtree (§4.2.1.10): a mailbox, all mailboxes on a host, or (leading period)
@@ -902,9 +757,5 @@ fn email_within(name: &str, base: &str) -> bool {
     }
     let host = host.to_ascii_lowercase();
     let base = base.to_ascii_lowercase();
-    if base.starts_with('.') {
-        host.ends_with(&base)
-    } else {
-        host == base
-    }
+    if base.starts_with('.') { host.ends_with(&base) } else { host == base }
 }

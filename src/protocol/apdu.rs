@@ -47,7 +47,15 @@ impl Drop for CommandApdu {
 impl std::fmt::Debug for CommandApdu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The data field is left out on purpose: it may hold sealed secrets.
-        write!(f, "CommandApdu({:02X} {:02X} {:02X} {:02X}, {} data bytes)", self.cla, self.ins, self.p1, self.p2, self.data.len())
+        write!(
+            f,
+            "CommandApdu({:02X} {:02X} {:02X} {:02X}, {} data bytes)",
+            self.cla,
+            self.ins,
+            self.p1,
+            self.p2,
+            self.data.len()
+        )
     }
 }
 
@@ -80,12 +88,12 @@ impl CommandApdu {
             if v == 0 { 65536 } else { v }
         };
         match body.len() {
-            0 => mk(&[], None),                          // case 1
-            1 => mk(&[], Some(short_le(body[0]))),       // case 2S
+            0 => mk(&[], None),                    // case 1
+            1 => mk(&[], Some(short_le(body[0]))), // case 2S
             _ if body[0] != 0 => {
                 let lc = body[0] as usize;
                 match body.len() - 1 {
-                    n if n == lc => mk(&body[1..], None),                                // case 3S
+                    n if n == lc => mk(&body[1..], None),                                   // case 3S
                     n if n == lc + 1 => mk(&body[1..1 + lc], Some(short_le(body[1 + lc]))), // case 4S
                     _ => Err(ApduError::LengthMismatch(b.len())),
                 }
@@ -97,7 +105,7 @@ impl CommandApdu {
                     return Err(ApduError::ZeroLc);
                 }
                 match n - 3 {
-                    m if m == lc => mk(&body[3..], None),                                          // case 3E
+                    m if m == lc => mk(&body[3..], None), // case 3E
                     m if m == lc + 2 => mk(&body[3..3 + lc], Some(ext_le(body[3 + lc], body[4 + lc]))), // case 4E
                     _ => Err(ApduError::LengthMismatch(b.len())),
                 }

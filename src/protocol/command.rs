@@ -1,11 +1,11 @@
 //! Typed commands: every keyroll command as a Rust value that encodes to a [`CommandApdu`] and decodes
 //! from one (opcard-rs style `TryFrom`). A decoding failure carries the exact ISO status word to answer.
 
+use super::CHALLENGE_LEN;
 use super::apdu::CommandApdu;
 use super::codec::{DecodeError, Reader};
 use super::instruction::{CLA_ISO, CLA_PROPRIETARY, Instruction};
 use super::status::StatusWord;
-use super::CHALLENGE_LEN;
 use crate::domain::{Amount, CardSerial, TransferKeyId, UpdateKeyId};
 
 pub type Challenge = [u8; CHALLENGE_LEN];
@@ -72,30 +72,77 @@ impl PersoItem {
 /// Every command keyroll sends or a card understands.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Command {
-    Select { aid: Vec<u8> },
-    GetResponse { le: usize },
+    Select {
+        aid: Vec<u8>,
+    },
+    GetResponse {
+        le: usize,
+    },
     GetCardInfo,
     /// Public-key path: the sender's (newer card's) certificate, DER (claims 4, 7).
-    RequestUpdatePermission { path: KeyRollPath, sender_certificate: Vec<u8> },
+    RequestUpdatePermission {
+        path: KeyRollPath,
+        sender_certificate: Vec<u8>,
+    },
     /// Symmetric: `receiver` is the older card's serial, bound into the envelope.
     /// Public-key: `receiver_certificate` is the older card's certificate (claims 4, 7).
-    GetTransferKey { path: KeyRollPath, challenge: Challenge, receiver: CardSerial, receiver_certificate: Vec<u8> },
+    GetTransferKey {
+        path: KeyRollPath,
+        challenge: Challenge,
+        receiver: CardSerial,
+        receiver_certificate: Vec<u8>,
+    },
     /// Symmetric: `sender ‖ update key id ‖ envelope`; public key: `ciphertext` and `signature` TLVs.
-    UpdateTransferKey { path: KeyRollPath, payload: KeyPayload },
+    UpdateTransferKey {
+        path: KeyRollPath,
+        payload: KeyPayload,
+    },
     /// `payer_sequence` is the payer's current sequence number (from its card info): the payee binds it
     /// into its request MAC, so the request is good for exactly one DEBIT.
-    BeginReceive { payer: CardSerial, amount: Amount, payer_sequence: u32 },
+    BeginReceive {
+        payer: CardSerial,
+        amount: Amount,
+        payer_sequence: u32,
+    },
     /// `request` is the payee's MAC from BEGIN RECEIVE (ignored for a repeated DEBIT of a pending nonce).
-    Debit { payee: CardSerial, amount: Amount, nonce: Nonce, payee_sequence: u32, request: Mac },
-    Credit { nonce: Nonce, payer_sequence: u32, token: Mac },
-    Confirm { nonce: Nonce, ack: Mac },
-    Abort { nonce: Nonce },
-    Refund { nonce: Nonce, proof: Mac },
-    Initialize { serial: CardSerial, personalisation_key: [u8; 16] },
+    Debit {
+        payee: CardSerial,
+        amount: Amount,
+        nonce: Nonce,
+        payee_sequence: u32,
+        request: Mac,
+    },
+    Credit {
+        nonce: Nonce,
+        payer_sequence: u32,
+        token: Mac,
+    },
+    Confirm {
+        nonce: Nonce,
+        ack: Mac,
+    },
+    Abort {
+        nonce: Nonce,
+    },
+    Refund {
+        nonce: Nonce,
+        proof: Mac,
+    },
+    Initialize {
+        serial: CardSerial,
+        personalisation_key: [u8; 16],
+    },
     OpenPersoSession,
-    PersoStore { item: PersoItem, sealed: Vec<u8> },
-    GenerateKeyPair { sealed: Vec<u8> },
-    Lock { sealed: Vec<u8> },
+    PersoStore {
+        item: PersoItem,
+        sealed: Vec<u8>,
+    },
+    GenerateKeyPair {
+        sealed: Vec<u8>,
+    },
+    Lock {
+        sealed: Vec<u8>,
+    },
 }
 
 /// What UPDATE TRANSFER KEY carries, by path.

@@ -3,7 +3,7 @@
 //! and recover (serial, profile, life cycle, limit, balance, pending entries). Simple-TLV encoded so
 //! fields can be added without breaking old terminals; unknown tags are skipped.
 
-use super::codec::{put_tlv, DecodeError, Reader};
+use super::codec::{DecodeError, Reader, put_tlv};
 use super::command::Nonce;
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 
@@ -169,7 +169,9 @@ impl CardInfo {
             let (tag, v) = r.tlv()?;
             match tag {
                 t::SERIAL => {
-                    serial = Some(CardSerial(v.try_into().map_err(|_| DecodeError::Invalid { field: "serial", why: "not 8 bytes" })?))
+                    serial = Some(CardSerial(
+                        v.try_into().map_err(|_| DecodeError::Invalid { field: "serial", why: "not 8 bytes" })?,
+                    ))
                 }
                 t::LIFE_CYCLE => {
                     life_cycle = Some(
@@ -245,8 +247,18 @@ mod tests {
             balance: Amount(100),
             max_balance: Amount(1000),
             sequence: 12,
-            pending_out: vec![PendingEntry { nonce: [1; 16], counterpart: CardSerial::from_u64(9), amount: Amount(3), payee_sequence: 4 }],
-            pending_in: vec![PendingEntry { nonce: [2; 16], counterpart: CardSerial::from_u64(8), amount: Amount(4), payee_sequence: 5 }],
+            pending_out: vec![PendingEntry {
+                nonce: [1; 16],
+                counterpart: CardSerial::from_u64(9),
+                amount: Amount(3),
+                payee_sequence: 4,
+            }],
+            pending_in: vec![PendingEntry {
+                nonce: [2; 16],
+                counterpart: CardSerial::from_u64(8),
+                amount: Amount(4),
+                payee_sequence: 5,
+            }],
             certificate: Some(vec![0x30; 500]),
         };
         assert_eq!(CardInfo::decode(&info.encode()).unwrap(), info);

@@ -4,11 +4,11 @@
 //! ciphertext.
 
 use super::{Party, Role, SettleError, SettleOptions};
+use crate::domain::UpdateKeyId;
 use crate::domain::{CardSerial, Profile, TransferKeyId};
+use crate::protocol::CHALLENGE_LEN;
 use crate::protocol::codec::Reader;
 use crate::protocol::command::{Command, KeyPayload, KeyRollPath, tag};
-use crate::protocol::CHALLENGE_LEN;
-use crate::domain::UpdateKeyId;
 use crate::transport::Trace;
 use der::Decode;
 use serde::Serialize;
@@ -29,10 +29,15 @@ pub(super) fn check_revocation(p: &Party<'_>, options: &SettleOptions) -> Result
     if options.revoked_certificate_serials.is_empty() {
         return Ok(());
     }
-    let cert = x509_cert::Certificate::from_der(der).map_err(|e| p.malformed("GET CARD INFO", format!("certificate: {e}")))?;
+    let cert =
+        x509_cert::Certificate::from_der(der).map_err(|e| p.malformed("GET CARD INFO", format!("certificate: {e}")))?;
     let serial = cert.tbs_certificate().serial_number().as_bytes().to_vec();
     if options.revoked_certificate_serials.iter().any(|s| s == &serial) {
-        return Err(SettleError::Revoked { role: p.role, serial: p.info.serial, cert_serial: hex::encode_upper(&serial) });
+        return Err(SettleError::Revoked {
+            role: p.role,
+            serial: p.info.serial,
+            cert_serial: hex::encode_upper(&serial),
+        });
     }
     Ok(())
 }
@@ -42,7 +47,11 @@ fn id_of(p: &Party<'_>) -> Result<TransferKeyId, SettleError> {
 }
 
 /// Bring both cards to the newer transfer key. Returns the path taken and which card changed.
-pub(super) fn synchronise<'a>(a: &mut Party<'a>, b: &mut Party<'a>, trace: &mut Trace) -> Result<(KeyRoll, Option<Role>), SettleError> {
+pub(super) fn synchronise<'a>(
+    a: &mut Party<'a>,
+    b: &mut Party<'a>,
+    trace: &mut Trace,
+) -> Result<(KeyRoll, Option<Role>), SettleError> {
     let (ida, idb) = (id_of(a)?, id_of(b)?);
     if ida == idb {
         return Ok((KeyRoll::None, None));
@@ -70,7 +79,11 @@ pub(super) fn synchronise<'a>(a: &mut Party<'a>, b: &mut Party<'a>, trace: &mut 
             });
         }
         if !same_update_key {
-            return Err(SettleError::NoPath { payer: payer_id, payee: payee_id, why: "selection needs a common update key" });
+            return Err(SettleError::NoPath {
+                payer: payer_id,
+                payee: payee_id,
+                why: "selection needs a common update key",
+            });
         }
         (KeyRollPath::Symmetric, KeyRoll::Selection)
     } else if same_update_key {
@@ -90,9 +103,15 @@ pub(super) fn synchronise<'a>(a: &mut Party<'a>, b: &mut Party<'a>, trace: &mut 
         KeyRollPath::PublicKey => newer.info.certificate.clone().unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
     };
-    let r = older.send(trace, "REQUEST UPDATE PERMISSION", &Command::RequestUpdatePermission { path, sender_certificate })?;
-    let challenge: [u8; CHALLENGE_LEN] =
-        r.as_slice().try_into().map_err(|_| older.malformed("REQUEST UPDATE PERMISSION", "challenge is not 16 bytes"))?;
+    let r = older.send(
+        trace,
+        "REQUEST UPDATE PERMISSION",
+        &Command::RequestUpdatePermission { path, sender_certificate },
+    )?;
+    let challenge: [u8; CHALLENGE_LEN] = r
+        .as_slice()
+        .try_into()
+        .map_err(|_| older.malformed("REQUEST UPDATE PERMISSION", "challenge is not 16 bytes"))?;
     let receiver_certificate = match path {
         KeyRollPath::PublicKey => older.info.certificate.clone().unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),

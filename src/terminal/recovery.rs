@@ -8,9 +8,9 @@
 
 use super::{Party, SettleError};
 use crate::domain::{Amount, CardSerial};
+use crate::protocol::StatusWord;
 use crate::protocol::codec::Reader;
 use crate::protocol::command::Command;
-use crate::protocol::StatusWord;
 use crate::transport::Trace;
 use serde::Serialize;
 
@@ -26,7 +26,11 @@ pub enum Recovery {
 }
 
 /// Resolve `payer`'s pending debits to `payee` and `payee`'s open receipts from `payer`.
-pub(super) fn resolve(payer: &mut Party<'_>, payee: &mut Party<'_>, trace: &mut Trace) -> Result<Vec<Recovery>, SettleError> {
+pub(super) fn resolve(
+    payer: &mut Party<'_>,
+    payee: &mut Party<'_>,
+    trace: &mut Trace,
+) -> Result<Vec<Recovery>, SettleError> {
     let mut done = Vec::new();
     let (ps, qs) = (payer.info.serial, payee.info.serial);
     let outs: Vec<_> = payer.info.pending_out.iter().filter(|e| e.counterpart == qs).cloned().collect();
@@ -34,7 +38,8 @@ pub(super) fn resolve(payer: &mut Party<'_>, payee: &mut Party<'_>, trace: &mut 
         let r = payee.try_send(trace, "ABORT", &Command::Abort { nonce: e.nonce })?;
         match r.sw {
             StatusWord::Ok => {
-                let proof: [u8; 16] = r.data.as_slice().try_into().map_err(|_| payee.malformed("ABORT", "proof is not 16 bytes"))?;
+                let proof: [u8; 16] =
+                    r.data.as_slice().try_into().map_err(|_| payee.malformed("ABORT", "proof is not 16 bytes"))?;
                 payer.send(trace, "REFUND", &Command::Refund { nonce: e.nonce, proof })?;
                 done.push(Recovery::Refunded { payer: ps, payee: qs, amount: e.amount });
             }
@@ -50,9 +55,12 @@ pub(super) fn resolve(payer: &mut Party<'_>, payee: &mut Party<'_>, trace: &mut 
                 let t = payer.send(trace, "DEBIT (repeat)", &debit)?;
                 let mut rd = Reader::new(&t);
                 let parsed = (|| Some((rd.u32("seq").ok()?, rd.array::<16>("token").ok()?)))();
-                let (payer_sequence, token) = parsed.ok_or_else(|| payer.malformed("DEBIT", "expected sequence and token"))?;
-                let ack = payee.send(trace, "CREDIT (repeat)", &Command::Credit { nonce: e.nonce, payer_sequence, token })?;
-                let ack: [u8; 16] = ack.as_slice().try_into().map_err(|_| payee.malformed("CREDIT", "ack is not 16 bytes"))?;
+                let (payer_sequence, token) =
+                    parsed.ok_or_else(|| payer.malformed("DEBIT", "expected sequence and token"))?;
+                let ack =
+                    payee.send(trace, "CREDIT (repeat)", &Command::Credit { nonce: e.nonce, payer_sequence, token })?;
+                let ack: [u8; 16] =
+                    ack.as_slice().try_into().map_err(|_| payee.malformed("CREDIT", "ack is not 16 bytes"))?;
                 payer.send(trace, "CONFIRM", &Command::Confirm { nonce: e.nonce, ack })?;
                 done.push(Recovery::Completed { payer: ps, payee: qs, amount: e.amount });
             }

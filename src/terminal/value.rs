@@ -6,12 +6,17 @@
 
 use super::{Party, SettleError};
 use crate::domain::Amount;
+use crate::protocol::StatusWord;
 use crate::protocol::codec::Reader;
 use crate::protocol::command::Command;
-use crate::protocol::StatusWord;
 use crate::transport::Trace;
 
-pub(super) fn transfer(payer: &mut Party<'_>, payee: &mut Party<'_>, amount: Amount, trace: &mut Trace) -> Result<Amount, SettleError> {
+pub(super) fn transfer(
+    payer: &mut Party<'_>,
+    payee: &mut Party<'_>,
+    amount: Amount,
+    trace: &mut Trace,
+) -> Result<Amount, SettleError> {
     if payer.info.transfer_key_id != payee.info.transfer_key_id {
         // Key synchronisation runs first and fails if it cannot align the ids; never move value across.
         return Err(payer.malformed("GET CARD INFO", "transfer key ids still differ after synchronisation"));
@@ -19,7 +24,11 @@ pub(super) fn transfer(payer: &mut Party<'_>, payee: &mut Party<'_>, amount: Amo
     if payer.info.balance < amount {
         return Err(SettleError::InsufficientBalance { balance: payer.info.balance, amount });
     }
-    let r = payee.send(trace, "BEGIN RECEIVE", &Command::BeginReceive { payer: payer.info.serial, amount, payer_sequence: payer.info.sequence });
+    let r = payee.send(
+        trace,
+        "BEGIN RECEIVE",
+        &Command::BeginReceive { payer: payer.info.serial, amount, payer_sequence: payer.info.sequence },
+    );
     let r = match r {
         Err(SettleError::Refused { sw: StatusWord::ConditionsNotSatisfied, .. })
             // The card counts value in flight either way against its maximum (card/value.rs).

@@ -106,7 +106,11 @@ impl Trace {
 
 /// Send a typed command, with command chaining and GET RESPONSE handled. Returns the final response
 /// (its status word may be an error: the caller decides what it means).
-pub fn exchange(channel: &mut dyn CardChannel, trace: &mut Trace, command: &Command) -> Result<ResponseApdu, TransportError> {
+pub fn exchange(
+    channel: &mut dyn CardChannel,
+    trace: &mut Trace,
+    command: &Command,
+) -> Result<ResponseApdu, TransportError> {
     let apdu = command.to_apdu();
     let mut resp = if apdu.data.len() <= CHUNK {
         trace.one(channel, &apdu)?

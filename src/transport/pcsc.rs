@@ -43,10 +43,7 @@ pub fn list_readers() -> Result<Vec<ReaderStatus>, TransportError> {
     Ok(names
         .into_iter()
         .zip(&states)
-        .map(|(name, state)| ReaderStatus {
-            name,
-            card_present: card_in(state.event_state()),
-        })
+        .map(|(name, state)| ReaderStatus { name, card_present: card_in(state.event_state()) })
         .collect())
 }
 
@@ -63,16 +60,10 @@ pub fn choose_reader(pattern: &str, names: &[String]) -> Result<String, Transpor
         return Ok(name.clone());
     }
     let wanted = pattern.to_lowercase();
-    let matches: Vec<&String> = names
-        .iter()
-        .filter(|n| n.to_lowercase().contains(&wanted))
-        .collect();
+    let matches: Vec<&String> = names.iter().filter(|n| n.to_lowercase().contains(&wanted)).collect();
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(TransportError::NoReader {
-            reader: pattern.to_string(),
-            available: listing(names.iter()),
-        }),
+        [] => Err(TransportError::NoReader { reader: pattern.to_string(), available: listing(names.iter()) }),
         several => Err(TransportError::AmbiguousReader {
             pattern: pattern.to_string(),
             matches: listing(several.iter().copied()),
@@ -85,19 +76,12 @@ pub fn choose_reader(pattern: &str, names: &[String]) -> Result<String, Transpor
 pub fn wait_for_card(pattern: &str, timeout: Option<Duration>) -> Result<String, TransportError> {
     let context = establish()?;
     let name = choose_reader(pattern, &reader_names(&context)?)?;
-    if wait_state(&context, &name, timeout, card_in)? {
-        Ok(name)
-    } else {
-        Err(TransportError::NoCard { reader: name })
-    }
+    if wait_state(&context, &name, timeout, card_in)? { Ok(name) } else { Err(TransportError::NoCard { reader: name }) }
 }
 
 /// Wait until the reader `pattern` designates is empty, as a personalisation line does between two
 /// cards so it never personalises the same card twice. Returns `false` if `timeout` passed first.
-pub fn wait_for_card_removal(
-    pattern: &str,
-    timeout: Option<Duration>,
-) -> Result<bool, TransportError> {
+pub fn wait_for_card_removal(pattern: &str, timeout: Option<Duration>) -> Result<bool, TransportError> {
     let context = establish()?;
     let name = choose_reader(pattern, &reader_names(&context)?)?;
     wait_state(&context, &name, timeout, |state| !card_in(state))
@@ -134,10 +118,7 @@ impl PcscChannel {
     }
 
     /// Wait up to `timeout` for a card in the reader, then connect to it.
-    pub fn wait_and_connect(
-        pattern: &str,
-        timeout: Option<Duration>,
-    ) -> Result<Self, TransportError> {
+    pub fn wait_and_connect(pattern: &str, timeout: Option<Duration>) -> Result<Self, TransportError> {
         let reader = wait_for_card(pattern, timeout)?;
         Self::connect(&reader)
     }
@@ -149,10 +130,7 @@ impl PcscChannel {
 
     /// The card's answer to reset, as pcscd saw it.
     pub fn atr(&self) -> Result<Vec<u8>, TransportError> {
-        let status = self
-            .card()?
-            .status2_owned()
-            .map_err(|e| map_error(e, &self.reader, Phase::Connect))?;
+        let status = self.card()?.status2_owned().map_err(|e| map_error(e, &self.reader, Phase::Connect))?;
         Ok(status.atr().to_vec())
     }
 
@@ -171,30 +149,20 @@ impl PcscChannel {
 
     /// Wait until the card is taken out of this channel's reader; `false` if `timeout` passed first.
     pub fn wait_for_removal(&self, timeout: Option<Duration>) -> Result<bool, TransportError> {
-        wait_state(&self.context, &self.reader, timeout, |state| {
-            !card_in(state)
-        })
+        wait_state(&self.context, &self.reader, timeout, |state| !card_in(state))
     }
 
     /// End the connection, powering the card down so that nothing of the session survives.
     pub fn disconnect(mut self) -> Result<(), TransportError> {
-        let disposition = if self.lost {
-            Disposition::LeaveCard
-        } else {
-            Disposition::UnpowerCard
-        };
+        let disposition = if self.lost { Disposition::LeaveCard } else { Disposition::UnpowerCard };
         match self.card.take() {
-            Some(card) => card
-                .disconnect(disposition)
-                .map_err(|(_, e)| map_error(e, &self.reader, Phase::Connect)),
+            Some(card) => card.disconnect(disposition).map_err(|(_, e)| map_error(e, &self.reader, Phase::Connect)),
             None => Ok(()),
         }
     }
 
     fn card(&self) -> Result<&Card, TransportError> {
-        self.card.as_ref().ok_or_else(|| TransportError::NoCard {
-            reader: self.reader.clone(),
-        })
+        self.card.as_ref().ok_or_else(|| TransportError::NoCard { reader: self.reader.clone() })
     }
 }
 
@@ -202,11 +170,7 @@ impl Drop for PcscChannel {
     /// Reset the card so no session state outlives the connection, unless the card is gone.
     fn drop(&mut self) {
         if let Some(card) = self.card.take() {
-            let disposition = if self.lost {
-                Disposition::LeaveCard
-            } else {
-                Disposition::ResetCard
-            };
+            let disposition = if self.lost { Disposition::LeaveCard } else { Disposition::ResetCard };
             let _ = card.disconnect(disposition);
         }
     }
@@ -215,9 +179,7 @@ impl Drop for PcscChannel {
 impl CardChannel for PcscChannel {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
         let Some(card) = self.card.as_ref() else {
-            return Err(TransportError::NoCard {
-                reader: self.reader.clone(),
-            });
+            return Err(TransportError::NoCard { reader: self.reader.clone() });
         };
         let response = match card.transmit(apdu, &mut self.buffer) {
             Ok(response) => response.to_vec(),
@@ -233,9 +195,7 @@ impl CardChannel for PcscChannel {
             // Every card answer ends in SW1 SW2. An empty one is how vpcd reports a card whose
             // connection closed mid-command (a mute, torn card); a reader has lost the card.
             self.lost = true;
-            return Err(TransportError::CardRemoved {
-                reader: self.reader.clone(),
-            });
+            return Err(TransportError::CardRemoved { reader: self.reader.clone() });
         }
         Ok(response)
     }
@@ -257,13 +217,8 @@ fn establish() -> Result<Context, TransportError> {
 }
 
 fn reader_names(context: &Context) -> Result<Vec<String>, TransportError> {
-    let names = context
-        .list_readers_owned()
-        .map_err(|e| map_error(e, "", Phase::Connect))?;
-    Ok(names
-        .into_iter()
-        .map(|n| n.to_string_lossy().into_owned())
-        .collect())
+    let names = context.list_readers_owned().map_err(|e| map_error(e, "", Phase::Connect))?;
+    Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect())
 }
 
 fn c_name(name: &str) -> Result<CString, TransportError> {
@@ -274,17 +229,12 @@ fn c_name(name: &str) -> Result<CString, TransportError> {
 }
 
 fn connect_card(context: &Context, reader: &str) -> Result<Card, TransportError> {
-    match context.connect(
-        &c_name(reader)?,
-        ShareMode::Shared,
-        Protocols::T1 | Protocols::T0,
-    ) {
+    match context.connect(&c_name(reader)?, ShareMode::Shared, Protocols::T1 | Protocols::T0) {
         Ok(card) => Ok(card),
         Err(e) => match map_error(e, reader, Phase::Connect) {
-            TransportError::NoReader { reader, .. } => Err(TransportError::NoReader {
-                reader,
-                available: listing(reader_names(context)?.iter()),
-            }),
+            TransportError::NoReader { reader, .. } => {
+                Err(TransportError::NoReader { reader, available: listing(reader_names(context)?.iter()) })
+            }
             other => Err(other),
         },
     }
@@ -330,11 +280,7 @@ fn wait_state(
 
 fn listing<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let all: Vec<String> = names.map(|n| format!("{n:?}")).collect();
-    if all.is_empty() {
-        "none".to_string()
-    } else {
-        all.join(", ")
-    }
+    if all.is_empty() { "none".to_string() } else { all.join(", ") }
 }
 
 /// PC/SC's error codes in the words of [`TransportError`].
@@ -343,14 +289,9 @@ fn map_error(e: Error, reader: &str, phase: Phase) -> TransportError {
     match e {
         Error::NoService | Error::ServiceStopped => TransportError::Service(e.to_string()),
         // A context or card handle from before a pcscd restart.
-        Error::InvalidHandle | Error::Shutdown => {
-            TransportError::Service(format!("{e} (was pcscd restarted?)"))
-        }
+        Error::InvalidHandle | Error::Shutdown => TransportError::Service(format!("{e} (was pcscd restarted?)")),
         Error::NoReadersAvailable | Error::UnknownReader | Error::ReaderUnavailable => {
-            TransportError::NoReader {
-                reader,
-                available: "(pcscd no longer lists it)".into(),
-            }
+            TransportError::NoReader { reader, available: "(pcscd no longer lists it)".into() }
         }
         Error::NoSmartcard | Error::RemovedCard => match phase {
             Phase::Connect => TransportError::NoCard { reader },
@@ -358,9 +299,7 @@ fn map_error(e: Error, reader: &str, phase: Phase) -> TransportError {
         },
         // Mid-command, the reader lost the card: pulled out or its power cut (a vpcd card that went
         // mute). Either way the command's effect is unknown and the session is gone.
-        Error::NotTransacted | Error::CommError | Error::UnpoweredCard
-            if phase == Phase::Command =>
-        {
+        Error::NotTransacted | Error::CommError | Error::UnpoweredCard if phase == Phase::Command => {
             TransportError::CardRemoved { reader }
         }
         Error::UnresponsiveCard | Error::UnpoweredCard => TransportError::Io(format!(
@@ -369,12 +308,10 @@ fn map_error(e: Error, reader: &str, phase: Phase) -> TransportError {
         Error::ResetCard => TransportError::Io(format!(
             "another application reset the card in {reader}; its session is lost, start again"
         )),
-        Error::SharingViolation => TransportError::Io(format!(
-            "another application holds {reader} exclusively; close it and try again"
-        )),
-        Error::ProtoMismatch => {
-            TransportError::Io(format!("the card in {reader} speaks neither T=1 nor T=0"))
+        Error::SharingViolation => {
+            TransportError::Io(format!("another application holds {reader} exclusively; close it and try again"))
         }
+        Error::ProtoMismatch => TransportError::Io(format!("the card in {reader} speaks neither T=1 nor T=0")),
         other => TransportError::Io(format!("{reader}: {other}")),
     }
 }
@@ -384,13 +321,7 @@ mod tests {
     use super::*;
 
     fn names() -> Vec<String> {
-        [
-            "Virtual PCD 00 00",
-            "Virtual PCD 00 01",
-            "ACME Reader [CCID] 00 00",
-        ]
-        .map(String::from)
-        .to_vec()
+        ["Virtual PCD 00 00", "Virtual PCD 00 01", "ACME Reader [CCID] 00 00"].map(String::from).to_vec()
     }
 
     #[test]
@@ -401,14 +332,8 @@ mod tests {
 
     #[test]
     fn unique_substring_matches_without_case() {
-        assert_eq!(
-            choose_reader("virtual pcd 00 01", &names()).unwrap(),
-            "Virtual PCD 00 01"
-        );
-        assert_eq!(
-            choose_reader("acme", &names()).unwrap(),
-            "ACME Reader [CCID] 00 00"
-        );
+        assert_eq!(choose_reader("virtual pcd 00 01", &names()).unwrap(), "Virtual PCD 00 01");
+        assert_eq!(choose_reader("acme", &names()).unwrap(), "ACME Reader [CCID] 00 00");
     }
 
     #[test]
@@ -439,29 +364,11 @@ mod tests {
 
     #[test]
     fn errors_map_by_phase() {
-        assert!(matches!(
-            map_error(Error::NoSmartcard, "r", Phase::Connect),
-            TransportError::NoCard { .. }
-        ));
-        assert!(matches!(
-            map_error(Error::RemovedCard, "r", Phase::Command),
-            TransportError::CardRemoved { .. }
-        ));
-        assert!(matches!(
-            map_error(Error::NotTransacted, "r", Phase::Command),
-            TransportError::CardRemoved { .. }
-        ));
-        assert!(matches!(
-            map_error(Error::NotTransacted, "r", Phase::Connect),
-            TransportError::Io(_)
-        ));
-        assert!(matches!(
-            map_error(Error::NoService, "", Phase::Connect),
-            TransportError::Service(_)
-        ));
-        assert!(matches!(
-            map_error(Error::UnknownReader, "r", Phase::Connect),
-            TransportError::NoReader { .. }
-        ));
+        assert!(matches!(map_error(Error::NoSmartcard, "r", Phase::Connect), TransportError::NoCard { .. }));
+        assert!(matches!(map_error(Error::RemovedCard, "r", Phase::Command), TransportError::CardRemoved { .. }));
+        assert!(matches!(map_error(Error::NotTransacted, "r", Phase::Command), TransportError::CardRemoved { .. }));
+        assert!(matches!(map_error(Error::NotTransacted, "r", Phase::Connect), TransportError::Io(_)));
+        assert!(matches!(map_error(Error::NoService, "", Phase::Connect), TransportError::Service(_)));
+        assert!(matches!(map_error(Error::UnknownReader, "r", Phase::Connect), TransportError::NoReader { .. }));
     }
 }

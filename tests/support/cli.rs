@@ -31,7 +31,12 @@ impl Scratch {
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "keyroll {args:?} failed: {}\n{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+        assert!(
+            o.status.success(),
+            "keyroll {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
         String::from_utf8(o.stdout).unwrap()
     }
 

@@ -29,11 +29,8 @@ pub fn update_key(id: u32) -> UpdateKey {
 }
 
 pub fn plan(serial: u64, profile: Profile, tk: u32, uk: u32, limit: u32, balance: u64) -> CardPlan {
-    let transfer_keys = if profile == Profile::MultiKey {
-        (1..=limit).map(transfer_key).collect()
-    } else {
-        vec![transfer_key(tk)]
-    };
+    let transfer_keys =
+        if profile == Profile::MultiKey { (1..=limit).map(transfer_key).collect() } else { vec![transfer_key(tk)] };
     CardPlan {
         serial: CardSerial::from_u64(serial),
         profile,
@@ -61,11 +58,7 @@ pub fn card(serial: u64, profile: Profile, tk: u32, uk: u32, limit: u32, balance
     card_from(&plan(serial, profile, tk, uk, limit, balance))
 }
 
-pub fn settle_cards(
-    payer: &mut TestCard,
-    payee: &mut TestCard,
-    amount: u64,
-) -> Result<SettlementReport, SettleError> {
+pub fn settle_cards(payer: &mut TestCard, payee: &mut TestCard, amount: u64) -> Result<SettlementReport, SettleError> {
     let mut a = InProcessChannel::new(payer, "payer");
     let mut b = InProcessChannel::new(payee, "payee");
     settle(&mut a, &mut b, Amount(amount), &SettleOptions::default())
@@ -103,22 +96,46 @@ impl TestCa {
         let now = SystemTime::now();
         let (key, root) = IssuerCa::create_root(
             name,
-            ValidityPeriod { not_before: now - Duration::from_secs(86400), not_after: now + Duration::from_secs(86400 * 3650) },
+            ValidityPeriod {
+                not_before: now - Duration::from_secs(86400),
+                not_after: now + Duration::from_secs(86400 * 3650),
+            },
         )
         .unwrap();
-        TestCa { key, root, not_before: now - Duration::from_secs(3600), not_after: now + Duration::from_secs(86400 * 365) }
+        TestCa {
+            key,
+            root,
+            not_before: now - Duration::from_secs(3600),
+            not_after: now + Duration::from_secs(86400 * 365),
+        }
     }
 }
 
 impl keyroll::perso::CertificateIssuer for TestCa {
     fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
-        keyroll::authority::ca::issue_card_certificate(&self.key, &self.root, serial, public_key_sec1, self.not_before, self.not_after)
-            .map_err(|e| e.to_string())
+        keyroll::authority::ca::issue_card_certificate(
+            &self.key,
+            &self.root,
+            serial,
+            public_key_sec1,
+            self.not_before,
+            self.not_after,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
 /// A public-key or hybrid card certified by `ca`, trusting `anchor` (normally `ca.root`).
-pub fn pk_card(serial: u64, profile: Profile, tk: u32, uk: u32, limit: u32, balance: u64, ca: &TestCa, anchor: &[u8]) -> TestCard {
+pub fn pk_card(
+    serial: u64,
+    profile: Profile,
+    tk: u32,
+    uk: u32,
+    limit: u32,
+    balance: u64,
+    ca: &TestCa,
+    anchor: &[u8],
+) -> TestCard {
     let mut p = plan(serial, profile, tk, uk, limit, balance);
     p.trust_anchor = Some(anchor.to_vec());
     let mut card = Card::open(TearingStorage::new(MemoryStorage::new())).expect("blank card");

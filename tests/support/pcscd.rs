@@ -111,12 +111,7 @@ pub fn acquire() -> Pcscd {
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let file_lock = lock_file(&dir.join("lock"));
     let (readers, owned) = ensure_running();
-    let pcscd = Pcscd {
-        readers,
-        owned,
-        _file_lock: file_lock,
-        _thread_lock: thread_lock,
-    };
+    let pcscd = Pcscd { readers, owned, _file_lock: file_lock, _thread_lock: thread_lock };
     // Let pcscd's presence poll (every 400 ms) run once with no new card waiting, so it records the
     // previous test's card as gone even if a failed reset already made the reader look empty to
     // clients; a card connecting inside that window would be taken for the old one and stay hidden.
@@ -128,26 +123,18 @@ pub fn acquire() -> Pcscd {
 impl Pcscd {
     /// The `i`-th vpcd reader (0: "Virtual PCD 00 00" with the harness's reader file).
     pub fn reader(&self, i: usize) -> &VirtualReader {
-        self.readers
-            .get(i)
-            .unwrap_or_else(|| panic!("pcscd offers only {} vpcd readers", self.readers.len()))
+        self.readers.get(i).unwrap_or_else(|| panic!("pcscd offers only {} vpcd readers", self.readers.len()))
     }
 
     /// Stop pcscd (only one the harness started) and wait until it is gone.
     pub fn stop_daemon(&self) {
-        assert!(
-            self.owned,
-            "refusing to stop a pcscd the harness did not start"
-        );
+        assert!(self.owned, "refusing to stop a pcscd the harness did not start");
         let pid = read_pid().expect("pcscd's pid file is missing");
         // SAFETY: plain kill(2) on a pid read from pcscd's own pid file.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let until = Instant::now() + START_TIMEOUT;
         while process_alive(pid) {
-            assert!(
-                Instant::now() < until,
-                "pcscd (pid {pid}) did not stop after SIGTERM"
-            );
+            assert!(Instant::now() < until, "pcscd (pid {pid}) did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = fs::remove_file(SOCKET);
@@ -175,10 +162,7 @@ impl Pcscd {
             if busy.is_empty() {
                 return;
             }
-            assert!(
-                Instant::now() < until,
-                "vpcd readers still hold a card (another program serving?): {busy:?}"
-            );
+            assert!(Instant::now() < until, "vpcd readers still hold a card (another program serving?): {busy:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -211,9 +195,7 @@ fn lock_file(path: &Path) -> File {
 fn ensure_running() -> (Vec<VirtualReader>, bool) {
     if UnixStream::connect(SOCKET).is_ok() {
         let pid = read_pid();
-        let conf = pid
-            .map(config_dir_of)
-            .unwrap_or_else(|| PathBuf::from(SYSTEM_CONF_DIR));
+        let conf = pid.map(config_dir_of).unwrap_or_else(|| PathBuf::from(SYSTEM_CONF_DIR));
         let owned = conf == conf_dir();
         let expected = vpcd_readers_in(&conf);
         match wait_for_readers(&expected) {
@@ -244,14 +226,10 @@ fn start() -> Vec<VirtualReader> {
     let _ = fs::remove_file(PID_FILE);
     let conf = conf_dir();
     fs::create_dir_all(&conf).unwrap_or_else(|e| panic!("cannot create {}: {e}", conf.display()));
-    fs::write(conf.join("vpcd"), READER_CONF)
-        .unwrap_or_else(|e| panic!("cannot write the reader file: {e}"));
+    fs::write(conf.join("vpcd"), READER_CONF).unwrap_or_else(|e| panic!("cannot write the reader file: {e}"));
     let log_path = harness_dir().join("pcscd.log");
-    let log = File::create(&log_path)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
-    let log2 = log
-        .try_clone()
-        .unwrap_or_else(|e| panic!("cannot share the log file: {e}"));
+    let log = File::create(&log_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
+    let log2 = log.try_clone().unwrap_or_else(|e| panic!("cannot share the log file: {e}"));
     let mut cmd = Command::new("pcscd");
     cmd.arg("--foreground").arg("--config").arg(&conf);
     // Its own session and no inherited pipes: the daemon outlives the test run without holding
@@ -264,14 +242,10 @@ fn start() -> Vec<VirtualReader> {
             Ok(())
         });
     }
-    let child = cmd.spawn().unwrap_or_else(|e| {
-        panic!("cannot start pcscd: {e}; install pcscd and vsmartcard-vpcd (scripts/test does)")
-    });
-    eprintln!(
-        "pcscd harness: started pcscd (pid {}) with {}",
-        child.id(),
-        conf.display()
-    );
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start pcscd: {e}; install pcscd and vsmartcard-vpcd (scripts/test does)"));
+    eprintln!("pcscd harness: started pcscd (pid {}) with {}", child.id(), conf.display());
     // Keep the child to reap it after a restart; an earlier one (stopped since) is reaped now.
     let mut slot = CHILD.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(mut old) = slot.replace(child) {
@@ -281,26 +255,16 @@ fn start() -> Vec<VirtualReader> {
     let expected = vpcd_readers_in(&conf);
     let until = Instant::now() + START_TIMEOUT;
     while UnixStream::connect(SOCKET).is_err() {
-        if let Some(status) = CHILD
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        if let Some(status) =
+            CHILD.lock().unwrap_or_else(|e| e.into_inner()).as_mut().and_then(|c| c.try_wait().ok().flatten())
         {
             panic!("pcscd exited with {status}; see {}", log_path.display());
         }
-        assert!(
-            Instant::now() < until,
-            "pcscd did not open {SOCKET}; see {}",
-            log_path.display()
-        );
+        assert!(Instant::now() < until, "pcscd did not open {SOCKET}; see {}", log_path.display());
         std::thread::sleep(Duration::from_millis(20));
     }
     wait_for_readers(&expected).unwrap_or_else(|listed| {
-        panic!(
-            "pcscd started but lists {listed}, not {expected:?}; see {}",
-            log_path.display()
-        )
+        panic!("pcscd started but lists {listed}, not {expected:?}; see {}", log_path.display())
     })
 }
 
@@ -310,21 +274,15 @@ fn wait_for_readers(expected: &[VirtualReader]) -> Result<Vec<VirtualReader>, St
     loop {
         let listed = list_readers();
         if let Ok(list) = &listed {
-            let found: Vec<VirtualReader> = expected
-                .iter()
-                .filter(|v| list.iter().any(|r| r.name == v.name))
-                .cloned()
-                .collect();
+            let found: Vec<VirtualReader> =
+                expected.iter().filter(|v| list.iter().any(|r| r.name == v.name)).cloned().collect();
             if !found.is_empty() && (found.len() == expected.len() || Instant::now() >= until) {
                 return Ok(found);
             }
         }
         if Instant::now() >= until {
             return Err(match listed {
-                Ok(list) => format!(
-                    "readers {:?}",
-                    list.into_iter().map(|r| r.name).collect::<Vec<_>>()
-                ),
+                Ok(list) => format!("readers {:?}", list.into_iter().map(|r| r.name).collect::<Vec<_>>()),
                 Err(e) => e.to_string(),
             });
         }
@@ -335,9 +293,7 @@ fn wait_for_readers(expected: &[VirtualReader]) -> Result<Vec<VirtualReader>, St
 fn read_pid() -> Option<i32> {
     // pcscd writes the number followed by a NUL byte.
     let text = fs::read_to_string(PID_FILE).ok()?;
-    text.trim_matches(|c: char| c == '\0' || c.is_whitespace())
-        .parse()
-        .ok()
+    text.trim_matches(|c: char| c == '\0' || c.is_whitespace()).parse().ok()
 }
 
 /// Alive and not a zombie (a zombie has closed its sockets; its parent may never reap it).
@@ -349,9 +305,7 @@ fn process_alive(pid: i32) -> bool {
     }
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -359,10 +313,7 @@ fn process_alive(pid: i32) -> bool {
 /// The reader directory on a running pcscd's command line (`-c DIR`, `--config DIR`, `--config=DIR`).
 fn config_dir_of(pid: i32) -> PathBuf {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
+    let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "-c" || a == "--config" {
@@ -476,27 +427,17 @@ impl<C: SmartCard + Send + 'static> ServedCard<C> {
         let (stop2, events2, addr) = (stop.clone(), events.clone(), addr.to_string());
         let thread = std::thread::spawn(move || {
             let r = vpcd::serve(&mut card, &addr, &stop2, |e: VpcdEvent| {
-                events2
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(format!("{e:?}"));
+                events2.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{e:?}"));
             });
             let events = events2.lock().unwrap_or_else(|e| e.into_inner()).clone();
             (card, r, events)
         });
-        ServedCard {
-            stop,
-            thread: Some(thread),
-            events,
-        }
+        ServedCard { stop, thread: Some(thread), events }
     }
 
     /// The connector's events so far, as `Debug` text (no data bytes: see `VpcdEvent`).
     pub fn events(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Pull the card: set the stop flag and wait for `serve` to return. Gives back the card, what
@@ -504,12 +445,7 @@ impl<C: SmartCard + Send + 'static> ServedCard<C> {
     pub fn stop(mut self) -> (C, Result<(), vpcd::VpcdError>, Vec<String>, Duration) {
         let started = Instant::now();
         self.stop.store(true, Ordering::SeqCst);
-        let (card, r, events) = self
-            .thread
-            .take()
-            .expect("stopped once")
-            .join()
-            .expect("serve panicked");
+        let (card, r, events) = self.thread.take().expect("stopped once").join().expect("serve panicked");
         (card, r, events, started.elapsed())
     }
 }
