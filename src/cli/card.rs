@@ -14,6 +14,14 @@ use std::path::{Path, PathBuf};
 pub enum CardCommand {
     /// Show a card file's public state: serial, profile, key identifiers, limit, balance, logs.
     Show { file: PathBuf },
+    /// Serve a card file as a virtual card in a pcscd vpcd reader (a missing file: a blank card,
+    /// saved there). Ctrl-C or SIGTERM finishes the command in flight and exits.
+    Serve {
+        file: PathBuf,
+        /// vpcd's address: "Virtual PCD 00 00" is port 35963, "00 01" is 35964.
+        #[arg(long, default_value = "127.0.0.1:35963")]
+        vpcd: String,
+    },
 }
 
 /// The public view of a card (DESIGN.md §9 `card show` field names).
@@ -75,6 +83,7 @@ pub fn open_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
 
 pub fn run(ctx: &Context, cmd: CardCommand) -> Result<(), CliError> {
     match cmd {
+        CardCommand::Serve { file, vpcd } => serve(ctx, &file, &vpcd),
         CardCommand::Show { file } => {
             let card = open_card_file(&file)?;
             let view = CardView::of(card.state());
@@ -117,4 +126,49 @@ fn print_view(v: &CardView) {
     for l in &v.log {
         println!("log #{:<4}        {:?} {} {}", l.sequence, l.kind, l.amount, l.counterpart);
     }
+}
+
+/// vpcd has no authentication: a card served to a remote vpcd would answer anyone on the network.
+fn loopback_only(addr: &str) -> Result<(), CliError> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .map_err(|e| {
+            CliError::input(format!("cannot resolve vpcd address {addr:?}: {e}"), "use HOST:PORT, e.g. 127.0.0.1:35963")
+        })?
+        .collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+        return Err(CliError::input(
+            format!("vpcd address {addr} is not on this machine"),
+            "vpcd has no authentication; serve cards to a pcscd on loopback (127.0.0.1)",
+        ));
+    }
+    Ok(())
+}
+
+fn serve(ctx: &Context, file: &Path, vpcd: &str) -> Result<(), CliError> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    loopback_only(vpcd)?;
+    let mut card =
+        Card::open(FileStorage::new(file)).map_err(|source| CliError::CardFile { path: file.to_path_buf(), source })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| CliError::input(format!("cannot install signal handler: {e}"), "report this"))?;
+    }
+    let serial = card.state().serial.map(|s| s.to_string()).unwrap_or_else(|| "(blank)".into());
+    eprintln!("serving card {serial} from {} on vpcd {vpcd}; Ctrl-C to remove it", file.display());
+    let verbose = ctx.verbose;
+    crate::card::vpcd::serve(&mut card, vpcd, &stop, |ev| {
+        use crate::card::vpcd::VpcdEvent;
+        match ev {
+            VpcdEvent::Apdu { .. } | VpcdEvent::PowerOn | VpcdEvent::PowerOff | VpcdEvent::Reset if !verbose => {}
+            VpcdEvent::ConnectFailed { .. } if !verbose => {}
+            ev => eprintln!("vpcd: {ev:?}"),
+        }
+    })
+    .map_err(|e| CliError::input(format!("vpcd: {e}"), "check --vpcd HOST:PORT"))?;
+    eprintln!("card removed; state saved in {}", file.display());
+    Ok(())
 }

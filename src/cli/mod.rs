@@ -13,6 +13,7 @@ mod fleet;
 mod output;
 mod perso;
 mod perso_pcsc;
+mod readers;
 mod rollout;
 mod settle;
 
@@ -66,6 +67,8 @@ pub enum Command {
     /// The issuer CA: card certificates, revocations, CRL, root.
     #[command(subcommand)]
     Cert(backoffice::CertCommand),
+    /// List PC/SC readers and whether a card is present.
+    Readers,
     /// The main job: a whole key rollout on virtual cards, told as it goes, with a verdict.
     Demo(demo::DemoArgs),
     /// Auditors: verify the audit log.
@@ -91,5 +94,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cert(c) => backoffice::cert(&ctx, &cli.db, cli.identity.as_deref(), c),
         Command::Audit(c) => audit::run(&ctx, &cli.db, c),
         Command::Demo(a) => demo::run(&ctx, a),
+        Command::Readers => readers::run(&ctx),
     }
 }

@@ -1,4 +1,7 @@
-//! `keyroll perso --reader`: the personalisation line over PC/SC (feature `pcsc`).
+//! `keyroll perso --reader`: the personalisation line over PC/SC (feature `pcsc`). For each card it
+//! waits for a card in the reader, runs the same personalisation script as the virtual line, records
+//! the card and asks for the next. A card pulled half-way stays "reserved" in the database; put it back
+//! (or run the command again) and it is resumed under its serial.
 
 use super::CliError;
 use super::output::Context;
@@ -13,6 +16,68 @@ pub fn to_reader(_ctx: &Context, _u: &Unlocked<'_>, _batch: &str, reader: &str, 
 }
 
 #[cfg(feature = "pcsc")]
-pub fn to_reader(_ctx: &Context, _u: &Unlocked<'_>, _batch: &str, reader: &str, _count: u32) -> Result<(), CliError> {
-    Err(CliError::input(format!("reader {reader:?}: PC/SC personalisation is not wired yet"), "use --out-dir"))
+pub fn to_reader(ctx: &Context, u: &Unlocked<'_>, batch: &str, reader: &str, count: u32) -> Result<(), CliError> {
+    use super::perso::{DbIssuer, Kit, Progress};
+    use crate::perso::{CertificateIssuer, personalise, script::read_card};
+    use crate::protocol::info::LifeCycle;
+    use crate::transport::Trace;
+    use crate::transport::pcsc::{self, PcscChannel};
+    use std::time::Duration;
+
+    let name = pcsc::resolve_reader(reader)
+        .map_err(|e| CliError::input(format!("reader {reader:?}: {e}"), "list readers with `keyroll readers`"))?;
+    let (run, slots) = u.start_run(batch, &format!("reader:{name}"), count)?;
+    let kit = Kit::load(u, &run.batch)?;
+    let progress = Progress::new(count as u64, ctx.json);
+    let wait = Some(Duration::from_secs(600));
+    let mut done: Vec<bool> = slots.iter().map(|s| s.personalised).collect();
+    while done.iter().any(|d| !d) {
+        eprintln!("insert a blank card into {name} ({} of {count} done)", done.iter().filter(|d| **d).count());
+        let mut ch = PcscChannel::wait_and_connect(&name, wait)
+            .map_err(|e| CliError::input(format!("no card: {e}"), "insert a card, then run the same command again"))?;
+        let info = read_card(&mut ch, &mut Trace::verbose(ctx.verbose))?;
+        let slot = match info.life_cycle {
+            // A half-written card of this run: finish it under its serial.
+            LifeCycle::Personalising => slots.iter().position(|s| s.serial == info.serial && !s.personalised),
+            LifeCycle::Blank => done.iter().position(|d| !d),
+            LifeCycle::Issued => None,
+        };
+        let Some(i) = slot else {
+            eprintln!("card {} is {:?} and not part of this run: remove it", info.serial, info.life_cycle);
+            let _ = ch.wait_for_removal(wait);
+            continue;
+        };
+        let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
+        let outcome = personalise(
+            &mut ch,
+            &kit.master,
+            &kit.plan(slots[i].serial),
+            issuer.as_ref().map(|x| x as &dyn CertificateIssuer),
+            ctx.verbose,
+        );
+        match outcome {
+            Ok(o) => {
+                u.record_card(&run, &slots[i], None)?;
+                done[i] = true;
+                progress.card(
+                    done.iter().filter(|d| **d).count() as u64,
+                    count as u64,
+                    o.serial,
+                    "personalised; remove it",
+                );
+            }
+            Err(e) => {
+                eprintln!("card {}: {e}; it stays reserved and will be resumed", slots[i].serial);
+                if matches!(e, crate::perso::PersoError::Transport { .. }) {
+                    continue;
+                }
+                return Err(e.into());
+            }
+        }
+        let _ = ch.wait_for_removal(wait);
+    }
+    progress.finish();
+    u.finish_run(&run)?;
+    println!("batch {batch:?}: {count} card(s) personalised in {name}");
+    Ok(())
 }

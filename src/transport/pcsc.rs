@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroize;
 
 /// A reader and whether a card is in it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ReaderStatus {
     pub name: String,
     /// A card is in the reader and answered its reset (pcscd's PRESENT without MUTE).
