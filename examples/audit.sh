@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# An auditor's session: export the issuer root and CRL, verify every card certificate in the database and a
+# few as files, verify the audit log (pinned to the audit key fingerprint), and print the report.
+# Usage: examples/audit.sh [WORKDIR]   (KEYROLL=path/to/keyroll to pick the binary)
+set -euo pipefail
+KEYROLL=${KEYROLL:-keyroll}
+work=${1:-$(mktemp -d)}
+mkdir -p "$work" && cd "$work"
+export KEYROLL_DB=$work/issuer.db KEYROLL_IDENTITY=$work/custodian.identity
+
+fingerprint=$("$KEYROLL" --json init --issuer "Example Transit" --identity-out "$KEYROLL_IDENTITY" \
+  | sed -n 's/.*"audit_key_fingerprint": "\([0-9a-f]*\)".*/\1/p')
+"$KEYROLL" batch new cards --profile public-key --transfer-key-limit 3 --initial-balance 100
+"$KEYROLL" perso --batch cards --out-dir cards --count 4
+lost=$(ls cards | head -n 1 | sed 's/\.card$//')
+"$KEYROLL" cert revoke "$lost" --reason key-compromise
+
+"$KEYROLL" cert ca --out root.pem
+"$KEYROLL" cert crl --out crl.pem
+"$KEYROLL" --json cert list | sed -n 's/.*"pem": "\(.*\)".*/\1/p' | head -n 2 | sed 's/\\n/\n/g' > two-cards.pem
+
+# Every certificate in the database: the revoked one is reported invalid, so this exits 1.
+if "$KEYROLL" audit chain --all; then echo "expected the revoked card to be reported"; exit 1; fi
+# Certificates as files, the auditor's own anchor and CRL.
+"$KEYROLL" audit chain two-cards.pem --anchor root.pem --crl crl.pem || true
+"$KEYROLL" audit log --expect-key "$fingerprint"
+"$KEYROLL" audit report || true
+echo "audit done"
