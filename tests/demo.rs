@@ -1,0 +1,34 @@
+//! The main job: `keyroll demo` runs a whole rollout on virtual cards and its verdict holds.
+
+#[path = "support/cli.rs"]
+mod cli;
+use cli::*;
+
+#[test]
+fn demo_runs_to_a_passing_verdict() {
+    let s = Scratch::new();
+    let dir = s.path("demo");
+    let o = s.cmd().args(["--json", "demo", "--dir"]).arg(&dir).output().unwrap();
+    assert!(o.status.success(), "demo failed: {}\n{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let verdict = &v["verdict"];
+    for k in ["keys_converged", "value_conserved", "chains_valid", "log_intact", "ok"] {
+        assert_eq!(verdict[k], true, "{k}: {verdict}");
+    }
+    assert_eq!(verdict["issued_value"], verdict["balances"].as_u64().unwrap() + verdict["in_flight"].as_u64().unwrap());
+    assert_eq!(verdict["newest_transfer_key_id"], 3);
+    assert_eq!(verdict["certificates_revoked"], 1);
+    let steps = v["steps"].as_array().unwrap();
+    let said = |needle: &str| steps.iter().any(|s| s["text"].as_str().unwrap().contains(needle));
+    assert!(said("by the symmetric path"), "no symmetric roll told");
+    assert!(said("by the public-key path"), "no public-key roll told");
+    assert!(said("by selection"), "no multi-key selection told");
+    assert!(said("refuses it"), "no revoked card refused");
+    // The database it leaves is a normal issuer database.
+    let db = dir.join("keyroll.db");
+    let o = s.cmd().arg("--db").arg(&db).args(["audit", "log"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A second demo into the same folder refuses to overwrite the database.
+    let o = s.cmd().args(["demo", "--dir"]).arg(&dir).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
