@@ -30,7 +30,43 @@ struct Transfer<'a> {
     transfer_key_id: TransferKeyId,
 }
 
-impl Transfer<'_> {
+impl<'a> Transfer<'a> {
+    /// The transfer a receipt belongs to, seen from the payee `me`.
+    fn incoming(me: &'a CardSerial, p: &'a PendingIn) -> Self {
+        Transfer {
+            payer: &p.payer,
+            payee: me,
+            amount: p.amount,
+            nonce: &p.nonce,
+            payee_sequence: p.payee_sequence,
+            transfer_key_id: p.transfer_key_id,
+        }
+    }
+
+    /// The transfer a settled receipt belonged to.
+    fn settled(me: &'a CardSerial, s: &'a Settled) -> Self {
+        Transfer {
+            payer: &s.payer,
+            payee: me,
+            amount: s.amount,
+            nonce: &s.nonce,
+            payee_sequence: s.payee_sequence,
+            transfer_key_id: s.transfer_key_id,
+        }
+    }
+
+    /// The transfer a pending debit belongs to, seen from the payer `me`.
+    fn outgoing(me: &'a CardSerial, p: &'a PendingOut) -> Self {
+        Transfer {
+            payer: me,
+            payee: &p.payee,
+            amount: p.amount,
+            nonce: &p.nonce,
+            payee_sequence: p.payee_sequence,
+            transfer_key_id: p.transfer_key_id,
+        }
+    }
+
     fn parts<'b>(&'b self, label: &'b [u8], amount: &'b [u8; 8], seqs: &'b [u8; 8], id: &'b [u8; 4]) -> [&'b [u8]; 7] {
         [label, &self.payer.0, &self.payee.0, amount, self.nonce, seqs, id]
     }
@@ -135,8 +171,7 @@ pub(super) fn debit(
             return Err(StatusWord::IncorrectData);
         }
         let key = key_for(state, p.transfer_key_id)?;
-        let t =
-            Transfer { payer: &me, payee: &payee, amount, nonce, payee_sequence, transfer_key_id: p.transfer_key_id };
+        let t = Transfer::outgoing(&me, p);
         let mut out = p.payer_sequence.to_be_bytes().to_vec();
         out.extend_from_slice(&t.mac(&key, TOKEN, Some(p.payer_sequence)));
         return Ok(Effect::reply(out));
@@ -178,14 +213,7 @@ pub(super) fn credit(state: &CardState, nonce: &Nonce, payer_sequence: u32, toke
             return Err(StatusWord::ConditionsNotSatisfied);
         }
         let key = key_for(state, s.transfer_key_id)?;
-        let t = Transfer {
-            payer: &s.payer,
-            payee: &me,
-            amount: s.amount,
-            nonce,
-            payee_sequence: s.payee_sequence,
-            transfer_key_id: s.transfer_key_id,
-        };
+        let t = Transfer::settled(&me, s);
         t.check(&key, TOKEN, Some(payer_sequence), token)?;
         if payer_sequence != s.payer_sequence {
             return Err(StatusWord::IncorrectData);
@@ -199,14 +227,7 @@ pub(super) fn credit(state: &CardState, nonce: &Nonce, payer_sequence: u32, toke
         .find(|(_, p)| &p.nonce == nonce)
         .ok_or(StatusWord::ReferencedDataNotFound)?;
     let key = key_for(state, p.transfer_key_id)?;
-    let t = Transfer {
-        payer: &p.payer,
-        payee: &me,
-        amount: p.amount,
-        nonce,
-        payee_sequence: p.payee_sequence,
-        transfer_key_id: p.transfer_key_id,
-    };
+    let t = Transfer::incoming(&me, p);
     t.check(&key, TOKEN, Some(payer_sequence), token)?;
     let new_balance = state.balance.0.checked_add(p.amount.0).ok_or(StatusWord::ConditionsNotSatisfied)?;
     let mut next = state.clone();
@@ -236,14 +257,7 @@ pub(super) fn confirm(state: &CardState, nonce: &Nonce, ack: &Mac) -> Result<Eff
         .find(|(_, p)| &p.nonce == nonce)
         .ok_or(StatusWord::ReferencedDataNotFound)?;
     let key = key_for(state, p.transfer_key_id)?;
-    let t = Transfer {
-        payer: &me,
-        payee: &p.payee,
-        amount: p.amount,
-        nonce,
-        payee_sequence: p.payee_sequence,
-        transfer_key_id: p.transfer_key_id,
-    };
+    let t = Transfer::outgoing(&me, p);
     t.check(&key, ACK, Some(p.payer_sequence), ack)?;
     let mut next = state.clone();
     next.pending_out.remove(i);
@@ -260,14 +274,7 @@ pub(super) fn abort(state: &CardState, nonce: &Nonce) -> Result<Effect, StatusWo
             return Err(StatusWord::ConditionsNotSatisfied);
         }
         let key = key_for(state, s.transfer_key_id)?;
-        let t = Transfer {
-            payer: &s.payer,
-            payee: &me,
-            amount: s.amount,
-            nonce,
-            payee_sequence: s.payee_sequence,
-            transfer_key_id: s.transfer_key_id,
-        };
+        let t = Transfer::settled(&me, s);
         return Ok(Effect::reply(t.mac(&key, ABORT, None).to_vec()));
     }
     let (i, p) = state
@@ -277,14 +284,7 @@ pub(super) fn abort(state: &CardState, nonce: &Nonce) -> Result<Effect, StatusWo
         .find(|(_, p)| &p.nonce == nonce)
         .ok_or(StatusWord::ReferencedDataNotFound)?;
     let key = key_for(state, p.transfer_key_id)?;
-    let t = Transfer {
-        payer: &p.payer,
-        payee: &me,
-        amount: p.amount,
-        nonce,
-        payee_sequence: p.payee_sequence,
-        transfer_key_id: p.transfer_key_id,
-    };
+    let t = Transfer::incoming(&me, p);
     let proof = t.mac(&key, ABORT, None);
     let mut next = state.clone();
     next.pending_in.remove(i);
@@ -310,14 +310,7 @@ pub(super) fn refund(state: &CardState, nonce: &Nonce, proof: &Mac) -> Result<Ef
         .find(|(_, p)| &p.nonce == nonce)
         .ok_or(StatusWord::ReferencedDataNotFound)?;
     let key = key_for(state, p.transfer_key_id)?;
-    let t = Transfer {
-        payer: &me,
-        payee: &p.payee,
-        amount: p.amount,
-        nonce,
-        payee_sequence: p.payee_sequence,
-        transfer_key_id: p.transfer_key_id,
-    };
+    let t = Transfer::outgoing(&me, p);
     t.check(&key, ABORT, None, proof)?;
     let mut next = state.clone();
     let p = next.pending_out.remove(i);

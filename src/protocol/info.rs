@@ -134,11 +134,9 @@ impl CardInfo {
         o
     }
 
-    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(b);
-        let mut serial = None;
-        let mut life_cycle = None;
-        let mut info = CardInfo {
+    /// What a blank card with no serial reports.
+    pub fn blank() -> Self {
+        CardInfo {
             serial: CardSerial::default(),
             life_cycle: LifeCycle::Blank,
             profile: None,
@@ -152,7 +150,14 @@ impl CardInfo {
             pending_out: vec![],
             pending_in: vec![],
             certificate: None,
-        };
+        }
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(b);
+        let mut serial = None;
+        let mut life_cycle = None;
+        let mut info = CardInfo::blank();
         let u32v = |v: &[u8], field| -> Result<u32, DecodeError> {
             let mut r = Reader::new(v);
             let x = r.u32(field)?;

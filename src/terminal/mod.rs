@@ -100,7 +100,7 @@ pub(crate) struct Party<'a> {
 impl<'a> Party<'a> {
     /// SELECT the application and read GET CARD INFO.
     fn connect(role: Role, channel: &'a mut dyn CardChannel, trace: &mut Trace) -> Result<Self, SettleError> {
-        let mut p = Party { role, channel, info: placeholder_info() };
+        let mut p = Party { role, channel, info: CardInfo::blank() };
         p.send(trace, "SELECT", &Command::Select { aid: AID.to_vec() })?;
         p.refresh(trace)?;
         Ok(p)
@@ -137,24 +137,6 @@ impl<'a> Party<'a> {
 
     fn summary(&self) -> CardSummary {
         CardSummary { serial: self.info.serial, transfer_key_id: self.info.transfer_key_id, balance: self.info.balance }
-    }
-}
-
-fn placeholder_info() -> CardInfo {
-    CardInfo {
-        serial: CardSerial::default(),
-        life_cycle: LifeCycle::Blank,
-        profile: None,
-        transfer_key_id: None,
-        stored_transfer_key_ids: vec![],
-        update_key_id: None,
-        transfer_key_id_limit: None,
-        balance: Amount(0),
-        max_balance: Amount(0),
-        sequence: 0,
-        pending_out: vec![],
-        pending_in: vec![],
-        certificate: None,
     }
 }
 
