@@ -66,7 +66,13 @@ impl Story<'_> {
     }
 }
 
+/// Where the demo's terminal finds the cards: in process, or over real PC/SC.
+static OVER_PCSC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn settle_files(a: &Path, b: &Path, amount: u64, opts: &SettleOptions) -> Result<SettlementReport, CliError> {
+    if OVER_PCSC.load(std::sync::atomic::Ordering::Relaxed) {
+        return super::demo_pcsc::settle(a, b, amount, opts);
+    }
     let open = |p: &Path| {
         Card::open(FileStorage::new(p)).map_err(|source| CliError::CardFile { path: p.to_path_buf(), source })
     };
@@ -147,10 +153,8 @@ fn spread(story: &mut Story<'_>, fleet_dir: &Path, profiles: &dyn Fn(&Path) -> S
 
 pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
     if a.pcsc {
-        return Err(CliError::input(
-            "demo --pcsc is not available in this build",
-            "run `keyroll demo` (virtual cards), or the PC/SC tests with ./scripts/test",
-        ));
+        super::demo_pcsc::check()?;
+        OVER_PCSC.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     let dir = match a.dir {
         Some(d) => d,

@@ -8,6 +8,7 @@ mod audit;
 mod backoffice;
 mod card;
 mod demo;
+mod demo_pcsc;
 mod error;
 mod fleet;
 mod output;
