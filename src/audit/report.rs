@@ -195,13 +195,13 @@ mod tests {
         pki::floor_seconds(t)
     }
 
-    fn register(n: u64) -> (Vec<u8>, Vec<RegisteredCertificate>) {
+    fn register(issuer: &str, n: u64) -> (Vec<u8>, Vec<RegisteredCertificate>) {
         let now = SystemTime::now();
         let validity = ValidityPeriod {
             not_before: now - Duration::from_secs(3600),
             not_after: now + Duration::from_secs(365 * 86400),
         };
-        let (key, root) = IssuerCa::create_root("Report Test", validity).expect("root");
+        let (key, root) = IssuerCa::create_root(issuer, validity).expect("root");
         let requests: Vec<_> = (1..=n)
             .map(|i| CardCertRequest {
                 serial: CardSerial::from_u64(i),
@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn register_revocations_apply_from_their_time_and_by_serial() {
-        let (root, mut rows) = register(4);
+        let (root, mut rows) = register("Report Test", 4);
         let now = SystemTime::now();
         let revoked_at = unix(now) - 60;
         rows[1].revocation = Some(Revocation {
@@ -300,8 +300,27 @@ mod tests {
         );
         assert!(!out[2].result.valid);
 
+        // The root itself is a CA certificate: not a card certificate, even though RFC 5280
+        // would accept it as a leaf.
+        let ca_row = RegisteredCertificate {
+            card: "ROOT".into(),
+            serial: "01".into(),
+            der: Some(root.clone()),
+            revocation: None,
+        };
+        let out = check_register(&[ca_row], std::slice::from_ref(&root), &[], &[], &opts);
+        assert!(
+            out[0]
+                .result
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("used as an end-entity")),
+            "{:?}",
+            out[0]
+        );
+
         // Another issuer's root does not validate any of them.
-        let (other_root, _) = register(0);
+        let (other_root, _) = register("Other Issuer", 0);
         let out = check_register(&rows[..1], &[other_root], &[], &[], &opts);
         assert!(
             out[0]
@@ -316,7 +335,7 @@ mod tests {
 
     #[test]
     fn json_keeps_the_chain_contract_fields() {
-        let (root, rows) = register(1);
+        let (root, rows) = register("Report Test", 1);
         let out = check_register(
             &rows,
             &[root],
