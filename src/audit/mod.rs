@@ -3,5 +3,6 @@
 //! Uses [`crate::pki`] for the decisions; this layer only reads files and reports.
 
 pub mod chain;
+pub mod report;
 
 pub use chain::{AuditError, ChainAudit, ChainResult, audit_chain, check_chains, read_certificates, read_crls};

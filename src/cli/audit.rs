@@ -1,10 +1,17 @@
-//! `keyroll audit log` (and, with the auditors' work, `audit chain` and `audit report`).
+//! The auditors' commands: `audit log`, `audit chain` and `audit report` (DESIGN.md §9).
+//!
+//! None of them needs an identity: an auditor reads the database and files, never a secret.
 
 use super::CliError;
 use super::output::{self, Context};
-use crate::authority::{Authority, audit_log};
-use clap::Subcommand;
-use std::path::Path;
+use crate::audit::report::{ChainCounts, RegisterResult, RegisteredCertificate, Revocation, check_register};
+use crate::audit::{self, AuditError, ChainAudit, ChainResult};
+use crate::authority::{Authority, audit_log, batches, ca, cards, issuer_ca, keys};
+use crate::pki::{self, ValidationOptions};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
@@ -15,35 +22,421 @@ pub enum AuditCommand {
         #[arg(long)]
         expect_key: Option<String>,
     },
+    /// Validate certificate chains (RFC 5280 §6): certificate files against --anchor roots, or
+    /// with --all every card certificate in the database against the issuer's root and its
+    /// revocations (exit 1 if any certificate is invalid).
+    Chain(ChainArgs),
+    /// One page on the whole database: issuer, key versions, batches, certificates, chain
+    /// verdicts, audit log and issued value (exit 1 if a chain is invalid or the log is not
+    /// intact).
+    Report,
+}
+
+#[derive(Args, Debug)]
+pub struct ChainArgs {
+    /// Check every card certificate in the database, against the issuer's root (or the given
+    /// --anchor roots) with the database's revocations.
+    #[arg(long, conflicts_with = "certificates")]
+    pub all: bool,
+    /// Certificate files: PEM with one or more CERTIFICATE blocks, or DER.
+    #[arg(value_name = "CERT", required_unless_present = "all")]
+    pub certificates: Vec<PathBuf>,
+    /// A trusted root (PEM or DER); repeat for several.
+    #[arg(long = "anchor", value_name = "PEM")]
+    pub anchors: Vec<PathBuf>,
+    /// Intermediate certificates to build paths with (not trusted by themselves); repeatable.
+    #[arg(long = "untrusted", value_name = "PEM")]
+    pub untrusted: Vec<PathBuf>,
+    /// A CRL (PEM or DER); repeatable. A CRL of an issuer in the path must be usable.
+    #[arg(long = "crl", value_name = "FILE")]
+    pub crls: Vec<PathBuf>,
+    /// Validation time (default: now), e.g. 2030-01-01T00:00:00Z.
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+    /// Intermediates allowed between a certificate and its anchor (x509-limbo's max_chain_depth).
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<usize>,
 }
 
 pub fn run(ctx: &Context, db: &Path, cmd: AuditCommand) -> Result<(), CliError> {
     match cmd {
-        AuditCommand::Log { expect_key } => {
-            let auth = Authority::open(db)?;
-            let mut v = audit_log::verify(&auth.conn)?;
-            if let Some(fp) = expect_key
-                && !fp.eq_ignore_ascii_case(&v.audit_key_fingerprint)
-                && v.intact
-            {
-                v.intact = false;
-                v.reason = Some(format!("the audit key is {}, not the expected {fp}", v.audit_key_fingerprint));
-            }
-            if ctx.json {
-                output::json(&v);
-            } else if v.intact {
-                println!("audit log intact: {} rows, head signed by audit key {}", v.rows, v.audit_key_fingerprint);
-            } else {
-                println!(
-                    "audit log NOT intact: first bad row {}: {}",
-                    v.first_bad_row.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
-                    v.reason.clone().unwrap_or_default()
-                );
-            }
-            if !v.intact {
-                return Err(CliError::CheckFailed { what: v.reason.unwrap_or_else(|| "audit log not intact".into()) });
-            }
-            Ok(())
-        }
+        AuditCommand::Log { expect_key } => log(ctx, db, expect_key),
+        AuditCommand::Chain(args) => chain(ctx, db, args),
+        AuditCommand::Report => report(ctx, db),
     }
+}
+
+fn log(ctx: &Context, db: &Path, expect_key: Option<String>) -> Result<(), CliError> {
+    let auth = Authority::open(db)?;
+    let mut v = audit_log::verify(&auth.conn)?;
+    if let Some(fp) = expect_key
+        && !fp.eq_ignore_ascii_case(&v.audit_key_fingerprint)
+        && v.intact
+    {
+        v.intact = false;
+        v.reason = Some(format!("the audit key is {}, not the expected {fp}", v.audit_key_fingerprint));
+    }
+    if ctx.json {
+        output::json(&v);
+    } else if v.intact {
+        println!("audit log intact: {} rows, head signed by audit key {}", v.rows, v.audit_key_fingerprint);
+    } else {
+        println!(
+            "audit log NOT intact: first bad row {}: {}",
+            v.first_bad_row.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+            v.reason.clone().unwrap_or_default()
+        );
+    }
+    if !v.intact {
+        return Err(CliError::CheckFailed { what: v.reason.unwrap_or_else(|| "audit log not intact".into()) });
+    }
+    Ok(())
+}
+
+/// An unreadable input file is bad input (exit 2), with what to do about it.
+fn input_error(e: AuditError) -> CliError {
+    let hint = match &e {
+        AuditError::Read { .. } => {
+            "check the path; certificates, --anchor, --untrusted and --crl take PEM or DER files"
+        }
+        AuditError::TooLarge { .. } => "pass certificate and CRL files, not archives or disk images",
+        AuditError::Pem { .. } => {
+            "the file must hold well-formed PEM blocks, as `keyroll cert ca` or `openssl x509` write them"
+        }
+        AuditError::Empty { what: "CRL", .. } => {
+            "pass a file with an \"X509 CRL\" PEM block or a DER CRL (`keyroll cert crl --out FILE`)"
+        }
+        AuditError::Empty { .. } => {
+            "pass a file with a CERTIFICATE PEM block or a DER certificate (`keyroll cert list --json` has each card's PEM)"
+        }
+    };
+    CliError::input(e.to_string(), hint)
+}
+
+fn read_all(paths: &[PathBuf], read: fn(&Path) -> Result<Vec<Vec<u8>>, AuditError>) -> Result<Vec<Vec<u8>>, CliError> {
+    let mut out = Vec::new();
+    for p in paths {
+        out.extend(read(p).map_err(input_error)?);
+    }
+    Ok(out)
+}
+
+/// `--at`, parsed at the edge (RFC 3339), or now.
+fn validation_time(at: Option<&str>) -> Result<SystemTime, CliError> {
+    match at {
+        None => Ok(SystemTime::now()),
+        Some(s) => pki::parse_rfc3339(s).ok_or_else(|| {
+            CliError::input(
+                format!("--at {s:?} is not an RFC 3339 time"),
+                "write it as YYYY-MM-DDTHH:MM:SSZ (or with an offset such as +01:00), e.g. 2030-01-01T00:00:00Z",
+            )
+        }),
+    }
+}
+
+/// The certificate register as the auditor sees it: each stored certificate with its recorded
+/// revocation. A stored certificate that cannot be decoded is kept (as `der: None`) so that it
+/// is reported invalid rather than silently skipped.
+fn register(auth: &Authority) -> Result<Vec<RegisteredCertificate>, CliError> {
+    Ok(issuer_ca::list(&auth.conn)?
+        .into_iter()
+        .map(|row| RegisteredCertificate {
+            der: ca::pem_decode(ca::PEM_CERTIFICATE, &row.pem).ok(),
+            revocation: row.revoked_at.map(|t| Revocation {
+                at: pki::parse_rfc3339(&t).map(pki::floor_seconds),
+                at_text: t,
+                reason: row.reason,
+            }),
+            card: row.card,
+            serial: row.serial,
+        })
+        .collect())
+}
+
+/// `--all`: the register checked against the database's root. Building a signed CRL would need
+/// the CA key and so a custodian identity; the register's revocation rows say the same thing and
+/// the signed audit log vouches for them (see [`crate::audit::report`]), so they are used directly.
+fn check_database(
+    auth: &Authority,
+    args: &ChainArgs,
+    opts: &ValidationOptions,
+) -> Result<Vec<RegisterResult>, CliError> {
+    // An auditor may hold the root the issuer published and want the database checked against
+    // it rather than against the root the database itself carries: --anchor does that.
+    let anchors = if args.anchors.is_empty() {
+        match issuer_ca::root(&auth.conn)? {
+            Some(root) => vec![root],
+            None => {
+                return Err(CliError::input(
+                    format!("{} holds no issuer root certificate", auth.path.display()),
+                    "create it with `keyroll cert ca --out root.pem` (needs --identity), or pass --anchor ROOT.pem",
+                ));
+            }
+        }
+    } else {
+        read_all(&args.anchors, audit::read_certificates)?
+    };
+    let untrusted = read_all(&args.untrusted, audit::read_certificates)?;
+    let crls = read_all(&args.crls, audit::read_crls)?;
+    let certificates = register(auth)?;
+    Ok(check_register(&certificates, &anchors, &untrusted, &crls, opts))
+}
+
+fn print_result(r: &ChainResult) {
+    if r.valid {
+        println!("valid    {}  {}", r.certificate, r.subject.as_deref().unwrap_or(""));
+    } else {
+        println!("INVALID  {}: {}", r.certificate, r.reason.as_deref().unwrap_or("not valid"));
+    }
+}
+
+#[derive(Serialize)]
+struct ChainOutput<T: Serialize> {
+    results: Vec<T>,
+    valid: usize,
+    invalid: usize,
+    /// The validation time, RFC 3339.
+    at: String,
+}
+
+fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
+    let at = validation_time(args.at.as_deref())?;
+    let mut opts = ValidationOptions::at(at);
+    opts.max_intermediates = args.max_depth;
+    let at_text = pki::format_unix(pki::floor_seconds(at));
+    let (valid, invalid) = if args.all {
+        let auth = Authority::open(db)?;
+        let results = check_database(&auth, &args, &opts)?;
+        let counts = ChainCounts::of(&results);
+        if ctx.json {
+            output::json(&ChainOutput { results, valid: counts.valid, invalid: counts.invalid, at: at_text });
+        } else {
+            for r in &results {
+                print_result(&r.result);
+            }
+            let anchor =
+                if args.anchors.is_empty() { "the database's issuer root" } else { "the given --anchor roots" };
+            println!(
+                "{} card certificate(s) at {at_text}: {} valid, {} invalid ({} revoked); checked against {anchor} and the database's revocations{}",
+                results.len(),
+                counts.valid,
+                counts.invalid,
+                counts.revoked,
+                if args.crls.is_empty() { String::new() } else { format!(" and {} CRL file(s)", args.crls.len()) }
+            );
+        }
+        (counts.valid, counts.invalid)
+    } else {
+        if args.anchors.is_empty() {
+            return Err(CliError::input(
+                "no trust anchor: certificate files are checked against the roots given with --anchor",
+                "pass --anchor ROOT.pem (the issuer's root: `keyroll cert ca --out root.pem`), or use --all to check the database's certificates against its own root",
+            ));
+        }
+        let results = audit::audit_chain(&ChainAudit {
+            certificates: args.certificates,
+            anchors: args.anchors,
+            untrusted: args.untrusted,
+            crls: args.crls,
+            at,
+            max_intermediates: args.max_depth,
+        })
+        .map_err(input_error)?;
+        let valid = results.iter().filter(|r| r.valid).count();
+        let invalid = results.len() - valid;
+        if ctx.json {
+            output::json(&ChainOutput { results, valid, invalid, at: at_text });
+        } else {
+            for r in &results {
+                print_result(r);
+            }
+            println!("{} certificate(s) at {at_text}: {valid} valid, {invalid} invalid", valid + invalid);
+        }
+        (valid, invalid)
+    };
+    if invalid > 0 {
+        return Err(CliError::CheckFailed {
+            what: format!("{invalid} of {} certificate(s) did not validate", valid + invalid),
+        });
+    }
+    Ok(())
+}
+
+/// The issuer and its root, as the report shows them.
+#[derive(Serialize)]
+struct IssuerInfo {
+    name: String,
+    root_subject: Option<String>,
+    root_serial: Option<String>,
+    root_not_after: Option<String>,
+    audit_key_fingerprint: String,
+}
+
+#[derive(Serialize)]
+struct CardCounts {
+    /// Cards in the register, whatever their state.
+    total: usize,
+    personalised: usize,
+}
+
+#[derive(Serialize)]
+struct CertificateCounts {
+    issued: usize,
+    revoked: usize,
+}
+
+#[derive(Serialize)]
+struct ChainVerdicts {
+    valid: usize,
+    invalid: usize,
+    /// Of the invalid ones, those invalid because they are revoked.
+    revoked: usize,
+    /// Every invalid certificate with its reason.
+    invalid_certificates: Vec<RegisterResult>,
+}
+
+/// `audit report --json`: the same page as data.
+#[derive(Serialize)]
+struct Report {
+    /// When the report was made (and the validation time of the chains), RFC 3339.
+    at: String,
+    database: String,
+    issuer: IssuerInfo,
+    keys: Vec<keys::KeyRow>,
+    batches: Vec<batches::Batch>,
+    cards: CardCounts,
+    certificates: CertificateCounts,
+    chains: ChainVerdicts,
+    audit_log: audit_log::LogVerdict,
+    /// Value issued onto personalised cards, minor currency units.
+    issued_value: u64,
+    /// No invalid chain and an intact audit log.
+    ok: bool,
+}
+
+fn build_report(auth: &Authority, at: SystemTime) -> Result<Report, CliError> {
+    let root = issuer_ca::root(&auth.conn)?;
+    let root_parsed = root.as_deref().and_then(|d| pki::Certificate::from_der(d).ok());
+    let log = audit_log::verify(&auth.conn)?;
+    let register = register(auth)?;
+    // Without a root (a database from before the CA existed) nothing can validate: every
+    // certificate is then reported with "unknown issuer".
+    let anchors: Vec<Vec<u8>> = root.into_iter().collect();
+    let results = check_register(&register, &anchors, &[], &[], &ValidationOptions::at(at));
+    let counts = ChainCounts::of(&results);
+    let cards = cards::list(&auth.conn)?;
+    // Certificates the issuer revoked are expected to fail and are listed; anything else that fails
+    // (a bad signature, an unknown issuer, expiry) fails the report.
+    let ok = counts.invalid == counts.revoked && log.intact;
+    Ok(Report {
+        at: pki::format_unix(pki::floor_seconds(at)),
+        database: auth.path.display().to_string(),
+        issuer: IssuerInfo {
+            name: auth.issuer_name()?,
+            root_subject: root_parsed.as_ref().map(|c| c.subject.display()),
+            root_serial: root_parsed.as_ref().map(|c| hex::encode_upper(&c.serial)),
+            root_not_after: root_parsed.as_ref().map(|c| pki::format_unix(c.not_after)),
+            audit_key_fingerprint: log.audit_key_fingerprint.clone(),
+        },
+        keys: keys::list(&auth.conn)?,
+        batches: batches::list(&auth.conn)?,
+        cards: CardCounts {
+            total: cards.len(),
+            personalised: cards.iter().filter(|c| c.state == "personalised").count(),
+        },
+        certificates: CertificateCounts {
+            issued: register.len(),
+            revoked: register.iter().filter(|c| c.revocation.is_some()).count(),
+        },
+        chains: ChainVerdicts {
+            valid: counts.valid,
+            invalid: counts.invalid,
+            revoked: counts.revoked,
+            invalid_certificates: results.into_iter().filter(|r| !r.result.valid).collect(),
+        },
+        audit_log: log,
+        issued_value: cards::issued_value(&auth.conn)?,
+        ok,
+    })
+}
+
+fn print_report(r: &Report) {
+    let none = || "-".to_string();
+    println!("keyroll audit report, {}", r.at);
+    println!("database      {}", r.database);
+    println!("issuer        {}", r.issuer.name);
+    println!(
+        "root          {} (serial {}, notAfter {})",
+        r.issuer.root_subject.clone().unwrap_or_else(none),
+        r.issuer.root_serial.clone().unwrap_or_else(none),
+        r.issuer.root_not_after.clone().unwrap_or_else(none)
+    );
+    println!("audit key     {}", r.issuer.audit_key_fingerprint);
+    println!();
+    println!("key versions");
+    println!("  {:<9} {:>4} {:<8} {:<6}", "kind", "id", "state", "kcv");
+    for k in &r.keys {
+        println!("  {:<9} {:>4} {:<8} {:<6}", k.kind.name(), k.id, k.state.name(), k.kcv);
+    }
+    println!();
+    println!("batches");
+    println!("  {:<16} {:<10} {:>4} {:>5} {:>4} {:>12}", "name", "profile", "tk", "limit", "uk", "personalised");
+    for b in &r.batches {
+        println!(
+            "  {:<16} {:<10} {:>4} {:>5} {:>4} {:>12}",
+            b.name,
+            b.profile.name(),
+            b.transfer_key_id,
+            b.transfer_key_id_limit,
+            b.update_key_id,
+            b.personalised
+        );
+    }
+    println!();
+    println!("cards         {} in the register, {} personalised", r.cards.total, r.cards.personalised);
+    println!("issued value  {}", r.issued_value);
+    println!("certificates  {} issued, {} revoked", r.certificates.issued, r.certificates.revoked);
+    println!(
+        "chains        {} valid, {} invalid ({} of them revoked)",
+        r.chains.valid, r.chains.invalid, r.chains.revoked
+    );
+    for c in &r.chains.invalid_certificates {
+        println!("  INVALID  {}: {}", c.result.certificate, c.result.reason.as_deref().unwrap_or("not valid"));
+    }
+    let log = &r.audit_log;
+    if log.intact {
+        println!("audit log     intact, {} rows", log.rows);
+    } else {
+        println!(
+            "audit log     NOT intact: first bad row {}: {}",
+            log.first_bad_row.map(|n| n.to_string()).unwrap_or_else(none),
+            log.reason.as_deref().unwrap_or("")
+        );
+    }
+    println!();
+    println!("verdict       {}", if r.ok { "PASS" } else { "FAIL" });
+}
+
+fn report(ctx: &Context, db: &Path) -> Result<(), CliError> {
+    let auth = Authority::open(db)?;
+    let r = build_report(&auth, SystemTime::now())?;
+    if ctx.json {
+        output::json(&r);
+    } else {
+        print_report(&r);
+    }
+    if !r.ok {
+        let mut why = Vec::new();
+        if r.chains.invalid > r.chains.revoked {
+            why.push(format!(
+                "{} certificate chain(s) invalid other than by revocation",
+                r.chains.invalid - r.chains.revoked
+            ));
+        }
+        if !r.audit_log.intact {
+            why.push(format!("audit log not intact ({})", r.audit_log.reason.as_deref().unwrap_or("unknown reason")));
+        }
+        return Err(CliError::CheckFailed { what: format!("audit report failed: {}", why.join("; ")) });
+    }
+    Ok(())
 }

@@ -9,7 +9,8 @@ use std::path::Path;
 
 /// The two vpcd readers the demo uses, with their ports.
 #[cfg_attr(not(feature = "pcsc"), allow(dead_code))]
-pub const READERS: [(&str, &str); 2] = [("Virtual PCD 00 00", "127.0.0.1:35963"), ("Virtual PCD 00 01", "127.0.0.1:35964")];
+pub const READERS: [(&str, &str); 2] =
+    [("Virtual PCD 00 00", "127.0.0.1:35963"), ("Virtual PCD 00 01", "127.0.0.1:35964")];
 
 #[cfg(not(feature = "pcsc"))]
 pub fn check() -> Result<(), CliError> {
@@ -25,7 +26,10 @@ pub fn settle(_a: &Path, _b: &Path, _amount: u64, _opts: &SettleOptions) -> Resu
 #[cfg(feature = "pcsc")]
 pub fn check() -> Result<(), CliError> {
     let readers = crate::transport::pcsc::list_readers().map_err(|e| {
-        CliError::input(format!("PC/SC is not available: {e}"), "start pcscd (e.g. `pcscd --foreground &`) with vsmartcard-vpcd installed")
+        CliError::input(
+            format!("PC/SC is not available: {e}"),
+            "start pcscd (e.g. `pcscd --foreground &`) with vsmartcard-vpcd installed",
+        )
     })?;
     for (name, _) in READERS {
         match readers.iter().find(|r| r.name == name) {
@@ -36,7 +40,10 @@ pub fn check() -> Result<(), CliError> {
                 ));
             }
             Some(r) if r.card_present => {
-                return Err(CliError::input(format!("reader {name:?} already has a card"), "stop the other `keyroll card serve`"));
+                return Err(CliError::input(
+                    format!("reader {name:?} already has a card"),
+                    "stop the other `keyroll card serve`",
+                ));
             }
             Some(_) => {}
         }
@@ -57,7 +64,8 @@ pub fn settle(a: &Path, b: &Path, amount: u64, opts: &SettleOptions) -> Result<S
     let stop = Arc::new(AtomicBool::new(false));
     let mut servers = Vec::new();
     for (path, (_, addr)) in [a, b].into_iter().zip(READERS) {
-        let mut card = Card::open(FileStorage::new(path)).map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })?;
+        let mut card = Card::open(FileStorage::new(path))
+            .map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })?;
         let stop = Arc::clone(&stop);
         servers.push(std::thread::spawn(move || {
             let _ = crate::card::vpcd::serve(&mut card, addr, &stop, |_| {});

@@ -72,7 +72,7 @@ pub enum Command {
     Readers,
     /// The main job: a whole key rollout on virtual cards, told as it goes, with a verdict.
     Demo(demo::DemoArgs),
-    /// Auditors: verify the audit log.
+    /// Auditors: certificate chains (RFC 5280), revocation, the audit log, and a whole-database report.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
 }

@@ -1,0 +1,213 @@
+//! `audit chain` throughput: keyroll's RFC 5280 validator over N card certificate files, against
+//! `openssl verify -CAfile root.pem` over the same files in the same run (DESIGN.md §8: an oracle
+//! no one here wrote; it must also say every file is OK).
+//!
+//! ```sh
+//! cargo bench --bench audit_chain                      # N = 10,000
+//! KEYROLL_BENCH_N=2000 cargo bench --bench audit_chain
+//! ```
+//!
+//! Prints certificates/s for keyroll on rayon's pool (all cores), keyroll on one thread, one
+//! `openssl verify` process at a time (files chunked so the command line stays short) and, for
+//! a like-for-like figure, one `openssl verify` process per core; then the ratios, and
+//! `openssl speed ecdsap256` verify/s, the bound: each card certificate costs one P-256
+//! signature verification (the anchor's own signature is not checked, RFC 5280 §6.1).
+
+use keyroll::audit::{ChainAudit, audit_chain};
+use keyroll::authority::ca::{CardCertRequest, IssuerCa, PEM_CERTIFICATE, ValidityPeriod, issue_batch, pem_encode};
+use keyroll::crypto::card_key::CardKeyPair;
+use keyroll::domain::CardSerial;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Files per `openssl verify` process: keeps the command line far below ARG_MAX.
+const OPENSSL_CHUNK: usize = 1_000;
+
+fn die(what: &str) -> ! {
+    eprintln!("audit_chain bench: {what}");
+    std::process::exit(2)
+}
+
+fn per_second(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+/// Writes the root and `n` card certificates (one PEM file each) into `dir`.
+fn generate(dir: &Path, n: usize) -> (PathBuf, Vec<PathBuf>) {
+    let now = SystemTime::now();
+    let validity = ValidityPeriod {
+        not_before: now - Duration::from_secs(3600),
+        not_after: now + Duration::from_secs(10 * 365 * 86400),
+    };
+    let (key, root) = IssuerCa::create_root("Bench Issuer", validity).unwrap_or_else(|e| die(&format!("root: {e}")));
+    let requests: Vec<CardCertRequest> = (0..n)
+        .into_par_iter()
+        .map(|i| CardCertRequest {
+            serial: CardSerial::from_u64(0x4B52_0000_0000_0000 + i as u64),
+            public_key_sec1: CardKeyPair::generate()
+                .unwrap_or_else(|e| die(&format!("card key: {e}")))
+                .public_key_sec1()
+                .to_vec(),
+            validity,
+        })
+        .collect();
+    let certs = issue_batch(&key, &root, &requests).unwrap_or_else(|e| die(&format!("issue: {e}")));
+    let write = |path: &Path, der: &[u8]| {
+        let pem = pem_encode(PEM_CERTIFICATE, der).unwrap_or_else(|e| die(&format!("pem: {e}")));
+        std::fs::write(path, pem).unwrap_or_else(|e| die(&format!("write {}: {e}", path.display())));
+    };
+    let root_path = dir.join("root.pem");
+    write(&root_path, &root);
+    let paths: Vec<PathBuf> = certs
+        .par_iter()
+        .enumerate()
+        .map(|(i, der)| {
+            let p = dir.join(format!("card-{i:05}.pem"));
+            write(&p, der);
+            p
+        })
+        .collect();
+    (root_path, paths)
+}
+
+fn keyroll_run(audit: &ChainAudit, threads: Option<usize>) -> Duration {
+    let run = || {
+        let start = Instant::now();
+        let results = audit_chain(audit).unwrap_or_else(|e| die(&format!("audit_chain: {e}")));
+        let elapsed = start.elapsed();
+        if let Some(bad) = results.iter().find(|r| !r.valid) {
+            die(&format!("keyroll says {} is invalid: {:?}", bad.certificate, bad.reason));
+        }
+        assert_eq!(results.len(), audit.certificates.len());
+        elapsed
+    };
+    match threads {
+        None => run(),
+        Some(t) => rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .unwrap_or_else(|e| die(&format!("thread pool: {e}")))
+            .install(run),
+    }
+}
+
+/// One `openssl verify` over a chunk; checks it said OK for every file.
+fn openssl_chunk(root: &Path, chunk: &[PathBuf]) {
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(root)
+        .args(chunk)
+        .output()
+        .unwrap_or_else(|e| die(&format!("cannot run openssl: {e}")));
+    let ok = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.ends_with(": OK")).count();
+    if !out.status.success() || ok != chunk.len() {
+        die(&format!(
+            "openssl verify: {ok} of {} OK, status {}: {}",
+            chunk.len(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+}
+
+/// `openssl verify` over all files, `processes` chunks at a time.
+fn openssl_run(root: &Path, files: &[PathBuf], processes: usize) -> Duration {
+    let start = Instant::now();
+    let chunks: Vec<&[PathBuf]> = files.chunks(OPENSSL_CHUNK).collect();
+    for wave in chunks.chunks(processes.max(1)) {
+        std::thread::scope(|s| {
+            for c in wave {
+                s.spawn(|| openssl_chunk(root, c));
+            }
+        });
+    }
+    start.elapsed()
+}
+
+/// The `p256` crate's ECDSA verifications per second on one thread (what keyroll's validator
+/// calls once per card certificate), over one second.
+fn p256_verify_speed() -> f64 {
+    use p256::ecdsa::signature::{Signer, Verifier};
+    use p256::ecdsa::{Signature, SigningKey};
+    use p256::elliptic_curve::Generate;
+    let key = SigningKey::try_generate().unwrap_or_else(|_| die("p256 key"));
+    let msg = [0x5au8; 300];
+    let sig: Signature = key.sign(&msg);
+    let vk = key.verifying_key();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        for _ in 0..50 {
+            if vk.verify(std::hint::black_box(&msg), &sig).is_err() {
+                die("p256 verify failed");
+            }
+        }
+        n += 50;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `openssl speed -seconds 1 ecdsap256`: the verify/s column.
+fn openssl_speed() -> Option<f64> {
+    let out = Command::new("openssl").args(["speed", "-seconds", "1", "ecdsap256"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("ecdsa (nistp256)"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let n: usize = match std::env::var("KEYROLL_BENCH_N") {
+        Ok(v) => v.parse().ok().filter(|&n| n > 0).unwrap_or_else(|| die("KEYROLL_BENCH_N must be a positive integer")),
+        Err(_) => 10_000,
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| die(&format!("temp dir: {e}")));
+    let t = Instant::now();
+    let (root, files) = generate(dir.path(), n);
+    println!("generated {n} card certificates in {:.2} s ({cores} cores)", t.elapsed().as_secs_f64());
+
+    let audit = ChainAudit {
+        certificates: files.clone(),
+        anchors: vec![root.clone()],
+        untrusted: vec![],
+        crls: vec![],
+        at: SystemTime::now(),
+        max_intermediates: None,
+    };
+    // Warm the page cache and the code paths once, untimed, on a slice.
+    let warm = ChainAudit { certificates: files[..files.len().min(200)].to_vec(), ..audit.clone() };
+    keyroll_run(&warm, None);
+    openssl_run(&root, &warm.certificates, 1);
+
+    // Interleave the contenders so a neighbour's load hits both alike; keep each one's best.
+    let rounds = 3;
+    let (mut kr, mut kr1, mut os, mut osp) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
+    for _ in 0..rounds {
+        kr = kr.min(keyroll_run(&audit, None));
+        os = os.min(openssl_run(&root, &files, 1));
+        osp = osp.min(openssl_run(&root, &files, cores));
+        kr1 = kr1.min(keyroll_run(&audit, Some(1)));
+    }
+    let (kr, kr1, os, osp) = (per_second(n, kr), per_second(n, kr1), per_second(n, os), per_second(n, osp));
+    println!("best of {rounds} rounds, {n} certificates each:");
+    println!("  keyroll audit_chain, {cores} threads   {kr:>10.0} certificates/s");
+    println!("  keyroll audit_chain, 1 thread     {kr1:>10.0} certificates/s");
+    println!("  openssl verify, 1 process         {os:>10.0} certificates/s  ({OPENSSL_CHUNK} files per process)");
+    println!("  openssl verify, {cores} processes       {osp:>10.0} certificates/s");
+    println!("  ratio keyroll ({cores} threads) / openssl (1 process)    {:.2}x", kr / os);
+    println!("  ratio keyroll (1 thread) / openssl (1 process)     {:.2}x", kr1 / os);
+    println!("  ratio keyroll ({cores} threads) / openssl ({cores} processes)  {:.2}x", kr / osp);
+    let p = p256_verify_speed();
+    println!("  bound: p256 crate {p:.0} verify/s on 1 thread; keyroll 1 thread reaches {:.0}% of it", 100.0 * kr1 / p);
+    match openssl_speed() {
+        Some(v) => println!(
+            "  openssl speed ecdsap256 {v:.0} verify/s per core; keyroll 1 thread reaches {:.0}% of it",
+            100.0 * kr1 / v
+        ),
+        None => println!("  bound: `openssl speed ecdsap256` unavailable"),
+    }
+}
