@@ -32,3 +32,20 @@ fn demo_runs_to_a_passing_verdict() {
     let o = s.cmd().args(["demo", "--dir"]).arg(&dir).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[cfg(feature = "pcsc")]
+#[path = "support/pcscd.rs"]
+mod pcscd;
+
+/// `demo --pcsc`: the same rollout with every settlement over real pcscd and vpcd readers.
+#[cfg(feature = "pcsc")]
+#[test]
+fn demo_over_real_pcsc_reaches_a_passing_verdict() {
+    let _pc = pcscd::acquire();
+    let s = Scratch::new();
+    let o = s.cmd().args(["--json", "demo", "--pcsc", "--dir"]).arg(s.path("demo")).output().unwrap();
+    assert!(o.status.success(), "demo --pcsc failed: {}\n{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verdict"]["ok"], true, "{}", v["verdict"]);
+    assert!(v["steps"].as_array().unwrap().iter().any(|s| s["text"].as_str().unwrap().contains("real PC/SC")));
+}

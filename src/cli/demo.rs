@@ -172,6 +172,10 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
     let mut story = Story { ctx, events: Vec::new() };
     story
         .say("setup", format!("working in {} (database, custodian identity and card files stay there)", dir.display()));
+    if a.pcsc {
+        story
+            .say("setup", "settlements run over real PC/SC: each card file is served on a vpcd reader of pcscd".into());
+    }
 
     // 1. The issuer.
     let (auth, init) = Authority::init(&db, "Demo Transit Authority", &[], &identity)?;

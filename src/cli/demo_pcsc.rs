@@ -71,18 +71,21 @@ pub fn settle(a: &Path, b: &Path, amount: u64, opts: &SettleOptions) -> Result<S
             let _ = crate::card::vpcd::serve(&mut card, addr, &stop, |_| {});
         }));
     }
-    let result = (|| {
-        let wait = Some(Duration::from_secs(10));
-        let no_card = |e| CliError::input(format!("the served card did not appear: {e}"), "check pcscd and vpcd");
-        let mut ca = PcscChannel::wait_and_connect(READERS[0].0, wait).map_err(no_card)?;
-        let mut cb = PcscChannel::wait_and_connect(READERS[1].0, wait).map_err(no_card)?;
-        let r = crate::terminal::settle(&mut ca, &mut cb, Amount(amount), opts)?;
-        // Release the cards without a reset before they leave (pcscd keeps a reset-on-departure
-        // card hidden otherwise).
-        let _ = ca.disconnect();
-        let _ = cb.disconnect();
-        Ok(r)
-    })();
+    let wait = Some(Duration::from_secs(10));
+    let no_card = |e| CliError::input(format!("the served card did not appear: {e}"), "check pcscd and vpcd");
+    let channels = PcscChannel::wait_and_connect(READERS[0].0, wait)
+        .and_then(|a| PcscChannel::wait_and_connect(READERS[1].0, wait).map(|b| (a, b)));
+    let result = match channels {
+        Err(e) => Err(no_card(e)),
+        Ok((mut ca, mut cb)) => {
+            let r = crate::terminal::settle(&mut ca, &mut cb, Amount(amount), opts).map_err(CliError::from);
+            // Release both cards without a reset, whatever happened, before they leave: pcscd keeps a
+            // card that was reset on its way out hidden from the next one in the same reader.
+            let _ = ca.disconnect();
+            let _ = cb.disconnect();
+            r
+        }
+    };
     stop.store(true, Ordering::SeqCst);
     for s in servers {
         let _ = s.join();
