@@ -35,7 +35,7 @@ pub fn card_serial(der: &[u8]) -> Option<CardSerial> {
 
 /// Check a peer certificate against `anchor`. Every failure answers 6982 (security status not
 /// satisfied): the card does not say which check failed, the terminal's log and `audit chain` do.
-pub fn check(der: &[u8], anchor: &[u8], at: SystemTime, usage: Usage) -> Result<Peer, StatusWord> {
+pub fn check(der: &[u8], anchor: &[u8], at: SystemTime, usages: &[Usage]) -> Result<Peer, StatusWord> {
     let refuse = StatusWord::SecurityStatusNotSatisfied;
     let opts = ValidationOptions { allow_ca_leaf: false, ..ValidationOptions::at(at) };
     let path = pki::validate(der, &[], &[anchor.to_vec()], &[], &opts).map_err(|_| refuse)?;
@@ -43,11 +43,11 @@ pub fn check(der: &[u8], anchor: &[u8], at: SystemTime, usage: Usage) -> Result<
         return Err(refuse);
     }
     let ku = path.leaf_key_usage.ok_or(refuse)?;
-    let ok = match usage {
+    let ok = |u: &Usage| match u {
         Usage::Signing => ku.digital_signature(),
         Usage::KeyAgreement => ku.key_agreement(),
     };
-    if !ok {
+    if !usages.iter().all(ok) {
         return Err(refuse);
     }
     let serial = card_serial(der).ok_or(refuse)?;

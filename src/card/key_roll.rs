@@ -69,7 +69,7 @@ pub(super) fn request_update_permission(
         // Claims 4, 7: the request carries the newer card's certificate; its key will check the
         // signature in UPDATE TRANSFER KEY.
         KeyRollPath::PublicKey => {
-            let peer = certificate::check(sender_certificate, anchor(state)?, now, Usage::Signing)?;
+            let peer = certificate::check(sender_certificate, anchor(state)?, now, &[Usage::Signing])?;
             if Some(peer.serial) == state.serial {
                 return Err(StatusWord::IncorrectData);
             }
@@ -117,7 +117,7 @@ pub(super) fn get_transfer_key(
             // Claims 4, 7: "first encrypted data into which the transfer key identifier and the transfer
             // key are encrypted by use of the third public key", then "first digital signature data from
             // the first encrypted data and the second random number by use of the secret key".
-            let peer = certificate::check(receiver_certificate, anchor(state)?, now, Usage::KeyAgreement)?;
+            let peer = certificate::check(receiver_certificate, anchor(state)?, now, &[Usage::KeyAgreement])?;
             if peer.serial != receiver {
                 return Err(StatusWord::IncorrectData);
             }
@@ -125,8 +125,9 @@ pub(super) fn get_transfer_key(
             let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(20));
             plaintext.extend_from_slice(&key.id.0.to_be_bytes());
             plaintext.extend_from_slice(key.secret().expose());
+            // The peer key was validated above; what can still fail here is the random generator.
             let ct = ecies::seal(&peer.public_key, &[PUBLIC_KEY_LABEL, &serial.0, &receiver.0], &plaintext)
-                .map_err(|_| StatusWord::SecurityStatusNotSatisfied)?;
+                .map_err(|_| StatusWord::NoPreciseDiagnosis)?;
             let sig = me.sign(&[SIGNATURE_LABEL, &ct, challenge]);
             let mut out = Vec::with_capacity(ct.len() + sig.len() + 8);
             put_tlv(&mut out, tag::CIPHERTEXT, &ct);

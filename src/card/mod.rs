@@ -153,6 +153,11 @@ impl<S: Storage> Card<S> {
             None => {
                 // Only commands that carry certificates or envelopes may be chained; anything else is
                 // refused at the first segment, before any data is buffered.
+                if header[0] != crate::protocol::instruction::CLA_ISO
+                    && header[0] != crate::protocol::instruction::CLA_PROPRIETARY
+                {
+                    return Err(StatusWord::ClaNotSupported);
+                }
                 let ins = Instruction::from_code(header[0], header[1]).ok_or(
                     if Instruction::ALL.iter().any(|i| i.code() == header[1]) {
                         StatusWord::ClaNotSupported
@@ -278,7 +283,7 @@ impl<S: Storage> Card<S> {
                 perso::initialize(state, serial, personalisation_key)
             }
             Command::OpenPersoSession => perso::open_session(state, session),
-            Command::PersoStore { item, sealed } => perso::store(state, session, apdu.header(), item, &sealed),
+            Command::PersoStore { item, sealed } => perso::store(state, session, apdu.header(), item, &sealed, now),
             Command::GenerateKeyPair { sealed } => perso::generate_key_pair(state, session, apdu.header(), &sealed),
             Command::Lock { sealed } => perso::lock(state, session, apdu.header(), &sealed),
             Command::Select { .. } | Command::GetResponse { .. } => unreachable!("handled above"),

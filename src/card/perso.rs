@@ -13,6 +13,7 @@ use crate::protocol::StatusWord;
 use crate::protocol::codec::Reader;
 use crate::protocol::command::PersoItem;
 use crate::protocol::info::LifeCycle;
+use std::time::SystemTime;
 
 /// INITIALIZE: the fab step that gives a blank card its serial and personalisation key. Only a blank
 /// card accepts it, so it cannot be used to take over a personalised card.
@@ -62,6 +63,7 @@ pub(super) fn store(
     header: [u8; 4],
     item: PersoItem,
     sealed: &[u8],
+    now: SystemTime,
 ) -> Result<Effect, StatusWord> {
     // Decode against a copy of the session so a malformed item leaves the counter where it was.
     let plain = {
@@ -133,7 +135,12 @@ pub(super) fn store(
             if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_key_pair() {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
-            next.trust_anchor = Some(r.rest().to_vec());
+            let anchor = r.rest().to_vec();
+            if state.trust_anchor.as_ref() != Some(&anchor) {
+                // A certificate checked against the old anchor is no longer known to chain.
+                next.certificate = None;
+            }
+            next.trust_anchor = Some(anchor);
         }
         PersoItem::CardCertificate => {
             let Some(private) = &state.card_private_key else { return Err(StatusWord::ConditionsNotSatisfied) };
@@ -142,7 +149,7 @@ pub(super) fn store(
             // The certificate must chain to the stored trust anchor and certify this card's own key and
             // serial (claims 3, 5): a card never presents a certificate its peers would refuse.
             let Some(anchor) = &state.trust_anchor else { return Err(StatusWord::ConditionsNotSatisfied) };
-            if !certifies(&cert, anchor, &pair.public_key_sec1(), state.serial) {
+            if !certifies(&cert, anchor, &pair.public_key_sec1(), state.serial, now) {
                 return Err(StatusWord::IncorrectData);
             }
             next.certificate = Some(cert);
@@ -203,12 +210,10 @@ pub(super) fn lock(
     Ok(Effect::write(next, Vec::new()))
 }
 
-/// Whether `der` is a valid card certificate under `anchor` for `public_key` naming `serial`.
-fn certifies(der: &[u8], anchor: &[u8], public_key: &[u8], serial: Option<CardSerial>) -> bool {
-    let opts = crate::pki::ValidationOptions {
-        allow_ca_leaf: false,
-        ..crate::pki::ValidationOptions::at(std::time::SystemTime::now())
-    };
-    let Ok(path) = crate::pki::validate(der, &[], &[anchor.to_vec()], &[], &opts) else { return false };
-    path.leaf_public_key_sec1 == public_key && serial.is_some() && super::certificate::card_serial(der) == serial
+/// Whether `der` is a card certificate peers will accept (chains to `anchor`, end entity, both key
+/// usages the protocol needs, valid at `now`) for `public_key` naming `serial`.
+fn certifies(der: &[u8], anchor: &[u8], public_key: &[u8], serial: Option<CardSerial>, now: SystemTime) -> bool {
+    use super::certificate::{Usage, check};
+    check(der, anchor, now, &[Usage::Signing, Usage::KeyAgreement])
+        .is_ok_and(|peer| peer.public_key == public_key && Some(peer.serial) == serial)
 }
