@@ -13,14 +13,18 @@ export KEYROLL_DB=$work/issuer.db KEYROLL_IDENTITY=$work/custodian.identity
 "$KEYROLL" batch new multi-2026 --profile multi-key --transfer-key-limit 4 --initial-balance 1000
 
 # A run killed mid-way (the line lost power) ...
-"$KEYROLL" perso --batch multi-2026 --out-dir cards --count 200 &
+"$KEYROLL" perso --batch multi-2026 --out-dir cards --count 2000 2>/dev/null &
 pid=$!
-sleep 0.3
+until [ "$(ls cards 2>/dev/null | wc -l)" -ge 5 ] || ! kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
 kill -9 "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
 echo "after the kill: $(ls cards | wc -l) card file(s)"
 # ... is finished by the same command: no duplicate, nothing lost.
-"$KEYROLL" perso --batch multi-2026 --out-dir cards --count 200
+if [ "$(ls cards | wc -l)" -lt 2000 ]; then
+  "$KEYROLL" perso --batch multi-2026 --out-dir cards --count 2000
+else
+  echo "(this machine finished the run before the kill arrived)"
+fi
 "$KEYROLL" perso --batch hybrid-2026 --out-dir cards --count 3
 "$KEYROLL" batch list
 "$KEYROLL" cert list

@@ -24,7 +24,7 @@ fn issuer_key_rotation() {
 
 #[test]
 fn personalisation_run() {
-    run("personalisation-run.sh", "personalised 203 cards");
+    run("personalisation-run.sh", "personalised 2003 cards");
 }
 
 #[test]
