@@ -14,10 +14,11 @@ mod support;
 
 use cli::Scratch;
 use keyroll::card::Card;
+use keyroll::card::CardState;
 use keyroll::card::storage::FileStorage;
 use keyroll::domain::{Amount, Profile};
 use keyroll::protocol::{Mute, SmartCard};
-use keyroll::terminal::{KeyRoll, Role, SettleOptions, settle};
+use keyroll::terminal::{KeyRoll, Role, SettleError, SettleOptions, SettlementReport, settle};
 use keyroll::transport::pcsc::{PcscChannel, wait_for_card, wait_for_card_removal};
 use pcscd::{ServedCard, VirtualReader, acquire};
 use serde_json::Value;
@@ -402,21 +403,108 @@ impl SmartCard for Pullable {
     }
 }
 
-fn file_card(path: &Path, serial: u64, balance: u64) -> Arc<Mutex<Card<FileStorage>>> {
+fn file_card(path: &Path, serial: u64, transfer_key_id: u32, balance: u64) -> Card<FileStorage> {
     use keyroll::crypto::Secret16;
     use keyroll::perso::personalise;
     use keyroll::transport::in_process::InProcessChannel;
     let mut card = Card::open(FileStorage::new(path)).unwrap();
-    let plan = support::plan(serial, Profile::Symmetric, 1, 1, 5, balance);
+    let plan = support::plan(serial, Profile::Symmetric, transfer_key_id, 1, 5, balance);
     personalise(&mut InProcessChannel::new(&mut card, "perso"), &Secret16::new(support::MASTER), &plan, None, false)
         .unwrap();
-    Arc::new(Mutex::new(card))
+    card
 }
 
-fn connect_both(pc: &pcscd::Pcscd) -> (PcscChannel, PcscChannel) {
-    let a = PcscChannel::wait_and_connect(&pc.reader(0).name, Some(WAIT)).expect("payer in reader 0");
-    let b = PcscChannel::wait_and_connect(&pc.reader(1).name, Some(WAIT)).expect("payee in reader 1");
-    (a, b)
+/// A payer in reader 0 and a payee in reader 1, served in process, that a pull plan can pull.
+struct PullRig {
+    payer: Arc<Mutex<Card<FileStorage>>>,
+    payee: Arc<Mutex<Card<FileStorage>>>,
+    plan: Arc<Mutex<PullPlan>>,
+    served: Vec<ServedCard<Pullable>>,
+    readers: [String; 2],
+}
+
+impl PullRig {
+    fn start(pc: &pcscd::Pcscd, payer: Card<FileStorage>, payee: Card<FileStorage>) -> Self {
+        let (payer, payee) = (Arc::new(Mutex::new(payer)), Arc::new(Mutex::new(payee)));
+        let plan = Arc::new(Mutex::new(PullPlan::default()));
+        let served = [(Role::Payer, &payer), (Role::Payee, &payee)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (role, card))| {
+                ServedCard::start(Pullable { role, card: card.clone(), plan: plan.clone() }, &pc.reader(i).addr())
+            })
+            .collect();
+        PullRig { payer, payee, plan, served, readers: [pc.reader(0).name.clone(), pc.reader(1).name.clone()] }
+    }
+
+    /// Exchange the cards' chips for a fresh pair while no channel is open: a new pair of cards, without
+    /// waiting for pcscd's presence poll to see two removals and two insertions.
+    fn replace(&self, payer: Card<FileStorage>, payee: Card<FileStorage>) {
+        *self.payer.lock().unwrap() = payer;
+        *self.payee.lock().unwrap() = payee;
+    }
+
+    fn states(&self) -> (CardState, CardState) {
+        (self.payer.lock().unwrap().state().clone(), self.payee.lock().unwrap().state().clone())
+    }
+
+    fn connect(&self) -> (PcscChannel, PcscChannel) {
+        let a = PcscChannel::wait_and_connect(&self.readers[0], Some(WAIT)).expect("payer in reader 0");
+        let b = PcscChannel::wait_and_connect(&self.readers[1], Some(WAIT)).expect("payee in reader 1");
+        (a, b)
+    }
+
+    /// A settlement nothing interrupts; also checks that the cards received exactly the APDUs it counts.
+    fn settle(&self, amount: u64) -> Result<SettlementReport, SettleError> {
+        let (mut a, mut b) = self.connect();
+        *self.plan.lock().unwrap() = PullPlan::default();
+        let r = settle(&mut a, &mut b, Amount(amount), &SettleOptions::default());
+        if let Ok(r) = &r {
+            assert_eq!(self.plan.lock().unwrap().apdus, r.apdus, "every APDU counted reaches a card, no other");
+        }
+        r
+    }
+
+    /// A settlement whose card receiving APDU `k` is pulled: it must fail. Waits until the vpcd connector
+    /// has put the card back and pcscd powered it up. Returns the role of the pulled card.
+    fn settle_pulled(&self, k: usize, after_processing: bool, amount: u64, case: &str) -> Role {
+        let (mut a, mut b) = self.connect();
+        *self.plan.lock().unwrap() = PullPlan { at: Some(k), after_processing, ..PullPlan::default() };
+        let e = settle(&mut a, &mut b, Amount(amount), &SettleOptions::default());
+        drop((a, b));
+        assert!(e.is_err(), "{case}: the settlement must fail, got {e:?}");
+        let role = self.plan.lock().unwrap().pulled.unwrap_or_else(|| panic!("{case}: no card was pulled"));
+        let until = Instant::now() + WAIT;
+        while self.plan.lock().unwrap().power_ons_since_pull == 0 {
+            assert!(Instant::now() < until, "{case}: the {role} card did not come back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        role
+    }
+
+    /// Pull both cards for good; returns how many times the connector removed a mute card.
+    fn stop(self) -> usize {
+        let mut removals = 0;
+        for s in self.served {
+            let (_, r, events, _) = s.stop();
+            r.unwrap();
+            removals += events.iter().filter(|e| *e == "Removed").count();
+        }
+        removals
+    }
+}
+
+fn assert_settled(case: &str, sa: &CardState, sb: &CardState, total: u64) {
+    assert_eq!(sa.balance.0 + sb.balance.0, total, "{case}: value conserved");
+    for (who, s) in [("payer", sa), ("payee", sb)] {
+        assert!(
+            s.pending_out.is_empty() && s.pending_in.is_empty(),
+            "{case}: {who} still has pending entries: out {:?} in {:?}",
+            s.pending_out,
+            s.pending_in
+        );
+    }
+    assert_eq!(sa.selected_transfer_key_id, sb.selected_transfer_key_id, "{case}: the cards converge");
 }
 
 #[test]
@@ -424,69 +512,26 @@ fn card_pulled_after_any_apdu_of_a_settlement_is_recovered_by_the_next_one() {
     let pc = acquire();
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (dir.path().join("payer.card"), dir.path().join("payee.card"));
-    let (a, b) = (file_card(&pa, 1, 1000), file_card(&pb, 2, 1000));
+    let rig = PullRig::start(&pc, file_card(&pa, 1, 1, 1000), file_card(&pb, 2, 1, 1000));
     let total = 2000u64;
-    let plan = Arc::new(Mutex::new(PullPlan::default()));
-    let served_a =
-        ServedCard::start(Pullable { role: Role::Payer, card: a.clone(), plan: plan.clone() }, &pc.reader(0).addr());
-    let served_b =
-        ServedCard::start(Pullable { role: Role::Payee, card: b.clone(), plan: plan.clone() }, &pc.reader(1).addr());
-    let opts = SettleOptions::default();
 
     // A settlement nothing interrupts: how many APDUs it takes.
-    let (mut ca, mut cb) = connect_both(&pc);
-    plan.lock().unwrap().apdus = 0;
-    let r = settle(&mut ca, &mut cb, Amount(7), &opts).unwrap();
+    let r = rig.settle(7).unwrap();
     assert_eq!((r.key_roll, r.amount), (KeyRoll::None, Amount(7)));
-    let n = plan.lock().unwrap().apdus;
-    assert_eq!(n, r.apdus, "every APDU the terminal counts reaches a card, and no other");
-    drop((ca, cb));
+    let n = r.apdus;
     let mut moved = 7u64;
 
     for after_processing in [false, true] {
         for k in 1..=n {
-            let case = format!(
-                "pulled at APDU {k} of {n}, {}",
-                if after_processing { "answer lost" } else { "before it ran" }
-            );
-            let (mut ca, mut cb) = connect_both(&pc);
-            {
-                let mut p = plan.lock().unwrap();
-                *p = PullPlan { at: Some(k), after_processing, ..PullPlan::default() };
-            }
-            let e = settle(&mut ca, &mut cb, Amount(5), &opts);
-            let pulled = plan.lock().unwrap().pulled;
-            assert!(e.is_err(), "{case}: the settlement must fail, got {e:?}");
-            let role = pulled.unwrap_or_else(|| panic!("{case}: no card was pulled"));
-            drop((ca, cb));
-            // No value created by the interrupted settlement.
-            let sum = a.lock().unwrap().state().balance.0 + b.lock().unwrap().state().balance.0;
-            assert!(sum <= total, "{case}: balances sum to {sum} > {total}");
+            let how = if after_processing { "answer lost" } else { "before it ran" };
+            let case = format!("pulled at APDU {k} of {n}, {how}");
+            rig.settle_pulled(k, after_processing, 5, &case);
+            let (sa, sb) = rig.states();
+            assert!(sa.balance.0 + sb.balance.0 <= total, "{case}: value created");
 
-            // The vpcd connector reinserts the pulled card; pcscd powers it up again.
-            let until = Instant::now() + WAIT;
-            while plan.lock().unwrap().power_ons_since_pull == 0 {
-                assert!(Instant::now() < until, "{case}: the {role} card did not come back");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let (mut ca, mut cb) = connect_both(&pc);
-            let r = settle(&mut ca, &mut cb, Amount(0), &opts).unwrap_or_else(|e| panic!("{case}: recovery: {e}"));
-            drop((ca, cb));
-            let (sa, sb) = (a.lock().unwrap().state().clone(), b.lock().unwrap().state().clone());
-            assert_eq!(sa.balance.0 + sb.balance.0, total, "{case}: value conserved ({r:?})");
-            assert!(
-                sa.pending_out.is_empty() && sa.pending_in.is_empty(),
-                "{case}: payer pending {:?} {:?}",
-                sa.pending_out,
-                sa.pending_in
-            );
-            assert!(
-                sb.pending_out.is_empty() && sb.pending_in.is_empty(),
-                "{case}: payee pending {:?} {:?}",
-                sb.pending_out,
-                sb.pending_in
-            );
-            assert_eq!(sa.selected_transfer_key_id, sb.selected_transfer_key_id, "{case}");
+            rig.settle(0).unwrap_or_else(|e| panic!("{case}: recovery: {e}"));
+            let (sa, sb) = rig.states();
+            assert_settled(&case, &sa, &sb, total);
             // Either the 5 arrived or it was refunded, never half.
             let received = sb.balance.0 - 1000;
             assert!(
@@ -497,15 +542,53 @@ fn card_pulled_after_any_apdu_of_a_settlement_is_recovered_by_the_next_one() {
             moved = received;
         }
     }
-    let (_, ra, ea, _) = served_a.stop();
-    let (_, rb, eb, _) = served_b.stop();
-    ra.unwrap();
-    rb.unwrap();
-    let removals = ea.iter().chain(&eb).filter(|e| *e == "Removed").count();
-    assert_eq!(removals, 2 * n, "one removal per pull");
+    let (sa, sb) = rig.states();
+    assert_eq!(rig.stop(), 2 * n, "one removal per pull");
     // The files hold what the cards last said.
-    for (path, card) in [(&pa, &a), (&pb, &b)] {
-        let reopened = Card::open(FileStorage::new(path)).unwrap();
-        assert_eq!(reopened.state().balance, card.lock().unwrap().state().balance);
+    for (path, state) in [(&pa, &sa), (&pb, &sb)] {
+        assert_eq!(Card::open(FileStorage::new(path)).unwrap().state().balance, state.balance);
     }
+}
+
+#[test]
+fn card_pulled_after_any_apdu_of_a_key_roll_converges_on_the_next_settlement() {
+    let pc = acquire();
+    let dir = tempfile::tempdir().unwrap();
+    // The payer holds transfer key 1, the payee key 2: the settlement rolls key 2 onto the payer.
+    let pair = |i: u64| {
+        let (pa, pb) = (dir.path().join(format!("payer{i}.card")), dir.path().join(format!("payee{i}.card")));
+        (file_card(&pa, 2 * i + 1, 1, 1000), file_card(&pb, 2 * i + 2, 2, 1000))
+    };
+    let (a, b) = pair(0);
+    let rig = PullRig::start(&pc, a, b);
+    let r = rig.settle(5).unwrap();
+    assert_eq!((r.key_roll, r.updated_card, r.amount), (KeyRoll::Symmetric, Some(Role::Payer), Amount(5)));
+    let n = r.apdus;
+
+    for k in 1..=n {
+        let (a, b) = pair(k as u64);
+        rig.replace(a, b);
+        // Each APDU is pulled once; the two kinds of cut alternate to keep the run short.
+        let after_processing = k % 2 == 0;
+        let how = if after_processing { "answer lost" } else { "before it ran" };
+        let case = format!("pulled at APDU {k} of {n} of a key roll, {how}");
+        rig.settle_pulled(k, after_processing, 5, &case);
+        let (sa, sb) = rig.states();
+        let rolled = sa.selected_transfer_key_id.map(|i| i.0);
+        assert!(rolled == Some(1) || rolled == Some(2), "{case}: payer on key {rolled:?}");
+        assert_eq!(sb.selected_transfer_key_id.map(|i| i.0), Some(2), "{case}: the payee keeps its key");
+        assert!(sa.balance.0 + sb.balance.0 <= 2000, "{case}: value created");
+
+        let r = rig.settle(0).unwrap_or_else(|e| panic!("{case}: recovery: {e}"));
+        let expected = if rolled == Some(1) { (KeyRoll::Symmetric, Some(Role::Payer)) } else { (KeyRoll::None, None) };
+        assert_eq!((r.key_roll, r.updated_card), expected, "{case}");
+        let (sa, sb) = rig.states();
+        assert_settled(&case, &sa, &sb, 2000);
+        assert_eq!(sa.selected_transfer_key_id.map(|i| i.0), Some(2), "{case}: the newer key reached the payer");
+        assert!([1000, 1005].contains(&sb.balance.0), "{case}: payee balance {}", sb.balance);
+        // Converged: a further synchronisation is a no-op.
+        let r = rig.settle(0).unwrap();
+        assert_eq!((r.key_roll, r.recovered.len()), (KeyRoll::None, 0), "{case}");
+    }
+    assert_eq!(rig.stop(), n, "one removal per pull");
 }
