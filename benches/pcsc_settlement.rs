@@ -19,7 +19,7 @@ mod pcscd;
 mod support;
 
 use keyroll::card::Card;
-use keyroll::card::storage::MemoryStorage;
+use keyroll::card::storage::{FileStorage, MemoryStorage};
 use keyroll::crypto::Secret16;
 use keyroll::domain::{Amount, CardSerial, Profile};
 use keyroll::perso::{CertificateIssuer, personalise};
@@ -166,6 +166,16 @@ impl Bench {
     }
 }
 
+/// A symmetric card kept in a file in `dir`, personalised in process.
+fn file_card(dir: &std::path::Path, serial: u64, tk: u32) -> BoxedCard {
+    let mut card = Card::open(FileStorage::new(dir.join(format!("{serial}.card")))).expect("card file");
+    let plan = support::plan(serial, Profile::Symmetric, tk, 1, 9, 1_000);
+    let mut ch = InProcessChannel::new(&mut card, "perso");
+    personalise(&mut ch, &Secret16::new(support::MASTER), &plan, None, false).expect("personalisation");
+    drop(ch);
+    Box::new(card)
+}
+
 /// The same settlement in process: what the cards and the terminal cost without PC/SC.
 fn in_process_ms(mut payer: BoxedCard, mut payee: BoxedCard) -> f64 {
     let t = Instant::now();
@@ -227,6 +237,16 @@ fn main() {
         .settlements(ROLL_SAMPLES, KeyRoll::None, |b| (b.card(Profile::Hybrid, 1, 1), b.card(Profile::Hybrid, 1, 1)));
     let local = in_process_ms(bench.card(Profile::Hybrid, 1, 1), bench.card(Profile::Hybrid, 1, 1));
     report("no roll (hybrid cards: info carries certificates)", apdus, &mut times, &mut connects, local, 15.0, None);
+
+    // The same with card files, as `keyroll card serve` keeps them: every card write is a file written,
+    // synced and renamed.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::None, |b| {
+        let (x, y) = (b.serial(), b.serial());
+        (file_card(dir.path(), x, 1), file_card(dir.path(), y, 1))
+    });
+    let local = in_process_ms(file_card(dir.path(), 9_001, 1), file_card(dir.path(), 9_002, 1));
+    report("no roll (symmetric card files, synced writes)", apdus, &mut times, &mut connects, local, 15.0, Some(10));
 
     for (profile, count) in [(Profile::Symmetric, PERSO_CARDS), (Profile::PublicKey, PK_PERSO_CARDS)] {
         let (rate, apdus) = bench.personalisations(count, profile);
