@@ -1,0 +1,594 @@
+//! keyroll over real PC/SC (issue "PC/SC"): cards served by `keyroll card serve` processes into pcscd's
+//! vpcd readers, personalised by `keyroll perso --reader` and settled by `keyroll settle` between two
+//! readers; an outside client (`opensc-tool`) talking to a served card; and settlements whose cards are
+//! pulled after every APDU, recovered by the next settlement. Needs pcscd, vsmartcard-vpcd and opensc
+//! (the harness starts pcscd when none runs).
+
+#![cfg(feature = "pcsc")]
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/pcscd.rs"]
+mod pcscd;
+mod support;
+
+use cli::Scratch;
+use keyroll::card::Card;
+use keyroll::card::CardState;
+use keyroll::card::storage::FileStorage;
+use keyroll::domain::{Amount, Profile};
+use keyroll::protocol::{Mute, SmartCard};
+use keyroll::terminal::{KeyRoll, Role, SettleError, SettleOptions, SettlementReport, settle};
+use keyroll::transport::pcsc::{PcscChannel, wait_for_card, wait_for_card_removal};
+use pcscd::{ServedCard, VirtualReader, acquire};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// Several of pcscd's 400 ms presence polls: a card served or pulled is seen well within this.
+const WAIT: Duration = Duration::from_secs(10);
+/// A keyroll command that talks to cards (personalisation generates a key pair on the card).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) if the test ends while it still runs.
+struct Proc {
+    child: Child,
+    what: String,
+    /// Where its stderr goes, shown when something fails.
+    log: Option<PathBuf>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, what: impl Into<String>, log: Option<PathBuf>) -> Self {
+        let what = what.into();
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Proc { child, what, log }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.as_ref().map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// Wait for the process to exit, at most `timeout`; a process still running is a test failure.
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= until {
+                panic!("{} did not exit within {timeout:?}; its log:\n{}", self.what, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child this process spawned and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM and wait: `card serve` finishes the command in flight, saves and exits 0.
+    fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(WAIT)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(libc::SIGTERM);
+            let until = Instant::now() + Duration::from_secs(3);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `keyroll card serve FILE --vpcd ADDR` in a process, inserted: pcscd lists a card in `reader`.
+struct ServeProcess {
+    proc: Proc,
+    reader: VirtualReader,
+}
+
+fn serve(s: &Scratch, file: &Path, reader: &VirtualReader) -> ServeProcess {
+    let log = s.path(&format!("serve-{}.log", reader.port));
+    let mut cmd = s.cmd();
+    cmd.args(["card", "serve"]).arg(file).args(["--vpcd", &reader.addr()]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+    let proc = Proc::spawn(cmd, format!("keyroll card serve {} on {}", file.display(), reader.name), Some(log));
+    ServeProcess { proc, reader: reader.clone() }
+}
+
+impl ServeProcess {
+    fn wait_inserted(&self) {
+        if let Err(e) = wait_for_card(&self.reader.name, Some(WAIT)) {
+            panic!("{} is not seen in the reader: {e}; its log:\n{}", self.proc.what, self.proc.log_text());
+        }
+    }
+
+    /// SIGTERM: the card leaves the reader and `card serve` exits 0 with the state saved.
+    fn pull(mut self) {
+        let status = self.proc.terminate();
+        assert!(status.success(), "{} exited with {status}; its log:\n{}", self.proc.what, self.proc.log_text());
+        let log = self.proc.log_text();
+        assert!(log.contains("state saved"), "{log}");
+        assert!(wait_for_card_removal(&self.reader.name, Some(WAIT)).unwrap(), "pcscd still sees a card");
+    }
+}
+
+/// Personalise one card of `batch` through PC/SC: `perso --reader "00 00" --count 1` waits, a `card
+/// serve` process inserts a blank card file, perso personalises it and asks for its removal, the card is
+/// pulled (SIGTERM) and perso finishes.
+fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader) {
+    assert!(!file.exists(), "{} must start as a blank card", file.display());
+    let mut cmd = s.cmd();
+    cmd.args(["--db", "keyroll.db", "--identity", "keyroll.db.identity", "perso", "--batch", batch, "--reader"])
+        .arg(&reader.name[reader.name.len() - 5..])
+        .args(["--count", "1"]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut perso = Proc::spawn(cmd, format!("keyroll perso --batch {batch}"), None);
+    let (tx, rx) = mpsc::channel();
+    let stderr = perso.child.stderr.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let lines2 = lines.clone();
+    let reader_thread = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            lines2.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    let card = serve(s, file, reader);
+    // perso reports each card on stderr; "remove it" means the card is written and recorded.
+    let until = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("personalised; remove it") => break,
+            Ok(_) => {}
+            Err(_) => panic!(
+                "perso did not personalise the card; its stderr:\n{}\nserve log:\n{}",
+                lines.lock().unwrap().join("\n"),
+                card.proc.log_text()
+            ),
+        }
+    }
+    card.pull();
+    let status = perso.wait_exit(COMMAND_TIMEOUT);
+    reader_thread.join().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(perso.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "perso: {status}\n{}", lines.lock().unwrap().join("\n"));
+    assert!(out.contains("1 card(s) personalised"), "{out}");
+}
+
+fn show(s: &Scratch, file: &Path) -> Value {
+    s.json(&["card", "show", file.to_str().unwrap()])
+}
+
+/// `keyroll settle --payer "00 00" --payee "00 01"` with both card files served.
+fn settle_served(s: &Scratch, pc: &pcscd::Pcscd, payer: &Path, payee: &Path, amount: u64) -> Value {
+    let a = serve(s, payer, pc.reader(0));
+    let b = serve(s, payee, pc.reader(1));
+    a.wait_inserted();
+    b.wait_inserted();
+    let r = s.json(&["settle", "--payer", "00 00", "--payee", "00 01", "--amount", &amount.to_string()]);
+    a.pull();
+    b.pull();
+    r
+}
+
+fn assert_card(v: &Value, profile: &str, transfer_key_id: u64, update_key_id: u64, balance: u64) {
+    assert_eq!(v["life_cycle"], "issued", "{v}");
+    assert_eq!(v["profile"], profile, "{v}");
+    assert_eq!(v["transfer_key_id"], transfer_key_id, "{v}");
+    assert_eq!(v["update_key_id"], update_key_id, "{v}");
+    assert_eq!(v["balance"], balance, "{v}");
+    assert_eq!(v["pending_out"], serde_json::json!([]), "{v}");
+    assert_eq!(v["pending_in"], serde_json::json!([]), "{v}");
+}
+
+#[test]
+fn cards_personalised_in_a_reader_roll_keys_and_move_value_between_two_readers() {
+    let pc = acquire();
+    let s = Scratch::new();
+    s.init();
+    std::fs::create_dir(s.path("cards")).unwrap();
+    let file = |n: &str| s.path(&format!("cards/{n}.card"));
+    let r0 = pc.reader(0).clone();
+
+    // First generation: transfer key 1, update key 1, one card of each profile.
+    for (batch, profile) in [("sym1", "symmetric"), ("pk1", "public-key"), ("hyb1", "hybrid")] {
+        s.ok(&["batch", "new", batch, "--profile", profile, "--transfer-key-limit", "5", "--initial-balance", "100"]);
+        perso_in_reader(&s, batch, &file(batch), &r0);
+        let v = show(&s, &file(batch));
+        let update = if profile == "public-key" { Value::Null } else { 1.into() };
+        assert_eq!((&v["profile"], &v["transfer_key_id"], &v["update_key_id"]), (&profile.into(), &1.into(), &update));
+        assert_eq!((&v["life_cycle"], &v["balance"]), (&"issued".into(), &100.into()), "{v}");
+        assert_eq!(v["has_certificate"], profile != "symmetric", "{v}");
+        let serial = v["serial"].as_str().unwrap();
+        let row = s.sqlite(&format!("SELECT state, profile FROM cards WHERE serial = '{serial}'"));
+        assert_eq!(row.trim(), format!("personalised|{profile}"), "the back office records card {serial}");
+    }
+
+    // Second generation, same update key: the symmetric path.
+    s.ok(&["key", "new", "transfer"]);
+    s.ok(&["batch", "new", "sym2", "--profile", "symmetric", "--transfer-key-limit", "5", "--initial-balance", "100"]);
+    perso_in_reader(&s, "sym2", &file("sym2"), &r0);
+    assert_eq!(show(&s, &file("sym2"))["transfer_key_id"], 2);
+
+    let r = settle_served(&s, &pc, &file("sym2"), &file("sym1"), 30);
+    assert_eq!((&r["key_roll"], &r["updated_card"], &r["amount"]), (&"symmetric".into(), &"payee".into(), &30.into()));
+    assert!(r["apdus"].as_u64().unwrap() > 10, "a key roll costs more than a plain transfer: {r}");
+    assert_card(&show(&s, &file("sym2")), "symmetric", 2, 1, 70);
+    assert_card(&show(&s, &file("sym1")), "symmetric", 2, 1, 130);
+
+    // Third generation with a new update key: cards with different update keys share only the
+    // public-key path (claims 12-16).
+    s.ok(&["key", "new", "transfer"]);
+    s.ok(&["key", "new", "update"]);
+    s.ok(&["batch", "new", "hyb3", "--profile", "hybrid", "--transfer-key-limit", "5", "--initial-balance", "100"]);
+    perso_in_reader(&s, "hyb3", &file("hyb3"), &r0);
+    let v = show(&s, &file("hyb3"));
+    assert_eq!((&v["transfer_key_id"], &v["update_key_id"]), (&3.into(), &2.into()));
+
+    // The older hybrid card pays: the newer key rolls onto the payer, then value moves.
+    let r = settle_served(&s, &pc, &file("hyb1"), &file("hyb3"), 25);
+    assert_eq!((&r["key_roll"], &r["updated_card"], &r["amount"]), (&"public-key".into(), &"payer".into(), &25.into()));
+    assert_card(&show(&s, &file("hyb1")), "hybrid", 3, 1, 75);
+    assert_card(&show(&s, &file("hyb3")), "hybrid", 3, 2, 125);
+
+    // A public-key card (no update key at all) receives from the newest card.
+    let r = settle_served(&s, &pc, &file("hyb3"), &file("pk1"), 5);
+    assert_eq!((&r["key_roll"], &r["updated_card"], &r["amount"]), (&"public-key".into(), &"payee".into(), &5.into()));
+    let v = show(&s, &file("pk1"));
+    assert_eq!((&v["transfer_key_id"], &v["balance"]), (&3.into(), &105.into()), "{v}");
+    assert_card(&show(&s, &file("hyb3")), "hybrid", 3, 2, 120);
+
+    // Keys agree now: value moves without a roll, in at most ten APDUs between symmetric cards...
+    let r = settle_served(&s, &pc, &file("sym1"), &file("sym2"), 10);
+    assert_eq!((&r["key_roll"], &r["updated_card"], &r["amount"]), (&"none".into(), &Value::Null, &10.into()));
+    assert!(r["apdus"].as_u64().unwrap() <= 10, "{r}");
+    // ...and in two more between cards with certificates: each card's GET CARD INFO carries its
+    // certificate, longer than one short response, so the terminal adds a GET RESPONSE per card.
+    let r = settle_served(&s, &pc, &file("pk1"), &file("hyb1"), 1);
+    assert_eq!((&r["key_roll"], &r["updated_card"], &r["amount"]), (&"none".into(), &Value::Null, &1.into()));
+    assert!(r["apdus"].as_u64().unwrap() <= 12, "{r}");
+    let total: u64 =
+        ["sym1", "pk1", "hyb1", "sym2", "hyb3"].iter().map(|n| show(&s, &file(n))["balance"].as_u64().unwrap()).sum();
+    assert_eq!(total, 500, "value is conserved");
+}
+
+/// opensc-tool's number for `reader` (its `-l` rows: number first, reader name last).
+fn opensc_index(reader: &VirtualReader) -> String {
+    let out = Command::new("opensc-tool").arg("-l").output().expect("opensc-tool (Debian package opensc) is needed");
+    let list = String::from_utf8_lossy(&out.stdout);
+    list.lines()
+        .find(|l| l.trim_end().ends_with(&reader.name))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("opensc-tool does not list {}:\n{list}", reader.name))
+        .to_string()
+}
+
+/// Send APDUs (hex) in one opensc-tool session; returns (SW, response data) per APDU.
+fn opensc_send(index: &str, apdus: &[&str]) -> Vec<(u16, Vec<u8>)> {
+    let mut cmd = Command::new("opensc-tool");
+    cmd.args(["-r", index]);
+    for a in apdus {
+        cmd.args(["-s", a]);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "opensc-tool {apdus:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    // "Received (SW1=0x90, SW2=0x00):" then hex dump rows of up to 16 bytes ("80 08 4B 52 ... ..KR..").
+    let mut answers: Vec<(u16, Vec<u8>)> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Received (SW1=0x") {
+            let sw1 = u8::from_str_radix(&rest[..2], 16).unwrap();
+            let sw2 = u8::from_str_radix(&rest[rest.find("SW2=0x").unwrap() + 6..][..2], 16).unwrap();
+            answers.push((u16::from_be_bytes([sw1, sw2]), Vec::new()));
+        } else if let Some((_, data)) = answers.last_mut().filter(|_| !line.starts_with("Sending")) {
+            let hex: Vec<u8> = line
+                .split(' ')
+                .take_while(|t| t.len() == 2 && t.chars().all(|c| c.is_ascii_hexdigit()))
+                .map(|t| u8::from_str_radix(t, 16).unwrap())
+                .collect();
+            data.extend(hex.iter().take(16));
+        }
+    }
+    assert_eq!(answers.len(), apdus.len(), "one answer per APDU:\n{text}");
+    answers
+}
+
+#[test]
+fn opensc_tool_selects_the_application_and_reads_a_served_card_file() {
+    use keyroll::protocol::info::CardInfo;
+    let pc = acquire();
+    let r0 = pc.reader(0).clone();
+    let s = Scratch::new();
+    s.init();
+    // A hybrid card: its card info carries the certificate, so opensc must fetch it with GET RESPONSE.
+    s.ok(&["batch", "new", "h", "--profile", "hybrid", "--transfer-key-limit", "4", "--initial-balance", "42"]);
+    s.ok(&["perso", "--batch", "h", "--out-dir", "cards", "--count", "1"]);
+    let file = s.card_files("cards").remove(0);
+    let shown = show(&s, &file);
+    let served = serve(&s, &file, &r0);
+    served.wait_inserted();
+
+    let index = opensc_index(&r0);
+    let select = "00:A4:04:00:08:F0:6B:65:79:72:6F:6C:6C";
+    let a = opensc_send(&index, &[select, "80:10:00:00:00", "80:42:00:00", "40:10:00:00", "00:10:00:00:00"]);
+    assert_eq!(a[0], (0x9000, vec![]), "SELECT of keyroll's AID");
+    let (sw, info) = &a[1];
+    assert_eq!(*sw, 0x9000, "GET CARD INFO");
+    // TLV tag 80: the 8-byte serial, the same as `card show` reads from the file.
+    assert_eq!(&info[..2], &[0x80, 0x08]);
+    assert_eq!(hex::encode_upper(&info[2..10]), shown["serial"].as_str().unwrap());
+    assert!(info.len() > 256, "the certificate makes the info longer than one response ({} bytes)", info.len());
+    let decoded = CardInfo::decode(info).unwrap_or_else(|e| panic!("opensc's copy of the card info: {e}"));
+    assert_eq!(decoded.balance, Amount(42));
+    assert_eq!(decoded.transfer_key_id.map(|i| i.0 as u64), shown["transfer_key_id"].as_u64());
+    assert!(decoded.certificate.is_some());
+    assert_eq!(a[2], (0x6D00, vec![]), "an instruction keyroll does not have");
+    assert_eq!(a[3], (0x6E00, vec![]), "a class keyroll does not use");
+    assert_eq!(a[4], (0x6E00, vec![]), "GET CARD INFO under the ISO class");
+
+    // A new session (opensc resets the card between runs) without SELECT is refused.
+    let a = opensc_send(&index, &["80:10:00:00:00"]);
+    assert_ne!(a[0].0, 0x9000, "GET CARD INFO before SELECT: {:04X}", a[0].0);
+    served.pull();
+    assert_eq!(show(&s, &file), shown, "an outside client changed nothing on the card");
+}
+
+/// The plan of the pull test: one APDU counter shared by the payer and the payee.
+#[derive(Default)]
+struct PullPlan {
+    /// APDUs both cards have received since the plan was armed.
+    apdus: usize,
+    /// Go mute at this APDU (1-based); `None`: never.
+    at: Option<usize>,
+    /// Process the APDU first and lose only its answer (power cut after the write), else cut before.
+    after_processing: bool,
+    /// Which card was pulled, and its power-ons since.
+    pulled: Option<Role>,
+    power_ons_since_pull: usize,
+}
+
+/// A reference card in a vpcd reader that its pull plan can make go mute, which the vpcd connector
+/// turns into a removal and, a second later, a reinsertion. The card stays shared so the test can read
+/// its state between settlements.
+struct Pullable {
+    role: Role,
+    card: Arc<Mutex<Card<FileStorage>>>,
+    plan: Arc<Mutex<PullPlan>>,
+}
+
+impl SmartCard for Pullable {
+    fn atr(&self) -> Vec<u8> {
+        self.card.lock().unwrap().atr()
+    }
+    fn power_on(&mut self) {
+        let mut plan = self.plan.lock().unwrap();
+        if plan.pulled == Some(self.role) {
+            plan.power_ons_since_pull += 1;
+        }
+        self.card.lock().unwrap().power_on();
+    }
+    fn power_off(&mut self) {
+        self.card.lock().unwrap().power_off();
+    }
+    fn reset(&mut self) {
+        self.card.lock().unwrap().reset();
+    }
+    fn process(&mut self, apdu: &[u8]) -> Result<Vec<u8>, Mute> {
+        let mut plan = self.plan.lock().unwrap();
+        plan.apdus += 1;
+        if plan.at == Some(plan.apdus) {
+            plan.at = None;
+            plan.pulled = Some(self.role);
+            plan.power_ons_since_pull = 0;
+            if plan.after_processing {
+                let _ = self.card.lock().unwrap().process(apdu);
+            }
+            return Err(Mute);
+        }
+        self.card.lock().unwrap().process(apdu)
+    }
+}
+
+fn file_card(path: &Path, serial: u64, transfer_key_id: u32, balance: u64) -> Card<FileStorage> {
+    use keyroll::crypto::Secret16;
+    use keyroll::perso::personalise;
+    use keyroll::transport::in_process::InProcessChannel;
+    let mut card = Card::open(FileStorage::new(path)).unwrap();
+    let plan = support::plan(serial, Profile::Symmetric, transfer_key_id, 1, 5, balance);
+    personalise(&mut InProcessChannel::new(&mut card, "perso"), &Secret16::new(support::MASTER), &plan, None, false)
+        .unwrap();
+    card
+}
+
+/// A payer in reader 0 and a payee in reader 1, served in process, that a pull plan can pull.
+struct PullRig {
+    payer: Arc<Mutex<Card<FileStorage>>>,
+    payee: Arc<Mutex<Card<FileStorage>>>,
+    plan: Arc<Mutex<PullPlan>>,
+    served: Vec<ServedCard<Pullable>>,
+    readers: [String; 2],
+}
+
+impl PullRig {
+    fn start(pc: &pcscd::Pcscd, payer: Card<FileStorage>, payee: Card<FileStorage>) -> Self {
+        let (payer, payee) = (Arc::new(Mutex::new(payer)), Arc::new(Mutex::new(payee)));
+        let plan = Arc::new(Mutex::new(PullPlan::default()));
+        let served = [(Role::Payer, &payer), (Role::Payee, &payee)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (role, card))| {
+                ServedCard::start(Pullable { role, card: card.clone(), plan: plan.clone() }, &pc.reader(i).addr())
+            })
+            .collect();
+        PullRig { payer, payee, plan, served, readers: [pc.reader(0).name.clone(), pc.reader(1).name.clone()] }
+    }
+
+    /// Exchange the cards' chips for a fresh pair while no channel is open: a new pair of cards, without
+    /// waiting for pcscd's presence poll to see two removals and two insertions.
+    fn replace(&self, payer: Card<FileStorage>, payee: Card<FileStorage>) {
+        *self.payer.lock().unwrap() = payer;
+        *self.payee.lock().unwrap() = payee;
+    }
+
+    fn states(&self) -> (CardState, CardState) {
+        (self.payer.lock().unwrap().state().clone(), self.payee.lock().unwrap().state().clone())
+    }
+
+    fn connect(&self) -> (PcscChannel, PcscChannel) {
+        let a = PcscChannel::wait_and_connect(&self.readers[0], Some(WAIT)).expect("payer in reader 0");
+        let b = PcscChannel::wait_and_connect(&self.readers[1], Some(WAIT)).expect("payee in reader 1");
+        (a, b)
+    }
+
+    /// A settlement nothing interrupts; also checks that the cards received exactly the APDUs it counts.
+    fn settle(&self, amount: u64) -> Result<SettlementReport, SettleError> {
+        let (mut a, mut b) = self.connect();
+        *self.plan.lock().unwrap() = PullPlan::default();
+        let r = settle(&mut a, &mut b, Amount(amount), &SettleOptions::default());
+        if let Ok(r) = &r {
+            assert_eq!(self.plan.lock().unwrap().apdus, r.apdus, "every APDU counted reaches a card, no other");
+        }
+        r
+    }
+
+    /// A settlement whose card receiving APDU `k` is pulled: it must fail. Waits until the vpcd connector
+    /// has put the card back and pcscd powered it up. Returns the role of the pulled card.
+    fn settle_pulled(&self, k: usize, after_processing: bool, amount: u64, case: &str) -> Role {
+        let (mut a, mut b) = self.connect();
+        *self.plan.lock().unwrap() = PullPlan { at: Some(k), after_processing, ..PullPlan::default() };
+        let e = settle(&mut a, &mut b, Amount(amount), &SettleOptions::default());
+        drop((a, b));
+        assert!(e.is_err(), "{case}: the settlement must fail, got {e:?}");
+        let role = self.plan.lock().unwrap().pulled.unwrap_or_else(|| panic!("{case}: no card was pulled"));
+        let until = Instant::now() + WAIT;
+        while self.plan.lock().unwrap().power_ons_since_pull == 0 {
+            assert!(Instant::now() < until, "{case}: the {role} card did not come back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        role
+    }
+
+    /// Pull both cards for good; returns how many times the connector removed a mute card.
+    fn stop(self) -> usize {
+        let mut removals = 0;
+        for s in self.served {
+            let (_, r, events, _) = s.stop();
+            r.unwrap();
+            removals += events.iter().filter(|e| *e == "Removed").count();
+        }
+        removals
+    }
+}
+
+fn assert_settled(case: &str, sa: &CardState, sb: &CardState, total: u64) {
+    assert_eq!(sa.balance.0 + sb.balance.0, total, "{case}: value conserved");
+    for (who, s) in [("payer", sa), ("payee", sb)] {
+        assert!(
+            s.pending_out.is_empty() && s.pending_in.is_empty(),
+            "{case}: {who} still has pending entries: out {:?} in {:?}",
+            s.pending_out,
+            s.pending_in
+        );
+    }
+    assert_eq!(sa.selected_transfer_key_id, sb.selected_transfer_key_id, "{case}: the cards converge");
+}
+
+#[test]
+fn card_pulled_after_any_apdu_of_a_settlement_is_recovered_by_the_next_one() {
+    let pc = acquire();
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (dir.path().join("payer.card"), dir.path().join("payee.card"));
+    let rig = PullRig::start(&pc, file_card(&pa, 1, 1, 1000), file_card(&pb, 2, 1, 1000));
+    let total = 2000u64;
+
+    // A settlement nothing interrupts: how many APDUs it takes.
+    let r = rig.settle(7).unwrap();
+    assert_eq!((r.key_roll, r.amount), (KeyRoll::None, Amount(7)));
+    let n = r.apdus;
+    let mut moved = 7u64;
+
+    for after_processing in [false, true] {
+        for k in 1..=n {
+            let how = if after_processing { "answer lost" } else { "before it ran" };
+            let case = format!("pulled at APDU {k} of {n}, {how}");
+            rig.settle_pulled(k, after_processing, 5, &case);
+            let (sa, sb) = rig.states();
+            assert!(sa.balance.0 + sb.balance.0 <= total, "{case}: value created");
+
+            rig.settle(0).unwrap_or_else(|e| panic!("{case}: recovery: {e}"));
+            let (sa, sb) = rig.states();
+            assert_settled(&case, &sa, &sb, total);
+            // Either the 5 arrived or it was refunded, never half.
+            let received = sb.balance.0 - 1000;
+            assert!(
+                received == moved || received == moved + 5,
+                "{case}: payee received {received}, expected {moved} or {}",
+                moved + 5
+            );
+            moved = received;
+        }
+    }
+    let (sa, sb) = rig.states();
+    assert_eq!(rig.stop(), 2 * n, "one removal per pull");
+    // The files hold what the cards last said.
+    for (path, state) in [(&pa, &sa), (&pb, &sb)] {
+        assert_eq!(Card::open(FileStorage::new(path)).unwrap().state().balance, state.balance);
+    }
+}
+
+#[test]
+fn card_pulled_after_any_apdu_of_a_key_roll_converges_on_the_next_settlement() {
+    let pc = acquire();
+    let dir = tempfile::tempdir().unwrap();
+    // The payer holds transfer key 1, the payee key 2: the settlement rolls key 2 onto the payer.
+    let pair = |i: u64| {
+        let (pa, pb) = (dir.path().join(format!("payer{i}.card")), dir.path().join(format!("payee{i}.card")));
+        (file_card(&pa, 2 * i + 1, 1, 1000), file_card(&pb, 2 * i + 2, 2, 1000))
+    };
+    let (a, b) = pair(0);
+    let rig = PullRig::start(&pc, a, b);
+    let r = rig.settle(5).unwrap();
+    assert_eq!((r.key_roll, r.updated_card, r.amount), (KeyRoll::Symmetric, Some(Role::Payer), Amount(5)));
+    let n = r.apdus;
+
+    for k in 1..=n {
+        let (a, b) = pair(k as u64);
+        rig.replace(a, b);
+        // Each APDU is pulled once; the two kinds of cut alternate to keep the run short.
+        let after_processing = k % 2 == 0;
+        let how = if after_processing { "answer lost" } else { "before it ran" };
+        let case = format!("pulled at APDU {k} of {n} of a key roll, {how}");
+        rig.settle_pulled(k, after_processing, 5, &case);
+        let (sa, sb) = rig.states();
+        let rolled = sa.selected_transfer_key_id.map(|i| i.0);
+        assert!(rolled == Some(1) || rolled == Some(2), "{case}: payer on key {rolled:?}");
+        assert_eq!(sb.selected_transfer_key_id.map(|i| i.0), Some(2), "{case}: the payee keeps its key");
+        assert!(sa.balance.0 + sb.balance.0 <= 2000, "{case}: value created");
+
+        let r = rig.settle(0).unwrap_or_else(|e| panic!("{case}: recovery: {e}"));
+        let expected = if rolled == Some(1) { (KeyRoll::Symmetric, Some(Role::Payer)) } else { (KeyRoll::None, None) };
+        assert_eq!((r.key_roll, r.updated_card), expected, "{case}");
+        let (sa, sb) = rig.states();
+        assert_settled(&case, &sa, &sb, 2000);
+        assert_eq!(sa.selected_transfer_key_id.map(|i| i.0), Some(2), "{case}: the newer key reached the payer");
+        assert!([1000, 1005].contains(&sb.balance.0), "{case}: payee balance {}", sb.balance);
+        // Converged: a further synchronisation is a no-op.
+        let r = rig.settle(0).unwrap();
+        assert_eq!((r.key_roll, r.recovered.len()), (KeyRoll::None, 0), "{case}");
+    }
+    assert_eq!(rig.stop(), n, "one removal per pull");
+}
