@@ -173,7 +173,7 @@ fn exchange_through_pcscd_with_get_response_and_chaining() {
     assert_eq!(trace.apdus, 2);
 
     // 600 bytes: 256 + 61 00, GET RESPONSE 256 + 61 58, GET RESPONSE 88 + 90 00.
-    let r = exchange(&mut ch, &mut trace, &Command::GetCardInfo).unwrap();
+    let r = exchange(&mut ch, &mut trace, &Command::GetCardInfo { certificate: true }).unwrap();
     assert_eq!(r.sw, StatusWord::Ok);
     assert_eq!(r.data, (0..INFO_LEN).map(|i| (i % 251) as u8).collect::<Vec<_>>());
     assert_eq!(trace.apdus, 5);

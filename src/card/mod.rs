@@ -259,7 +259,13 @@ impl<S: Storage> Card<S> {
         let state = &self.state;
         let session = &mut self.session;
         match command {
-            Command::GetCardInfo => Ok(Effect::reply(state.info().encode())),
+            Command::GetCardInfo { certificate } => {
+                let mut info = state.info();
+                if !certificate {
+                    info.certificate = None;
+                }
+                Ok(Effect::reply(info.encode()))
+            }
             Command::RequestUpdatePermission { path, sender_certificate } => {
                 key_roll::request_update_permission(state, session, path, &sender_certificate, now)
             }

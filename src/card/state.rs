@@ -328,6 +328,7 @@ impl CardState {
                 })
                 .collect(),
             certificate: self.certificate.clone(),
+            has_certificate: self.certificate.is_some(),
         }
     }
 

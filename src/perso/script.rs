@@ -125,7 +125,7 @@ fn key_bytes(id: u32, key: &Secret16) -> Zeroizing<Vec<u8>> {
 /// Read what card is in the channel (SELECT + GET CARD INFO).
 pub fn read_card(channel: &mut dyn CardChannel, trace: &mut Trace) -> Result<CardInfo, PersoError> {
     send(channel, trace, "SELECT", &Command::Select { aid: AID.to_vec() })?;
-    let info = send(channel, trace, "GET CARD INFO", &Command::GetCardInfo)?;
+    let info = send(channel, trace, "GET CARD INFO", &Command::GetCardInfo { certificate: false })?;
     CardInfo::decode(&info).map_err(|_| PersoError::Malformed { step: "GET CARD INFO" })
 }
 

@@ -78,7 +78,11 @@ pub enum Command {
     GetResponse {
         le: usize,
     },
-    GetCardInfo,
+    /// `certificate`: P1 = 00 answers the card certificate too (claims 4, 6, 7); P1 = 01 is the short
+    /// form without it, enough for a settlement that needs no public-key roll (saves two GET RESPONSEs).
+    GetCardInfo {
+        certificate: bool,
+    },
     /// Public-key path: the sender's (newer card's) certificate, DER (claims 4, 7).
     RequestUpdatePermission {
         path: KeyRollPath,
@@ -164,7 +168,7 @@ impl Command {
         match self {
             Select { .. } => Instruction::Select,
             GetResponse { .. } => Instruction::GetResponse,
-            GetCardInfo => Instruction::GetCardInfo,
+            GetCardInfo { .. } => Instruction::GetCardInfo,
             RequestUpdatePermission { .. } => Instruction::RequestUpdatePermission,
             GetTransferKey { .. } => Instruction::GetTransferKey,
             UpdateTransferKey { .. } => Instruction::UpdateTransferKey,
@@ -193,7 +197,8 @@ impl Command {
                 p1 = 0x04;
                 d.extend_from_slice(aid);
             }
-            GetResponse { .. } | GetCardInfo | OpenPersoSession => {}
+            GetResponse { .. } | OpenPersoSession => {}
+            GetCardInfo { certificate } => p1 = if *certificate { 0x00 } else { 0x01 },
             RequestUpdatePermission { path, sender_certificate } => {
                 p1 = *path as u8;
                 d.extend_from_slice(sender_certificate);
@@ -298,8 +303,12 @@ impl TryFrom<&CommandApdu> for Command {
                 return Ok(Command::GetResponse { le: a.le.unwrap_or(256) });
             }
             Instruction::GetCardInfo => {
-                p1p2_zero()?;
-                Command::GetCardInfo
+                let certificate = match (a.p1, a.p2) {
+                    (0x00, 0x00) => true,
+                    (0x01, 0x00) => false,
+                    _ => return Err(StatusWord::IncorrectP1P2),
+                };
+                Command::GetCardInfo { certificate }
             }
             Instruction::OpenPersoSession => {
                 p1p2_zero()?;
@@ -431,7 +440,8 @@ mod tests {
         vec![
             Command::Select { aid: super::super::AID.to_vec() },
             Command::GetResponse { le: 256 },
-            Command::GetCardInfo,
+            Command::GetCardInfo { certificate: true },
+            Command::GetCardInfo { certificate: false },
             Command::RequestUpdatePermission { path: KeyRollPath::Symmetric, sender_certificate: vec![] },
             Command::RequestUpdatePermission { path: KeyRollPath::PublicKey, sender_certificate: vec![0x30; 300] },
             Command::GetTransferKey {
@@ -486,7 +496,7 @@ mod tests {
         assert_eq!(Command::try_from(&apdu(0x80, 0x99, 0, 0, vec![])), Err(StatusWord::InsNotSupported));
         assert_eq!(Command::try_from(&apdu(0x40, 0x10, 0, 0, vec![])), Err(StatusWord::ClaNotSupported));
         assert_eq!(Command::try_from(&apdu(0x00, 0x10, 0, 0, vec![])), Err(StatusWord::ClaNotSupported));
-        assert_eq!(Command::try_from(&apdu(0x80, 0x10, 1, 0, vec![])), Err(StatusWord::IncorrectP1P2));
+        assert_eq!(Command::try_from(&apdu(0x80, 0x10, 2, 0, vec![])), Err(StatusWord::IncorrectP1P2));
         assert_eq!(Command::try_from(&apdu(0x80, 0x20, 2, 0, vec![])), Err(StatusWord::IncorrectP1P2));
         assert_eq!(Command::try_from(&apdu(0x80, 0x10, 0, 0, vec![1])), Err(StatusWord::WrongLength));
         assert_eq!(Command::try_from(&apdu(0x80, 0x38, 0, 0, vec![1; 15])), Err(StatusWord::WrongLength));

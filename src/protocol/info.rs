@@ -71,8 +71,10 @@ pub struct CardInfo {
     pub pending_out: Vec<PendingEntry>,
     /// Receipts begun and neither credited nor aborted.
     pub pending_in: Vec<PendingEntry>,
-    /// The card's certificate, DER (claims 4, 6, 7).
+    /// The card's certificate, DER (claims 4, 6, 7); absent in the short form of GET CARD INFO.
     pub certificate: Option<Vec<u8>>,
+    /// Whether the card holds a certificate (reported in both forms).
+    pub has_certificate: bool,
 }
 
 mod t {
@@ -89,6 +91,7 @@ mod t {
     pub const PENDING_OUT: u8 = 0x8A;
     pub const PENDING_IN: u8 = 0x8B;
     pub const CERTIFICATE: u8 = 0x8C;
+    pub const HAS_CERTIFICATE: u8 = 0x8D;
 }
 
 /// Most pending entries a card reports; the card bounds its logs to this (house rule 5).
@@ -128,6 +131,9 @@ impl CardInfo {
                 put_tlv(&mut o, tag, &v);
             }
         }
+        if self.has_certificate || self.certificate.is_some() {
+            put_tlv(&mut o, t::HAS_CERTIFICATE, &[1]);
+        }
         if let Some(c) = &self.certificate {
             put_tlv(&mut o, t::CERTIFICATE, c);
         }
@@ -150,6 +156,7 @@ impl CardInfo {
             pending_out: vec![],
             pending_in: vec![],
             certificate: None,
+            has_certificate: false,
         }
     }
 
@@ -220,7 +227,11 @@ impl CardInfo {
                     }
                     list.push(e);
                 }
-                t::CERTIFICATE => info.certificate = Some(v.to_vec()),
+                t::CERTIFICATE => {
+                    info.certificate = Some(v.to_vec());
+                    info.has_certificate = true;
+                }
+                t::HAS_CERTIFICATE => info.has_certificate = v == [1],
                 _ => {} // unknown tags are skipped: newer cards may report more
             }
         }
@@ -265,6 +276,7 @@ mod tests {
                 payee_sequence: 5,
             }],
             certificate: Some(vec![0x30; 500]),
+            has_certificate: true,
         };
         assert_eq!(CardInfo::decode(&info.encode()).unwrap(), info);
         let mut with_unknown = info.encode();

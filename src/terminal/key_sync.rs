@@ -24,13 +24,17 @@ pub enum KeyRoll {
 }
 
 /// Refuse a card whose certificate serial is on the CRL the terminal was given.
-pub(super) fn check_revocation(p: &Party<'_>, options: &SettleOptions) -> Result<(), SettleError> {
-    let Some(der) = &p.info.certificate else { return Ok(()) };
+pub(super) fn check_revocation(
+    p: &mut Party<'_>,
+    options: &SettleOptions,
+    trace: &mut Trace,
+) -> Result<(), SettleError> {
     if options.revoked_certificate_serials.is_empty() {
         return Ok(());
     }
-    let cert =
-        x509_cert::Certificate::from_der(der).map_err(|e| p.malformed("GET CARD INFO", format!("certificate: {e}")))?;
+    let Some(der) = p.certificate(trace)? else { return Ok(()) };
+    let cert = x509_cert::Certificate::from_der(&der)
+        .map_err(|e| p.malformed("GET CARD INFO", format!("certificate: {e}")))?;
     let serial = cert.tbs_certificate().serial_number().as_bytes().to_vec();
     if options.revoked_certificate_serials.iter().any(|s| s == &serial) {
         return Err(SettleError::Revoked {
@@ -68,8 +72,8 @@ pub(super) fn synchronise<'a>(
     let same_update_key = older.info.update_key_id.is_some() && older.info.update_key_id == newer.info.update_key_id;
     let both_certified = older_profile.has_key_pair()
         && newer_profile.has_key_pair()
-        && older.info.certificate.is_some()
-        && newer.info.certificate.is_some();
+        && older.info.has_certificate
+        && newer.info.has_certificate;
     let (path, roll) = if older_profile == Profile::MultiKey {
         if !older.info.stored_transfer_key_ids.contains(&new_id) {
             return Err(SettleError::NoPath {
@@ -100,7 +104,7 @@ pub(super) fn synchronise<'a>(
 
     // Claims 13, 16: the newer card's certificate goes to the older card with the permission request.
     let sender_certificate = match path {
-        KeyRollPath::PublicKey => newer.info.certificate.clone().unwrap_or_default(),
+        KeyRollPath::PublicKey => newer.certificate(trace)?.unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
     };
     let r = older.send(
@@ -113,7 +117,7 @@ pub(super) fn synchronise<'a>(
         .try_into()
         .map_err(|_| older.malformed("REQUEST UPDATE PERMISSION", "challenge is not 16 bytes"))?;
     let receiver_certificate = match path {
-        KeyRollPath::PublicKey => older.info.certificate.clone().unwrap_or_default(),
+        KeyRollPath::PublicKey => older.certificate(trace)?.unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
     };
     let wrapped = newer.send(

@@ -106,10 +106,25 @@ impl<'a> Party<'a> {
         Ok(p)
     }
 
+    /// GET CARD INFO, short form: everything but the certificate, which only a public-key roll or a
+    /// revocation check needs (see [`Party::certificate`]).
     fn refresh(&mut self, trace: &mut Trace) -> Result<(), SettleError> {
-        let data = self.send(trace, "GET CARD INFO", &Command::GetCardInfo)?;
+        let data = self.send(trace, "GET CARD INFO", &Command::GetCardInfo { certificate: false })?;
         self.info = CardInfo::decode(&data).map_err(|e| self.malformed("GET CARD INFO", e.to_string()))?;
         Ok(())
+    }
+
+    /// The card's certificate (claims 4, 6, 7), read with the full GET CARD INFO the first time.
+    fn certificate(&mut self, trace: &mut Trace) -> Result<Option<Vec<u8>>, SettleError> {
+        if self.info.certificate.is_none() && self.info.has_certificate {
+            let data = self.send(trace, "GET CARD INFO", &Command::GetCardInfo { certificate: true })?;
+            let full = CardInfo::decode(&data).map_err(|e| self.malformed("GET CARD INFO", e.to_string()))?;
+            if full.serial != self.info.serial {
+                return Err(self.malformed("GET CARD INFO", "the card changed between two reads"));
+            }
+            self.info.certificate = full.certificate;
+        }
+        Ok(self.info.certificate.clone())
     }
 
     /// Send a command; a non-9000 status is an error.
@@ -165,8 +180,8 @@ pub fn settle(
     if a.info.serial == b.info.serial {
         return Err(SettleError::SameCard(a.info.serial));
     }
-    key_sync::check_revocation(&a, options)?;
-    key_sync::check_revocation(&b, options)?;
+    key_sync::check_revocation(&mut a, options, &mut trace)?;
+    key_sync::check_revocation(&mut b, options, &mut trace)?;
     let mut recovered = recovery::resolve(&mut a, &mut b, &mut trace)?;
     recovered.extend(recovery::resolve(&mut b, &mut a, &mut trace)?);
     if !recovered.is_empty() {
