@@ -100,6 +100,16 @@ fn key_for(state: &CardState, id: TransferKeyId) -> Result<TransferKey, StatusWo
     state.key_of_transfer(id).ok_or(StatusWord::ReferencedDataNotFound)
 }
 
+/// The pending debit for `nonce`, with its index (6A88 if there is none).
+fn pending_out<'s>(state: &'s CardState, nonce: &Nonce) -> Result<(usize, &'s PendingOut), StatusWord> {
+    state.pending_out.iter().enumerate().find(|(_, p)| &p.nonce == nonce).ok_or(StatusWord::ReferencedDataNotFound)
+}
+
+/// The open receipt for `nonce`, with its index (6A88 if there is none).
+fn pending_in<'s>(state: &'s CardState, nonce: &Nonce) -> Result<(usize, &'s PendingIn), StatusWord> {
+    state.pending_in.iter().enumerate().find(|(_, p)| &p.nonce == nonce).ok_or(StatusWord::ReferencedDataNotFound)
+}
+
 fn next_sequence(state: &CardState) -> Result<u32, StatusWord> {
     // An exhausted counter ends the card's life rather than wrapping (a wrap would reopen old nonces).
     state.sequence.checked_add(1).ok_or(StatusWord::ConditionsNotSatisfied)
@@ -220,12 +230,7 @@ pub(super) fn credit(state: &CardState, nonce: &Nonce, payer_sequence: u32, toke
         }
         return Ok(Effect::reply(t.mac(&key, ACK, Some(payer_sequence)).to_vec()));
     }
-    let (i, p) = state
-        .pending_in
-        .iter()
-        .enumerate()
-        .find(|(_, p)| &p.nonce == nonce)
-        .ok_or(StatusWord::ReferencedDataNotFound)?;
+    let (i, p) = pending_in(state, nonce)?;
     let key = key_for(state, p.transfer_key_id)?;
     let t = Transfer::incoming(&me, p);
     t.check(&key, TOKEN, Some(payer_sequence), token)?;
@@ -250,12 +255,7 @@ pub(super) fn credit(state: &CardState, nonce: &Nonce, payer_sequence: u32, toke
 /// Step 4 (payer): the payee's acknowledgement closes the pending debit.
 pub(super) fn confirm(state: &CardState, nonce: &Nonce, ack: &Mac) -> Result<Effect, StatusWord> {
     let me = serial(state)?;
-    let (i, p) = state
-        .pending_out
-        .iter()
-        .enumerate()
-        .find(|(_, p)| &p.nonce == nonce)
-        .ok_or(StatusWord::ReferencedDataNotFound)?;
+    let (i, p) = pending_out(state, nonce)?;
     let key = key_for(state, p.transfer_key_id)?;
     let t = Transfer::outgoing(&me, p);
     t.check(&key, ACK, Some(p.payer_sequence), ack)?;
@@ -277,12 +277,7 @@ pub(super) fn abort(state: &CardState, nonce: &Nonce) -> Result<Effect, StatusWo
         let t = Transfer::settled(&me, s);
         return Ok(Effect::reply(t.mac(&key, ABORT, None).to_vec()));
     }
-    let (i, p) = state
-        .pending_in
-        .iter()
-        .enumerate()
-        .find(|(_, p)| &p.nonce == nonce)
-        .ok_or(StatusWord::ReferencedDataNotFound)?;
+    let (i, p) = pending_in(state, nonce)?;
     let key = key_for(state, p.transfer_key_id)?;
     let t = Transfer::incoming(&me, p);
     let proof = t.mac(&key, ABORT, None);
@@ -303,12 +298,7 @@ pub(super) fn abort(state: &CardState, nonce: &Nonce) -> Result<Effect, StatusWo
 /// Recovery (payer): an abort proof for a pending debit restores the amount.
 pub(super) fn refund(state: &CardState, nonce: &Nonce, proof: &Mac) -> Result<Effect, StatusWord> {
     let me = serial(state)?;
-    let (i, p) = state
-        .pending_out
-        .iter()
-        .enumerate()
-        .find(|(_, p)| &p.nonce == nonce)
-        .ok_or(StatusWord::ReferencedDataNotFound)?;
+    let (i, p) = pending_out(state, nonce)?;
     let key = key_for(state, p.transfer_key_id)?;
     let t = Transfer::outgoing(&me, p);
     t.check(&key, ABORT, None, proof)?;
