@@ -360,10 +360,13 @@ fn an_old_database_is_upgraded_in_place() {
     s.init();
     s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "2"]);
     // Make it a schema-1 database: no CA tables, no CA key.
-    s.sqlite("DROP TABLE certificates; DROP TABLE ca; DELETE FROM secrets WHERE name = 'ca-root-key'; PRAGMA user_version = 1;");
+    s.sqlite(
+        "DROP TABLE certificates; DROP TABLE ca; DELETE FROM secrets WHERE name = 'ca-root-key'; \
+         ALTER TABLE cards DROP COLUMN initialised_at; PRAGMA user_version = 1;",
+    );
     assert_eq!(s.sqlite("PRAGMA user_version").trim(), "1");
     s.ok(&["cert", "ca", "--out", "root.pem"]);
-    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "2");
+    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "3");
     assert_eq!(s.json(&["batch", "list"])["batches"][0]["name"], "b", "data kept");
     let o =
         Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(s.path("root.pem")).output().unwrap();
@@ -429,4 +432,33 @@ fn hybrid_cards_converge_over_the_public_key_path_from_the_command_line() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("revoked"), "{}", stderr(&o));
     s.ok(&["settle", "--payer", &f(0), "--payee", &f(1), "--amount", "1", "--crl", "crl.pem"]);
+}
+
+#[test]
+fn rollout_verify_settles_every_generation_pair_and_flags_the_ones_that_cannot() {
+    let s = Scratch::new();
+    s.init();
+    // Default initial balance 0: the pairs are still checked (key agreement without value).
+    s.ok(&["batch", "new", "a", "--profile", "symmetric", "--transfer-key-limit", "3"]);
+    s.ok(&["key", "new", "transfer"]);
+    s.ok(&["batch", "new", "b", "--profile", "multi-key", "--transfer-key-limit", "3", "--initial-balance", "5"]);
+    let v = s.json(&["rollout", "verify"]);
+    assert_eq!(v["failures"], 0, "{v}");
+    let pairs = v["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 4);
+    assert!(pairs.iter().any(|p| p["key_roll"] == "symmetric"), "{v}");
+    // A public-key generation on a newer key cannot reach symmetric cards: reported, exit 1.
+    s.ok(&["key", "new", "transfer"]);
+    s.ok(&["batch", "new", "c", "--profile", "public-key", "--transfer-key-limit", "3", "--initial-balance", "5"]);
+    let o = s.run(&["--json", "rollout", "verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["failures"].as_u64().unwrap() >= 2, "{v}");
+    assert!(
+        v["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["ok"] == false && p["outcome"].as_str().unwrap().contains("no key-roll path"))
+    );
 }

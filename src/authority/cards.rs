@@ -27,6 +27,8 @@ pub struct Slot {
     pub seq: u32,
     pub serial: CardSerial,
     pub personalised: bool,
+    /// The serial was handed to a physical card (INITIALIZE may have reached it).
+    pub initialised: bool,
 }
 
 /// A card in the register.
@@ -49,13 +51,15 @@ fn alive(pid: i64) -> bool {
 }
 
 fn slots(conn: &Connection, run: i64) -> Result<Vec<Slot>, AuthorityError> {
-    let mut stmt = conn.prepare("SELECT seq, serial, state FROM cards WHERE run_id = ?1 ORDER BY seq")?;
+    let mut stmt = conn
+        .prepare("SELECT seq, serial, state, initialised_at IS NOT NULL FROM cards WHERE run_id = ?1 ORDER BY seq")?;
     let rows = stmt.query_map([run], |r| {
         let serial: String = r.get(1)?;
         Ok(Slot {
             seq: r.get(0)?,
             serial: CardSerial::parse(&serial).unwrap_or_default(),
             personalised: r.get::<_, String>(2)? == "personalised",
+            initialised: r.get(3)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -171,6 +175,18 @@ impl Unlocked<'_> {
                         "transfer_key_id": run.batch.transfer_key_id, "issued_value": run.batch.initial_balance }),
                 )?;
             }
+            Ok(())
+        })
+    }
+
+    /// Record, before INITIALIZE is sent, that `slot`'s serial goes to the card in the reader: from then on
+    /// only that card (found again by its serial) may finish the slot.
+    pub fn mark_initialised(&self, run: &Run, slot: &Slot) -> Result<(), AuthorityError> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE cards SET initialised_at = ?3 WHERE run_id = ?1 AND seq = ?2 AND initialised_at IS NULL",
+                params![run.id, slot.seq, now()],
+            )?;
             Ok(())
         })
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_back_office", include_str!("../../schema/0001_back_office.sql")),
     ("0002_certificate_authority", include_str!("../../schema/0002_certificate_authority.sql")),
+    ("0003_card_initialised", include_str!("../../schema/0003_card_initialised.sql")),
 ];
 
 /// How long a writer waits for another process's transaction before giving up. Personalisation

@@ -31,6 +31,7 @@ pub fn to_reader(ctx: &Context, u: &Unlocked<'_>, batch: &str, reader: &str, cou
     let progress = Progress::new(count as u64, ctx.json);
     let wait = Some(Duration::from_secs(600));
     let mut done: Vec<bool> = slots.iter().map(|s| s.personalised).collect();
+    let mut handed_out: Vec<bool> = slots.iter().map(|s| s.initialised).collect();
     while done.iter().any(|d| !d) {
         eprintln!("insert a blank card into {name} ({} of {count} done)", done.iter().filter(|d| **d).count());
         let mut ch = PcscChannel::wait_and_connect(&name, wait)
@@ -38,15 +39,27 @@ pub fn to_reader(ctx: &Context, u: &Unlocked<'_>, batch: &str, reader: &str, cou
         let info = read_card(&mut ch, &mut Trace::verbose(ctx.verbose))?;
         let slot = match info.life_cycle {
             // A half-written card of this run: finish it under its serial.
-            LifeCycle::Personalising => slots.iter().position(|s| s.serial == info.serial && !s.personalised),
-            LifeCycle::Blank => done.iter().position(|d| !d),
+            LifeCycle::Personalising => (0..slots.len()).find(|&i| slots[i].serial == info.serial && !done[i]),
+            // A blank card takes a serial no card has been given yet, so no two cards can share one.
+            LifeCycle::Blank => (0..slots.len()).find(|&i| !done[i] && !handed_out[i]),
             LifeCycle::Issued => None,
         };
         let Some(i) = slot else {
-            eprintln!("card {} is {:?} and not part of this run: remove it", info.serial, info.life_cycle);
+            if info.life_cycle == LifeCycle::Blank {
+                eprintln!(
+                    "every remaining serial of this run was given to a card that was pulled half-way: put those cards \
+                     back to finish them (or start a new run); remove this blank card"
+                );
+            } else {
+                eprintln!("card {} is {:?} and not part of this run: remove it", info.serial, info.life_cycle);
+            }
             let _ = ch.wait_for_removal(wait);
             continue;
         };
+        if !handed_out[i] {
+            u.mark_initialised(&run, &slots[i])?;
+            handed_out[i] = true;
+        }
         let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
         let outcome = personalise(
             &mut ch,
