@@ -462,3 +462,22 @@ fn rollout_verify_settles_every_generation_pair_and_flags_the_ones_that_cannot()
             .any(|p| p["ok"] == false && p["outcome"].as_str().unwrap().contains("no key-roll path"))
     );
 }
+
+#[test]
+fn a_card_file_in_use_by_another_process_is_refused() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "10"]);
+    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "2"]);
+    let files = s.card_files("cards");
+    let (a, b) = (format!("file:{}", files[0].display()), format!("file:{}", files[1].display()));
+    let before = std::fs::read(&files[0]).unwrap();
+    // Another process (here: this test) holds the first card.
+    let held = keyroll::card::storage::FileStorage::exclusive(&files[0]).unwrap();
+    let o = s.run(&["settle", "--payer", &a, "--payee", &b, "--amount", "5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&files[0]).unwrap(), before);
+    drop(held);
+    s.ok(&["settle", "--payer", &a, "--payee", &b, "--amount", "5"]);
+}

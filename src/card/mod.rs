@@ -130,7 +130,9 @@ impl<S: Storage> Card<S> {
                             self.power_lost();
                             return Err(Mute);
                         }
-                        Err(StorageError::Io(_)) => return Ok(ResponseApdu::status(StatusWord::MemoryFailure)),
+                        Err(StorageError::Io(_) | StorageError::InUse(_)) => {
+                            return Ok(ResponseApdu::status(StatusWord::MemoryFailure));
+                        }
                     }
                 }
                 Ok(self.long_response(effect.response))

@@ -17,6 +17,9 @@ pub enum StorageError {
     PowerCut,
     #[error("card storage I/O error: {0}")]
     Io(String),
+    /// Another process holds the card (`card serve`, `settle`): two writers would overwrite each other.
+    #[error("card file {0} is in use by another keyroll process")]
+    InUse(String),
 }
 
 pub trait Storage {
@@ -29,11 +32,39 @@ pub trait Storage {
 /// A card state file.
 pub struct FileStorage {
     path: PathBuf,
+    /// Held for as long as this storage lives, when opened with [`FileStorage::exclusive`].
+    _lock: Option<fs::File>,
 }
 
 impl FileStorage {
+    /// A card file without a lock: for reading, or for a file nobody else can have open yet.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileStorage { path: path.into() }
+        FileStorage { path: path.into(), _lock: None }
+    }
+
+    /// A card file that this process alone may use until the storage is dropped. The card keeps its
+    /// state in memory and writes it whole, so two processes on one file would lose each other's
+    /// writes (value created or lost). The lock is an `flock` on a sibling `.NAME.lock` file, since the
+    /// card file itself is replaced by rename on every write.
+    pub fn exclusive(path: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let path = path.into();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let lock_path = path.with_file_name(format!(".{name}.lock"));
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StorageError::Io(format!("{}: {e}", lock_path.display())))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: flock on a file descriptor this function owns.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                return Err(StorageError::InUse(path.display().to_string()));
+            }
+        }
+        Ok(FileStorage { path, _lock: Some(f) })
     }
 
     pub fn path(&self) -> &Path {

@@ -78,14 +78,24 @@ pub fn open_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
             "card files are written by `keyroll perso --out-dir DIR`",
         ));
     }
-    Card::open(FileStorage::new(path)).map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })
+    let storage = FileStorage::exclusive(path)
+        .map_err(|e| CliError::CardFile { path: path.to_path_buf(), source: crate::card::CardError::from(e) })?;
+    Card::open(storage).map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })
 }
 
 pub fn run(ctx: &Context, cmd: CardCommand) -> Result<(), CliError> {
     match cmd {
         CardCommand::Serve { file, vpcd } => serve(ctx, &file, &vpcd),
         CardCommand::Show { file } => {
-            let card = open_card_file(&file)?;
+            // Reading needs no lock: `card show` works on a card that `card serve` is serving.
+            if !file.exists() {
+                return Err(CliError::input(
+                    format!("card file {} does not exist", file.display()),
+                    "card files are written by `keyroll perso --out-dir DIR`",
+                ));
+            }
+            let card = Card::open(FileStorage::new(&file))
+                .map_err(|source| CliError::CardFile { path: file.to_path_buf(), source })?;
             let view = CardView::of(card.state());
             if ctx.json {
                 output::json(&view);
@@ -150,8 +160,10 @@ fn serve(ctx: &Context, file: &Path, vpcd: &str) -> Result<(), CliError> {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     loopback_only(vpcd)?;
-    let mut card =
-        Card::open(FileStorage::new(file)).map_err(|source| CliError::CardFile { path: file.to_path_buf(), source })?;
+    let mut card = Card::open(
+        FileStorage::exclusive(file).map_err(|e| CliError::CardFile { path: file.to_path_buf(), source: e.into() })?,
+    )
+    .map_err(|source| CliError::CardFile { path: file.to_path_buf(), source })?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))

@@ -74,7 +74,12 @@ fn settle_files(a: &Path, b: &Path, amount: u64, opts: &SettleOptions) -> Result
         return super::demo_pcsc::settle(a, b, amount, opts);
     }
     let open = |p: &Path| {
-        Card::open(FileStorage::new(p)).map_err(|source| CliError::CardFile { path: p.to_path_buf(), source })
+        Card::open(
+            FileStorage::exclusive(p)
+                .map_err(crate::card::CardError::from)
+                .map_err(|source| CliError::CardFile { path: p.to_path_buf(), source })?,
+        )
+        .map_err(|source| CliError::CardFile { path: p.to_path_buf(), source })
     };
     let (mut ca, mut cb) = (open(a)?, open(b)?);
     let mut ch_a = InProcessChannel::new(&mut ca, a.display().to_string());

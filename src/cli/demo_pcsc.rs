@@ -64,8 +64,12 @@ pub fn settle(a: &Path, b: &Path, amount: u64, opts: &SettleOptions) -> Result<S
     let stop = Arc::new(AtomicBool::new(false));
     let mut servers = Vec::new();
     for (path, (_, addr)) in [a, b].into_iter().zip(READERS) {
-        let mut card = Card::open(FileStorage::new(path))
-            .map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })?;
+        let mut card = Card::open(
+            FileStorage::exclusive(path)
+                .map_err(crate::card::CardError::from)
+                .map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })?,
+        )
+        .map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })?;
         let stop = Arc::clone(&stop);
         servers.push(std::thread::spawn(move || {
             let _ = crate::card::vpcd::serve(&mut card, addr, &stop, |_| {});

@@ -63,7 +63,11 @@ impl Scratch {
     }
 
     pub fn card_files(&self, dir: &str) -> Vec<PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(self.path(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut v: Vec<_> = std::fs::read_dir(self.path(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "card"))
+            .collect();
         v.sort();
         v
     }
