@@ -214,32 +214,36 @@ impl Unlocked<'_> {
 
     /// `key export`: an age file to `recipient` holding the chosen keys as JSON
     /// (`{"transfer_keys":[{"id","kcv","key"}], "update_keys":[…]}`, keys in hex), for a
-    /// personalisation line or an escrow. The export is recorded in the audit log (ids and KCVs).
+    /// personalisation line or an escrow. The plaintext is built only in zeroizing buffers. Call
+    /// [`Unlocked::record_export`] once the file is written.
     pub fn export(&self, recipient: &str, transfer: &[u32], update: &[u32]) -> Result<Vec<u8>, AuthorityError> {
+        use std::fmt::Write;
         let r = custody::parse_recipient(recipient)?;
-        let entry = |id: u32, k: &Secret16| serde_json::json!({ "id": id, "kcv": hex::encode_upper(crate::crypto::keys::key_check_value(k)), "key": hex::encode(k.expose()) });
-        let mut t = Vec::new();
-        for id in transfer {
-            t.push(entry(*id, &self.load(KeyKind::Transfer, *id)?));
+        let issuer = serde_json::to_string(&self.auth.issuer_name()?).expect("json string");
+        let mut doc = zeroize::Zeroizing::new(String::with_capacity(256));
+        write!(doc, "{{\"format\":\"keyroll-key-export/1\",\"issuer\":{issuer}").expect("string");
+        for (field, kind, ids) in
+            [("transfer_keys", KeyKind::Transfer, transfer), ("update_keys", KeyKind::Update, update)]
+        {
+            write!(doc, ",\"{field}\":[").expect("string");
+            for (n, id) in ids.iter().enumerate() {
+                let k = self.load(kind, *id)?;
+                let key_hex = zeroize::Zeroizing::new(hex::encode(k.expose()));
+                let kcv = hex::encode_upper(crate::crypto::keys::key_check_value(&k));
+                let sep = if n == 0 { "" } else { "," };
+                write!(doc, "{sep}{{\"id\":{id},\"kcv\":\"{kcv}\",\"key\":\"{}\"}}", key_hex.as_str()).expect("string");
+            }
+            doc.push(']');
         }
-        let mut u = Vec::new();
-        for id in update {
-            u.push(entry(*id, &self.load(KeyKind::Update, *id)?));
-        }
-        let doc = zeroize::Zeroizing::new(
-            serde_json::to_vec_pretty(&serde_json::json!({
-                "format": "keyroll-key-export/1",
-                "issuer": self.auth.issuer_name()?,
-                "transfer_keys": t,
-                "update_keys": u,
-            }))
-            .expect("json"),
-        );
-        let out = custody::encrypt(&[r], &doc)?;
+        doc.push('}');
+        custody::encrypt(&[r], doc.as_bytes())
+    }
+
+    /// Record a written export in the audit log (ids only).
+    pub fn record_export(&self, recipient: &str, transfer: &[u32], update: &[u32]) -> Result<(), AuthorityError> {
         self.write(|c| {
             self.log(c, "key export", serde_json::json!({ "to": recipient, "transfer": transfer, "update": update }))?;
             Ok(())
-        })?;
-        Ok(out)
+        })
     }
 }

@@ -236,7 +236,11 @@ impl<S: Storage> Card<S> {
     fn dispatch(&mut self, apdu: &CommandApdu, command: Command) -> Result<Effect, StatusWord> {
         let ins = command.instruction();
         if let Command::Select { aid } = &command {
-            // SELECT of another application deselects ours (ISO/IEC 7816-4 §11.2.2).
+            // SELECT of another application deselects ours (ISO/IEC 7816-4 §11.2.2) and ends its session:
+            // a challenge or personalisation session never outlives the selection it belongs to.
+            if aid.as_slice() != AID {
+                self.session = Session::default();
+            }
             self.session.selected = aid.as_slice() == AID;
             return if self.session.selected {
                 Ok(Effect::reply(Vec::new()))

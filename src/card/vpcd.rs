@@ -44,10 +44,11 @@ use zeroize::Zeroize;
 /// the second reader of the same entry listens on the next port.
 pub const DEFAULT_PORT: u16 = 35963;
 
-/// Largest frame accepted from vpcd. The keyroll protocol uses short APDUs (at most 261 bytes) and
-/// chains longer data, so 4 KiB leaves room for extended-length APDUs from generic tools while a
-/// length beyond it can only come from a confused or hostile peer: the connection is dropped.
-pub const MAX_FRAME: usize = 4096;
+/// Largest frame accepted from vpcd: the largest APDU the card accepts (4 KiB of data in an extended
+/// case 4 APDU: 4-byte header, 3-byte Lc, 2-byte Le). The keyroll protocol itself uses short APDUs and
+/// chains longer data; a length beyond this can only come from a confused or hostile peer, and the
+/// connection is dropped.
+pub const MAX_FRAME: usize = crate::protocol::apdu::MAX_COMMAND_DATA + 9;
 
 /// How often a blocked read gives up to look at the stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);

@@ -213,8 +213,10 @@ pub fn key(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: KeyCommand) -
             if transfer.is_empty() && update.is_empty() {
                 return Err(CliError::input("nothing to export", "name keys with --transfer ID and/or --update ID"));
             }
-            let bytes = auth.unlock(identity)?.export(&to, &transfer, &update)?;
+            let u = auth.unlock(identity)?;
+            let bytes = u.export(&to, &transfer, &update)?;
             write_file(&out, &bytes)?;
+            u.record_export(&to, &transfer, &update)?;
             println!("wrote {} (age-encrypted to {to})", out.display());
         }
     }

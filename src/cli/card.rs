@@ -70,14 +70,19 @@ impl CardView {
     }
 }
 
+fn require_card_file(path: &Path) -> Result<(), CliError> {
+    if path.exists() {
+        return Ok(());
+    }
+    Err(CliError::input(
+        format!("card file {} does not exist", path.display()),
+        "card files are written by `keyroll perso --out-dir DIR`",
+    ))
+}
+
 /// Open an existing card file.
 pub fn open_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
-    if !path.exists() {
-        return Err(CliError::input(
-            format!("card file {} does not exist", path.display()),
-            "card files are written by `keyroll perso --out-dir DIR`",
-        ));
-    }
+    require_card_file(path)?;
     let storage = FileStorage::exclusive(path)
         .map_err(|e| CliError::CardFile { path: path.to_path_buf(), source: crate::card::CardError::from(e) })?;
     Card::open(storage).map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })
@@ -88,12 +93,7 @@ pub fn run(ctx: &Context, cmd: CardCommand) -> Result<(), CliError> {
         CardCommand::Serve { file, vpcd } => serve(ctx, &file, &vpcd),
         CardCommand::Show { file } => {
             // Reading needs no lock: `card show` works on a card that `card serve` is serving.
-            if !file.exists() {
-                return Err(CliError::input(
-                    format!("card file {} does not exist", file.display()),
-                    "card files are written by `keyroll perso --out-dir DIR`",
-                ));
-            }
+            require_card_file(&file)?;
             let card = Card::open(FileStorage::new(&file))
                 .map_err(|source| CliError::CardFile { path: file.to_path_buf(), source })?;
             let view = CardView::of(card.state());
