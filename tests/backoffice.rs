@@ -348,6 +348,14 @@ fn audit_log_detects_edit_delete_reorder_and_truncation() {
         "UPDATE audit_head SET last_id = 4, last_hash = (SELECT hash FROM audit_log WHERE id = 4); DELETE FROM audit_log WHERE id = 5;",
     );
     assert_eq!(code, 1, "truncation with a forged head: {v}");
+    let (code, v) = tampered(&s, "UPDATE audit_log SET detail = CAST(detail AS BLOB) WHERE id = 2;");
+    assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(2)), "type change: {v}");
+    let (code, v) = tampered(&s, "DELETE FROM issuer;");
+    assert_eq!(code, 1, "issuer row deleted: {v}");
+    // Auditing writes nothing.
+    let before = std::fs::read(s.path("keyroll.db")).unwrap();
+    s.ok(&["audit", "log"]);
+    assert_eq!(std::fs::read(s.path("keyroll.db")).unwrap(), before, "audit log changed the database file");
     // Pinning the key.
     let o = s.run(&["audit", "log", "--expect-key", "00"]);
     assert_eq!(o.status.code(), Some(1));

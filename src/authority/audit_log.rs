@@ -7,6 +7,7 @@
 
 use super::AuthorityError;
 use crate::crypto::card_key::{self, CardKeyPair};
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -75,7 +76,15 @@ pub fn fingerprint(public_key: &[u8]) -> String {
 
 /// Verify the whole log against the issuer's audit public key.
 pub fn verify(conn: &Connection) -> Result<LogVerdict, AuthorityError> {
-    let public: Vec<u8> = conn.query_row("SELECT audit_public_key FROM issuer WHERE id = 1", [], |r| r.get(0))?;
+    // Tampering can change a column's type or delete the issuer row: read loosely, judge strictly.
+    let public: Vec<u8> = conn
+        .query_row("SELECT audit_public_key FROM issuer WHERE id = 1", [], |r| r.get::<_, Value>(0))
+        .optional()?
+        .and_then(|v| match v {
+            Value::Blob(b) => Some(b),
+            _ => None,
+        })
+        .unwrap_or_default();
     let mut verdict = LogVerdict {
         intact: true,
         rows: 0,
@@ -90,17 +99,37 @@ pub fn verify(conn: &Connection) -> Result<LogVerdict, AuthorityError> {
             v.reason = Some(why);
         }
     };
+    if public.is_empty() {
+        fail(&mut verdict, 1, "the issuer record (with the audit public key) is missing or edited".into());
+    }
     let mut stmt = conn.prepare("SELECT id, at, action, detail, prev_hash, hash FROM audit_log ORDER BY id")?;
     let mut rows = stmt.query([])?;
     let mut expect_id = 1i64;
     let mut prev = vec![0u8; 32];
     while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        let at: String = r.get(1)?;
-        let action: String = r.get(2)?;
-        let detail: String = r.get(3)?;
-        let stored_prev: Vec<u8> = r.get(4)?;
-        let stored: Vec<u8> = r.get(5)?;
+        let cells: Vec<Value> = (0..6).map(|i| r.get::<_, Value>(i)).collect::<Result<_, _>>()?;
+        let row = match &cells[..] {
+            [
+                Value::Integer(id),
+                Value::Text(at),
+                Value::Text(action),
+                Value::Text(detail),
+                Value::Blob(p),
+                Value::Blob(h),
+            ] => Some((*id, at.clone(), action.clone(), detail.clone(), p.clone(), h.clone())),
+            _ => None,
+        };
+        let Some((id, at, action, detail, stored_prev, stored)) = row else {
+            let at_row = match cells[0] {
+                Value::Integer(i) => i,
+                _ => expect_id,
+            };
+            fail(&mut verdict, at_row, format!("row {at_row} was edited: a column has the wrong type"));
+            verdict.rows += 1;
+            expect_id = at_row + 1;
+            prev = vec![];
+            continue;
+        };
         verdict.rows += 1;
         if id != expect_id {
             fail(&mut verdict, expect_id, format!("row {expect_id} is missing (next row is {id})"));
@@ -115,9 +144,13 @@ pub fn verify(conn: &Connection) -> Result<LogVerdict, AuthorityError> {
     let last_id = expect_id - 1;
     let head: Option<(i64, Vec<u8>, Vec<u8>)> = conn
         .query_row("SELECT last_id, last_hash, signature FROM audit_head WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((r.get::<_, Value>(0)?, r.get::<_, Value>(1)?, r.get::<_, Value>(2)?))
         })
-        .optional()?;
+        .optional()?
+        .and_then(|cells| match cells {
+            (Value::Integer(i), Value::Blob(h), Value::Blob(s)) => Some((i, h, s)),
+            _ => None,
+        });
     match head {
         None => fail(&mut verdict, 1, "the signed head is missing".into()),
         Some((hid, hhash, sig)) => {

@@ -62,6 +62,30 @@ pub fn open(path: &Path) -> Result<Connection, AuthorityError> {
     Ok(conn)
 }
 
+/// Open a database for reading only (auditors): no migration, no pragma that writes. A database whose
+/// schema is not the current one is refused with a hint rather than upgraded behind the auditor's back.
+pub fn open_read_only(path: &Path) -> Result<Connection, AuthorityError> {
+    if !path.exists() {
+        return Err(AuthorityError::NoDatabase(path.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let version = match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)) {
+        Ok(v) => v as usize,
+        Err(e) => return Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: e.to_string() }),
+    };
+    if version != MIGRATIONS.len() {
+        return Err(AuthorityError::Corrupt {
+            path: path.to_path_buf(),
+            why: format!(
+                "schema version {version}, this keyroll reads {}; open it once with a custodian command to upgrade",
+                MIGRATIONS.len()
+            ),
+        });
+    }
+    Ok(conn)
+}
+
 /// Apply every migration newer than the database's `user_version`, each in an IMMEDIATE transaction
 /// (so two processes opening an old file at once do not both migrate).
 pub fn migrate(conn: &Connection) -> Result<(), AuthorityError> {

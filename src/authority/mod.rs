@@ -102,6 +102,11 @@ impl Authority {
         Ok(Authority { conn: db::open(path)?, path: path.to_path_buf() })
     }
 
+    /// Open for auditing: read only, nothing migrated or written.
+    pub fn open_read_only(path: &Path) -> Result<Self, AuthorityError> {
+        Ok(Authority { conn: db::open_read_only(path)?, path: path.to_path_buf() })
+    }
+
     /// Create the database with the issuer's first transfer key (id 1), update key (id 1),
     /// personalisation master, audit key and CA root. Without custodians, a new identity file is
     /// written at `identity_out`.

@@ -67,7 +67,7 @@ pub fn run(ctx: &Context, db: &Path, cmd: AuditCommand) -> Result<(), CliError> 
 }
 
 fn log(ctx: &Context, db: &Path, expect_key: Option<String>) -> Result<(), CliError> {
-    let auth = Authority::open(db)?;
+    let auth = Authority::open_read_only(db)?;
     let mut v = audit_log::verify(&auth.conn)?;
     if let Some(fp) = expect_key
         && !fp.eq_ignore_ascii_case(&v.audit_key_fingerprint)
@@ -205,7 +205,7 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
     opts.max_intermediates = args.max_depth;
     let at_text = pki::format_unix(pki::floor_seconds(at));
     let (valid, invalid) = if args.all {
-        let auth = Authority::open(db)?;
+        let auth = Authority::open_read_only(db)?;
         let results = check_database(&auth, &args, &opts)?;
         let counts = ChainCounts::of(&results);
         if ctx.json {
@@ -418,7 +418,7 @@ fn print_report(r: &Report) {
 }
 
 fn report(ctx: &Context, db: &Path) -> Result<(), CliError> {
-    let auth = Authority::open(db)?;
+    let auth = Authority::open_read_only(db)?;
     let r = build_report(&auth, SystemTime::now())?;
     if ctx.json {
         output::json(&r);
