@@ -489,3 +489,44 @@ fn a_card_file_in_use_by_another_process_is_refused() {
     drop(held);
     s.ok(&["settle", "--payer", &a, "--payee", &b, "--amount", "5"]);
 }
+
+#[test]
+fn custodians_refuse_to_change_a_tampered_database() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["key", "new", "transfer"]);
+    // An extra recipient slipped into the custodian table would receive every future key.
+    let other = Scratch::new();
+    other.init();
+    let intruder = recipient(&other);
+    let dir = Scratch::new();
+    std::fs::copy(s.path("keyroll.db"), dir.path("keyroll.db")).unwrap();
+    std::fs::copy(s.path("keyroll.db.identity"), dir.path("keyroll.db.identity")).unwrap();
+    dir.sqlite(&format!("INSERT INTO custodians (recipient) VALUES ('{intruder}');"));
+    let before = dir.dump();
+    let o = dir.run(&["key", "new", "transfer"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("custodian table differs"), "{}", stderr(&o));
+    assert_eq!(dir.dump(), before);
+    // An edited audit log.
+    let dir = Scratch::new();
+    std::fs::copy(s.path("keyroll.db"), dir.path("keyroll.db")).unwrap();
+    std::fs::copy(s.path("keyroll.db.identity"), dir.path("keyroll.db.identity")).unwrap();
+    dir.sqlite("UPDATE audit_log SET at = '2000-01-01T00:00:00Z' WHERE id = 2;");
+    let o = dir.run(&["batch", "new", "x", "--profile", "symmetric", "--transfer-key-limit", "5"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("audit log is not intact"), "{}", stderr(&o));
+    // An identity file pinned to another audit key.
+    let pinned = std::fs::read_to_string(s.path("keyroll.db.identity")).unwrap();
+    assert!(pinned.contains("# keyroll audit key: "), "init pins the audit key");
+    let fp = pinned.lines().find_map(|l| l.strip_prefix("# keyroll audit key: ")).unwrap();
+    std::fs::write(s.path("other-pin.identity"), pinned.replace(fp, &"0".repeat(64))).unwrap();
+    let o = s
+        .cmd()
+        .args(["--db", "keyroll.db", "--identity", "other-pin.identity", "key", "new", "update"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not the one pinned"), "{}", stderr(&o));
+    s.ok(&["key", "new", "update"]);
+}

@@ -29,6 +29,19 @@ pub fn encrypt(recipients: &[age::x25519::Recipient], plaintext: &[u8]) -> Resul
 pub struct Custodian {
     identities: Vec<Box<dyn age::Identity + Send + Sync>>,
     path: PathBuf,
+    /// Audit key fingerprints this identity file was issued with (`# keyroll audit key: FP` lines).
+    pub pinned_audit_keys: Vec<String>,
+}
+
+/// The comment line that pins an issuer's audit key in a custodian identity file.
+pub const PIN_PREFIX: &str = "# keyroll audit key: ";
+
+/// Append the audit key pin to an identity file keyroll wrote.
+pub fn pin_audit_key(path: &Path, fingerprint: &str) -> Result<(), AuthorityError> {
+    let io = |e: std::io::Error| AuthorityError::Io(format!("{}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
+    writeln!(f, "{PIN_PREFIX}{fingerprint}").map_err(io)?;
+    f.sync_all().map_err(io)
 }
 
 impl Custodian {
@@ -41,7 +54,10 @@ impl Custodian {
         if identities.is_empty() {
             return Err(AuthorityError::Identity { path: path.to_path_buf(), why: "no identity in the file".into() });
         }
-        Ok(Custodian { identities, path: path.to_path_buf() })
+        let text = Zeroizing::new(std::fs::read_to_string(path).unwrap_or_default());
+        let pinned_audit_keys =
+            text.lines().filter_map(|l| l.strip_prefix(PIN_PREFIX)).map(|fp| fp.trim().to_lowercase()).collect();
+        Ok(Custodian { identities, path: path.to_path_buf(), pinned_audit_keys })
     }
 
     pub fn decrypt(&self, ciphertext: &[u8]) -> Result<SecretBytes, AuthorityError> {

@@ -65,6 +65,8 @@ pub enum AuthorityError {
     BadSecret(String),
     #[error("certificate authority: {0}")]
     Ca(String),
+    #[error("refusing to change this database: {0}")]
+    Tampered(String),
 }
 
 /// Current time as RFC 3339 UTC with seconds (the `der` crate's `DateTime` formats it).
@@ -140,6 +142,10 @@ impl Authority {
             }
         }
         let (auth, mut outcome) = result?;
+        if let Some(f) = &identity_file {
+            // The custodian's own file remembers which audit key its database must carry (see `unlock`).
+            custody::pin_audit_key(f, &outcome.audit_key_fingerprint)?;
+        }
         outcome.identity_file = identity_file;
         Ok((auth, outcome))
     }
@@ -204,10 +210,28 @@ impl Authority {
         Ok(self.conn.query_row("SELECT name FROM issuer WHERE id = 1", [], |r| r.get(0))?)
     }
 
+    /// The custodians every new secret is encrypted to. The table must match the custodians recorded in
+    /// the signed audit log's `init` row, so a row slipped into the table cannot receive future keys.
     pub fn recipients(&self) -> Result<Vec<age::x25519::Recipient>, AuthorityError> {
         let mut stmt = self.conn.prepare("SELECT recipient FROM custodians ORDER BY id")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|r| custody::parse_recipient(&r?)).collect()
+        let table: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+        let detail: Option<String> = self
+            .conn
+            .query_row("SELECT detail FROM audit_log WHERE action = 'init' ORDER BY id LIMIT 1", [], |r| r.get(0))
+            .optional()?;
+        let logged: Vec<String> = detail
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+            .and_then(|v| serde_json::from_value(v["custodians"].clone()).ok())
+            .unwrap_or_default();
+        let (mut a, mut b) = (table.clone(), logged);
+        a.sort();
+        b.sort();
+        if a != b {
+            return Err(AuthorityError::Tampered(
+                "the custodian table differs from the custodians recorded at init".into(),
+            ));
+        }
+        table.iter().map(|r| custody::parse_recipient(r)).collect()
     }
 
     /// Unlock with a custodian identity: proves the identity can decrypt this database's secrets.
@@ -218,6 +242,27 @@ impl Authority {
             self.conn
                 .query_row("SELECT ciphertext FROM secrets WHERE name = ?1", [secret_name::AUDIT_KEY], |r| r.get(0))?;
         let audit = CardKeyPair::from_bytes(custodian.decrypt(&ct)?.expose())?;
+        // A custodian changes nothing in a database it cannot vouch for: the audit key must be the one
+        // the issuer record names (and, when the identity file pins one, that one), and the log intact.
+        let public: Vec<u8> =
+            self.conn.query_row("SELECT audit_public_key FROM issuer WHERE id = 1", [], |r| r.get(0))?;
+        let fp = audit_log::fingerprint(&public);
+        if public != audit.public_key_sec1() {
+            return Err(AuthorityError::Tampered("the stored audit key does not match the issuer record".into()));
+        }
+        if !custodian.pinned_audit_keys.is_empty() && !custodian.pinned_audit_keys.contains(&fp) {
+            return Err(AuthorityError::Tampered(format!(
+                "the database's audit key {fp} is not the one pinned in identity file {}",
+                path.display()
+            )));
+        }
+        let verdict = audit_log::verify(&self.conn)?;
+        if !verdict.intact {
+            return Err(AuthorityError::Tampered(format!(
+                "the audit log is not intact ({})",
+                verdict.reason.unwrap_or_default()
+            )));
+        }
         Ok(Unlocked { auth: self, custodian, audit })
     }
 }

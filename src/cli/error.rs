@@ -35,7 +35,7 @@ impl CliError {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::CheckFailed { .. } => 1,
+            CliError::CheckFailed { .. } | CliError::Authority(AuthorityError::Tampered(_)) => 1,
             CliError::Settle(
                 SettleError::Stranded { .. } | SettleError::Revoked { .. } | SettleError::NoPath { .. },
             ) => 1,
@@ -93,6 +93,9 @@ impl CliError {
                     Some(format!("pass --transfer-key-limit {newest} or more"))
                 }
                 AuthorityError::NoSuchKey { .. } => Some("list keys with `keyroll key list`".into()),
+                AuthorityError::Tampered(_) => {
+                    Some("the database was changed outside keyroll: see `keyroll audit report`, restore a backup".into())
+                }
                 _ => None,
             },
             CliError::Perso(PersoError::Transport { .. }) => {
