@@ -530,3 +530,25 @@ fn custodians_refuse_to_change_a_tampered_database() {
     assert!(stderr(&o).contains("not the one pinned"), "{}", stderr(&o));
     s.ok(&["key", "new", "update"]);
 }
+
+#[test]
+fn rollout_plan_counts_multi_key_cards_that_do_not_store_the_key() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "m", "--profile", "multi-key", "--transfer-key-limit", "5"]);
+    s.ok(&["perso", "--batch", "m", "--out-dir", "cards", "--count", "3"]);
+    // Key 2 does not exist yet: these cards cannot select it, although their limit admits it.
+    let o = s.run(&["--json", "rollout", "plan", "--transfer-key", "2"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["stranded"], 3, "{v}");
+    // Cards personalised after key 2 exists store it (claims 8–9) and are not stranded by it.
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // key and perso times are in whole seconds
+    s.ok(&["key", "new", "transfer", "--pending"]);
+    s.ok(&["perso", "--batch", "m", "--out-dir", "cards", "--count", "2"]);
+    let o = s.run(&["--json", "rollout", "plan", "--transfer-key", "2"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["stranded"], 3, "{v}");
+    assert_eq!(v["batches"][0]["personalised"], 5);
+}

@@ -75,18 +75,33 @@ pub struct PlanRow {
     pub stranded: u64,
 }
 
-/// How many personalised cards each batch would strand if transfer key `id` went live.
+/// How many personalised cards each batch would strand if transfer key `id` went live: cards whose limit
+/// is below `id`, and multi-key cards that do not store `id` (claim 9 only selects among stored keys:
+/// they store the keys that existed, up to their limit, when they were personalised).
 pub fn plan(conn: &Connection, id: u32) -> Result<Vec<PlanRow>, AuthorityError> {
-    Ok(list(conn)?
-        .into_iter()
-        .map(|b| PlanRow {
-            stranded: if b.transfer_key_id_limit < id { b.personalised } else { 0 },
+    let mut stranded_multi = conn.prepare(
+        "SELECT count(*) FROM cards c WHERE c.batch_id = ?1 AND c.state = 'personalised'
+           AND NOT EXISTS (SELECT 1 FROM keys k WHERE k.kind = 'transfer' AND k.key_id = ?2
+                                                  AND k.created_at <= c.personalised_at)",
+    )?;
+    let mut rows = Vec::new();
+    for b in list(conn)? {
+        let stranded = if b.transfer_key_id_limit < id {
+            b.personalised
+        } else if b.profile == Profile::MultiKey && id > b.transfer_key_id {
+            stranded_multi.query_row(params![b.row, id], |r| r.get::<_, i64>(0))? as u64
+        } else {
+            0
+        };
+        rows.push(PlanRow {
+            stranded,
             batch: b.name,
             profile: b.profile,
             transfer_key_id_limit: b.transfer_key_id_limit,
             personalised: b.personalised,
-        })
-        .collect())
+        });
+    }
+    Ok(rows)
 }
 
 impl Unlocked<'_> {
