@@ -145,11 +145,21 @@ impl Unlocked<'_> {
         )
         .map_err(ca_err)?;
         let serial = serial_hex(&der);
-        // A card re-personalised with a new key pair supersedes its earlier certificate.
-        conn.execute(
-            "UPDATE certificates SET revoked_at = ?2, reason = 'Superseded' WHERE card_serial = ?1 AND revoked_at IS NULL",
-            params![card.to_string(), now()],
-        )?;
+        // A card re-personalised with a new key pair supersedes its earlier certificate (recorded in the
+        // audit log like any revocation).
+        let mut stmt = conn.prepare("SELECT serial FROM certificates WHERE card_serial = ?1 AND revoked_at IS NULL")?;
+        let superseded: Vec<String> = stmt.query_map([card.to_string()], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        if !superseded.is_empty() {
+            conn.execute(
+                "UPDATE certificates SET revoked_at = ?2, reason = 'Superseded' WHERE card_serial = ?1 AND revoked_at IS NULL",
+                params![card.to_string(), now()],
+            )?;
+            self.log(
+                conn,
+                "cert revoke",
+                serde_json::json!({ "serials": superseded, "reason": "Superseded", "card": card.to_string() }),
+            )?;
+        }
         conn.execute(
             "INSERT INTO certificates (serial, card_serial, der, issued_at) VALUES (?1, ?2, ?3, ?4)",
             params![serial, card.to_string(), der, now()],
