@@ -196,11 +196,11 @@ pub(super) fn update_transfer_key(
         }
         _ => return Err(StatusWord::IncorrectData),
     };
-    install(state, new_id, new_key, serial)
+    install(state, new_id, new_key)
 }
 
 /// Install or select `id` if the range rule allows it.
-fn install(state: &CardState, id: TransferKeyId, key: Secret16, _serial: CardSerial) -> Result<Effect, StatusWord> {
+fn install(state: &CardState, id: TransferKeyId, key: Secret16) -> Result<Effect, StatusWord> {
     let current = state.selected_transfer_key_id.ok_or(StatusWord::ConditionsNotSatisfied)?;
     let limit = state.transfer_key_id_limit.ok_or(StatusWord::ConditionsNotSatisfied)?;
     if id <= current {

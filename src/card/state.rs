@@ -6,7 +6,7 @@
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
-use crate::protocol::command::{Mac, Nonce};
+use crate::protocol::command::Nonce;
 use crate::protocol::info::{CardInfo, LifeCycle, PendingEntry, hex_array};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -346,6 +346,3 @@ impl CardState {
         self.settled.push_back(s);
     }
 }
-
-/// Acknowledgement and abort-proof MACs are 16 bytes.
-pub type Proof = Mac;

@@ -80,12 +80,16 @@ fn require_card_file(path: &Path) -> Result<(), CliError> {
     ))
 }
 
-/// Open an existing card file.
+/// Open an existing card file for this process alone (see `FileStorage::exclusive`).
 pub fn open_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
     require_card_file(path)?;
-    let storage = FileStorage::exclusive(path)
-        .map_err(|e| CliError::CardFile { path: path.to_path_buf(), source: crate::card::CardError::from(e) })?;
-    Card::open(storage).map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })
+    lock_card_file(path)
+}
+
+/// Open a card file, blank if missing (it is saved there at the first write), for this process alone.
+fn lock_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
+    let fail = |source| CliError::CardFile { path: path.to_path_buf(), source };
+    Card::open(FileStorage::exclusive(path).map_err(|e| fail(e.into()))?).map_err(fail)
 }
 
 pub fn run(ctx: &Context, cmd: CardCommand) -> Result<(), CliError> {
@@ -160,10 +164,7 @@ fn serve(ctx: &Context, file: &Path, vpcd: &str) -> Result<(), CliError> {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     loopback_only(vpcd)?;
-    let mut card = Card::open(
-        FileStorage::exclusive(file).map_err(|e| CliError::CardFile { path: file.to_path_buf(), source: e.into() })?,
-    )
-    .map_err(|source| CliError::CardFile { path: file.to_path_buf(), source })?;
+    let mut card = lock_card_file(file)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))

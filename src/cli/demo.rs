@@ -3,14 +3,13 @@
 //! non-zero exit if any of that fails.
 
 use super::CliError;
+use super::card::open_card_file;
 use super::fleet::{self, Fleet};
 use super::output::{self, Context};
 use super::perso::personalise_to_files;
 use crate::authority::batches::NewBatch;
 use crate::authority::keys::KeyKind;
 use crate::authority::{Authority, Unlocked, audit_log, cards, issuer_ca};
-use crate::card::Card;
-use crate::card::storage::FileStorage;
 use crate::domain::{Amount, Profile, TransferKeyId};
 use crate::terminal::{KeyRoll, SettleError, SettleOptions, SettlementReport, settle};
 use crate::transport::in_process::InProcessChannel;
@@ -73,15 +72,7 @@ fn settle_files(a: &Path, b: &Path, amount: u64, opts: &SettleOptions) -> Result
     if OVER_PCSC.load(std::sync::atomic::Ordering::Relaxed) {
         return super::demo_pcsc::settle(a, b, amount, opts);
     }
-    let open = |p: &Path| {
-        Card::open(
-            FileStorage::exclusive(p)
-                .map_err(crate::card::CardError::from)
-                .map_err(|source| CliError::CardFile { path: p.to_path_buf(), source })?,
-        )
-        .map_err(|source| CliError::CardFile { path: p.to_path_buf(), source })
-    };
-    let (mut ca, mut cb) = (open(a)?, open(b)?);
+    let (mut ca, mut cb) = (open_card_file(a)?, open_card_file(b)?);
     let mut ch_a = InProcessChannel::new(&mut ca, a.display().to_string());
     let mut ch_b = InProcessChannel::new(&mut cb, b.display().to_string());
     Ok(settle(&mut ch_a, &mut ch_b, Amount(amount), opts)?)

@@ -53,8 +53,6 @@ pub fn check() -> Result<(), CliError> {
 
 #[cfg(feature = "pcsc")]
 pub fn settle(a: &Path, b: &Path, amount: u64, opts: &SettleOptions) -> Result<SettlementReport, CliError> {
-    use crate::card::Card;
-    use crate::card::storage::FileStorage;
     use crate::domain::Amount;
     use crate::transport::pcsc::{self, PcscChannel};
     use std::sync::Arc;
@@ -64,12 +62,7 @@ pub fn settle(a: &Path, b: &Path, amount: u64, opts: &SettleOptions) -> Result<S
     let stop = Arc::new(AtomicBool::new(false));
     let mut servers = Vec::new();
     for (path, (_, addr)) in [a, b].into_iter().zip(READERS) {
-        let mut card = Card::open(
-            FileStorage::exclusive(path)
-                .map_err(crate::card::CardError::from)
-                .map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })?,
-        )
-        .map_err(|source| CliError::CardFile { path: path.to_path_buf(), source })?;
+        let mut card = super::card::open_card_file(path)?;
         let stop = Arc::clone(&stop);
         servers.push(std::thread::spawn(move || {
             let _ = crate::card::vpcd::serve(&mut card, addr, &stop, |_| {});

@@ -6,7 +6,7 @@ use super::apdu::CommandApdu;
 use super::codec::{DecodeError, Reader};
 use super::instruction::{CLA_ISO, CLA_PROPRIETARY, Instruction};
 use super::status::StatusWord;
-use crate::domain::{Amount, CardSerial, TransferKeyId, UpdateKeyId};
+use crate::domain::{Amount, CardSerial, UpdateKeyId};
 
 pub type Challenge = [u8; CHALLENGE_LEN];
 pub type Nonce = [u8; CHALLENGE_LEN];
@@ -424,11 +424,6 @@ impl TryFrom<&CommandApdu> for Command {
         r.finish().map_err(bad)?;
         Ok(cmd)
     }
-}
-
-/// Shorthand constructors for key ids on the wire.
-pub fn transfer_key_id(b: [u8; 4]) -> TransferKeyId {
-    TransferKeyId(u32::from_be_bytes(b))
 }
 
 #[cfg(test)]

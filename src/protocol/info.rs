@@ -239,11 +239,6 @@ impl CardInfo {
         info.life_cycle = life_cycle.ok_or(DecodeError::Invalid { field: "life cycle", why: "missing" })?;
         Ok(info)
     }
-
-    /// The identifier that decides which card is newer: the transfer key id, or the selected id.
-    pub fn effective_transfer_key_id(&self) -> Option<TransferKeyId> {
-        self.transfer_key_id
-    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,15 @@ impl Scratch {
         serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
+    /// Another scratch directory holding a copy of this one's database and identity (for tampering).
+    pub fn copy(&self) -> Scratch {
+        let c = Scratch::new();
+        for f in ["keyroll.db", "keyroll.db.identity"] {
+            std::fs::copy(self.path(f), c.path(f)).unwrap();
+        }
+        c
+    }
+
     /// A fresh issuer with one identity.
     pub fn init(&self) {
         self.ok(&["init", "--issuer", "Test Issuer"]);
@@ -75,8 +84,4 @@ impl Scratch {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
