@@ -5,7 +5,7 @@
 //! `cargo bench --features pcsc --bench pcsc_roundtrip` (uses the test harness's pcscd: reuses a
 //! running one with vpcd readers, or starts one). Prints median, p95 and p99 in milliseconds.
 
-#[path = "../tests/support/pcscd.rs"]
+#[path = "../tests/it/support/pcscd.rs"]
 mod pcscd;
 
 use keyroll::protocol::{Mute, SmartCard};

@@ -13,9 +13,9 @@
 //! exchanged while no channel is open. A new channel is opened per settlement (and per card personalised),
 //! as a terminal does; timings cover `settle` (or `personalise`) alone, connecting is reported apart.
 
-#[path = "../tests/support/pcscd.rs"]
+#[path = "../tests/it/support/pcscd.rs"]
 mod pcscd;
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use keyroll::card::Card;

@@ -7,7 +7,7 @@
 //!
 //! `cargo bench --bench perso_files`
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 #[allow(dead_code)]
 mod support;
 

@@ -4,7 +4,7 @@
 //! APDUs per settlement through the real codec and reference cards held in memory.
 //! Env `KEYROLL_BENCH_N` sets the number of settlements per kind (default 2,000).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 #[allow(dead_code)]
 mod support;
 

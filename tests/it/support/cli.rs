@@ -1,7 +1,7 @@
 //! Running the real `keyroll` binary in a scratch directory.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 pub struct Scratch {

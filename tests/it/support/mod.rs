@@ -2,6 +2,10 @@
 //! personalised in-memory reference cards (built by the real personalisation script).
 #![allow(dead_code)]
 
+pub mod cli;
+#[cfg(feature = "pcsc")]
+pub mod pcscd;
+
 use keyroll::card::Card;
 use keyroll::card::storage::{MemoryStorage, TearingStorage};
 use keyroll::crypto::{Secret16, TransferKey, UpdateKey};

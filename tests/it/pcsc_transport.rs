@@ -4,8 +4,7 @@
 
 #![cfg(feature = "pcsc")]
 
-#[path = "support/pcscd.rs"]
-mod pcscd;
+use crate::support::pcscd;
 
 use keyroll::protocol::command::{Command, PersoItem};
 use keyroll::protocol::{AID, CommandApdu, Mute, SmartCard, StatusWord};

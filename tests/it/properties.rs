@@ -1,13 +1,12 @@
 //! Property tests (DESIGN.md §6 properties 1–4, 8, 9): random schedules of settlements among five
 //! cards of random key generations, with a random power cut at any write of either card.
 
-mod support;
+use crate::support::*;
 use keyroll::card::state::Outcome;
 use keyroll::card::storage::Tear;
 use keyroll::domain::*;
 use keyroll::protocol::SmartCard;
 use proptest::prelude::*;
-use support::*;
 
 #[derive(Clone, Debug)]
 struct Step {

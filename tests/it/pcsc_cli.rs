@@ -6,11 +6,8 @@
 
 #![cfg(feature = "pcsc")]
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/pcscd.rs"]
-mod pcscd;
-mod support;
+use crate::support::cli;
+use crate::support::pcscd;
 
 use cli::Scratch;
 use keyroll::card::Card;
@@ -408,9 +405,15 @@ fn file_card(path: &Path, serial: u64, transfer_key_id: u32, balance: u64) -> Ca
     use keyroll::perso::personalise;
     use keyroll::transport::in_process::InProcessChannel;
     let mut card = Card::open(FileStorage::new(path)).unwrap();
-    let plan = support::plan(serial, Profile::Symmetric, transfer_key_id, 1, 5, balance);
-    personalise(&mut InProcessChannel::new(&mut card, "perso"), &Secret16::new(support::MASTER), &plan, None, false)
-        .unwrap();
+    let plan = crate::support::plan(serial, Profile::Symmetric, transfer_key_id, 1, 5, balance);
+    personalise(
+        &mut InProcessChannel::new(&mut card, "perso"),
+        &Secret16::new(crate::support::MASTER),
+        &plan,
+        None,
+        false,
+    )
+    .unwrap();
     card
 }
 

@@ -4,7 +4,7 @@
 //! persisted state. (BEGIN RECEIVE carries no authority by design — any terminal may open a receipt — so
 //! it is checked only for not moving value.)
 
-mod support;
+use crate::support::*;
 use keyroll::card::Card;
 use keyroll::card::storage::{MemoryStorage, Storage, TearingStorage};
 use keyroll::domain::*;
@@ -13,7 +13,6 @@ use keyroll::protocol::{CommandApdu, SmartCard};
 use keyroll::terminal::{SettleOptions, settle};
 use keyroll::transport::{CardChannel, TransportError};
 use std::cell::RefCell;
-use support::*;
 
 /// Records, in one global order, every APDU sent and each card's persisted state after it.
 struct Recorder<'a> {

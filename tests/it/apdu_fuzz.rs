@@ -1,11 +1,10 @@
 //! Random byte strings as APDUs (house rule 2: the card's parser is fuzzed): no panic, an error status,
 //! no state change.
 
-mod support;
+use crate::support::*;
 use keyroll::domain::*;
 use keyroll::protocol::SmartCard;
 use proptest::prelude::*;
-use support::*;
 
 const INS: [u8; 17] =
     [0xA4, 0xC0, 0x10, 0x20, 0x22, 0x24, 0x30, 0x32, 0x34, 0x36, 0x38, 0x3A, 0x50, 0x52, 0x54, 0x56, 0x5E];

@@ -1,10 +1,9 @@
 //! The reference terminal against reference cards, in process (claims 10, 11, 19; 8, 9 selection).
 
-mod support;
+use crate::support::*;
 use keyroll::domain::*;
 use keyroll::protocol::SmartCard;
 use keyroll::terminal::{KeyRoll, Role, SettleError};
-use support::*;
 
 #[test]
 fn equal_keys_move_value_in_at_most_ten_apdus() {

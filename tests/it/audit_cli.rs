@@ -1,8 +1,7 @@
 //! The auditors' commands through the real binary and a real database (issue: Auditors):
 //! `audit chain` over the database and over files, and `audit report`.
 
-#[path = "support/cli.rs"]
-mod cli;
+use crate::support::cli;
 use cli::*;
 use serde_json::Value;
 use std::process::Output;

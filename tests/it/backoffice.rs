@@ -1,7 +1,6 @@
 //! The issuer back office through the real binary and a real SQLite file (issue: back office).
 
-#[path = "support/cli.rs"]
-mod cli;
+use crate::support::cli;
 use cli::*;
 use std::process::Command;
 

@@ -1,7 +1,6 @@
 //! The main job: `keyroll demo` runs a whole rollout on virtual cards and its verdict holds.
 
-#[path = "support/cli.rs"]
-mod cli;
+use crate::support::cli;
 use cli::*;
 
 #[test]
@@ -34,8 +33,7 @@ fn demo_runs_to_a_passing_verdict() {
 }
 
 #[cfg(feature = "pcsc")]
-#[path = "support/pcscd.rs"]
-mod pcscd;
+use crate::support::pcscd;
 
 /// `demo --pcsc`: the same rollout with every settlement over real pcscd and vpcd readers.
 #[cfg(feature = "pcsc")]

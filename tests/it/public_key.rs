@@ -1,13 +1,12 @@
 //! The public-key and hybrid roll-forward (claims 3–7, 12–16, 18) on reference cards, and every
 //! rejection with the card's persisted state unchanged.
 
-mod support;
+use crate::support::*;
 use keyroll::domain::*;
 use keyroll::protocol::ResponseApdu;
 use keyroll::protocol::command::{Command, KeyPayload, KeyRollPath, tag};
 use keyroll::terminal::{KeyRoll, Role, SettleError, SettleOptions};
 use std::time::{Duration, SystemTime};
-use support::*;
 
 fn send(card: &mut TestCard, cmd: &Command) -> ResponseApdu {
     let mut ch = keyroll::transport::in_process::InProcessChannel::new(card, "t");

@@ -1,13 +1,12 @@
 //! Every step of claims 2 and 9 on the reference card, the positive path and each rejection branch.
 //! After every rejection the card's persisted state is byte-identical.
 
-mod support;
+use crate::support::*;
 use keyroll::crypto::Secret16;
 use keyroll::domain::*;
 use keyroll::perso::CardPlan;
 use keyroll::protocol::command::{Command, KeyPayload, KeyRollPath};
 use keyroll::protocol::{ResponseApdu, SmartCard};
-use support::*;
 
 fn send(card: &mut TestCard, cmd: &Command) -> ResponseApdu {
     select(card);

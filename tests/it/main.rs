@@ -1,0 +1,22 @@
+//! keyroll's integration tests, one binary: every file below is a module (one link instead of one per
+//! file). Shared helpers live in `support`; cases that drive the real binary use `support::cli`, PC/SC
+//! cases take the machine-wide pcscd lock in `support::pcscd`.
+
+mod support;
+
+mod apdu_fuzz;
+mod audit_cli;
+mod backoffice;
+mod ca_openssl;
+mod card_claims;
+mod crypto_vectors;
+mod demo;
+mod examples;
+mod limbo;
+mod pcsc_cli;
+mod pcsc_transport;
+mod properties;
+mod public_key;
+mod replay;
+mod settlement;
+mod wycheproof_ec;
