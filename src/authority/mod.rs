@@ -12,6 +12,7 @@ pub mod custody;
 pub mod db;
 pub mod issuer_ca;
 pub mod keys;
+pub mod policy;
 
 use crate::crypto::CryptoError;
 use crate::crypto::card_key::CardKeyPair;
@@ -67,6 +68,12 @@ pub enum AuthorityError {
     Ca(String),
     #[error("refusing to change this database: {0}")]
     Tampered(String),
+    #[error("refusing to sign: {0}")]
+    SigningTime(String),
+    #[error("the policy already blocks {max} cards, its bound")]
+    PolicyFull { max: usize },
+    #[error("no card with serial {0}")]
+    NoSuchCard(String),
 }
 
 /// Current time as RFC 3339 UTC with seconds (the `der` crate's `DateTime` formats it).
@@ -176,7 +183,8 @@ impl Authority {
         };
         put(secret_name::PERSO_MASTER, master.expose())?;
         put(secret_name::AUDIT_KEY, audit.to_bytes().expose())?;
-        let ca = issuer_ca::create_root(&tx, issuer, recipients)?;
+        let (ca, ca_key, root_der) = issuer_ca::create_root(&tx, issuer, recipients)?;
+        let scheme = policy::create_scheme(&tx, recipients, &ca_key, &root_der)?;
         let tk = keys::insert_new(&tx, recipients, keys::KeyKind::Transfer, keys::KeyState::Active)?;
         let uk = keys::insert_new(&tx, recipients, keys::KeyKind::Update, keys::KeyState::Active)?;
         let fp = audit_log::fingerprint(&audit.public_key_sec1());
@@ -189,10 +197,20 @@ impl Authority {
                 "custodians": recipients.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                 "audit_key_fingerprint": fp,
                 "ca_root_serial": ca,
+                "scheme_id": hex::encode(scheme.scheme_id()),
                 "transfer_key": { "id": tk.0, "kcv": tk.1 },
                 "update_key": { "id": uk.0, "kcv": uk.1 },
             }),
         )?;
+        // Policy 1 (nothing blocked), then the first keys' authorisations, which name it.
+        let clock = policy::unix_now();
+        let record = policy::scheme(&tx)?.expect("created above");
+        let (_, detail) = policy::sign_policy(&tx, &scheme, &record, policy::PolicyChange::default(), clock)?;
+        audit_log::append(&tx, &audit, "policy publish", &detail.expect("the first policy is new"))?;
+        for (kind, (id, _, key)) in [(keys::KeyKind::Transfer, &tk), (keys::KeyKind::Update, &uk)] {
+            let detail = policy::sign_authorisation(&tx, &scheme, kind, *id, key, clock)?;
+            audit_log::append(&tx, &audit, "key authorise", &detail)?;
+        }
         tx.commit()?;
         let outcome = InitOutcome {
             issuer: issuer.to_string(),

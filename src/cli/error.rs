@@ -93,6 +93,15 @@ impl CliError {
                     Some(format!("pass --transfer-key-limit {newest} or more"))
                 }
                 AuthorityError::NoSuchKey { .. } => Some("list keys with `keyroll key list`".into()),
+                AuthorityError::SigningTime(_) => Some(
+                    "set this machine's clock right (the scheme key never signs a time earlier than its last signature or ahead of the clock)"
+                        .into(),
+                ),
+                AuthorityError::PolicyFull { .. } => Some(
+                    "a new generation is needed: create and activate a new transfer key, personalise new batches with it, retire the old key, then `keyroll policy publish` prunes the dead generation's entries"
+                        .into(),
+                ),
+                AuthorityError::NoSuchCard(_) => Some("list cards with `keyroll rollout status` or `keyroll cert list`".into()),
                 AuthorityError::Tampered(_) => {
                     Some("the database was changed outside keyroll: see `keyroll audit report`, restore a backup".into())
                 }

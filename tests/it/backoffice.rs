@@ -368,11 +368,12 @@ fn an_old_database_is_upgraded_in_place() {
     // Make it a schema-1 database: no CA tables, no CA key.
     s.sqlite(
         "DROP TABLE certificates; DROP TABLE ca; DELETE FROM secrets WHERE name = 'ca-root-key'; \
-         ALTER TABLE cards DROP COLUMN initialised_at; PRAGMA user_version = 1;",
+         ALTER TABLE cards DROP COLUMN initialised_at; DROP TABLE scheme_key; DROP TABLE key_authorisations; \
+         DROP TABLE policies; DELETE FROM secrets WHERE name = 'scheme-signing-key'; PRAGMA user_version = 1;",
     );
     assert_eq!(s.sqlite("PRAGMA user_version").trim(), "1");
     s.ok(&["cert", "ca", "--out", "root.pem"]);
-    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "3");
+    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "4");
     assert_eq!(s.json(&["batch", "list"])["batches"][0]["name"], "b", "data kept");
     let o =
         Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(s.path("root.pem")).output().unwrap();
