@@ -14,6 +14,7 @@ mod fleet;
 mod output;
 mod perso;
 mod perso_pcsc;
+mod policy;
 mod readers;
 mod rollout;
 mod settle;
@@ -68,6 +69,9 @@ pub enum Command {
     /// The issuer CA: card certificates, revocations, CRL, root.
     #[command(subcommand)]
     Cert(backoffice::CertCommand),
+    /// The scheme policy cards enforce: blocked cards, closed update keys.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// List PC/SC readers and whether a card is present.
     Readers,
     /// The main job: a whole key rollout on virtual cards, told as it goes, with a verdict.
@@ -94,6 +98,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rollout(backoffice::RolloutCommand::Verify) => rollout::verify(&ctx, &cli.db, cli.identity.as_deref()),
         Command::Cert(c) => backoffice::cert(&ctx, &cli.db, cli.identity.as_deref(), c),
         Command::Audit(c) => audit::run(&ctx, &cli.db, c),
+        Command::Policy(c) => policy::run(&ctx, &cli.db, cli.identity.as_deref(), c),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Readers => readers::run(&ctx),
     }
