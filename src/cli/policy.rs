@@ -62,7 +62,10 @@ fn print_policy(v: &PolicyView) {
 /// file is replaced only with `force`.
 fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<(), CliError> {
     if path.exists() && !force {
-        return Err(CliError::input(format!("{} exists", path.display()), "pass --force to replace it, or choose another --out"));
+        return Err(CliError::input(
+            format!("{} exists", path.display()),
+            "pass --force to replace it, or choose another --out",
+        ));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -82,7 +85,10 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
     match cmd {
         PolicyCommand::Block { serial, reason } => {
             let s = CardSerial::parse(&serial).ok_or_else(|| {
-                CliError::input(format!("{serial:?} is not a card serial"), "a card serial is 16 hex digits, as `card show` prints it")
+                CliError::input(
+                    format!("{serial:?} is not a card serial"),
+                    "a card serial is 16 hex digits, as `card show` prints it",
+                )
             })?;
             let auth = Authority::open(db)?;
             let out = auth.unlock(identity)?.policy_block(s, reason.as_deref())?;
@@ -126,14 +132,16 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                 None => {
                     let auth = Authority::open_read_only(db)?;
                     let p = auth.current_policy()?.ok_or_else(|| {
-                        CliError::input("this database has no policy yet", "sign one with `keyroll policy publish --out FILE`")
+                        CliError::input(
+                            "this database has no policy yet",
+                            "sign one with `keyroll policy publish --out FILE`",
+                        )
                     })?;
                     (p, true)
                 }
                 Some(f) => {
-                    let bytes = std::fs::read(&f).map_err(|e| {
-                        CliError::input(format!("cannot read {}: {e}", f.display()), "check the path")
-                    })?;
+                    let bytes = std::fs::read(&f)
+                        .map_err(|e| CliError::input(format!("cannot read {}: {e}", f.display()), "check the path"))?;
                     let bad = |why: String| {
                         CliError::input(
                             format!("{} is not a keyroll policy: {why}", f.display()),
@@ -144,7 +152,10 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                     match db.exists().then(|| Authority::open_read_only(db)).transpose()? {
                         Some(auth) => {
                             let rec = auth.scheme_record()?.ok_or_else(|| {
-                                CliError::input("this database has no scheme key yet", "run `keyroll policy publish` once")
+                                CliError::input(
+                                    "this database has no scheme key yet",
+                                    "run `keyroll policy publish` once",
+                                )
                             })?;
                             let p = Policy::verified(&bytes, &rec.public_key, &rec.scheme_id)
                                 .map_err(|e| bad(e.to_string()))?;

@@ -204,3 +204,39 @@ fn a_tampered_policy_or_scheme_row_is_noticed() {
     ));
     assert!(matches!(open(&t).scheme_record(), Err(AuthorityError::Tampered(_))));
 }
+
+#[test]
+fn policy_commands_through_the_binary() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "sym", "--profile", "symmetric", "--transfer-key-limit", "3"]);
+    s.ok(&["perso", "--batch", "sym", "--out-dir", "cards", "--count", "1"]);
+    let card = serials(&s, "cards")[0].to_string();
+    let shown = s.json(&["policy", "show"]);
+    assert_eq!((shown["number"].as_u64(), shown["blocked"].as_array().unwrap().len()), (Some(1), 0));
+    let b = s.json(&["policy", "block", &card, "--reason", "extracted"]);
+    assert_eq!((b["already_blocked"].as_bool(), b["policy"]["number"].as_u64()), (Some(false), Some(2)));
+    let c = s.json(&["policy", "compromise", "update", "1"]);
+    assert_eq!((c["number"].as_u64(), c["min_wrap_update_key_id"].as_u64()), (Some(3), Some(2)));
+    s.ok(&["policy", "publish", "--out", "p.policy"]);
+    let o = s.run(&["policy", "publish", "--out", "p.policy"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("hint: pass --force"), "{}", stderr(&o));
+    let f = s.json(&["policy", "show", "p.policy"]);
+    assert_eq!((f["number"].as_u64(), f["verified"].as_bool()), (Some(3), Some(true)));
+    assert_eq!(f["blocked"][0]["serial"].as_str(), Some(card.as_str()));
+    for field in ["signed_at", "min_wrap_update_key_id", "min_transfer_key_id"] {
+        assert!(f.get(field).is_some(), "{field}");
+    }
+    // A flipped bit: refused with a hint, exit 2.
+    let mut bytes = std::fs::read(s.path("p.policy")).unwrap();
+    bytes[50] ^= 1;
+    std::fs::write(s.path("bad.policy"), &bytes).unwrap();
+    let o = s.run(&["policy", "show", "bad.policy"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a keyroll policy") && stderr(&o).contains("hint:"), "{}", stderr(&o));
+    // Bad serial and a full-bound refusal carry hints too.
+    let o = s.run(&["policy", "block", "xyz"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("hint:"));
+}
