@@ -24,6 +24,7 @@ use super::{Authority, AuthorityError, Unlocked, custody, now};
 use crate::crypto::Secret16;
 use crate::crypto::scheme_key::{self, PUBLIC_KEY_LEN, SchemeId, SchemeSigningKey};
 use crate::domain::{CardSerial, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
+use crate::protocol::codec::Wire;
 use crate::protocol::policy::{BlockedCard, KeyAuthorisation, KeyKind, MAX_BLOCKED, Policy};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -228,7 +229,7 @@ pub(super) fn sign_authorisation(
         signature: [0; 64],
     };
     a.signature = signer.sign(&a.body());
-    let bytes = a.encode();
+    let bytes = a.to_wire();
     conn.execute(
         "INSERT INTO key_authorisations (kind, key_id, authorisation, signed_at) VALUES (?1, ?2, ?3, ?4)",
         params![kind.name(), id, bytes, clock as i64],
@@ -312,7 +313,7 @@ pub(super) fn sign_policy(
     };
     check_signed_at(last_signed_at(conn)?, clock, clock)?;
     p.signature = signer.sign(&p.body());
-    let bytes = p.encode();
+    let bytes = p.to_wire();
     conn.execute(
         "INSERT INTO policies (number, policy, signed_at, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![p.number, bytes, clock as i64, now()],
@@ -580,7 +581,7 @@ mod tests {
         let mut held: Option<Policy> = None;
         let mut floor = Default::default();
         for p in [&p1, &p2, &p3] {
-            match judge_policy(&anchor, held.as_ref(), floor, &p.encode()).unwrap() {
+            match judge_policy(&anchor, held.as_ref(), floor, &p.to_wire()).unwrap() {
                 PolicyDecision::Adopt { policy, floor: f } => {
                     held = Some(policy);
                     floor = f;
@@ -594,7 +595,7 @@ mod tests {
             next_policy(Some(&p3), k.scheme_id(), PolicyChange::default(), TransferKeyId(3), T).unwrap().unwrap(),
         );
         assert!(!p4.blocks(CardSerial::from_u64(5)) && p4.blocks(CardSerial::from_u64(3)));
-        assert!(matches!(judge_policy(&anchor, held.as_ref(), floor, &p4.encode()), Ok(PolicyDecision::Adopt { .. })));
+        assert!(matches!(judge_policy(&anchor, held.as_ref(), floor, &p4.to_wire()), Ok(PolicyDecision::Adopt { .. })));
     }
 
     #[test]

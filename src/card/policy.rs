@@ -172,6 +172,7 @@ mod tests {
     use super::*;
     use crate::crypto::scheme_key::SchemeSigningKey;
     use crate::domain::{TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
+    use crate::protocol::codec::Wire;
     use crate::protocol::policy::BlockedCard;
 
     const T0: u64 = FACTORY_FLOOR + 86_400;
@@ -205,7 +206,7 @@ mod tests {
             };
             p.signature = self.key.sign(&p.body());
             self.chain.push(p.clone());
-            p.encode()
+            p.to_wire()
         }
         fn authorise(&self, kind: KeyKind, id: u32, key: &Secret16, signed_at: u64, min_policy: u32) -> Vec<u8> {
             let mut a = KeyAuthorisation {
@@ -218,7 +219,7 @@ mod tests {
                 signature: [0; 64],
             };
             a.signature = self.key.sign(&a.body());
-            a.encode()
+            a.to_wire()
         }
     }
 

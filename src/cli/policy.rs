@@ -5,6 +5,7 @@ use super::output::{self, Context};
 use crate::authority::Authority;
 use crate::authority::policy::PolicyView;
 use crate::domain::CardSerial;
+use crate::protocol::codec::Wire;
 use crate::protocol::policy::Policy;
 use clap::Subcommand;
 use std::io::Write;
@@ -118,7 +119,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                 return Err(CliError::input("--out names the database", "choose another --out"));
             }
             let p = auth.unlock(identity)?.policy_publish()?;
-            write_new(&out, &p.encode(), force)?;
+            write_new(&out, &p.to_wire(), force)?;
             let v = PolicyView::of(&p);
             if ctx.json {
                 output::json(&serde_json::json!({ "file": out, "policy": v }));
@@ -161,7 +162,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                                 .map_err(|e| bad(e.to_string()))?;
                             (p, true)
                         }
-                        None => (Policy::decode(&bytes).map_err(|e| bad(e.to_string()))?, false),
+                        None => (Policy::from_wire(&bytes, ()).map_err(|e| bad(e.to_string()))?, false),
                     }
                 }
             };

@@ -40,7 +40,7 @@
 //! key id). The list is bounded: it is for compromised cards, not lost ones (a lost card holds value
 //! only its holder loses; a compromised one threatens everyone's).
 
-use super::codec::{DecodeError, Reader};
+use super::codec::{DecodeError, Reader, Wire};
 use crate::crypto::CryptoError;
 use crate::crypto::scheme_key::{self, COMMITMENT_LEN, SCHEME_ID_LEN, SIGNATURE_LEN, SchemeId};
 use crate::domain::{CardSerial, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
@@ -150,14 +150,31 @@ impl KeyAuthorisation {
         b
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = self.body();
-        b.extend_from_slice(&self.signature);
-        b
+    /// Decode and verify against the card's scheme key: the scheme id must be the card's and the
+    /// signature must verify. Says nothing yet about which key it authorises (see `card::policy`).
+    pub fn verified(bytes: &[u8], scheme_public: &[u8], own_scheme: &SchemeId) -> Result<Self, SignedObjectError> {
+        let a = Self::from_wire(bytes, ())?;
+        check_signature(scheme_public, &a.scheme_id, own_scheme, &a.body(), &a.signature)?;
+        Ok(a)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
+    /// Whether this authorisation is for exactly this key (kind, id, and the commitment to its bytes).
+    pub fn commits_to(&self, kind: KeyKind, id: u32, key: &crate::crypto::Secret16) -> bool {
+        use subtle::ConstantTimeEq;
+        let expect = scheme_key::key_commitment(&self.scheme_id, kind.code(), id, key);
+        self.kind == kind && self.id == id && bool::from(self.commitment.ct_eq(&expect))
+    }
+}
+
+impl Wire for KeyAuthorisation {
+    type Context = ();
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.body());
+        out.extend_from_slice(&self.signature);
+    }
+
+    fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
         if r.u8("authorisation type")? != AUTHORISATION_TYPE {
             return Err(DecodeError::Invalid { field: "authorisation type", why: "not 0x41" });
         }
@@ -177,23 +194,7 @@ impl KeyAuthorisation {
             min_policy: r.u32("min_policy")?,
             signature: r.array("signature")?,
         };
-        r.finish()?;
         Ok(a)
-    }
-
-    /// Decode and verify against the card's scheme key: the scheme id must be the card's and the
-    /// signature must verify. Says nothing yet about which key it authorises (see `card::policy`).
-    pub fn verified(bytes: &[u8], scheme_public: &[u8], own_scheme: &SchemeId) -> Result<Self, SignedObjectError> {
-        let a = Self::decode(bytes)?;
-        check_signature(scheme_public, &a.scheme_id, own_scheme, &a.body(), &a.signature)?;
-        Ok(a)
-    }
-
-    /// Whether this authorisation is for exactly this key (kind, id, and the commitment to its bytes).
-    pub fn commits_to(&self, kind: KeyKind, id: u32, key: &crate::crypto::Secret16) -> bool {
-        use subtle::ConstantTimeEq;
-        let expect = scheme_key::key_commitment(&self.scheme_id, kind.code(), id, key);
-        self.kind == kind && self.id == id && bool::from(self.commitment.ct_eq(&expect))
     }
 }
 
@@ -247,16 +248,41 @@ impl Policy {
         b
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = self.body();
-        b.extend_from_slice(&self.signature);
-        b
+    /// Decode and verify against the card's scheme key (scheme id, then signature).
+    pub fn verified(bytes: &[u8], scheme_public: &[u8], own_scheme: &SchemeId) -> Result<Self, SignedObjectError> {
+        let p = Self::from_wire(bytes, ())?;
+        check_signature(scheme_public, &p.scheme_id, own_scheme, &p.body(), &p.signature)?;
+        Ok(p)
     }
 
-    /// Decode a policy. Canonical form only: type byte, number ≥ 1, zeros as the previous hash of
-    /// number 1, at most [`MAX_BLOCKED`] entries in strictly ascending serial order, no trailing bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
+    /// `SHA-256("keyroll policy hash v2" ‖ encoding)`: what the next policy names as its predecessor.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(POLICY_HASH_LABEL);
+        h.update(self.to_wire());
+        h.finalize().into()
+    }
+
+    /// Whether `serial` is blocked.
+    pub fn blocks(&self, serial: CardSerial) -> bool {
+        self.blocked.binary_search_by(|e| e.serial.cmp(&serial)).is_ok()
+    }
+
+    /// Whether a card following this policy may wrap (or unwrap) a transfer key under update key `id`.
+    pub fn allows_wrap_under(&self, id: UpdateKeyId) -> bool {
+        id >= self.min_wrap_update_key_id
+    }
+}
+
+impl Wire for Policy {
+    type Context = ();
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.body());
+        out.extend_from_slice(&self.signature);
+    }
+
+    fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
         if r.u8("policy type")? != POLICY_TYPE {
             return Err(DecodeError::Invalid { field: "policy type", why: "not 0x50" });
         }
@@ -286,7 +312,6 @@ impl Policy {
             blocked.push(BlockedCard { serial, limit });
         }
         let signature = r.array("signature")?;
-        r.finish()?;
         Ok(Policy {
             scheme_id,
             number,
@@ -297,31 +322,6 @@ impl Policy {
             blocked,
             signature,
         })
-    }
-
-    /// Decode and verify against the card's scheme key (scheme id, then signature).
-    pub fn verified(bytes: &[u8], scheme_public: &[u8], own_scheme: &SchemeId) -> Result<Self, SignedObjectError> {
-        let p = Self::decode(bytes)?;
-        check_signature(scheme_public, &p.scheme_id, own_scheme, &p.body(), &p.signature)?;
-        Ok(p)
-    }
-
-    /// `SHA-256("keyroll policy hash v2" ‖ encoding)`: what the next policy names as its predecessor.
-    pub fn hash(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(POLICY_HASH_LABEL);
-        h.update(self.encode());
-        h.finalize().into()
-    }
-
-    /// Whether `serial` is blocked.
-    pub fn blocks(&self, serial: CardSerial) -> bool {
-        self.blocked.binary_search_by(|e| e.serial.cmp(&serial)).is_ok()
-    }
-
-    /// Whether a card following this policy may wrap (or unwrap) a transfer key under update key `id`.
-    pub fn allows_wrap_under(&self, id: UpdateKeyId) -> bool {
-        id >= self.min_wrap_update_key_id
     }
 }
 
@@ -368,7 +368,7 @@ mod tests {
     fn authorisation_round_trips_and_has_the_documented_layout() {
         let k = SchemeSigningKey::generate().unwrap();
         let a = auth(&k);
-        let bytes = a.encode();
+        let bytes = a.to_wire();
         assert_eq!(bytes.len(), KeyAuthorisation::LEN);
         assert_eq!(bytes.len(), 146);
         assert_eq!(bytes[0], 0x41);
@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(&bytes[34..38], &3u32.to_be_bytes());
         assert_eq!(&bytes[70..78], &1_800_000_000u64.to_be_bytes());
         assert_eq!(&bytes[78..82], &2u32.to_be_bytes());
-        assert_eq!(KeyAuthorisation::decode(&bytes).unwrap(), a);
+        assert_eq!(KeyAuthorisation::from_wire(&bytes, ()).unwrap(), a);
         let v = KeyAuthorisation::verified(&bytes, &k.public_key_sec1(), &k.scheme_id()).unwrap();
         assert!(v.commits_to(KeyKind::Transfer, 3, &Secret16::new([9; 16])));
         assert!(!v.commits_to(KeyKind::Transfer, 3, &Secret16::new([8; 16])));
@@ -388,7 +388,7 @@ mod tests {
     #[test]
     fn every_flipped_bit_of_an_authorisation_is_refused() {
         let k = SchemeSigningKey::generate().unwrap();
-        let bytes = auth(&k).encode();
+        let bytes = auth(&k).to_wire();
         for i in 0..bytes.len() * 8 {
             let mut b = bytes.clone();
             b[i / 8] ^= 1 << (i % 8);
@@ -399,28 +399,28 @@ mod tests {
     #[test]
     fn authorisation_decoder_names_what_is_wrong() {
         let k = SchemeSigningKey::generate().unwrap();
-        let bytes = auth(&k).encode();
+        let bytes = auth(&k).to_wire();
         assert!(matches!(
-            KeyAuthorisation::decode(&bytes[..145]),
+            KeyAuthorisation::from_wire(&bytes[..145], ()),
             Err(DecodeError::Truncated { field: "signature", .. })
         ));
         let mut long = bytes.clone();
         long.push(0);
-        assert_eq!(KeyAuthorisation::decode(&long), Err(DecodeError::Trailing(1)));
+        assert_eq!(KeyAuthorisation::from_wire(&long, ()), Err(DecodeError::Trailing(1)));
         let mut kind = bytes.clone();
         kind[33] = 3;
-        assert!(matches!(KeyAuthorisation::decode(&kind), Err(DecodeError::Invalid { field: "key kind", .. })));
+        assert!(matches!(KeyAuthorisation::from_wire(&kind, ()), Err(DecodeError::Invalid { field: "key kind", .. })));
         let mut ty = bytes.clone();
         ty[0] = POLICY_TYPE;
-        assert!(matches!(KeyAuthorisation::decode(&ty), Err(DecodeError::Invalid { .. })));
-        assert!(KeyAuthorisation::decode(&[]).is_err());
+        assert!(matches!(KeyAuthorisation::from_wire(&ty, ()), Err(DecodeError::Invalid { .. })));
+        assert!(KeyAuthorisation::from_wire(&[], ()).is_err());
     }
 
     #[test]
     fn other_scheme_and_other_key_are_refused() {
         let k = SchemeSigningKey::generate().unwrap();
         let other = SchemeSigningKey::generate().unwrap();
-        let bytes = auth(&other).encode();
+        let bytes = auth(&other).to_wire();
         assert_eq!(
             KeyAuthorisation::verified(&bytes, &k.public_key_sec1(), &k.scheme_id()),
             Err(SignedObjectError::WrongScheme)
@@ -430,7 +430,7 @@ mod tests {
         forged.scheme_id = k.scheme_id();
         forged.signature = other.sign(&forged.body());
         assert_eq!(
-            KeyAuthorisation::verified(&forged.encode(), &k.public_key_sec1(), &k.scheme_id()),
+            KeyAuthorisation::verified(&forged.to_wire(), &k.public_key_sec1(), &k.scheme_id()),
             Err(SignedObjectError::BadSignature)
         );
     }
@@ -440,11 +440,11 @@ mod tests {
         let k = SchemeSigningKey::generate().unwrap();
         for blocked in [vec![], vec![(5, 3)], vec![(1, 2), (7, 9), (u64::MAX, u32::MAX)]] {
             let p = policy(&k, &blocked);
-            let bytes = p.encode();
+            let bytes = p.to_wire();
             assert_eq!(bytes.len(), Policy::BASE_LEN + blocked.len() * Policy::ENTRY_LEN);
             assert_eq!(bytes[0], 0x50);
             assert_eq!(&bytes[85..87], &(blocked.len() as u16).to_be_bytes());
-            assert_eq!(Policy::decode(&bytes).unwrap(), p);
+            assert_eq!(Policy::from_wire(&bytes, ()).unwrap(), p);
             assert_eq!(Policy::verified(&bytes, &k.public_key_sec1(), &k.scheme_id()).unwrap(), p);
             for &(s, _) in &blocked {
                 assert!(p.blocks(CardSerial::from_u64(s)));
@@ -453,9 +453,9 @@ mod tests {
         }
         let full: Vec<(u64, u32)> = (0..MAX_BLOCKED as u64).map(|i| (i, 1)).collect();
         let p = policy(&k, &full);
-        assert_eq!(p.encode().len(), Policy::MAX_LEN);
+        assert_eq!(p.to_wire().len(), Policy::MAX_LEN);
         assert_eq!(Policy::MAX_LEN, 1015);
-        Policy::verified(&p.encode(), &k.public_key_sec1(), &k.scheme_id()).unwrap();
+        Policy::verified(&p.to_wire(), &k.public_key_sec1(), &k.scheme_id()).unwrap();
     }
 
     #[test]
@@ -463,34 +463,34 @@ mod tests {
         let k = SchemeSigningKey::generate().unwrap();
         let unsorted = policy(&k, &[(7, 1), (3, 1)]);
         assert!(matches!(
-            Policy::decode(&unsorted.encode()),
+            Policy::from_wire(&unsorted.to_wire(), ()),
             Err(DecodeError::Invalid { field: "blocked serial", .. })
         ));
         let dup = policy(&k, &[(3, 1), (3, 2)]);
-        assert!(Policy::decode(&dup.encode()).is_err());
+        assert!(Policy::from_wire(&dup.to_wire(), ()).is_err());
         let mut zero = policy(&k, &[]);
         zero.number = 0;
-        assert!(Policy::decode(&zero.encode()).is_err());
+        assert!(Policy::from_wire(&zero.to_wire(), ()).is_err());
         let mut orphan = policy(&k, &[]);
         orphan.previous = [1; 32];
-        assert!(Policy::decode(&orphan.encode()).is_err());
+        assert!(Policy::from_wire(&orphan.to_wire(), ()).is_err());
         orphan.number = 2;
-        assert!(Policy::decode(&orphan.encode()).is_ok());
+        assert!(Policy::from_wire(&orphan.to_wire(), ()).is_ok());
         // Too many entries: the count is checked before anything is allocated.
-        let mut bytes = policy(&k, &[]).encode();
+        let mut bytes = policy(&k, &[]).to_wire();
         bytes[85..87].copy_from_slice(&(MAX_BLOCKED as u16 + 1).to_be_bytes());
-        assert!(matches!(Policy::decode(&bytes), Err(DecodeError::Invalid { field: "blocked count", .. })));
+        assert!(matches!(Policy::from_wire(&bytes, ()), Err(DecodeError::Invalid { field: "blocked count", .. })));
         bytes[85..87].copy_from_slice(&u16::MAX.to_be_bytes());
-        assert!(Policy::decode(&bytes).is_err());
-        let mut long = policy(&k, &[]).encode();
+        assert!(Policy::from_wire(&bytes, ()).is_err());
+        let mut long = policy(&k, &[]).to_wire();
         long.push(0);
-        assert_eq!(Policy::decode(&long), Err(DecodeError::Trailing(1)));
+        assert_eq!(Policy::from_wire(&long, ()), Err(DecodeError::Trailing(1)));
     }
 
     #[test]
     fn every_flipped_bit_of_a_policy_is_refused() {
         let k = SchemeSigningKey::generate().unwrap();
-        let bytes = policy(&k, &[(1, 2), (9, 4)]).encode();
+        let bytes = policy(&k, &[(1, 2), (9, 4)]).to_wire();
         for i in 0..bytes.len() * 8 {
             let mut b = bytes.clone();
             b[i / 8] ^= 1 << (i % 8);
@@ -501,9 +501,9 @@ mod tests {
     #[test]
     fn an_authorisation_never_verifies_as_a_policy_and_back() {
         let k = SchemeSigningKey::generate().unwrap();
-        let a = auth(&k).encode();
+        let a = auth(&k).to_wire();
         assert!(Policy::verified(&a, &k.public_key_sec1(), &k.scheme_id()).is_err());
-        let p = policy(&k, &[]).encode();
+        let p = policy(&k, &[]).to_wire();
         assert!(KeyAuthorisation::verified(&p, &k.public_key_sec1(), &k.scheme_id()).is_err());
     }
 

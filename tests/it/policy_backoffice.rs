@@ -7,6 +7,7 @@ use keyroll::authority::policy::SCHEME_SECRET;
 use keyroll::authority::{Authority, AuthorityError};
 use keyroll::card::policy::{PolicyDecision, SchemeAnchor, judge_policy};
 use keyroll::domain::CardSerial;
+use keyroll::protocol::codec::Wire;
 use keyroll::protocol::policy::{KeyAuthorisation, KeyKind, MAX_BLOCKED};
 use std::process::Command;
 
@@ -85,7 +86,7 @@ fn keys_are_authorised_at_activation_never_at_creation() {
     let u = a.unlock(Some(&s.path("keyroll.db.identity"))).unwrap();
     let auth = u.key_authorisation(keyroll::authority::keys::KeyKind::Transfer, 2).unwrap();
     let key = u.transfer_key(2).unwrap();
-    let v = KeyAuthorisation::verified(&auth.encode(), &rec.public_key, &rec.scheme_id).unwrap();
+    let v = KeyAuthorisation::verified(&auth.to_wire(), &rec.public_key, &rec.scheme_id).unwrap();
     assert!(v.commits_to(KeyKind::Transfer, 2, key.secret()));
     assert_eq!(v.min_policy, 1, "names the newest policy");
     let log = s.sqlite("SELECT count(*) FROM audit_log WHERE action = 'key authorise'");
@@ -112,7 +113,7 @@ fn blocks_grow_the_policy_every_card_adopts_and_unknown_cards_change_nothing() {
     assert!(p2.blocks(cards[0]) && !p2.blocks(cards[1]));
     assert_eq!(p2.blocked[0].limit.0, 3, "the entry carries the card's generation");
     assert!(matches!(
-        judge_policy(&anchor, Some(&p1), Default::default(), &p2.encode()),
+        judge_policy(&anchor, Some(&p1), Default::default(), &p2.to_wire()),
         Ok(PolicyDecision::Adopt { .. })
     ));
     // Blocking again signs nothing new.
