@@ -7,6 +7,7 @@ pub mod codec;
 pub mod command;
 pub mod info;
 pub mod instruction;
+pub mod ledger;
 pub mod status;
 
 pub use apdu::{ApduError, CommandApdu, ResponseApdu};
