@@ -100,18 +100,28 @@ pub fn append_bindings(
     detail: &serde_json::Value,
     bindings: &[rows::Binding],
 ) -> Result<Checkpoint, AuthorityError> {
+    append_many(conn, key, std::iter::once(Ok((action.to_string(), detail.clone(), bindings.to_vec()))))
+}
+
+/// Append several entries and sign the head once, after the last (a bulk import: one signature instead
+/// of one per entry). Each item is (action, detail, bindings).
+pub fn append_many(
+    conn: &Connection,
+    key: &CardKeyPair,
+    entries: impl IntoIterator<Item = Result<(String, serde_json::Value, Vec<rows::Binding>), AuthorityError>>,
+) -> Result<Checkpoint, AuthorityError> {
     let prev_row: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = conn
         .query_row("SELECT id, hash, state FROM audit_log ORDER BY id DESC LIMIT 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
-    let (prev_id, prev, prev_state) = prev_row.unwrap_or((0, vec![0u8; 32], None));
+    let (mut prev_id, prev, prev_state) = prev_row.unwrap_or((0, vec![0u8; 32], None));
     if prev_id > 0 {
         // Only ever extend signed history: an entry slipped in after the signed head is not vouched for.
         let head: Option<(i64, Vec<u8>)> = conn
             .query_row("SELECT last_id, last_hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        if head != Some((prev_id, prev.clone())) {
+        if head.as_ref().is_none_or(|(i, h)| *i != prev_id || *h != prev) {
             return Err(AuthorityError::Tampered(super::Tamper::Log {
                 row: Some(prev_id),
                 table_row: None,
@@ -119,23 +129,44 @@ pub fn append_bindings(
             }));
         }
     }
-    // The state digest changes only with a state table or a certificate: otherwise the previous
-    // entry's is carried forward (unlock compared it with the tables).
-    let touches_state =
-        bindings.iter().any(|b| BOUND[b.table].scope == rows::Scope::State || BOUND[b.table].table == "certificates");
-    let state: [u8; 32] = match prev_state.and_then(|s| <[u8; 32]>::try_from(s).ok()) {
-        Some(s) if !touches_state => s,
-        _ => rows::state_digest(conn)?,
-    };
-    let id = prev_id + 1;
-    let at = super::now();
-    let detail = detail.to_string();
-    let bound = rows::encode_bindings(bindings);
-    let hash = row_hash_v2(&prev, id, at.as_bytes(), action.as_bytes(), detail.as_bytes(), &bound, &state);
-    conn.execute(
+    let mut prev: [u8; 32] = prev.try_into().map_err(|_| {
+        AuthorityError::Tampered(super::Tamper::Log {
+            row: Some(prev_id),
+            table_row: None,
+            why: "the last entry's hash is not 32 bytes".into(),
+        })
+    })?;
+    let mut state: Option<[u8; 32]> = prev_state.and_then(|s| s.try_into().ok());
+    let mut insert = conn.prepare_cached(
         "INSERT INTO audit_log (id, at, action, detail, prev_hash, hash, bound, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![id, at, action, detail, prev, hash.to_vec(), bound, state.to_vec()],
     )?;
+    let at = super::now();
+    let mut any = false;
+    for e in entries {
+        let (action, detail, bindings) = e?;
+        // The state digest changes only with a state table or a certificate: otherwise the previous
+        // entry's is carried forward (unlock compared it with the tables).
+        let touches_state = bindings
+            .iter()
+            .any(|b| BOUND[b.table].scope == rows::Scope::State || BOUND[b.table].table == "certificates");
+        let s = match state {
+            Some(s) if !touches_state => s,
+            _ => rows::state_digest(conn)?,
+        };
+        state = Some(s);
+        let id = prev_id + 1;
+        let detail = detail.to_string();
+        let bound = rows::encode_bindings(&bindings);
+        let hash = row_hash_v2(&prev, id, at.as_bytes(), action.as_bytes(), detail.as_bytes(), &bound, &s);
+        insert.execute(params![id, at, action, detail, prev.to_vec(), hash.to_vec(), bound, s.to_vec()])?;
+        prev_id = id;
+        prev = hash;
+        any = true;
+    }
+    let (id, hash) = (prev_id, prev);
+    if !any {
+        return Ok(Checkpoint { count: id, hash });
+    }
     let sig = key.sign(&[HEAD_LABEL, &id.to_be_bytes(), &hash]);
     conn.execute(
         "INSERT INTO audit_head (id, last_id, last_hash, signature) VALUES (1, ?1, ?2, ?3)

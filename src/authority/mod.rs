@@ -459,6 +459,31 @@ impl Unlocked<'_> {
         Ok(cp.count)
     }
 
+    /// Append many entries in one go (a bulk import), signing the head once: each entry names the rows
+    /// it binds, as (table, id). Rows changed and named by no entry stay pending (the transaction must
+    /// still log them).
+    pub fn log_many(
+        &self,
+        conn: &Connection,
+        entries: impl IntoIterator<Item = (String, serde_json::Value, Vec<(&'static str, i64)>)>,
+    ) -> Result<i64, AuthorityError> {
+        let named = std::cell::RefCell::new(std::collections::HashSet::new());
+        let items = entries.into_iter().map(|(action, detail, refs)| {
+            let changed = refs
+                .iter()
+                .map(|(t, id)| Ok((rows::bound_index(t).ok_or_else(|| AuthorityError::NotBound(t.to_string()))?, *id)))
+                .collect::<Result<Vec<_>, AuthorityError>>()?;
+            named.borrow_mut().extend(changed.iter().copied());
+            Ok((action, detail, rows::bind(conn, &changed)?))
+        });
+        let cp = audit_log::append_many(conn, &self.audit, items)?;
+        let named = named.into_inner();
+        let left: Vec<_> = self.auth.pending.take().into_iter().filter(|x| !named.contains(x)).collect();
+        self.auth.pending.restore(left);
+        self.last.set(Some(cp));
+        Ok(cp.count)
+    }
+
     pub fn secret(&self, name: &'static str) -> Result<SecretBytes, AuthorityError> {
         self.custodian.decrypt(&self.auth.stored_secret(name)?)
     }

@@ -265,6 +265,11 @@ impl Pending {
         v
     }
 
+    /// Put changes back (those a bulk entry did not name).
+    pub fn restore(&self, v: Vec<(usize, i64)>) {
+        self.lock().extend(v);
+    }
+
     pub fn first(&self) -> Option<(usize, i64)> {
         self.lock().first().copied()
     }
