@@ -187,6 +187,32 @@ impl Unlocked<'_> {
         Ok(der)
     }
 
+    /// A personalisation that failed after the card's certificate was issued (the card file could not be
+    /// written, the card was pulled): the certificate belongs to no working card, so it is revoked
+    /// (`cessationOfOperation`) and the failure logged, leaving no valid certificate for a card that does
+    /// not exist (issue 14 item 8). Returns the certificate serials revoked (none if there were none).
+    pub fn withdraw_certificates(&self, card: CardSerial, why: &str) -> Result<Vec<String>, AuthorityError> {
+        self.write(|c| {
+            let mut stmt =
+                c.prepare("SELECT serial FROM certificates WHERE card_serial = ?1 AND revoked_at IS NULL")?;
+            let serials: Vec<String> = stmt.query_map([card.to_string()], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            if serials.is_empty() {
+                return Ok(serials);
+            }
+            let reason = reason_name(CrlReason::CessationOfOperation);
+            c.execute(
+                "UPDATE certificates SET revoked_at = ?2, reason = ?3 WHERE card_serial = ?1 AND revoked_at IS NULL",
+                params![card.to_string(), now(), reason],
+            )?;
+            self.log(
+                c,
+                "cert revoke",
+                serde_json::json!({ "serials": serials, "reason": reason, "card": card.to_string(), "why": why }),
+            )?;
+            Ok(serials)
+        })
+    }
+
     /// `cert revoke`: by certificate serial or card serial.
     pub fn revoke(&self, serial: &str, reason: Option<CrlReason>) -> Result<Vec<String>, AuthorityError> {
         let s = serial.trim().to_uppercase();

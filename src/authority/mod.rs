@@ -193,10 +193,9 @@ pub fn check_name(what: &'static str, s: &str, max: usize) -> Result<(), Authori
     Ok(())
 }
 
-/// The longest issuer name: the CA's organisation attribute takes it as it is, and the card
-/// certificates' subject takes "card " and a 16-digit serial in the common name, both within the
-/// RFC 5280 upper bound of 64 ([`ca::MAX_NAME_LEN`]).
-pub const MAX_ISSUER_NAME: usize = ca::MAX_NAME_LEN;
+/// The longest issuer name, in characters: the root's common name is "NAME Root CA", and it must stay
+/// within RFC 5280's upper bound of 64 (`ub-common-name`, [`ca::MAX_NAME_LEN`]), so 64 - 8 = 56.
+pub const MAX_ISSUER_NAME: usize = ca::MAX_NAME_LEN - " Root CA".len();
 /// The longest batch name.
 pub const MAX_BATCH_NAME: usize = 64;
 
