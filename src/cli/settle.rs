@@ -24,10 +24,17 @@ pub struct SettleArgs {
     /// A CRL (PEM or DER) from the issuer: cards whose certificate it revokes are refused.
     #[arg(long)]
     pub crl: Vec<PathBuf>,
+    /// Append one hash-chained JSON line per settlement to FILE (created if missing; it must verify).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Context, a: SettleArgs) -> Result<(), CliError> {
-    let options = SettleOptions { verbose: ctx.verbose, revoked_certificate_serials: revoked_serials(&a.crl)? };
+    let options = SettleOptions {
+        verbose: ctx.verbose,
+        revoked_certificate_serials: revoked_serials(&a.crl)?,
+        journal: a.journal.clone(),
+    };
     let report = with_channel(&a.payer, |payer| {
         with_channel(&a.payee, |payee| settle(payer, payee, Amount(a.amount), &options).map_err(CliError::from))
     })?;

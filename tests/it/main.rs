@@ -19,4 +19,5 @@ mod properties;
 mod public_key;
 mod replay;
 mod settlement;
+mod value_attacks;
 mod wycheproof_ec;
