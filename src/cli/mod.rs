@@ -15,6 +15,7 @@ mod output;
 mod perso;
 mod perso_pcsc;
 mod readers;
+mod reconcile;
 mod rollout;
 mod settle;
 
@@ -72,6 +73,9 @@ pub enum Command {
     Readers,
     /// The main job: a whole key rollout on virtual cards, told as it goes, with a verdict.
     Demo(demo::DemoArgs),
+    /// Account for all issued value from the cards' logs and settlement journals (exit 1 if anything is
+    /// unaccounted for or a credit has no matching debit).
+    Reconcile(reconcile::ReconcileArgs),
     /// Auditors: certificate chains (RFC 5280), revocation, the audit log, and a whole-database report.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -96,5 +100,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit(c) => audit::run(&ctx, &cli.db, c),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Readers => readers::run(&ctx),
+        Command::Reconcile(a) => reconcile::run(&ctx, &cli.db, cli.identity.as_deref(), a),
     }
 }

@@ -260,7 +260,12 @@ fn check_journal(
                     bad(format!("the payer {} has no refund for receipt {receipt}", r.payer));
                 }
             }
-            JournalOutcome::Torn | JournalOutcome::NothingMoved => {}
+            JournalOutcome::Torn => {
+                if holds(&r.payer) && !names(debits) {
+                    bad(format!("the payer {} has no debit of {} for receipt {receipt}", r.payer, r.amount));
+                }
+            }
+            JournalOutcome::NothingMoved => {}
         }
     }
 }
