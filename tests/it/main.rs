@@ -20,6 +20,7 @@ mod public_key;
 mod reconcile;
 mod replay;
 mod settlement;
+mod tamper;
 mod value_attacks;
 mod value_properties;
 mod wycheproof_ec;
