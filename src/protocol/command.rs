@@ -553,9 +553,9 @@ mod tests {
         // Each decoding fault names what was wrong.
         assert_eq!(
             Command::from_apdu(&apdu(0x80, 0x38, 0, 0, vec![1; 15])),
-            Err(DecodeError::Truncated { field: "nonce", needed: 16, left: 15 })
+            Err(DecodeError::Truncated { field: "amount", needed: 8, left: 7 })
         );
-        assert_eq!(Command::from_apdu(&apdu(0x80, 0x38, 0, 0, vec![1; 17])), Err(DecodeError::Trailing(1)));
+        assert_eq!(Command::from_apdu(&apdu(0x80, 0x38, 0, 0, vec![1; 25])), Err(DecodeError::Trailing(1)));
         let bad_tags = [0x91, 1, 0, 0x90, 1, 0].to_vec();
         assert_eq!(
             Command::from_apdu(&apdu(0x80, 0x24, 1, 0, bad_tags)),

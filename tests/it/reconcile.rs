@@ -86,3 +86,32 @@ fn a_torn_settlement_is_exactly_in_flight_until_an_honest_settlement_resolves_it
     });
     assert!(r.flags.iter().any(|f| matches!(f, Flag::BadExport { .. })), "{:?}", r.flags);
 }
+
+/// `keyroll reconcile` through the binary: a fleet of card files and a journal from `settle --journal`
+/// accounts for everything (exit 0, JSON fields of DESIGN §9); a card file whose balance was edited
+/// no longer adds up (exit 1).
+#[test]
+fn reconcile_command_accounts_for_a_fleet_and_exits_1_on_an_edited_card() {
+    use crate::support::cli::Scratch;
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
+    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "3"]);
+    let cards = s.card_files("cards");
+    let spec = |i: usize| format!("file:{}", cards[i].display());
+    s.ok(&["settle", "--payer", &spec(0), "--payee", &spec(1), "--amount", "30", "--journal", "j.jsonl"]);
+    s.ok(&["settle", "--payer", &spec(1), "--payee", &spec(2), "--amount", "5", "--journal", "j.jsonl"]);
+    let v = s.json(&["reconcile", "--cards", "cards", "--journal", "j.jsonl"]);
+    assert_eq!(
+        (v["issued"].as_u64(), v["balances"].as_u64(), v["in_flight"].as_u64()),
+        (Some(300), Some(300), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["unaccounted"].as_i64(), Some(0), "{v}");
+    assert_eq!(std::fs::read_to_string(s.path("j.jsonl")).unwrap().lines().count(), 2);
+    // The holder edits a card file's balance: the card's own totals no longer add up.
+    let text = std::fs::read_to_string(&cards[2]).unwrap();
+    std::fs::write(&cards[2], text.replacen("\"balance\": 5,", "\"balance\": 500,", 1)).unwrap();
+    let o = s.run(&["reconcile", "--cards", "cards", "--journal", "j.jsonl"]);
+    assert_eq!(o.status.code(), Some(1), "{}", crate::support::cli::stderr(&o));
+}
