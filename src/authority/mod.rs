@@ -12,6 +12,7 @@ pub mod custody;
 pub mod db;
 pub mod issuer_ca;
 pub mod keys;
+mod read;
 
 use crate::crypto::CryptoError;
 use crate::crypto::card_key::CardKeyPair;
@@ -83,7 +84,8 @@ pub mod secret_name {
 
 /// An open issuer database.
 pub struct Authority {
-    pub conn: Connection,
+    /// Private to `authority`: callers read through the accessors in `read.rs` (no SQL elsewhere).
+    conn: Connection,
     pub path: PathBuf,
 }
 
@@ -275,7 +277,7 @@ pub struct Unlocked<'a> {
 }
 
 impl Unlocked<'_> {
-    pub fn conn(&self) -> &Connection {
+    pub(in crate::authority) fn conn(&self) -> &Connection {
         &self.auth.conn
     }
 

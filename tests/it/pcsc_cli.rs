@@ -122,8 +122,8 @@ impl ServeProcess {
 }
 
 /// Personalise one card of `batch` through PC/SC: `perso --reader "00 00" --count 1` waits, a `card
-/// serve` process inserts a blank card file, perso personalises it and asks for its removal, the card is
-/// pulled (SIGTERM) and perso finishes.
+/// serve` process inserts a blank card file, perso personalises it and finishes at once (the run's last
+/// card: it does not wait for the card's removal); then the card is pulled (SIGTERM).
 fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader) {
     assert!(!file.exists(), "{} must start as a blank card", file.display());
     let mut cmd = s.cmd();
@@ -143,12 +143,14 @@ fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader
         }
     });
     let card = serve(s, file, reader);
-    // perso reports each card on stderr; "remove it" means the card is written and recorded.
+    // perso reports each card on stderr; "personalised" means the card is written and recorded. The
+    // last card of the run is not asked to leave.
     let until = Instant::now() + COMMAND_TIMEOUT;
     loop {
         let left = until.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains("personalised; remove it") => break,
+            Ok(line) if line.contains("remove it") => panic!("perso asked to remove the run's last card: {line}"),
+            Ok(line) if line.contains("personalised") => break,
             Ok(_) => {}
             Err(_) => panic!(
                 "perso did not personalise the card; its stderr:\n{}\nserve log:\n{}",
@@ -157,8 +159,9 @@ fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader
             ),
         }
     }
-    card.pull();
+    // perso ends while the card is still in the reader.
     let status = perso.wait_exit(COMMAND_TIMEOUT);
+    card.pull();
     reader_thread.join().unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(perso.child.stdout.as_mut().unwrap(), &mut out).unwrap();
