@@ -466,7 +466,7 @@ mod pcsc {
             let mut card = super::open_card_file(path)?;
             let stop = Arc::clone(&stop);
             servers.push(std::thread::spawn(move || {
-                let _ = crate::card::vpcd::serve(&mut card, addr, &stop, |_| {});
+                let _ = crate::transport::vpcd::serve(&mut card, addr, &stop, |_| {});
             }));
         }
         let wait = Some(Duration::from_secs(10));

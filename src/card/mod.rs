@@ -13,7 +13,6 @@ pub mod session;
 pub mod state;
 pub mod storage;
 mod value;
-pub mod vpcd;
 
 use crate::protocol::apdu::{CLA_CHAINING, MAX_COMMAND_DATA};
 use crate::protocol::command::Command;
@@ -292,7 +291,7 @@ impl<S: Storage> Card<S> {
             Command::Abort { nonce } => value::abort(state, &nonce),
             Command::Refund { nonce, proof } => value::refund(state, &nonce, &proof),
             Command::Initialize { serial, personalisation_key } => {
-                perso::initialize(state, serial, personalisation_key)
+                perso::initialize(state, serial, personalisation_key.0)
             }
             Command::OpenPersoSession => perso::open_session(state, session),
             Command::PersoStore { item, sealed } => perso::store(state, session, apdu.header(), item, &sealed, now),

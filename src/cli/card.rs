@@ -174,7 +174,7 @@ fn loopback_only(addr: &str) -> Result<(), CliError> {
 }
 
 fn serve(ctx: &Context, file: &Path, vpcd: &str, connect_timeout: u64) -> Result<(), CliError> {
-    use crate::card::vpcd::VpcdEvent;
+    use crate::transport::vpcd::VpcdEvent;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
@@ -194,7 +194,7 @@ fn serve(ctx: &Context, file: &Path, vpcd: &str, connect_timeout: u64) -> Result
     let (mut connected, mut warned, mut gave_up) = (false, false, false);
     let mut last_error = String::new();
     let give_up = Arc::clone(&stop);
-    crate::card::vpcd::serve(&mut card, vpcd, &stop, |ev| match ev {
+    crate::transport::vpcd::serve(&mut card, vpcd, &stop, |ev| match ev {
         VpcdEvent::Connected { .. } => {
             connected = true;
             if verbose {

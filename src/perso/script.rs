@@ -9,7 +9,7 @@ use crate::crypto::perso::{card_key, seal, session_key};
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
-use crate::protocol::command::{Command, PersoItem};
+use crate::protocol::command::{Command, PersoItem, PersoKey};
 use crate::protocol::info::{CardInfo, LifeCycle};
 use crate::protocol::instruction::Instruction;
 use crate::protocol::{AID, StatusWord};
@@ -157,7 +157,8 @@ pub fn personalise(
         }
         LifeCycle::Personalising => true,
         LifeCycle::Blank => {
-            let init = Command::Initialize { serial: plan.serial, personalisation_key: *card_perso_key.expose() };
+            let init =
+                Command::Initialize { serial: plan.serial, personalisation_key: PersoKey(*card_perso_key.expose()) };
             send(channel, &mut trace, "INITIALIZE", &init)?;
             false
         }

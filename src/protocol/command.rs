@@ -12,6 +12,25 @@ pub type Challenge = [u8; CHALLENGE_LEN];
 pub type Nonce = [u8; CHALLENGE_LEN];
 pub type Mac = [u8; 16];
 
+/// The card's personalisation key as INITIALIZE carries it (the fab step, in a secure room). A newtype so
+/// that it is zeroized on drop, compared in constant time and never shown by `Debug` (house rule 8): a
+/// `{:?}` of a [`Command`] in a log or a test failure must not print it.
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct PersoKey(pub [u8; 16]);
+
+impl PartialEq for PersoKey {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]).into()
+    }
+}
+impl Eq for PersoKey {}
+
+impl std::fmt::Debug for PersoKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PersoKey(<redacted>)")
+    }
+}
+
 /// Which roll-forward path a key-roll command belongs to (P1 of the three key-roll commands).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyRollPath {
@@ -134,7 +153,7 @@ pub enum Command {
     },
     Initialize {
         serial: CardSerial,
-        personalisation_key: [u8; 16],
+        personalisation_key: PersoKey,
     },
     OpenPersoSession,
     PersoStore {
@@ -251,7 +270,7 @@ impl Command {
             }
             Initialize { serial, personalisation_key } => {
                 d.extend_from_slice(&serial.0);
-                d.extend_from_slice(personalisation_key);
+                d.extend_from_slice(&personalisation_key.0);
             }
             PersoStore { item, sealed } => {
                 p1 = *item as u8;
@@ -402,7 +421,7 @@ impl TryFrom<&CommandApdu> for Command {
                 p1p2_zero()?;
                 Command::Initialize {
                     serial: CardSerial(r.array("serial").map_err(bad)?),
-                    personalisation_key: r.array("personalisation key").map_err(bad)?,
+                    personalisation_key: PersoKey(r.array("personalisation key").map_err(bad)?),
                 }
             }
             Instruction::PersoStore => {
@@ -465,7 +484,7 @@ mod tests {
             Command::Confirm { nonce: [3; 16], ack: [5; 16] },
             Command::Abort { nonce: [3; 16] },
             Command::Refund { nonce: [3; 16], proof: [6; 16] },
-            Command::Initialize { serial: s, personalisation_key: [7; 16] },
+            Command::Initialize { serial: s, personalisation_key: PersoKey([7; 16]) },
             Command::OpenPersoSession,
             Command::PersoStore { item: PersoItem::Balance, sealed: vec![8; 40] },
             Command::GenerateKeyPair { sealed: vec![8; 16] },
@@ -483,6 +502,18 @@ mod tests {
         for item in PersoItem::ALL {
             assert_eq!(PersoItem::from_p1(item as u8), Some(item));
         }
+    }
+
+    #[test]
+    fn initialize_debug_hides_the_personalisation_key() {
+        let key = [0xA5u8; 16];
+        let c = Command::Initialize { serial: CardSerial::from_u64(42), personalisation_key: PersoKey(key) };
+        for shown in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(shown.contains("<redacted>"), "{shown}");
+            assert!(!shown.contains("165") && !shown.to_lowercase().contains("a5a5"), "key bytes shown: {shown}");
+        }
+        // The bytes still go to the card.
+        assert!(c.to_apdu().data.ends_with(&key));
     }
 
     #[test]
