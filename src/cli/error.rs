@@ -392,3 +392,55 @@ impl From<crate::demo::DemoError> for CliError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_fault_says_it_is_a_bug_and_exits_70() {
+        let e = CliError::internal("a reference card that does not open");
+        assert_eq!(e.exit_code(), EXIT_INTERNAL);
+        assert_eq!(e.code(), "internal");
+        let text = e.to_string();
+        assert!(text.starts_with("internal error: "), "{text}");
+        assert!(
+            text.ends_with(
+                "\nhint: this is a bug in keyroll: please report it with the command you ran and this message"
+            )
+        );
+    }
+
+    #[test]
+    fn the_three_classes_have_three_exit_codes() {
+        assert_eq!(CliError::input("x", "y").exit_code(), EXIT_INPUT);
+        assert_eq!(CliError::check("x", "y").exit_code(), EXIT_CHECK);
+        // An SQLite failure that is not the environment's (here: a constraint) is keyroll's fault.
+        let constraint = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error { code: rusqlite::ErrorCode::ConstraintViolation, extended_code: 19 },
+            None,
+        );
+        assert_eq!(CliError::Authority(AuthorityError::Sqlite(constraint)).exit_code(), EXIT_INTERNAL);
+        let cannot_open = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error { code: rusqlite::ErrorCode::CannotOpen, extended_code: 14 },
+            None,
+        );
+        assert_eq!(CliError::Authority(AuthorityError::Sqlite(cannot_open)).exit_code(), EXIT_INPUT);
+        assert_eq!(CliError::Authority(AuthorityError::Tampered("x".into())).exit_code(), EXIT_CHECK);
+    }
+
+    #[test]
+    fn every_error_ends_with_a_hint() {
+        for e in [
+            CliError::input("x", "do y"),
+            CliError::check("x", "do y"),
+            CliError::internal("x"),
+            CliError::Authority(AuthorityError::BatchExists("a".into())),
+            CliError::Authority(AuthorityError::IdentityRequired),
+        ] {
+            let text = e.to_string();
+            assert!(text.lines().last().is_some_and(|l| l.starts_with("hint: ") && l.len() > 8), "{text}");
+            assert!(!e.message().contains("hint:"), "{}", e.message());
+        }
+    }
+}

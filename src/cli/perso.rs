@@ -110,7 +110,8 @@ fn to_reader(_ctx: &Context, _u: &Unlocked<'_>, _batch: &str, reader: &str, _cou
 #[cfg(feature = "pcsc")]
 fn to_reader(ctx: &Context, u: &Unlocked<'_>, batch: &str, reader: &str, count: u32) -> Result<(), CliError> {
     use crate::perso::line::{LineEvent, run_line};
-    let progress = Progress::new(count as u64, ctx.json);
+    // The operator at the line needs the prompts on stderr, --json or not (stdout carries the JSON).
+    let progress = Progress { bar: None, quiet: false };
     let report = run_line(u, batch, reader, count, ctx.verbose, &mut |e: &LineEvent| match e {
         LineEvent::Insert { reader, done, total } => {
             eprintln!("insert a blank card into {reader} ({done} of {total} done)")

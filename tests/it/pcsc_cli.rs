@@ -127,9 +127,19 @@ impl ServeProcess {
 fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader) {
     assert!(!file.exists(), "{} must start as a blank card", file.display());
     let mut cmd = s.cmd();
-    cmd.args(["--db", "keyroll.db", "--identity", "keyroll.db.identity", "perso", "--batch", batch, "--reader"])
-        .arg(&reader.name[reader.name.len() - 5..])
-        .args(["--count", "1"]);
+    cmd.args([
+        "--db",
+        "keyroll.db",
+        "--identity",
+        "keyroll.db.identity",
+        "--json",
+        "perso",
+        "--batch",
+        batch,
+        "--reader",
+    ])
+    .arg(&reader.name[reader.name.len() - 5..])
+    .args(["--count", "1"]);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut perso = Proc::spawn(cmd, format!("keyroll perso --batch {batch}"), None);
     let (tx, rx) = mpsc::channel();
@@ -166,7 +176,14 @@ fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader
     let mut out = String::new();
     std::io::Read::read_to_string(perso.child.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(status.success(), "perso: {status}\n{}", lines.lock().unwrap().join("\n"));
-    assert!(out.contains("1 card(s) personalised"), "{out}");
+    // --json: one document on stdout (the operator's prompts stay on stderr).
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("perso --reader --json: {e}: {out}"));
+    assert_eq!(
+        (v["schema"].as_str(), v["batch"].as_str(), v["count"].as_u64()),
+        (Some("keyroll/1"), Some(batch), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["reader"].as_str(), Some(reader.name.as_str()), "{v}");
 }
 
 fn show(s: &Scratch, file: &Path) -> Value {
