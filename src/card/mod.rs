@@ -15,6 +15,7 @@ pub mod storage;
 mod value;
 
 use crate::protocol::apdu::{CLA_CHAINING, MAX_COMMAND_DATA};
+use crate::protocol::codec::Wire;
 use crate::protocol::command::Command;
 use crate::protocol::info::LifeCycle;
 use crate::protocol::instruction::Instruction;
@@ -269,7 +270,7 @@ impl<S: Storage> Card<S> {
                 if !certificate {
                     info.certificate = None;
                 }
-                Ok(Effect::reply(info.encode()))
+                Ok(Effect::reply(info.to_wire()))
             }
             Command::RequestUpdatePermission { path, sender_certificate } => {
                 key_roll::request_update_permission(state, session, path, &sender_certificate, now)
