@@ -1,9 +1,11 @@
-//! Key rollouts: [`plan`] what a roll strands (by limits and by update-key rolls), [`verify`] every
-//! live card generation against every other through the real terminal on virtual cards, and follow a
-//! fleet of card files with [`status`]. [`paths`] is the key-roll rule they share.
+//! Key rollouts and back-office accounting over a fleet of cards (DESIGN.md §7): [`plan`] what a roll
+//! strands (by limits and by update-key rolls), [`verify`] every live card generation against every
+//! other through the real terminal on virtual cards, follow a fleet of card files with [`status`], and
+//! [`reconcile`] issued value against the cards. [`paths`] is the key-roll rule they share.
 
 pub mod paths;
 pub mod plan;
+pub mod reconcile;
 pub mod status;
 pub mod verify;
 
