@@ -69,26 +69,44 @@ pub enum Command {
     /// Create an issuer database with its first keys, CA root and audit log.
     Init(init::InitArgs),
     /// Transfer and update key versions: new, activate, retire, list, export.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyroll key new transfer --pending\n  keyroll key activate transfer 2\n  keyroll key list"
+    )]
     Key(key::KeyCommand),
     /// Personalisation batches: new, list.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyroll batch new first --profile hybrid --transfer-key-limit 3\n  keyroll batch list"
+    )]
     Batch(batch::BatchCommand),
     /// Personalise cards of a batch (card files or a PC/SC reader).
     Perso(perso::PersoArgs),
     /// Reference card files: `card show` prints one, `card serve` puts it in a pcscd reader.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyroll card show cards/4B52000000000001.card\n  keyroll card serve blank.card --vpcd 127.0.0.1:35963"
+    )]
     Card(card::CardCommand),
     /// Settle value between two cards, rolling the newer transfer key onto the older card first.
     Settle(settle::SettleArgs),
     /// Key rollouts: plan a roll, verify every generation pair, follow the fleet.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyroll rollout plan --transfer-key 2\n  keyroll rollout verify\n  keyroll rollout status --cards cards"
+    )]
     Rollout(rollout::RolloutCommand),
     /// The issuer CA: card certificates, revocations, CRL, root.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyroll cert list\n  keyroll cert revoke 4B52000000000003 --reason key-compromise\n  keyroll cert ca --out root.pem"
+    )]
     Cert(cert::CertCommand),
     /// Auditors: certificate chains (RFC 5280), the audit log, and a whole-database report.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyroll audit report\n  keyroll audit chain --all\n  keyroll audit log --expect-key FINGERPRINT"
+    )]
     Audit(audit::AuditCommand),
     /// List PC/SC readers and whether a card is present.
     #[command(after_help = "Example:\n  keyroll readers --json")]
