@@ -30,7 +30,7 @@ impl Authority {
     }
 
     /// Value issued onto personalised cards, minor currency units.
-    pub fn issued_value(&self) -> Result<u64, AuthorityError> {
+    pub fn issued_value(&self) -> Result<crate::domain::Total, AuthorityError> {
         cards::issued_value(&self.conn)
     }
 

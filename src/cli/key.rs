@@ -135,7 +135,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: KeyCommand) -
             ctx.emit(&KeyChange { kind, id, state: "active", kcv: None }, |_| println!("{kind} key {id} is active"));
         }
         KeyCommand::Retire { kind, id } => {
-            auth.unlock(identity)?.retire(kind.into(), id)?;
+            auth.unlock(identity)?.retire(kind.into(), id, false)?;
             let kind = KeyKind::from(kind).name();
             ctx.emit(&KeyChange { kind, id, state: "retired", kcv: None }, |_| println!("{kind} key {id} is retired"));
         }
