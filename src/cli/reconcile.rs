@@ -3,10 +3,10 @@
 //! for, 1 when anything is unaccounted or flagged, 2 on bad input.
 
 use super::CliError;
-use super::fleet::Fleet;
 use super::output::{self, Context};
 use crate::authority::Authority;
 use crate::rollout::reconcile::{self, JournalText, Reconciliation, Resolver};
+use crate::rollout::status::Fleet;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -48,9 +48,10 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, a: ReconcileArgs) 
         print(&r);
     }
     if !r.accounted() {
-        return Err(CliError::CheckFailed {
-            what: format!("{} unaccounted, {} flag(s)", r.unaccounted, r.flags.len()),
-        });
+        return Err(CliError::check(
+            format!("{} unaccounted, {} flag(s)", r.unaccounted, r.flags.len()),
+            "settle the cards named as resolvers, then reconcile again; a flagged credit needs the issuer",
+        ));
     }
     Ok(())
 }
