@@ -39,10 +39,7 @@ pub(super) fn create_root(
 
 /// The certificate serial of a DER certificate, upper-case hex ("" if it does not parse).
 pub fn serial_hex(der: &[u8]) -> String {
-    use der::Decode;
-    x509_cert::Certificate::from_der(der)
-        .map(|c| hex::encode_upper(c.tbs_certificate().serial_number().as_bytes()))
-        .unwrap_or_default()
+    crate::pki::Certificate::from_der(der).map(|c| hex::encode_upper(&c.serial)).unwrap_or_default()
 }
 
 /// The root certificate (DER), if the CA exists.
@@ -209,11 +206,11 @@ impl Unlocked<'_> {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut revoked = Vec::new();
             for (serial, at, reason) in entries {
-                let at: der::DateTime =
-                    at.parse().map_err(|_| AuthorityError::Ca(format!("bad revocation time {at}")))?;
+                let at = crate::pki::parse_rfc3339(&at)
+                    .ok_or_else(|| AuthorityError::Ca(format!("bad revocation time {at}")))?;
                 revoked.push(RevokedEntry {
                     serial: hex::decode(&serial).map_err(|_| AuthorityError::Ca(format!("bad serial {serial}")))?,
-                    revoked_at: at.to_system_time(),
+                    revoked_at: at,
                     reason: reason.as_deref().and_then(|r| parse_reason(&lower_first(r))),
                 });
             }
