@@ -18,5 +18,6 @@ mod pcsc_transport;
 mod properties;
 mod public_key;
 mod replay;
+mod scenarios;
 mod settlement;
 mod wycheproof_ec;
