@@ -14,5 +14,6 @@ pub mod domain;
 pub mod perso;
 pub mod pki;
 pub mod protocol;
+pub mod rollout;
 pub mod terminal;
 pub mod transport;

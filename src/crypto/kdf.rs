@@ -22,6 +22,10 @@ pub enum Purpose {
     PersonalisationSession,
     /// ECIES content key for the public-key path (claims 4, 7).
     EciesWrap,
+    /// A payee's receipt nonces, derived from its receipt secret (stateless receipts, DESIGN.md §10.6).
+    ReceiptNonce,
+    /// A card's log-export MAC key, derived per card so the back office can check an export.
+    CardLog,
 }
 
 impl Purpose {
@@ -32,6 +36,8 @@ impl Purpose {
             Purpose::CardPersonalisation => b"keyroll card perso v1",
             Purpose::PersonalisationSession => b"keyroll perso session v1",
             Purpose::EciesWrap => b"keyroll ecies wrap v1",
+            Purpose::ReceiptNonce => b"keyroll receipt nonce v2",
+            Purpose::CardLog => b"keyroll card log v2",
         }
     }
 }
