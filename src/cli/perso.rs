@@ -13,7 +13,7 @@ use crate::authority::{Authority, Unlocked};
 use crate::card::storage::{FileStorage, MemoryStorage, Storage};
 use crate::card::{Card, CardState};
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
-use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::domain::{CardSerial, Profile, TransferKeyId};
 use crate::perso::{CardPlan, CertificateIssuer, personalise};
 use crate::protocol::info::LifeCycle;
 use crate::transport::in_process::InProcessChannel;
@@ -50,18 +50,18 @@ impl Kit {
     /// newer pending or active transfer key up to the limit as well (claims 8–9: a later roll is a
     /// selection), the update key, the personalisation master, and the CA for public-key profiles.
     pub fn load(u: &Unlocked<'_>, batch: &Batch) -> Result<Self, CliError> {
-        let mut transfer_keys = vec![u.transfer_key(batch.transfer_key_id)?];
+        let mut transfer_keys = vec![u.transfer_key(batch.transfer_key_id.0)?];
         if batch.profile == Profile::MultiKey {
             let mut newer = keys::ids_in_state(u.conn(), KeyKind::Transfer, KeyState::Pending)?;
             newer.extend(keys::ids_in_state(u.conn(), KeyKind::Transfer, KeyState::Active)?);
             newer.sort_unstable();
             for id in newer {
-                if id > batch.transfer_key_id && id <= batch.transfer_key_id_limit {
+                if TransferKeyId(id) > batch.transfer_key_id && batch.transfer_key_id_limit.admits(TransferKeyId(id)) {
                     transfer_keys.push(u.transfer_key(id)?);
                 }
             }
         }
-        let update_key = batch.profile.has_update_key().then(|| u.update_key(batch.update_key_id)).transpose()?;
+        let update_key = batch.profile.has_update_key().then(|| u.update_key(batch.update_key_id.0)).transpose()?;
         let ca = batch.profile.has_key_pair().then(|| u.ca()).transpose()?;
         Ok(Kit { master: u.perso_master()?, batch: batch.clone(), transfer_keys, update_key, ca })
     }
@@ -71,11 +71,11 @@ impl Kit {
             serial,
             profile: self.batch.profile,
             transfer_keys: self.transfer_keys.clone(),
-            selected: TransferKeyId(self.batch.transfer_key_id),
+            selected: self.batch.transfer_key_id,
             update_key: self.update_key.clone(),
-            limit: TransferKeyIdLimit(self.batch.transfer_key_id_limit),
-            initial_balance: Amount(self.batch.initial_balance),
-            max_balance: Amount(self.batch.max_balance),
+            limit: self.batch.transfer_key_id_limit,
+            initial_balance: self.batch.initial_balance,
+            max_balance: self.batch.max_balance,
             trust_anchor: self.ca.as_ref().map(|c| c.root_der.clone()),
         }
     }
@@ -90,11 +90,7 @@ pub struct DbIssuer<'a, 'b> {
 impl CertificateIssuer for DbIssuer<'_, '_> {
     fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
         self.unlocked
-            .write(|c| {
-                let der = self.unlocked.issue_card_certificate(c, self.signer, serial, public_key_sec1)?;
-                self.unlocked.log(c, "cert issue", serde_json::json!({ "card": serial.to_string(), "serial": crate::authority::issuer_ca::serial_hex(&der) }))?;
-                Ok(der)
-            })
+            .write(|c| self.unlocked.issue_card_certificate(c, self.signer, serial, public_key_sec1))
             .map_err(|e| e.to_string())
     }
 }

@@ -20,4 +20,5 @@ mod public_key;
 mod replay;
 mod scenarios;
 mod settlement;
+mod tamper;
 mod wycheproof_ec;
