@@ -89,11 +89,13 @@ pub fn check_chains(
     crls: &[Vec<u8>],
     opts: &ValidationOptions,
 ) -> Vec<ChainResult> {
+    // Anchors, intermediates and CRLs (and their keys) are parsed once for the whole batch.
+    let validator = pki::Validator::new(untrusted, anchors, crls);
     certificates
         .par_iter()
         .map(|(label, der)| {
             let parsed = Certificate::from_der(der).ok();
-            let outcome: Result<_, PathError> = pki::validate(der, untrusted, anchors, crls, opts);
+            let outcome: Result<_, PathError> = validator.validate(der, opts);
             ChainResult {
                 certificate: label.clone(),
                 valid: outcome.is_ok(),
@@ -121,9 +123,13 @@ pub fn audit_chain(audit: &ChainAudit) -> Result<Vec<ChainResult>, AuditError> {
     let anchors = read_all(&audit.anchors, read_certificates)?;
     let untrusted = read_all(&audit.untrusted, read_certificates)?;
     let crls = read_all(&audit.crls, read_crls)?;
+    // Reading and PEM decoding are per file: done on the same pool as validation; the first
+    // unreadable file in argument order is the error reported.
+    let read: Vec<Result<Vec<Vec<u8>>, AuditError>> =
+        audit.certificates.par_iter().map(|path| read_certificates(path)).collect();
     let mut labelled = Vec::new();
-    for path in &audit.certificates {
-        let certs = read_certificates(path)?;
+    for (path, certs) in audit.certificates.iter().zip(read) {
+        let certs = certs?;
         let several = certs.len() > 1;
         for (i, der) in certs.into_iter().enumerate() {
             let label = if several { format!("{}#{}", path.display(), i + 1) } else { path.display().to_string() };

@@ -37,7 +37,8 @@ pub use error::PathError;
 pub use name::{GeneralName, Name};
 pub use time::{floor_seconds, format_rfc3339, format_unix, parse_rfc3339};
 pub use verify::{
-    MAX_BUILD_CALLS, MAX_INPUTS, MAX_INTERMEDIATES, MAX_NAME_CONSTRAINT_CHECKS, MAX_SIGNATURE_CHECKS, validate,
+    MAX_BUILD_CALLS, MAX_INPUTS, MAX_INTERMEDIATES, MAX_NAME_CONSTRAINT_CHECKS, MAX_SIGNATURE_CHECKS, Validator,
+    validate,
 };
 
 use std::time::SystemTime;
