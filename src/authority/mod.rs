@@ -14,6 +14,7 @@ pub mod db;
 pub mod files;
 pub mod issuer_ca;
 pub mod keys;
+mod read;
 pub mod rows;
 
 use crate::crypto::CryptoError;
@@ -153,7 +154,8 @@ pub mod secret_name {
 
 /// An open issuer database.
 pub struct Authority {
-    pub conn: Connection,
+    /// Private to `authority`: callers read through the accessors in `read.rs` (no SQL elsewhere).
+    conn: Connection,
     pub path: PathBuf,
     /// The audit key fingerprint the caller expects (`--expect-key`): checked, and pinned on success.
     pub expect_key: Option<String>,
@@ -446,7 +448,7 @@ pub struct Unlocked<'a> {
 }
 
 impl Unlocked<'_> {
-    pub fn conn(&self) -> &Connection {
+    pub(in crate::authority) fn conn(&self) -> &Connection {
         &self.auth.conn
     }
 

@@ -1,7 +1,8 @@
 //! A fleet of reference card files: key distribution, value accounting and what a roll would strand
 //! (`rollout status --cards DIR`, and the demo's verdict).
 
-use super::CliError;
+use super::RolloutError;
+use crate::authority::Authority;
 use crate::card::CardState;
 use crate::card::state::Outcome;
 use crate::domain::{CardSerial, TransferKeyId};
@@ -15,19 +16,16 @@ pub struct Fleet {
 
 impl Fleet {
     /// Every `*.card` file in `dir`.
-    pub fn load(dir: &Path) -> Result<Fleet, CliError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            CliError::input(format!("cannot read {}: {e}", dir.display()), "pass the directory perso wrote")
-        })?;
+    pub fn load(dir: &Path) -> Result<Fleet, RolloutError> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|source| RolloutError::Folder { path: dir.to_path_buf(), source })?;
         let mut cards = Vec::new();
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "card") {
-                let bytes = std::fs::read(&p)
-                    .map_err(|e| CliError::input(format!("{}: {e}", p.display()), "check permissions"))?;
-                let s = CardState::decode(&bytes).map_err(|e| {
-                    CliError::input(format!("{}: {e}", p.display()), "remove files that are not keyroll cards")
-                })?;
+                let bytes = std::fs::read(&p).map_err(|source| RolloutError::ReadCard { path: p.clone(), source })?;
+                let s =
+                    CardState::decode(&bytes).map_err(|source| RolloutError::NotACard { path: p.clone(), source })?;
                 cards.push((p, s));
             }
         }
@@ -72,6 +70,23 @@ impl Fleet {
         self.cards.iter().filter_map(|(_, s)| s.selected_transfer_key_id).max()
     }
 
+    /// Cards whose limit admits `id` but which do not hold it yet.
+    pub fn behind(&self, id: TransferKeyId) -> Vec<&Path> {
+        self.cards
+            .iter()
+            .filter(|(_, s)| {
+                s.selected_transfer_key_id.is_some_and(|cur| cur < id)
+                    && s.transfer_key_id_limit.is_some_and(|l| l.admits(id))
+            })
+            .map(|(p, _)| p.as_path())
+            .collect()
+    }
+
+    /// Cards that hold `id`.
+    pub fn holding(&self, id: TransferKeyId) -> Vec<&Path> {
+        self.cards.iter().filter(|(_, s)| s.selected_transfer_key_id == Some(id)).map(|(p, _)| p.as_path()).collect()
+    }
+
     /// Cards whose limit admits `id` but which do not hold it yet, and cards whose limit is below it.
     pub fn behind_and_stranded(&self, id: TransferKeyId) -> (usize, usize) {
         let mut behind = 0;
@@ -92,7 +107,7 @@ impl Fleet {
 }
 
 /// `rollout status --cards DIR` as data.
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Status {
     pub cards: usize,
     pub by_transfer_key_id: BTreeMap<u32, usize>,
@@ -107,51 +122,48 @@ pub struct Status {
     pub in_flight: u64,
 }
 
-pub fn status(fleet: &Fleet, batch_of: &BTreeMap<String, String>) -> Status {
-    let newest = fleet.newest();
-    let (behind, stranded) = newest.map(|n| fleet.behind_and_stranded(n)).unwrap_or((0, 0));
-    let next = newest.map(|n| n.0 + 1).unwrap_or(1);
-    let stranded_next = fleet
-        .cards
-        .iter()
-        .filter(|(_, s)| s.transfer_key_id_limit.is_some_and(|l| !l.admits(TransferKeyId(next))))
-        .count();
-    let mut by_batch: BTreeMap<String, BTreeMap<u32, usize>> = BTreeMap::new();
-    for (_, s) in &fleet.cards {
-        let serial = s.serial.map(|x| x.to_string()).unwrap_or_default();
-        let batch = batch_of.get(&serial).cloned().unwrap_or_else(|| "(unknown)".into());
-        *by_batch.entry(batch).or_default().entry(s.selected_transfer_key_id.map(|i| i.0).unwrap_or(0)).or_default() +=
-            1;
-    }
-    Status {
-        cards: fleet.cards.len(),
-        by_transfer_key_id: fleet.by_key(),
-        by_batch,
-        newest_transfer_key_id: newest,
-        behind_newest: behind,
-        stranded_by_newest: stranded,
-        next_id: next,
-        stranded_by_next: stranded_next,
-        balances: fleet.balances(),
-        in_flight: fleet.in_flight(),
+impl Status {
+    pub fn of(fleet: &Fleet, batch_of: &BTreeMap<String, String>) -> Status {
+        let newest = fleet.newest();
+        let (behind, stranded) = newest.map(|n| fleet.behind_and_stranded(n)).unwrap_or((0, 0));
+        let next = newest.map(|n| n.0 + 1).unwrap_or(1);
+        let stranded_next = fleet
+            .cards
+            .iter()
+            .filter(|(_, s)| s.transfer_key_id_limit.is_some_and(|l| !l.admits(TransferKeyId(next))))
+            .count();
+        let mut by_batch: BTreeMap<String, BTreeMap<u32, usize>> = BTreeMap::new();
+        for (_, s) in &fleet.cards {
+            let serial = s.serial.map(|x| x.to_string()).unwrap_or_default();
+            let batch = batch_of.get(&serial).cloned().unwrap_or_else(|| "(unknown)".into());
+            *by_batch
+                .entry(batch)
+                .or_default()
+                .entry(s.selected_transfer_key_id.map(|i| i.0).unwrap_or(0))
+                .or_default() += 1;
+        }
+        Status {
+            cards: fleet.cards.len(),
+            by_transfer_key_id: fleet.by_key(),
+            by_batch,
+            newest_transfer_key_id: newest,
+            behind_newest: behind,
+            stranded_by_newest: stranded,
+            next_id: next,
+            stranded_by_next: stranded_next,
+            balances: fleet.balances(),
+            in_flight: fleet.in_flight(),
+        }
     }
 }
 
-pub fn print_status(s: &Status) {
-    println!(
-        "{} card(s); newest transfer key {}",
-        s.cards,
-        s.newest_transfer_key_id.map(|i| i.to_string()).unwrap_or("-".into())
-    );
-    for (id, n) in &s.by_transfer_key_id {
-        println!("  transfer key {id:>3}: {n} card(s)");
-    }
-    for (b, m) in &s.by_batch {
-        let parts: Vec<String> = m.iter().map(|(id, n)| format!("key {id}: {n}")).collect();
-        println!("  batch {b:<14} {}", parts.join(", "));
-    }
-    println!("  behind the newest key (can still take it): {}", s.behind_newest);
-    println!("  stranded by the newest key (limit below it): {}", s.stranded_by_newest);
-    println!("  a roll to transfer key {} would strand {} card(s)", s.next_id, s.stranded_by_next);
-    println!("  balances {} + in flight {}", s.balances, s.in_flight);
+/// `rollout status --cards DIR`: the fleet in `dir`, grouped by batch when the database at `db` opens
+/// (it is optional: a fleet can be followed without the issuer's database).
+pub fn status(db: &Path, dir: &Path) -> Result<Status, RolloutError> {
+    let fleet = Fleet::load(dir)?;
+    let batch_of = match Authority::open_read_only(db) {
+        Ok(auth) => auth.cards()?.into_iter().map(|c| (c.serial.to_string(), c.batch)).collect(),
+        Err(_) => Default::default(),
+    };
+    Ok(Status::of(&fleet, &batch_of))
 }
