@@ -8,7 +8,7 @@ use crate::crypto::secret::SecretBytes;
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use crate::protocol::command::Nonce;
-use crate::protocol::info::{CardInfo, LifeCycle, PendingEntry, hex_array};
+use crate::protocol::info::{CardInfo, LifeCycle, PendingEntry};
 use crate::protocol::ledger::{self, CardLogExport, EntryKind, ExportEntry, OpenDebit, Totals};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -23,55 +23,11 @@ pub const LOG_MEMORY: usize = 32;
 /// Most transfer keys a multi-key card stores.
 pub const MAX_TRANSFER_KEYS: usize = 16;
 
-mod secret_hex {
-    use crate::crypto::Secret16;
-    use serde::{Deserialize, Deserializer, Serializer};
-    use zeroize::Zeroizing;
-
-    pub fn serialize<S: Serializer>(k: &Secret16, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&Zeroizing::new(hex::encode(k.expose())))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Secret16, D::Error> {
-        let s = Zeroizing::new(String::deserialize(d)?);
-        let b = Zeroizing::new(hex::decode(s.as_str()).map_err(serde::de::Error::custom)?);
-        Secret16::from_slice(&b).ok_or_else(|| serde::de::Error::custom("key must be 16 bytes"))
-    }
-}
-
-mod bytes_hex {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_some(&hex::encode(b)),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        Option::<String>::deserialize(d)?.map(|s| hex::decode(s).map_err(serde::de::Error::custom)).transpose()
-    }
-}
-
-mod secret_bytes_hex {
-    use crate::crypto::secret::SecretBytes;
-    use serde::{Deserialize, Deserializer, Serializer};
-    use zeroize::Zeroizing;
-    pub fn serialize<S: Serializer>(v: &Option<SecretBytes>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_some(&*Zeroizing::new(hex::encode(b.expose()))),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretBytes>, D::Error> {
-        let s = Option::<String>::deserialize(d)?.map(Zeroizing::new);
-        s.map(|s| hex::decode(s.as_str()).map(SecretBytes::new).map_err(serde::de::Error::custom)).transpose()
-    }
-}
-
 /// A key as the card stores it.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoredKey {
     pub id: u32,
-    #[serde(with = "secret_hex")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub key: Secret16,
     /// For a retained key: receipts numbered below this may have been handed out under it, so the
     /// payee keeps it while any of them is still in its receipt window (stateless receipts keep no
@@ -102,7 +58,7 @@ impl StoredKey {
 /// A debit not yet confirmed or refunded (the payer's exception log, DESIGN.md §3).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingOut {
-    #[serde(with = "hex_array")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub nonce: Nonce,
     pub payee: CardSerial,
     pub amount: Amount,
@@ -114,7 +70,7 @@ pub struct PendingOut {
 /// A receipt begun and neither credited nor aborted (the payee's side).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingIn {
-    #[serde(with = "hex_array")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub nonce: Nonce,
     pub payer: CardSerial,
     pub amount: Amount,
@@ -132,7 +88,7 @@ pub enum Outcome {
 /// A receipt that reached its end, remembered so a repeated CREDIT or ABORT gets the same answer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Settled {
-    #[serde(with = "hex_array")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub nonce: Nonce,
     pub payer: CardSerial,
     pub amount: Amount,
@@ -173,7 +129,7 @@ pub struct CardState {
     pub life_cycle: LifeCycle,
     pub serial: Option<CardSerial>,
     pub profile: Option<Profile>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_opt")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub personalisation_key: Option<Secret16>,
     /// Stored transfer keys, ascending by id. Single-key profiles hold exactly one.
     pub transfer_keys: Vec<StoredKey>,
@@ -201,7 +157,7 @@ pub struct CardState {
     #[serde(default)]
     pub receipts: ReceiptWindow,
     /// Secret of the receipt nonce PRF, generated on the card at its first BEGIN RECEIVE; never leaves it.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_opt")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub receipt_secret: Option<Secret16>,
     /// Debits that needed to leave `pending_out` to make room (non-blocking exception list): still
     /// resolvable by CONFIRM or REFUND, or by an issuer resolution; counted as value in flight.
@@ -217,36 +173,16 @@ pub struct CardState {
     #[serde(default)]
     pub log_dropped: u32,
     /// The card's log-export MAC key (`crypto::mac::card_log_key`), set at INITIALIZE.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_opt")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub log_key: Option<Secret16>,
     pub log: VecDeque<LogEntry>,
     /// The card's P-256 private scalar (claims 3, 5): never leaves the card.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_bytes_hex")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub card_private_key: Option<SecretBytes>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "bytes_hex")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub certificate: Option<Vec<u8>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "bytes_hex")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub trust_anchor: Option<Vec<u8>>,
-}
-
-mod secret_opt {
-    use crate::crypto::Secret16;
-    use serde::{Deserialize, Deserializer, Serializer};
-    use zeroize::Zeroizing;
-    pub fn serialize<S: Serializer>(v: &Option<Secret16>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(k) => s.serialize_some(&*Zeroizing::new(hex::encode(k.expose()))),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret16>, D::Error> {
-        let s = Option::<String>::deserialize(d)?.map(Zeroizing::new);
-        s.map(|s| {
-            let b = Zeroizing::new(hex::decode(s.as_str()).map_err(serde::de::Error::custom)?);
-            Secret16::from_slice(&b).ok_or_else(|| serde::de::Error::custom("key must be 16 bytes"))
-        })
-        .transpose()
-    }
 }
 
 /// Why a card file could not be read.

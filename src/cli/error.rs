@@ -168,7 +168,9 @@ impl CliError {
                 SettleError::MaximumBalance { .. } => (Input, s("pass a smaller --amount, or pay another card")),
                 SettleError::Journal(_) => (
                     Input,
-                    s("the journal must be one that `settle --journal` wrote, unedited; start a new file for a new chain"),
+                    s(
+                        "the journal must be one that `settle --journal` wrote, unedited; start a new file for a new chain",
+                    ),
                 ),
                 SettleError::Refused { .. } | SettleError::Malformed { .. } => (
                     Check,

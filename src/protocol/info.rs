@@ -29,7 +29,7 @@ impl LifeCycle {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PendingEntry {
     /// The payee's nonce identifying the transfer.
-    #[serde(with = "hex_array")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub nonce: Nonce,
     /// The other card.
     pub counterpart: CardSerial,
@@ -68,21 +68,6 @@ impl Wire for PendingEntry {
                 _ => return Err(DecodeError::Invalid { field: "pending exception flag", why: "not 0 or 1" }),
             },
         })
-    }
-}
-
-/// Serde helper: byte arrays as hex strings.
-pub mod hex_array {
-    pub fn serialize<S: serde::Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
-        use serde::Deserialize;
-        let s = String::deserialize(d)?;
-        hex::decode(&s)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| serde::de::Error::custom(format!("expected {N} hex-encoded bytes")))
     }
 }
 

@@ -21,6 +21,7 @@ mod properties;
 mod public_key;
 mod reconcile;
 mod replay;
+mod scenarios;
 mod settlement;
 mod tamper;
 mod value_attacks;
