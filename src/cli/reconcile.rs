@@ -11,6 +11,8 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  keyroll reconcile --cards cards\n  \
+                        keyroll reconcile --cards cards --journal line1.jsonl --journal line2.jsonl --json")]
 pub struct ReconcileArgs {
     /// Folder of card files (`*.card`, as `perso --out-dir` wrote them).
     #[arg(long)]
