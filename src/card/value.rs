@@ -51,6 +51,18 @@ impl<'a> Transfer<'a> {
         }
     }
 
+    /// The payee's view of a receipt it handed out (CREDIT and ABORT bind the same fields).
+    fn incoming(me: &'a CardSerial, r: &'a ReceiptRef, nonce: &'a Nonce) -> Self {
+        Transfer {
+            payer: &r.payer,
+            payee: me,
+            amount: r.amount,
+            nonce,
+            payee_sequence: r.receipt,
+            transfer_key_id: r.transfer_key_id,
+        }
+    }
+
     fn parts<'b>(&'b self, label: &'b [u8], amount: &'b [u8; 8], seqs: &'b [u8; 8], id: &'b [u8; 4]) -> [&'b [u8]; 7] {
         [label, &self.payer.0, &self.payee.0, amount, self.nonce, seqs, id]
     }
@@ -236,14 +248,7 @@ pub(super) fn credit(
     }
     let nonce = receipt_nonce(state, &me, r.receipt)?;
     let key = key_for(state, r.transfer_key_id)?;
-    let t = Transfer {
-        payer: &r.payer,
-        payee: &me,
-        amount: r.amount,
-        nonce: &nonce,
-        payee_sequence: r.receipt,
-        transfer_key_id: r.transfer_key_id,
-    };
+    let t = Transfer::incoming(&me, r, &nonce);
     t.check(&key, TOKEN, Some(payer_sequence), token)?;
     let ack = CreditAck { ack: t.mac(&key, ACK, Some(payer_sequence)) }.to_wire();
     match state.receipts.slot(r.receipt) {
@@ -284,14 +289,7 @@ pub(super) fn abort(state: &CardState, r: &ReceiptRef) -> Result<Effect, StatusW
     let me = serial(state)?;
     let nonce = receipt_nonce(state, &me, r.receipt)?;
     let key = key_for(state, r.transfer_key_id)?;
-    let t = Transfer {
-        payer: &r.payer,
-        payee: &me,
-        amount: r.amount,
-        nonce: &nonce,
-        payee_sequence: r.receipt,
-        transfer_key_id: r.transfer_key_id,
-    };
+    let t = Transfer::incoming(&me, r, &nonce);
     let proof = AbortProof { proof: t.mac(&key, ABORT, None) }.to_wire();
     match state.receipts.slot(r.receipt) {
         Slot::Aborted => Ok(Effect::reply(proof)),
