@@ -15,6 +15,7 @@ pub mod files;
 pub mod issuer_ca;
 pub mod keys;
 pub mod policy;
+mod read;
 pub mod rows;
 
 use crate::crypto::CryptoError;
@@ -146,9 +147,9 @@ impl Tamper {
     }
 }
 
-/// Current time as RFC 3339 UTC with seconds (the `der` crate's `DateTime` formats it).
+/// Current time as RFC 3339 UTC with seconds (`pki`'s one RFC 3339 code).
 pub fn now() -> String {
-    der::DateTime::from_system_time(std::time::SystemTime::now()).map(|d| d.to_string()).unwrap_or_default()
+    crate::pki::format_rfc3339(std::time::SystemTime::now())
 }
 
 /// Secret names in the `secrets` table.
@@ -160,7 +161,8 @@ pub mod secret_name {
 
 /// An open issuer database.
 pub struct Authority {
-    pub conn: Connection,
+    /// Private to `authority`: callers read through the accessors in `read.rs` (no SQL elsewhere).
+    conn: Connection,
     pub path: PathBuf,
     /// The audit key fingerprint the caller expects (`--expect-key`): checked, and pinned on success.
     pub expect_key: Option<String>,
@@ -465,7 +467,7 @@ pub struct Unlocked<'a> {
 }
 
 impl Unlocked<'_> {
-    pub fn conn(&self) -> &Connection {
+    pub(in crate::authority) fn conn(&self) -> &Connection {
         &self.auth.conn
     }
 

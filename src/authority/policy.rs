@@ -466,7 +466,7 @@ impl Unlocked<'_> {
             return Err(AuthorityError::KeyState {
                 kind: kind.name(),
                 id,
-                state: state.name().into(),
+                state: state.name(),
                 why: "only an active key is authorised; activate it first",
             });
         }

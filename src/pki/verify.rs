@@ -626,12 +626,40 @@ fn check_path(ctx: &mut Ctx<'_>, full: &[Node]) -> Result<(), PathError> {
     ctx.name_constraint_checks = comparisons;
     // §6.3: revocation of every certificate but the anchor, by its issuer's CRLs.
     for w in 0..n - 1 {
-        check_revocation(ctx, full[w], full[w + 1])?;
+        let checked = check_revocation(ctx, full[w], full[w + 1])?;
+        if w == 0 && !checked && ctx.opts.require_crl {
+            return Err(revocation_unknown(ctx, full[0], full[1]));
+        }
     }
     Ok(())
 }
 
-fn check_revocation(ctx: &mut Ctx<'_>, cert: Node, issuer: Node) -> Result<(), PathError> {
+/// Why no supplied CRL decided the leaf's status: which issuers the CRLs came from.
+fn revocation_unknown(ctx: &Ctx<'_>, cert: Node, issuer: Node) -> PathError {
+    let iss = ctx.cert(issuer);
+    let from: Vec<String> = ctx
+        .crls
+        .iter()
+        .map(|crl| {
+            if crl.issuer.matches(&iss.subject) {
+                format!("\"{}\" under another key (authorityKeyIdentifier differs)", crl.issuer.display())
+            } else {
+                format!("\"{}\"", crl.issuer.display())
+            }
+        })
+        .collect();
+    let reason = if from.is_empty() {
+        format!("no CRL of its issuer \"{}\" was supplied", subject_of(iss))
+    } else {
+        format!("no supplied CRL verifies under its issuer \"{}\" (CRLs given: {})", subject_of(iss), from.join(", "))
+    };
+    PathError::RevocationUnknown { subject: subject_of(ctx.cert(cert)), reason }
+}
+
+/// Check `cert` against every supplied CRL of `issuer` (§6.3.3). Returns whether at least one usable
+/// CRL of the issuer was found (and so the status is determined); a listed serial is an error.
+fn check_revocation(ctx: &mut Ctx<'_>, cert: Node, issuer: Node) -> Result<bool, PathError> {
+    let mut checked = false;
     for k in 0..ctx.crls.len() {
         let crl = &ctx.crls[k];
         let iss = ctx.cert(issuer);
@@ -663,8 +691,9 @@ fn check_revocation(ctx: &mut Ctx<'_>, cert: Node, issuer: Node) -> Result<(), P
         if ctx.crls[k].lists(&c.serial) {
             return Err(PathError::Revoked { subject: subject_of(c), serial: hex::encode(&c.serial) });
         }
+        checked = true;
     }
-    Ok(())
+    Ok(checked)
 }
 
 /// Name-constraint comparisons per validation: a CA with thousands of subtrees over a leaf
