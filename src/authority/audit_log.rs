@@ -16,7 +16,8 @@
 
 use super::AuthorityError;
 use super::rows::{self, BOUND, Pending};
-use crate::crypto::card_key::{self, CardKeyPair};
+use crate::crypto::card_key;
+use crate::crypto::signer::Signer;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -84,7 +85,7 @@ mod hex32 {
 /// carries the state digest after it.
 pub fn append(
     conn: &Connection,
-    key: &CardKeyPair,
+    key: &dyn Signer,
     action: &str,
     detail: &serde_json::Value,
     pending: &Pending,
@@ -95,7 +96,7 @@ pub fn append(
 /// [`append`] with explicit bindings.
 pub fn append_bindings(
     conn: &Connection,
-    key: &CardKeyPair,
+    key: &dyn Signer,
     action: &str,
     detail: &serde_json::Value,
     bindings: &[rows::Binding],
@@ -107,7 +108,7 @@ pub fn append_bindings(
 /// of one per entry). Each item is (action, detail, bindings).
 pub fn append_many(
     conn: &Connection,
-    key: &CardKeyPair,
+    key: &dyn Signer,
     entries: impl IntoIterator<Item = Result<(String, serde_json::Value, Vec<rows::Binding>), AuthorityError>>,
 ) -> Result<Checkpoint, AuthorityError> {
     let prev_row: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = conn
@@ -167,7 +168,7 @@ pub fn append_many(
     if !any {
         return Ok(Checkpoint { count: id, hash });
     }
-    let sig = key.sign(&[HEAD_LABEL, &id.to_be_bytes(), &hash]);
+    let sig = key.sign(&[HEAD_LABEL, &id.to_be_bytes(), &hash])?.to_der().as_bytes().to_vec();
     conn.execute(
         "INSERT INTO audit_head (id, last_id, last_hash, signature) VALUES (1, ?1, ?2, ?3)
          ON CONFLICT (id) DO UPDATE SET last_id = excluded.last_id, last_hash = excluded.last_hash, signature = excluded.signature",

@@ -31,6 +31,7 @@
 use crate::crypto::card_key;
 use crate::crypto::ec::{self, KeyPair};
 use crate::crypto::secret::SecretBytes;
+use crate::crypto::signer::Signer;
 use crate::domain::CardSerial;
 use der::asn1::{Any, BitString, OctetString, PrintableStringRef, Utf8StringRef};
 use der::{DateTime, Decode, Encode};
@@ -41,6 +42,7 @@ use spki::{
     AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, EncodePublicKey, ObjectIdentifier,
     SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef,
 };
+use std::sync::Arc;
 use std::time::SystemTime;
 use x509_cert::builder::{Builder, CertificateBuilder, profile::BuilderProfile};
 use x509_cert::certificate::{Certificate, TbsCertificate};
@@ -83,6 +85,8 @@ pub enum CaError {
     CardKey(crate::crypto::CryptoError),
     #[error("CA private key is not a valid PKCS #8 P-256 key")]
     InvalidCaKey,
+    #[error("the CA key is held in a token and cannot be exported")]
+    NotExportable,
     #[error("operating system random generator failed")]
     Random,
     #[error("revoked serial number must be a positive integer of 1 to 20 octets")]
@@ -109,42 +113,64 @@ impl From<x509_cert::builder::Error> for CaError {
     }
 }
 
-/// A CA's P-256 signing key: keyroll's [`KeyPair`] (AWS-LC holds and cleanses the scalar); `Debug`
-/// shows nothing secret.
+/// A CA's P-256 signing key: keyroll's [`KeyPair`] (AWS-LC holds and cleanses the scalar), or a key
+/// that signs elsewhere through the [`Signer`] seam (a PKCS #11 token: the key never leaves it).
+/// `Debug` shows nothing secret.
 #[derive(Clone)]
 pub struct CaKey {
-    pair: KeyPair,
+    signer: Arc<dyn Signer>,
+    /// The same key when it is held in process (and so may be stored age-encrypted).
+    local: Option<KeyPair>,
 }
 
 impl CaKey {
     /// A fresh P-256 key.
     pub fn generate() -> Result<Self, CaError> {
-        Ok(CaKey { pair: KeyPair::generate().map_err(|_| CaError::Random)? })
+        Ok(Self::from_pair(KeyPair::generate().map_err(|_| CaError::Random)?))
+    }
+
+    fn from_pair(pair: KeyPair) -> Self {
+        CaKey { signer: Arc::new(pair.clone()), local: Some(pair) }
+    }
+
+    /// A key held outside this process (a token): it signs through `signer` and cannot be exported.
+    pub fn from_signer(signer: Arc<dyn Signer>) -> Self {
+        CaKey { signer, local: None }
+    }
+
+    /// Whether the private key is in this process (and so can be written out as PKCS #8).
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
     }
 
     /// PKCS #8 `PrivateKeyInfo` DER (RFC 5208, RFC 5915 inside) in a zeroizing buffer, for age
-    /// encryption by the back office.
+    /// encryption by the back office. A key in a token has none ([`CaError::NotExportable`]).
     pub fn to_pkcs8_der(&self) -> Result<SecretBytes, CaError> {
-        self.pair.to_pkcs8_der().map_err(|_| CaError::InvalidCaKey)
+        self.local.as_ref().ok_or(CaError::NotExportable)?.to_pkcs8_der().map_err(|_| CaError::InvalidCaKey)
     }
 
     /// Restore a key from PKCS #8 DER; anything but a P-256 EC key is refused. Keys written by the
     /// `p256` crate (databases made before the AWS-LC backend) read back unchanged.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CaError> {
-        Ok(CaKey { pair: KeyPair::from_pkcs8_der(der).map_err(|_| CaError::InvalidCaKey)? })
+        Ok(Self::from_pair(KeyPair::from_pkcs8_der(der).map_err(|_| CaError::InvalidCaKey)?))
     }
 
     /// The public key, uncompressed SEC 1.
     pub fn public_key_sec1(&self) -> [u8; card_key::PUBLIC_KEY_LEN] {
-        *self.pair.public_key().sec1()
+        *self.signer.public_key().sec1()
     }
 
     fn spki(&self) -> Result<SubjectPublicKeyInfoOwned, CaError> {
-        Ok(SubjectPublicKeyInfoOwned::from_der(&self.pair.public_key().to_spki_der())?)
+        Ok(SubjectPublicKeyInfoOwned::from_der(&self.signer.public_key().to_spki_der())?)
     }
 
     fn signer(&self) -> BuilderSigner<'_> {
-        BuilderSigner { key: &self.pair }
+        BuilderSigner { key: self.signer.as_ref() }
+    }
+
+    /// ECDSA over one message (a TBS), through whichever signer holds the key.
+    fn sign_message(&self, message: &[u8]) -> Result<ec::Signature, CaError> {
+        self.signer.sign_message(message).map_err(|e| CaError::Build(e.to_string()))
     }
 }
 
@@ -154,13 +180,13 @@ const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 /// x509-cert's builder signs through this adapter: keyroll's key pair behind the `signature`
 /// crate's `Signer`/`Keypair` traits, so AWS-LC does the arithmetic and the builder only encodes.
 pub struct BuilderSigner<'a> {
-    key: &'a KeyPair,
+    key: &'a dyn Signer,
 }
 
 impl Keypair for BuilderSigner<'_> {
     type VerifyingKey = ec::PublicKey;
     fn verifying_key(&self) -> ec::PublicKey {
-        self.key.public_key().clone()
+        Signer::public_key(self.key).clone()
     }
 }
 
@@ -178,7 +204,7 @@ impl DynSignatureAlgorithmIdentifier for BuilderSigner<'_> {
 
 impl signature::Signer<DerSignature> for BuilderSigner<'_> {
     fn try_sign(&self, msg: &[u8]) -> Result<DerSignature, signature::Error> {
-        let sig = self.key.sign_message(msg).map_err(signature::Error::from_source)?;
+        let sig = Signer::sign_message(self.key, msg).map_err(signature::Error::from_source)?;
         DerSignature::from_bytes(sig.to_der().as_bytes()).map_err(|_| signature::Error::new())
     }
 }
@@ -449,7 +475,7 @@ impl CardTemplate {
     /// written into one buffer, the only allocation per certificate.
     fn issue(
         &self,
-        key: &KeyPair,
+        key: &CaKey,
         serial: &[u8; SERIAL_LEN],
         card: CardSerial,
         public: &ec::PublicKey,
@@ -459,7 +485,7 @@ impl CardTemplate {
         let mut out = Vec::with_capacity(HEADER + n + SIGNATURE_ALGORITHM_DER.len() + 3 + ec::MAX_DER_SIGNATURE_LEN);
         out.resize(HEADER + n, 0);
         self.write_tbs(&mut out[HEADER..], serial, card, public);
-        let signature = key.sign_message(&out[HEADER..]).map_err(|e| CaError::Build(e.to_string()))?;
+        let signature = key.sign_message(&out[HEADER..])?;
         let signature = signature.to_der();
         out.extend_from_slice(&SIGNATURE_ALGORITHM_DER);
         // BIT STRING with no unused bits (RFC 5480 §2.2: the DER ECDSA-Sig-Value), at most 73 octets.
@@ -506,7 +532,7 @@ impl<'a> CardIssuer<'a> {
             Some((_, Err(e))) => return Err(CaError::Build(e.clone())),
             None => return Err(CaError::Build("no template for this validity".into())),
         };
-        template.issue(&self.issuer.key.pair, serial, request.serial, &public)
+        template.issue(self.issuer.key, serial, request.serial, &public)
     }
 }
 
@@ -526,15 +552,22 @@ impl IssuerCa {
     /// Create the issuer's root: a fresh P-256 key and a self-signed v3 certificate with subject
     /// `O=<issuer_name>, CN=<issuer_name> Root CA`.
     pub fn create_root(issuer_name: &str, validity: ValidityPeriod) -> Result<(CaKey, Vec<u8>), CaError> {
+        let key = CaKey::generate()?;
+        let der = Self::certify_root(&key, issuer_name, validity)?;
+        Ok((key, der))
+    }
+
+    /// The self-signed root certificate of a key made elsewhere (a token's), with the subject
+    /// [`IssuerCa::create_root`] gives.
+    pub fn certify_root(key: &CaKey, issuer_name: &str, validity: ValidityPeriod) -> Result<Vec<u8>, CaError> {
         check_name("issuer name", issuer_name)?;
         let cn = format!("{issuer_name} Root CA");
         check_name("root common name", &cn)?;
         let subject = build_name(&[(OID_O, utf8(issuer_name)?), (OID_CN, utf8(&cn)?)])?;
-        let key = CaKey::generate()?;
         let profile = Profile { kind: Kind::Root, subject, issuer: None, issuer_key_id: None };
         let builder = CertificateBuilder::new(profile, random_serial()?, validity.to_x509()?, key.spki()?)?;
         let cert = builder.build::<_, DerSignature>(&key.signer())?;
-        Ok((key, cert.to_der()?))
+        Ok(cert.to_der()?)
     }
 
     /// Create a card-issuing CA under the root (`pathLenConstraint 0`): a fresh key and a certificate
@@ -580,7 +613,7 @@ pub fn issue_card_certificate(
     let public = card_key::parse_public_key(&request.public_key_sec1).map_err(CaError::CardKey)?;
     let validity = request.validity;
     validity.to_x509()?;
-    CardTemplate::new(&issuer, validity)?.issue(&ca_key.pair, &random_serial_bytes()?, card_serial, &public)
+    CardTemplate::new(&issuer, validity)?.issue(ca_key, &random_serial_bytes()?, card_serial, &public)
 }
 
 /// Certify the scheme signing key (DESIGN.md §10 point 3) under the CA whose key and certificate are
@@ -686,7 +719,7 @@ pub fn build_crl(
         crl_extensions: Some(crl_extensions),
     };
     let tbs_der = tbs.to_der()?;
-    let signature = ca_key.pair.sign_message(&tbs_der).map_err(|e| CaError::Build(e.to_string()))?;
+    let signature = ca_key.sign_message(&tbs_der)?;
     let crl = CertificateList {
         signature_algorithm: tbs.signature.clone(),
         tbs_cert_list: tbs,
@@ -770,7 +803,7 @@ mod tests {
                 let mut ours = vec![0u8; template.tbs.len()];
                 template.write_tbs(&mut ours, &serial, card, &public);
                 assert_eq!(ours, issuer.card_tbs(&serial, card, &public, period).unwrap(), "period {period:?}");
-                let der = template.issue(&key.pair, &serial, card, &public).unwrap();
+                let der = template.issue(&key, &serial, card, &public).unwrap();
                 let cert = Certificate::from_der(&der).unwrap();
                 assert_eq!(cert.to_der().unwrap(), der, "not canonical DER");
                 assert_eq!(cert.tbs_certificate().to_der().unwrap(), ours);

@@ -36,6 +36,24 @@ pub fn encrypt(recipients: &[age::x25519::Recipient], plaintext: &[u8]) -> Resul
     Ok(out)
 }
 
+/// Where new secrets are sealed: age to the custodians' recipients (the default), or wrapped by a
+/// PKCS #11 token's AES key ([`super::pkcs11`]).
+#[derive(Clone)]
+pub enum Sealer {
+    Age(Vec<age::x25519::Recipient>),
+    Token(std::sync::Arc<super::pkcs11::WrapKey>),
+}
+
+impl Sealer {
+    /// The stored form of `plaintext`.
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, AuthorityError> {
+        match self {
+            Sealer::Age(r) => encrypt(r, plaintext),
+            Sealer::Token(w) => Ok(w.wrap(plaintext)?),
+        }
+    }
+}
+
 /// A custodian's unlocked identities, read from an age identity file.
 pub struct Custodian {
     identities: Vec<Box<dyn age::Identity + Send + Sync>>,

@@ -16,19 +16,30 @@ const CRL_VALIDITY: Duration = Duration::from_secs(30 * 86400);
 const BACKDATE: Duration = Duration::from_secs(3600);
 
 /// Create the root CA (inside `init`'s transaction). Returns its serial in hex, key and certificate.
+/// `key` is a key made in a token (nothing stored); without one a key is made here and sealed.
 pub(super) fn create_root(
     conn: &Connection,
     issuer: &str,
-    recipients: &[age::x25519::Recipient],
+    sealer: &custody::Sealer,
+    key: Option<CaKey>,
 ) -> Result<(String, CaKey, Vec<u8>), AuthorityError> {
     let now_t = SystemTime::now();
     let validity = ValidityPeriod { not_before: now_t - BACKDATE, not_after: now_t + ROOT_VALIDITY };
-    let (key, der) = IssuerCa::create_root(issuer, validity)?;
-    let pkcs8 = key.to_pkcs8_der()?;
-    conn.execute(
-        "INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)",
-        params![secret_name::CA_KEY, custody::encrypt(recipients, pkcs8.expose())?],
-    )?;
+    let (key, der) = match key {
+        Some(key) => {
+            let der = IssuerCa::certify_root(&key, issuer, validity)?;
+            (key, der)
+        }
+        None => {
+            let (key, der) = IssuerCa::create_root(issuer, validity)?;
+            let pkcs8 = key.to_pkcs8_der()?;
+            conn.execute(
+                "INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)",
+                params![secret_name::CA_KEY, sealer.seal(pkcs8.expose())?],
+            )?;
+            (key, der)
+        }
+    };
     conn.execute("INSERT INTO ca (id, root_der, created_at) VALUES (1, ?1, ?2)", params![der, now()])?;
     Ok((serial_hex(&der), key, der))
 }
@@ -130,16 +141,19 @@ impl Unlocked<'_> {
     /// The CA key and root. A database from before schema 2 gets its root created here.
     pub fn ca(&self) -> Result<CaSigner, AuthorityError> {
         if root(self.conn())?.is_none() {
-            let recipients = self.auth.recipients()?;
+            let sealer = self.sealer()?;
             let issuer = self.auth.issuer_name()?;
             self.write(|c| {
-                let (serial, _, _) = create_root(c, &issuer, &recipients)?;
+                let (serial, _, _) = create_root(c, &issuer, &sealer, None)?;
                 self.log(c, "ca root", serde_json::json!({ "serial": serial }))?;
                 Ok(())
             })?;
         }
         let root_der = root(self.conn())?.expect("created above");
-        let key = CaKey::from_pkcs8_der(self.secret(secret_name::CA_KEY)?.expose())?;
+        let key = match self.token() {
+            Some(t) => CaKey::from_signer(t.ca.clone()),
+            None => CaKey::from_pkcs8_der(self.secret(secret_name::CA_KEY)?.expose())?,
+        };
         Ok(CaSigner { key, root_der })
     }
 

@@ -76,7 +76,7 @@ pub struct KeyRow {
 /// Generate the next version of `kind`, store it encrypted; returns (id, kcv, key).
 pub(super) fn insert_new(
     conn: &Connection,
-    recipients: &[age::x25519::Recipient],
+    sealer: &custody::Sealer,
     kind: KeyKind,
     state: KeyState,
 ) -> Result<(u32, String, Secret16), AuthorityError> {
@@ -84,7 +84,7 @@ pub(super) fn insert_new(
         conn.query_row("SELECT coalesce(max(key_id), 0) + 1 FROM keys WHERE kind = ?1", [kind.name()], |r| r.get(0))?;
     let secret = Secret16::random()?;
     let kcv = hex::encode_upper(crate::crypto::keys::key_check_value(&secret));
-    let ct = custody::encrypt(recipients, secret.expose())?;
+    let ct = sealer.seal(secret.expose())?;
     let at = now();
     conn.execute(
         "INSERT INTO keys (kind, key_id, state, kcv, ciphertext, created_at, activated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -150,11 +150,11 @@ impl Unlocked<'_> {
     /// A key created active is authorised by the scheme key at once (DESIGN.md §10 point 3); a pending
     /// one only when it is activated.
     pub fn new_key(&self, kind: KeyKind, pending: bool) -> Result<(u32, String), AuthorityError> {
-        let recipients = self.auth.recipients()?;
+        let sealer = self.sealer()?;
         let signer = if pending { None } else { Some(self.scheme_signer()?.0) };
         self.write(|c| {
             let state = if pending { KeyState::Pending } else { KeyState::Active };
-            let (id, kcv, key) = insert_new(c, &recipients, kind, state)?;
+            let (id, kcv, key) = insert_new(c, &sealer, kind, state)?;
             self.log(
                 c,
                 "key new",
@@ -248,7 +248,7 @@ impl Unlocked<'_> {
                 r.get(0)
             })
             .optional()?;
-        let pt = self.custodian.decrypt(&ct.ok_or(AuthorityError::NoSuchKey { kind: kind.name(), id })?)?;
+        let pt = self.open_secret(&ct.ok_or(AuthorityError::NoSuchKey { kind: kind.name(), id })?)?;
         Secret16::from_slice(pt.expose())
             .ok_or(AuthorityError::MalformedSecret(SecretRef::Key { kind: kind.name(), id }))
     }

@@ -14,6 +14,7 @@ pub mod db;
 pub mod files;
 pub mod issuer_ca;
 pub mod keys;
+pub mod pkcs11;
 pub mod policy;
 mod read;
 pub mod rows;
@@ -23,10 +24,12 @@ use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::secret::SecretBytes;
 use audit_log::{Checkpoint, TableRow};
 use checkpoint::CustodianState;
-use custody::Custodian;
+use custody::{Custodian, Sealer};
+use pkcs11::{Role, TokenCustody, TokenSpec};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Errors of the back office. Each variant carries the data a caller needs to decide and to tell the
@@ -105,6 +108,8 @@ pub enum AuthorityError {
     PolicyFull { max: usize },
     #[error("no card with serial {0}")]
     NoSuchCard(String),
+    #[error(transparent)]
+    Token(#[from] pkcs11::TokenError),
 }
 
 /// A stored secret, named.
@@ -180,6 +185,41 @@ pub struct InitOutcome {
     pub audit_key_fingerprint: String,
     pub transfer_key_kcv: String,
     pub update_key_kcv: String,
+    /// The token holding the keys, for a database in PKCS #11 custody.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenOutcome>,
+}
+
+/// Where `init` put the keys of a database in PKCS #11 custody.
+#[derive(Debug, serde::Serialize)]
+pub struct TokenOutcome {
+    pub label: String,
+    pub serial: String,
+    /// `CKA_ID` (hex) of each key, by role (ca, scheme, audit, wrap).
+    pub key_ids: std::collections::BTreeMap<&'static str, String>,
+}
+
+/// Keys `init` made in a token, handed to the database build.
+struct NewTokenKeys {
+    token: Arc<pkcs11::Token>,
+    audit: Arc<pkcs11::TokenKey>,
+    ca: Arc<pkcs11::TokenKey>,
+    scheme: Arc<pkcs11::TokenKey>,
+    wrap: Arc<pkcs11::WrapKey>,
+}
+
+impl NewTokenKeys {
+    fn generate(token: &Arc<pkcs11::Token>, issuer: &str, made: &mut Vec<Vec<u8>>) -> Result<Self, AuthorityError> {
+        let mut signing = |role: Role| -> Result<Arc<pkcs11::TokenKey>, AuthorityError> {
+            let k = token.generate_signing_key(role, issuer)?;
+            made.push(k.id.clone());
+            Ok(Arc::new(k))
+        };
+        let (audit, ca, scheme) = (signing(Role::Audit)?, signing(Role::Ca)?, signing(Role::Scheme)?);
+        let wrap = token.generate_wrap_key(issuer)?;
+        made.push(wrap.id.clone());
+        Ok(NewTokenKeys { token: token.clone(), audit, ca, scheme, wrap: Arc::new(wrap) })
+    }
 }
 
 /// Refuse names that would mislead a terminal or a certificate reader (issue 14 item 10): empty,
@@ -237,18 +277,43 @@ impl Authority {
         custodians: &[String],
         identity_out: &Path,
     ) -> Result<(Authority, InitOutcome), AuthorityError> {
+        Self::init_with(path, issuer, custodians, identity_out, None)
+    }
+
+    /// [`Authority::init`], with the issuer's signing keys and the secrets' wrap key in a PKCS #11
+    /// token when `token` is given (DESIGN.md §11). The token is opened and logged in (PIN from
+    /// [`pkcs11::PIN_ENV`]) before anything is written, so a wrong PIN, a missing module or token
+    /// changes nothing; keys made in the token by an `init` that fails later are destroyed again.
+    pub fn init_with(
+        path: &Path,
+        issuer: &str,
+        custodians: &[String],
+        identity_out: &Path,
+        token: Option<&TokenSpec>,
+    ) -> Result<(Authority, InitOutcome), AuthorityError> {
         check_name("issuer name", issuer, MAX_ISSUER_NAME)?;
         if path.exists() {
             return Err(AuthorityError::AlreadyExists(path.to_path_buf()));
         }
+        let token = token.map(pkcs11::Token::open).transpose()?;
         let mut recipients = custodians.iter().map(|c| custody::parse_recipient(c)).collect::<Result<Vec<_>, _>>()?;
         let mut identity_file = None;
         if recipients.is_empty() {
             recipients.push(custody::new_identity_file(identity_out)?);
             identity_file = Some(identity_out.to_path_buf());
         }
-        let result = Self::init_db(path, issuer, &recipients);
+        let mut made = Vec::new();
+        let result = match &token {
+            Some(t) => NewTokenKeys::generate(t, issuer, &mut made)
+                .and_then(|keys| Self::init_db(path, issuer, &recipients, Some(keys))),
+            None => Self::init_db(path, issuer, &recipients, None),
+        };
         if result.is_err() {
+            if let Some(t) = &token {
+                for id in &made {
+                    t.destroy(&t.objects_with_id(id));
+                }
+            }
             // Leave nothing half-made: the database (and a fresh identity nobody has seen) go.
             let _ = std::fs::remove_file(path);
             for ext in ["-wal", "-shm"] {
@@ -273,58 +338,107 @@ impl Authority {
         path: &Path,
         issuer: &str,
         recipients: &[age::x25519::Recipient],
+        token: Option<NewTokenKeys>,
     ) -> Result<(Authority, InitOutcome, Checkpoint), AuthorityError> {
         let auth = Self::with_conn(db::create(path)?, path, true)?;
-        let audit = CardKeyPair::generate()?;
+        // In age custody the audit key is made here and stored age-encrypted; in a token it is there.
+        type Audit = Arc<dyn crate::crypto::signer::Signer>;
+        let (audit, sealer, local_audit): (Audit, Sealer, Option<CardKeyPair>) = match &token {
+            Some(t) => (t.audit.clone(), Sealer::Token(t.wrap.clone()), None),
+            None => {
+                let pair = CardKeyPair::generate()?;
+                (Arc::new(pair.clone()), Sealer::Age(recipients.to_vec()), Some(pair))
+            }
+        };
+        let audit_public = *audit.public_key().sec1();
         let master = crate::crypto::Secret16::random()?;
         auth.pending.clear();
         let tx = rusqlite::Transaction::new_unchecked(&auth.conn, TransactionBehavior::Immediate)?;
         let at = now();
         tx.execute(
             "INSERT INTO issuer (id, name, created_at, audit_public_key) VALUES (1, ?1, ?2, ?3)",
-            params![issuer, at, audit.public_key_sec1().to_vec()],
+            params![issuer, at, audit_public.to_vec()],
         )?;
         for r in recipients {
             tx.execute("INSERT INTO custodians (recipient) VALUES (?1)", params![r.to_string()])?;
         }
         let put = |name: &str, secret: &[u8]| -> Result<(), AuthorityError> {
-            tx.execute(
-                "INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)",
-                params![name, custody::encrypt(recipients, secret)?],
-            )?;
+            tx.execute("INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)", params![name, sealer.seal(secret)?])?;
             Ok(())
         };
         put(secret_name::PERSO_MASTER, master.expose())?;
-        put(secret_name::AUDIT_KEY, audit.to_bytes().expose())?;
-        let (ca, ca_key, root_der) = issuer_ca::create_root(&tx, issuer, recipients)?;
-        let scheme = policy::create_scheme(&tx, recipients, &ca_key, &root_der)?;
-        let tk = keys::insert_new(&tx, recipients, keys::KeyKind::Transfer, keys::KeyState::Active)?;
-        let uk = keys::insert_new(&tx, recipients, keys::KeyKind::Update, keys::KeyState::Active)?;
-        let fp = audit_log::fingerprint(&audit.public_key_sec1());
-        audit_log::append(
-            &tx,
-            &audit,
-            "init",
-            &serde_json::json!({
-                "issuer": issuer,
-                "custodians": recipients.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-                "audit_key_fingerprint": fp,
-                "ca_root_serial": ca,
-                "scheme_id": hex::encode(scheme.scheme_id()),
-                "transfer_key": { "id": tk.0, "kcv": tk.1 },
-                "update_key": { "id": uk.0, "kcv": uk.1 },
-            }),
-            &auth.pending,
-        )?;
+        let mut token_outcome = None;
+        let (ca, scheme) = match &token {
+            None => {
+                if let Some(pair) = &local_audit {
+                    put(secret_name::AUDIT_KEY, pair.to_bytes().expose())?;
+                }
+                let (ca, ca_key, root_der) = issuer_ca::create_root(&tx, issuer, &sealer, None)?;
+                (ca, policy::create_scheme(&tx, &sealer, &ca_key, &root_der, None)?)
+            }
+            Some(t) => {
+                let ca_key = ca::CaKey::from_signer(t.ca.clone());
+                let (ca, _, root_der) = issuer_ca::create_root(&tx, issuer, &sealer, Some(ca_key.clone()))?;
+                let scheme = crate::crypto::scheme_key::SchemeSigningKey::from_signer(t.scheme.clone());
+                let scheme = policy::create_scheme(&tx, &sealer, &ca_key, &root_der, Some(scheme))?;
+                let mut ids = std::collections::BTreeMap::new();
+                for (role, id, public) in [
+                    (Role::Audit, &t.audit.id, Some(audit_public.to_vec())),
+                    (Role::Ca, &t.ca.id, Some(ca_key.public_key_sec1().to_vec())),
+                    (Role::Scheme, &t.scheme.id, Some(scheme.public_key_sec1().to_vec())),
+                    (Role::Wrap, &t.wrap.id, None),
+                ] {
+                    pkcs11::insert_record(&tx, &t.token, role, id, public.as_deref())?;
+                    ids.insert(role.name(), hex::encode(id));
+                }
+                token_outcome =
+                    Some(TokenOutcome { label: t.token.label.clone(), serial: t.token.serial.clone(), key_ids: ids });
+                (ca, scheme)
+            }
+        };
+        let (outcome, head) =
+            Self::init_finish(&auth, tx, path, issuer, recipients, audit.as_ref(), &sealer, ca, scheme, token_outcome)?;
+        Ok((auth, outcome, head))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn init_finish(
+        auth: &Authority,
+        tx: rusqlite::Transaction<'_>,
+        path: &Path,
+        issuer: &str,
+        recipients: &[age::x25519::Recipient],
+        audit: &dyn crate::crypto::signer::Signer,
+        sealer: &Sealer,
+        ca: String,
+        scheme: crate::crypto::scheme_key::SchemeSigningKey,
+        token: Option<TokenOutcome>,
+    ) -> Result<(InitOutcome, Checkpoint), AuthorityError> {
+        let tk = keys::insert_new(&tx, sealer, keys::KeyKind::Transfer, keys::KeyState::Active)?;
+        let uk = keys::insert_new(&tx, sealer, keys::KeyKind::Update, keys::KeyState::Active)?;
+        let fp = audit_log::fingerprint(audit.public_key().sec1());
+        let mut detail = serde_json::json!({
+            "issuer": issuer,
+            "custodians": recipients.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "audit_key_fingerprint": fp,
+            "ca_root_serial": ca,
+            "scheme_id": hex::encode(scheme.scheme_id()),
+            "transfer_key": { "id": tk.0, "kcv": tk.1 },
+            "update_key": { "id": uk.0, "kcv": uk.1 },
+        });
+        if let Some(t) = &token {
+            detail["custody"] = serde_json::json!({ "pkcs11": t });
+        }
+        audit_log::append(&tx, audit, "init", &detail, &auth.pending)?;
         // Policy 1 (nothing blocked), then the first keys' authorisations, which name it.
         let clock = policy::unix_now();
         let record = policy::scheme(&tx)?.expect("created above");
         let (_, detail) = policy::sign_policy(&tx, &scheme, &record, policy::PolicyChange::default(), clock)?;
         let first = detail.expect("the first policy is new");
-        let mut head = audit_log::append(&tx, &audit, "policy publish", &first, &auth.pending)?;
+        let mut head = audit_log::append(&tx, audit, "policy publish", &first, &auth.pending)?;
         for (kind, (id, _, key)) in [(keys::KeyKind::Transfer, &tk), (keys::KeyKind::Update, &uk)] {
             let detail = policy::sign_authorisation(&tx, &scheme, kind, *id, key, clock)?;
-            head = audit_log::append(&tx, &audit, "key authorise", &detail, &auth.pending)?;
+            head = audit_log::append(&tx, audit, "key authorise", &detail, &auth.pending)?;
         }
         tx.commit()?;
         let outcome = InitOutcome {
@@ -335,8 +449,9 @@ impl Authority {
             audit_key_fingerprint: fp,
             transfer_key_kcv: tk.1,
             update_key_kcv: uk.1,
+            token,
         };
-        Ok((auth, outcome, head))
+        Ok((outcome, head))
     }
 
     pub fn issuer_name(&self) -> Result<String, AuthorityError> {
@@ -411,12 +526,20 @@ impl Authority {
         if !verdict.intact {
             return Err(Tamper::from_verdict(verdict).into());
         }
-        let ct = self.stored_secret(secret_name::AUDIT_KEY)?;
-        let audit = CardKeyPair::from_bytes(custodian.decrypt(&ct)?.expose())?;
-        if public != audit.public_key_sec1() {
+        // The keys: in the token the (verified) token_keys rows name, each checked against the public
+        // key the database recorded; or the audit key decrypted with the custodian's identity.
+        let records = pkcs11::records(&self.conn)?;
+        let (audit, token): (Arc<dyn crate::crypto::signer::Signer>, _) = if records.is_empty() {
+            let ct = self.stored_secret(secret_name::AUDIT_KEY)?;
+            (Arc::new(CardKeyPair::from_bytes(custodian.decrypt(&ct)?.expose())?), None)
+        } else {
+            let t = TokenCustody::open(&records)?;
+            (t.audit.clone(), Some(t))
+        };
+        if public != *audit.public_key().sec1() {
             return Err(Tamper::AuditKeyRecord.into());
         }
-        let u = Unlocked { auth: self, custodian, audit, state, fingerprint: fp, last: Cell::new(verdict.head) };
+        let u = Unlocked { auth: self, custodian, audit, token, state, fingerprint: fp, last: Cell::new(verdict.head) };
         if !has_state && cp.is_some() {
             return Err(Tamper::Log {
                 row: verdict.head.map(|h| h.count),
@@ -433,7 +556,7 @@ impl Authority {
                 let n = all.len();
                 let cp = audit_log::append_bindings(
                     c,
-                    &u.audit,
+                    u.audit.as_ref(),
                     "bind rows",
                     &serde_json::json!({ "rows": n, "why": "database from before row binding" }),
                     &all,
@@ -459,7 +582,9 @@ impl Authority {
 pub struct Unlocked<'a> {
     pub auth: &'a Authority,
     pub custodian: Custodian,
-    audit: CardKeyPair,
+    audit: Arc<dyn crate::crypto::signer::Signer>,
+    /// The token holding the keys, for a database in PKCS #11 custody.
+    token: Option<TokenCustody>,
     state: CustodianState,
     fingerprint: String,
     /// The newest head this process verified or wrote (the next checkpoint).
@@ -474,7 +599,7 @@ impl Unlocked<'_> {
     /// Append to the audit log (inside the caller's transaction, after the change it records): the
     /// entry binds every bound row the transaction changed.
     pub fn log(&self, conn: &Connection, action: &str, detail: serde_json::Value) -> Result<i64, AuthorityError> {
-        let cp = audit_log::append(conn, &self.audit, action, &detail, &self.auth.pending)?;
+        let cp = audit_log::append(conn, self.audit.as_ref(), action, &detail, &self.auth.pending)?;
         self.last.set(Some(cp));
         Ok(cp.count)
     }
@@ -496,7 +621,7 @@ impl Unlocked<'_> {
             named.borrow_mut().extend(changed.iter().copied());
             Ok((action, detail, rows::bind(conn, &changed)?))
         });
-        let cp = audit_log::append_many(conn, &self.audit, items)?;
+        let cp = audit_log::append_many(conn, self.audit.as_ref(), items)?;
         let named = named.into_inner();
         let left: Vec<_> = self.auth.pending.take().into_iter().filter(|x| !named.contains(x)).collect();
         self.auth.pending.restore(left);
@@ -505,7 +630,39 @@ impl Unlocked<'_> {
     }
 
     pub fn secret(&self, name: &'static str) -> Result<SecretBytes, AuthorityError> {
-        self.custodian.decrypt(&self.auth.stored_secret(name)?)
+        self.open_secret(&self.auth.stored_secret(name)?)
+    }
+
+    /// A stored secret in clear (zeroizing buffer): unwrapped by the token's AES key when the
+    /// database is in PKCS #11 custody, else decrypted with the custodian's age identity.
+    pub(in crate::authority) fn open_secret(&self, stored: &[u8]) -> Result<SecretBytes, AuthorityError> {
+        match &self.token {
+            Some(t) => Ok(t.wrap.unwrap(stored)?),
+            None => self.custodian.decrypt(stored),
+        }
+    }
+
+    /// Where new secrets are sealed: the token's wrap key, or age to the custodians.
+    pub(in crate::authority) fn sealer(&self) -> Result<Sealer, AuthorityError> {
+        match &self.token {
+            Some(t) => Ok(Sealer::Token(t.wrap.clone())),
+            None => Ok(Sealer::Age(self.auth.recipients()?)),
+        }
+    }
+
+    /// The token custody, if the database is in one.
+    pub(in crate::authority) fn token(&self) -> Option<&TokenCustody> {
+        self.token.as_ref()
+    }
+
+    /// The label and serial of the token holding the keys (`None`: age custody).
+    pub fn token_info(&self) -> Option<(String, String)> {
+        self.token.as_ref().map(|t| (t.token.label.clone(), t.token.serial.clone()))
+    }
+
+    /// How many PKCS #11 sessions the token custody has open and idle (0 in age custody).
+    pub fn token_sessions(&self) -> usize {
+        self.token.as_ref().map_or(0, |t| t.token.pool().idle())
     }
 
     /// The issuer's personalisation master key.

@@ -196,18 +196,25 @@ fn last_signed_at(conn: &Connection) -> Result<Option<u64>, AuthorityError> {
 /// returned scheme id in the audit log.
 pub(super) fn create_scheme(
     conn: &Connection,
-    recipients: &[age::x25519::Recipient],
+    sealer: &custody::Sealer,
     ca_key: &CaKey,
     root_der: &[u8],
+    in_token: Option<SchemeSigningKey>,
 ) -> Result<SchemeSigningKey, AuthorityError> {
-    let key = SchemeSigningKey::generate()?;
+    let key = match in_token {
+        Some(k) => k,
+        None => SchemeSigningKey::generate()?,
+    };
     let t = SystemTime::now();
     let validity = ValidityPeriod { not_before: t - BACKDATE, not_after: t + SCHEME_VALIDITY };
     let cert = ca::issue_scheme_certificate(ca_key, root_der, &key.public_key_sec1(), validity)?;
-    conn.execute(
-        "INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)",
-        params![SCHEME_SECRET, custody::encrypt(recipients, key.to_bytes().expose())?],
-    )?;
+    // A key in a token stays there; one made here is sealed.
+    if let Some(scalar) = key.to_bytes() {
+        conn.execute(
+            "INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)",
+            params![SCHEME_SECRET, sealer.seal(scalar.expose())?],
+        )?;
+    }
     conn.execute(
         "INSERT INTO scheme_key (id, public_key, scheme_id, certificate_der, created_at) VALUES (1, ?1, ?2, ?3, ?4)",
         params![key.public_key_sec1().to_vec(), key.scheme_id().to_vec(), cert, now()],
@@ -238,7 +245,7 @@ pub(super) fn sign_authorisation(
         min_policy,
         signature: [0; 64],
     };
-    a.signature = signer.sign(&a.body());
+    a.signature = signer.sign(&a.body())?;
     let bytes = a.to_wire();
     conn.execute(
         "INSERT INTO key_authorisations (kind, key_id, authorisation, signed_at) VALUES (?1, ?2, ?3, ?4)",
@@ -322,7 +329,7 @@ pub(super) fn sign_policy(
         return Ok((prev.expect("None only when there is a previous policy"), None));
     };
     check_signed_at(last_signed_at(conn)?, clock, clock)?;
-    p.signature = signer.sign(&p.body());
+    p.signature = signer.sign(&p.body())?;
     let bytes = p.to_wire();
     conn.execute(
         "INSERT INTO policies (number, policy, signed_at, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -416,16 +423,19 @@ impl Unlocked<'_> {
     /// database from before schema 4.
     pub fn scheme_signer(&self) -> Result<(SchemeSigningKey, SchemeRecord), AuthorityError> {
         if scheme(self.conn())?.is_none() {
-            let recipients = self.auth.recipients()?;
+            let sealer = self.sealer()?;
             let ca = self.ca()?;
             self.write(|c| {
-                let key = create_scheme(c, &recipients, &ca.key, &ca.root_der)?;
+                let key = create_scheme(c, &sealer, &ca.key, &ca.root_der, None)?;
                 self.log(c, "scheme key", serde_json::json!({ "scheme_id": hex::encode(key.scheme_id()) }))?;
                 Ok(())
             })?;
         }
         let record = scheme(self.conn())?.expect("created above");
-        let key = SchemeSigningKey::from_bytes(self.secret(SCHEME_SECRET)?.expose())?;
+        let key = match self.token() {
+            Some(t) => SchemeSigningKey::from_signer(t.scheme.clone()),
+            None => SchemeSigningKey::from_bytes(self.secret(SCHEME_SECRET)?.expose())?,
+        };
         if key.public_key_sec1() != record.public_key {
             return Err(AuthorityError::BadRow {
                 table: "scheme_key",
@@ -559,7 +569,7 @@ mod tests {
     }
 
     fn signed(k: &SchemeSigningKey, mut p: Policy) -> Policy {
-        p.signature = k.sign(&p.body());
+        p.signature = k.sign(&p.body()).unwrap();
         p
     }
 

@@ -204,7 +204,7 @@ mod tests {
                     .collect(),
                 signature: [0; 64],
             };
-            p.signature = self.key.sign(&p.body());
+            p.signature = self.key.sign(&p.body()).unwrap();
             self.chain.push(p.clone());
             p.to_wire()
         }
@@ -218,7 +218,7 @@ mod tests {
                 min_policy,
                 signature: [0; 64],
             };
-            a.signature = self.key.sign(&a.body());
+            a.signature = self.key.sign(&a.body()).unwrap();
             a.to_wire()
         }
     }

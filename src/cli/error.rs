@@ -9,6 +9,7 @@
 //! - [`EXIT_INTERNAL`] (70, `EX_SOFTWARE` of BSD `sysexits.h`): a fault inside keyroll, which is a bug.
 
 use crate::authority::AuthorityError;
+use crate::authority::pkcs11::{self, TokenError};
 use crate::card::CardError;
 use crate::card::storage::StorageError;
 use crate::perso::PersoError;
@@ -116,6 +117,8 @@ impl CliError {
                 AuthorityError::PolicyFull { .. } => "policy-full",
                 AuthorityError::NoSuchCard(_) => "no-such-card",
                 AuthorityError::SigningTime(_) => "signing-time",
+                AuthorityError::Token(t) => token_code(t),
+                AuthorityError::Crypto(crate::crypto::CryptoError::Device(_)) => "token",
                 _ if self.classify().0 == Class::Internal => "internal",
                 _ => "authority",
             },
@@ -228,7 +231,14 @@ fn authority(e: &AuthorityError) -> (Class, String) {
         AuthorityError::IdentityRequired => {
             (Input, s("pass --identity FILE (or set KEYROLL_IDENTITY) with a custodian's age identity"))
         }
+        AuthorityError::Crypto(crate::crypto::CryptoError::Device(_)) => (
+            Input,
+            s(
+                "check the PKCS #11 token is present and logged in (`pkcs11-tool --module LIB --list-objects --login`), then run the command again",
+            ),
+        ),
         AuthorityError::Custody(_) | AuthorityError::Crypto(_) => (Internal, s(REPORT)),
+        AuthorityError::Token(t) => token(t),
         AuthorityError::Io { .. } => (Input, s("check the path exists and is writable")),
         AuthorityError::StateFile { .. } => (
             Input,
@@ -290,6 +300,72 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             ),
         ),
         AuthorityError::NoSuchCard(_) => (Input, s("list cards with `keyroll rollout status` or `keyroll cert list`")),
+    }
+}
+
+/// The `code` of a PKCS #11 custody failure.
+fn token_code(e: &TokenError) -> &'static str {
+    match e {
+        TokenError::Module { .. } => "pkcs11-module",
+        TokenError::NoToken { .. } | TokenError::AmbiguousToken { .. } | TokenError::OtherToken { .. } => {
+            "pkcs11-token"
+        }
+        TokenError::NoPin | TokenError::WrongPin { .. } | TokenError::PinLocked { .. } => "pkcs11-pin",
+        TokenError::KeyMissing { .. } | TokenError::KeyMismatch { .. } => "pkcs11-key",
+        TokenError::Mechanism { .. } | TokenError::NotWrapped | TokenError::Failed { .. } => "token",
+    }
+}
+
+/// PKCS #11 custody failures: all from the token or its setup (exit 2), none changed anything.
+fn token(e: &TokenError) -> (Class, String) {
+    use Class::*;
+    let s = |x: &str| x.to_string();
+    match e {
+        TokenError::Module { .. } => (
+            Input,
+            format!(
+                "pass the token's PKCS #11 library with --pkcs11-module (init) or {} (e.g. /usr/lib/softhsm/libsofthsm2.so)",
+                pkcs11::MODULE_ENV
+            ),
+        ),
+        TokenError::NoToken { .. } => {
+            (Input, s("check the token is inserted and its label (`pkcs11-tool --module LIB --list-token-slots`)"))
+        }
+        TokenError::AmbiguousToken { .. } => (Input, s("give each token a distinct label")),
+        TokenError::OtherToken { .. } => (
+            Input,
+            s("insert the token this database was created with (its serial is in `keyroll audit log`'s init entry)"),
+        ),
+        TokenError::NoPin => (
+            Input,
+            format!("export {}=… (the token's user PIN); keyroll never takes it as an argument", pkcs11::PIN_ENV),
+        ),
+        TokenError::WrongPin { .. } => {
+            (Input, format!("set {} to the token's user PIN; the token counts failed attempts", pkcs11::PIN_ENV))
+        }
+        TokenError::PinLocked { .. } => (Input, s("the token's security officer must unlock the user PIN")),
+        TokenError::KeyMissing { .. } => (
+            Input,
+            s(
+                "the key was removed from the token or this is another token: restore the token from its backup; nothing was changed",
+            ),
+        ),
+        TokenError::KeyMismatch { .. } => (
+            Check,
+            s("the token's key is not the one the database recorded: use the token this database was created with"),
+        ),
+        TokenError::Mechanism { .. } => {
+            (Input, s("use a token offering CKM_EC_KEY_PAIR_GEN, CKM_ECDSA and CKM_AES_KEY_WRAP_PAD"))
+        }
+        TokenError::NotWrapped => {
+            (Check, s("the database's secrets were changed outside keyroll: restore the database from a backup"))
+        }
+        TokenError::Failed { .. } => (
+            Input,
+            s(
+                "check the PKCS #11 token is present and logged in (`pkcs11-tool --module LIB --list-objects --login`), then run the command again",
+            ),
+        ),
     }
 }
 

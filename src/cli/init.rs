@@ -3,12 +3,15 @@
 use super::CliError;
 use super::output::Context;
 use crate::authority::Authority;
+use crate::authority::pkcs11::TokenSpec;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  keyroll --db issuer.db init --issuer \"Example Transit\"\n  \
-                        keyroll --db issuer.db init --issuer \"Example Transit\" --custodian age1… --custodian age1…")]
+                        keyroll --db issuer.db init --issuer \"Example Transit\" --custodian age1… --custodian age1…\n  \
+                        KEYROLL_PKCS11_PIN=… keyroll --db issuer.db init --issuer \"Example Transit\" \\\n    \
+                        --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pkcs11-token issuer-ca")]
 pub struct InitArgs {
     /// The issuer's name (organisation in the CA's certificates); must not be empty.
     #[arg(long, value_name = "NAME")]
@@ -19,6 +22,13 @@ pub struct InitArgs {
     /// Where to write the new identity when no --custodian is given (default: the --db path + ".identity").
     #[arg(long, value_name = "FILE")]
     pub identity_out: Option<PathBuf>,
+    /// PKCS #11 library of the token that holds the CA, scheme and audit keys and wraps the stored
+    /// secrets (with --pkcs11-token; the PIN is read from KEYROLL_PKCS11_PIN only). Default: age custody.
+    #[arg(long, value_name = "LIB", requires = "pkcs11_token")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Label of the token in --pkcs11-module that generates and keeps the issuer's keys.
+    #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+    pub pkcs11_token: Option<String>,
 }
 
 pub fn run(ctx: &Context, db: &Path, a: InitArgs) -> Result<(), CliError> {
@@ -29,18 +39,38 @@ pub fn run(ctx: &Context, db: &Path, a: InitArgs) -> Result<(), CliError> {
         ));
     }
     let identity_out = a.identity_out.unwrap_or_else(|| PathBuf::from(format!("{}.identity", db.display())));
-    let (_, outcome) = Authority::init(db, &a.issuer, &a.custodian, &identity_out)?;
+    let token = match (a.pkcs11_module, a.pkcs11_token) {
+        (Some(module), Some(label)) => Some(TokenSpec { module, label }),
+        _ => None,
+    };
+    let (_, outcome) = Authority::init_with(db, &a.issuer, &a.custodian, &identity_out, token.as_ref())?;
     ctx.emit(&outcome, |outcome| {
         println!("created issuer {:?} in {}", outcome.issuer, db.display());
         if let Some(f) = &outcome.identity_file {
-            println!(
-                "wrote a new custodian identity to {} (mode 0600): keep it safe, it unlocks every secret",
-                f.display()
-            );
+            if outcome.token.is_some() {
+                println!(
+                    "wrote a new custodian identity to {} (mode 0600): it pins this database's audit key and keeps your checkpoint; the token and its PIN unlock the keys",
+                    f.display()
+                );
+            } else {
+                println!(
+                    "wrote a new custodian identity to {} (mode 0600): keep it safe, it unlocks every secret",
+                    f.display()
+                );
+            }
             println!("use it with --identity {} or KEYROLL_IDENTITY", f.display());
         }
         println!("transfer key 1 (KCV {}), update key 1 (KCV {})", outcome.transfer_key_kcv, outcome.update_key_kcv);
         println!("audit key fingerprint {}", outcome.audit_key_fingerprint);
+        if let Some(t) = &outcome.token {
+            println!(
+                "CA, scheme and audit keys generated in token {:?} (serial {}); stored secrets wrapped by its AES key",
+                t.label, t.serial
+            );
+            for (role, id) in &t.key_ids {
+                println!("  {role:<6} CKA_ID {id}");
+            }
+        }
     });
     Ok(())
 }

@@ -201,6 +201,17 @@ impl std::fmt::Debug for PublicKey {
     }
 }
 
+/// Length of a SHA-256 digest.
+pub const DIGEST_LEN: usize = 32;
+
+/// SHA-256 over `parts[0] ‖ parts[1] ‖ …` (FIPS 180-4): what an ECDSA P-256 signature of this crate
+/// covers, computed once in process whichever device then signs it.
+pub fn digest_parts(parts: &[&[u8]]) -> [u8; DIGEST_LEN] {
+    let mut out = [0u8; DIGEST_LEN];
+    out.copy_from_slice(sha256(parts).as_ref());
+    out
+}
+
 fn sha256(parts: &[&[u8]]) -> digest::Digest {
     let mut ctx = digest::Context::new(&digest::SHA256);
     for p in parts {
@@ -397,6 +408,13 @@ impl KeyPair {
     /// ECDSA over one message (the CA's TBS bytes), low-S.
     pub fn sign_message(&self, message: &[u8]) -> Result<Signature, CryptoError> {
         self.sign_digest(&digest::digest(&digest::SHA256, message))
+    }
+
+    /// ECDSA over a SHA-256 digest the caller computed ([`digest_parts`]), low-S: the one operation a
+    /// [`crate::crypto::signer::Signer`] must provide, whether the key is here or in a token.
+    pub fn sign_prehashed(&self, digest: &[u8; DIGEST_LEN]) -> Result<Signature, CryptoError> {
+        let d = digest::Digest::import_less_safe(digest, &digest::SHA256).map_err(|_| CryptoError::Backend)?;
+        self.sign_digest(&d)
     }
 
     fn sign_digest(&self, digest: &digest::Digest) -> Result<Signature, CryptoError> {

@@ -16,6 +16,7 @@ pub mod perso;
 pub mod random;
 pub mod scheme_key;
 pub mod secret;
+pub mod signer;
 
 pub use keys::{TransferKey, UpdateKey};
 pub use secret::Secret16;
@@ -46,4 +47,8 @@ pub enum CryptoError {
     /// The P-256 backend (AWS-LC) failed internally: it does so only when it cannot allocate.
     #[error("the P-256 backend failed internally")]
     Backend,
+    /// A signing device outside this process (a PKCS #11 token) refused or failed; the text says why
+    /// (a PKCS #11 return value name, never key material).
+    #[error("the signing token failed: {0}")]
+    Device(String),
 }

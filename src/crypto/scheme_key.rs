@@ -18,7 +18,9 @@
 use super::CryptoError;
 use super::card_key::{self, CardKeyPair};
 use super::secret::{Secret16, SecretBytes};
+use super::signer::Signer;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// Length of a scheme id (SHA-256).
 pub const SCHEME_ID_LEN: usize = 32;
@@ -76,40 +78,51 @@ pub fn verify(public_sec1: &[u8], body: &[u8], signature: &[u8]) -> Result<(), C
     card_key::verify_p1363(public_sec1, &[SIGNATURE_LABEL, body], signature)
 }
 
-/// The scheme signing key. Secret scalar zeroized on drop, never shown by `Debug`.
+/// The scheme signing key: in process (secret scalar zeroized on drop, never shown by `Debug`) or in a
+/// token, signing through the [`Signer`] seam.
 #[derive(Clone)]
 pub struct SchemeSigningKey {
-    pair: CardKeyPair,
+    signer: Arc<dyn Signer>,
+    /// The same key when it is held in process (and so may be stored age-encrypted).
+    local: Option<CardKeyPair>,
 }
 
 impl SchemeSigningKey {
     pub fn generate() -> Result<Self, CryptoError> {
-        Ok(SchemeSigningKey { pair: CardKeyPair::generate()? })
+        Ok(Self::local(CardKeyPair::generate()?))
+    }
+
+    fn local(pair: CardKeyPair) -> Self {
+        SchemeSigningKey { signer: Arc::new(pair.clone()), local: Some(pair) }
+    }
+
+    /// A key held outside this process (a token); it cannot be exported.
+    pub fn from_signer(signer: Arc<dyn Signer>) -> Self {
+        SchemeSigningKey { signer, local: None }
     }
 
     /// Restore from the 32-byte secret scalar (age-decrypted by the back office).
     pub fn from_bytes(scalar: &[u8]) -> Result<Self, CryptoError> {
-        Ok(SchemeSigningKey { pair: CardKeyPair::from_bytes(scalar)? })
+        Ok(Self::local(CardKeyPair::from_bytes(scalar)?))
     }
 
-    /// The secret scalar in a zeroizing buffer, for age encryption.
-    pub fn to_bytes(&self) -> SecretBytes {
-        self.pair.to_bytes()
+    /// The secret scalar in a zeroizing buffer, for age encryption; `None` for a key in a token.
+    pub fn to_bytes(&self) -> Option<SecretBytes> {
+        self.local.as_ref().map(CardKeyPair::to_bytes)
     }
 
     pub fn public_key_sec1(&self) -> [u8; PUBLIC_KEY_LEN] {
-        self.pair.public_key_sec1()
+        *self.signer.public_key().sec1()
     }
 
     pub fn scheme_id(&self) -> SchemeId {
         Sha256::digest(spki_der(&self.public_key_sec1())).into()
     }
 
-    /// Sign `SIGNATURE_LABEL ‖ body`; the 64-byte P1363 form of the low-S signature.
-    pub fn sign(&self, body: &[u8]) -> [u8; SIGNATURE_LEN] {
-        let der = self.pair.sign(&[SIGNATURE_LABEL, body]);
-        let sig = p256::ecdsa::Signature::from_der(&der).expect("our own signer emits valid DER");
-        sig.to_bytes().into()
+    /// Sign `SIGNATURE_LABEL ‖ body`; the 64-byte P1363 form of the low-S signature. Fails only when a
+    /// token holding the key fails ([`CryptoError::Device`]).
+    pub fn sign(&self, body: &[u8]) -> Result<[u8; SIGNATURE_LEN], CryptoError> {
+        Ok(self.signer.sign(&[SIGNATURE_LABEL, body])?.to_p1363())
     }
 }
 
@@ -138,11 +151,11 @@ mod tests {
     #[test]
     fn signatures_verify_only_over_the_label_and_body() {
         let k = SchemeSigningKey::generate().unwrap();
-        let sig = k.sign(b"body");
+        let sig = k.sign(b"body").unwrap();
         verify(&k.public_key_sec1(), b"body", &sig).unwrap();
         assert_eq!(verify(&k.public_key_sec1(), b"bodz", &sig), Err(CryptoError::BadSignature));
         // A signature by the same key without the label (e.g. another purpose) is not a scheme signature.
-        let card = CardKeyPair::from_bytes(k.to_bytes().expose()).unwrap();
+        let card = CardKeyPair::from_bytes(k.to_bytes().unwrap().expose()).unwrap();
         let der = card.sign(&[b"body"]);
         let plain: [u8; 64] = p256::ecdsa::Signature::from_der(&der).unwrap().to_bytes().into();
         assert_eq!(verify(&k.public_key_sec1(), b"body", &plain), Err(CryptoError::BadSignature));
@@ -168,7 +181,7 @@ mod tests {
     #[test]
     fn round_trip_and_debug_hides_the_secret() {
         let k = SchemeSigningKey::from_bytes(&[0x3C; 32]).unwrap();
-        let back = SchemeSigningKey::from_bytes(k.to_bytes().expose()).unwrap();
+        let back = SchemeSigningKey::from_bytes(k.to_bytes().unwrap().expose()).unwrap();
         assert_eq!(back.public_key_sec1(), k.public_key_sec1());
         assert!(!format!("{k:?}").contains("3c"));
     }

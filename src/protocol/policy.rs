@@ -342,7 +342,7 @@ mod tests {
             min_policy: 2,
             signature: [0; 64],
         };
-        a.signature = k.sign(&a.body());
+        a.signature = k.sign(&a.body()).unwrap();
         a
     }
 
@@ -360,7 +360,7 @@ mod tests {
                 .collect(),
             signature: [0; 64],
         };
-        p.signature = k.sign(&p.body());
+        p.signature = k.sign(&p.body()).unwrap();
         p
     }
 
@@ -428,7 +428,7 @@ mod tests {
         // Claiming our scheme id but signed by another key.
         let mut forged = auth(&other);
         forged.scheme_id = k.scheme_id();
-        forged.signature = other.sign(&forged.body());
+        forged.signature = other.sign(&forged.body()).unwrap();
         assert_eq!(
             KeyAuthorisation::verified(&forged.to_wire(), &k.public_key_sec1(), &k.scheme_id()),
             Err(SignedObjectError::BadSignature)

@@ -14,6 +14,7 @@ mod cli_help;
 mod crypto_vectors;
 mod demo;
 mod examples;
+mod hsm;
 mod limbo;
 mod pcsc_cli;
 mod pcsc_transport;
