@@ -12,7 +12,9 @@ pub mod keys;
 pub mod mac;
 pub mod perso;
 pub mod random;
+pub mod scp11;
 pub mod secret;
+pub mod secure_messaging;
 
 pub use keys::{TransferKey, UpdateKey};
 pub use secret::Secret16;
