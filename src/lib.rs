@@ -2,7 +2,7 @@
 //! the stored-value smart-card scheme of `seeds/000_b241c551434f3d80.txt` (claims 1–19).
 //!
 //! Layers import downward only:
-//! `cli` → `authority`, `perso`, `terminal`, `audit` → `protocol`, `crypto`, `transport`, `pki`;
+//! `cli` → `authority`, `perso`, `terminal`, `audit`, `fab` (the manufacturer) → `protocol`, `crypto`, `transport`, `pki`;
 //! the reference `card` uses only `protocol`, `crypto` and `pki`. `domain` holds the shared vocabulary.
 
 pub mod audit;
@@ -11,6 +11,7 @@ pub mod card;
 pub mod cli;
 pub mod crypto;
 pub mod domain;
+pub mod fab;
 pub mod perso;
 pub mod pki;
 pub mod protocol;

@@ -4,6 +4,7 @@
 //! Everything here is glue over RustCrypto crates (`aes`, `cmac`, `aes-siv`); what is ours is which key
 //! serves which purpose and what each MAC or envelope binds (DESIGN.md §2, §3).
 
+pub mod attestation;
 pub mod card_key;
 pub mod ecies;
 pub mod envelope;
