@@ -2,7 +2,8 @@
 //! the stored-value smart-card scheme of `seeds/000_b241c551434f3d80.txt` (claims 1–19).
 //!
 //! Layers import downward only:
-//! `cli` → `authority`, `perso`, `terminal`, `audit`, `fab` (the manufacturer) → `protocol`, `crypto`, `transport`, `pki`;
+//! `cli` → `authority`, `perso`, `terminal`, `audit` → `protocol`, `crypto`, `transport`, `pki`, `fab` (the
+//! manufacturer's credentials: making and checking them);
 //! the reference `card` uses only `protocol`, `crypto` and `pki`. `domain` holds the shared vocabulary.
 
 pub mod audit;

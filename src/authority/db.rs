@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_back_office", include_str!("../../schema/0001_back_office.sql")),
     ("0002_certificate_authority", include_str!("../../schema/0002_certificate_authority.sql")),
     ("0003_card_initialised", include_str!("../../schema/0003_card_initialised.sql")),
+    ("0004_manufacturers", include_str!("../../schema/0004_manufacturers.sql")),
 ];
 
 /// How long a writer waits for another process's transaction before giving up. Personalisation

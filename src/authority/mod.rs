@@ -12,10 +12,12 @@ pub mod custody;
 pub mod db;
 pub mod issuer_ca;
 pub mod keys;
+pub mod manufacturers;
 
 use crate::crypto::CryptoError;
 use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::secret::SecretBytes;
+use crate::domain::CardSerial;
 use custody::Custodian;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
@@ -67,6 +69,16 @@ pub enum AuthorityError {
     Ca(String),
     #[error("refusing to change this database: {0}")]
     Tampered(String),
+    #[error("not a usable manufacturer root: {0}")]
+    BadManufacturer(String),
+    #[error("manufacturer root {fingerprint} is already recorded (as {kind})")]
+    ManufacturerExists { fingerprint: String, kind: String },
+    #[error("chip {chip} already belongs to issued card {serial}; a chip is personalised once")]
+    ChipIssued { chip: crate::domain::ChipId, serial: CardSerial },
+    #[error("chip {chip} already has card serial {serial}; a chip id gets exactly one serial, ever")]
+    ChipHasSerial { chip: crate::domain::ChipId, serial: CardSerial },
+    #[error("card serial {serial} already belongs to chip {chip}")]
+    SerialHasChip { serial: CardSerial, chip: crate::domain::ChipId },
 }
 
 /// Current time as RFC 3339 UTC with seconds (the `der` crate's `DateTime` formats it).

@@ -19,6 +19,10 @@
 //! Files of a manufacturer directory: `root.pem` (the certificate, given to issuers for `fab trust`)
 //! and `root.key` (PKCS #8 PEM, mode 0600, refused when group or others can read it).
 
+pub mod verify;
+
+pub use verify::{FactoryError, FactoryIdentity, TrustedRoot};
+
 use crate::crypto::card_key::{self, CardKeyPair};
 use crate::domain::ChipId;
 use der::asn1::{Any, OctetString, PrintableStringRef, Utf8StringRef};
@@ -391,6 +395,16 @@ pub fn chip_id_of(cert_der: &[u8]) -> Option<ChipId> {
         }
     }
     found
+}
+
+/// The subject `organizationName` of a certificate (a manufacturer's name on its root), if any.
+pub fn organisation_of(cert_der: &[u8]) -> Option<String> {
+    let cert = x509_cert::Certificate::from_der(cert_der).ok()?;
+    let atv = cert.tbs_certificate().subject().iter().find(|atv| atv.oid == OID_O)?;
+    if let Ok(s) = Utf8StringRef::try_from(&atv.value) {
+        return Some(s.as_str().to_string());
+    }
+    PrintableStringRef::try_from(&atv.value).ok().map(|s| s.as_str().to_string())
 }
 
 /// Create `path` with `bytes` and `mode`; never replaces an existing file (atomic: a temporary file in

@@ -1,7 +1,6 @@
 //! Personalisation: the APDU script that turns a blank card into an issued one. The same script runs
 //! against in-process reference cards (`perso --out-dir`) and real readers (`perso --reader`).
 
-pub mod factory;
 pub mod script;
 
 pub use script::{CardPlan, CertificateIssuer, PersoError, PersoOutcome, personalise};

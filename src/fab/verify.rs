@@ -12,9 +12,10 @@
 //! that ([`crate::crypto::scp11`]), and the attestation signature over the session transcript shows it
 //! for the attestation key.
 
+use crate as keyroll;
 use crate::domain::ChipId;
-use crate::fab;
 use crate::pki::{self, ValidationOptions};
+use keyroll::fab;
 use std::time::SystemTime;
 
 /// A manufacturer root the issuer trusts.
