@@ -10,6 +10,7 @@ mod card;
 mod demo;
 mod demo_pcsc;
 mod error;
+mod fab;
 mod fleet;
 mod output;
 mod perso;
@@ -72,6 +73,9 @@ pub enum Command {
     Readers,
     /// The main job: a whole key rollout on virtual cards, told as it goes, with a verdict.
     Demo(demo::DemoArgs),
+    /// Card manufacturers: make one (reference cards), make blank cards, trust one.
+    #[command(subcommand)]
+    Fab(fab::FabCommand),
     /// Auditors: certificate chains (RFC 5280), revocation, the audit log, and a whole-database report.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -94,6 +98,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rollout(backoffice::RolloutCommand::Verify) => rollout::verify(&ctx, &cli.db, cli.identity.as_deref()),
         Command::Cert(c) => backoffice::cert(&ctx, &cli.db, cli.identity.as_deref(), c),
         Command::Audit(c) => audit::run(&ctx, &cli.db, c),
+        Command::Fab(c) => fab::run(&ctx, &cli.db, cli.identity.as_deref(), c),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Readers => readers::run(&ctx),
     }

@@ -1,0 +1,103 @@
+//! `fab …`: keyroll playing the card manufacturer for reference cards, and the issuer trusting
+//! manufacturers (DESIGN.md §9, §10 point 1).
+
+use super::CliError;
+use super::output::{self, Context};
+use crate::authority::{Authority, manufacturers};
+use crate::fab::{FabError, Manufacturer};
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand, Debug)]
+pub enum FabCommand {
+    /// Make a manufacturer: a P-256 root certificate (root.pem) and its key (root.key, mode 0600) in DIR.
+    Init {
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// The manufacturer's name (organisation of its certificates).
+        #[arg(long, default_value = "Reference Chip Works")]
+        name: String,
+    },
+    /// The issuer trusts a manufacturer root (recorded in the database and its audit log).
+    Trust {
+        /// The manufacturer's root certificate, PEM (root.pem of `fab init`).
+        root: PathBuf,
+    },
+    /// Manufacturers the issuer trusts, with how many cards each made.
+    List,
+}
+
+/// A fab error as the user sees it.
+pub fn fab_error(e: FabError) -> CliError {
+    let hint = match &e {
+        FabError::Exists(_) => "choose another --out-dir (or --out); nothing was overwritten",
+        FabError::NotAManufacturer(_) => "make one with `keyroll fab init --out-dir DIR`",
+        FabError::KeyFileMode(_) => "run chmod 600 on the key file",
+        FabError::BadName => "pass --name with 1 to 40 printable characters",
+        _ => "check the manufacturer directory",
+    };
+    CliError::input(e.to_string(), hint)
+}
+
+pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: FabCommand) -> Result<(), CliError> {
+    match cmd {
+        FabCommand::Init { out_dir, name } => {
+            let m = Manufacturer::create(&name).map_err(fab_error)?;
+            m.write_dir(&out_dir).map_err(fab_error)?;
+            if ctx.json {
+                output::json(&serde_json::json!({
+                    "name": name.trim(), "fingerprint": m.fingerprint(),
+                    "root": out_dir.join(crate::fab::ROOT_CERT_FILE), "key": out_dir.join(crate::fab::ROOT_KEY_FILE),
+                }));
+            } else {
+                println!("manufacturer {:?} in {}", name.trim(), out_dir.display());
+                println!(
+                    "root certificate {} (give it to issuers: keyroll fab trust)",
+                    out_dir.join("root.pem").display()
+                );
+                println!("root key {} (mode 0600; keep it at the fab)", out_dir.join("root.key").display());
+                println!("root fingerprint (SHA-256) {}", m.fingerprint());
+            }
+            Ok(())
+        }
+        FabCommand::Trust { root } => {
+            let text = std::fs::read_to_string(&root).map_err(|e| {
+                CliError::input(
+                    format!("cannot read {}: {e}", root.display()),
+                    "pass the root.pem of `keyroll fab init`",
+                )
+            })?;
+            let der = match der::pem::decode_vec(text.as_bytes()) {
+                Ok((label, der)) if label == "CERTIFICATE" => der,
+                _ => {
+                    return Err(CliError::input(
+                        format!("{} is not a PEM certificate", root.display()),
+                        "pass the root.pem of `keyroll fab init`",
+                    ));
+                }
+            };
+            let auth = Authority::open(db)?;
+            let u = auth.unlock(identity)?;
+            let row = u.trust_manufacturer(&der)?;
+            if ctx.json {
+                output::json(&row);
+            } else {
+                println!("trusted manufacturer {:?}, root fingerprint {}", row.name, row.fingerprint);
+            }
+            Ok(())
+        }
+        FabCommand::List => {
+            let auth = Authority::open(db)?;
+            let rows = manufacturers::list(&auth.conn)?;
+            if ctx.json {
+                output::json(&serde_json::json!({ "manufacturers": rows }));
+            } else {
+                println!("{:<28} {:<8} {:>6} {:>7}  {}", "name", "kind", "cards", "issued", "root fingerprint");
+                for r in rows {
+                    println!("{:<28} {:<8} {:>6} {:>7}  {}", r.name, r.kind, r.cards, r.cards_locked, r.fingerprint);
+                }
+            }
+            Ok(())
+        }
+    }
+}
