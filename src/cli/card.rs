@@ -4,7 +4,7 @@ use super::CliError;
 use super::output::{self, Context};
 use crate::card::storage::FileStorage;
 use crate::card::{Card, CardState};
-use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
+use crate::domain::{Amount, CardSerial, ChipId, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use crate::protocol::info::LifeCycle;
 use clap::Subcommand;
 use serde::Serialize;
@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 pub enum CardCommand {
     /// Show a card file's public state: serial, profile, key identifiers, limit, balance, logs.
     Show { file: PathBuf },
-    /// Serve a card file as a virtual card in a pcscd vpcd reader (a missing file: a blank card,
-    /// saved there). Ctrl-C or SIGTERM finishes the command in flight and exits.
+    /// Serve a card file as a virtual card in a pcscd vpcd reader (make a blank one with `fab blank`).
+    /// Ctrl-C or SIGTERM finishes the command in flight and exits.
     Serve {
         file: PathBuf,
         /// vpcd's address: "Virtual PCD 00 00" is port 35963, "00 01" is 35964.
@@ -28,6 +28,8 @@ pub enum CardCommand {
 #[derive(Serialize)]
 pub struct CardView {
     pub serial: Option<CardSerial>,
+    /// The chip id the fab gave the card (public).
+    pub chip_id: Option<ChipId>,
     pub life_cycle: LifeCycle,
     pub profile: Option<Profile>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +54,7 @@ impl CardView {
         let multi = s.profile == Some(Profile::MultiKey);
         CardView {
             serial: s.serial,
+            chip_id: s.chip_id,
             life_cycle: s.life_cycle,
             profile: s.profile,
             transfer_key_id: if multi { None } else { s.selected_transfer_key_id },
@@ -76,7 +79,7 @@ fn require_card_file(path: &Path) -> Result<(), CliError> {
     }
     Err(CliError::input(
         format!("card file {} does not exist", path.display()),
-        "card files are written by `keyroll perso --out-dir DIR`",
+        "make a blank card with `keyroll fab blank --manufacturer DIR --out FILE`, or issued ones with `keyroll perso --out-dir DIR`",
     ))
 }
 
@@ -86,7 +89,7 @@ pub fn open_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
     lock_card_file(path)
 }
 
-/// Open a card file, blank if missing (it is saved there at the first write), for this process alone.
+/// Open a card file for this process alone.
 fn lock_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
     let fail = |source| CliError::CardFile { path: path.to_path_buf(), source };
     Card::open(FileStorage::exclusive(path).map_err(|e| fail(e.into()))?).map_err(fail)
@@ -117,6 +120,7 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 
 fn print_view(v: &CardView) {
     println!("serial           {}", opt(&v.serial));
+    println!("chip id          {}", opt(&v.chip_id));
     println!("life cycle       {:?}", v.life_cycle);
     println!("profile          {}", opt(&v.profile));
     match &v.stored_transfer_key_ids {
@@ -164,7 +168,8 @@ fn serve(ctx: &Context, file: &Path, vpcd: &str) -> Result<(), CliError> {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     loopback_only(vpcd)?;
-    let mut card = lock_card_file(file)?;
+    // A missing file is not a card: a blank card comes from a manufacturer, with factory credentials.
+    let mut card = open_card_file(file)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))

@@ -18,6 +18,15 @@ pub enum FabCommand {
         #[arg(long, default_value = "Reference Chip Works")]
         name: String,
     },
+    /// Make a blank reference card: a chip id and two factory key pairs certified by the manufacturer.
+    Blank {
+        /// The manufacturer directory (`fab init --out-dir`).
+        #[arg(long)]
+        manufacturer: PathBuf,
+        /// The card file to write (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The issuer trusts a manufacturer root (recorded in the database and its audit log).
     Trust {
         /// The manufacturer's root certificate, PEM (root.pem of `fab init`).
@@ -57,6 +66,18 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: FabCommand) -
                 );
                 println!("root key {} (mode 0600; keep it at the fab)", out_dir.join("root.key").display());
                 println!("root fingerprint (SHA-256) {}", m.fingerprint());
+            }
+            Ok(())
+        }
+        FabCommand::Blank { manufacturer, out } => {
+            let m = Manufacturer::load_dir(&manufacturer).map_err(fab_error)?;
+            let state = super::perso::blank_state(&m)?;
+            crate::fab::write_new(&out, &state.encode(), 0o600).map_err(fab_error)?;
+            let chip = state.chip_id.expect("a blank from the fab has a chip id");
+            if ctx.json {
+                output::json(&serde_json::json!({ "chip_id": chip, "file": out, "manufacturer": m.fingerprint() }));
+            } else {
+                println!("blank card, chip id {chip}, in {} (serve it with `keyroll card serve`)", out.display());
             }
             Ok(())
         }

@@ -9,12 +9,14 @@ use crate::authority::batches::Batch;
 use crate::authority::cards::{Run, Slot};
 use crate::authority::issuer_ca::CaSigner;
 use crate::authority::keys::{self, KeyKind, KeyState};
-use crate::authority::{Authority, Unlocked};
+use crate::authority::{Authority, AuthorityError, Unlocked, manufacturers};
 use crate::card::storage::{FileStorage, MemoryStorage, Storage};
 use crate::card::{Card, CardState};
-use crate::crypto::{Secret16, TransferKey, UpdateKey};
-use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
-use crate::perso::{CardPlan, CertificateIssuer, personalise};
+use crate::crypto::{TransferKey, UpdateKey};
+use crate::domain::{Amount, CardSerial, ChipId, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::fab::{FactoryIdentity, Manufacturer};
+use crate::perso::script::check_attestation;
+use crate::perso::{AttestedKey, CardPlan, CertificateIssuer, ChipRegister, Line, PersoError, personalise};
 use crate::protocol::info::LifeCycle;
 use crate::transport::in_process::InProcessChannel;
 use clap::Args;
@@ -38,7 +40,6 @@ pub struct PersoArgs {
 
 /// Everything a run needs to write cards of one batch.
 pub struct Kit {
-    pub master: Secret16,
     pub batch: Batch,
     pub transfer_keys: Vec<TransferKey>,
     pub update_key: Option<UpdateKey>,
@@ -48,7 +49,7 @@ pub struct Kit {
 impl Kit {
     /// Decrypt what the batch's cards receive: the batch's transfer key, for multi-key batches every
     /// newer pending or active transfer key up to the limit as well (claims 8–9: a later roll is a
-    /// selection), the update key, the personalisation master, and the CA for public-key profiles.
+    /// selection), the update key, and the CA for public-key profiles.
     pub fn load(u: &Unlocked<'_>, batch: &Batch) -> Result<Self, CliError> {
         let mut transfer_keys = vec![u.transfer_key(batch.transfer_key_id)?];
         if batch.profile == Profile::MultiKey {
@@ -63,7 +64,7 @@ impl Kit {
         }
         let update_key = batch.profile.has_update_key().then(|| u.update_key(batch.update_key_id)).transpose()?;
         let ca = batch.profile.has_key_pair().then(|| u.ca()).transpose()?;
-        Ok(Kit { master: u.perso_master()?, batch: batch.clone(), transfer_keys, update_key, ca })
+        Ok(Kit { batch: batch.clone(), transfer_keys, update_key, ca })
     }
 
     pub fn plan(&self, serial: CardSerial) -> CardPlan {
@@ -88,15 +89,56 @@ pub struct DbIssuer<'a, 'b> {
 }
 
 impl CertificateIssuer for DbIssuer<'_, '_> {
-    fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
+    /// Certify only an attested key (DESIGN.md §10 point 2), of the chip the register bound to this
+    /// serial with these factory certificates.
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
+        check_attestation(card, key)?;
+        let serial = key.serial;
         self.unlocked
             .write(|c| {
-                let der = self.unlocked.issue_card_certificate(c, self.signer, serial, public_key_sec1)?;
-                self.unlocked.log(c, "cert issue", serde_json::json!({ "card": serial.to_string(), "serial": crate::authority::issuer_ca::serial_hex(&der) }))?;
+                let chip = manufacturers::chip(c, card.chip_id)?;
+                if !chip.is_some_and(|r| r.serial == serial && !r.locked) {
+                    return Err(AuthorityError::Ca(format!(
+                        "chip {} is not the chip registered for card {serial}",
+                        card.chip_id
+                    )));
+                }
+                let der = self.unlocked.issue_card_certificate(c, self.signer, serial, &key.public_key)?;
+                self.unlocked.log(
+                    c,
+                    "cert issue",
+                    serde_json::json!({ "card": serial.to_string(), "serial": crate::authority::issuer_ca::serial_hex(&der),
+                        "chip_id": card.chip_id.to_string(), "attestation_cert": card.attestation_fingerprint }),
+                )?;
                 Ok(der)
             })
             .map_err(|e| e.to_string())
     }
+}
+
+/// The back office's card register as the line's chip register: chip id <-> serial, for good.
+pub struct DbRegister<'a, 'b> {
+    pub unlocked: &'a Unlocked<'b>,
+}
+
+impl ChipRegister for DbRegister<'_, '_> {
+    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), String> {
+        self.unlocked.write(|c| self.unlocked.assign_chip(c, card, serial)).map_err(|e| e.to_string())
+    }
+}
+
+/// Record a card the line refused as an impostor (audit log only), then pass the error on.
+pub fn refused(u: &Unlocked<'_>, target: &str, e: PersoError, chip: Option<ChipId>) -> CliError {
+    if let Some(code) = e.refusal_code() {
+        let chip = match &e {
+            PersoError::ChipRefused { chip, .. } => Some(*chip),
+            _ => chip,
+        };
+        if let Err(log) = u.record_refusal(target, code, &e.to_string(), chip) {
+            return log.into();
+        }
+    }
+    e.into()
 }
 
 /// Progress: a bar on a terminal, plain lines otherwise.
@@ -150,33 +192,56 @@ fn card_path(dir: &Path, serial: CardSerial) -> PathBuf {
     dir.join(format!("{serial}.card"))
 }
 
-/// Personalise one slot into a card file. A complete file left by a run killed before recording is
-/// accepted as it is (it is the card that was written); anything else is written from blank.
-fn write_card_file(kit: &Kit, u: &Unlocked<'_>, dir: &Path, slot: &Slot, verbose: bool) -> Result<PathBuf, CliError> {
+/// A blank reference card from `fab`, as card state.
+pub fn blank_state(fab: &Manufacturer) -> Result<CardState, CliError> {
+    let b = fab.make_blank().map_err(super::fab::fab_error)?;
+    Ok(CardState::blank_from_fab(
+        b.chip_id,
+        b.agreement_key.to_bytes(),
+        b.attestation_key.to_bytes(),
+        b.agreement_cert,
+        b.attestation_cert,
+    ))
+}
+
+/// Personalise one slot into a card file. The blank (from the virtual manufacturer) is written to the
+/// file first and personalised in memory; the file is replaced by the issued card at the end. A run
+/// killed at any point finds the same file again: an issued card is kept as it is, a blank or
+/// half-written one is personalised again (same chip, so the same serial).
+fn write_card_file(
+    kit: &Kit,
+    u: &Unlocked<'_>,
+    line: &Line<'_>,
+    fab: &Manufacturer,
+    dir: &Path,
+    slot: &Slot,
+) -> Result<(PathBuf, ChipId), CliError> {
     let path = card_path(dir, slot.serial);
-    if let Ok(Some(b)) = FileStorage::new(&path).load()
-        && let Ok(s) = CardState::decode(&b)
-        && s.life_cycle == LifeCycle::Issued
-        && s.serial == Some(slot.serial)
-    {
-        return Ok(path);
-    }
-    let mut card = Card::open(MemoryStorage::new()).map_err(|e| CliError::input(e.to_string(), "report this"))?;
-    {
+    let existing = FileStorage::new(&path).load().ok().flatten().and_then(|b| CardState::decode(&b).ok());
+    let state = match existing {
+        Some(s) if s.life_cycle == LifeCycle::Issued && s.serial == Some(slot.serial) => {
+            return Ok((path, s.chip_id.unwrap_or_default()));
+        }
+        Some(s) if s.chip_id.is_some() && s.life_cycle != LifeCycle::Issued => s,
+        _ => {
+            let s = blank_state(fab)?;
+            FileStorage::new(&path).store(&s.encode()).map_err(|e| {
+                CliError::input(format!("cannot write card file: {e}"), "check the output directory is writable")
+            })?;
+            s
+        }
+    };
+    let mut card =
+        Card::create(MemoryStorage::new(), state).map_err(|e| CliError::input(e.to_string(), "report this"))?;
+    let outcome = {
         let mut ch = InProcessChannel::new(&mut card, format!("virtual card {}", slot.serial));
-        let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
-        personalise(
-            &mut ch,
-            &kit.master,
-            &kit.plan(slot.serial),
-            issuer.as_ref().map(|i| i as &dyn CertificateIssuer),
-            verbose,
-        )?;
-    }
+        personalise(&mut ch, line, &kit.plan(slot.serial))
+    };
+    let outcome = outcome.map_err(|e| refused(u, &dir.display().to_string(), e, card.state().chip_id))?;
     FileStorage::new(&path).store(&card.state().encode()).map_err(|e| {
         CliError::input(format!("cannot write card file: {e}"), "check the output directory is writable")
     })?;
-    Ok(path)
+    Ok((path, outcome.chip_id))
 }
 
 #[derive(serde::Serialize)]
@@ -210,6 +275,18 @@ pub fn personalise_to_files(
     let started = Instant::now();
     let (run, slots): (Run, Vec<Slot>) = u.start_run(batch, &dir.display().to_string(), count)?;
     let kit = Kit::load(u, &run.batch)?;
+    // Reference cards come from the virtual manufacturer (its cards are refused by the PC/SC line).
+    let fab = u.virtual_fab()?;
+    let roots = manufacturers::trusted_roots(u.conn())?;
+    let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
+    let register = DbRegister { unlocked: u };
+    let line = Line {
+        roots: &roots,
+        allow_virtual: true,
+        register: Some(&register),
+        issuer: issuer.as_ref().map(|i| i as &dyn CertificateIssuer),
+        verbose,
+    };
     let bar = Progress::new(count as u64, !progress);
     let (mut written, mut already) = (0, 0);
     let mut cards = Vec::new();
@@ -221,8 +298,8 @@ pub fn personalise_to_files(
             already += 1;
             continue;
         }
-        let path = write_card_file(&kit, u, &dir, slot, verbose)?;
-        u.record_card(&run, slot, Some(&path.display().to_string()))?;
+        let (path, chip) = write_card_file(&kit, u, &line, &fab, &dir, slot)?;
+        u.record_card(&run, slot, Some(&path.display().to_string()), Some(chip))?;
         written += 1;
         if progress {
             bar.card(i as u64 + 1, count as u64, slot.serial, "written");

@@ -17,8 +17,9 @@ pub fn to_reader(_ctx: &Context, _u: &Unlocked<'_>, _batch: &str, reader: &str, 
 
 #[cfg(feature = "pcsc")]
 pub fn to_reader(ctx: &Context, u: &Unlocked<'_>, batch: &str, reader: &str, count: u32) -> Result<(), CliError> {
-    use super::perso::{DbIssuer, Kit, Progress};
-    use crate::perso::{CertificateIssuer, personalise, script::read_card};
+    use super::perso::{DbIssuer, DbRegister, Kit, Progress, refused};
+    use crate::authority::manufacturers;
+    use crate::perso::{CertificateIssuer, Line, personalise, script::read_card};
     use crate::protocol::info::LifeCycle;
     use crate::transport::Trace;
     use crate::transport::pcsc::{self, PcscChannel};
@@ -28,10 +29,27 @@ pub fn to_reader(ctx: &Context, u: &Unlocked<'_>, batch: &str, reader: &str, cou
         .map_err(|e| CliError::input(format!("reader {reader:?}: {e}"), "list readers with `keyroll readers`"))?;
     let (run, slots) = u.start_run(batch, &format!("reader:{name}"), count)?;
     let kit = Kit::load(u, &run.batch)?;
+    // A real line takes cards only from manufacturers trusted with `fab trust` (never the virtual one).
+    let roots = manufacturers::trusted_roots(u.conn())?;
+    let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
+    let register = DbRegister { unlocked: u };
+    let line = Line {
+        roots: &roots,
+        allow_virtual: false,
+        register: Some(&register),
+        issuer: issuer.as_ref().map(|x| x as &dyn CertificateIssuer),
+        verbose: ctx.verbose,
+    };
     let progress = Progress::new(count as u64, ctx.json);
     let wait = Some(Duration::from_secs(600));
     let mut done: Vec<bool> = slots.iter().map(|s| s.personalised).collect();
-    let mut handed_out: Vec<bool> = slots.iter().map(|s| s.initialised).collect();
+    // A serial is handed out once the register bound it to a chip (inside the channel, before the first
+    // secret): from then on only that chip, found again by its serial, may finish the slot.
+    let bound = |serial| manufacturers::chip_of_serial(u.conn(), serial).map(|c| c.is_some());
+    let mut handed_out: Vec<bool> = slots
+        .iter()
+        .map(|s| Ok(s.initialised || bound(s.serial)?))
+        .collect::<Result<_, crate::authority::AuthorityError>>()?;
     while done.iter().any(|d| !d) {
         eprintln!("insert a blank card into {name} ({} of {count} done)", done.iter().filter(|d| **d).count());
         let mut ch = PcscChannel::wait_and_connect(&name, wait)
@@ -56,21 +74,11 @@ pub fn to_reader(ctx: &Context, u: &Unlocked<'_>, batch: &str, reader: &str, cou
             let _ = ch.wait_for_removal(wait);
             continue;
         };
-        if !handed_out[i] {
-            u.mark_initialised(&run, &slots[i])?;
-            handed_out[i] = true;
-        }
-        let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
-        let outcome = personalise(
-            &mut ch,
-            &kit.master,
-            &kit.plan(slots[i].serial),
-            issuer.as_ref().map(|x| x as &dyn CertificateIssuer),
-            ctx.verbose,
-        );
+        let outcome = personalise(&mut ch, &line, &kit.plan(slots[i].serial));
+        handed_out[i] = handed_out[i] || bound(slots[i].serial)?;
         match outcome {
             Ok(o) => {
-                u.record_card(&run, &slots[i], None)?;
+                u.record_card(&run, &slots[i], None, Some(o.chip_id))?;
                 done[i] = true;
                 progress.card(
                     done.iter().filter(|d| **d).count() as u64,
@@ -84,7 +92,8 @@ pub fn to_reader(ctx: &Context, u: &Unlocked<'_>, batch: &str, reader: &str, cou
                 if matches!(e, crate::perso::PersoError::Transport { .. }) {
                     continue;
                 }
-                return Err(e.into());
+                // An impostor (or a reused chip) is recorded in the audit log and stops the line.
+                return Err(refused(u, &format!("reader:{name}"), e, info.chip_id));
             }
         }
         let _ = ch.wait_for_removal(wait);

@@ -10,9 +10,10 @@ use crate::authority::batches::{self, Batch};
 use crate::authority::{Authority, Unlocked, ca, cards};
 use crate::card::Card;
 use crate::card::storage::{MemoryStorage, Storage};
-use crate::crypto::Secret16;
 use crate::domain::{Amount, CardSerial};
-use crate::perso::{CertificateIssuer, personalise};
+use crate::fab::{FactoryIdentity, Manufacturer, TrustedRoot};
+use crate::perso::script::check_attestation;
+use crate::perso::{AttestedKey, CertificateIssuer, Line, personalise};
 use crate::terminal::{KeyRoll, SettleError, SettleOptions, settle};
 use crate::transport::in_process::InProcessChannel;
 use serde::Serialize;
@@ -67,14 +68,16 @@ impl Generation {
     }
 }
 
-/// The issuer CA, signing certificates for the virtual cards without recording them.
+/// The issuer CA, signing certificates for the virtual cards without recording them (attested keys
+/// only, like the back office's own issuer).
 struct VerifyIssuer<'a>(&'a crate::authority::issuer_ca::CaSigner);
 
 impl CertificateIssuer for VerifyIssuer<'_> {
-    fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
+        check_attestation(card, key)?;
         let t = std::time::SystemTime::now();
         let day = std::time::Duration::from_secs(86400);
-        ca::issue_card_certificate(&self.0.key, &self.0.root_der, serial, public_key_sec1, t - day, t + day)
+        ca::issue_card_certificate(&self.0.key, &self.0.root_der, key.serial, &key.public_key, t - day, t + day)
             .map_err(|e| e.to_string())
     }
 }
@@ -91,13 +94,28 @@ pub struct PairResult {
 }
 
 /// One issued reference card per generation, kept as its persisted bytes (a fresh copy per pair).
-fn template(u: &Unlocked<'_>, batch: &Batch, master: &Secret16, serial: CardSerial) -> Result<Vec<u8>, CliError> {
+/// Virtual cards come from a throw-away manufacturer made for this check: nothing is recorded.
+fn template(u: &Unlocked<'_>, batch: &Batch, fab: &Manufacturer, serial: CardSerial) -> Result<Vec<u8>, CliError> {
     let kit = Kit::load(u, batch)?;
-    let mut card = Card::open(MemoryStorage::new()).map_err(|e| CliError::input(e.to_string(), "report this"))?;
+    let mut card = Card::create(MemoryStorage::new(), super::perso::blank_state(fab)?)
+        .map_err(|e| CliError::input(e.to_string(), "report this"))?;
     {
         let mut ch = InProcessChannel::new(&mut card, format!("virtual {serial}"));
         let issuer = kit.ca.as_ref().map(VerifyIssuer);
-        personalise(&mut ch, master, &kit.plan(serial), issuer.as_ref().map(|i| i as &dyn CertificateIssuer), false)?;
+        let roots = [TrustedRoot {
+            name: "rollout verify".into(),
+            der: fab.root_der().to_vec(),
+            fingerprint: fab.fingerprint(),
+            virtual_only: true,
+        }];
+        let line = Line {
+            roots: &roots,
+            allow_virtual: true,
+            register: None,
+            issuer: issuer.as_ref().map(|i| i as &dyn CertificateIssuer),
+            verbose: false,
+        };
+        personalise(&mut ch, &line, &kit.plan(serial))?;
     }
     Ok(card.storage().record().expect("personalised").to_vec())
 }
@@ -111,7 +129,7 @@ fn fresh(record: &[u8]) -> Card<MemoryStorage> {
 pub fn verify(ctx: &Context, db: &Path, identity: Option<&Path>) -> Result<(), CliError> {
     let auth = Authority::open(db)?;
     let u = auth.unlock(identity)?;
-    let master = u.perso_master()?;
+    let fab = Manufacturer::create("keyroll rollout verify").map_err(super::fab::fab_error)?;
     let mut gens: Vec<(Generation, Batch)> = Vec::new();
     for b in batches::list(&auth.conn)? {
         let g = Generation::of(&b);
@@ -122,8 +140,8 @@ pub fn verify(ctx: &Context, db: &Path, identity: Option<&Path>) -> Result<(), C
     // Two virtual cards per generation, so a generation is also checked against itself.
     let mut templates = Vec::new();
     for (i, (_, b)) in gens.iter().enumerate() {
-        let a = template(&u, b, &master, CardSerial::from_u64(0x5645_0000_0000_0000 + 2 * i as u64))?;
-        let c = template(&u, b, &master, CardSerial::from_u64(0x5645_0000_0000_0001 + 2 * i as u64))?;
+        let a = template(&u, b, &fab, CardSerial::from_u64(0x5645_0000_0000_0000 + 2 * i as u64))?;
+        let c = template(&u, b, &fab, CardSerial::from_u64(0x5645_0000_0000_0001 + 2 * i as u64))?;
         templates.push((a, c));
     }
     let mut results = Vec::new();

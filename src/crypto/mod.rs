@@ -11,7 +11,6 @@ pub mod envelope;
 pub mod kdf;
 pub mod keys;
 pub mod mac;
-pub mod perso;
 pub mod random;
 pub mod scp11;
 pub mod secret;

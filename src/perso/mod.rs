@@ -3,4 +3,4 @@
 
 pub mod script;
 
-pub use script::{CardPlan, CertificateIssuer, PersoError, PersoOutcome, personalise};
+pub use script::{AttestedKey, CardPlan, CertificateIssuer, ChipRegister, Line, PersoError, PersoOutcome, personalise};

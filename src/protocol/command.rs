@@ -50,10 +50,13 @@ pub enum PersoItem {
     TrustAnchor = 0x07,
     /// the card's own certificate, DER.
     CardCertificate = 0x08,
+    /// the card serial (8): the first item of a session, given inside the channel (a card that has a
+    /// serial accepts only the same one again).
+    Serial = 0x09,
 }
 
 impl PersoItem {
-    pub const ALL: [PersoItem; 8] = [
+    pub const ALL: [PersoItem; 9] = [
         PersoItem::Profile,
         PersoItem::TransferKey,
         PersoItem::UpdateKey,
@@ -62,6 +65,7 @@ impl PersoItem {
         PersoItem::SelectedTransferKey,
         PersoItem::TrustAnchor,
         PersoItem::CardCertificate,
+        PersoItem::Serial,
     ];
 
     pub fn from_p1(p1: u8) -> Option<Self> {
@@ -132,21 +136,26 @@ pub enum Command {
         nonce: Nonce,
         proof: Mac,
     },
-    Initialize {
-        serial: CardSerial,
-        personalisation_key: [u8; 16],
+    /// GET DATA of the factory credentials (`80 CA BF 21`): chip id and both factory certificates.
+    GetFactoryData,
+    /// SCP11b key agreement (GP Amendment F §7.6, `80 88 00 13`): the line's control reference
+    /// template and ephemeral key ([`crate::crypto::scp11`]).
+    InternalAuthenticate {
+        data: Vec<u8>,
     },
-    OpenPersoSession,
+    /// One personalisation item's plaintext; sent only under secure messaging (CLA 84), which encrypts
+    /// and MACs it (the card refuses it in the clear).
     PersoStore {
         item: PersoItem,
-        sealed: Vec<u8>,
+        data: Vec<u8>,
     },
+    /// Under secure messaging: make the card key pair for the card `serial` (the one the card has, or
+    /// will be given); answers the public key and its attestation, which names the serial.
     GenerateKeyPair {
-        sealed: Vec<u8>,
+        serial: CardSerial,
     },
-    Lock {
-        sealed: Vec<u8>,
-    },
+    /// Under secure messaging: end personalisation for good.
+    Lock,
 }
 
 /// What UPDATE TRANSFER KEY carries, by path.
@@ -178,11 +187,11 @@ impl Command {
             Confirm { .. } => Instruction::Confirm,
             Abort { .. } => Instruction::Abort,
             Refund { .. } => Instruction::Refund,
-            Initialize { .. } => Instruction::Initialize,
-            OpenPersoSession => Instruction::OpenPersoSession,
+            GetFactoryData => Instruction::GetFactoryData,
+            InternalAuthenticate { .. } => Instruction::InternalAuthenticate,
             PersoStore { .. } => Instruction::PersoStore,
             GenerateKeyPair { .. } => Instruction::GenerateKeyPair,
-            Lock { .. } => Instruction::Lock,
+            Lock => Instruction::Lock,
         }
     }
 
@@ -190,14 +199,20 @@ impl Command {
     pub fn to_apdu(&self) -> CommandApdu {
         use Command::*;
         let ins = self.instruction();
-        let (mut p1, p2) = (0u8, 0u8);
+        let (mut p1, mut p2) = (0u8, 0u8);
         let mut d = Vec::new();
         match self {
             Select { aid } => {
                 p1 = 0x04;
                 d.extend_from_slice(aid);
             }
-            GetResponse { .. } | OpenPersoSession => {}
+            GetResponse { .. } | Lock => {}
+            GenerateKeyPair { serial } => d.extend_from_slice(&serial.0),
+            GetFactoryData => (p1, p2) = (0xBF, 0x21),
+            InternalAuthenticate { data } => {
+                p2 = crate::crypto::scp11::KEY_ID_SCP11B;
+                d.extend_from_slice(data);
+            }
             GetCardInfo { certificate } => p1 = if *certificate { 0x00 } else { 0x01 },
             RequestUpdatePermission { path, sender_certificate } => {
                 p1 = *path as u8;
@@ -249,15 +264,10 @@ impl Command {
                 d.extend_from_slice(nonce);
                 d.extend_from_slice(proof);
             }
-            Initialize { serial, personalisation_key } => {
-                d.extend_from_slice(&serial.0);
-                d.extend_from_slice(personalisation_key);
-            }
-            PersoStore { item, sealed } => {
+            PersoStore { item, data } => {
                 p1 = *item as u8;
-                d.extend_from_slice(sealed);
+                d.extend_from_slice(data);
             }
-            GenerateKeyPair { sealed } | Lock { sealed } => d.extend_from_slice(sealed),
         }
         let le = match self {
             GetResponse { le } => Some(*le),
@@ -310,9 +320,17 @@ impl TryFrom<&CommandApdu> for Command {
                 };
                 Command::GetCardInfo { certificate }
             }
-            Instruction::OpenPersoSession => {
-                p1p2_zero()?;
-                Command::OpenPersoSession
+            Instruction::GetFactoryData => {
+                if (a.p1, a.p2) != (0xBF, 0x21) {
+                    return Err(StatusWord::IncorrectP1P2);
+                }
+                Command::GetFactoryData
+            }
+            Instruction::InternalAuthenticate => {
+                if a.p1 != 0 || a.p2 != crate::crypto::scp11::KEY_ID_SCP11B {
+                    return Err(StatusWord::IncorrectP1P2);
+                }
+                Command::InternalAuthenticate { data: r.rest().to_vec() }
             }
             Instruction::RequestUpdatePermission => {
                 if a.p2 != 0 {
@@ -398,27 +416,20 @@ impl TryFrom<&CommandApdu> for Command {
                 p1p2_zero()?;
                 Command::Refund { nonce: r.array("nonce").map_err(bad)?, proof: r.array("proof").map_err(bad)? }
             }
-            Instruction::Initialize => {
-                p1p2_zero()?;
-                Command::Initialize {
-                    serial: CardSerial(r.array("serial").map_err(bad)?),
-                    personalisation_key: r.array("personalisation key").map_err(bad)?,
-                }
-            }
             Instruction::PersoStore => {
                 if a.p2 != 0 {
                     return Err(StatusWord::IncorrectP1P2);
                 }
                 let item = PersoItem::from_p1(a.p1).ok_or(StatusWord::IncorrectP1P2)?;
-                Command::PersoStore { item, sealed: r.rest().to_vec() }
+                Command::PersoStore { item, data: r.rest().to_vec() }
             }
             Instruction::GenerateKeyPair => {
                 p1p2_zero()?;
-                Command::GenerateKeyPair { sealed: r.rest().to_vec() }
+                Command::GenerateKeyPair { serial: CardSerial(r.array("serial").map_err(bad)?) }
             }
             Instruction::Lock => {
                 p1p2_zero()?;
-                Command::Lock { sealed: r.rest().to_vec() }
+                Command::Lock
             }
         };
         r.finish().map_err(bad)?;
@@ -465,11 +476,12 @@ mod tests {
             Command::Confirm { nonce: [3; 16], ack: [5; 16] },
             Command::Abort { nonce: [3; 16] },
             Command::Refund { nonce: [3; 16], proof: [6; 16] },
-            Command::Initialize { serial: s, personalisation_key: [7; 16] },
-            Command::OpenPersoSession,
-            Command::PersoStore { item: PersoItem::Balance, sealed: vec![8; 40] },
-            Command::GenerateKeyPair { sealed: vec![8; 16] },
-            Command::Lock { sealed: vec![8; 16] },
+            Command::GetFactoryData,
+            Command::InternalAuthenticate { data: vec![0xA6; 83] },
+            Command::PersoStore { item: PersoItem::Balance, data: vec![8; 16] },
+            Command::PersoStore { item: PersoItem::Serial, data: s.0.to_vec() },
+            Command::GenerateKeyPair { serial: s },
+            Command::Lock,
         ]
     }
 

@@ -126,6 +126,8 @@ impl ServeProcess {
 /// pulled (SIGTERM) and perso finishes.
 fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader) {
     assert!(!file.exists(), "{} must start as a blank card", file.display());
+    // A blank from the manufacturer the issuer trusts (see `trusted_fab`).
+    s.ok(&["fab", "blank", "--manufacturer", "fab", "--out", file.to_str().unwrap()]);
     let mut cmd = s.cmd();
     cmd.args(["--db", "keyroll.db", "--identity", "keyroll.db.identity", "perso", "--batch", batch, "--reader"])
         .arg(&reader.name[reader.name.len() - 5..])
@@ -166,6 +168,12 @@ fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader
     assert!(out.contains("1 card(s) personalised"), "{out}");
 }
 
+/// A manufacturer in `fab/` that the issuer trusts (`fab init` + `fab trust`).
+fn trusted_fab(s: &Scratch) {
+    s.ok(&["fab", "init", "--out-dir", "fab", "--name", "Line Test Chips"]);
+    s.ok(&["fab", "trust", "fab/root.pem"]);
+}
+
 fn show(s: &Scratch, file: &Path) -> Value {
     s.json(&["card", "show", file.to_str().unwrap()])
 }
@@ -197,6 +205,7 @@ fn cards_personalised_in_a_reader_roll_keys_and_move_value_between_two_readers()
     let pc = acquire();
     let s = Scratch::new();
     s.init();
+    trusted_fab(&s);
     std::fs::create_dir(s.path("cards")).unwrap();
     let file = |n: &str| s.path(&format!("cards/{n}.card"));
     let r0 = pc.reader(0).clone();
@@ -320,7 +329,7 @@ fn opensc_tool_selects_the_application_and_reads_a_served_card_file() {
     served.wait_inserted();
 
     let index = opensc_index(&r0);
-    let select = "00:A4:04:00:08:F0:6B:65:79:72:6F:6C:6C";
+    let select = "00:A4:04:00:09:F0:6B:65:79:72:6F:6C:6C:02";
     let a = opensc_send(&index, &[select, "80:10:00:00:00", "80:42:00:00", "40:10:00:00", "00:10:00:00:00"]);
     assert_eq!(a[0], (0x9000, vec![]), "SELECT of keyroll's AID");
     let (sw, info) = &a[1];
@@ -401,19 +410,14 @@ impl SmartCard for Pullable {
 }
 
 fn file_card(path: &Path, serial: u64, transfer_key_id: u32, balance: u64) -> Card<FileStorage> {
-    use keyroll::crypto::Secret16;
-    use keyroll::perso::personalise;
+    use keyroll::perso::{Line, personalise};
     use keyroll::transport::in_process::InProcessChannel;
-    let mut card = Card::open(FileStorage::new(path)).unwrap();
+    let state = crate::support::blank_state_from(crate::support::test_fab());
+    let mut card = Card::create(FileStorage::new(path), state).unwrap();
     let plan = crate::support::plan(serial, Profile::Symmetric, transfer_key_id, 1, 5, balance);
-    personalise(
-        &mut InProcessChannel::new(&mut card, "perso"),
-        &Secret16::new(crate::support::MASTER),
-        &plan,
-        None,
-        false,
-    )
-    .unwrap();
+    let roots = crate::support::test_roots();
+    let line = Line { roots: &roots, allow_virtual: false, register: None, issuer: None, verbose: false };
+    personalise(&mut InProcessChannel::new(&mut card, "perso"), &line, &plan).unwrap();
     card
 }
 
