@@ -365,14 +365,16 @@ fn an_old_database_is_upgraded_in_place() {
     let s = Scratch::new();
     s.init();
     s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "2"]);
-    // Make it a schema-1 database: no CA tables, no CA key.
+    // Make it a schema-1 database: no CA tables, no CA key, no manufacturer tables (schema 4).
     s.sqlite(
-        "DROP TABLE certificates; DROP TABLE ca; DELETE FROM secrets WHERE name = 'ca-root-key'; \
+        "DROP TRIGGER chips_keep_their_serial; DROP TRIGGER chips_are_never_deleted; DROP TABLE chips; \
+         DROP TABLE manufacturers; DROP TABLE certificates; DROP TABLE ca; \
+         DELETE FROM secrets WHERE name = 'ca-root-key'; \
          ALTER TABLE cards DROP COLUMN initialised_at; PRAGMA user_version = 1;",
     );
     assert_eq!(s.sqlite("PRAGMA user_version").trim(), "1");
     s.ok(&["cert", "ca", "--out", "root.pem"]);
-    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "3");
+    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "4");
     assert_eq!(s.json(&["batch", "list"])["batches"][0]["name"], "b", "data kept");
     let o =
         Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(s.path("root.pem")).output().unwrap();
