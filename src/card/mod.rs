@@ -13,9 +13,9 @@ pub mod session;
 pub mod state;
 pub mod storage;
 mod value;
-pub mod vpcd;
 
 use crate::protocol::apdu::{CLA_CHAINING, MAX_COMMAND_DATA};
+use crate::protocol::codec::Wire;
 use crate::protocol::command::Command;
 use crate::protocol::info::LifeCycle;
 use crate::protocol::instruction::Instruction;
@@ -270,7 +270,7 @@ impl<S: Storage> Card<S> {
                 if !certificate {
                     info.certificate = None;
                 }
-                Ok(Effect::reply(info.encode()))
+                Ok(Effect::reply(info.to_wire()))
             }
             Command::RequestUpdatePermission { path, sender_certificate } => {
                 key_roll::request_update_permission(state, session, path, &sender_certificate, now)
@@ -292,7 +292,7 @@ impl<S: Storage> Card<S> {
             Command::Abort { nonce } => value::abort(state, &nonce),
             Command::Refund { nonce, proof } => value::refund(state, &nonce, &proof),
             Command::Initialize { serial, personalisation_key } => {
-                perso::initialize(state, serial, personalisation_key)
+                perso::initialize(state, serial, personalisation_key.0)
             }
             Command::OpenPersoSession => perso::open_session(state, session),
             Command::PersoStore { item, sealed } => perso::store(state, session, apdu.header(), item, &sealed, now),

@@ -8,11 +8,13 @@ use super::state::{CardState, StoredKey};
 use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::{Secret16, perso as seal, random};
-use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::domain::{CardSerial, Profile, TransferKeyId};
 use crate::protocol::StatusWord;
-use crate::protocol::codec::Reader;
+use crate::protocol::codec::Wire;
 use crate::protocol::command::PersoItem;
 use crate::protocol::info::LifeCycle;
+use crate::protocol::perso::PersoPayload;
+use crate::protocol::response::{GeneratedPublicKey, PersoSessionOpened};
 use std::time::SystemTime;
 
 /// INITIALIZE: the fab step that gives a blank card its serial and personalisation key. Only a blank
@@ -32,9 +34,7 @@ pub(super) fn open_session(state: &CardState, session: &mut Session) -> Result<E
     let pk = state.personalisation_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
     let challenge: [u8; 16] = random::bytes().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
     session.perso = Some(PersoSession { key: seal::session_key(pk, &challenge), counter: 0 });
-    let mut out = serial.0.to_vec();
-    out.extend_from_slice(&challenge);
-    Ok(Effect::reply(out))
+    Ok(Effect::reply(PersoSessionOpened { serial, challenge }.to_wire()))
 }
 
 /// Open a sealed command. The counter advances only when the seal verifies, so a forged or replayed
@@ -45,15 +45,6 @@ fn unseal(state: &CardState, session: &mut Session, header: [u8; 4], sealed: &[u
     let plain = seal::open(&ps.key, serial, ps.counter, header, sealed).map_err(|_| StatusWord::VerificationFailed)?;
     ps.counter = ps.counter.checked_add(1).ok_or(StatusWord::SecurityStatusNotSatisfied)?;
     Ok(plain)
-}
-
-fn key_item(r: &mut Reader<'_>) -> Result<StoredKey, StatusWord> {
-    let id = r.u32("key id").map_err(|_| StatusWord::WrongLength)?;
-    let key = Secret16::from_slice(r.take(16, "key").map_err(|_| StatusWord::WrongLength)?).expect("16 bytes");
-    if id == 0 {
-        return Err(StatusWord::IncorrectData);
-    }
-    Ok(StoredKey { id, key })
 }
 
 /// PERSO STORE: one item. Items may be written again before LOCK (a half-written card can be re-run).
@@ -71,12 +62,11 @@ pub(super) fn store(
         let ps = session.perso.as_ref().ok_or(StatusWord::SecurityStatusNotSatisfied)?;
         seal::open(&ps.key, serial, ps.counter, header, sealed).map_err(|_| StatusWord::VerificationFailed)?
     };
-    let mut r = Reader::new(plain.expose());
+    // A malformed item answers its decoder's status: 6700 for a length, 6A80 for a value.
+    let payload = PersoPayload::from_wire(plain.expose(), item)?;
     let mut next = state.clone();
-    match item {
-        PersoItem::Profile => {
-            let p = Profile::from_code(r.u8("profile").map_err(|_| StatusWord::WrongLength)?)
-                .ok_or(StatusWord::IncorrectData)?;
+    match payload {
+        PersoPayload::Profile(p) => {
             if state.profile.is_some_and(|old| old != p) {
                 // Changing profile mid-way would leave items of the old one: start from a clean card.
                 next = CardState {
@@ -88,9 +78,9 @@ pub(super) fn store(
             }
             next.profile = Some(p);
         }
-        PersoItem::TransferKey => {
+        PersoPayload::TransferKey { id, key } => {
             let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
-            let k = key_item(&mut r)?;
+            let k = StoredKey { id: id.0, key: Secret16::new(key.0) };
             if profile == Profile::MultiKey {
                 next.transfer_keys.retain(|x| x.id != k.id);
                 if next.transfer_keys.len() >= super::state::MAX_TRANSFER_KEYS {
@@ -106,46 +96,39 @@ pub(super) fn store(
                 next.transfer_keys = vec![k];
             }
         }
-        PersoItem::UpdateKey => {
+        PersoPayload::UpdateKey { id, key } => {
             if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_update_key() {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
-            next.update_key = Some(key_item(&mut r)?);
+            next.update_key = Some(StoredKey { id: id.0, key: Secret16::new(key.0) });
         }
-        PersoItem::TransferKeyIdLimit => {
-            next.transfer_key_id_limit = Some(TransferKeyIdLimit(r.u32("limit").map_err(|_| StatusWord::WrongLength)?));
-        }
-        PersoItem::Balance => {
-            let initial = r.u64("initial balance").map_err(|_| StatusWord::WrongLength)?;
-            let max = r.u64("maximum balance").map_err(|_| StatusWord::WrongLength)?;
+        PersoPayload::TransferKeyIdLimit(limit) => next.transfer_key_id_limit = Some(limit),
+        PersoPayload::Balance { initial, max } => {
             if initial > max {
                 return Err(StatusWord::IncorrectData);
             }
-            next.balance = Amount(initial);
-            next.max_balance = Amount(max);
+            next.balance = initial;
+            next.max_balance = max;
         }
-        PersoItem::SelectedTransferKey => {
-            let id = TransferKeyId(r.u32("selected id").map_err(|_| StatusWord::WrongLength)?);
+        PersoPayload::SelectedTransferKey(id) => {
             if state.transfer_key(id).is_none() {
                 return Err(StatusWord::ReferencedDataNotFound);
             }
             next.selected_transfer_key_id = Some(id);
         }
-        PersoItem::TrustAnchor => {
+        PersoPayload::TrustAnchor(anchor) => {
             if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_key_pair() {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
-            let anchor = r.rest().to_vec();
             if state.trust_anchor.as_ref() != Some(&anchor) {
                 // A certificate checked against the old anchor is no longer known to chain.
                 next.certificate = None;
             }
             next.trust_anchor = Some(anchor);
         }
-        PersoItem::CardCertificate => {
+        PersoPayload::CardCertificate(cert) => {
             let Some(private) = &state.card_private_key else { return Err(StatusWord::ConditionsNotSatisfied) };
             let pair = CardKeyPair::from_bytes(private.expose()).map_err(|_| StatusWord::NoPreciseDiagnosis)?;
-            let cert = r.rest().to_vec();
             // The certificate must chain to the stored trust anchor and certify this card's own key and
             // serial (claims 3, 5): a card never presents a certificate its peers would refuse.
             let Some(anchor) = &state.trust_anchor else { return Err(StatusWord::ConditionsNotSatisfied) };
@@ -155,7 +138,6 @@ pub(super) fn store(
             next.certificate = Some(cert);
         }
     }
-    r.finish().map_err(|_| StatusWord::WrongLength)?;
     unseal(state, session, header, sealed)?;
     Ok(Effect::write(next, Vec::new()))
 }
@@ -179,7 +161,7 @@ pub(super) fn generate_key_pair(
     next.card_private_key = Some(pair.to_bytes());
     // A new key pair invalidates a certificate issued for an earlier one (a re-run personalisation).
     next.certificate = None;
-    Ok(Effect::write(next, pair.public_key_sec1().to_vec()))
+    Ok(Effect::write(next, GeneratedPublicKey { sec1: pair.public_key_sec1() }.to_wire()))
 }
 
 /// LOCK: ends personalisation for good, if the profile's items are all present.

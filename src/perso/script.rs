@@ -9,9 +9,12 @@ use crate::crypto::perso::{card_key, seal, session_key};
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
-use crate::protocol::command::{Command, PersoItem};
+use crate::protocol::codec::Wire;
+use crate::protocol::command::{Command, KeyBytes, PersoItem};
 use crate::protocol::info::{CardInfo, LifeCycle};
 use crate::protocol::instruction::Instruction;
+use crate::protocol::perso::PersoPayload;
+use crate::protocol::response::{GeneratedPublicKey, PersoSessionOpened};
 use crate::protocol::{AID, StatusWord};
 use crate::transport::{CardChannel, Trace, TransportError, exchange};
 use thiserror::Error;
@@ -98,8 +101,10 @@ impl Session<'_> {
         Ok(r)
     }
 
-    fn store(&mut self, step: &'static str, item: PersoItem, plaintext: &[u8]) -> Result<(), PersoError> {
-        self.sealed(step, Instruction::PersoStore, item as u8, plaintext).map(drop)
+    fn store(&mut self, step: &'static str, payload: &PersoPayload) -> Result<(), PersoError> {
+        let mut plaintext = Zeroizing::new(Vec::new());
+        payload.encode(&mut plaintext);
+        self.sealed(step, Instruction::PersoStore, payload.item() as u8, &plaintext).map(drop)
     }
 }
 
@@ -116,17 +121,15 @@ fn send(
     Ok(r.data)
 }
 
-fn key_bytes(id: u32, key: &Secret16) -> Zeroizing<Vec<u8>> {
-    let mut v = Zeroizing::new(id.to_be_bytes().to_vec());
-    v.extend_from_slice(key.expose());
-    v
+fn key_bytes(key: &Secret16) -> KeyBytes {
+    KeyBytes(*key.expose())
 }
 
 /// Read what card is in the channel (SELECT + GET CARD INFO).
 pub fn read_card(channel: &mut dyn CardChannel, trace: &mut Trace) -> Result<CardInfo, PersoError> {
     send(channel, trace, "SELECT", &Command::Select { aid: AID.to_vec() })?;
     let info = send(channel, trace, "GET CARD INFO", &Command::GetCardInfo { certificate: false })?;
-    CardInfo::decode(&info).map_err(|_| PersoError::Malformed { step: "GET CARD INFO" })
+    CardInfo::from_wire(&info, ()).map_err(|_| PersoError::Malformed { step: "GET CARD INFO" })
 }
 
 /// Personalise the card in `channel` by `plan`. A blank card gets `plan.serial`; a half-written card
@@ -157,16 +160,16 @@ pub fn personalise(
         }
         LifeCycle::Personalising => true,
         LifeCycle::Blank => {
-            let init = Command::Initialize { serial: plan.serial, personalisation_key: *card_perso_key.expose() };
+            let init = Command::Initialize { serial: plan.serial, personalisation_key: key_bytes(&card_perso_key) };
             send(channel, &mut trace, "INITIALIZE", &init)?;
             false
         }
     };
     let opened = send(channel, &mut trace, "OPEN PERSO SESSION", &Command::OpenPersoSession)?;
-    if opened.len() != 24 || opened[..8] != plan.serial.0 {
-        return Err(PersoError::Malformed { step: "OPEN PERSO SESSION" });
-    }
-    let challenge: [u8; 16] = opened[8..].try_into().expect("length checked");
+    let challenge = match PersoSessionOpened::from_wire(&opened, ()) {
+        Ok(PersoSessionOpened { serial, challenge }) if serial == plan.serial => challenge,
+        _ => return Err(PersoError::Malformed { step: "OPEN PERSO SESSION" }),
+    };
     let mut s = Session {
         channel,
         trace: &mut trace,
@@ -174,29 +177,29 @@ pub fn personalise(
         key: session_key(&card_perso_key, &challenge),
         counter: 0,
     };
-    s.store("STORE profile", PersoItem::Profile, &[plan.profile.code()])?;
+    s.store("STORE profile", &PersoPayload::Profile(plan.profile))?;
     for k in &plan.transfer_keys {
-        s.store("STORE transfer key", PersoItem::TransferKey, &key_bytes(k.id.0, k.secret()))?;
+        s.store("STORE transfer key", &PersoPayload::TransferKey { id: k.id, key: key_bytes(k.secret()) })?;
     }
     if plan.profile == Profile::MultiKey {
-        s.store("STORE selection", PersoItem::SelectedTransferKey, &plan.selected.0.to_be_bytes())?;
+        s.store("STORE selection", &PersoPayload::SelectedTransferKey(plan.selected))?;
     }
     if let Some(u) = &plan.update_key {
-        s.store("STORE update key", PersoItem::UpdateKey, &key_bytes(u.id.0, u.secret()))?;
+        s.store("STORE update key", &PersoPayload::UpdateKey { id: u.id, key: key_bytes(u.secret()) })?;
     }
-    s.store("STORE limit", PersoItem::TransferKeyIdLimit, &plan.limit.0.to_be_bytes())?;
-    let mut bal = plan.initial_balance.0.to_be_bytes().to_vec();
-    bal.extend_from_slice(&plan.max_balance.0.to_be_bytes());
-    s.store("STORE balance", PersoItem::Balance, &bal)?;
+    s.store("STORE limit", &PersoPayload::TransferKeyIdLimit(plan.limit))?;
+    s.store("STORE balance", &PersoPayload::Balance { initial: plan.initial_balance, max: plan.max_balance })?;
     let mut certificate = None;
     if plan.profile.has_key_pair() {
         let anchor = plan.trust_anchor.as_ref().expect("checked above");
-        s.store("STORE trust anchor", PersoItem::TrustAnchor, anchor)?;
+        s.store("STORE trust anchor", &PersoPayload::TrustAnchor(anchor.clone()))?;
         let public = s.sealed("GENERATE KEY PAIR", Instruction::GenerateKeyPair, 0, &[])?;
+        let GeneratedPublicKey { sec1: public } = GeneratedPublicKey::from_wire(&public, ())
+            .map_err(|_| PersoError::Malformed { step: "GENERATE KEY PAIR" })?;
         let issuer = issuer.expect("checked above");
         let cert =
             issuer.issue(plan.serial, &public).map_err(|why| PersoError::Certificate { serial: plan.serial, why })?;
-        s.store("STORE certificate", PersoItem::CardCertificate, &cert)?;
+        s.store("STORE certificate", &PersoPayload::CardCertificate(cert.clone()))?;
         certificate = Some(cert);
     }
     s.sealed("LOCK", Instruction::Lock, 0, &[])?;

@@ -5,7 +5,7 @@ use crate::support::*;
 use keyroll::crypto::Secret16;
 use keyroll::domain::*;
 use keyroll::perso::CardPlan;
-use keyroll::protocol::command::{Command, KeyPayload, KeyRollPath};
+use keyroll::protocol::command::{Command, KeyBytes, KeyPayload, KeyRollPath};
 use keyroll::protocol::{ResponseApdu, SmartCard};
 
 fn send(card: &mut TestCard, cmd: &Command) -> ResponseApdu {
@@ -70,7 +70,7 @@ fn assert_rejected_unchanged(
 fn claim2_card_info_reports_the_transfer_key_identifier() {
     let mut c = card(1, Profile::Symmetric, 2, 1, 5, 0);
     let r = send(&mut c, &Command::GetCardInfo { certificate: true });
-    let info = keyroll::protocol::info::CardInfo::decode(&r.data).unwrap();
+    let info = <keyroll::protocol::info::CardInfo as keyroll::protocol::Wire>::from_wire(&r.data, ()).unwrap();
     assert_eq!(info.transfer_key_id, Some(TransferKeyId(2)));
     assert_eq!(info.update_key_id, Some(UpdateKeyId(1)));
     assert_eq!(info.transfer_key_id_limit, Some(TransferKeyIdLimit(5)));
@@ -267,7 +267,7 @@ fn personalisation_is_refused_after_lock() {
     let mut c = card(1, Profile::Symmetric, 1, 1, 5, 0);
     let before = persisted(&c);
     for cmd in [
-        Command::Initialize { serial: CardSerial::from_u64(9), personalisation_key: [0; 16] },
+        Command::Initialize { serial: CardSerial::from_u64(9), personalisation_key: KeyBytes([0; 16]) },
         Command::OpenPersoSession,
         Command::Lock { sealed: vec![0; 16] },
     ] {
@@ -320,7 +320,7 @@ fn send_init(ch: &mut dyn keyroll::transport::CardChannel, p: &CardPlan) {
     let r = keyroll::transport::exchange(
         ch,
         &mut t,
-        &Command::Initialize { serial: p.serial, personalisation_key: *key.expose() },
+        &Command::Initialize { serial: p.serial, personalisation_key: KeyBytes(*key.expose()) },
     )
     .unwrap();
     assert_eq!(r.sw.to_u16(), 0x9000);
