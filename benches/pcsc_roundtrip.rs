@@ -1,4 +1,4 @@
-//! APDU round trips through pcscd to a card served by `card::vpcd::serve`: the cost every terminal
+//! APDU round trips through pcscd to a card served by `transport::vpcd::serve`: the cost every terminal
 //! and personalisation command pays over PC/SC. DESIGN.md §5: ~48 ms per APDU without TCP_NODELAY and
 //! TCP_QUICKACK on the card's socket, ~0.18 ms with them.
 //!

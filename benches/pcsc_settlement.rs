@@ -1,5 +1,5 @@
 //! Settlements and personalisation over PC/SC: the terminal (`terminal::settle`) and the personalisation
-//! script (`perso::personalise`) driving reference cards served by `card::vpcd::serve` into pcscd's two
+//! script (`perso::personalise`) driving reference cards served by `transport::vpcd::serve` into pcscd's two
 //! vpcd readers over loopback, through `transport::pcsc::PcscChannel`.
 //!
 //! `cargo bench --features pcsc --bench pcsc_settlement` (uses the test harness's pcscd: reuses a running

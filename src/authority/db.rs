@@ -16,6 +16,19 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_manufacturers", include_str!("../../schema/0004_manufacturers.sql")),
 ];
 
+/// The first schema of protocol version 2 (factory credentials, SCP11b personalisation). A database
+/// whose schema is older was made by version 1, which shares no key, label or AID with version 2 and is
+/// refused rather than upgraded (DESIGN.md §10: no issuer runs version 1 in the field).
+pub const FIRST_V2_SCHEMA: usize = 4;
+
+fn refuse_version_1(conn: &Connection, path: &Path) -> Result<(), AuthorityError> {
+    let version = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if (1..FIRST_V2_SCHEMA).contains(&version) {
+        return Err(AuthorityError::Version1Database { path: path.to_path_buf(), schema: version });
+    }
+    Ok(())
+}
+
 /// How long a writer waits for another process's transaction before giving up. Personalisation
 /// lines run in parallel on one file; their transactions are short, so waiting is the right answer
 /// and "database is locked" must not reach the user.
@@ -51,6 +64,7 @@ pub fn open(path: &Path) -> Result<Connection, AuthorityError> {
     if let Err(e) = check {
         return Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: e.to_string() });
     }
+    refuse_version_1(&conn, path)?;
     pragmas(&conn)?;
     migrate(&conn)?;
     let has_issuer: i64 =
@@ -75,6 +89,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, AuthorityError> {
         Ok(v) => v as usize,
         Err(e) => return Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: e.to_string() }),
     };
+    refuse_version_1(&conn, path)?;
     if version != MIGRATIONS.len() {
         return Err(AuthorityError::Corrupt {
             path: path.to_path_buf(),

@@ -186,7 +186,14 @@ impl Unlocked<'_> {
         let m = Manufacturer::create(VIRTUAL_FAB_NAME).map_err(fab_err)?;
         let recipients = self.auth.recipients()?;
         let key = m.key_pkcs8_der().map_err(fab_err)?;
-        self.write(|c| {
+        // Two lines starting at once both get here: the IMMEDIATE transaction serialises them, and the
+        // second finds the first one's manufacturer and uses it.
+        let created = self.write(|c| {
+            let raced: Option<i64> =
+                c.query_row("SELECT id FROM manufacturers WHERE kind = 'virtual'", [], |r| r.get(0)).optional()?;
+            if raced.is_some() {
+                return Ok(false);
+            }
             c.execute(
                 "INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)",
                 params![VIRTUAL_FAB_KEY, super::custody::encrypt(&recipients, key.expose())?],
@@ -200,9 +207,9 @@ impl Unlocked<'_> {
                 "fab virtual",
                 serde_json::json!({ "name": VIRTUAL_FAB_NAME, "fingerprint": m.fingerprint(), "kind": "virtual" }),
             )?;
-            Ok(())
+            Ok(true)
         })?;
-        Ok(m)
+        if created { Ok(m) } else { self.virtual_fab() }
     }
 
     /// Give `serial` to the chip the channel authenticated, inside the caller's transaction `conn`. The

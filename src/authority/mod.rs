@@ -69,6 +69,10 @@ pub enum AuthorityError {
     Ca(String),
     #[error("refusing to change this database: {0}")]
     Tampered(String),
+    #[error(
+        "{path} is a keyroll version 1 database (schema {schema}); version 2 shares no key, label or application identifier with version 1 and does not open it"
+    )]
+    Version1Database { path: PathBuf, schema: usize },
     #[error("not a usable manufacturer root: {0}")]
     BadManufacturer(String),
     #[error("manufacturer root {fingerprint} is already recorded (as {kind})")]
@@ -88,7 +92,6 @@ pub fn now() -> String {
 
 /// Secret names in the `secrets` table.
 pub mod secret_name {
-    pub const PERSO_MASTER: &str = "personalisation-master";
     pub const AUDIT_KEY: &str = "audit-signing-key";
     pub const CA_KEY: &str = "ca-root-key";
 }
@@ -122,7 +125,7 @@ impl Authority {
     }
 
     /// Create the database with the issuer's first transfer key (id 1), update key (id 1),
-    /// personalisation master, audit key and CA root. Without custodians, a new identity file is
+    /// audit key and CA root. Without custodians, a new identity file is
     /// written at `identity_out`.
     pub fn init(
         path: &Path,
@@ -169,7 +172,6 @@ impl Authority {
     ) -> Result<(Authority, InitOutcome), AuthorityError> {
         let mut conn = db::create(path)?;
         let audit = CardKeyPair::generate()?;
-        let master = crate::crypto::Secret16::random()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         tx.execute(
@@ -186,7 +188,6 @@ impl Authority {
             )?;
             Ok(())
         };
-        put(secret_name::PERSO_MASTER, master.expose())?;
         put(secret_name::AUDIT_KEY, audit.to_bytes().expose())?;
         let ca = issuer_ca::create_root(&tx, issuer, recipients)?;
         let tk = keys::insert_new(&tx, recipients, keys::KeyKind::Transfer, keys::KeyState::Active)?;
@@ -300,12 +301,6 @@ impl Unlocked<'_> {
         let ct: Option<Vec<u8>> =
             self.conn().query_row("SELECT ciphertext FROM secrets WHERE name = ?1", [name], |r| r.get(0)).optional()?;
         self.custodian.decrypt(&ct.ok_or_else(|| AuthorityError::BadSecret(name.to_string()))?)
-    }
-
-    /// The issuer's personalisation master key.
-    pub fn perso_master(&self) -> Result<crate::crypto::Secret16, AuthorityError> {
-        crate::crypto::Secret16::from_slice(self.secret(secret_name::PERSO_MASTER)?.expose())
-            .ok_or_else(|| AuthorityError::BadSecret(secret_name::PERSO_MASTER.into()))
     }
 
     /// Run `f` in an IMMEDIATE transaction (writers queue behind each other instead of failing).

@@ -13,10 +13,9 @@ use crate::crypto::card_key::{self, CardKeyPair};
 use crate::crypto::{Secret16, ecies, envelope, random};
 use crate::domain::{self, Amount, CardSerial, Profile, TransferKeyId};
 use crate::protocol::StatusWord;
-use crate::protocol::codec::Reader;
-use crate::protocol::codec::put_tlv;
-use crate::protocol::command::tag;
+use crate::protocol::codec::{Reader, Wire};
 use crate::protocol::command::{Challenge, KeyPayload, KeyRollPath};
+use crate::protocol::response::UpdatePermission;
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
@@ -78,7 +77,7 @@ pub(super) fn request_update_permission(
     };
     let value: Challenge = random::bytes().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
     session.challenge = Some(LiveChallenge { value, sender });
-    Ok(Effect::reply(value.to_vec()))
+    Ok(Effect::reply(UpdatePermission { challenge: value }.to_wire()))
 }
 
 /// GET TRANSFER KEY on the newer card: "first encrypted data, into which the second random number,
@@ -106,12 +105,9 @@ pub(super) fn get_transfer_key(
             plaintext.extend_from_slice(challenge);
             plaintext.extend_from_slice(&key.id.0.to_be_bytes());
             plaintext.extend_from_slice(key.secret().expose());
-            let env = envelope::seal(&update_key, &symmetric_headers(&serial, &receiver, &uk_id), &plaintext);
-            let mut out = Vec::with_capacity(12 + env.len());
-            out.extend_from_slice(&serial.0);
-            out.extend_from_slice(&uk_id);
-            out.extend_from_slice(&env);
-            Ok(Effect::reply(out))
+            let envelope = envelope::seal(&update_key, &symmetric_headers(&serial, &receiver, &uk_id), &plaintext);
+            let out = KeyPayload::Symmetric { sender: serial, update_key_id: update_key.id, envelope };
+            Ok(Effect::reply(out.to_wire()))
         }
         KeyRollPath::PublicKey => {
             // Claims 4, 7: "first encrypted data into which the transfer key identifier and the transfer
@@ -128,11 +124,8 @@ pub(super) fn get_transfer_key(
             // The peer key was validated above; what can still fail here is the random generator.
             let ct = ecies::seal(&peer.public_key, &[PUBLIC_KEY_LABEL, &serial.0, &receiver.0], &plaintext)
                 .map_err(|_| StatusWord::NoPreciseDiagnosis)?;
-            let sig = me.sign(&[SIGNATURE_LABEL, &ct, challenge]);
-            let mut out = Vec::with_capacity(ct.len() + sig.len() + 8);
-            put_tlv(&mut out, tag::CIPHERTEXT, &ct);
-            put_tlv(&mut out, tag::SIGNATURE, &sig);
-            Ok(Effect::reply(out))
+            let signature = me.sign(&[SIGNATURE_LABEL, &ct, challenge]);
+            Ok(Effect::reply(KeyPayload::PublicKey { ciphertext: ct, signature }.to_wire()))
         }
     }
 }

@@ -14,10 +14,10 @@ pub use perso::Misbehaviour;
 pub mod state;
 pub mod storage;
 mod value;
-pub mod vpcd;
 
 use crate::crypto::secure_messaging::{CLA_SECURE_MESSAGING, SmError};
 use crate::protocol::apdu::{CLA_CHAINING, MAX_COMMAND_DATA};
+use crate::protocol::codec::Wire;
 use crate::protocol::command::Command;
 use crate::protocol::info::LifeCycle;
 use crate::protocol::instruction::Instruction;
@@ -330,7 +330,7 @@ impl<S: Storage> Card<S> {
                 if !certificate {
                     info.certificate = None;
                 }
-                Ok(Effect::reply(info.encode()))
+                Ok(Effect::reply(info.to_wire()))
             }
             Command::RequestUpdatePermission { path, sender_certificate } => {
                 key_roll::request_update_permission(state, session, path, &sender_certificate, now)

@@ -15,11 +15,13 @@ use crate::crypto::attestation::{self, Attested};
 use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::secure_messaging::CardSession;
 use crate::crypto::{Secret16, scp11};
-use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::domain::{CardSerial, Profile, TransferKeyId};
 use crate::protocol::StatusWord;
-use crate::protocol::codec::Reader;
+use crate::protocol::codec::Wire;
 use crate::protocol::command::PersoItem;
 use crate::protocol::info::LifeCycle;
+use crate::protocol::perso::PersoPayload;
+use crate::protocol::response::{FactoryCredentials, GeneratedPublicKey};
 use std::time::SystemTime;
 
 /// How a reference card can be made to misbehave: the impostors the line must refuse (issue 11's
@@ -43,19 +45,17 @@ fn factory_pair(key: Option<&crate::crypto::secret::SecretBytes>) -> Result<Card
     CardKeyPair::from_bytes(k.expose()).map_err(|_| StatusWord::NoPreciseDiagnosis)
 }
 
-/// GET DATA `BF21`: `chip id (8) ‖ len (2) ‖ key-agreement certificate ‖ len (2) ‖ attestation
-/// certificate`. Public data; a card without factory credentials answers 6A88.
+/// GET DATA `BF21`: the factory credentials ([`FactoryCredentials`]). Public data; a card without
+/// factory credentials answers 6A88.
 pub(super) fn factory_data(state: &CardState) -> Result<Effect, StatusWord> {
-    let chip = state.chip_id.ok_or(StatusWord::ReferencedDataNotFound)?;
+    let chip_id = state.chip_id.ok_or(StatusWord::ReferencedDataNotFound)?;
     let f = state.factory.as_ref().ok_or(StatusWord::ReferencedDataNotFound)?;
-    let ka = f.agreement_certificate.as_ref().ok_or(StatusWord::ReferencedDataNotFound)?;
-    let att = f.attestation_certificate.as_ref().ok_or(StatusWord::ReferencedDataNotFound)?;
-    let mut out = chip.0.to_vec();
-    for c in [ka, att] {
-        out.extend_from_slice(&(c.len() as u16).to_be_bytes());
-        out.extend_from_slice(c);
-    }
-    Ok(Effect::reply(out))
+    let answer = FactoryCredentials {
+        chip_id,
+        agreement_certificate: f.agreement_certificate.clone().ok_or(StatusWord::ReferencedDataNotFound)?,
+        attestation_certificate: f.attestation_certificate.clone().ok_or(StatusWord::ReferencedDataNotFound)?,
+    };
+    Ok(Effect::reply(answer.to_wire()))
 }
 
 /// INTERNAL AUTHENTICATE (SCP11b): opens a new channel, replacing any open one.
@@ -83,37 +83,25 @@ pub(super) fn internal_authenticate(
     Ok(Effect::reply(response))
 }
 
-fn key_item(r: &mut Reader<'_>) -> Result<StoredKey, StatusWord> {
-    let id = r.u32("key id").map_err(|_| StatusWord::WrongLength)?;
-    let key = Secret16::from_slice(r.take(16, "key").map_err(|_| StatusWord::WrongLength)?).expect("16 bytes");
-    if id == 0 {
-        return Err(StatusWord::IncorrectData);
-    }
-    Ok(StoredKey { id, key })
-}
-
-/// PERSO STORE: one item, plaintext from secure messaging. The serial comes first; items may be
-/// written again before LOCK (a half-written card is re-run in a new session).
+/// PERSO STORE: one item, plaintext from secure messaging ([`PersoPayload`]). The serial comes first;
+/// items may be written again before LOCK (a half-written card is re-run in a new session).
 pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: SystemTime) -> Result<Effect, StatusWord> {
-    let mut r = Reader::new(data);
-    let mut next = state.clone();
+    // A malformed item answers its decoder's status: 6700 for a length, 6A80 for a value.
+    let payload = PersoPayload::from_wire(data, item)?;
     if item != PersoItem::Serial && state.serial.is_none() {
         return Err(StatusWord::ConditionsNotSatisfied);
     }
-    match item {
-        PersoItem::Serial => {
-            let serial = CardSerial(r.array("serial").map_err(|_| StatusWord::WrongLength)?);
-            match state.serial {
-                // A chip keeps its serial: the same one again (a resumed card) is fine, another refused.
-                Some(s) if s != serial => return Err(StatusWord::IncorrectData),
-                _ => {}
+    let mut next = state.clone();
+    match payload {
+        PersoPayload::Serial(serial) => {
+            // A chip keeps its serial: the same one again (a resumed card) is fine, another refused.
+            if state.serial.is_some_and(|s| s != serial) {
+                return Err(StatusWord::IncorrectData);
             }
             next.serial = Some(serial);
             next.life_cycle = LifeCycle::Personalising;
         }
-        PersoItem::Profile => {
-            let p = Profile::from_code(r.u8("profile").map_err(|_| StatusWord::WrongLength)?)
-                .ok_or(StatusWord::IncorrectData)?;
+        PersoPayload::Profile(p) => {
             if state.profile.is_some_and(|old| old != p) {
                 // Changing profile mid-way would leave items of the old one: start from a clean card
                 // that keeps only what the fab and the serial gave it.
@@ -127,9 +115,9 @@ pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: System
             }
             next.profile = Some(p);
         }
-        PersoItem::TransferKey => {
+        PersoPayload::TransferKey { id, key } => {
             let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
-            let k = key_item(&mut r)?;
+            let k = StoredKey { id: id.0, key: Secret16::new(key.0) };
             if profile == Profile::MultiKey {
                 next.transfer_keys.retain(|x| x.id != k.id);
                 if next.transfer_keys.len() >= super::state::MAX_TRANSFER_KEYS {
@@ -145,46 +133,39 @@ pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: System
                 next.transfer_keys = vec![k];
             }
         }
-        PersoItem::UpdateKey => {
+        PersoPayload::UpdateKey { id, key } => {
             if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_update_key() {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
-            next.update_key = Some(key_item(&mut r)?);
+            next.update_key = Some(StoredKey { id: id.0, key: Secret16::new(key.0) });
         }
-        PersoItem::TransferKeyIdLimit => {
-            next.transfer_key_id_limit = Some(TransferKeyIdLimit(r.u32("limit").map_err(|_| StatusWord::WrongLength)?));
-        }
-        PersoItem::Balance => {
-            let initial = r.u64("initial balance").map_err(|_| StatusWord::WrongLength)?;
-            let max = r.u64("maximum balance").map_err(|_| StatusWord::WrongLength)?;
+        PersoPayload::TransferKeyIdLimit(limit) => next.transfer_key_id_limit = Some(limit),
+        PersoPayload::Balance { initial, max } => {
             if initial > max {
                 return Err(StatusWord::IncorrectData);
             }
-            next.balance = Amount(initial);
-            next.max_balance = Amount(max);
+            next.balance = initial;
+            next.max_balance = max;
         }
-        PersoItem::SelectedTransferKey => {
-            let id = TransferKeyId(r.u32("selected id").map_err(|_| StatusWord::WrongLength)?);
+        PersoPayload::SelectedTransferKey(id) => {
             if state.transfer_key(id).is_none() {
                 return Err(StatusWord::ReferencedDataNotFound);
             }
             next.selected_transfer_key_id = Some(id);
         }
-        PersoItem::TrustAnchor => {
+        PersoPayload::TrustAnchor(anchor) => {
             if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_key_pair() {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
-            let anchor = r.rest().to_vec();
             if state.trust_anchor.as_ref() != Some(&anchor) {
                 // A certificate checked against the old anchor is no longer known to chain.
                 next.certificate = None;
             }
             next.trust_anchor = Some(anchor);
         }
-        PersoItem::CardCertificate => {
+        PersoPayload::CardCertificate(cert) => {
             let Some(private) = &state.card_private_key else { return Err(StatusWord::ConditionsNotSatisfied) };
             let pair = CardKeyPair::from_bytes(private.expose()).map_err(|_| StatusWord::NoPreciseDiagnosis)?;
-            let cert = r.rest().to_vec();
             // The certificate must chain to the stored trust anchor and certify this card's own key and
             // serial (claims 3, 5): a card never presents a certificate its peers would refuse.
             let Some(anchor) = &state.trust_anchor else { return Err(StatusWord::ConditionsNotSatisfied) };
@@ -194,7 +175,6 @@ pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: System
             next.certificate = Some(cert);
         }
     }
-    r.finish().map_err(|_| StatusWord::WrongLength)?;
     Ok(Effect::write(next, Vec::new()))
 }
 
@@ -235,9 +215,7 @@ pub(super) fn generate_key_pair(
     next.card_private_key = Some(pair.to_bytes());
     // A new key pair invalidates a certificate issued for an earlier one (a re-run personalisation).
     next.certificate = None;
-    let mut out = public.to_vec();
-    out.extend_from_slice(&signature);
-    Ok(Effect::write(next, out))
+    Ok(Effect::write(next, GeneratedPublicKey { sec1: public, attestation: signature }.to_wire()))
 }
 
 /// LOCK: ends personalisation for good, if the profile's items are all present. The factory private

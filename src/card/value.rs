@@ -13,8 +13,10 @@ use super::state::{CardState, LogKind, Outcome, PendingIn, PendingOut, Settled};
 use crate::crypto::{TransferKey, mac, random};
 use crate::domain::{Amount, CardSerial, TransferKeyId};
 use crate::protocol::StatusWord;
+use crate::protocol::codec::Wire;
 use crate::protocol::command::{Mac, Nonce};
 use crate::protocol::info::MAX_PENDING;
+use crate::protocol::response::{AbortProof, CreditAck, DebitToken, ReceiveRequest};
 
 const REQUEST: &[u8] = b"keyroll value request v2";
 const TOKEN: &[u8] = b"keyroll value token v2";
@@ -154,11 +156,13 @@ pub(super) fn begin_receive(
         payee_sequence: next.sequence,
         transfer_key_id: key_id,
     };
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&next.sequence.to_be_bytes());
-    out.extend_from_slice(&key_id.0.to_be_bytes());
-    out.extend_from_slice(&t.mac(&key, REQUEST, Some(payer_sequence)));
-    Ok(Effect::write(next, out))
+    let out = ReceiveRequest {
+        nonce,
+        payee_sequence: next.sequence,
+        transfer_key_id: key_id,
+        request: t.mac(&key, REQUEST, Some(payer_sequence)),
+    };
+    Ok(Effect::write(next, out.to_wire()))
 }
 
 /// Step 2 (payer): check the payee's request, debit and return `payer sequence ‖ token`. Repeating a
@@ -182,9 +186,8 @@ pub(super) fn debit(
         }
         let key = key_for(state, p.transfer_key_id)?;
         let t = Transfer::outgoing(&me, p);
-        let mut out = p.payer_sequence.to_be_bytes().to_vec();
-        out.extend_from_slice(&t.mac(&key, TOKEN, Some(p.payer_sequence)));
-        return Ok(Effect::reply(out));
+        let out = DebitToken { payer_sequence: p.payer_sequence, token: t.mac(&key, TOKEN, Some(p.payer_sequence)) };
+        return Ok(Effect::reply(out.to_wire()));
     }
     let key = state.current_transfer_key().ok_or(StatusWord::ConditionsNotSatisfied)?;
     let t = Transfer { payer: &me, payee: &payee, amount, nonce, payee_sequence, transfer_key_id: key.id };
@@ -209,9 +212,8 @@ pub(super) fn debit(
         transfer_key_id: key.id,
     });
     next.push_log(LogKind::Debit, payee, amount);
-    let mut out = next.sequence.to_be_bytes().to_vec();
-    out.extend_from_slice(&t.mac(&key, TOKEN, Some(next.sequence)));
-    Ok(Effect::write(next, out))
+    let out = DebitToken { payer_sequence: next.sequence, token: t.mac(&key, TOKEN, Some(next.sequence)) };
+    Ok(Effect::write(next, out.to_wire()))
 }
 
 /// Step 3 (payee): check the token, credit once, return the acknowledgement. A repeated CREDIT of a
@@ -228,7 +230,7 @@ pub(super) fn credit(state: &CardState, nonce: &Nonce, payer_sequence: u32, toke
         if payer_sequence != s.payer_sequence {
             return Err(StatusWord::IncorrectData);
         }
-        return Ok(Effect::reply(t.mac(&key, ACK, Some(payer_sequence)).to_vec()));
+        return Ok(Effect::reply(CreditAck { ack: t.mac(&key, ACK, Some(payer_sequence)) }.to_wire()));
     }
     let (i, p) = pending_in(state, nonce)?;
     let key = key_for(state, p.transfer_key_id)?;
@@ -249,7 +251,7 @@ pub(super) fn credit(state: &CardState, nonce: &Nonce, payer_sequence: u32, toke
         transfer_key_id: p.transfer_key_id,
         outcome: Outcome::Credited,
     });
-    Ok(Effect::write(next, t.mac(&key, ACK, Some(payer_sequence)).to_vec()))
+    Ok(Effect::write(next, CreditAck { ack: t.mac(&key, ACK, Some(payer_sequence)) }.to_wire()))
 }
 
 /// Step 4 (payer): the payee's acknowledgement closes the pending debit.
@@ -275,7 +277,7 @@ pub(super) fn abort(state: &CardState, nonce: &Nonce) -> Result<Effect, StatusWo
         }
         let key = key_for(state, s.transfer_key_id)?;
         let t = Transfer::settled(&me, s);
-        return Ok(Effect::reply(t.mac(&key, ABORT, None).to_vec()));
+        return Ok(Effect::reply(AbortProof { proof: t.mac(&key, ABORT, None) }.to_wire()));
     }
     let (i, p) = pending_in(state, nonce)?;
     let key = key_for(state, p.transfer_key_id)?;
@@ -292,7 +294,7 @@ pub(super) fn abort(state: &CardState, nonce: &Nonce) -> Result<Effect, StatusWo
         transfer_key_id: p.transfer_key_id,
         outcome: Outcome::Aborted,
     });
-    Ok(Effect::write(next, proof.to_vec()))
+    Ok(Effect::write(next, AbortProof { proof }.to_wire()))
 }
 
 /// Recovery (payer): an abort proof for a pending debit restores the amount.

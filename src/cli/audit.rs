@@ -6,7 +6,7 @@ use super::CliError;
 use super::output::{self, Context};
 use crate::audit::report::{ChainCounts, RegisterResult, RegisteredCertificate, Revocation, check_register};
 use crate::audit::{self, AuditError, ChainAudit, ChainResult};
-use crate::authority::{Authority, audit_log, batches, ca, cards, issuer_ca, keys};
+use crate::authority::{Authority, audit_log, batches, ca, cards, issuer_ca, keys, manufacturers};
 use crate::pki::{self, ValidationOptions};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -305,6 +305,9 @@ struct Report {
     keys: Vec<keys::KeyRow>,
     batches: Vec<batches::Batch>,
     cards: CardCounts,
+    /// Manufacturers the issuer trusts (and the virtual one of reference cards), with how many chips each
+    /// made got a serial and how many of those were issued.
+    manufacturers: Vec<manufacturers::ManufacturerRow>,
     certificates: CertificateCounts,
     chains: ChainVerdicts,
     audit_log: audit_log::LogVerdict,
@@ -344,6 +347,7 @@ fn build_report(auth: &Authority, at: SystemTime) -> Result<Report, CliError> {
             total: cards.len(),
             personalised: cards.iter().filter(|c| c.state == "personalised").count(),
         },
+        manufacturers: manufacturers::list(&auth.conn)?,
         certificates: CertificateCounts {
             issued: register.len(),
             revoked: register.iter().filter(|c| c.revocation.is_some()).count(),
@@ -394,6 +398,16 @@ fn print_report(r: &Report) {
     }
     println!();
     println!("cards         {} in the register, {} personalised", r.cards.total, r.cards.personalised);
+    println!("manufacturers");
+    for m in &r.manufacturers {
+        println!(
+            "  {:<28} {:<8} {:>5} cards, {:>5} issued  root {}",
+            m.name, m.kind, m.cards, m.cards_locked, m.fingerprint
+        );
+    }
+    if r.manufacturers.is_empty() {
+        println!("  none trusted yet (keyroll fab trust ROOT.pem)");
+    }
     println!("issued value  {}", r.issued_value);
     println!("certificates  {} issued, {} revoked", r.certificates.issued, r.certificates.revoked);
     println!(

@@ -178,8 +178,8 @@ fn serve(ctx: &Context, file: &Path, vpcd: &str) -> Result<(), CliError> {
     let serial = card.state().serial.map(|s| s.to_string()).unwrap_or_else(|| "(blank)".into());
     eprintln!("serving card {serial} from {} on vpcd {vpcd}; Ctrl-C to remove it", file.display());
     let verbose = ctx.verbose;
-    crate::card::vpcd::serve(&mut card, vpcd, &stop, |ev| {
-        use crate::card::vpcd::VpcdEvent;
+    crate::transport::vpcd::serve(&mut card, vpcd, &stop, |ev| {
+        use crate::transport::vpcd::VpcdEvent;
         match ev {
             VpcdEvent::Apdu { .. } | VpcdEvent::PowerOn | VpcdEvent::PowerOff | VpcdEvent::Reset if !verbose => {}
             VpcdEvent::ConnectFailed { .. } if !verbose => {}

@@ -65,7 +65,7 @@ pub fn settle(a: &Path, b: &Path, amount: u64, opts: &SettleOptions) -> Result<S
         let mut card = super::card::open_card_file(path)?;
         let stop = Arc::clone(&stop);
         servers.push(std::thread::spawn(move || {
-            let _ = crate::card::vpcd::serve(&mut card, addr, &stop, |_| {});
+            let _ = crate::transport::vpcd::serve(&mut card, addr, &stop, |_| {});
         }));
     }
     let wait = Some(Duration::from_secs(10));

@@ -57,7 +57,11 @@ impl CliError {
             CliError::Authority(
                 AuthorityError::WrongIdentity(_) | AuthorityError::IdentityRequired | AuthorityError::Identity { .. },
             ) => "identity",
-            CliError::Authority(AuthorityError::NoDatabase(_) | AuthorityError::Corrupt { .. }) => "database",
+            CliError::Authority(
+                AuthorityError::NoDatabase(_)
+                | AuthorityError::Corrupt { .. }
+                | AuthorityError::Version1Database { .. },
+            ) => "database",
             CliError::Authority(_) => "authority",
             CliError::Perso(_) => "personalisation",
         }
@@ -67,6 +71,10 @@ impl CliError {
         match self {
             CliError::Input { hint, .. } => hint.clone(),
             CliError::CheckFailed { .. } => None,
+            CliError::CardFile { source: CardError::State(crate::card::state::StateError::Version1), .. } => Some(
+                "make a version 2 card: a blank with `keyroll fab blank`, issued cards with `keyroll perso --out-dir`"
+                    .into(),
+            ),
             CliError::CardFile { .. } => Some("check the path; card files are written by `keyroll perso --out-dir`".into()),
             CliError::Settle(e) => match e {
                 SettleError::Transport { .. } => Some(
@@ -84,6 +92,10 @@ impl CliError {
                 AuthorityError::NoDatabase(_) => Some("create one with `keyroll init --issuer NAME`, or pass --db FILE".into()),
                 AuthorityError::AlreadyExists(_) => Some("choose another --db path; an existing database is never overwritten".into()),
                 AuthorityError::Corrupt { .. } => Some("restore the database from a backup; keyroll did not change it".into()),
+                AuthorityError::Version1Database { .. } => Some(
+                    "create a version 2 issuer with `keyroll init --issuer NAME --db NEW.db`; keyroll did not change this one"
+                        .into(),
+                ),
                 AuthorityError::IdentityRequired => {
                     Some("pass --identity FILE (or set KEYROLL_IDENTITY) with a custodian's age identity".into())
                 }

@@ -25,8 +25,10 @@ use crate::crypto::secure_messaging::{HostSession, SmError};
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{Amount, CardSerial, ChipId, Profile, TransferKeyId, TransferKeyIdLimit};
 use crate::fab::{self, FactoryError, FactoryIdentity, TrustedRoot};
+use crate::protocol::codec::Wire;
 use crate::protocol::command::{Command, PersoItem};
 use crate::protocol::info::{CardInfo, LifeCycle};
+use crate::protocol::response::{FactoryCredentials, GeneratedPublicKey};
 use crate::protocol::{AID, CommandApdu, StatusWord};
 use crate::transport::{CardChannel, Trace, TransportError, exchange, exchange_apdu};
 use std::time::SystemTime;
@@ -199,36 +201,18 @@ fn key_bytes(id: u32, key: &Secret16) -> Zeroizing<Vec<u8>> {
 pub fn read_card(channel: &mut dyn CardChannel, trace: &mut Trace) -> Result<CardInfo, PersoError> {
     send(channel, trace, "SELECT", &Command::Select { aid: AID.to_vec() })?;
     let info = send(channel, trace, "GET CARD INFO", &Command::GetCardInfo { certificate: false })?;
-    CardInfo::decode(&info).map_err(|_| PersoError::Malformed { step: "GET CARD INFO" })
+    CardInfo::from_wire(&info, ()).map_err(|_| PersoError::Malformed { step: "GET CARD INFO" })
 }
 
-/// The factory credentials a card presents (GET DATA `BF21`).
-#[derive(Clone, Debug)]
-pub struct FactoryData {
-    pub chip_id: ChipId,
-    pub agreement_certificate: Vec<u8>,
-    pub attestation_certificate: Vec<u8>,
-}
-
-/// GET DATA `BF21`: `chip id (8) ‖ len (2) ‖ certificate ‖ len (2) ‖ certificate`.
-pub fn read_factory_data(channel: &mut dyn CardChannel, trace: &mut Trace) -> Result<FactoryData, PersoError> {
+/// GET DATA `BF21`: the chip id and both factory certificates ([`FactoryCredentials`]).
+pub fn read_factory_data(channel: &mut dyn CardChannel, trace: &mut Trace) -> Result<FactoryCredentials, PersoError> {
     let step = "GET DATA (factory)";
     let r =
         exchange(channel, trace, &Command::GetFactoryData).map_err(|source| PersoError::Transport { step, source })?;
     if r.sw != StatusWord::Ok {
         return Err(PersoError::NoFactoryCredentials(r.sw));
     }
-    let mut rd = crate::protocol::codec::Reader::new(&r.data);
-    let malformed = |_| PersoError::Malformed { step };
-    let chip_id = ChipId(rd.array("chip id").map_err(malformed)?);
-    let mut cert = || -> Result<Vec<u8>, PersoError> {
-        let n = u16::from_be_bytes(rd.array("certificate length").map_err(malformed)?) as usize;
-        Ok(rd.take(n, "certificate").map_err(malformed)?.to_vec())
-    };
-    let agreement_certificate = cert()?;
-    let attestation_certificate = cert()?;
-    rd.finish().map_err(malformed)?;
-    Ok(FactoryData { chip_id, agreement_certificate, attestation_certificate })
+    FactoryCredentials::from_wire(&r.data, ()).map_err(|_| PersoError::Malformed { step })
 }
 
 /// Personalise the card in `channel` by `plan`. A blank card gets `plan.serial`; a half-written card
@@ -285,12 +269,10 @@ pub fn personalise(
     // 4. Public-key profiles: the attested key pair, before anything is stored.
     let mut attested = None;
     if plan.profile.has_key_pair() {
-        let answer = s.send("GENERATE KEY PAIR", &Command::GenerateKeyPair { serial: plan.serial })?;
-        if answer.len() < PUBLIC_KEY_LEN {
-            return Err(PersoError::Malformed { step: "GENERATE KEY PAIR" });
-        }
-        let public_key: [u8; PUBLIC_KEY_LEN] = answer[..PUBLIC_KEY_LEN].try_into().expect("length checked");
-        let signature = answer[PUBLIC_KEY_LEN..].to_vec();
+        let step = "GENERATE KEY PAIR";
+        let answer = s.send(step, &Command::GenerateKeyPair { serial: plan.serial })?;
+        let generated = GeneratedPublicKey::from_wire(&answer, ()).map_err(|_| PersoError::Malformed { step })?;
+        let (public_key, signature) = (generated.sec1, generated.attestation);
         if signature.is_empty() {
             return Err(PersoError::Attestation { why: "is missing" });
         }

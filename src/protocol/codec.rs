@@ -1,6 +1,9 @@
-//! A bounds-checked reader over command and response data, after rustls' `codec::Reader`: every read
-//! names the field it wanted, lengths are capped, and trailing bytes are an error.
+//! The one codec of the wire protocol, after rustls' `msgs/codec.rs`: a bounds-checked [`Reader`] cursor
+//! and the [`Wire`] trait that every wire type implements (commands, typed responses, personalisation
+//! items, GET CARD INFO). Every read names the field it wanted, lengths are capped, and trailing bytes are
+//! an error. A [`DecodeError`] knows the ISO/IEC 7816-4 §5.6 status word a card answers for it.
 
+use super::status::StatusWord;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
@@ -11,8 +14,76 @@ pub enum DecodeError {
     Trailing(usize),
     #[error("field `{field}` is invalid: {why}")]
     Invalid { field: &'static str, why: &'static str },
+    #[error("field `{field}` has the wrong length: {why}")]
+    Length { field: &'static str, why: &'static str },
+    #[error("field `{field}` of {len} bytes exceeds the limit of {max} bytes")]
+    TooLong { field: &'static str, len: usize, max: usize },
     #[error("TLV length of tag {tag:#04x} is malformed")]
     BadTlvLength { tag: u8 },
+    #[error("malformed APDU: {0}")]
+    Apdu(#[from] super::apdu::ApduError),
+    #[error("class byte {cla:#04x} is not supported")]
+    Class { cla: u8 },
+    #[error("instruction {ins:#04x} is not supported")]
+    Instruction { ins: u8 },
+    #[error("P1-P2 {p1:02X}{p2:02X} is not allowed for this instruction")]
+    Parameters { p1: u8, p2: u8 },
+}
+
+impl DecodeError {
+    /// The status word a card answers for a command it cannot decode (ISO/IEC 7816-4 §5.6, house rule
+    /// 1): unknown class 6E00, unknown instruction 6D00, bad P1-P2 6A86, a length that does not fit
+    /// 6700, a well-formed field with a value the protocol does not allow 6A80.
+    pub fn status_word(&self) -> StatusWord {
+        match self {
+            DecodeError::Class { .. } => StatusWord::ClaNotSupported,
+            DecodeError::Instruction { .. } => StatusWord::InsNotSupported,
+            DecodeError::Parameters { .. } => StatusWord::IncorrectP1P2,
+            DecodeError::Invalid { .. } => StatusWord::IncorrectData,
+            DecodeError::Truncated { .. }
+            | DecodeError::Trailing(_)
+            | DecodeError::Length { .. }
+            | DecodeError::TooLong { .. }
+            | DecodeError::BadTlvLength { .. }
+            | DecodeError::Apdu(_) => StatusWord::WrongLength,
+        }
+    }
+}
+
+impl From<DecodeError> for StatusWord {
+    fn from(e: DecodeError) -> Self {
+        e.status_word()
+    }
+}
+
+/// A value with a byte layout on the wire: the one encode/decode trait of the protocol (rustls'
+/// `Codec`). The card and the terminal both go through it, so each layout is written down once.
+///
+/// `Context` is what a decoder must know that the bytes do not say: the key-roll path of GET TRANSFER
+/// KEY's answer, the item (P1) of a personalisation payload. Most types take `()`.
+pub trait Wire: Sized {
+    type Context: Copy;
+
+    /// Append the encoding to `out` (callers encoding secrets pass a zeroizing buffer).
+    fn encode(&self, out: &mut Vec<u8>);
+
+    /// Read one value from `r`, leaving what follows it.
+    fn read(r: &mut Reader<'_>, context: Self::Context) -> Result<Self, DecodeError>;
+
+    /// The encoding as a new buffer.
+    fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decode exactly one value: trailing bytes are an error.
+    fn from_wire(bytes: &[u8], context: Self::Context) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let v = Self::read(&mut r, context)?;
+        r.finish()?;
+        Ok(v)
+    }
 }
 
 pub struct Reader<'a> {
@@ -52,6 +123,14 @@ impl<'a> Reader<'a> {
 
     pub fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array(field)?))
+    }
+
+    /// Everything that is left, at most `max` bytes (decoders cap what they accept, house rule 5).
+    pub fn rest_capped(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
+        if self.left() > max {
+            return Err(DecodeError::TooLong { field, len: self.left(), max });
+        }
+        Ok(self.rest())
     }
 
     /// Everything that is left.

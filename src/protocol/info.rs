@@ -3,7 +3,7 @@
 //! and recover (serial, profile, life cycle, limit, balance, pending entries). Simple-TLV encoded so
 //! fields can be added without breaking old terminals; unknown tags are skipped.
 
-use super::codec::{DecodeError, Reader, put_tlv};
+use super::codec::{DecodeError, Reader, Wire, put_tlv};
 use super::command::Nonce;
 use crate::domain::{Amount, CardSerial, ChipId, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 
@@ -36,6 +36,25 @@ pub struct PendingEntry {
     pub amount: Amount,
     /// The payee's sequence number of the transfer (needed to repeat a DEBIT during recovery).
     pub payee_sequence: u32,
+}
+
+impl Wire for PendingEntry {
+    type Context = ();
+    /// `nonce (16) ‖ counterpart serial (8) ‖ amount (8) ‖ payee sequence (4)`.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.counterpart.0);
+        out.extend_from_slice(&self.amount.0.to_be_bytes());
+        out.extend_from_slice(&self.payee_sequence.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
+        Ok(PendingEntry {
+            nonce: r.array("pending nonce")?,
+            counterpart: CardSerial(r.array("pending counterpart")?),
+            amount: Amount(r.u64("pending amount")?),
+            payee_sequence: r.u32("pending sequence")?,
+        })
+    }
 }
 
 /// Serde helper: byte arrays as hex strings.
@@ -100,52 +119,123 @@ mod t {
 /// Most pending entries a card reports; the card bounds its logs to this (house rule 5).
 pub const MAX_PENDING: usize = 8;
 
-impl CardInfo {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut o = Vec::with_capacity(128);
-        put_tlv(&mut o, t::SERIAL, &self.serial.0);
-        put_tlv(&mut o, t::LIFE_CYCLE, &[self.life_cycle as u8]);
+impl Wire for CardInfo {
+    type Context = ();
+
+    fn encode(&self, o: &mut Vec<u8>) {
+        put_tlv(o, t::SERIAL, &self.serial.0);
+        put_tlv(o, t::LIFE_CYCLE, &[self.life_cycle as u8]);
         if let Some(p) = self.profile {
-            put_tlv(&mut o, t::PROFILE, &[p.code()]);
+            put_tlv(o, t::PROFILE, &[p.code()]);
         }
         if let Some(id) = self.transfer_key_id {
-            put_tlv(&mut o, t::TRANSFER_KEY_ID, &id.0.to_be_bytes());
+            put_tlv(o, t::TRANSFER_KEY_ID, &id.0.to_be_bytes());
         }
         if !self.stored_transfer_key_ids.is_empty() {
             let ids: Vec<u8> = self.stored_transfer_key_ids.iter().flat_map(|i| i.0.to_be_bytes()).collect();
-            put_tlv(&mut o, t::STORED_IDS, &ids);
+            put_tlv(o, t::STORED_IDS, &ids);
         }
         if let Some(id) = self.update_key_id {
-            put_tlv(&mut o, t::UPDATE_KEY_ID, &id.0.to_be_bytes());
+            put_tlv(o, t::UPDATE_KEY_ID, &id.0.to_be_bytes());
         }
         if let Some(l) = self.transfer_key_id_limit {
-            put_tlv(&mut o, t::LIMIT, &l.0.to_be_bytes());
+            put_tlv(o, t::LIMIT, &l.0.to_be_bytes());
         }
-        put_tlv(&mut o, t::BALANCE, &self.balance.0.to_be_bytes());
-        put_tlv(&mut o, t::MAX_BALANCE, &self.max_balance.0.to_be_bytes());
-        put_tlv(&mut o, t::SEQUENCE, &self.sequence.to_be_bytes());
+        put_tlv(o, t::BALANCE, &self.balance.0.to_be_bytes());
+        put_tlv(o, t::MAX_BALANCE, &self.max_balance.0.to_be_bytes());
+        put_tlv(o, t::SEQUENCE, &self.sequence.to_be_bytes());
         for (tag, list) in [(t::PENDING_OUT, &self.pending_out), (t::PENDING_IN, &self.pending_in)] {
             for e in list {
-                let mut v = Vec::with_capacity(32);
-                v.extend_from_slice(&e.nonce);
-                v.extend_from_slice(&e.counterpart.0);
-                v.extend_from_slice(&e.amount.0.to_be_bytes());
-                v.extend_from_slice(&e.payee_sequence.to_be_bytes());
-                put_tlv(&mut o, tag, &v);
+                put_tlv(o, tag, &e.to_wire());
             }
         }
         if self.has_certificate || self.certificate.is_some() {
-            put_tlv(&mut o, t::HAS_CERTIFICATE, &[1]);
+            put_tlv(o, t::HAS_CERTIFICATE, &[1]);
         }
         if let Some(c) = &self.certificate {
-            put_tlv(&mut o, t::CERTIFICATE, c);
+            put_tlv(o, t::CERTIFICATE, c);
         }
         if let Some(c) = self.chip_id {
-            put_tlv(&mut o, t::CHIP_ID, &c.0);
+            put_tlv(o, t::CHIP_ID, &c.0);
         }
-        o
     }
 
+    /// Simple-TLV items until the end; unknown tags are skipped (newer cards may report more), a known
+    /// tag with a malformed value is an error naming the field.
+    fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
+        let mut serial = None;
+        let mut life_cycle = None;
+        let mut info = CardInfo::blank();
+        while r.left() > 0 {
+            let (tag, v) = r.tlv()?;
+            match tag {
+                t::SERIAL => serial = Some(CardSerial(fixed(v, "serial")?)),
+                t::LIFE_CYCLE => {
+                    life_cycle = Some(
+                        LifeCycle::from_code(u8::from_be_bytes(fixed(v, "life cycle")?))
+                            .ok_or(DecodeError::Invalid { field: "life cycle", why: "unknown code" })?,
+                    )
+                }
+                t::PROFILE => {
+                    info.profile = Some(
+                        Profile::from_code(u8::from_be_bytes(fixed(v, "profile")?))
+                            .ok_or(DecodeError::Invalid { field: "profile", why: "unknown code" })?,
+                    )
+                }
+                t::TRANSFER_KEY_ID => {
+                    info.transfer_key_id = Some(TransferKeyId(u32::from_be_bytes(fixed(v, "transfer key id")?)))
+                }
+                t::STORED_IDS => {
+                    // A multi-key card stores at most a few dozen keys; 64 bounds the list (house rule 5).
+                    if v.len() % 4 != 0 || v.len() / 4 > 64 {
+                        return Err(DecodeError::Invalid { field: "stored ids", why: "not a list of 4-byte ids" });
+                    }
+                    let mut ids = Reader::new(v);
+                    while ids.left() > 0 {
+                        info.stored_transfer_key_ids.push(TransferKeyId(ids.u32("stored id")?));
+                    }
+                }
+                t::UPDATE_KEY_ID => {
+                    info.update_key_id = Some(UpdateKeyId(u32::from_be_bytes(fixed(v, "update key id")?)))
+                }
+                t::LIMIT => {
+                    info.transfer_key_id_limit = Some(TransferKeyIdLimit(u32::from_be_bytes(fixed(v, "limit")?)))
+                }
+                t::BALANCE => info.balance = Amount(u64::from_be_bytes(fixed(v, "balance")?)),
+                t::MAX_BALANCE => info.max_balance = Amount(u64::from_be_bytes(fixed(v, "max balance")?)),
+                t::SEQUENCE => info.sequence = u32::from_be_bytes(fixed(v, "sequence")?),
+                t::PENDING_OUT | t::PENDING_IN => {
+                    let e = PendingEntry::from_wire(v, ())?;
+                    let list = if tag == t::PENDING_OUT { &mut info.pending_out } else { &mut info.pending_in };
+                    if list.len() >= MAX_PENDING {
+                        return Err(DecodeError::Invalid { field: "pending", why: "too many entries" });
+                    }
+                    list.push(e);
+                }
+                t::CERTIFICATE => {
+                    info.certificate = Some(v.to_vec());
+                    info.has_certificate = true;
+                }
+                t::HAS_CERTIFICATE => info.has_certificate = v == [1],
+                t::CHIP_ID => info.chip_id = Some(ChipId(fixed(v, "chip id")?)),
+                _ => {}
+            }
+        }
+        info.serial = serial.ok_or(DecodeError::Invalid { field: "serial", why: "missing" })?;
+        info.life_cycle = life_cycle.ok_or(DecodeError::Invalid { field: "life cycle", why: "missing" })?;
+        Ok(info)
+    }
+}
+
+/// A TLV value of exactly `N` bytes.
+fn fixed<const N: usize>(v: &[u8], field: &'static str) -> Result<[u8; N], DecodeError> {
+    let mut r = Reader::new(v);
+    let x = r.array(field)?;
+    r.finish()?;
+    Ok(x)
+}
+
+impl CardInfo {
     /// What a blank card with no serial reports.
     pub fn blank() -> Self {
         CardInfo {
@@ -165,91 +255,6 @@ impl CardInfo {
             has_certificate: false,
             chip_id: None,
         }
-    }
-
-    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(b);
-        let mut serial = None;
-        let mut life_cycle = None;
-        let mut info = CardInfo::blank();
-        let u32v = |v: &[u8], field| -> Result<u32, DecodeError> {
-            let mut r = Reader::new(v);
-            let x = r.u32(field)?;
-            r.finish()?;
-            Ok(x)
-        };
-        let u64v = |v: &[u8], field| -> Result<u64, DecodeError> {
-            let mut r = Reader::new(v);
-            let x = r.u64(field)?;
-            r.finish()?;
-            Ok(x)
-        };
-        while r.left() > 0 {
-            let (tag, v) = r.tlv()?;
-            match tag {
-                t::SERIAL => {
-                    serial = Some(CardSerial(
-                        v.try_into().map_err(|_| DecodeError::Invalid { field: "serial", why: "not 8 bytes" })?,
-                    ))
-                }
-                t::LIFE_CYCLE => {
-                    life_cycle = Some(
-                        v.first()
-                            .and_then(|c| LifeCycle::from_code(*c))
-                            .ok_or(DecodeError::Invalid { field: "life cycle", why: "unknown code" })?,
-                    )
-                }
-                t::PROFILE => {
-                    info.profile = Some(
-                        v.first()
-                            .and_then(|c| Profile::from_code(*c))
-                            .ok_or(DecodeError::Invalid { field: "profile", why: "unknown code" })?,
-                    )
-                }
-                t::TRANSFER_KEY_ID => info.transfer_key_id = Some(TransferKeyId(u32v(v, "transfer key id")?)),
-                t::STORED_IDS => {
-                    if v.len() % 4 != 0 || v.len() / 4 > 64 {
-                        return Err(DecodeError::Invalid { field: "stored ids", why: "not a list of 4-byte ids" });
-                    }
-                    info.stored_transfer_key_ids =
-                        v.chunks(4).map(|c| TransferKeyId(u32::from_be_bytes(c.try_into().unwrap()))).collect();
-                }
-                t::UPDATE_KEY_ID => info.update_key_id = Some(UpdateKeyId(u32v(v, "update key id")?)),
-                t::LIMIT => info.transfer_key_id_limit = Some(TransferKeyIdLimit(u32v(v, "limit")?)),
-                t::BALANCE => info.balance = Amount(u64v(v, "balance")?),
-                t::MAX_BALANCE => info.max_balance = Amount(u64v(v, "max balance")?),
-                t::SEQUENCE => info.sequence = u32v(v, "sequence")?,
-                t::PENDING_OUT | t::PENDING_IN => {
-                    let mut pr = Reader::new(v);
-                    let e = PendingEntry {
-                        nonce: pr.array("pending nonce")?,
-                        counterpart: CardSerial(pr.array("pending counterpart")?),
-                        amount: Amount(pr.u64("pending amount")?),
-                        payee_sequence: pr.u32("pending sequence")?,
-                    };
-                    pr.finish()?;
-                    let list = if tag == t::PENDING_OUT { &mut info.pending_out } else { &mut info.pending_in };
-                    if list.len() >= MAX_PENDING {
-                        return Err(DecodeError::Invalid { field: "pending", why: "too many entries" });
-                    }
-                    list.push(e);
-                }
-                t::CERTIFICATE => {
-                    info.certificate = Some(v.to_vec());
-                    info.has_certificate = true;
-                }
-                t::HAS_CERTIFICATE => info.has_certificate = v == [1],
-                t::CHIP_ID => {
-                    info.chip_id = Some(ChipId(
-                        v.try_into().map_err(|_| DecodeError::Invalid { field: "chip id", why: "not 8 bytes" })?,
-                    ))
-                }
-                _ => {} // unknown tags are skipped: newer cards may report more
-            }
-        }
-        info.serial = serial.ok_or(DecodeError::Invalid { field: "serial", why: "missing" })?;
-        info.life_cycle = life_cycle.ok_or(DecodeError::Invalid { field: "life cycle", why: "missing" })?;
-        Ok(info)
     }
 }
 
@@ -286,10 +291,10 @@ mod tests {
             has_certificate: true,
             chip_id: Some(ChipId([5; 8])),
         };
-        assert_eq!(CardInfo::decode(&info.encode()).unwrap(), info);
-        let mut with_unknown = info.encode();
+        assert_eq!(CardInfo::from_wire(&info.to_wire(), ()).unwrap(), info);
+        let mut with_unknown = info.to_wire();
         with_unknown.extend_from_slice(&[0xEE, 1, 0]);
-        assert_eq!(CardInfo::decode(&with_unknown).unwrap(), info);
-        assert!(CardInfo::decode(&[0x81, 1, 7]).is_err(), "serial missing");
+        assert_eq!(CardInfo::from_wire(&with_unknown, ()).unwrap(), info);
+        assert!(CardInfo::from_wire(&[0x81, 1, 7], ()).is_err(), "serial missing");
     }
 }

@@ -1,15 +1,21 @@
 //! The wire protocol shared by the reference card and the terminal: ISO/IEC 7816-4 APDUs, status
-//! words, keyroll's instruction set and the data layout of every command. `docs/protocol.md` is the
-//! human-readable form of this module; keep them in step.
+//! words, keyroll's instruction set, typed commands, typed responses and personalisation items. Every
+//! wire type implements the one [`Wire`] trait (`codec`), so this module is the only place that knows a
+//! byte layout. `docs/protocol.md` is the human-readable form of this module; keep them in step.
 
 pub mod apdu;
 pub mod codec;
 pub mod command;
 pub mod info;
 pub mod instruction;
+pub mod perso;
+pub mod response;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 pub use apdu::{ApduError, CommandApdu, ResponseApdu};
+pub use codec::{DecodeError, Wire};
 pub use instruction::Instruction;
 pub use status::StatusWord;
 

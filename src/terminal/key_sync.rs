@@ -4,11 +4,9 @@
 //! ciphertext.
 
 use super::{Party, Role, SettleError, SettleOptions};
-use crate::domain::UpdateKeyId;
-use crate::domain::{CardSerial, Profile, TransferKeyId};
-use crate::protocol::CHALLENGE_LEN;
-use crate::protocol::codec::Reader;
-use crate::protocol::command::{Command, KeyPayload, KeyRollPath, tag};
+use crate::domain::{Profile, TransferKeyId};
+use crate::protocol::command::{Command, KeyPayload, KeyRollPath};
+use crate::protocol::response::UpdatePermission;
 use crate::transport::Trace;
 use der::Decode;
 use serde::Serialize;
@@ -107,47 +105,25 @@ pub(super) fn synchronise<'a>(
         KeyRollPath::PublicKey => newer.certificate(trace)?.unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
     };
-    let r = older.send(
+    let UpdatePermission { challenge } = older.send_as(
         trace,
         "REQUEST UPDATE PERMISSION",
         &Command::RequestUpdatePermission { path, sender_certificate },
+        (),
     )?;
-    let challenge: [u8; CHALLENGE_LEN] = r
-        .as_slice()
-        .try_into()
-        .map_err(|_| older.malformed("REQUEST UPDATE PERMISSION", "challenge is not 16 bytes"))?;
     let receiver_certificate = match path {
         KeyRollPath::PublicKey => older.certificate(trace)?.unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
     };
-    let wrapped = newer.send(
+    // GET TRANSFER KEY's answer is UPDATE TRANSFER KEY's payload: decoded (so a malformed answer is
+    // named here, at the card that sent it) and relayed.
+    let payload: KeyPayload = newer.send_as(
         trace,
         "GET TRANSFER KEY",
         &Command::GetTransferKey { path, challenge, receiver: older.info.serial, receiver_certificate },
+        path,
     )?;
-    let payload = parse_wrapped(path, &wrapped).map_err(|why| newer.malformed("GET TRANSFER KEY", why))?;
     older.send(trace, "UPDATE TRANSFER KEY", &Command::UpdateTransferKey { path, payload })?;
     older.info.transfer_key_id = Some(new_id);
     Ok((roll, Some(older.role)))
-}
-
-/// Turn GET TRANSFER KEY's answer into UPDATE TRANSFER KEY's payload.
-fn parse_wrapped(path: KeyRollPath, data: &[u8]) -> Result<KeyPayload, String> {
-    let mut r = Reader::new(data);
-    Ok(match path {
-        KeyRollPath::Symmetric => KeyPayload::Symmetric {
-            sender: CardSerial(r.array("sender").map_err(|e| e.to_string())?),
-            update_key_id: UpdateKeyId(r.u32("update key id").map_err(|e| e.to_string())?),
-            envelope: r.rest().to_vec(),
-        },
-        KeyRollPath::PublicKey => {
-            let (t1, ct) = r.tlv().map_err(|e| e.to_string())?;
-            let (t2, sig) = r.tlv().map_err(|e| e.to_string())?;
-            r.finish().map_err(|e| e.to_string())?;
-            if t1 != tag::CIPHERTEXT || t2 != tag::SIGNATURE {
-                return Err("expected ciphertext and signature".into());
-            }
-            KeyPayload::PublicKey { ciphertext: ct.to_vec(), signature: sig.to_vec() }
-        }
-    })
 }

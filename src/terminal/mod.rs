@@ -7,6 +7,7 @@ mod recovery;
 mod value;
 
 use crate::domain::{Amount, CardSerial, TransferKeyId, TransferKeyIdLimit};
+use crate::protocol::codec::Wire;
 use crate::protocol::command::Command;
 use crate::protocol::info::{CardInfo, LifeCycle};
 use crate::protocol::{AID, ResponseApdu, StatusWord};
@@ -109,16 +110,15 @@ impl<'a> Party<'a> {
     /// GET CARD INFO, short form: everything but the certificate, which only a public-key roll or a
     /// revocation check needs (see [`Party::certificate`]).
     fn refresh(&mut self, trace: &mut Trace) -> Result<(), SettleError> {
-        let data = self.send(trace, "GET CARD INFO", &Command::GetCardInfo { certificate: false })?;
-        self.info = CardInfo::decode(&data).map_err(|e| self.malformed("GET CARD INFO", e.to_string()))?;
+        self.info = self.send_as(trace, "GET CARD INFO", &Command::GetCardInfo { certificate: false }, ())?;
         Ok(())
     }
 
     /// The card's certificate (claims 4, 6, 7), read with the full GET CARD INFO the first time.
     fn certificate(&mut self, trace: &mut Trace) -> Result<Option<Vec<u8>>, SettleError> {
         if self.info.certificate.is_none() && self.info.has_certificate {
-            let data = self.send(trace, "GET CARD INFO", &Command::GetCardInfo { certificate: true })?;
-            let full = CardInfo::decode(&data).map_err(|e| self.malformed("GET CARD INFO", e.to_string()))?;
+            let full: CardInfo =
+                self.send_as(trace, "GET CARD INFO", &Command::GetCardInfo { certificate: true }, ())?;
             if full.serial != self.info.serial {
                 return Err(self.malformed("GET CARD INFO", "the card changed between two reads"));
             }
@@ -134,6 +134,23 @@ impl<'a> Party<'a> {
             return Err(SettleError::Refused { role: self.role, step, sw: r.sw });
         }
         Ok(r.data)
+    }
+
+    /// Send a command; a non-9000 status is an error, and so is an answer that does not decode as `T`.
+    fn send_as<T: Wire>(
+        &mut self,
+        trace: &mut Trace,
+        step: &'static str,
+        cmd: &Command,
+        context: T::Context,
+    ) -> Result<T, SettleError> {
+        let data = self.send(trace, step, cmd)?;
+        self.decode(step, &data, context)
+    }
+
+    /// Decode an answer the caller got with [`Party::try_send`].
+    fn decode<T: Wire>(&self, step: &'static str, data: &[u8], context: T::Context) -> Result<T, SettleError> {
+        T::from_wire(data, context).map_err(|e| self.malformed(step, e.to_string()))
     }
 
     /// Send a command; the caller interprets the status word.

@@ -9,8 +9,8 @@
 use super::{Party, SettleError};
 use crate::domain::{Amount, CardSerial};
 use crate::protocol::StatusWord;
-use crate::protocol::codec::Reader;
 use crate::protocol::command::Command;
+use crate::protocol::response::{AbortProof, CreditAck, DebitToken};
 use crate::transport::Trace;
 use serde::Serialize;
 
@@ -38,8 +38,7 @@ pub(super) fn resolve(
         let r = payee.try_send(trace, "ABORT", &Command::Abort { nonce: e.nonce })?;
         match r.sw {
             StatusWord::Ok => {
-                let proof: [u8; 16] =
-                    r.data.as_slice().try_into().map_err(|_| payee.malformed("ABORT", "proof is not 16 bytes"))?;
+                let AbortProof { proof } = payee.decode("ABORT", &r.data, ())?;
                 payer.send(trace, "REFUND", &Command::Refund { nonce: e.nonce, proof })?;
                 done.push(Recovery::Refunded { payer: ps, payee: qs, amount: e.amount });
             }
@@ -52,15 +51,9 @@ pub(super) fn resolve(
                     payee_sequence: e.payee_sequence,
                     request: [0; 16],
                 };
-                let t = payer.send(trace, "DEBIT (repeat)", &debit)?;
-                let mut rd = Reader::new(&t);
-                let parsed = (|| Some((rd.u32("seq").ok()?, rd.array::<16>("token").ok()?)))();
-                let (payer_sequence, token) =
-                    parsed.ok_or_else(|| payer.malformed("DEBIT", "expected sequence and token"))?;
-                let ack =
-                    payee.send(trace, "CREDIT (repeat)", &Command::Credit { nonce: e.nonce, payer_sequence, token })?;
-                let ack: [u8; 16] =
-                    ack.as_slice().try_into().map_err(|_| payee.malformed("CREDIT", "ack is not 16 bytes"))?;
+                let DebitToken { payer_sequence, token } = payer.send_as(trace, "DEBIT (repeat)", &debit, ())?;
+                let credit = Command::Credit { nonce: e.nonce, payer_sequence, token };
+                let CreditAck { ack } = payee.send_as(trace, "CREDIT (repeat)", &credit, ())?;
                 payer.send(trace, "CONFIRM", &Command::Confirm { nonce: e.nonce, ack })?;
                 done.push(Recovery::Completed { payer: ps, payee: qs, amount: e.amount });
             }

@@ -7,8 +7,8 @@
 use super::{Party, SettleError};
 use crate::domain::Amount;
 use crate::protocol::StatusWord;
-use crate::protocol::codec::Reader;
 use crate::protocol::command::Command;
+use crate::protocol::response::{AbortProof, CreditAck, DebitToken, ReceiveRequest};
 use crate::transport::Trace;
 
 pub(super) fn transfer(
@@ -41,16 +41,7 @@ pub(super) fn transfer(
         }
         other => other?,
     };
-    let mut rd = Reader::new(&r);
-    let parsed = (|| {
-        let nonce = rd.array::<16>("nonce").ok()?;
-        let seq = rd.u32("sequence").ok()?;
-        let _key_id = rd.u32("key id").ok()?;
-        let request = rd.array::<16>("request").ok()?;
-        Some((nonce, seq, request))
-    })();
-    let (nonce, payee_sequence, request) =
-        parsed.ok_or_else(|| payee.malformed("BEGIN RECEIVE", "expected nonce, sequence, key id, request MAC"))?;
+    let ReceiveRequest { nonce, payee_sequence, request, .. } = payee.decode("BEGIN RECEIVE", &r, ())?;
 
     let debit = Command::Debit { payee: payee.info.serial, amount, nonce, payee_sequence, request };
     let token = match payer.send(trace, "DEBIT", &debit) {
@@ -62,23 +53,19 @@ pub(super) fn transfer(
         }
         Err(e) => return Err(e),
     };
-    let mut rd = Reader::new(&token);
-    let parsed = (|| Some((rd.u32("payer sequence").ok()?, rd.array::<16>("token").ok()?)))();
-    let (payer_sequence, token) = parsed.ok_or_else(|| payer.malformed("DEBIT", "expected sequence and token"))?;
+    let DebitToken { payer_sequence, token } = payer.decode("DEBIT", &token, ())?;
 
     let ack = match payee.try_send(trace, "CREDIT", &Command::Credit { nonce, payer_sequence, token })? {
         r if r.sw == StatusWord::Ok => r.data,
         r => {
             // The payee refused the token: abort there and refund the payer now.
-            if let Ok(p) = payee.send(trace, "ABORT", &Command::Abort { nonce })
-                && let Ok(proof) = <[u8; 16]>::try_from(p.as_slice())
-            {
+            if let Ok(AbortProof { proof }) = payee.send_as(trace, "ABORT", &Command::Abort { nonce }, ()) {
                 let _ = payer.try_send(trace, "REFUND", &Command::Refund { nonce, proof });
             }
             return Err(SettleError::Refused { role: payee.role, step: "CREDIT", sw: r.sw });
         }
     };
-    let ack: [u8; 16] = ack.as_slice().try_into().map_err(|_| payee.malformed("CREDIT", "ack is not 16 bytes"))?;
+    let CreditAck { ack } = payee.decode("CREDIT", &ack, ())?;
     payer.send(trace, "CONFIRM", &Command::Confirm { nonce, ack })?;
     payer.info.balance = Amount(payer.info.balance.0 - amount.0);
     payee.info.balance = Amount(payee.info.balance.0 + amount.0);

@@ -1,5 +1,6 @@
 //! How the terminal and the personalisation line reach a card: the [`CardChannel`] trait (send one APDU,
-//! get one response), an in-process implementation over the reference card, and PC/SC (feature `pcsc`).
+//! get one response), an in-process implementation over the reference card, and PC/SC (feature `pcsc`);
+//! and the other direction, [`vpcd`]: a card served into pcscd's virtual reader as a TCP client of vpcd.
 //!
 //! [`exchange`] is the one function through which every typed command passes: it splits long data into an
 //! ISO/IEC 7816-4 §5.4.1 command chain, follows 61XX with GET RESPONSE (bounded), counts APDUs and, when
@@ -8,6 +9,7 @@
 pub mod in_process;
 #[cfg(feature = "pcsc")]
 pub mod pcsc;
+pub mod vpcd;
 
 use crate::protocol::apdu::CLA_CHAINING;
 use crate::protocol::command::Command;

@@ -360,24 +360,28 @@ fn audit_log_detects_edit_delete_reorder_and_truncation() {
     s.ok(&["audit", "log", "--expect-key", clean["audit_key_fingerprint"].as_str().unwrap()]);
 }
 
+/// Version 2 breaks with version 1 (DESIGN.md §10): a database of schema 1 to 3 (what version 1 made,
+/// and what this test used to upgrade in place) is refused by name, and left as it was. Readers refuse
+/// it too.
 #[test]
-fn an_old_database_is_upgraded_in_place() {
+fn a_version_1_database_is_refused_with_a_clear_message() {
     let s = Scratch::new();
     s.init();
     s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "2"]);
-    // Make it a schema-1 database: no CA tables, no CA key.
+    // Make it what version 1 left: schema 3, no manufacturer tables.
     s.sqlite(
-        "DROP TABLE certificates; DROP TABLE ca; DELETE FROM secrets WHERE name = 'ca-root-key'; \
-         ALTER TABLE cards DROP COLUMN initialised_at; PRAGMA user_version = 1;",
+        "DROP TRIGGER chips_keep_their_serial; DROP TRIGGER chips_are_never_deleted; DROP TABLE chips; \
+         DROP TABLE manufacturers; PRAGMA user_version = 3;",
     );
-    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "1");
-    s.ok(&["cert", "ca", "--out", "root.pem"]);
-    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "3");
-    assert_eq!(s.json(&["batch", "list"])["batches"][0]["name"], "b", "data kept");
-    let o =
-        Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(s.path("root.pem")).output().unwrap();
-    assert!(String::from_utf8_lossy(&o.stdout).contains("Test Issuer"));
-    s.ok(&["audit", "log"]);
+    let before = s.dump();
+    for args in [&["cert", "ca", "--out", "root.pem"][..], &["batch", "list"], &["audit", "log"]] {
+        let o = s.run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = stderr(&o);
+        assert!(err.contains("version 1 database") && err.contains("hint: create a version 2 issuer"), "{err}");
+    }
+    assert_eq!(s.dump(), before, "nothing changed");
+    assert!(!s.path("root.pem").exists());
 }
 
 #[test]

@@ -70,7 +70,7 @@ fn assert_rejected_unchanged(
 fn claim2_card_info_reports_the_transfer_key_identifier() {
     let mut c = card(1, Profile::Symmetric, 2, 1, 5, 0);
     let r = send(&mut c, &Command::GetCardInfo { certificate: true });
-    let info = keyroll::protocol::info::CardInfo::decode(&r.data).unwrap();
+    let info = <keyroll::protocol::info::CardInfo as keyroll::protocol::Wire>::from_wire(&r.data, ()).unwrap();
     assert_eq!(info.transfer_key_id, Some(TransferKeyId(2)));
     assert_eq!(info.update_key_id, Some(UpdateKeyId(1)));
     assert_eq!(info.transfer_key_id_limit, Some(TransferKeyIdLimit(5)));

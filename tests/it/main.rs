@@ -16,6 +16,7 @@ mod fab_cli;
 mod limbo;
 mod pcsc_cli;
 mod pcsc_transport;
+mod perso_channel;
 mod properties;
 mod public_key;
 mod replay;

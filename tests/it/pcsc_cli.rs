@@ -338,7 +338,8 @@ fn opensc_tool_selects_the_application_and_reads_a_served_card_file() {
     assert_eq!(&info[..2], &[0x80, 0x08]);
     assert_eq!(hex::encode_upper(&info[2..10]), shown["serial"].as_str().unwrap());
     assert!(info.len() > 256, "the certificate makes the info longer than one response ({} bytes)", info.len());
-    let decoded = CardInfo::decode(info).unwrap_or_else(|e| panic!("opensc's copy of the card info: {e}"));
+    let decoded = <CardInfo as keyroll::protocol::Wire>::from_wire(info, ())
+        .unwrap_or_else(|e| panic!("opensc's copy of the card info: {e}"));
     assert_eq!(decoded.balance, Amount(42));
     assert_eq!(decoded.transfer_key_id.map(|i| i.0 as u64), shown["transfer_key_id"].as_u64());
     assert!(decoded.certificate.is_some());

@@ -1,4 +1,4 @@
-//! PC/SC end to end: a small test card served by `card::vpcd::serve` into pcscd's virtual reader,
+//! PC/SC end to end: a small test card served by `transport::vpcd::serve` into pcscd's virtual reader,
 //! reached through `transport::pcsc::PcscChannel` and `transport::exchange`, and through `opensc-tool`
 //! as an outside client. Needs pcscd and vsmartcard-vpcd (the harness starts pcscd when none runs).
 

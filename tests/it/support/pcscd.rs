@@ -29,9 +29,9 @@
 
 #![allow(dead_code)]
 
-use keyroll::card::vpcd::{self, VpcdEvent};
 use keyroll::protocol::SmartCard;
 use keyroll::transport::pcsc::list_readers;
+use keyroll::transport::vpcd::{self, VpcdEvent};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
