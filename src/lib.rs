@@ -16,5 +16,6 @@ pub mod fab;
 pub mod perso;
 pub mod pki;
 pub mod protocol;
+pub mod rollout;
 pub mod terminal;
 pub mod transport;

@@ -19,6 +19,10 @@ pub enum Purpose {
     ValueMac,
     /// ECIES content key for the public-key path (claims 4, 7).
     EciesWrap,
+    /// A payee's receipt nonces, derived from its receipt secret (stateless receipts, DESIGN.md §10.6).
+    ReceiptNonce,
+    /// A card's log-export MAC key, derived per card so the back office can check an export.
+    CardLog,
 }
 
 impl Purpose {
@@ -27,6 +31,8 @@ impl Purpose {
             Purpose::TransferKeyWrap => b"keyroll transfer-key wrap v2",
             Purpose::ValueMac => b"keyroll value mac v2",
             Purpose::EciesWrap => b"keyroll ecies wrap v2",
+            Purpose::ReceiptNonce => b"keyroll receipt nonce v2",
+            Purpose::CardLog => b"keyroll card log v2",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod command;
 pub mod info;
 pub mod instruction;
+pub mod ledger;
 pub mod perso;
 pub mod response;
 pub mod status;

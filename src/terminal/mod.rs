@@ -2,6 +2,7 @@
 //! cards, rolls the newer transfer key onto the older card, resolves interrupted transfers between the
 //! two cards, then moves value. Every step is relayed; every decision is taken from what the cards say.
 
+pub mod journal;
 mod key_sync;
 mod recovery;
 mod value;

@@ -1,0 +1,319 @@
+//! The value ledger's formats, shared by the card (log export), the terminal (settlement journal) and
+//! the back office (`rollout::reconcile`): DESIGN.md §10 point 6, issue 13 items 4 and 5.
+//!
+//! - A **card log export** is the card's own account of its value: what it was issued, its balance,
+//!   running totals, its recent log entries (each naming the counterparty and the payee's receipt
+//!   sequence number that identifies the transfer on both cards), its open debits, and its receipt
+//!   window. The card MACs the canonical encoding ([`CardLogExport::mac_input`]) under a per-card key
+//!   (`crypto::mac::card_log_key`) that the back office derives too, so a holder cannot edit an export.
+//! - A **settlement journal** is a file of JSON lines, one per settlement the terminal ran. Each line
+//!   carries the SHA-256 of the line before it (the first: 64 zeros) and its index, so an edited,
+//!   deleted or reordered line breaks the chain at the next line. The last line has no successor:
+//!   `reconcile` checks what it says against the cards' logs instead.
+//!
+//! This module is pure: bytes in, typed values or an error naming the line and field out.
+
+use super::info::hex_array;
+use crate::domain::{Amount, CardSerial};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const CARD_LOG_FORMAT: &str = "keyroll-card-log/1";
+pub const JOURNAL_FORMAT: &str = "keyroll-journal/1";
+/// The `prev` of a journal's first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Longest journal line accepted (house rule 5: a line holds one settlement's serials, MACs and
+/// signatures, well under this).
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// What a card log entry records.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    /// Value debited toward the payee's receipt `receipt`.
+    Debit,
+    /// Value credited on the payee's receipt `receipt`.
+    Credit,
+    /// A debit undone with the payee's abort proof for `receipt`.
+    Refund,
+    /// The payee's receipt `receipt` was aborted (never to be credited).
+    Abort,
+    /// A debit whose receipt can no longer be proved either way moved to the exception list.
+    Exception,
+    /// An issuer-signed resolution settled an exception (`amount` went back to the payer).
+    Resolved,
+    /// A transfer key was installed from `counterpart`.
+    KeyRoll,
+}
+
+/// One exported log entry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExportEntry {
+    /// The exporting card's transaction counter when the entry was written.
+    pub sequence: u32,
+    pub kind: EntryKind,
+    pub counterpart: CardSerial,
+    pub amount: Amount,
+    /// The payee's receipt sequence number (0 for a key roll).
+    pub receipt: u32,
+}
+
+/// A debit neither confirmed nor refunded, as the payer exports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OpenDebit {
+    pub payee: CardSerial,
+    pub receipt: u32,
+    pub amount: Amount,
+    /// In the payer's exception list: no card can resolve it any more, only an issuer resolution.
+    pub exception: bool,
+}
+
+/// Running totals: counters, so they survive the bounded log dropping old entries.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    pub debited: u64,
+    pub credited: u64,
+    pub refunded: u64,
+}
+
+/// A card's log as exported for the back office.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CardLogExport {
+    pub format: String,
+    pub serial: CardSerial,
+    /// Value put on the card at personalisation.
+    pub issued: Amount,
+    pub balance: Amount,
+    pub totals: Totals,
+    /// Log entries the card no longer holds (its log is bounded); matching covers the rest.
+    pub dropped: u32,
+    pub entries: Vec<ExportEntry>,
+    pub open_debits: Vec<OpenDebit>,
+    /// The payee side's receipt window: numbers `receipt_floor..receipt_next` can still be credited or
+    /// aborted (if open), so a debit toward one of them can still be resolved by the two cards.
+    pub receipt_floor: u32,
+    pub receipt_next: u32,
+    /// AES-CMAC over [`CardLogExport::mac_input`] under the card's log key.
+    #[serde(with = "hex_array")]
+    pub mac: [u8; 16],
+}
+
+impl CardLogExport {
+    /// The canonical bytes the MAC covers: the compact JSON of every field but `mac` (struct order, no
+    /// whitespace), so a re-serialised export gives the same bytes and any changed value changes them.
+    pub fn mac_input(&self) -> Vec<u8> {
+        let mut unmacked = self.clone();
+        unmacked.mac = [0; 16];
+        let mut b = b"keyroll card log export v1\0".to_vec();
+        b.extend_from_slice(&serde_json::to_vec(&unmacked).expect("export serializes"));
+        b
+    }
+}
+
+/// How a settlement ended, as the terminal saw it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum JournalOutcome {
+    /// Credited and confirmed.
+    Settled,
+    /// Debited, then the payee aborted and the payer refunded.
+    Refunded,
+    /// Nothing moved (a refusal before the debit, or amount 0).
+    NothingMoved,
+    /// Interrupted after the debit: the value is in flight until a recovery or reconciliation.
+    Torn,
+}
+
+/// What one journal line says about one settlement (no key, only public values and the MACs and
+/// signatures that prove it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JournalRecord {
+    /// Seconds since the Unix epoch, from the terminal's clock (informational only).
+    pub at: u64,
+    pub payer: CardSerial,
+    pub payee: CardSerial,
+    pub amount: Amount,
+    pub outcome: JournalOutcome,
+    /// The payee's receipt sequence number and nonce, once BEGIN RECEIVE answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer_sequence: Option<u32>,
+    /// The value token, acknowledgement and abort proof as relayed (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+    /// Transfers between the two cards that recovery resolved before this one (free text per entry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovered: Vec<String>,
+}
+
+/// One line of a settlement journal.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct JournalLine {
+    pub format: String,
+    /// 0 for the first line, then +1 per line.
+    pub index: u64,
+    /// SHA-256 (hex) of the previous line's bytes, without its newline.
+    pub prev: String,
+    #[serde(flatten)]
+    pub record: JournalRecord,
+}
+
+/// Why a journal does not verify. `line` is 1-based, as an editor shows it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JournalError {
+    #[error("journal line {line}: {why}")]
+    Malformed { line: usize, why: String },
+    #[error("journal line {line}: index {found} where {expected} was expected (a line was deleted, inserted or moved)")]
+    Index { line: usize, expected: u64, found: u64 },
+    #[error(
+        "journal line {line}: does not chain to the line before it (that line was edited, or lines were reordered or deleted)"
+    )]
+    Chain { line: usize },
+    #[error("journal ends in a partial line (a write was interrupted; the next append removes it)")]
+    Torn,
+}
+
+/// SHA-256 of a line's bytes (without its newline), hex.
+pub fn line_hash(line: &str) -> String {
+    hex::encode(Sha256::digest(line.as_bytes()))
+}
+
+/// Encode the line that follows a line hashing to `prev` at `index`.
+pub fn journal_line(index: u64, prev: &str, record: &JournalRecord) -> String {
+    let line = JournalLine { format: JOURNAL_FORMAT.into(), index, prev: prev.into(), record: record.clone() };
+    serde_json::to_string(&line).expect("journal line serializes")
+}
+
+/// Parse and check a whole journal: every line well formed, indices 0, 1, 2…, each `prev` the hash of
+/// the line before. A final line without its newline is a torn write ([`JournalError::Torn`]).
+/// Returns the lines and the hash of the last one (the head).
+pub fn verify_journal(text: &str) -> Result<(Vec<JournalLine>, String), JournalError> {
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(JournalError::Torn);
+    }
+    let mut prev = GENESIS.to_string();
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        if raw.len() > MAX_LINE {
+            return Err(JournalError::Malformed { line, why: format!("longer than {MAX_LINE} bytes") });
+        }
+        let l: JournalLine =
+            serde_json::from_str(raw).map_err(|e| JournalError::Malformed { line, why: e.to_string() })?;
+        if l.format != JOURNAL_FORMAT {
+            return Err(JournalError::Malformed {
+                line,
+                why: format!("format {:?} is not {JOURNAL_FORMAT:?}", l.format),
+            });
+        }
+        if l.index != i as u64 {
+            return Err(JournalError::Index { line, expected: i as u64, found: l.index });
+        }
+        if l.prev != prev {
+            return Err(JournalError::Chain { line });
+        }
+        prev = line_hash(raw);
+        out.push(l);
+    }
+    Ok((out, prev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64) -> JournalRecord {
+        JournalRecord {
+            at: 1_700_000_000 + n,
+            payer: CardSerial::from_u64(1),
+            payee: CardSerial::from_u64(2),
+            amount: Amount(10 + n),
+            outcome: JournalOutcome::Settled,
+            receipt: Some(n as u32 + 1),
+            nonce: Some("00".repeat(16)),
+            payer_sequence: Some(7),
+            token: Some("11".repeat(16)),
+            ack: Some("22".repeat(16)),
+            proof: None,
+            recovered: vec![],
+        }
+    }
+
+    fn journal(n: u64) -> String {
+        let mut text = String::new();
+        let mut prev = GENESIS.to_string();
+        for i in 0..n {
+            let l = journal_line(i, &prev, &record(i));
+            prev = line_hash(&l);
+            text.push_str(&l);
+            text.push('\n');
+        }
+        text
+    }
+
+    #[test]
+    fn a_written_journal_verifies_and_its_head_is_the_last_hash() {
+        let text = journal(4);
+        let (lines, head) = verify_journal(&text).unwrap();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[2].record, record(2));
+        assert_eq!(head, line_hash(text.lines().last().unwrap()));
+        assert_eq!(verify_journal("").unwrap().1, GENESIS);
+    }
+
+    #[test]
+    fn edited_deleted_reordered_and_torn_lines_are_detected() {
+        let text = journal(4);
+        let lines: Vec<&str> = text.lines().collect();
+        let join = |v: &[&str]| v.iter().map(|l| format!("{l}\n")).collect::<String>();
+        let edited = join(&[lines[0], &lines[1].replace("\"amount\":11", "\"amount\":99"), lines[2], lines[3]]);
+        assert_eq!(verify_journal(&edited).unwrap_err(), JournalError::Chain { line: 3 });
+        let deleted = join(&[lines[0], lines[2], lines[3]]);
+        assert!(matches!(verify_journal(&deleted).unwrap_err(), JournalError::Index { line: 2, .. }));
+        let reordered = join(&[lines[0], lines[2], lines[1], lines[3]]);
+        assert!(verify_journal(&reordered).is_err());
+        let torn = &text[..text.len() - 5];
+        assert_eq!(verify_journal(torn).unwrap_err(), JournalError::Torn);
+        let unknown = text.replacen("{\"format\"", "{\"x\":1,\"format\"", 1);
+        assert!(matches!(verify_journal(&unknown).unwrap_err(), JournalError::Malformed { line: 1, .. }));
+    }
+
+    #[test]
+    fn export_mac_input_covers_every_field_but_the_mac() {
+        let e = CardLogExport {
+            format: CARD_LOG_FORMAT.into(),
+            serial: CardSerial::from_u64(3),
+            issued: Amount(100),
+            balance: Amount(90),
+            totals: Totals { debited: 10, credited: 0, refunded: 0 },
+            dropped: 0,
+            entries: vec![ExportEntry {
+                sequence: 1,
+                kind: EntryKind::Debit,
+                counterpart: CardSerial::from_u64(4),
+                amount: Amount(10),
+                receipt: 1,
+            }],
+            open_debits: vec![],
+            receipt_floor: 1,
+            receipt_next: 1,
+            mac: [0; 16],
+        };
+        let mut with_mac = e.clone();
+        with_mac.mac = [9; 16];
+        assert_eq!(e.mac_input(), with_mac.mac_input());
+        let mut edited = e.clone();
+        edited.entries[0].amount = Amount(1);
+        assert_ne!(e.mac_input(), edited.mac_input());
+        let back: CardLogExport = serde_json::from_slice(&serde_json::to_vec_pretty(&e).unwrap()).unwrap();
+        assert_eq!(back.mac_input(), e.mac_input());
+    }
+}

@@ -1,0 +1,3 @@
+//! Rollout and back-office accounting over a fleet of cards (DESIGN.md §7): `reconcile`.
+
+pub mod reconcile;
