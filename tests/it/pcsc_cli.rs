@@ -272,6 +272,76 @@ fn cards_personalised_in_a_reader_roll_keys_and_move_value_between_two_readers()
     assert_eq!(total, 500, "value is conserved");
 }
 
+/// Over real pcscd: a blank made by a manufacturer the issuer does not trust, served with `card serve`,
+/// is refused by `perso --reader` before any secret, the refusal is the only change to the database (an
+/// audit-log row), and the card is left blank. (A clone of an issued chip and the other impostors are
+/// refused the same way in process: `perso_channel`.)
+#[test]
+fn an_impostor_in_the_reader_is_refused_and_logged() {
+    let pc = acquire();
+    let r0 = pc.reader(0).clone();
+    let s = Scratch::new();
+    s.init();
+    trusted_fab(&s);
+    s.ok(&["batch", "new", "b", "--profile", "hybrid", "--transfer-key-limit", "5", "--initial-balance", "100"]);
+    std::fs::create_dir(s.path("cards")).unwrap();
+    s.ok(&["fab", "init", "--out-dir", "rogue", "--name", "Rogue Chips"]);
+    s.ok(&["fab", "blank", "--manufacturer", "rogue", "--out", "cards/rogue.card"]);
+    let run = |file: &str| -> (std::process::Output, String) {
+        let card = serve(&s, &s.path(file), &r0);
+        card.wait_inserted();
+        let before = s.dump();
+        let o = s
+            .cmd()
+            .args([
+                "--db",
+                "keyroll.db",
+                "--identity",
+                "keyroll.db.identity",
+                "perso",
+                "--batch",
+                "b",
+                "--reader",
+                "00 00",
+            ])
+            .args(["--count", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stderr));
+        card.pull();
+        (o, before)
+    };
+    // The rogue card: refused, logged, nothing else.
+    let blank_before = show(&s, &s.path("cards/rogue.card"));
+    let (o, before) = run("cards/rogue.card");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("impostor refused before any secret")
+            && err.contains("not from a manufacturer this issuer trusts"),
+        "{err}"
+    );
+    let after = s.dump();
+    let changed: Vec<&str> = after.lines().filter(|l| !before.contains(*l)).collect();
+    // The run's own bookkeeping (written when `perso --reader` starts, before any card is seen: the run,
+    // its reserved serial and their log row) aside, the refusal is the only change.
+    let card_rows: Vec<&&str> = changed
+        .iter()
+        .filter(|l| !l.starts_with("INSERT INTO perso_runs") && !l.starts_with("INSERT INTO audit_head"))
+        .filter(|l| !(l.starts_with("INSERT INTO cards") && l.contains("'reserved'")))
+        .filter(|l| !(l.starts_with("INSERT INTO audit_log") && l.contains("'perso run'")))
+        .collect();
+    assert!(
+        card_rows.len() == 1 && card_rows[0].starts_with("INSERT INTO audit_log"),
+        "only the refusal record changed: {card_rows:?}"
+    );
+    assert_eq!(s.sqlite("SELECT count(*) FROM chips").trim(), "0");
+    assert!(changed.iter().any(|l| l.contains("perso refused") && l.contains("untrusted-manufacturer")), "{changed:?}");
+    assert_eq!(show(&s, &s.path("cards/rogue.card")), blank_before, "the impostor got nothing");
+    assert_eq!(s.sqlite("SELECT count(*) FROM certificates").trim(), "0");
+    s.ok(&["audit", "log"]);
+}
+
 /// opensc-tool's number for `reader` (its `-l` rows: number first, reader name last).
 fn opensc_index(reader: &VirtualReader) -> String {
     let out = Command::new("opensc-tool").arg("-l").output().expect("opensc-tool (Debian package opensc) is needed");
