@@ -89,7 +89,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: FabCommand) -
                 )
             })?;
             let der = match der::pem::decode_vec(text.as_bytes()) {
-                Ok((label, der)) if label == "CERTIFICATE" => der,
+                Ok(("CERTIFICATE", der)) => der,
                 _ => {
                     return Err(CliError::input(
                         format!("{} is not a PEM certificate", root.display()),
@@ -113,7 +113,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: FabCommand) -
             if ctx.json {
                 output::json(&serde_json::json!({ "manufacturers": rows }));
             } else {
-                println!("{:<28} {:<8} {:>6} {:>7}  {}", "name", "kind", "cards", "issued", "root fingerprint");
+                println!("{:<28} {:<8} {:>6} {:>7}  root fingerprint", "name", "kind", "cards", "issued");
                 for r in rows {
                     println!("{:<28} {:<8} {:>6} {:>7}  {}", r.name, r.kind, r.cards, r.cards_locked, r.fingerprint);
                 }

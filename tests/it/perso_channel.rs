@@ -31,11 +31,14 @@ impl<C: CardChannel> CardChannel for Tee<C> {
     }
 }
 
-/// A man in the middle: `edit` sees each command (0-based index) and decides what the card gets.
+/// What a man in the middle does with the command of a given (0-based) index.
+type Editor<'a> = Box<dyn FnMut(usize, &[u8]) -> Edit + 'a>;
+
+/// A man in the middle: `edit` sees each command and decides what the card gets.
 struct Mitm<'a, C> {
     inner: C,
     n: usize,
-    edit: Box<dyn FnMut(usize, &[u8]) -> Edit + 'a>,
+    edit: Editor<'a>,
     held: Vec<Vec<u8>>,
     /// Flip a bit of the response to this command index.
     tamper_response: Option<usize>,
