@@ -88,9 +88,11 @@ pub fn trusted_roots(conn: &Connection) -> Result<Vec<TrustedRoot>, AuthorityErr
     for (name, der, fp, kind) in rows {
         let actual = fab::fingerprint(&der);
         if actual != fp || !logged.contains(&(actual.clone(), kind.clone())) {
-            return Err(AuthorityError::Tampered(format!(
-                "manufacturer {name:?} ({actual}) is not one the signed audit log recorded"
-            )));
+            return Err(AuthorityError::Tampered(super::Tamper::Log {
+                row: None,
+                table_row: None,
+                why: format!("manufacturer {name:?} ({actual}) is not one the signed audit log recorded"),
+            }));
         }
         out.push(TrustedRoot { name, der, fingerprint: actual, virtual_only: kind == "virtual" });
     }

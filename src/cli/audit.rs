@@ -312,7 +312,7 @@ struct Report {
     chains: ChainVerdicts,
     audit_log: audit_log::LogVerdict,
     /// Value issued onto personalised cards, minor currency units.
-    issued_value: u64,
+    issued_value: crate::domain::Total,
     /// No invalid chain and an intact audit log.
     ok: bool,
 }
@@ -345,7 +345,7 @@ fn build_report(auth: &Authority, at: SystemTime) -> Result<Report, CliError> {
         batches: batches::list(&auth.conn)?,
         cards: CardCounts {
             total: cards.len(),
-            personalised: cards.iter().filter(|c| c.state == "personalised").count(),
+            personalised: cards.iter().filter(|c| c.state == cards::CardState::Personalised).count(),
         },
         manufacturers: manufacturers::list(&auth.conn)?,
         certificates: CertificateCounts {

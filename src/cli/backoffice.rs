@@ -206,7 +206,7 @@ pub fn key(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: KeyCommand) -
             println!("{} key {id} is active", KeyKind::from(kind).name());
         }
         KeyCommand::Retire { kind, id } => {
-            auth.unlock(identity)?.retire(kind.into(), id)?;
+            auth.unlock(identity)?.retire(kind.into(), id, false)?;
             println!("{} key {id} is retired", KeyKind::from(kind).name());
         }
         KeyCommand::Export { to, out, transfer, update } => {
@@ -230,9 +230,9 @@ pub fn batch(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: BatchComman
             let b = auth.unlock(identity)?.new_batch(&NewBatch {
                 name,
                 profile: profile.into(),
-                transfer_key_id_limit: transfer_key_limit,
-                initial_balance,
-                max_balance,
+                transfer_key_id_limit: crate::domain::TransferKeyIdLimit(transfer_key_limit),
+                initial_balance: crate::domain::Amount(initial_balance),
+                max_balance: crate::domain::Amount(max_balance),
             })?;
             if ctx.json {
                 output::json(&b);

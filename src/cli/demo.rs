@@ -39,7 +39,7 @@ struct Verdict {
     value_conserved: bool,
     chains_valid: bool,
     log_intact: bool,
-    issued_value: u64,
+    issued_value: crate::domain::Total,
     balances: u64,
     in_flight: u64,
     newest_transfer_key_id: Option<TransferKeyId>,
@@ -86,9 +86,9 @@ fn batch(u: &Unlocked<'_>, name: &str, profile: Profile, limit: u32) -> Result<(
     u.new_batch(&NewBatch {
         name: name.into(),
         profile,
-        transfer_key_id_limit: limit,
-        initial_balance: 1_000,
-        max_balance: 100_000,
+        transfer_key_id_limit: crate::domain::TransferKeyIdLimit(limit),
+        initial_balance: Amount(1_000),
+        max_balance: Amount(100_000),
     })?;
     Ok(())
 }
@@ -327,7 +327,7 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
     let issued = cards::issued_value(&auth.conn)?;
     let mut v = Verdict {
         keys_converged: st.behind_newest == 0,
-        value_conserved: issued == st.balances + st.in_flight,
+        value_conserved: issued.0 == st.balances as u128 + st.in_flight as u128,
         chains_valid: unexpected == 0,
         log_intact: log.intact,
         issued_value: issued,

@@ -35,7 +35,8 @@ impl CliError {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::CheckFailed { .. } | CliError::Authority(AuthorityError::Tampered(_)) => 1,
+            CliError::CheckFailed { .. }
+            | CliError::Authority(AuthorityError::Tampered(_) | AuthorityError::BadRow { .. }) => 1,
             CliError::Settle(
                 SettleError::Stranded { .. } | SettleError::Revoked { .. } | SettleError::NoPath { .. },
             ) => 1,
@@ -105,8 +106,22 @@ impl CliError {
                     Some(format!("pass --transfer-key-limit {newest} or more"))
                 }
                 AuthorityError::NoSuchKey { .. } => Some("list keys with `keyroll key list`".into()),
-                AuthorityError::Tampered(_) => {
-                    Some("the database was changed outside keyroll: see `keyroll audit report`, restore a backup".into())
+                AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => Some(
+                    "the database was changed outside keyroll: nothing was used or changed; see `keyroll audit log`, restore a backup".into(),
+                ),
+                AuthorityError::PinRequired { .. } => Some(
+                    "pass --expect-key FINGERPRINT with the audit key fingerprint `keyroll init` printed (from the issuer, not from this database); it is remembered after the first success".into(),
+                ),
+                AuthorityError::KeyInUse { .. } => {
+                    Some("finish or retire the batches first, or activate a newer key; --force retires it anyway (logged)".into())
+                }
+                AuthorityError::RetiredKey { .. } => {
+                    Some("create a new batch (`keyroll batch new`): it takes the newest active keys".into())
+                }
+                AuthorityError::NotKeyroll(_) => Some("pass --db with a database `keyroll init` created".into()),
+                AuthorityError::BadName { .. } => Some("use printable characters only, within the length limit".into()),
+                AuthorityError::UnloggedChange { .. } | AuthorityError::NotBound(_) => {
+                    Some("this is a bug in keyroll; nothing was changed. Please report it".into())
                 }
                 _ => None,
             },

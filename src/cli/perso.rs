@@ -13,7 +13,7 @@ use crate::authority::{Authority, AuthorityError, Unlocked, manufacturers};
 use crate::card::storage::{FileStorage, MemoryStorage, Storage};
 use crate::card::{Card, CardState};
 use crate::crypto::{TransferKey, UpdateKey};
-use crate::domain::{Amount, CardSerial, ChipId, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::domain::{CardSerial, ChipId, Profile, TransferKeyId};
 use crate::fab::{FactoryIdentity, Manufacturer};
 use crate::perso::script::check_attestation;
 use crate::perso::{AttestedKey, CardPlan, CertificateIssuer, ChipRegister, Line, PersoError, personalise};
@@ -51,18 +51,18 @@ impl Kit {
     /// newer pending or active transfer key up to the limit as well (claims 8–9: a later roll is a
     /// selection), the update key, and the CA for public-key profiles.
     pub fn load(u: &Unlocked<'_>, batch: &Batch) -> Result<Self, CliError> {
-        let mut transfer_keys = vec![u.transfer_key(batch.transfer_key_id)?];
+        let mut transfer_keys = vec![u.transfer_key(batch.transfer_key_id.0)?];
         if batch.profile == Profile::MultiKey {
             let mut newer = keys::ids_in_state(u.conn(), KeyKind::Transfer, KeyState::Pending)?;
             newer.extend(keys::ids_in_state(u.conn(), KeyKind::Transfer, KeyState::Active)?);
             newer.sort_unstable();
             for id in newer {
-                if id > batch.transfer_key_id && id <= batch.transfer_key_id_limit {
+                if TransferKeyId(id) > batch.transfer_key_id && batch.transfer_key_id_limit.admits(TransferKeyId(id)) {
                     transfer_keys.push(u.transfer_key(id)?);
                 }
             }
         }
-        let update_key = batch.profile.has_update_key().then(|| u.update_key(batch.update_key_id)).transpose()?;
+        let update_key = batch.profile.has_update_key().then(|| u.update_key(batch.update_key_id.0)).transpose()?;
         let ca = batch.profile.has_key_pair().then(|| u.ca()).transpose()?;
         Ok(Kit { batch: batch.clone(), transfer_keys, update_key, ca })
     }
@@ -72,11 +72,11 @@ impl Kit {
             serial,
             profile: self.batch.profile,
             transfer_keys: self.transfer_keys.clone(),
-            selected: TransferKeyId(self.batch.transfer_key_id),
+            selected: self.batch.transfer_key_id,
             update_key: self.update_key.clone(),
-            limit: TransferKeyIdLimit(self.batch.transfer_key_id_limit),
-            initial_balance: Amount(self.batch.initial_balance),
-            max_balance: Amount(self.batch.max_balance),
+            limit: self.batch.transfer_key_id_limit,
+            initial_balance: self.batch.initial_balance,
+            max_balance: self.batch.max_balance,
             trust_anchor: self.ca.as_ref().map(|c| c.root_der.clone()),
         }
     }
@@ -98,17 +98,16 @@ impl CertificateIssuer for DbIssuer<'_, '_> {
             .write(|c| {
                 let chip = manufacturers::chip(c, card.chip_id)?;
                 if !chip.is_some_and(|r| r.serial == serial && !r.locked) {
-                    return Err(AuthorityError::Ca(format!(
-                        "chip {} is not the chip registered for card {serial}",
-                        card.chip_id
-                    )));
+                    return Err(AuthorityError::ChipNotRegistered { chip: card.chip_id, serial });
                 }
+                // `issue_card_certificate` logs "cert issue"; the attestation that allowed it is logged too.
                 let der = self.unlocked.issue_card_certificate(c, self.signer, serial, &key.public_key)?;
                 self.unlocked.log(
                     c,
-                    "cert issue",
-                    serde_json::json!({ "card": serial.to_string(), "serial": crate::authority::issuer_ca::serial_hex(&der),
-                        "chip_id": card.chip_id.to_string(), "attestation_cert": card.attestation_fingerprint }),
+                    "card attested",
+                    serde_json::json!({ "card": serial.to_string(), "certificate": crate::authority::issuer_ca::serial_hex(&der),
+                        "chip_id": card.chip_id.to_string(), "attestation_cert": card.attestation_fingerprint,
+                        "agreement_cert": card.agreement_fingerprint }),
                 )?;
                 Ok(der)
             })

@@ -50,9 +50,9 @@ impl Generation {
     fn of(b: &Batch) -> Self {
         Generation {
             profile: b.profile.name().into(),
-            transfer_key_id: b.transfer_key_id,
-            update_key_id: b.profile.has_update_key().then_some(b.update_key_id),
-            transfer_key_id_limit: b.transfer_key_id_limit,
+            transfer_key_id: b.transfer_key_id.0,
+            update_key_id: b.profile.has_update_key().then_some(b.update_key_id.0),
+            transfer_key_id_limit: b.transfer_key_id_limit.0,
             batch: b.name.clone(),
         }
     }

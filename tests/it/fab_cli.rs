@@ -96,7 +96,7 @@ fn perso_to_files_uses_the_virtual_fab_and_records_chips() {
     let text = s.ok(&["audit", "report"]);
     assert!(text.contains("keyroll virtual fab") && text.contains("virtual"), "{text}");
     // The CA recorded the chip with each certificate.
-    let logged = s.sqlite("SELECT count(*) FROM audit_log WHERE action = 'cert issue' AND detail LIKE '%chip_id%'");
+    let logged = s.sqlite("SELECT count(*) FROM audit_log WHERE action = 'card attested' AND detail LIKE '%chip_id%'");
     assert_eq!(logged.trim(), "2");
     // A second run makes two more cards: every personalised card has its own chip, one to one.
     s.ok(&["perso", "--batch", "h", "--out-dir", "cards", "--count", "2"]);

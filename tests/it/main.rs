@@ -21,4 +21,5 @@ mod properties;
 mod public_key;
 mod replay;
 mod settlement;
+mod tamper;
 mod wycheproof_ec;
