@@ -11,8 +11,7 @@ use super::crl::Crl;
 use super::der;
 use super::name::GeneralName;
 use super::{KeyUsage, PathError, ValidatedPath, ValidationOptions, time};
-use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
+use crate::crypto::ec;
 
 /// Signature verifications per validation. An honest path of a few certificates and a CRL per
 /// issuer needs a dozen; the bound caps the CPU an adversarial bundle of cross-signed
@@ -87,11 +86,9 @@ impl Ctx<'_> {
         }
         check_signature_algorithm(alg)?;
         let key = public_key(self.cert(issuer_index))?;
-        // ECDSA-Sig-Value (RFC 5480 §2.2 / RFC 5758 §3.2), strictly DER.
-        let Ok(sig) = Signature::from_der(signature) else {
-            return Ok(false);
-        };
-        Ok(key.verify(message, &sig).is_ok())
+        // ECDSA-Sig-Value (RFC 5480 §2.2 / RFC 5758 §3.2), strictly DER; a malformed encoding is a
+        // signature that does not verify.
+        Ok(key.verify_der(&[message], signature).is_ok())
     }
 }
 
@@ -142,9 +139,9 @@ fn check_signature_algorithm(alg_tlv: &[u8]) -> Result<(), PathError> {
     Ok(())
 }
 
-/// The certificate's key as a P-256 verifying key (RFC 5480 §2.1.1: id-ecPublicKey with the
+/// The certificate's key as a P-256 public key (RFC 5480 §2.1.1: id-ecPublicKey with the
 /// namedCurve secp256r1; explicit curve parameters are refused, §2.1.1 "MUST NOT").
-fn public_key(c: &Certificate) -> Result<VerifyingKey, PathError> {
+fn public_key(c: &Certificate) -> Result<ec::PublicKey, PathError> {
     let unsupported = |what: String| PathError::UnsupportedAlgorithm { what };
     match c.spki_algorithm.as_slice() {
         oid::EC_PUBLIC_KEY => {}
@@ -184,7 +181,7 @@ fn public_key(c: &Certificate) -> Result<VerifyingKey, PathError> {
             return Err(unsupported(format!("curve {} in \"{}\" (only P-256)", der::oid_string(o), subject_of(c))));
         }
     }
-    VerifyingKey::from_sec1_bytes(&c.spki_key).map_err(|_| PathError::Malformed {
+    ec::PublicKey::from_sec1(&c.spki_key).map_err(|_| PathError::Malformed {
         what: format!("public key of \"{}\" is not a valid P-256 point", subject_of(c)),
     })
 }
@@ -414,7 +411,7 @@ pub fn validate(
             let key = public_key(leaf)?;
             Ok(ValidatedPath {
                 chain: path.iter().map(|n| ctx.cert(*n).der.clone()).collect(),
-                leaf_public_key_sec1: key.to_sec1_point(false).as_bytes().to_vec(),
+                leaf_public_key_sec1: key.sec1().to_vec(),
                 leaf_serial: leaf.serial.clone(),
                 leaf_key_usage: leaf.key_usage.map(KeyUsage),
                 leaf_is_ca: leaf.basic_constraints.is_some_and(|b| b.ca),
