@@ -242,7 +242,11 @@ impl Manufacturer {
         let tbs = cert.tbs_certificate();
         let public = card_key::public_key_from_spki_der(&tbs.subject_public_key_info().to_der()?)
             .map_err(|_| FabError::KeyMismatch)?;
-        if public != card_key::uncompressed(&p256::PublicKey::from(key.verifying_key())) {
+        let own = {
+            use p256::elliptic_curve::sec1::ToSec1Point;
+            key.verifying_key().as_affine().to_sec1_point(false)
+        };
+        if public.as_slice() != own.as_bytes() {
             return Err(FabError::KeyMismatch);
         }
         let key_id = match tbs.get_extension::<SubjectKeyIdentifier>()? {
