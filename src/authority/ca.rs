@@ -666,48 +666,22 @@ pub fn build_crl(
 }
 
 /// PEM labels this module writes and reads (RFC 7468 §5, §6).
-pub const PEM_CERTIFICATE: &str = "CERTIFICATE";
-pub const PEM_CRL: &str = "X509 CRL";
+pub const PEM_CERTIFICATE: &str = crate::pki::pem::CERTIFICATE;
+pub const PEM_CRL: &str = crate::pki::pem::CRL;
 
-/// PEM-encode DER under `label` (RFC 7468), LF line endings.
+/// PEM-encode DER under `label` (RFC 7468), LF line endings ([`crate::pki::pem`]).
 pub fn pem_encode(label: &str, der: &[u8]) -> Result<String, CaError> {
-    der::pem::encode_string(label, der::pem::LineEnding::LF, der)
-        .map_err(|e| CaError::Pem { expected: "valid", reason: e.to_string() })
+    Ok(crate::pki::pem::encode(label, der))
 }
 
-/// Decode every PEM block in `text`; each must carry `label` (RFC 7468 strict base64). Text outside
-/// the blocks is ignored, as RFC 7468 §5.2 allows. No block at all is an error.
+/// Decode every PEM block in `text`; each must carry `label` ([`crate::pki::pem::decode_all`]).
 pub fn pem_decode_all(label: &'static str, text: &str) -> Result<Vec<Vec<u8>>, CaError> {
-    let err = |reason: String| CaError::Pem { expected: label, reason };
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let block_and_rest = &rest[start..];
-        let end_marker = block_and_rest.find("-----END ").ok_or_else(|| err("BEGIN without END".to_string()))?;
-        let after_end = &block_and_rest[end_marker + "-----END ".len()..];
-        let close = after_end.find("-----").ok_or_else(|| err("unterminated END line".to_string()))?;
-        let block_len = end_marker + "-----END ".len() + close + "-----".len();
-        let (found, der) =
-            der::pem::decode_vec(&block_and_rest.as_bytes()[..block_len]).map_err(|e| err(e.to_string()))?;
-        if found != label {
-            return Err(err(format!("found a {found:?} block")));
-        }
-        out.push(der);
-        rest = &block_and_rest[block_len..];
-    }
-    if out.is_empty() {
-        return Err(err("no PEM block".to_string()));
-    }
-    Ok(out)
+    crate::pki::pem::decode_all(label, text).map_err(|e| CaError::Pem { expected: label, reason: e.to_string() })
 }
 
 /// Decode exactly one PEM block carrying `label`.
 pub fn pem_decode(label: &'static str, text: &str) -> Result<Vec<u8>, CaError> {
-    let mut all = pem_decode_all(label, text)?;
-    if all.len() != 1 {
-        return Err(CaError::Pem { expected: label, reason: format!("{} blocks, expected one", all.len()) });
-    }
-    Ok(all.pop().expect("one block"))
+    crate::pki::pem::decode_one(label, text).map_err(|e| CaError::Pem { expected: label, reason: e.to_string() })
 }
 
 #[cfg(test)]

@@ -261,6 +261,33 @@ impl Unlocked<'_> {
         Ok(())
     }
 
+    /// Certify a card key the channel saw attested (the caller checked the attestation under `card`'s
+    /// attestation key): only for the chip the register bound to `serial`, still unlocked. Logs
+    /// `cert issue` (through `issue_card_certificate`) and `card attested` with the chip id and the
+    /// factory certificate fingerprints, in one transaction.
+    pub fn certify_attested_key(
+        &self,
+        signer: &crate::authority::issuer_ca::CaSigner,
+        card: &FactoryIdentity,
+        serial: CardSerial,
+        public_key_sec1: &[u8],
+    ) -> Result<Vec<u8>, AuthorityError> {
+        self.write(|c| {
+            if !chip(c, card.chip_id)?.is_some_and(|r| r.serial == serial && !r.locked) {
+                return Err(AuthorityError::ChipNotRegistered { chip: card.chip_id, serial });
+            }
+            let der = self.issue_card_certificate(c, signer, serial, public_key_sec1)?;
+            self.log(
+                c,
+                "card attested",
+                serde_json::json!({ "card": serial.to_string(), "certificate": super::issuer_ca::serial_hex(&der),
+                    "chip_id": card.chip_id.to_string(), "attestation_cert": card.attestation_fingerprint,
+                    "agreement_cert": card.agreement_fingerprint }),
+            )?;
+            Ok(der)
+        })
+    }
+
     /// Mark the chip of a card locked (personalisation finished), inside the caller's transaction.
     pub fn lock_chip(&self, conn: &Connection, chip_id: ChipId) -> Result<(), AuthorityError> {
         conn.execute(

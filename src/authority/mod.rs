@@ -15,6 +15,7 @@ pub mod files;
 pub mod issuer_ca;
 pub mod keys;
 pub mod manufacturers;
+mod read;
 pub mod rows;
 
 use crate::crypto::CryptoError;
@@ -156,21 +157,24 @@ impl Tamper {
     }
 }
 
-/// Current time as RFC 3339 UTC with seconds (the `der` crate's `DateTime` formats it).
+/// Current time as RFC 3339 UTC with seconds (`pki`'s one RFC 3339 code).
 pub fn now() -> String {
-    der::DateTime::from_system_time(std::time::SystemTime::now()).map(|d| d.to_string()).unwrap_or_default()
+    crate::pki::format_rfc3339(std::time::SystemTime::now())
 }
 
 /// Secret names in the `secrets` table.
 pub mod secret_name {
-    pub const PERSO_MASTER: &str = "personalisation-master";
+    /// The master of the cards' log-export MAC keys (`crypto::mac::card_log_key`). Version 1's
+    /// personalisation master is gone with INITIALIZE: personalisation keys come from SCP11b now.
+    pub const LOG_MASTER: &str = "card-log-master";
     pub const AUDIT_KEY: &str = "audit-signing-key";
     pub const CA_KEY: &str = "ca-root-key";
 }
 
 /// An open issuer database.
 pub struct Authority {
-    pub conn: Connection,
+    /// Private to `authority`: callers read through the accessors in `read.rs` (no SQL elsewhere).
+    conn: Connection,
     pub path: PathBuf,
     /// The audit key fingerprint the caller expects (`--expect-key`): checked, and pinned on success.
     pub expect_key: Option<String>,
@@ -237,7 +241,7 @@ impl Authority {
     }
 
     /// Create the database with the issuer's first transfer key (id 1), update key (id 1),
-    /// personalisation master, audit key and CA root. Without custodians, a new identity file is
+    /// card log master, audit key and CA root. Without custodians, a new identity file is
     /// written at `identity_out`, with the audit key pinned in it and the first checkpoint beside it.
     pub fn init(
         path: &Path,
@@ -302,7 +306,7 @@ impl Authority {
             )?;
             Ok(())
         };
-        put(secret_name::PERSO_MASTER, master.expose())?;
+        put(secret_name::LOG_MASTER, master.expose())?;
         put(secret_name::AUDIT_KEY, audit.to_bytes().expose())?;
         let ca = issuer_ca::create_root(&tx, issuer, recipients)?;
         let tk = keys::insert_new(&tx, recipients, keys::KeyKind::Transfer, keys::KeyState::Active)?;
@@ -463,7 +467,7 @@ pub struct Unlocked<'a> {
 }
 
 impl Unlocked<'_> {
-    pub fn conn(&self) -> &Connection {
+    pub(in crate::authority) fn conn(&self) -> &Connection {
         &self.auth.conn
     }
 
@@ -504,10 +508,10 @@ impl Unlocked<'_> {
         self.custodian.decrypt(&self.auth.stored_secret(name)?)
     }
 
-    /// The issuer's personalisation master key.
-    pub fn perso_master(&self) -> Result<crate::crypto::Secret16, AuthorityError> {
-        crate::crypto::Secret16::from_slice(self.secret(secret_name::PERSO_MASTER)?.expose())
-            .ok_or(AuthorityError::MalformedSecret(SecretRef::Named(secret_name::PERSO_MASTER)))
+    /// The issuer's card log master: each card's log-export MAC key is derived from it and the serial.
+    pub fn log_master(&self) -> Result<crate::crypto::Secret16, AuthorityError> {
+        crate::crypto::Secret16::from_slice(self.secret(secret_name::LOG_MASTER)?.expose())
+            .ok_or(AuthorityError::MalformedSecret(SecretRef::Named(secret_name::LOG_MASTER)))
     }
 
     /// Run `f` in an IMMEDIATE transaction (writers queue behind each other instead of failing). A

@@ -117,7 +117,7 @@ pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: System
         }
         PersoPayload::TransferKey { id, key } => {
             let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
-            let k = StoredKey { id: id.0, key: Secret16::new(key.0) };
+            let k = StoredKey { id: id.0, key: Secret16::new(key.0), receipts_before: 0 };
             if profile == Profile::MultiKey {
                 next.transfer_keys.retain(|x| x.id != k.id);
                 if next.transfer_keys.len() >= super::state::MAX_TRANSFER_KEYS {
@@ -137,14 +137,17 @@ pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: System
             if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_update_key() {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
-            next.update_key = Some(StoredKey { id: id.0, key: Secret16::new(key.0) });
+            next.update_key = Some(StoredKey { id: id.0, key: Secret16::new(key.0), receipts_before: 0 });
         }
         PersoPayload::TransferKeyIdLimit(limit) => next.transfer_key_id_limit = Some(limit),
+        // Kept after LOCK: the card MACs its log exports with it (`CardState::export_log`).
+        PersoPayload::LogKey(k) => next.log_key = Some(Secret16::new(k.0)),
         PersoPayload::Balance { initial, max } => {
             if initial > max {
                 return Err(StatusWord::IncorrectData);
             }
             next.balance = initial;
+            next.issued = initial;
             next.max_balance = max;
         }
         PersoPayload::SelectedTransferKey(id) => {
@@ -226,6 +229,7 @@ pub(super) fn lock(state: &CardState, session: &mut Session) -> Result<Effect, S
         && state.current_transfer_key().is_some()
         && state.transfer_key_id_limit.zip(state.selected_transfer_key_id).is_some_and(|(l, id)| l.admits(id))
         && state.max_balance.0 > 0
+        && state.log_key.is_some()
         && (!profile.has_update_key() || state.update_key.is_some())
         && (!profile.has_key_pair()
             || (state.card_private_key.is_some() && state.certificate.is_some() && state.trust_anchor.is_some()));

@@ -3,7 +3,7 @@
 
 use super::CliError;
 use super::output::{self, Context};
-use crate::authority::{Authority, manufacturers};
+use crate::authority::Authority;
 use crate::fab::{FabError, Manufacturer};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
@@ -11,28 +11,35 @@ use std::path::{Path, PathBuf};
 #[derive(Subcommand, Debug)]
 pub enum FabCommand {
     /// Make a manufacturer: a P-256 root certificate (root.pem) and its key (root.key, mode 0600) in DIR.
+    #[command(after_help = "Example:\n  keyroll fab init --out-dir acme --name \"Acme Chip Works\"")]
     Init {
-        #[arg(long)]
+        /// The directory to write root.pem and root.key to (created; an existing manufacturer is never
+        /// overwritten).
+        #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
         /// The manufacturer's name (organisation of its certificates).
-        #[arg(long, default_value = "Reference Chip Works")]
+        #[arg(long, default_value = "Reference Chip Works", value_name = "NAME")]
         name: String,
     },
     /// Make a blank reference card: a chip id and two factory key pairs certified by the manufacturer.
+    #[command(after_help = "Example:\n  keyroll fab blank --manufacturer acme --out blank.card")]
     Blank {
         /// The manufacturer directory (`fab init --out-dir`).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         manufacturer: PathBuf,
         /// The card file to write (never overwritten).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
     /// The issuer trusts a manufacturer root (recorded in the database and its audit log).
+    #[command(after_help = "Example:\n  keyroll fab trust acme/root.pem")]
     Trust {
         /// The manufacturer's root certificate, PEM (root.pem of `fab init`).
+        #[arg(value_name = "ROOT.pem")]
         root: PathBuf,
     },
-    /// Manufacturers the issuer trusts, with how many cards each made.
+    /// Manufacturers the issuer trusts (and its virtual one), with how many cards each made.
+    #[command(after_help = "Example:\n  keyroll fab list --json")]
     List,
 }
 
@@ -71,7 +78,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: FabCommand) -
         }
         FabCommand::Blank { manufacturer, out } => {
             let m = Manufacturer::load_dir(&manufacturer).map_err(fab_error)?;
-            let state = super::perso::blank_state(&m)?;
+            let state = crate::perso::batch::blank_state(&m).map_err(fab_error)?;
             crate::fab::write_new(&out, &state.encode(), 0o600).map_err(fab_error)?;
             let chip = state.chip_id.expect("a blank from the fab has a chip id");
             if ctx.json {
@@ -88,15 +95,12 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: FabCommand) -
                     "pass the root.pem of `keyroll fab init`",
                 )
             })?;
-            let der = match der::pem::decode_vec(text.as_bytes()) {
-                Ok(("CERTIFICATE", der)) => der,
-                _ => {
-                    return Err(CliError::input(
-                        format!("{} is not a PEM certificate", root.display()),
-                        "pass the root.pem of `keyroll fab init`",
-                    ));
-                }
-            };
+            let der = crate::pki::pem::decode_one("CERTIFICATE", &text).map_err(|e| {
+                CliError::input(
+                    format!("{} is not one PEM certificate: {e}", root.display()),
+                    "pass the root.pem of `keyroll fab init`",
+                )
+            })?;
             let auth = Authority::open(db)?;
             let u = auth.unlock(identity)?;
             let row = u.trust_manufacturer(&der)?;
@@ -108,8 +112,8 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: FabCommand) -
             Ok(())
         }
         FabCommand::List => {
-            let auth = Authority::open(db)?;
-            let rows = manufacturers::list(&auth.conn)?;
+            let auth = Authority::open_read_only(db)?;
+            let rows = auth.manufacturers()?;
             if ctx.json {
                 output::json(&serde_json::json!({ "manufacturers": rows }));
             } else {

@@ -11,23 +11,35 @@ use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  keyroll settle --payer file:cards/4B52000000000002.card --payee file:cards/4B52000000000001.card --amount 50\n  \
+                        keyroll settle --payer \"00 00\" --payee \"00 01\" --amount 0   # two PC/SC readers: keys only"
+)]
 pub struct SettleArgs {
-    /// The paying card: `file:PATH` or a PC/SC reader name (exact or a unique part).
-    #[arg(long)]
+    /// The paying card: `file:PATH` for a card file, or a PC/SC reader name (exact or a unique part).
+    #[arg(long, value_name = "CARD")]
     pub payer: String,
-    /// The receiving card.
-    #[arg(long)]
+    /// The receiving card: `file:PATH` or a PC/SC reader name.
+    #[arg(long, value_name = "CARD")]
     pub payee: String,
     /// Amount in minor units; 0 only synchronises keys and recovers interrupted transfers.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub amount: u64,
-    /// A CRL (PEM or DER) from the issuer: cards whose certificate it revokes are refused.
-    #[arg(long)]
+    /// A CRL (PEM or DER) from the issuer: cards whose certificate it revokes are refused; repeatable.
+    #[arg(long, value_name = "FILE")]
     pub crl: Vec<PathBuf>,
+    /// Append one hash-chained JSON line per settlement to FILE (created if missing; it must verify).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Context, a: SettleArgs) -> Result<(), CliError> {
-    let options = SettleOptions { verbose: ctx.verbose, revoked_certificate_serials: revoked_serials(&a.crl)? };
+    same_card_file(&a.payer, &a.payee)?;
+    let options = SettleOptions {
+        verbose: ctx.verbose,
+        revoked_certificate_serials: revoked_serials(&a.crl)?,
+        journal: a.journal.clone(),
+    };
     let report = with_channel(&a.payer, |payer| {
         with_channel(&a.payee, |payee| settle(payer, payee, Amount(a.amount), &options).map_err(CliError::from))
     })?;
@@ -60,6 +72,24 @@ fn print_report(r: &SettlementReport) {
     println!("apdus            {}", r.apdus);
 }
 
+/// Both sides naming one card file would meet its lock ("in use by another process"): say what it is.
+fn same_card_file(payer: &str, payee: &str) -> Result<(), CliError> {
+    let (Some(a), Some(b)) = (payer.strip_prefix("file:"), payee.strip_prefix("file:")) else { return Ok(()) };
+    let canon = |p: &str| std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p));
+    if canon(a) == canon(b) {
+        return Err(CliError::input(
+            format!("--payer and --payee name the same card file {a}"),
+            "value moves between two different cards: name another card file for one side",
+        ));
+    }
+    Ok(())
+}
+
+/// A reader name that is really a path: the user forgot `file:`.
+fn looks_like_a_file(spec: &str) -> bool {
+    spec.ends_with(".card") || std::path::Path::new(spec).is_file()
+}
+
 /// Run `f` with a channel to the card named by `spec`.
 pub fn with_channel<T>(spec: &str, f: impl FnOnce(&mut dyn CardChannel) -> Result<T, CliError>) -> Result<T, CliError> {
     if let Some(path) = spec.strip_prefix("file:") {
@@ -67,6 +97,12 @@ pub fn with_channel<T>(spec: &str, f: impl FnOnce(&mut dyn CardChannel) -> Resul
         let mut card = open_card_file(&path)?;
         let mut ch = InProcessChannel::new(&mut card, path.display().to_string());
         return f(&mut ch);
+    }
+    if looks_like_a_file(spec) {
+        return Err(CliError::input(
+            format!("{spec:?} is read as a PC/SC reader name, but it looks like a card file"),
+            format!("card files take the file: prefix: file:{spec}"),
+        ));
     }
     pcsc_channel(spec, f)
 }
@@ -90,16 +126,16 @@ fn pcsc_channel<T>(spec: &str, _f: impl FnOnce(&mut dyn CardChannel) -> Result<T
 /// Certificate serials revoked by the given CRLs (signature checking is the auditor's job; the
 /// terminal takes the CRL its operator loaded from the issuer).
 fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CliError> {
-    use der::{Decode, DecodePem};
+    use crate::pki::{Crl, pem};
     let mut out = Vec::new();
     for path in crls {
         let bytes = std::fs::read(path).map_err(|e| {
             CliError::input(format!("cannot read CRL {}: {e}", path.display()), "pass the issuer's CRL file")
         })?;
-        let crl = if bytes.starts_with(b"-----") {
-            <x509_cert::crl::CertificateList>::from_pem(&bytes)
-        } else {
-            <x509_cert::crl::CertificateList>::from_der(&bytes)
+        let crls: Vec<Crl> = match pem::objects(&bytes, pem::CRL) {
+            Ok(ders) if ders.is_empty() => Err("no X509 CRL block".to_string()),
+            Ok(ders) => ders.iter().map(|d| Crl::from_der(d).map_err(|e| e.to_string())).collect(),
+            Err(e) => Err(e.to_string()),
         }
         .map_err(|e| {
             CliError::input(
@@ -107,9 +143,7 @@ fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CliError> {
                 "export it with `keyroll cert crl --out FILE`",
             )
         })?;
-        for rc in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
-            out.push(rc.serial_number.as_bytes().to_vec());
-        }
+        out.extend(crls.into_iter().flat_map(|c| c.revoked).map(|r| r.serial));
     }
     Ok(out)
 }

@@ -50,6 +50,9 @@ pub struct CardPlan {
     pub max_balance: Amount,
     /// Issuer trust anchor (DER) for public-key and hybrid profiles.
     pub trust_anchor: Option<Vec<u8>>,
+    /// The card's log-export MAC key (`crypto::mac::card_log_key` of the issuer's log master and the
+    /// serial): the back office re-derives it to check the card's log exports.
+    pub log_key: Secret16,
 }
 
 /// A card key the card generated and attested, as the back office's CA receives it.
@@ -306,6 +309,7 @@ pub fn personalise(
         s.store("STORE update key", PersoItem::UpdateKey, &key_bytes(u.id.0, u.secret()))?;
     }
     s.store("STORE limit", PersoItem::TransferKeyIdLimit, &plan.limit.0.to_be_bytes())?;
+    s.store("STORE log key", PersoItem::LogKey, plan.log_key.expose())?;
     let mut bal = plan.initial_balance.0.to_be_bytes().to_vec();
     bal.extend_from_slice(&plan.max_balance.0.to_be_bytes());
     s.store("STORE balance", PersoItem::Balance, &bal)?;

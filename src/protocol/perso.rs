@@ -29,6 +29,8 @@ pub enum PersoPayload {
     CardCertificate(Vec<u8>),
     /// `card serial (8)`: given inside the channel, first (a chip keeps its serial).
     Serial(CardSerial),
+    /// `log key (16)`: the card's log-export MAC key.
+    LogKey(KeyBytes),
 }
 
 impl PersoPayload {
@@ -44,6 +46,7 @@ impl PersoPayload {
             PersoPayload::TrustAnchor(_) => PersoItem::TrustAnchor,
             PersoPayload::CardCertificate(_) => PersoItem::CardCertificate,
             PersoPayload::Serial(_) => PersoItem::Serial,
+            PersoPayload::LogKey(_) => PersoItem::LogKey,
         }
     }
 }
@@ -79,6 +82,7 @@ impl Wire for PersoPayload {
             PersoPayload::SelectedTransferKey(id) => out.extend_from_slice(&id.0.to_be_bytes()),
             PersoPayload::TrustAnchor(der) | PersoPayload::CardCertificate(der) => out.extend_from_slice(der),
             PersoPayload::Serial(s) => out.extend_from_slice(&s.0),
+            PersoPayload::LogKey(k) => out.extend_from_slice(&k.0),
         }
     }
 
@@ -110,6 +114,7 @@ impl Wire for PersoPayload {
                 PersoPayload::CardCertificate(r.rest_capped("card certificate", MAX_COMMAND_DATA)?.to_vec())
             }
             PersoItem::Serial => PersoPayload::Serial(CardSerial(r.array("serial")?)),
+            PersoItem::LogKey => PersoPayload::LogKey(KeyBytes(r.array("log key")?)),
         })
     }
 }

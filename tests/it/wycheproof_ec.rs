@@ -16,17 +16,13 @@
 
 use keyroll::crypto::card_key::{self, CardKeyPair};
 use serde_json::Value;
-use std::path::PathBuf;
 
 fn vector(name: &str) -> Option<Value> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wycheproof").join(name);
+    let path = crate::support::vectors_dir().join("wycheproof").join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()))),
         Err(e) => {
-            eprintln!();
-            eprintln!("!!!!!!!! WYCHEPROOF VECTORS MISSING: {} ({e}) !!!!!!!!", path.display());
-            eprintln!("!!!!!!!! this test checked NOTHING; put the vectors at ../shared/vectors/wycheproof !!!!!!!!");
-            eprintln!();
+            crate::support::vectors_missing(&format!("Wycheproof vectors at {} ({e})", path.display()));
             None
         }
     }

@@ -19,6 +19,9 @@ use keyroll::transport::in_process::InProcessChannel;
 
 pub type TestCard = Card<TearingStorage<MemoryStorage>>;
 
+/// The test issuer's card log master: every test card's log key is `card_log_key(LOG_MASTER, serial)`.
+pub const LOG_MASTER: [u8; 16] = [0x4D; 16];
+
 /// The manufacturer of every test blank (made once per test binary).
 pub fn test_fab() -> &'static Manufacturer {
     static FAB: std::sync::OnceLock<Manufacturer> = std::sync::OnceLock::new();
@@ -90,6 +93,7 @@ pub fn plan(serial: u64, profile: Profile, tk: u32, uk: u32, limit: u32, balance
         initial_balance: Amount(balance),
         max_balance: Amount(1_000_000),
         trust_anchor: None,
+        log_key: keyroll::crypto::mac::card_log_key(&Secret16::new(LOG_MASTER), &CardSerial::from_u64(serial)),
     }
 }
 
@@ -188,4 +192,27 @@ pub fn pk_card(
     let mut card = blank_card();
     personalise_card(&mut card, &p, Some(ca));
     card
+}
+
+/// The environment variable `scripts/test` (CI) sets: conformance vectors must be present.
+pub const REQUIRE_VECTORS: &str = "KEYROLL_REQUIRE_VECTORS";
+
+/// Conformance vectors (read from `../shared/vectors`, never copied into the project) are missing: under
+/// CI (`KEYROLL_REQUIRE_VECTORS=1`, set by `scripts/test`) the test fails; elsewhere it says loudly that
+/// it checked nothing and passes, so a clone without `../shared` still builds and tests.
+pub fn vectors_missing(what: &str) {
+    if std::env::var_os(REQUIRE_VECTORS).is_some_and(|v| v != "0") {
+        panic!("{what} missing and {REQUIRE_VECTORS} is set: the conformance test cannot run");
+    }
+    eprintln!(
+        "!!! {what} missing: this conformance test checked NOTHING (set {REQUIRE_VECTORS}=1 to fail instead) !!!"
+    );
+}
+
+/// Where the conformance vectors are: `../shared/vectors` beside the project, or `KEYROLL_VECTORS_DIR`.
+pub fn vectors_dir() -> std::path::PathBuf {
+    match std::env::var_os("KEYROLL_VECTORS_DIR") {
+        Some(d) => d.into(),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"),
+    }
 }
