@@ -7,9 +7,9 @@ use super::cards::{self, CardRecord};
 use super::issuer_ca::{self, CertRow};
 use super::keys::{self, KeyKind, KeyRow, KeyState};
 use super::manufacturers::{self, ChipRecord, ManufacturerRow};
+use super::{Authority, AuthorityError};
 use crate::domain::{CardSerial, ChipId};
 use crate::fab::TrustedRoot;
-use super::{Authority, AuthorityError};
 
 impl Authority {
     /// Every batch, oldest first.

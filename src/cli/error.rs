@@ -150,7 +150,9 @@ impl CliError {
                 CardError::Storage(StorageError::PowerCut) => (Internal, s(REPORT)),
                 CardError::State(crate::card::state::StateError::Version1) => (
                     Input,
-                    s("make a version 2 card: a blank with `keyroll fab blank`, issued cards with `keyroll perso --out-dir`"),
+                    s(
+                        "make a version 2 card: a blank with `keyroll fab blank`, issued cards with `keyroll perso --out-dir`",
+                    ),
                 ),
                 CardError::State(_) => {
                     (Input, s("this is not a keyroll card file (`keyroll perso --out-dir DIR` writes them)"))
@@ -244,11 +246,15 @@ fn authority(e: &AuthorityError) -> (Class, String) {
         AuthorityError::NewerSchema { .. } => (Input, s("use the newer keyroll that wrote this database")),
         AuthorityError::Version1Database { .. } => (
             Input,
-            s("create a version 2 issuer with `keyroll init --issuer NAME --db NEW.db`; keyroll did not change this one"),
+            s(
+                "create a version 2 issuer with `keyroll init --issuer NAME --db NEW.db`; keyroll did not change this one",
+            ),
         ),
         AuthorityError::BadManufacturer(_) => (
             Input,
-            s("pass the root.pem that `keyroll fab init` (or the manufacturer) wrote: a self-signed P-256 CA certificate"),
+            s(
+                "pass the root.pem that `keyroll fab init` (or the manufacturer) wrote: a self-signed P-256 CA certificate",
+            ),
         ),
         AuthorityError::ManufacturerExists { .. } => {
             (Input, s("nothing to do: `keyroll fab list` shows the manufacturers already trusted"))
@@ -258,7 +264,9 @@ fn authority(e: &AuthorityError) -> (Class, String) {
         | AuthorityError::ChipNotRegistered { .. }
         | AuthorityError::SerialHasChip { .. } => (
             Check,
-            s("a chip id gets exactly one serial, ever: set this card aside (the card register keeps chip id and serial)"),
+            s(
+                "a chip id gets exactly one serial, ever: set this card aside (the card register keeps chip id and serial)",
+            ),
         ),
         AuthorityError::Sqlite(err) => sqlite(err),
         AuthorityError::BadRecipient(_) => {

@@ -120,7 +120,12 @@ impl ChipRegister for DbRegister<'_, '_> {
 
 /// Record a card the line refused as an impostor or a reused chip in the audit log (and nothing
 /// else), then hand the error back. `target` names the run's target (a folder or `reader:NAME`).
-pub fn record_refusal(u: &Unlocked<'_>, target: &str, e: PersoError, chip: Option<ChipId>) -> Result<PersoError, AuthorityError> {
+pub fn record_refusal(
+    u: &Unlocked<'_>,
+    target: &str,
+    e: PersoError,
+    chip: Option<ChipId>,
+) -> Result<PersoError, AuthorityError> {
     if let Some(code) = e.refusal_code() {
         let chip = match &e {
             PersoError::ChipRefused { chip, .. } => Some(*chip),
@@ -185,7 +190,9 @@ fn write_card_file(
 ) -> Result<(PathBuf, ChipId), BatchError> {
     let path = card_path(dir, slot.serial);
     let write = |state: &CardState| {
-        FileStorage::new(&path).store(&state.encode()).map_err(|source| BatchError::Write { path: path.clone(), source })
+        FileStorage::new(&path)
+            .store(&state.encode())
+            .map_err(|source| BatchError::Write { path: path.clone(), source })
     };
     let existing = FileStorage::new(&path).load().ok().flatten().and_then(|b| CardState::decode(&b).ok());
     let state = match existing {

@@ -222,7 +222,10 @@ fn a_recording_is_worthless() {
     // 1. No key of the batch, in any encoding (the card stored exactly these keys).
     let mut secrets: Vec<Vec<u8>> = p.transfer_keys.iter().map(|k| k.secret().expose().to_vec()).collect();
     secrets.push(p.update_key.as_ref().unwrap().secret().expose().to_vec());
+    // The card's log-export key travels in the same channel: it must not appear either.
+    secrets.push(p.log_key.expose().to_vec());
     assert_eq!(card.state().transfer_keys[0].key.expose(), &secrets[0][..]);
+    assert_eq!(card.state().log_key.as_ref().map(|k| k.expose().to_vec()), Some(secrets[2].clone()));
     for s in &secrets {
         for e in encodings(s) {
             assert!(!contains(&all, &e), "a batch key appears in the recording");

@@ -204,7 +204,10 @@ enum Item {
     TransferKey(u32),
     UpdateKey(u32),
     Limit(u32),
-    Balance { initial: u64, max: u64 },
+    Balance {
+        initial: u64,
+        max: u64,
+    },
     Selected(u32),
     /// The card serial `n`.
     Serial(u64),
@@ -431,8 +434,8 @@ fn run_step(step: &Step, cards: &mut Cards, kept: &mut Carried) -> Result<(), St
         }
         (_, Some(Outgoing::Protected(apdu))) => {
             let mut ch = InProcessChannel::new(card, step.card.clone());
-            let r = keyroll::transport::exchange_apdu(&mut ch, &mut Trace::default(), &apdu)
-                .map_err(|e| e.to_string())?;
+            let r =
+                keyroll::transport::exchange_apdu(&mut ch, &mut Trace::default(), &apdu).map_err(|e| e.to_string())?;
             // Every answer to a protected command goes through the host's end: a 9000 must carry a
             // valid R-MAC (the line would stop otherwise).
             let sm = kept.sm.as_mut().expect("protected above");

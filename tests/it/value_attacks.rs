@@ -217,7 +217,7 @@ fn minting_with_an_extracted_generation_key_is_flagged_by_reconcile() {
     let token = mac::cmac(
         &mac::value_mac_key(&tk),
         &[
-            b"keyroll value token v1",
+            b"keyroll value token v2",
             &serial(1).0,
             &serial(2).0,
             &500u64.to_be_bytes(),
