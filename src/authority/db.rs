@@ -14,13 +14,14 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_certificate_authority", include_str!("../../schema/0002_certificate_authority.sql")),
     ("0003_card_initialised", include_str!("../../schema/0003_card_initialised.sql")),
     ("0004_row_binding", include_str!("../../schema/0004_row_binding.sql")),
-    ("0005_manufacturers", include_str!("../../schema/0005_manufacturers.sql")),
+    ("0005_scheme_policy", include_str!("../../schema/0005_scheme_policy.sql")),
+    ("0006_manufacturers", include_str!("../../schema/0006_manufacturers.sql")),
 ];
 
 /// The first schema of protocol version 2 (factory credentials, SCP11b personalisation). A database
 /// whose schema is older was made by version 1, which shares no key, label or AID with version 2 and is
 /// refused rather than upgraded (DESIGN.md §10: no issuer runs version 1 in the field).
-pub const FIRST_V2_SCHEMA: usize = 5;
+pub const FIRST_V2_SCHEMA: usize = 6;
 
 fn refuse_version_1(conn: &Connection, path: &Path) -> Result<(), AuthorityError> {
     let version = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;

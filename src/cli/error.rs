@@ -120,6 +120,9 @@ impl CliError {
                 AuthorityError::PinRequired { .. } => "pin-required",
                 AuthorityError::BadRow { .. } => "tampered",
                 AuthorityError::KeyInUse { .. } => "key-in-use",
+                AuthorityError::PolicyFull { .. } => "policy-full",
+                AuthorityError::NoSuchCard(_) => "no-such-card",
+                AuthorityError::SigningTime(_) => "signing-time",
                 _ if self.classify().0 == Class::Internal => "internal",
                 _ => "authority",
             },
@@ -333,6 +336,19 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             ),
         ),
         AuthorityError::NotBound(_) | AuthorityError::UnloggedChange { .. } => (Internal, s(REPORT)),
+        AuthorityError::SigningTime(_) => (
+            Input,
+            s(
+                "set this machine's clock right (the scheme key never signs a time earlier than its last signature or ahead of the clock)",
+            ),
+        ),
+        AuthorityError::PolicyFull { .. } => (
+            Input,
+            s(
+                "a new generation is needed: create and activate a new transfer key, personalise new batches with it, retire the old key, then `keyroll policy publish` prunes the dead generation's entries",
+            ),
+        ),
+        AuthorityError::NoSuchCard(_) => (Input, s("list cards with `keyroll rollout status` or `keyroll cert list`")),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod kdf;
 pub mod keys;
 pub mod mac;
 pub mod random;
+pub mod scheme_key;
 pub mod scp11;
 pub mod secret;
 pub mod secure_messaging;

@@ -325,10 +325,11 @@ fn audit_log_detects_edit_delete_reorder_and_truncation() {
     let clean = s.json(&["audit", "log"]);
     assert_eq!(clean["intact"], true);
     let rows = clean["rows"].as_u64().unwrap();
-    assert_eq!(rows, 5);
+    // init, policy 1, the first two keys' authorisations; each active key new and its authorisation; batch.
+    assert_eq!(rows, 11);
 
     let (code, v) =
-        tampered(&s, "UPDATE audit_log SET detail = replace(detail, '\"id\":3', '\"id\":30') WHERE id = 3;");
+        tampered(&s, "UPDATE audit_log SET detail = replace(detail, '\"id\":1', '\"id\":10') WHERE id = 3;");
     assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(3)), "edit: {v}");
     let (code, v) = tampered(&s, "DELETE FROM audit_log WHERE id = 2;");
     assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(2)), "delete: {v}");
@@ -337,13 +338,13 @@ fn audit_log_detects_edit_delete_reorder_and_truncation() {
         "UPDATE audit_log SET id = -id WHERE id IN (2, 3); UPDATE audit_log SET id = 3 WHERE id = -2; UPDATE audit_log SET id = 2 WHERE id = -3;",
     );
     assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(2)), "reorder: {v}");
-    let (code, v) = tampered(&s, "DELETE FROM audit_log WHERE id = 5;");
+    let (code, v) = tampered(&s, "DELETE FROM audit_log WHERE id = 11;");
     assert_eq!(code, 1, "truncation: {v}");
-    assert_eq!(v["first_bad_row"].as_i64(), Some(5));
+    assert_eq!(v["first_bad_row"].as_i64(), Some(11));
     assert!(v["reason"].as_str().unwrap().contains("truncated"));
     let (code, v) = tampered(
         &s,
-        "UPDATE audit_head SET last_id = 4, last_hash = (SELECT hash FROM audit_log WHERE id = 4); DELETE FROM audit_log WHERE id = 5;",
+        "UPDATE audit_head SET last_id = 10, last_hash = (SELECT hash FROM audit_log WHERE id = 10); DELETE FROM audit_log WHERE id = 11;",
     );
     assert_eq!(code, 1, "truncation with a forged head: {v}");
     let (code, v) = tampered(&s, "UPDATE audit_log SET detail = CAST(detail AS BLOB) WHERE id = 2;");
@@ -360,7 +361,7 @@ fn audit_log_detects_edit_delete_reorder_and_truncation() {
     s.ok(&["audit", "log", "--expect-key", clean["audit_key_fingerprint"].as_str().unwrap()]);
 }
 
-/// Version 2 breaks with version 1 (DESIGN.md §10): a database of schema 1 to 4 (what version 1 made; this
+/// Version 2 breaks with version 1 (DESIGN.md §10): a database of schema 1 to 5 (what version 1 made; this
 /// test used to upgrade one in place, then to migrate an edited one and refuse it) is refused by name
 /// before any migration, and left as it was. Readers refuse it too.
 #[test]
@@ -368,10 +369,10 @@ fn a_version_1_database_is_refused_with_a_clear_message() {
     let s = Scratch::new();
     s.init();
     s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "2"]);
-    // Make it what version 1 left: schema 4, no manufacturer tables.
+    // Make it what the last version 1 left: schema 5, no manufacturer tables.
     s.sqlite(
         "DROP TRIGGER chips_keep_their_serial; DROP TRIGGER chips_are_never_deleted; DROP TABLE chips; \
-         DROP TABLE manufacturers; PRAGMA user_version = 4;",
+         DROP TABLE manufacturers; PRAGMA user_version = 5;",
     );
     let before = s.dump();
     for args in [&["cert", "ca", "--out", "root.pem"][..], &["batch", "list"], &["audit", "log"]] {

@@ -1,4 +1,4 @@
--- keyroll back office, schema version 5 (protocol version 2, DESIGN.md §10 point 1): the card
+-- keyroll back office, schema version 6 (protocol version 2, DESIGN.md §10 point 1): the card
 -- manufacturers the issuer trusts, and the chips it personalised. A chip id gets exactly one card
 -- serial, ever, and a serial one chip: both are unique, and rows can be neither deleted nor re-pointed.
 
