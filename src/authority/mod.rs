@@ -14,6 +14,7 @@ pub mod db;
 pub mod files;
 pub mod issuer_ca;
 pub mod keys;
+pub mod manufacturers;
 pub mod pkcs11;
 pub mod policy;
 mod read;
@@ -108,6 +109,22 @@ pub enum AuthorityError {
     PolicyFull { max: usize },
     #[error("no card with serial {0}")]
     NoSuchCard(String),
+    #[error(
+        "{path} is a keyroll version 1 database (schema {schema}); version 2 shares no key, label or application identifier with version 1 and does not open it"
+    )]
+    Version1Database { path: PathBuf, schema: usize },
+    #[error("not a usable manufacturer root: {0}")]
+    BadManufacturer(String),
+    #[error("manufacturer root {fingerprint} is already recorded (as {kind})")]
+    ManufacturerExists { fingerprint: String, kind: String },
+    #[error("chip {chip} already belongs to issued card {serial}; a chip is personalised once")]
+    ChipIssued { chip: crate::domain::ChipId, serial: crate::domain::CardSerial },
+    #[error("chip {chip} already has card serial {serial}; a chip id gets exactly one serial, ever")]
+    ChipHasSerial { chip: crate::domain::ChipId, serial: crate::domain::CardSerial },
+    #[error("chip {chip} is not the chip registered for card {serial}; no certificate is issued")]
+    ChipNotRegistered { chip: crate::domain::ChipId, serial: crate::domain::CardSerial },
+    #[error("card serial {serial} already belongs to chip {chip}")]
+    SerialHasChip { serial: crate::domain::CardSerial, chip: crate::domain::ChipId },
     #[error(transparent)]
     Token(#[from] pkcs11::TokenError),
 }
@@ -159,7 +176,9 @@ pub fn now() -> String {
 
 /// Secret names in the `secrets` table.
 pub mod secret_name {
-    pub const PERSO_MASTER: &str = "personalisation-master";
+    /// The master of the cards' log-export MAC keys (`crypto::mac::card_log_key`). Version 1's
+    /// personalisation master is gone with INITIALIZE: personalisation keys come from SCP11b now.
+    pub const LOG_MASTER: &str = "card-log-master";
     pub const AUDIT_KEY: &str = "audit-signing-key";
     pub const CA_KEY: &str = "ca-root-key";
 }
@@ -269,7 +288,7 @@ impl Authority {
     }
 
     /// Create the database with the issuer's first transfer key (id 1), update key (id 1),
-    /// personalisation master, audit key and CA root. Without custodians, a new identity file is
+    /// card log master, audit key and CA root. Without custodians, a new identity file is
     /// written at `identity_out`, with the audit key pinned in it and the first checkpoint beside it.
     pub fn init(
         path: &Path,
@@ -366,7 +385,7 @@ impl Authority {
             tx.execute("INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)", params![name, sealer.seal(secret)?])?;
             Ok(())
         };
-        put(secret_name::PERSO_MASTER, master.expose())?;
+        put(secret_name::LOG_MASTER, master.expose())?;
         let mut token_outcome = None;
         let (ca, scheme) = match &token {
             None => {
@@ -665,10 +684,10 @@ impl Unlocked<'_> {
         self.token.as_ref().map_or(0, |t| t.token.pool().idle())
     }
 
-    /// The issuer's personalisation master key.
-    pub fn perso_master(&self) -> Result<crate::crypto::Secret16, AuthorityError> {
-        crate::crypto::Secret16::from_slice(self.secret(secret_name::PERSO_MASTER)?.expose())
-            .ok_or(AuthorityError::MalformedSecret(SecretRef::Named(secret_name::PERSO_MASTER)))
+    /// The issuer's card log master: each card's log-export MAC key is derived from it and the serial.
+    pub fn log_master(&self) -> Result<crate::crypto::Secret16, AuthorityError> {
+        crate::crypto::Secret16::from_slice(self.secret(secret_name::LOG_MASTER)?.expose())
+            .ok_or(AuthorityError::MalformedSecret(SecretRef::Named(secret_name::LOG_MASTER)))
     }
 
     /// Run `f` in an IMMEDIATE transaction (writers queue behind each other instead of failing). A

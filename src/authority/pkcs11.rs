@@ -1,6 +1,6 @@
 //! PKCS #11 custody (DESIGN.md §11): the issuer's three signing keys (CA root, scheme key, audit key)
 //! are generated in a token as sensitive, non-extractable private keys and sign there; the stored
-//! secrets (transfer keys, update keys, the personalisation master) are wrapped by an AES-256 key
+//! secrets (transfer keys, update keys, the card log master, the virtual manufacturer's key) are wrapped by an AES-256 key
 //! generated in the same token, with AES key wrap with padding (`CKM_AES_KEY_WRAP_PAD`, RFC 5649;
 //! PKCS #11 v2.40 §2.14.3). Nothing here is specific to SoftHSM2, the token the tests use.
 //!

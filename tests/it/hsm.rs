@@ -213,10 +213,10 @@ fn token_keys_are_private_sensitive_and_never_in_the_database() {
     assert!(blocks(&outside, "Secret Key Object").is_empty(), "wrap key visible without login: {outside}");
 
     // The database: no CA, scheme or audit private key in any form. The only stored secrets are the
-    // 16-byte ones (personalisation master, transfer and update keys), each RFC 5649-wrapped by the
+    // 16-byte ones (card log master, transfer and update keys), each RFC 5649-wrapped by the
     // token (prefix + 24 bytes): a 32-byte scalar or a PKCS #8 key would wrap to 40 bytes or more.
     let names = s.sqlite("SELECT name FROM secrets ORDER BY name");
-    assert_eq!(names.trim(), "personalisation-master", "{names}");
+    assert_eq!(names.trim(), "card-log-master", "{names}");
     let prefix = "keyroll-pkcs11-kwp/1\n".len();
     for (table, col) in [("secrets", "ciphertext"), ("keys", "ciphertext")] {
         let lens = s.sqlite(&format!("SELECT length({col}), hex(substr({col}, 1, {prefix})) FROM {table}"));

@@ -1,4 +1,4 @@
--- keyroll back office, schema version 6: PKCS #11 custody (DESIGN.md §11). A database created with
+-- keyroll back office, schema version 7: PKCS #11 custody (DESIGN.md §11). A database created with
 -- `init --pkcs11-module LIB --pkcs11-token LABEL` records here which token holds which of its keys:
 -- the CA root, scheme and audit signing keys (P-256, generated in the token, sensitive and
 -- non-extractable; the public key is kept to check the token's key against) and the AES key that wraps
