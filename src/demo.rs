@@ -70,7 +70,7 @@ pub struct Event {
 /// Figures behind the verdict.
 #[derive(Clone, Debug, Serialize)]
 pub struct Figures {
-    pub issued_value: u64,
+    pub issued_value: crate::domain::Total,
     pub balances: u64,
     pub in_flight: u64,
     pub newest_transfer_key_id: Option<TransferKeyId>,
@@ -132,9 +132,9 @@ fn batch(u: &Unlocked<'_>, name: &str, profile: Profile, limit: u32) -> Result<(
     u.new_batch(&NewBatch {
         name: name.into(),
         profile,
-        transfer_key_id_limit: limit,
-        initial_balance: 1_000,
-        max_balance: 100_000,
+        transfer_key_id_limit: crate::domain::TransferKeyIdLimit(limit),
+        initial_balance: crate::domain::Amount(1_000),
+        max_balance: crate::domain::Amount(100_000),
     })?;
     Ok(())
 }
@@ -379,7 +379,7 @@ pub fn run(
         },
         Check {
             name: "value_conserved",
-            ok: issued == status.balances + status.in_flight,
+            ok: issued.0 == status.balances as u128 + status.in_flight as u128,
             detail: format!("issued {issued} = balances {} + in flight {}", status.balances, status.in_flight),
         },
     ];

@@ -96,6 +96,56 @@ impl<'de> Deserialize<'de> for CardSerial {
 #[serde(transparent)]
 pub struct Amount(pub u64);
 
+impl Amount {
+    /// The largest amount the back office handles: 2^53 - 1, so every amount is exact in JSON (IEEE
+    /// double) and in SQLite's signed 64-bit integers. Card balances on the wire stay 8 bytes.
+    pub const MAX: Amount = Amount((1 << 53) - 1);
+
+    /// An amount within `0..=MAX`.
+    pub fn new(v: u64) -> Option<Amount> {
+        (v <= Self::MAX.0).then_some(Amount(v))
+    }
+
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        self.0.checked_add(other.0).map(Amount)
+    }
+
+    pub fn checked_sub(self, other: Amount) -> Option<Amount> {
+        self.0.checked_sub(other.0).map(Amount)
+    }
+}
+
+/// A sum of amounts over many cards. 128 bits: a sum of 2^64 amounts of up to 2^64 - 1 each fits, so
+/// sums over any fleet never wrap (issue 14 item 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Total(pub u128);
+
+impl std::ops::Add<Amount> for Total {
+    type Output = Total;
+    fn add(self, a: Amount) -> Total {
+        Total(self.0 + a.0 as u128)
+    }
+}
+
+impl std::ops::AddAssign<Amount> for Total {
+    fn add_assign(&mut self, a: Amount) {
+        self.0 += a.0 as u128;
+    }
+}
+
+impl std::iter::Sum<Amount> for Total {
+    fn sum<I: Iterator<Item = Amount>>(iter: I) -> Total {
+        iter.fold(Total(0), |t, a| t + a)
+    }
+}
+
+impl fmt::Display for Total {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -187,5 +237,14 @@ mod tests {
             assert_eq!(Profile::parse(p.name()), Some(p));
         }
         assert_eq!(Profile::from_code(0), None);
+    }
+
+    #[test]
+    fn amounts_are_bounded_and_totals_do_not_wrap() {
+        assert_eq!(Amount::new(Amount::MAX.0), Some(Amount::MAX));
+        assert_eq!(Amount::new(Amount::MAX.0 + 1), None);
+        assert_eq!(Amount(u64::MAX).checked_add(Amount(1)), None);
+        let t: Total = std::iter::repeat_n(Amount(u64::MAX), 4).sum();
+        assert_eq!(t.0, 4 * u64::MAX as u128);
     }
 }

@@ -349,7 +349,7 @@ pub struct Report {
     pub chains: ChainVerdicts,
     pub audit_log: audit_log::LogVerdict,
     /// Value issued onto personalised cards, minor currency units.
-    pub issued_value: u64,
+    pub issued_value: crate::domain::Total,
     /// No invalid chain other than by revocation, and an intact audit log (same as `verdict.ok`).
     pub ok: bool,
     pub verdict: Verdict,
@@ -419,7 +419,7 @@ pub fn build_report(auth: &Authority, at: SystemTime) -> Result<Report, Authorit
         batches: auth.batches()?,
         cards: CardCounts {
             total: cards.len(),
-            personalised: cards.iter().filter(|c| c.state == "personalised").count(),
+            personalised: cards.iter().filter(|c| c.state == crate::authority::cards::CardState::Personalised).count(),
         },
         certificates: CertificateCounts {
             issued: register.len(),

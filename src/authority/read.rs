@@ -30,7 +30,7 @@ impl Authority {
     }
 
     /// Value issued onto personalised cards, minor currency units.
-    pub fn issued_value(&self) -> Result<u64, AuthorityError> {
+    pub fn issued_value(&self) -> Result<crate::domain::Total, AuthorityError> {
         cards::issued_value(&self.conn)
     }
 
@@ -54,8 +54,15 @@ impl Authority {
         batches::plan(&self.conn, id)
     }
 
-    /// The audit log's verdict: hash chain, signed head, audit key.
+    /// The audit log's verdict: hash chain, signed head, audit key, and every bound table against a
+    /// replay of the log.
     pub fn verify_log(&self) -> Result<LogVerdict, AuthorityError> {
         audit_log::verify(&self.conn)
+    }
+
+    /// Whether the log still holds a checkpoint's entry unchanged (`Err(why)` if it was rolled back or
+    /// rewritten).
+    pub fn log_extends(&self, cp: &audit_log::Checkpoint) -> Result<Result<(), String>, AuthorityError> {
+        audit_log::extends(&self.conn, cp)
     }
 }

@@ -102,14 +102,17 @@ impl CliError {
                 AuthorityError::NoDatabase(_) | AuthorityError::Corrupt { .. } | AuthorityError::NewerSchema { .. } => {
                     "database"
                 }
-                AuthorityError::Tampered(_) => "tampered",
+                AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => "tampered",
+                AuthorityError::PinRequired { .. } => "pin-required",
+                AuthorityError::KeyInUse { .. } => "key-in-use",
+                AuthorityError::RetiredKey { .. } => "retired-key",
                 AuthorityError::Sqlite(_) => "database",
                 AuthorityError::AlreadyExists(_) => "exists",
                 AuthorityError::BatchExists(_) => "batch-exists",
                 AuthorityError::NoSuchBatch(_) => "no-such-batch",
                 AuthorityError::NoSuchKey { .. } => "no-such-key",
                 AuthorityError::KeyState { .. } => "key-state",
-                AuthorityError::Ca(m) if unknown_certificate(m) => "no-such-certificate",
+                AuthorityError::NoCertificate(_) => "no-such-certificate",
                 _ if self.classify().0 == Class::Internal => "internal",
                 _ => "authority",
             },
@@ -186,10 +189,6 @@ impl CliError {
     }
 }
 
-fn unknown_certificate(message: &str) -> bool {
-    message.starts_with("no unrevoked certificate")
-}
-
 fn authority(e: &AuthorityError) -> (Class, String) {
     use Class::*;
     let s = |x: &str| x.to_string();
@@ -198,8 +197,11 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             (Input, s("choose another --db path; an existing database is never overwritten"))
         }
         AuthorityError::NoDatabase(_) => (Input, s("create one with `keyroll init --issuer NAME`, or pass --db FILE")),
-        AuthorityError::Corrupt { .. } | AuthorityError::BadSecret(_) => {
+        AuthorityError::Corrupt { .. } | AuthorityError::MissingSecret(_) | AuthorityError::MalformedSecret(_) => {
             (Input, s("restore the database from a backup; keyroll did not change it"))
+        }
+        AuthorityError::NotKeyroll(_) => {
+            (Input, s("pass --db with a database `keyroll init` created; keyroll did not write to this file"))
         }
         AuthorityError::NewerSchema { .. } => (Input, s("use the newer keyroll that wrote this database")),
         AuthorityError::Sqlite(err) => sqlite(err),
@@ -219,7 +221,11 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             (Input, s("pass --identity FILE (or set KEYROLL_IDENTITY) with a custodian's age identity"))
         }
         AuthorityError::Custody(_) | AuthorityError::Crypto(_) => (Internal, s(REPORT)),
-        AuthorityError::Io(_) => (Input, s("check the path exists and is writable")),
+        AuthorityError::Io { .. } => (Input, s("check the path exists and is writable")),
+        AuthorityError::StateFile { .. } => (
+            Input,
+            s("the file keeps a pin and a checkpoint; restore it from a backup, or move it away and pass --expect-key"),
+        ),
         AuthorityError::NoSuchKey { .. } => (Input, s("list keys with `keyroll key list`")),
         AuthorityError::KeyState { .. } => (
             Input,
@@ -227,6 +233,13 @@ fn authority(e: &AuthorityError) -> (Class, String) {
                 "`keyroll key list` shows each key's state: only a pending key can be activated, only an active one retired",
             ),
         ),
+        AuthorityError::KeyInUse { .. } => (
+            Input,
+            s("finish those batches or activate a newer key first; --force retires it anyway (the log says so)"),
+        ),
+        AuthorityError::RetiredKey { .. } => {
+            (Input, s("create a new batch (`keyroll batch new`): it takes the newest active keys"))
+        }
         AuthorityError::NoActiveKey(_) => (Input, s("create one with `keyroll key new KIND` or activate one")),
         AuthorityError::NoSuchBatch(_) => (Input, s("list batches with `keyroll batch list`")),
         AuthorityError::BatchExists(_) => {
@@ -236,13 +249,24 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             (Input, format!("pass --transfer-key-limit {newest} or more"))
         }
         AuthorityError::BadBatch(_) => (Input, s("see `keyroll batch new --help`")),
-        AuthorityError::Ca(m) if unknown_certificate(m) => {
+        AuthorityError::BadName { .. } => (Input, s("use printable characters only, within the length limit")),
+        AuthorityError::NoCertificate(_) => {
             (Input, s("`keyroll cert list` shows certificate serials and card serials"))
         }
         AuthorityError::Ca(_) => (Internal, s(REPORT)),
-        AuthorityError::Tampered(_) => {
-            (Check, s("the database was changed outside keyroll: see `keyroll audit report`, restore a backup"))
-        }
+        AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => (
+            Check,
+            s(
+                "the database was changed outside keyroll; nothing was used or changed: see `keyroll audit log`, restore a backup",
+            ),
+        ),
+        AuthorityError::PinRequired { .. } => (
+            Input,
+            s(
+                "pass --expect-key FINGERPRINT with the audit key fingerprint `keyroll init` printed (ask the issuer; never copy it from this database); it is remembered after the first success",
+            ),
+        ),
+        AuthorityError::NotBound(_) | AuthorityError::UnloggedChange { .. } => (Internal, s(REPORT)),
     }
 }
 
@@ -426,7 +450,10 @@ mod tests {
             None,
         );
         assert_eq!(CliError::Authority(AuthorityError::Sqlite(cannot_open)).exit_code(), EXIT_INPUT);
-        assert_eq!(CliError::Authority(AuthorityError::Tampered("x".into())).exit_code(), EXIT_CHECK);
+        assert_eq!(
+            CliError::Authority(AuthorityError::Tampered(crate::authority::Tamper::AuditKeyRecord)).exit_code(),
+            EXIT_CHECK
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::authority::{AuthorityError, Unlocked};
 use crate::card::storage::{FileStorage, MemoryStorage, Storage, StorageError};
 use crate::card::{Card, CardError, CardState};
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
-use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::domain::{CardSerial, Profile, TransferKeyId};
 use crate::protocol::info::LifeCycle;
 use crate::transport::in_process::InProcessChannel;
 use serde::Serialize;
@@ -51,18 +51,18 @@ impl Kit {
     /// newer pending or active transfer key up to the limit as well (claims 8–9: a later roll is a
     /// selection), the update key, the personalisation master, and the CA for public-key profiles.
     pub fn load(u: &Unlocked<'_>, batch: &Batch) -> Result<Self, AuthorityError> {
-        let mut transfer_keys = vec![u.transfer_key(batch.transfer_key_id)?];
+        let mut transfer_keys = vec![u.transfer_key(batch.transfer_key_id.0)?];
         if batch.profile == Profile::MultiKey {
             let mut newer = u.auth.key_ids(KeyKind::Transfer, KeyState::Pending)?;
             newer.extend(u.auth.key_ids(KeyKind::Transfer, KeyState::Active)?);
             newer.sort_unstable();
             for id in newer {
-                if id > batch.transfer_key_id && id <= batch.transfer_key_id_limit {
+                if TransferKeyId(id) > batch.transfer_key_id && batch.transfer_key_id_limit.admits(TransferKeyId(id)) {
                     transfer_keys.push(u.transfer_key(id)?);
                 }
             }
         }
-        let update_key = batch.profile.has_update_key().then(|| u.update_key(batch.update_key_id)).transpose()?;
+        let update_key = batch.profile.has_update_key().then(|| u.update_key(batch.update_key_id.0)).transpose()?;
         let ca = batch.profile.has_key_pair().then(|| u.ca()).transpose()?;
         Ok(Kit { master: u.perso_master()?, batch: batch.clone(), transfer_keys, update_key, ca })
     }
@@ -72,11 +72,11 @@ impl Kit {
             serial,
             profile: self.batch.profile,
             transfer_keys: self.transfer_keys.clone(),
-            selected: TransferKeyId(self.batch.transfer_key_id),
+            selected: self.batch.transfer_key_id,
             update_key: self.update_key.clone(),
-            limit: TransferKeyIdLimit(self.batch.transfer_key_id_limit),
-            initial_balance: Amount(self.batch.initial_balance),
-            max_balance: Amount(self.batch.max_balance),
+            limit: self.batch.transfer_key_id_limit,
+            initial_balance: self.batch.initial_balance,
+            max_balance: self.batch.max_balance,
             trust_anchor: self.ca.as_ref().map(|c| c.root_der.clone()),
         }
     }

@@ -74,14 +74,14 @@ pub fn plan(auth: &Authority, id: u32) -> Result<Plan, RolloutError> {
     let newest_uk = auth.key_ids(KeyKind::Update, KeyState::Active)?.into_iter().max();
     let generation = |b: &crate::authority::batches::Batch, stores: bool| Generation {
         profile: b.profile,
-        transfer_key_id: b.transfer_key_id,
-        update_key_id: b.profile.has_update_key().then_some(b.update_key_id),
-        transfer_key_id_limit: b.transfer_key_id_limit,
+        transfer_key_id: b.transfer_key_id.0,
+        update_key_id: b.profile.has_update_key().then_some(b.update_key_id.0),
+        transfer_key_id_limit: b.transfer_key_id_limit.0,
         // What matters for the plan is whether the card stores key `id`.
         stored_transfer_key_ids: if b.profile == Profile::MultiKey && stores { vec![id] } else { Vec::new() },
     };
     let mut gens: Vec<Generation> =
-        batches.iter().zip(&rows).map(|(b, r)| generation(b, r.stranded == 0 || b.transfer_key_id >= id)).collect();
+        batches.iter().zip(&rows).map(|(b, r)| generation(b, r.stranded == 0 || b.transfer_key_id.0 >= id)).collect();
     let assumed = !gens.iter().any(|g| g.transfer_key_id >= id);
     if assumed {
         let mut profiles: Vec<Profile> = batches.iter().map(|b| b.profile).collect();
@@ -102,9 +102,9 @@ pub fn plan(auth: &Authority, id: u32) -> Result<Plan, RolloutError> {
     let mut out = Vec::new();
     for (k, (b, r)) in batches.iter().zip(&rows).enumerate() {
         let g = &gens[k];
-        let how = if b.transfer_key_id >= id {
+        let how = if b.transfer_key_id.0 >= id {
             Reach::Holds
-        } else if r.stranded > 0 || b.transfer_key_id_limit < id {
+        } else if r.stranded > 0 || b.transfer_key_id_limit.0 < id {
             Reach::Stranded
         } else if let Some(roll) = holders.iter().find_map(|h| g.takes_from(h, id).ok()) {
             Reach::Direct(roll)
@@ -117,9 +117,9 @@ pub fn plan(auth: &Authority, id: u32) -> Result<Plan, RolloutError> {
         out.push(PlanBatch {
             batch: b.name.clone(),
             profile: b.profile,
-            transfer_key_id: b.transfer_key_id,
+            transfer_key_id: b.transfer_key_id.0,
             update_key_id: g.update_key_id,
-            transfer_key_id_limit: b.transfer_key_id_limit,
+            transfer_key_id_limit: b.transfer_key_id_limit.0,
             personalised: b.personalised,
             stranded: r.stranded,
             cut_off,

@@ -137,9 +137,9 @@ pub fn verify(u: &Unlocked<'_>) -> Result<VerifyReport, RolloutError> {
         let state = fresh(&a)?.state().clone();
         let g = Generation {
             profile: b.profile,
-            transfer_key_id: b.transfer_key_id,
-            update_key_id: b.profile.has_update_key().then_some(b.update_key_id),
-            transfer_key_id_limit: b.transfer_key_id_limit,
+            transfer_key_id: b.transfer_key_id.0,
+            update_key_id: b.profile.has_update_key().then_some(b.update_key_id.0),
+            transfer_key_id_limit: b.transfer_key_id_limit.0,
             stored_transfer_key_ids: if b.profile == crate::domain::Profile::MultiKey {
                 state.stored_ids().into_iter().map(|i| i.0).collect()
             } else {

@@ -21,5 +21,6 @@ mod properties;
 mod public_key;
 mod replay;
 mod settlement;
+mod tamper;
 mod vectors_required;
 mod wycheproof_ec;

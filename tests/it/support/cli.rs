@@ -19,7 +19,10 @@ impl Scratch {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_keyroll"));
-        c.current_dir(self.dir.path()).env_remove("KEYROLL_DB").env_remove("KEYROLL_IDENTITY");
+        c.current_dir(self.dir.path())
+            .env_remove("KEYROLL_DB")
+            .env_remove("KEYROLL_IDENTITY")
+            .env_remove("XDG_STATE_HOME");
         c
     }
 
@@ -58,6 +61,12 @@ impl Scratch {
     /// A fresh issuer with one identity.
     pub fn init(&self) {
         self.ok(&["init", "--issuer", "Test Issuer"]);
+    }
+
+    /// SHA-256 of the issuer root's DER (what an auditor passes as `--expect-root`).
+    pub fn expect_root(&self) -> String {
+        let der = hex::decode(self.sqlite("SELECT hex(root_der) FROM ca;").trim()).unwrap();
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der))
     }
 
     pub fn sqlite(&self, sql: &str) -> String {
