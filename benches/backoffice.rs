@@ -15,7 +15,7 @@
 //! ≥ 25% of `sha256sum`'s speed over the same bytes (the database file).
 
 use keyroll::authority::batches::NewBatch;
-use keyroll::authority::{Authority, audit_log};
+use keyroll::authority::Authority;
 use keyroll::domain::{Amount, CardSerial, Profile, TransferKeyIdLimit};
 use rusqlite::params;
 use std::path::Path;
@@ -125,7 +125,7 @@ fn main() {
         for _ in 0..2 {
             let t = Instant::now();
             let auth = Authority::open_read_only(&db).unwrap_or_else(|e| die(&e.to_string()));
-            let v = audit_log::verify(&auth.conn).unwrap_or_else(|e| die(&e.to_string()));
+            let v = auth.verify_log().unwrap_or_else(|e| die(&e.to_string()));
             let d = t.elapsed();
             if !v.intact {
                 die(&format!("the built database does not verify: {:?}", v.reason));
@@ -159,7 +159,7 @@ fn main() {
     if let Some((n, db, _)) = &largest {
         let root = tmp.path().join("root.der");
         let auth = Authority::open_read_only(db).unwrap_or_else(|e| die(&e.to_string()));
-        let der = keyroll::authority::issuer_ca::root(&auth.conn).ok().flatten().unwrap_or_default();
+        let der = auth.root().ok().flatten().unwrap_or_default();
         std::fs::write(&root, &der).unwrap_or_else(|e| die(&e.to_string()));
         let expect_root = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der));
         let t = Instant::now();
