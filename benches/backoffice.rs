@@ -14,8 +14,8 @@
 //! last command): it must not depend on N. Goals: unlock < 50 ms at 1M cards; full verification
 //! ≥ 25% of `sha256sum`'s speed over the same bytes (the database file).
 
-use keyroll::authority::batches::NewBatch;
 use keyroll::authority::Authority;
+use keyroll::authority::batches::NewBatch;
 use keyroll::domain::{Amount, CardSerial, Profile, TransferKeyIdLimit};
 use rusqlite::params;
 use std::path::Path;

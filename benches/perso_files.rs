@@ -68,9 +68,9 @@ fn main() {
     u.new_batch(&NewBatch {
         name: "b".into(),
         profile: Profile::Symmetric,
-        transfer_key_id_limit: 5,
-        initial_balance: 100,
-        max_balance: 100_000,
+        transfer_key_id_limit: TransferKeyIdLimit(5),
+        initial_balance: Amount(100),
+        max_balance: Amount(100_000),
     })
     .unwrap();
     let rows_before = rows(&auth);

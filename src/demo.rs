@@ -16,7 +16,7 @@ use crate::authority::keys::KeyKind;
 use crate::authority::{Authority, AuthorityError, Unlocked};
 use crate::card::storage::FileStorage;
 use crate::card::{Card, CardError};
-use crate::domain::{Amount, Profile, TransferKeyId};
+use crate::domain::{Amount, Profile, Total, TransferKeyId, TransferKeyIdLimit};
 use crate::perso::batch::{BatchError, personalise_to_files};
 use crate::rollout::status::{Fleet, Status};
 use crate::rollout::verify::{VerifyReport, verify};
@@ -70,7 +70,7 @@ pub struct Event {
 /// Figures behind the verdict.
 #[derive(Clone, Debug, Serialize)]
 pub struct Figures {
-    pub issued_value: crate::domain::Total,
+    pub issued_value: Total,
     pub balances: u64,
     pub in_flight: u64,
     pub newest_transfer_key_id: Option<TransferKeyId>,
@@ -132,9 +132,9 @@ fn batch(u: &Unlocked<'_>, name: &str, profile: Profile, limit: u32) -> Result<(
     u.new_batch(&NewBatch {
         name: name.into(),
         profile,
-        transfer_key_id_limit: crate::domain::TransferKeyIdLimit(limit),
-        initial_balance: crate::domain::Amount(1_000),
-        max_balance: crate::domain::Amount(100_000),
+        transfer_key_id_limit: TransferKeyIdLimit(limit),
+        initial_balance: Amount(1_000),
+        max_balance: Amount(100_000),
     })?;
     Ok(())
 }
@@ -379,7 +379,7 @@ pub fn run(
         },
         Check {
             name: "value_conserved",
-            ok: issued.0 == status.balances as u128 + status.in_flight as u128,
+            ok: issued == Total(status.balances as u128 + status.in_flight as u128),
             detail: format!("issued {issued} = balances {} + in flight {}", status.balances, status.in_flight),
         },
     ];

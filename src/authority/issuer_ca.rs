@@ -35,10 +35,7 @@ pub(super) fn create_root(
 
 /// The certificate serial of a DER certificate, upper-case hex ("" if it does not parse).
 pub fn serial_hex(der: &[u8]) -> String {
-    use der::Decode;
-    x509_cert::Certificate::from_der(der)
-        .map(|c| hex::encode_upper(c.tbs_certificate().serial_number().as_bytes()))
-        .unwrap_or_default()
+    crate::pki::Certificate::from_der(der).map(|c| hex::encode_upper(&c.serial)).unwrap_or_default()
 }
 
 /// The root certificate (DER), if the CA exists.
@@ -256,7 +253,7 @@ impl Unlocked<'_> {
                 [],
                 |r| {
                     let serial: String = super::rows::col(r, 1)?;
-                    let at: der::DateTime = super::rows::col_parsed(r, 2, "revocation time", |s| s.parse().ok())?;
+                    let at = super::rows::col_parsed(r, 2, "revocation time", crate::pki::parse_rfc3339)?;
                     let reason = match super::rows::col::<Option<String>>(r, 3)? {
                         None => None,
                         Some(n) => {
@@ -265,7 +262,7 @@ impl Unlocked<'_> {
                     };
                     Ok(RevokedEntry {
                         serial: hex::decode(&serial).map_err(|_| format!("serial {serial:?} is not hex"))?,
-                        revoked_at: at.to_system_time(),
+                        revoked_at: at,
                         reason,
                     })
                 },

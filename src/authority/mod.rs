@@ -140,9 +140,9 @@ impl Tamper {
     }
 }
 
-/// Current time as RFC 3339 UTC with seconds (the `der` crate's `DateTime` formats it).
+/// Current time as RFC 3339 UTC with seconds (`pki`'s one RFC 3339 code).
 pub fn now() -> String {
-    der::DateTime::from_system_time(std::time::SystemTime::now()).map(|d| d.to_string()).unwrap_or_default()
+    crate::pki::format_rfc3339(std::time::SystemTime::now())
 }
 
 /// Secret names in the `secrets` table.

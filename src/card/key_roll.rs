@@ -216,11 +216,13 @@ fn install(state: &CardState, id: TransferKeyId, key: Secret16) -> Result<Effect
         if !domain::may_install(current, id, limit) {
             return Err(StatusWord::NotEnoughMemory);
         }
-        let old = std::mem::replace(&mut next.transfer_keys, vec![StoredKey { id: id.0, key }]);
-        next.retained_keys.extend(old);
+        let old = std::mem::replace(&mut next.transfer_keys, vec![StoredKey { id: id.0, key, receipts_before: 0 }]);
+        // Open receipts handed out under the old key stay answerable while they are in the window.
+        let mark = state.receipts.next();
+        next.retained_keys.extend(old.into_iter().map(|k| StoredKey { receipts_before: mark, ..k }));
         next.prune_retained_keys();
     }
     next.selected_transfer_key_id = Some(id);
-    next.push_log(LogKind::KeyRoll, CardSerial::default(), Amount(0));
+    next.push_log(LogKind::KeyRoll, CardSerial::default(), Amount(0), 0);
     Ok(Effect::write(next, Vec::new()))
 }

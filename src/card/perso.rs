@@ -23,6 +23,9 @@ pub(super) fn initialize(state: &CardState, serial: CardSerial, key: [u8; 16]) -
     let mut next = state.clone();
     next.serial = Some(serial);
     next.personalisation_key = Some(Secret16::new(key));
+    // The log-export key outlives the personalisation key (dropped at LOCK); the back office derives
+    // both from its personalisation master and the serial.
+    next.log_key = Some(crate::crypto::mac::card_log_key(&Secret16::new(key), &serial));
     next.life_cycle = LifeCycle::Personalising;
     Ok(Effect::write(next, Vec::new()))
 }
@@ -80,7 +83,7 @@ pub(super) fn store(
         }
         PersoPayload::TransferKey { id, key } => {
             let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
-            let k = StoredKey { id: id.0, key: Secret16::new(key.0) };
+            let k = StoredKey { id: id.0, key: Secret16::new(key.0), receipts_before: 0 };
             if profile == Profile::MultiKey {
                 next.transfer_keys.retain(|x| x.id != k.id);
                 if next.transfer_keys.len() >= super::state::MAX_TRANSFER_KEYS {
@@ -100,7 +103,7 @@ pub(super) fn store(
             if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_update_key() {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
-            next.update_key = Some(StoredKey { id: id.0, key: Secret16::new(key.0) });
+            next.update_key = Some(StoredKey { id: id.0, key: Secret16::new(key.0), receipts_before: 0 });
         }
         PersoPayload::TransferKeyIdLimit(limit) => next.transfer_key_id_limit = Some(limit),
         PersoPayload::Balance { initial, max } => {
@@ -108,6 +111,7 @@ pub(super) fn store(
                 return Err(StatusWord::IncorrectData);
             }
             next.balance = initial;
+            next.issued = initial;
             next.max_balance = max;
         }
         PersoPayload::SelectedTransferKey(id) => {

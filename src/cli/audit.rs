@@ -247,6 +247,7 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
     let at = validation_time(args.at.as_deref())?;
     let mut opts = ValidationOptions::at(at);
     opts.max_intermediates = args.max_depth;
+    opts.require_crl = !args.crls.is_empty();
     let at_text = pki::format_unix(pki::floor_seconds(at));
     let (valid, invalid) = if args.all {
         if args.anchors.is_empty() && args.root.expect_root.is_none() {

@@ -4,7 +4,7 @@ use super::CliError;
 use super::output::Context;
 use crate::authority::Authority;
 use crate::authority::batches::NewBatch;
-use crate::domain::Profile;
+use crate::domain::{Amount, Profile, TransferKeyIdLimit};
 use clap::{Subcommand, ValueEnum};
 use std::path::Path;
 
@@ -69,9 +69,9 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: BatchCommand)
             let b = auth.unlock(identity)?.new_batch(&NewBatch {
                 name,
                 profile: profile.into(),
-                transfer_key_id_limit: crate::domain::TransferKeyIdLimit(transfer_key_limit),
-                initial_balance: crate::domain::Amount(initial_balance),
-                max_balance: crate::domain::Amount(max_balance),
+                transfer_key_id_limit: TransferKeyIdLimit(transfer_key_limit),
+                initial_balance: Amount(initial_balance),
+                max_balance: Amount(max_balance),
             })?;
             ctx.emit(&b, |b| {
                 println!(

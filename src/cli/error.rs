@@ -166,6 +166,12 @@ impl CliError {
                 SettleError::SameCard(_) => (Input, s("name two different cards with --payer and --payee")),
                 SettleError::InsufficientBalance { .. } => (Input, s("pass a smaller --amount")),
                 SettleError::MaximumBalance { .. } => (Input, s("pass a smaller --amount, or pay another card")),
+                SettleError::Journal(_) => (
+                    Input,
+                    s(
+                        "the journal must be one that `settle --journal` wrote, unedited; start a new file for a new chain",
+                    ),
+                ),
                 SettleError::Refused { .. } | SettleError::Malformed { .. } => (
                     Check,
                     s(
@@ -197,11 +203,10 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             (Input, s("choose another --db path; an existing database is never overwritten"))
         }
         AuthorityError::NoDatabase(_) => (Input, s("create one with `keyroll init --issuer NAME`, or pass --db FILE")),
-        AuthorityError::Corrupt { .. } | AuthorityError::MissingSecret(_) | AuthorityError::MalformedSecret(_) => {
-            (Input, s("restore the database from a backup; keyroll did not change it"))
-        }
-        AuthorityError::NotKeyroll(_) => {
-            (Input, s("pass --db with a database `keyroll init` created; keyroll did not write to this file"))
+        AuthorityError::Corrupt { .. } => (Input, s("restore the database from a backup; keyroll did not change it")),
+        AuthorityError::NotKeyroll(_) => (Input, s("pass --db with a database `keyroll init` created")),
+        AuthorityError::MissingSecret(_) | AuthorityError::MalformedSecret(_) => {
+            (Check, s("the database's secrets were changed outside keyroll: restore the database from a backup"))
         }
         AuthorityError::NewerSchema { .. } => (Input, s("use the newer keyroll that wrote this database")),
         AuthorityError::Sqlite(err) => sqlite(err),
@@ -224,7 +229,9 @@ fn authority(e: &AuthorityError) -> (Class, String) {
         AuthorityError::Io { .. } => (Input, s("check the path exists and is writable")),
         AuthorityError::StateFile { .. } => (
             Input,
-            s("the file keeps a pin and a checkpoint; restore it from a backup, or move it away and pass --expect-key"),
+            s(
+                "the custodian state file beside the identity is damaged: restore it, or move it away and pass --expect-key FINGERPRINT",
+            ),
         ),
         AuthorityError::NoSuchKey { .. } => (Input, s("list keys with `keyroll key list`")),
         AuthorityError::KeyState { .. } => (
@@ -235,7 +242,7 @@ fn authority(e: &AuthorityError) -> (Class, String) {
         ),
         AuthorityError::KeyInUse { .. } => (
             Input,
-            s("finish those batches or activate a newer key first; --force retires it anyway (the log says so)"),
+            s("finish or retire the batches first, or activate a newer key; --force retires it anyway (logged)"),
         ),
         AuthorityError::RetiredKey { .. } => {
             (Input, s("create a new batch (`keyroll batch new`): it takes the newest active keys"))
@@ -257,13 +264,13 @@ fn authority(e: &AuthorityError) -> (Class, String) {
         AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => (
             Check,
             s(
-                "the database was changed outside keyroll; nothing was used or changed: see `keyroll audit log`, restore a backup",
+                "the database was changed outside keyroll: nothing was used or changed; see `keyroll audit log`, restore a backup",
             ),
         ),
         AuthorityError::PinRequired { .. } => (
             Input,
             s(
-                "pass --expect-key FINGERPRINT with the audit key fingerprint `keyroll init` printed (ask the issuer; never copy it from this database); it is remembered after the first success",
+                "pass --expect-key FINGERPRINT with the audit key fingerprint `keyroll init` printed (from the issuer, not from this database); it is remembered after the first success",
             ),
         ),
         AuthorityError::NotBound(_) | AuthorityError::UnloggedChange { .. } => (Internal, s(REPORT)),
@@ -451,7 +458,7 @@ mod tests {
         );
         assert_eq!(CliError::Authority(AuthorityError::Sqlite(cannot_open)).exit_code(), EXIT_INPUT);
         assert_eq!(
-            CliError::Authority(AuthorityError::Tampered(crate::authority::Tamper::AuditKeyRecord)).exit_code(),
+            CliError::Authority(AuthorityError::Tampered(crate::authority::Tamper::Custodians)).exit_code(),
             EXIT_CHECK
         );
     }

@@ -17,6 +17,7 @@ mod key;
 mod output;
 mod perso;
 mod readers;
+mod reconcile;
 mod rollout;
 mod settle;
 
@@ -118,6 +119,9 @@ pub enum Command {
     Readers,
     /// The main job: a whole key rollout on virtual cards, told as it goes, with a verdict.
     Demo(demo::DemoArgs),
+    /// Account for all issued value from the cards' logs and settlement journals (exit 1 if anything is
+    /// unaccounted for or a credit has no matching debit).
+    Reconcile(reconcile::ReconcileArgs),
     /// Print a shell completion script.
     Completions(docs::CompletionsArgs),
     /// Write manual pages (keyroll.1 and one per subcommand) to a directory.
@@ -146,6 +150,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cert(c) => cert::run(&ctx, db, identity, c),
         Command::Audit(c) => audit::run(&ctx, db, c),
         Command::Readers => readers::run(&ctx),
+        Command::Reconcile(a) => reconcile::run(&ctx, db, identity, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Completions(a) => docs::completions(&ctx, a),
         Command::Man(a) => docs::man(&ctx, a),

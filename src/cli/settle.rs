@@ -28,11 +28,18 @@ pub struct SettleArgs {
     /// A CRL (PEM or DER) from the issuer: cards whose certificate it revokes are refused; repeatable.
     #[arg(long, value_name = "FILE")]
     pub crl: Vec<PathBuf>,
+    /// Append one hash-chained JSON line per settlement to FILE (created if missing; it must verify).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Context, a: SettleArgs) -> Result<(), CliError> {
     same_card_file(&a.payer, &a.payee)?;
-    let options = SettleOptions { verbose: ctx.verbose, revoked_certificate_serials: revoked_serials(&a.crl)? };
+    let options = SettleOptions {
+        verbose: ctx.verbose,
+        revoked_certificate_serials: revoked_serials(&a.crl)?,
+        journal: a.journal.clone(),
+    };
     let report = with_channel(&a.payer, |payer| {
         with_channel(&a.payee, |payee| settle(payer, payee, Amount(a.amount), &options).map_err(CliError::from))
     })?;
@@ -119,16 +126,16 @@ fn pcsc_channel<T>(spec: &str, _f: impl FnOnce(&mut dyn CardChannel) -> Result<T
 /// Certificate serials revoked by the given CRLs (signature checking is the auditor's job; the
 /// terminal takes the CRL its operator loaded from the issuer).
 fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CliError> {
-    use der::{Decode, DecodePem};
+    use crate::pki::{Crl, pem};
     let mut out = Vec::new();
     for path in crls {
         let bytes = std::fs::read(path).map_err(|e| {
             CliError::input(format!("cannot read CRL {}: {e}", path.display()), "pass the issuer's CRL file")
         })?;
-        let crl = if bytes.starts_with(b"-----") {
-            <x509_cert::crl::CertificateList>::from_pem(&bytes)
-        } else {
-            <x509_cert::crl::CertificateList>::from_der(&bytes)
+        let crls: Vec<Crl> = match pem::objects(&bytes, pem::CRL) {
+            Ok(ders) if ders.is_empty() => Err("no X509 CRL block".to_string()),
+            Ok(ders) => ders.iter().map(|d| Crl::from_der(d).map_err(|e| e.to_string())).collect(),
+            Err(e) => Err(e.to_string()),
         }
         .map_err(|e| {
             CliError::input(
@@ -136,9 +143,7 @@ fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CliError> {
                 "export it with `keyroll cert crl --out FILE`",
             )
         })?;
-        for rc in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
-            out.push(rc.serial_number.as_bytes().to_vec());
-        }
+        out.extend(crls.into_iter().flat_map(|c| c.revoked).map(|r| r.serial));
     }
     Ok(out)
 }

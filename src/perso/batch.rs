@@ -92,15 +92,8 @@ pub struct DbIssuer<'a, 'b> {
 impl CertificateIssuer for DbIssuer<'_, '_> {
     fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
         self.unlocked
-            .write(|c| {
-                let der = self.unlocked.issue_card_certificate(c, self.signer, serial, public_key_sec1)?;
-                self.unlocked.log(
-                    c,
-                    "cert issue",
-                    serde_json::json!({ "card": serial.to_string(), "serial": crate::authority::issuer_ca::serial_hex(&der) }),
-                )?;
-                Ok(der)
-            })
+            // `issue_card_certificate` records and logs the certificate itself.
+            .write(|c| self.unlocked.issue_card_certificate(c, self.signer, serial, public_key_sec1))
             .map_err(|e| e.to_string())
     }
 }

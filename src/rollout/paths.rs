@@ -26,6 +26,17 @@ pub struct Generation {
 }
 
 impl Generation {
+    /// The generation of a batch's cards; `stored` are the transfer key ids a multi-key card stores.
+    pub fn of_batch(b: &crate::authority::batches::Batch, stored: Vec<u32>) -> Self {
+        Generation {
+            profile: b.profile,
+            transfer_key_id: b.transfer_key_id.0,
+            update_key_id: b.profile.has_update_key().then_some(b.update_key_id.0),
+            transfer_key_id_limit: b.transfer_key_id_limit.0,
+            stored_transfer_key_ids: if b.profile == Profile::MultiKey { stored } else { Vec::new() },
+        }
+    }
+
     /// `hybrid/t2/u1/l4`.
     pub fn label(&self) -> String {
         format!(

@@ -72,13 +72,9 @@ pub fn plan(auth: &Authority, id: u32) -> Result<Plan, RolloutError> {
     let batches = auth.batches()?;
     let rows = auth.plan_rows(id)?;
     let newest_uk = auth.key_ids(KeyKind::Update, KeyState::Active)?.into_iter().max();
-    let generation = |b: &crate::authority::batches::Batch, stores: bool| Generation {
-        profile: b.profile,
-        transfer_key_id: b.transfer_key_id.0,
-        update_key_id: b.profile.has_update_key().then_some(b.update_key_id.0),
-        transfer_key_id_limit: b.transfer_key_id_limit.0,
-        // What matters for the plan is whether the card stores key `id`.
-        stored_transfer_key_ids: if b.profile == Profile::MultiKey && stores { vec![id] } else { Vec::new() },
+    // What matters for the plan is whether a multi-key card stores key `id`.
+    let generation = |b: &crate::authority::batches::Batch, stores: bool| {
+        Generation::of_batch(b, if stores { vec![id] } else { vec![] })
     };
     let mut gens: Vec<Generation> =
         batches.iter().zip(&rows).map(|(b, r)| generation(b, r.stranded == 0 || b.transfer_key_id.0 >= id)).collect();

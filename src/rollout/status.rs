@@ -4,7 +4,6 @@
 use super::RolloutError;
 use crate::authority::Authority;
 use crate::card::CardState;
-use crate::card::state::Outcome;
 use crate::domain::{CardSerial, TransferKeyId};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -44,10 +43,11 @@ impl Fleet {
             self.cards.iter().filter_map(|(_, s)| s.serial.map(|x| (x, s))).collect();
         let mut total = 0;
         for (_, s) in &self.cards {
-            for p in &s.pending_out {
+            for p in s.pending_out.iter().chain(&s.exceptions) {
+                // Stateless receipts: the payee's credited bit for the receipt number says it arrived.
                 let credited = by_serial
                     .get(&p.payee)
-                    .is_some_and(|q| q.settled.iter().any(|x| x.nonce == p.nonce && x.outcome == Outcome::Credited));
+                    .is_some_and(|q| q.receipts.slot(p.payee_sequence) == crate::card::receipts::Slot::Credited);
                 if !credited {
                     total += p.amount.0;
                 }

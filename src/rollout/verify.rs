@@ -135,17 +135,7 @@ pub fn verify(u: &Unlocked<'_>) -> Result<VerifyReport, RolloutError> {
     for (n, b) in auth.batches()?.into_iter().enumerate() {
         let a = template(u, &b, &master, CardSerial::from_u64(0x5645_0000_0000_0000 + 2 * n as u64))?;
         let state = fresh(&a)?.state().clone();
-        let g = Generation {
-            profile: b.profile,
-            transfer_key_id: b.transfer_key_id.0,
-            update_key_id: b.profile.has_update_key().then_some(b.update_key_id.0),
-            transfer_key_id_limit: b.transfer_key_id_limit.0,
-            stored_transfer_key_ids: if b.profile == crate::domain::Profile::MultiKey {
-                state.stored_ids().into_iter().map(|i| i.0).collect()
-            } else {
-                Vec::new()
-            },
-        };
+        let g = Generation::of_batch(&b, state.stored_ids().into_iter().map(|i| i.0).collect());
         if let Some(existing) = gens.iter_mut().find(|(x, ..)| *x == g) {
             existing.1.push(b.name);
             continue;

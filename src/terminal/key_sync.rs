@@ -5,10 +5,10 @@
 
 use super::{Party, Role, SettleError, SettleOptions};
 use crate::domain::{Profile, TransferKeyId};
+use crate::pki;
 use crate::protocol::command::{Command, KeyPayload, KeyRollPath};
 use crate::protocol::response::UpdatePermission;
 use crate::transport::Trace;
-use der::Decode;
 use serde::Serialize;
 
 /// How the transfer keys were brought together (`settle --json` field `key_roll`).
@@ -31,9 +31,9 @@ pub(super) fn check_revocation(
         return Ok(());
     }
     let Some(der) = p.certificate(trace)? else { return Ok(()) };
-    let cert = x509_cert::Certificate::from_der(&der)
-        .map_err(|e| p.malformed("GET CARD INFO", format!("certificate: {e}")))?;
-    let serial = cert.tbs_certificate().serial_number().as_bytes().to_vec();
+    let cert =
+        pki::Certificate::from_der(&der).map_err(|e| p.malformed("GET CARD INFO", format!("certificate: {e}")))?;
+    let serial = cert.serial;
     if options.revoked_certificate_serials.iter().any(|s| s == &serial) {
         return Err(SettleError::Revoked {
             role: p.role,

@@ -62,6 +62,7 @@ fn command(dir: &Path, case: &Case, line: &str) -> Command {
         .env("KEYROLL_DB", "keyroll.db")
         .env("KEYROLL_IDENTITY", "keyroll.db.identity")
         .env("NO_COLOR", "1")
+        .env_remove("XDG_STATE_HOME")
         .args(args);
     for (k, v) in &case.env {
         c.env(k, v);
