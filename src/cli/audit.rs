@@ -289,7 +289,7 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
         if args.anchors.is_empty() {
             return Err(CliError::input(
                 "no trust anchor: certificate files are checked against the roots given with --anchor",
-                "pass --anchor ROOT.pem (the issuer's root: `keyroll cert ca --out root.pem`), or use --all to check the database's certificates against its own root",
+                "pass --anchor ROOT.pem (the root the issuer published), or use --all --anchor ROOT.pem to check every certificate the database issued",
             ));
         }
         let results = audit::audit_chain(&ChainAudit {

@@ -93,6 +93,17 @@ struct KeyChange {
     kcv: Option<String>,
 }
 
+/// `key retire --json`: the key's new state and, when forced, what the retirement broke.
+#[derive(Serialize)]
+struct Retired<'a> {
+    kind: &'static str,
+    id: u32,
+    state: &'static str,
+    forced: bool,
+    newest_active: bool,
+    unfinished_batches: &'a [String],
+}
+
 #[derive(Serialize)]
 struct Export {
     out: PathBuf,
@@ -158,7 +169,15 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: KeyCommand) -
         KeyCommand::Retire { kind, id, force } => {
             let r = auth.unlock(identity)?.retire(kind.into(), id, force)?;
             let kind = KeyKind::from(kind).name();
-            ctx.emit(&r, |r| {
+            let out = Retired {
+                kind,
+                id,
+                state: "retired",
+                forced: r.forced,
+                newest_active: r.newest_active,
+                unfinished_batches: &r.unfinished_batches,
+            };
+            ctx.emit(&out, |r| {
                 println!("{kind} key {id} is retired");
                 if r.forced {
                     eprintln!(
