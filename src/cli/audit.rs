@@ -418,7 +418,7 @@ fn report(ctx: &Context, db: &Path, args: ReportArgs) -> Result<(), CliError> {
     } else {
         let published = read_all(&args.anchors, audit::read_certificates)?;
         let ours = auth.root()?.unwrap_or_default();
-        if !published.iter().any(|p| *p == ours) {
+        if !published.contains(&ours) {
             return Err(CliError::check(
                 "the database's root certificate is not the --anchor root".to_string(),
                 "the root was replaced: nothing in this database can be trusted; restore a backup",
