@@ -259,6 +259,8 @@ enum Kind {
     Root,
     Intermediate,
     Card,
+    /// The scheme signing key (DESIGN.md §10 point 3): signs key authorisations and policies only.
+    Scheme,
 }
 
 /// keyroll's certificate profile for x509-cert's builder: subject/issuer and exactly the
@@ -305,6 +307,9 @@ impl BuilderProfile for Profile {
                 BasicConstraints { ca: false, path_len_constraint: None },
                 KeyUsages::DigitalSignature | KeyUsages::KeyAgreement,
             ),
+            Kind::Scheme => {
+                (BasicConstraints { ca: false, path_len_constraint: None }, KeyUsages::DigitalSignature.into())
+            }
         };
         Ok(vec![
             (true, &basic).to_extension(subject, &[])?,
@@ -576,6 +581,31 @@ pub fn issue_card_certificate(
     let validity = request.validity;
     validity.to_x509()?;
     CardTemplate::new(&issuer, validity)?.issue(&ca_key.pair, &random_serial_bytes()?, card_serial, &public)
+}
+
+/// Certify the scheme signing key (DESIGN.md §10 point 3) under the CA whose key and certificate are
+/// given: subject `O=<issuer organisation>, CN=scheme signing key`, `basicConstraints cA=FALSE` and
+/// `keyUsage digitalSignature` only, both critical (RFC 5280 §4.2.1.3, §4.2.1.9): the key signs the
+/// scheme's own objects, never certificates and never key agreement.
+pub fn issue_scheme_certificate(
+    ca_key: &CaKey,
+    ca_cert_der: &[u8],
+    scheme_public_sec1: &[u8],
+    validity: ValidityPeriod,
+) -> Result<Vec<u8>, CaError> {
+    let issuer = Issuer::new(ca_key, ca_cert_der)?;
+    let public = card_key::parse_public_key(scheme_public_sec1).map_err(CaError::CardKey)?;
+    let spki = SubjectPublicKeyInfoOwned::from_der(&public.to_spki_der())?;
+    let subject = build_name(&[(OID_O, issuer.organisation.clone()), (OID_CN, utf8("scheme signing key")?)])?;
+    let profile = Profile {
+        kind: Kind::Scheme,
+        subject,
+        issuer: Some(issuer.subject.clone()),
+        issuer_key_id: Some(issuer.key_id.clone()),
+    };
+    let builder = CertificateBuilder::new(profile, random_serial()?, validity.to_x509()?, spki)?;
+    let cert = builder.build::<_, DerSignature>(&ca_key.signer())?;
+    Ok(cert.to_der()?)
 }
 
 /// Issue many card certificates in parallel on rayon's pool (all its threads), in request order.

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_certificate_authority", include_str!("../../schema/0002_certificate_authority.sql")),
     ("0003_card_initialised", include_str!("../../schema/0003_card_initialised.sql")),
     ("0004_row_binding", include_str!("../../schema/0004_row_binding.sql")),
+    ("0005_scheme_policy", include_str!("../../schema/0005_scheme_policy.sql")),
 ];
 
 /// How long a writer waits for another process's transaction before giving up. Personalisation

@@ -15,12 +15,12 @@ const CRL_VALIDITY: Duration = Duration::from_secs(30 * 86400);
 /// Backdating of notBefore, for clocks a little behind the issuer's.
 const BACKDATE: Duration = Duration::from_secs(3600);
 
-/// Create the root CA (inside `init`'s transaction). Returns its serial in hex.
+/// Create the root CA (inside `init`'s transaction). Returns its serial in hex, key and certificate.
 pub(super) fn create_root(
     conn: &Connection,
     issuer: &str,
     recipients: &[age::x25519::Recipient],
-) -> Result<String, AuthorityError> {
+) -> Result<(String, CaKey, Vec<u8>), AuthorityError> {
     let now_t = SystemTime::now();
     let validity = ValidityPeriod { not_before: now_t - BACKDATE, not_after: now_t + ROOT_VALIDITY };
     let (key, der) = IssuerCa::create_root(issuer, validity)?;
@@ -30,7 +30,7 @@ pub(super) fn create_root(
         params![secret_name::CA_KEY, custody::encrypt(recipients, pkcs8.expose())?],
     )?;
     conn.execute("INSERT INTO ca (id, root_der, created_at) VALUES (1, ?1, ?2)", params![der, now()])?;
-    Ok(serial_hex(&der))
+    Ok((serial_hex(&der), key, der))
 }
 
 /// The certificate serial of a DER certificate, upper-case hex ("" if it does not parse).
@@ -133,7 +133,7 @@ impl Unlocked<'_> {
             let recipients = self.auth.recipients()?;
             let issuer = self.auth.issuer_name()?;
             self.write(|c| {
-                let serial = create_root(c, &issuer, &recipients)?;
+                let (serial, _, _) = create_root(c, &issuer, &recipients)?;
                 self.log(c, "ca root", serde_json::json!({ "serial": serial }))?;
                 Ok(())
             })?;
@@ -211,8 +211,10 @@ impl Unlocked<'_> {
     }
 
     /// `cert revoke`: by certificate serial or card serial.
+    /// The revoked card is blocked in a new policy too (DESIGN.md §10 point 4: the card enforces it).
     pub fn revoke(&self, serial: &str, reason: Option<CrlReason>) -> Result<Vec<String>, AuthorityError> {
         let s = serial.trim().to_uppercase();
+        let (signer, record) = self.scheme_signer()?;
         self.write(|c| {
             let mut stmt = c.prepare(
                 "SELECT serial FROM certificates WHERE (serial = ?1 OR card_serial = ?1) AND revoked_at IS NULL",
@@ -229,6 +231,24 @@ impl Unlocked<'_> {
                 )?;
             }
             self.log(c, "cert revoke", serde_json::json!({ "serials": serials, "reason": reason_name }))?;
+            let mut stmt = c.prepare("SELECT DISTINCT card_serial FROM certificates WHERE serial = ?1")?;
+            let mut cards = Vec::new();
+            for cs in &serials {
+                for card in stmt.query_map([cs], |r| r.get::<_, String>(0))? {
+                    cards.push(card?);
+                }
+            }
+            cards.sort();
+            cards.dedup();
+            let why = format!("certificate revoked ({})", reason_name.unwrap_or("unspecified"));
+            for card in cards {
+                let card = CardSerial::parse(&card).ok_or_else(|| AuthorityError::BadRow {
+                    table: "certificates",
+                    row: 0,
+                    why: format!("names a bad card serial {card}"),
+                })?;
+                self.block_in(c, &signer, &record, card, Some(&why), super::policy::unix_now())?;
+            }
             Ok(serials)
         })
     }

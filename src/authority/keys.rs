@@ -73,13 +73,13 @@ pub struct KeyRow {
     pub retired_at: Option<String>,
 }
 
-/// Generate the next version of `kind`, store it encrypted; returns (id, kcv).
+/// Generate the next version of `kind`, store it encrypted; returns (id, kcv, key).
 pub(super) fn insert_new(
     conn: &Connection,
     recipients: &[age::x25519::Recipient],
     kind: KeyKind,
     state: KeyState,
-) -> Result<(u32, String), AuthorityError> {
+) -> Result<(u32, String, Secret16), AuthorityError> {
     let next: u32 =
         conn.query_row("SELECT coalesce(max(key_id), 0) + 1 FROM keys WHERE kind = ?1", [kind.name()], |r| r.get(0))?;
     let secret = Secret16::random()?;
@@ -90,7 +90,7 @@ pub(super) fn insert_new(
         "INSERT INTO keys (kind, key_id, state, kcv, ciphertext, created_at, activated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![kind.name(), next, state.name(), kcv, ct, at, (state == KeyState::Active).then_some(&at)],
     )?;
-    Ok((next, kcv))
+    Ok((next, kcv, secret))
 }
 
 fn key_row(r: &rusqlite::Row<'_>) -> Result<KeyRow, String> {
@@ -147,22 +147,29 @@ pub fn ids_in_state(conn: &Connection, kind: KeyKind, state: KeyState) -> Result
 
 impl Unlocked<'_> {
     /// `key new`: the next version, pending or active.
+    /// A key created active is authorised by the scheme key at once (DESIGN.md §10 point 3); a pending
+    /// one only when it is activated.
     pub fn new_key(&self, kind: KeyKind, pending: bool) -> Result<(u32, String), AuthorityError> {
         let recipients = self.auth.recipients()?;
+        let signer = if pending { None } else { Some(self.scheme_signer()?.0) };
         self.write(|c| {
             let state = if pending { KeyState::Pending } else { KeyState::Active };
-            let (id, kcv) = insert_new(c, &recipients, kind, state)?;
+            let (id, kcv, key) = insert_new(c, &recipients, kind, state)?;
             self.log(
                 c,
                 "key new",
                 serde_json::json!({ "kind": kind.name(), "id": id, "state": state.name(), "kcv": kcv }),
             )?;
+            if let Some(signer) = &signer {
+                self.authorise_activated(c, signer, kind, id, &key)?;
+            }
             Ok((id, kcv))
         })
     }
 
-    /// `key activate`: pending → active.
+    /// `key activate`: pending → active, and the scheme key signs the key's authorisation.
     pub fn activate(&self, kind: KeyKind, id: u32) -> Result<(), AuthorityError> {
+        let (signer, _) = self.scheme_signer()?;
         self.write(|c| {
             let s = state_of(c, kind, id)?;
             if s != KeyState::Pending {
@@ -178,6 +185,8 @@ impl Unlocked<'_> {
                 params![kind.name(), id, now()],
             )?;
             self.log(c, "key activate", serde_json::json!({ "kind": kind.name(), "id": id }))?;
+            let key = self.load(kind, id)?;
+            self.authorise_activated(c, &signer, kind, id, &key)?;
             Ok(())
         })
     }
@@ -242,6 +251,11 @@ impl Unlocked<'_> {
         let pt = self.custodian.decrypt(&ct.ok_or(AuthorityError::NoSuchKey { kind: kind.name(), id })?)?;
         Secret16::from_slice(pt.expose())
             .ok_or(AuthorityError::MalformedSecret(SecretRef::Key { kind: kind.name(), id }))
+    }
+
+    /// The secret of a key version (same crate only: the scheme key commits to it).
+    pub(super) fn key_secret(&self, kind: KeyKind, id: u32) -> Result<Secret16, AuthorityError> {
+        self.load(kind, id)
     }
 
     pub fn transfer_key(&self, id: u32) -> Result<TransferKey, AuthorityError> {

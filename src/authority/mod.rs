@@ -14,6 +14,7 @@ pub mod db;
 pub mod files;
 pub mod issuer_ca;
 pub mod keys;
+pub mod policy;
 mod read;
 pub mod rows;
 
@@ -98,6 +99,12 @@ pub enum AuthorityError {
     NotBound(String),
     #[error("internal error: {table} row {row} was changed without an audit log entry")]
     UnloggedChange { table: &'static str, row: i64 },
+    #[error("refusing to sign: {0}")]
+    SigningTime(String),
+    #[error("the policy already blocks {max} cards, its bound")]
+    PolicyFull { max: usize },
+    #[error("no card with serial {0}")]
+    NoSuchCard(String),
 }
 
 /// A stored secret, named.
@@ -289,11 +296,12 @@ impl Authority {
         };
         put(secret_name::PERSO_MASTER, master.expose())?;
         put(secret_name::AUDIT_KEY, audit.to_bytes().expose())?;
-        let ca = issuer_ca::create_root(&tx, issuer, recipients)?;
+        let (ca, ca_key, root_der) = issuer_ca::create_root(&tx, issuer, recipients)?;
+        let scheme = policy::create_scheme(&tx, recipients, &ca_key, &root_der)?;
         let tk = keys::insert_new(&tx, recipients, keys::KeyKind::Transfer, keys::KeyState::Active)?;
         let uk = keys::insert_new(&tx, recipients, keys::KeyKind::Update, keys::KeyState::Active)?;
         let fp = audit_log::fingerprint(&audit.public_key_sec1());
-        let head = audit_log::append(
+        audit_log::append(
             &tx,
             &audit,
             "init",
@@ -302,11 +310,22 @@ impl Authority {
                 "custodians": recipients.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                 "audit_key_fingerprint": fp,
                 "ca_root_serial": ca,
+                "scheme_id": hex::encode(scheme.scheme_id()),
                 "transfer_key": { "id": tk.0, "kcv": tk.1 },
                 "update_key": { "id": uk.0, "kcv": uk.1 },
             }),
             &auth.pending,
         )?;
+        // Policy 1 (nothing blocked), then the first keys' authorisations, which name it.
+        let clock = policy::unix_now();
+        let record = policy::scheme(&tx)?.expect("created above");
+        let (_, detail) = policy::sign_policy(&tx, &scheme, &record, policy::PolicyChange::default(), clock)?;
+        let first = detail.expect("the first policy is new");
+        let mut head = audit_log::append(&tx, &audit, "policy publish", &first, &auth.pending)?;
+        for (kind, (id, _, key)) in [(keys::KeyKind::Transfer, &tk), (keys::KeyKind::Update, &uk)] {
+            let detail = policy::sign_authorisation(&tx, &scheme, kind, *id, key, clock)?;
+            head = audit_log::append(&tx, &audit, "key authorise", &detail, &auth.pending)?;
+        }
         tx.commit()?;
         let outcome = InitOutcome {
             issuer: issuer.to_string(),

@@ -65,6 +65,10 @@ pub const BOUND: &[Bound] = &[
     Bound { table: "certificates", scope: Scope::Row },
     Bound { table: "perso_runs", scope: Scope::Row },
     Bound { table: "cards", scope: Scope::Row },
+    // The issuer's signed word (DESIGN.md §10 points 3-5): small, decisions, so in the state digest.
+    Bound { table: "scheme_key", scope: Scope::State },
+    Bound { table: "key_authorisations", scope: Scope::State },
+    Bound { table: "policies", scope: Scope::State },
 ];
 
 /// Row subsets of large tables that are decisions and so belong in the state digest: revocations

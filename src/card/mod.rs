@@ -9,6 +9,7 @@
 pub mod certificate;
 mod key_roll;
 mod perso;
+pub mod policy;
 pub mod receipts;
 pub mod session;
 pub mod state;

@@ -113,6 +113,9 @@ impl CliError {
                 AuthorityError::NoSuchKey { .. } => "no-such-key",
                 AuthorityError::KeyState { .. } => "key-state",
                 AuthorityError::NoCertificate(_) => "no-such-certificate",
+                AuthorityError::PolicyFull { .. } => "policy-full",
+                AuthorityError::NoSuchCard(_) => "no-such-card",
+                AuthorityError::SigningTime(_) => "signing-time",
                 _ if self.classify().0 == Class::Internal => "internal",
                 _ => "authority",
             },
@@ -274,6 +277,19 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             ),
         ),
         AuthorityError::NotBound(_) | AuthorityError::UnloggedChange { .. } => (Internal, s(REPORT)),
+        AuthorityError::SigningTime(_) => (
+            Input,
+            s(
+                "set this machine's clock right (the scheme key never signs a time earlier than its last signature or ahead of the clock)",
+            ),
+        ),
+        AuthorityError::PolicyFull { .. } => (
+            Input,
+            s(
+                "a new generation is needed: create and activate a new transfer key, personalise new batches with it, retire the old key, then `keyroll policy publish` prunes the dead generation's entries",
+            ),
+        ),
+        AuthorityError::NoSuchCard(_) => (Input, s("list cards with `keyroll rollout status` or `keyroll cert list`")),
     }
 }
 

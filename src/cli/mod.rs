@@ -16,6 +16,7 @@ mod init;
 mod key;
 mod output;
 mod perso;
+mod policy;
 mod readers;
 mod reconcile;
 mod rollout;
@@ -108,6 +109,12 @@ pub enum Command {
         after_help = "Examples:\n  keyroll cert list\n  keyroll cert revoke 4B52000000000003 --reason key-compromise\n  keyroll cert ca --out root.pem"
     )]
     Cert(cert::CertCommand),
+    /// The scheme policy cards enforce: blocked cards, closed update keys.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyroll policy block 4B52000000000003 --reason extracted\n  keyroll policy compromise update 1\n  keyroll policy publish --out policy.bin\n  keyroll policy show policy.bin"
+    )]
+    Policy(policy::PolicyCommand),
     /// Auditors: certificate chains (RFC 5280), the audit log, and a whole-database report.
     #[command(
         subcommand,
@@ -149,6 +156,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rollout(c) => rollout::run(&ctx, db, identity, c),
         Command::Cert(c) => cert::run(&ctx, db, identity, c),
         Command::Audit(c) => audit::run(&ctx, db, c),
+        Command::Policy(c) => policy::run(&ctx, db, identity, c),
         Command::Readers => readers::run(&ctx),
         Command::Reconcile(a) => reconcile::run(&ctx, db, identity, a),
         Command::Demo(a) => demo::run(&ctx, a),

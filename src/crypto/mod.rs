@@ -14,6 +14,7 @@ pub mod keys;
 pub mod mac;
 pub mod perso;
 pub mod random;
+pub mod scheme_key;
 pub mod secret;
 
 pub use keys::{TransferKey, UpdateKey};

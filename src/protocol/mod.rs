@@ -10,6 +10,7 @@ pub mod info;
 pub mod instruction;
 pub mod ledger;
 pub mod perso;
+pub mod policy;
 pub mod response;
 pub mod status;
 #[cfg(test)]

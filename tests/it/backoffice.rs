@@ -325,10 +325,11 @@ fn audit_log_detects_edit_delete_reorder_and_truncation() {
     let clean = s.json(&["audit", "log"]);
     assert_eq!(clean["intact"], true);
     let rows = clean["rows"].as_u64().unwrap();
-    assert_eq!(rows, 5);
+    // init, policy 1, the first two keys' authorisations; each active key new and its authorisation; batch.
+    assert_eq!(rows, 11);
 
     let (code, v) =
-        tampered(&s, "UPDATE audit_log SET detail = replace(detail, '\"id\":3', '\"id\":30') WHERE id = 3;");
+        tampered(&s, "UPDATE audit_log SET detail = replace(detail, '\"id\":1', '\"id\":10') WHERE id = 3;");
     assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(3)), "edit: {v}");
     let (code, v) = tampered(&s, "DELETE FROM audit_log WHERE id = 2;");
     assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(2)), "delete: {v}");
@@ -337,13 +338,13 @@ fn audit_log_detects_edit_delete_reorder_and_truncation() {
         "UPDATE audit_log SET id = -id WHERE id IN (2, 3); UPDATE audit_log SET id = 3 WHERE id = -2; UPDATE audit_log SET id = 2 WHERE id = -3;",
     );
     assert_eq!((code, v["first_bad_row"].as_i64()), (1, Some(2)), "reorder: {v}");
-    let (code, v) = tampered(&s, "DELETE FROM audit_log WHERE id = 5;");
+    let (code, v) = tampered(&s, "DELETE FROM audit_log WHERE id = 11;");
     assert_eq!(code, 1, "truncation: {v}");
-    assert_eq!(v["first_bad_row"].as_i64(), Some(5));
+    assert_eq!(v["first_bad_row"].as_i64(), Some(11));
     assert!(v["reason"].as_str().unwrap().contains("truncated"));
     let (code, v) = tampered(
         &s,
-        "UPDATE audit_head SET last_id = 4, last_hash = (SELECT hash FROM audit_log WHERE id = 4); DELETE FROM audit_log WHERE id = 5;",
+        "UPDATE audit_head SET last_id = 10, last_hash = (SELECT hash FROM audit_log WHERE id = 10); DELETE FROM audit_log WHERE id = 11;",
     );
     assert_eq!(code, 1, "truncation with a forged head: {v}");
     let (code, v) = tampered(&s, "UPDATE audit_log SET detail = CAST(detail AS BLOB) WHERE id = 2;");
@@ -372,12 +373,13 @@ fn an_old_schema_edited_outside_keyroll_is_migrated_and_refused() {
     s.sqlite(
         "DROP TABLE certificates; DROP TABLE ca; DELETE FROM secrets WHERE name = 'ca-root-key'; \
          ALTER TABLE cards DROP COLUMN initialised_at; ALTER TABLE audit_log DROP COLUMN bound; \
-         ALTER TABLE audit_log DROP COLUMN state; PRAGMA user_version = 1;",
+         ALTER TABLE audit_log DROP COLUMN state; DROP TABLE scheme_key; DROP TABLE key_authorisations; \
+         DROP TABLE policies; PRAGMA user_version = 1;",
     );
     let o = s.run(&["cert", "ca", "--out", "root.pem"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(!s.path("root.pem").exists());
-    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "4", "the schema is brought up to date");
+    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "5", "the schema is brought up to date");
     assert_eq!(s.json(&["batch", "list"])["batches"][0]["name"], "b", "data kept");
     assert_eq!(s.run(&["audit", "log"]).status.code(), Some(1));
 }

@@ -17,6 +17,7 @@ mod examples;
 mod limbo;
 mod pcsc_cli;
 mod pcsc_transport;
+mod policy_backoffice;
 mod properties;
 mod public_key;
 mod reconcile;

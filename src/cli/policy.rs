@@ -1,0 +1,169 @@
+//! `keyroll policy …`: the scheme policy cards enforce (DESIGN.md §9, §10 point 4).
+
+use super::CliError;
+use super::output::{self, Context};
+use crate::authority::Authority;
+use crate::authority::policy::PolicyView;
+use crate::domain::CardSerial;
+use crate::protocol::codec::Wire;
+use crate::protocol::policy::Policy;
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Block a card of any profile: cards holding the new policy refuse key rolls and value with it.
+    /// For compromised cards, not lost ones (the list is bounded). A card that held an update key can
+    /// report another serial: close its update key too (`policy compromise update`).
+    #[command(after_help = "Example:\n  keyroll policy block 4B52000000000003 --reason \"file read out\"")]
+    Block {
+        /// The card's serial (16 hex digits, as `card show` prints it).
+        #[arg(value_name = "CARD_SERIAL")]
+        serial: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Close wrapping under a compromised key and every older one.
+    #[command(subcommand, after_help = "Example:\n  keyroll policy compromise update 1")]
+    Compromise(CompromiseCommand),
+    /// Write the newest policy to a file for terminals (`settle --policy FILE`).
+    #[command(after_help = "Example:\n  keyroll policy publish --out policy.bin")]
+    Publish {
+        /// The policy file to write (binary, as cards receive it).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the newest policy, or a policy file (checked against this database's scheme key when there
+    /// is a database).
+    #[command(after_help = "Examples:\n  keyroll policy show\n  keyroll --json policy show policy.bin")]
+    Show {
+        /// A policy file `policy publish` wrote; without it, the database's newest policy.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CompromiseCommand {
+    /// Cards holding the policy never wrap a transfer key under update key ID or an older one.
+    #[command(after_help = "Example:\n  keyroll policy compromise update 1")]
+    Update {
+        /// The compromised update key's id (`keyroll key list`): it and every older one are closed.
+        id: u32,
+    },
+}
+
+fn print_policy(v: &PolicyView) {
+    println!("policy {} signed at {}", v.number, v.signed_at);
+    println!("  update keys allowed for wrapping: {} and newer", v.min_wrap_update_key_id);
+    println!("  lowest live transfer key id: {}", v.min_transfer_key_id);
+    if v.blocked.is_empty() {
+        println!("  blocked cards: none");
+    } else {
+        println!("  blocked cards ({}):", v.blocked.len());
+        for b in &v.blocked {
+            println!("    {} (limit {})", b.serial, b.transfer_key_id_limit);
+        }
+    }
+}
+
+pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand) -> Result<(), CliError> {
+    match cmd {
+        PolicyCommand::Block { serial, reason } => {
+            let s = CardSerial::parse(&serial).ok_or_else(|| {
+                CliError::input(
+                    format!("{serial:?} is not a card serial"),
+                    "a card serial is 16 hex digits, as `card show` prints it",
+                )
+            })?;
+            let auth = ctx.open_custodian(db)?;
+            let out = auth.unlock(identity)?.policy_block(s, reason.as_deref())?;
+            if ctx.json {
+                output::json(&out);
+            } else if out.already_blocked {
+                println!("card {s} is already blocked by policy {}", out.policy.number);
+            } else {
+                println!("card {s} blocked by policy {}; publish it with `keyroll policy publish`", out.policy.number);
+            }
+        }
+        PolicyCommand::Compromise(CompromiseCommand::Update { id }) => {
+            let auth = ctx.open_custodian(db)?;
+            let v = auth.unlock(identity)?.policy_compromise_update(id)?;
+            if ctx.json {
+                output::json(&v);
+            } else {
+                println!(
+                    "policy {}: cards holding it wrap transfer keys only under update key {} or newer",
+                    v.number, v.min_wrap_update_key_id
+                );
+            }
+        }
+        PolicyCommand::Publish { out, force } => {
+            let auth = ctx.open_custodian(db)?;
+            let p = auth.unlock(identity)?.policy_publish()?;
+            ctx.write_output(&out, &p.to_wire(), force, 0o644)?;
+            let v = PolicyView::of(&p);
+            if ctx.json {
+                output::json(&serde_json::json!({ "file": out, "policy": v }));
+            } else {
+                print_policy(&v);
+                println!("wrote policy {} to {}", v.number, out.display());
+            }
+        }
+        PolicyCommand::Show { file } => {
+            let (policy, verified) = match file {
+                None => {
+                    let auth = Authority::open_read_only(db)?;
+                    let p = auth.current_policy()?.ok_or_else(|| {
+                        CliError::input(
+                            "this database has no policy yet",
+                            "sign one with `keyroll policy publish --out FILE`",
+                        )
+                    })?;
+                    (p, true)
+                }
+                Some(f) => {
+                    let bytes = std::fs::read(&f)
+                        .map_err(|e| CliError::input(format!("cannot read {}: {e}", f.display()), "check the path"))?;
+                    let bad = |why: String| {
+                        CliError::input(
+                            format!("{} is not a keyroll policy: {why}", f.display()),
+                            "use a file written by `keyroll policy publish`",
+                        )
+                    };
+                    // With a database, the file must verify under its scheme key; without one it is only decoded.
+                    match db.exists().then(|| Authority::open_read_only(db)).transpose()? {
+                        Some(auth) => {
+                            let rec = auth.scheme_record()?.ok_or_else(|| {
+                                CliError::input(
+                                    "this database has no scheme key yet",
+                                    "run `keyroll policy publish` once",
+                                )
+                            })?;
+                            let p = Policy::verified(&bytes, &rec.public_key, &rec.scheme_id)
+                                .map_err(|e| bad(e.to_string()))?;
+                            (p, true)
+                        }
+                        None => (Policy::from_wire(&bytes, ()).map_err(|e| bad(e.to_string()))?, false),
+                    }
+                }
+            };
+            let v = PolicyView::of(&policy);
+            if ctx.json {
+                let mut doc = serde_json::to_value(&v).expect("serializes");
+                doc["verified"] = verified.into();
+                output::json(&doc);
+            } else {
+                print_policy(&v);
+                if !verified {
+                    println!("  (not verified: no database with the scheme key at hand; cards verify it)");
+                }
+            }
+        }
+    }
+    Ok(())
+}
