@@ -3,6 +3,7 @@
 //! is an end-entity certificate (CA:true is refused), carries a P-256 key (anything else is refused by
 //! `pki`), has the key usage the step needs, and names the card serial the protocol says.
 
+use super::policy::ClockFloor;
 use crate::domain::CardSerial;
 use crate::pki::{self, ValidationOptions};
 use crate::protocol::StatusWord;
@@ -35,8 +36,19 @@ pub fn card_serial(der: &[u8]) -> Option<CardSerial> {
 
 /// Check a peer certificate against `anchor`. Every failure answers 6982 (security status not
 /// satisfied): the card does not say which check failed, the terminal's log and `audit chain` do.
-pub fn check(der: &[u8], anchor: &[u8], at: SystemTime, usages: &[Usage]) -> Result<Peer, StatusWord> {
+///
+/// Time (DESIGN.md §10 point 5): the card judges validity against its clock floor, never a host clock.
+/// A floor is only a lower bound of the time, so `notBefore` cannot be judged and `notAfter` must not
+/// lie before the floor: validation runs at `max(floor, notBefore)`.
+pub fn check(der: &[u8], anchor: &[u8], floor: ClockFloor, usages: &[Usage]) -> Result<Peer, StatusWord> {
     let refuse = StatusWord::SecurityStatusNotSatisfied;
+    let not_before = x509_cert::Certificate::from_der(der)
+        .map_err(|_| refuse)?
+        .tbs_certificate()
+        .validity()
+        .not_before
+        .to_system_time();
+    let at: SystemTime = floor.as_system_time().max(not_before);
     let opts = ValidationOptions { allow_ca_leaf: false, ..ValidationOptions::at(at) };
     let path = pki::validate(der, &[], &[anchor.to_vec()], &[], &opts).map_err(|_| refuse)?;
     if path.leaf_is_ca {

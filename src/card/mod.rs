@@ -67,7 +67,8 @@ pub struct Card<S: Storage> {
     state: CardState,
     session: Session,
     powered: bool,
-    /// Clock for certificate validity checks (a real card would take the terminal's time).
+    /// The host's clock as the card is told it. Used for no decision: certificate validity is judged
+    /// against the card's clock floor (DESIGN.md §10 point 5); tests set this to prove it.
     pub now: fn() -> std::time::SystemTime,
 }
 
@@ -175,6 +176,7 @@ impl<S: Storage> Card<S> {
                         | Instruction::GetTransferKey
                         | Instruction::UpdateTransferKey
                         | Instruction::PersoStore
+                        | Instruction::PutPolicy
                 ) {
                     return Err(StatusWord::ChainingNotSupported);
                 }
@@ -263,7 +265,8 @@ impl<S: Storage> Card<S> {
         if !allowed {
             return Err(StatusWord::ConditionsNotSatisfied);
         }
-        let now = (self.now)();
+        let _host_clock = (self.now)();
+        let now = self.state.clock_floor;
         let state = &self.state;
         let session = &mut self.session;
         match command {
@@ -293,6 +296,10 @@ impl<S: Storage> Card<S> {
             Command::Confirm { nonce, ack } => value::confirm(state, &nonce, &ack),
             Command::Abort { nonce } => value::abort(state, &nonce),
             Command::Refund { nonce, proof } => value::refund(state, &nonce, &proof),
+            Command::PutPolicy { policy } => policy::put_policy(state, &policy),
+            Command::GetPolicy => Ok(Effect::reply(
+                crate::protocol::response::HeldPolicy(state.policy.clone().unwrap_or_default()).to_wire(),
+            )),
             Command::Initialize { serial, personalisation_key } => {
                 perso::initialize(state, serial, personalisation_key.0)
             }

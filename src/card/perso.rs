@@ -3,6 +3,8 @@
 //! never leaves the card) and LOCK, after which every personalisation command is refused.
 
 use super::Effect;
+use super::policy::{AuthorisationRefusal, ClockFloor, PolicyDecision, SchemeAnchor, judge_authorisation, judge_policy};
+use crate::protocol::policy::KeyKind;
 use super::session::{PersoSession, Session};
 use super::state::{CardState, StoredKey};
 use crate::crypto::card_key::CardKeyPair;
@@ -15,7 +17,6 @@ use crate::protocol::command::PersoItem;
 use crate::protocol::info::LifeCycle;
 use crate::protocol::perso::PersoPayload;
 use crate::protocol::response::{GeneratedPublicKey, PersoSessionOpened};
-use std::time::SystemTime;
 
 /// INITIALIZE: the fab step that gives a blank card its serial and personalisation key. Only a blank
 /// card accepts it, so it cannot be used to take over a personalised card.
@@ -54,7 +55,7 @@ pub(super) fn store(
     header: [u8; 4],
     item: PersoItem,
     sealed: &[u8],
-    now: SystemTime,
+    now: super::policy::ClockFloor,
 ) -> Result<Effect, StatusWord> {
     // Decode against a copy of the session so a malformed item leaves the counter where it was.
     let plain = {
@@ -78,9 +79,19 @@ pub(super) fn store(
             }
             next.profile = Some(p);
         }
-        PersoPayload::TransferKey { id, key } => {
+        PersoPayload::TransferKey { id, key, authorisation } => {
             let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
-            let k = StoredKey { id: id.0, key: Secret16::new(key.0) };
+            let key = Secret16::new(key.0);
+            // DESIGN.md §10 point 3: a key comes with the issuer's authorisation, at PERSO STORE too. Only a
+            // multi-key card may store a key not activated yet, and never selects it without one.
+            let authorisation = if authorisation.is_empty() && profile == Profile::MultiKey {
+                None
+            } else {
+                let floor = authorise(state, KeyKind::Transfer, id.0, &key, &authorisation)?;
+                next.clock_floor = next.clock_floor.max(floor);
+                Some(authorisation)
+            };
+            let k = StoredKey { id: id.0, key, authorisation };
             if profile == Profile::MultiKey {
                 next.transfer_keys.retain(|x| x.id != k.id);
                 if next.transfer_keys.len() >= super::state::MAX_TRANSFER_KEYS {
@@ -96,11 +107,37 @@ pub(super) fn store(
                 next.transfer_keys = vec![k];
             }
         }
-        PersoPayload::UpdateKey { id, key } => {
+        PersoPayload::UpdateKey { id, key, authorisation } => {
             if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_update_key() {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
-            next.update_key = Some(StoredKey { id: id.0, key: Secret16::new(key.0) });
+            let key = Secret16::new(key.0);
+            let floor = authorise(state, KeyKind::Update, id.0, &key, &authorisation)?;
+            next.clock_floor = next.clock_floor.max(floor);
+            next.update_key = Some(StoredKey { id: id.0, key, authorisation: Some(authorisation) });
+        }
+        PersoPayload::SchemeKey(public) => {
+            if SchemeAnchor::new(&public).is_err() {
+                return Err(StatusWord::IncorrectData);
+            }
+            // The scheme key is written once: every authorisation and policy stored so far verified
+            // under it.
+            if state.scheme_key.as_ref().is_some_and(|k| *k != public) {
+                return Err(StatusWord::ConditionsNotSatisfied);
+            }
+            next.scheme_key = Some(public);
+        }
+        PersoPayload::Policy(bytes) => {
+            let anchor = state.scheme_anchor().ok_or(StatusWord::ConditionsNotSatisfied)?;
+            let current = state.held_policy();
+            match judge_policy(&anchor, current.as_ref(), state.clock_floor, &bytes) {
+                Ok(PolicyDecision::Adopt { floor, .. }) => {
+                    next.policy = Some(bytes);
+                    next.clock_floor = floor;
+                }
+                Ok(PolicyDecision::Keep) => {}
+                Err(_) => return Err(StatusWord::VerificationFailed),
+            }
         }
         PersoPayload::TransferKeyIdLimit(limit) => next.transfer_key_id_limit = Some(limit),
         PersoPayload::Balance { initial, max } => {
@@ -111,8 +148,10 @@ pub(super) fn store(
             next.max_balance = max;
         }
         PersoPayload::SelectedTransferKey(id) => {
-            if state.transfer_key(id).is_none() {
-                return Err(StatusWord::ReferencedDataNotFound);
+            match state.transfer_keys.iter().find(|k| k.id == id.0) {
+                None => return Err(StatusWord::ReferencedDataNotFound),
+                Some(k) if k.authorisation.is_none() => return Err(StatusWord::ConditionsNotSatisfied),
+                Some(_) => {}
             }
             next.selected_transfer_key_id = Some(id);
         }
@@ -140,6 +179,24 @@ pub(super) fn store(
     }
     unseal(state, session, header, sealed)?;
     Ok(Effect::write(next, Vec::new()))
+}
+
+/// Check a key's authorisation against the stored scheme key and policy (DESIGN.md §10 point 3):
+/// the raised clock floor, or the refusal's status (6985 before the scheme key or when the key needs a
+/// newer policy; 6300 for a forged, foreign or other key's authorisation).
+pub(super) fn authorise(
+    state: &CardState,
+    kind: KeyKind,
+    id: u32,
+    key: &Secret16,
+    authorisation: &[u8],
+) -> Result<ClockFloor, StatusWord> {
+    let anchor = state.scheme_anchor().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    match judge_authorisation(&anchor, state.policy_number(), state.clock_floor, kind, id, key, authorisation) {
+        Ok((_, floor)) => Ok(floor),
+        Err(AuthorisationRefusal::PolicyTooOld { .. }) => Err(StatusWord::ConditionsNotSatisfied),
+        Err(_) => Err(StatusWord::VerificationFailed),
+    }
 }
 
 /// GENERATE KEY PAIR (claims 3, 5): the card makes its P-256 key pair and answers the public key only.
@@ -172,7 +229,13 @@ pub(super) fn lock(
     sealed: &[u8],
 ) -> Result<Effect, StatusWord> {
     let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let authorised = |k: Option<&StoredKey>| k.is_some_and(|k| k.authorisation.is_some());
+    let selected = state.selected_transfer_key_id.and_then(|id| state.transfer_keys.iter().find(|k| k.id == id.0));
     let complete = state.current_transfer_key().is_some()
+        && state.scheme_key.is_some()
+        && state.policy.is_some()
+        && authorised(selected)
+        && (state.update_key.is_none() || authorised(state.update_key.as_ref()))
         && state.transfer_key_id_limit.zip(state.selected_transfer_key_id).is_some_and(|(l, id)| l.admits(id))
         && state.max_balance.0 > 0
         && (!profile.has_update_key() || state.update_key.is_some())
@@ -194,7 +257,7 @@ pub(super) fn lock(
 
 /// Whether `der` is a card certificate peers will accept (chains to `anchor`, end entity, both key
 /// usages the protocol needs, valid at `now`) for `public_key` naming `serial`.
-fn certifies(der: &[u8], anchor: &[u8], public_key: &[u8], serial: Option<CardSerial>, now: SystemTime) -> bool {
+fn certifies(der: &[u8], anchor: &[u8], public_key: &[u8], serial: Option<CardSerial>, now: super::policy::ClockFloor) -> bool {
     use super::certificate::{Usage, check};
     check(der, anchor, now, &[Usage::Signing, Usage::KeyAgreement])
         .is_ok_and(|peer| peer.public_key == public_key && Some(peer.serial) == serial)

@@ -257,29 +257,37 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<(), CliError> {
     );
     spread(&mut story, &cards_dir, &prof)?;
 
-    // 6. Revoke a card and show the terminal refusing it.
+    // 6. Revoke (and so block) a card; the policy spreads terminal -> card -> card, and a terminal with no
+    // policy file cannot move value with the blocked card: the cards refuse it (DESIGN.md §10 point 4).
     let certs = issuer_ca::list(&auth.conn)?;
     let victim =
         certs.iter().find(|c| profile_of.get(&c.card).is_some_and(|(b, _)| b == "pk-a")).map(|c| c.card.clone());
     if let Some(card) = &victim {
-        let revoked_serials = u.revoke(card, Some(crate::authority::ca::CrlReason::KeyCompromise))?;
-        let crl = u.crl()?;
-        let crl_path = dir.join("issuer.crl.der");
-        std::fs::write(&crl_path, &crl)
-            .map_err(|e| CliError::input(format!("{}: {e}", crl_path.display()), "check --dir"))?;
-        let opts = SettleOptions {
-            revoked_certificate_serials: revoked_serials.iter().filter_map(|s| hex::decode(s).ok()).collect(),
-            ..Default::default()
-        };
-        let other =
-            Fleet::load(&cards_dir)?.cards.into_iter().map(|(p, _)| p).find(|p| short(p) != *card).expect("more cards");
-        match settle_files(&other, &cards_dir.join(format!("{card}.card")), 5, &opts) {
-            Err(CliError::Settle(e @ SettleError::Revoked { .. })) => story.say(
-                "revoke",
-                format!("card {card} revoked (key compromise); the terminal with the new CRL refuses it: {e}"),
-            ),
-            Ok(_) => story.say("revoke", format!("card {card} revoked, but the terminal still settled with it!")),
-            Err(e) => return Err(e),
+        u.revoke(card, Some(crate::authority::ca::CrlReason::KeyCompromise))?;
+        let policy = u.policy_publish()?;
+        let policy_path = dir.join("issuer.policy");
+        std::fs::write(&policy_path, crate::protocol::codec::Wire::to_wire(&policy))
+            .map_err(|e| CliError::input(format!("{}: {e}", policy_path.display()), "check --dir"))?;
+        story.say("block", format!("card {card} revoked (key compromise): policy {} blocks it", policy.number));
+        let same_batch: Vec<PathBuf> = Fleet::load(&cards_dir)?
+            .cards
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| short(p) != *card && matches!(prof(p).as_str(), "public-key" | "hybrid"))
+            .collect();
+        if let [a, b, c, ..] = &same_batch[..] {
+            let with_file = SettleOptions { policy: Some(policy.clone()), ..Default::default() };
+            let r = settle_files(a, b, 1, &with_file)?;
+            story.say("block", format!("terminal with the policy file: {} and {} took policy {} ({:?})", short(a), short(b), policy.number, r.policy_spread));
+            let r = settle_files(b, c, 1, &SettleOptions::default())?;
+            story.say("block", format!("terminal without the file: {} took it from {} ({:?})", short(c), short(b), r.policy_spread));
+            match settle_files(c, &cards_dir.join(format!("{card}.card")), 5, &SettleOptions::default()) {
+                Err(CliError::Settle(e @ SettleError::Blocked { .. })) => {
+                    story.say("block", format!("terminal without the file, {} and blocked {card}: {e}", short(c)))
+                }
+                Ok(_) => story.say("block", format!("card {card} is blocked, but value still moved with it!")),
+                Err(e) => return Err(e),
+            }
         }
     }
 

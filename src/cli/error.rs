@@ -37,7 +37,7 @@ impl CliError {
         match self {
             CliError::CheckFailed { .. } | CliError::Authority(AuthorityError::Tampered(_)) => 1,
             CliError::Settle(
-                SettleError::Stranded { .. } | SettleError::Revoked { .. } | SettleError::NoPath { .. },
+                SettleError::Stranded { .. } | SettleError::Blocked { .. } | SettleError::NoPath { .. },
             ) => 1,
             _ => 2,
         }
@@ -51,7 +51,7 @@ impl CliError {
             CliError::CardFile { .. } => "card-file",
             CliError::Settle(SettleError::Transport { .. }) => "card-communication",
             CliError::Settle(SettleError::Stranded { .. }) => "stranded",
-            CliError::Settle(SettleError::Revoked { .. }) => "revoked",
+            CliError::Settle(SettleError::Blocked { .. }) => "blocked",
             CliError::Settle(SettleError::NoPath { .. }) => "no-key-roll-path",
             CliError::Settle(_) => "settlement-refused",
             CliError::Authority(
@@ -77,7 +77,9 @@ impl CliError {
                 SettleError::Stranded { .. } => {
                     Some("this card's batch limit is below the newer key; replace the card (see `keyroll rollout plan`)".into())
                 }
-                SettleError::Revoked { .. } => Some("the card is revoked; withdraw it".into()),
+                SettleError::Blocked { .. } => {
+                    Some("the issuer blocked one of these cards (see `keyroll policy show`); withdraw it".into())
+                }
                 _ => None,
             },
             CliError::Authority(e) => match e {

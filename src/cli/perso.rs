@@ -14,7 +14,9 @@ use crate::card::storage::{FileStorage, MemoryStorage, Storage};
 use crate::card::{Card, CardState};
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::perso::script::IssuerWord;
 use crate::perso::{CardPlan, CertificateIssuer, personalise};
+use crate::protocol::codec::Wire;
 use crate::protocol::info::LifeCycle;
 use crate::transport::in_process::InProcessChannel;
 use clap::Args;
@@ -43,6 +45,7 @@ pub struct Kit {
     pub transfer_keys: Vec<TransferKey>,
     pub update_key: Option<UpdateKey>,
     pub ca: Option<CaSigner>,
+    pub issuer_word: IssuerWord,
 }
 
 impl Kit {
@@ -63,7 +66,25 @@ impl Kit {
         }
         let update_key = batch.profile.has_update_key().then(|| u.update_key(batch.update_key_id)).transpose()?;
         let ca = batch.profile.has_key_pair().then(|| u.ca()).transpose()?;
-        Ok(Kit { master: u.perso_master()?, batch: batch.clone(), transfer_keys, update_key, ca })
+        // DESIGN.md §10: the scheme key, the newest policy and the authorisation of every key the card
+        // takes (a multi-key card's pending keys have none yet: they become selectable with theirs).
+        let (_, record) = u.scheme_signer()?;
+        let policy = match u.auth.current_policy()? {
+            Some(p) => p,
+            None => u.policy_publish()?,
+        };
+        let mut authorisations = vec![u.key_authorisation(KeyKind::Transfer, batch.transfer_key_id)?.to_wire()];
+        for k in &transfer_keys[1..] {
+            if keys::ids_in_state(u.conn(), KeyKind::Transfer, KeyState::Active)?.contains(&k.id.0) {
+                authorisations.push(u.key_authorisation(KeyKind::Transfer, k.id.0)?.to_wire());
+            }
+        }
+        if batch.profile.has_update_key() {
+            authorisations.push(u.key_authorisation(KeyKind::Update, batch.update_key_id)?.to_wire());
+        }
+        let issuer_word =
+            IssuerWord { scheme_key: record.public_key.to_vec(), policy: policy.to_wire(), authorisations };
+        Ok(Kit { master: u.perso_master()?, batch: batch.clone(), transfer_keys, update_key, ca, issuer_word })
     }
 
     pub fn plan(&self, serial: CardSerial) -> CardPlan {
@@ -77,6 +98,7 @@ impl Kit {
             initial_balance: Amount(self.batch.initial_balance),
             max_balance: Amount(self.batch.max_balance),
             trust_anchor: self.ca.as_ref().map(|c| c.root_der.clone()),
+            issuer_word: self.issuer_word.clone(),
         }
     }
 }

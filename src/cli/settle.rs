@@ -21,13 +21,14 @@ pub struct SettleArgs {
     /// Amount in minor units; 0 only synchronises keys and recovers interrupted transfers.
     #[arg(long)]
     pub amount: u64,
-    /// A CRL (PEM or DER) from the issuer: cards whose certificate it revokes are refused.
+    /// The issuer's policy file (`keyroll policy publish`): given to both cards when newer than theirs.
+    /// The terminal holds no revocation logic: cards verify the policy and refuse blocked cards.
     #[arg(long)]
-    pub crl: Vec<PathBuf>,
+    pub policy: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Context, a: SettleArgs) -> Result<(), CliError> {
-    let options = SettleOptions { verbose: ctx.verbose, revoked_certificate_serials: revoked_serials(&a.crl)? };
+    let options = SettleOptions { verbose: ctx.verbose, policy: a.policy.as_deref().map(read_policy).transpose()? };
     let report = with_channel(&a.payer, |payer| {
         with_channel(&a.payee, |payee| settle(payer, payee, Amount(a.amount), &options).map_err(CliError::from))
     })?;
@@ -53,6 +54,9 @@ fn print_report(r: &SettlementReport) {
             "key roll         none (both on transfer key {})",
             r.transfer_key_id.map(|i| i.to_string()).unwrap_or_default()
         ),
+    }
+    if let Some(p) = r.policy_spread {
+        println!("policy spread    {p:?} took the newer scheme policy");
     }
     println!("amount moved     {}", r.amount);
     println!("payer            {} balance {}", r.payer.serial, r.payer.balance);
@@ -87,29 +91,16 @@ fn pcsc_channel<T>(spec: &str, _f: impl FnOnce(&mut dyn CardChannel) -> Result<T
     ))
 }
 
-/// Certificate serials revoked by the given CRLs (signature checking is the auditor's job; the
-/// terminal takes the CRL its operator loaded from the issuer).
-fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CliError> {
-    use der::{Decode, DecodePem};
-    let mut out = Vec::new();
-    for path in crls {
-        let bytes = std::fs::read(path).map_err(|e| {
-            CliError::input(format!("cannot read CRL {}: {e}", path.display()), "pass the issuer's CRL file")
-        })?;
-        let crl = if bytes.starts_with(b"-----") {
-            <x509_cert::crl::CertificateList>::from_pem(&bytes)
-        } else {
-            <x509_cert::crl::CertificateList>::from_der(&bytes)
-        }
-        .map_err(|e| {
-            CliError::input(
-                format!("{} is not a CRL: {e}", path.display()),
-                "export it with `keyroll cert crl --out FILE`",
-            )
-        })?;
-        for rc in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
-            out.push(rc.serial_number.as_bytes().to_vec());
-        }
-    }
-    Ok(out)
+/// Read a policy file. Decoded only (the terminal decides nothing on it; each card verifies it).
+fn read_policy(path: &std::path::Path) -> Result<crate::protocol::policy::Policy, CliError> {
+    use crate::protocol::codec::Wire;
+    let bytes = std::fs::read(path).map_err(|e| {
+        CliError::input(format!("cannot read policy {}: {e}", path.display()), "pass the file `keyroll policy publish` wrote")
+    })?;
+    crate::protocol::policy::Policy::from_wire(&bytes, ()).map_err(|e| {
+        CliError::input(
+            format!("{} is not a keyroll policy: {e}", path.display()),
+            "pass the file `keyroll policy publish` wrote",
+        )
+    })
 }

@@ -9,6 +9,7 @@ use crate::crypto::perso::{card_key, seal, session_key};
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::protocol::policy::{KeyAuthorisation, KeyKind};
 use crate::protocol::codec::Wire;
 use crate::protocol::command::{Command, KeyBytes, PersoItem};
 use crate::protocol::info::{CardInfo, LifeCycle};
@@ -35,6 +36,29 @@ pub struct CardPlan {
     pub max_balance: Amount,
     /// Issuer trust anchor (DER) for public-key and hybrid profiles.
     pub trust_anchor: Option<Vec<u8>>,
+    /// The scheme key, policy and key authorisations the card must carry (DESIGN.md §10).
+    pub issuer_word: IssuerWord,
+}
+
+/// What the issuer signed that every card carries (DESIGN.md §10 points 3–4): the scheme key's raw
+/// public key, the newest policy and the authorisations of the plan's keys (wire forms).
+#[derive(Clone, Debug, Default)]
+pub struct IssuerWord {
+    pub scheme_key: Vec<u8>,
+    pub policy: Vec<u8>,
+    pub authorisations: Vec<Vec<u8>>,
+}
+
+impl IssuerWord {
+    /// The authorisation of key `kind`/`id`, or empty when the plan has none (a multi-key card's
+    /// pending key).
+    pub fn authorisation(&self, kind: KeyKind, id: u32) -> Vec<u8> {
+        self.authorisations
+            .iter()
+            .find(|a| KeyAuthorisation::from_wire(a, ()).is_ok_and(|a| a.kind == kind && a.id == id))
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// Issues a card certificate for a public key the card generated (the back office's CA).
@@ -178,14 +202,19 @@ pub fn personalise(
         counter: 0,
     };
     s.store("STORE profile", &PersoPayload::Profile(plan.profile))?;
+    let word = &plan.issuer_word;
+    s.store("STORE scheme key", &PersoPayload::SchemeKey(word.scheme_key.clone()))?;
+    s.store("STORE policy", &PersoPayload::Policy(word.policy.clone()))?;
     for k in &plan.transfer_keys {
-        s.store("STORE transfer key", &PersoPayload::TransferKey { id: k.id, key: key_bytes(k.secret()) })?;
+        let authorisation = word.authorisation(KeyKind::Transfer, k.id.0);
+        s.store("STORE transfer key", &PersoPayload::TransferKey { id: k.id, key: key_bytes(k.secret()), authorisation })?;
     }
     if plan.profile == Profile::MultiKey {
         s.store("STORE selection", &PersoPayload::SelectedTransferKey(plan.selected))?;
     }
     if let Some(u) = &plan.update_key {
-        s.store("STORE update key", &PersoPayload::UpdateKey { id: u.id, key: key_bytes(u.secret()) })?;
+        let authorisation = word.authorisation(KeyKind::Update, u.id.0);
+        s.store("STORE update key", &PersoPayload::UpdateKey { id: u.id, key: key_bytes(u.secret()), authorisation })?;
     }
     s.store("STORE limit", &PersoPayload::TransferKeyIdLimit(plan.limit))?;
     s.store("STORE balance", &PersoPayload::Balance { initial: plan.initial_balance, max: plan.max_balance })?;

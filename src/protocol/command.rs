@@ -4,6 +4,7 @@
 
 use super::CHALLENGE_LEN;
 use super::apdu::{CommandApdu, MAX_COMMAND_DATA};
+use super::policy::KeyAuthorisation;
 use super::codec::{DecodeError, Reader, Wire, put_tlv};
 use super::instruction::{CLA_ISO, CLA_PROPRIETARY, Instruction};
 use super::status::StatusWord;
@@ -71,10 +72,14 @@ pub enum PersoItem {
     TrustAnchor = 0x07,
     /// the card's own certificate, DER.
     CardCertificate = 0x08,
+    /// the scheme signing key's raw public key (65, uncompressed SEC 1), DESIGN.md §10 point 3.
+    SchemeKey = 0x09,
+    /// the newest scheme policy (`protocol::policy`), DESIGN.md §10 point 4.
+    Policy = 0x0A,
 }
 
 impl PersoItem {
-    pub const ALL: [PersoItem; 8] = [
+    pub const ALL: [PersoItem; 10] = [
         PersoItem::Profile,
         PersoItem::TransferKey,
         PersoItem::UpdateKey,
@@ -83,6 +88,8 @@ impl PersoItem {
         PersoItem::SelectedTransferKey,
         PersoItem::TrustAnchor,
         PersoItem::CardCertificate,
+        PersoItem::SchemeKey,
+        PersoItem::Policy,
     ];
 
     pub fn from_p1(p1: u8) -> Option<Self> {
@@ -153,6 +160,12 @@ pub enum Command {
         nonce: Nonce,
         proof: Mac,
     },
+    /// A scheme policy as signed (`protocol::policy::Policy`); the card answers [`PolicyAdoption`].
+    PutPolicy {
+        policy: Vec<u8>,
+    },
+    /// The card answers its policy as signed (empty when it holds none).
+    GetPolicy,
     Initialize {
         serial: CardSerial,
         personalisation_key: KeyBytes,
@@ -177,14 +190,16 @@ pub enum Command {
 /// `90 ciphertext ‖ 91 signature` (ISO/IEC 7816-4 §5.2.2.2).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum KeyPayload {
-    Symmetric { sender: CardSerial, update_key_id: UpdateKeyId, envelope: Vec<u8> },
-    PublicKey { ciphertext: Vec<u8>, signature: Vec<u8> },
+    Symmetric { sender: CardSerial, update_key_id: UpdateKeyId, authorisation: Vec<u8>, envelope: Vec<u8> },
+    PublicKey { ciphertext: Vec<u8>, signature: Vec<u8>, authorisation: Vec<u8> },
 }
 
 /// TLV tags inside public-key key-roll data.
 pub mod tag {
     pub const CIPHERTEXT: u8 = 0x90;
     pub const SIGNATURE: u8 = 0x91;
+    /// The issuer's authorisation of the key (`protocol::policy::KeyAuthorisation`).
+    pub const AUTHORISATION: u8 = 0x92;
 }
 
 impl KeyPayload {
@@ -202,14 +217,16 @@ impl Wire for KeyPayload {
 
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            KeyPayload::Symmetric { sender, update_key_id, envelope } => {
+            KeyPayload::Symmetric { sender, update_key_id, authorisation, envelope } => {
                 out.extend_from_slice(&sender.0);
                 out.extend_from_slice(&update_key_id.0.to_be_bytes());
+                out.extend_from_slice(authorisation);
                 out.extend_from_slice(envelope);
             }
-            KeyPayload::PublicKey { ciphertext, signature } => {
+            KeyPayload::PublicKey { ciphertext, signature, authorisation } => {
                 put_tlv(out, tag::CIPHERTEXT, ciphertext);
                 put_tlv(out, tag::SIGNATURE, signature);
+                put_tlv(out, tag::AUTHORISATION, authorisation);
             }
         }
     }
@@ -219,18 +236,23 @@ impl Wire for KeyPayload {
             KeyRollPath::Symmetric => KeyPayload::Symmetric {
                 sender: CardSerial(r.array("sender")?),
                 update_key_id: UpdateKeyId(r.u32("update key id")?),
+                authorisation: r.take(KeyAuthorisation::LEN, "authorisation")?.to_vec(),
                 envelope: r.rest_capped("envelope", MAX_COMMAND_DATA)?.to_vec(),
             },
             KeyRollPath::PublicKey => {
                 let (t1, ct) = r.tlv()?;
                 let (t2, sig) = r.tlv()?;
+                let (t3, auth) = r.tlv()?;
+                if t3 != tag::AUTHORISATION {
+                    return Err(DecodeError::Invalid { field: "authorisation", why: "expected tag 92" });
+                }
                 if t1 != tag::CIPHERTEXT {
                     return Err(DecodeError::Invalid { field: "ciphertext", why: "expected tag 90" });
                 }
                 if t2 != tag::SIGNATURE {
                     return Err(DecodeError::Invalid { field: "signature", why: "expected tag 91" });
                 }
-                KeyPayload::PublicKey { ciphertext: ct.to_vec(), signature: sig.to_vec() }
+                KeyPayload::PublicKey { ciphertext: ct.to_vec(), signature: sig.to_vec(), authorisation: auth.to_vec() }
             }
         })
     }
@@ -252,6 +274,8 @@ impl Command {
             Confirm { .. } => Instruction::Confirm,
             Abort { .. } => Instruction::Abort,
             Refund { .. } => Instruction::Refund,
+            PutPolicy { .. } => Instruction::PutPolicy,
+            GetPolicy => Instruction::GetPolicy,
             Initialize { .. } => Instruction::Initialize,
             OpenPersoSession => Instruction::OpenPersoSession,
             PersoStore { .. } => Instruction::PersoStore,
@@ -271,7 +295,8 @@ impl Command {
                 p1 = 0x04;
                 d.extend_from_slice(aid);
             }
-            GetResponse { .. } | OpenPersoSession => {}
+            GetResponse { .. } | OpenPersoSession | GetPolicy => {}
+            PutPolicy { policy } => d.extend_from_slice(policy),
             GetCardInfo { certificate } => p1 = if *certificate { 0x00 } else { 0x01 },
             RequestUpdatePermission { path, sender_certificate } => {
                 p1 = *path as u8;
@@ -439,6 +464,14 @@ impl Command {
             Instruction::Refund => {
                 p1p2_zero()?;
                 Command::Refund { nonce: r.array("nonce")?, proof: r.array("proof")? }
+            }
+            Instruction::PutPolicy => {
+                p1p2_zero()?;
+                Command::PutPolicy { policy: r.rest_capped("policy", super::policy::Policy::MAX_LEN)?.to_vec() }
+            }
+            Instruction::GetPolicy => {
+                p1p2_zero()?;
+                Command::GetPolicy
             }
             Instruction::Initialize => {
                 p1p2_zero()?;

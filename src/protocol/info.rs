@@ -94,6 +94,12 @@ pub struct CardInfo {
     pub certificate: Option<Vec<u8>>,
     /// Whether the card holds a certificate (reported in both forms).
     pub has_certificate: bool,
+    /// The number of the scheme policy the card holds (0: none), DESIGN.md §10 point 4.
+    pub policy_number: u32,
+    /// The lowest update key id its policy still allows for wrapping (1 without a policy).
+    pub min_wrap_update_key_id: UpdateKeyId,
+    /// The card's clock floor, Unix seconds (DESIGN.md §10 point 5).
+    pub clock_floor: u64,
 }
 
 mod t {
@@ -111,6 +117,9 @@ mod t {
     pub const PENDING_IN: u8 = 0x8B;
     pub const CERTIFICATE: u8 = 0x8C;
     pub const HAS_CERTIFICATE: u8 = 0x8D;
+    pub const POLICY_NUMBER: u8 = 0x8E;
+    pub const MIN_WRAP: u8 = 0x8F;
+    pub const CLOCK_FLOOR: u8 = 0x90;
 }
 
 /// Most pending entries a card reports; the card bounds its logs to this (house rule 5).
@@ -152,6 +161,9 @@ impl Wire for CardInfo {
         if let Some(c) = &self.certificate {
             put_tlv(o, t::CERTIFICATE, c);
         }
+        put_tlv(o, t::POLICY_NUMBER, &self.policy_number.to_be_bytes());
+        put_tlv(o, t::MIN_WRAP, &self.min_wrap_update_key_id.0.to_be_bytes());
+        put_tlv(o, t::CLOCK_FLOOR, &self.clock_floor.to_be_bytes());
     }
 
     /// Simple-TLV items until the end; unknown tags are skipped (newer cards may report more), a known
@@ -211,6 +223,11 @@ impl Wire for CardInfo {
                     info.has_certificate = true;
                 }
                 t::HAS_CERTIFICATE => info.has_certificate = v == [1],
+                t::POLICY_NUMBER => info.policy_number = u32::from_be_bytes(fixed(v, "policy number")?),
+                t::MIN_WRAP => {
+                    info.min_wrap_update_key_id = UpdateKeyId(u32::from_be_bytes(fixed(v, "min wrap update key id")?))
+                }
+                t::CLOCK_FLOOR => info.clock_floor = u64::from_be_bytes(fixed(v, "clock floor")?),
                 _ => {}
             }
         }
@@ -246,6 +263,9 @@ impl CardInfo {
             pending_in: vec![],
             certificate: None,
             has_certificate: false,
+            policy_number: 0,
+            min_wrap_update_key_id: UpdateKeyId(1),
+            clock_floor: 0,
         }
     }
 }

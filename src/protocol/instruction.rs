@@ -32,6 +32,10 @@ pub enum Instruction {
     Abort,
     /// Recovery (payer): restore a debit against an abort proof.
     Refund,
+    /// DESIGN.md §10 point 4: offer the card a newer scheme policy (chained; verified, then adopted atomically).
+    PutPolicy,
+    /// DESIGN.md §10 point 4: read the card's scheme policy, to relay it to another card.
+    GetPolicy,
     /// Personalisation: set serial and personalisation key on a blank card.
     Initialize,
     /// Personalisation: open a sealed session (card challenge).
@@ -45,7 +49,7 @@ pub enum Instruction {
 }
 
 impl Instruction {
-    pub const ALL: [Instruction; 17] = [
+    pub const ALL: [Instruction; 19] = [
         Instruction::Select,
         Instruction::GetResponse,
         Instruction::GetCardInfo,
@@ -58,6 +62,8 @@ impl Instruction {
         Instruction::Confirm,
         Instruction::Abort,
         Instruction::Refund,
+        Instruction::PutPolicy,
+        Instruction::GetPolicy,
         Instruction::Initialize,
         Instruction::OpenPersoSession,
         Instruction::PersoStore,
@@ -80,6 +86,8 @@ impl Instruction {
             Confirm => 0x36,
             Abort => 0x38,
             Refund => 0x3A,
+            PutPolicy => 0x40,
+            GetPolicy => 0x42,
             Initialize => 0x50,
             OpenPersoSession => 0x52,
             PersoStore => 0x54,

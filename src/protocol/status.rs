@@ -21,6 +21,9 @@ pub enum StatusWord {
     ChainingNotSupported,
     /// 6982: security status not satisfied (no live challenge, no personalisation session, wrong challenge).
     SecurityStatusNotSatisfied,
+    /// 6983: the counterpart card is blocked by the scheme policy the card holds (ISO/IEC 7816-4:
+    /// "authentication method blocked"; DESIGN.md §10 point 4).
+    CounterpartBlocked,
     /// 6985: conditions of use not satisfied (wrong life-cycle state, insufficient balance, maximum balance).
     ConditionsNotSatisfied,
     /// 6A80: incorrect data (malformed field, or a transfer key identifier that is not newer).
@@ -55,6 +58,7 @@ impl StatusWord {
             LastCommandExpected => 0x6883,
             ChainingNotSupported => 0x6884,
             SecurityStatusNotSatisfied => 0x6982,
+            CounterpartBlocked => 0x6983,
             ConditionsNotSatisfied => 0x6985,
             IncorrectData => 0x6A80,
             ApplicationNotFound => 0x6A82,
@@ -74,6 +78,7 @@ impl StatusWord {
             0x9000 => Ok,
             0x6100..=0x61FF => MoreData(v as u8),
             0x6300 => VerificationFailed,
+            0x6983 => CounterpartBlocked,
             0x6581 => MemoryFailure,
             0x6700 => WrongLength,
             0x6883 => LastCommandExpected,

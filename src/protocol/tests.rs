@@ -56,11 +56,16 @@ pub(crate) fn every_command() -> Vec<Command> {
         },
         Command::UpdateTransferKey {
             path: KeyRollPath::Symmetric,
-            payload: KeyPayload::Symmetric { sender: s, update_key_id: UpdateKeyId(3), envelope: vec![9; 36] },
+            payload: KeyPayload::Symmetric {
+                sender: s,
+                update_key_id: UpdateKeyId(3),
+                authorisation: vec![0x41; 146],
+                envelope: vec![9; 36],
+            },
         },
         Command::UpdateTransferKey {
             path: KeyRollPath::PublicKey,
-            payload: KeyPayload::PublicKey { ciphertext: vec![1; 200], signature: vec![2; 70] },
+            payload: KeyPayload::PublicKey { ciphertext: vec![1; 200], signature: vec![2; 70], authorisation: vec![0x41; 146] },
         },
         Command::BeginReceive { payer: s, amount: Amount(5), payer_sequence: 2 },
         Command::Debit { payee: s, amount: Amount(5), nonce: [3; 16], payee_sequence: 7, request: [9; 16] },
@@ -68,6 +73,8 @@ pub(crate) fn every_command() -> Vec<Command> {
         Command::Confirm { nonce: [3; 16], ack: [5; 16] },
         Command::Abort { nonce: [3; 16] },
         Command::Refund { nonce: [3; 16], proof: [6; 16] },
+        Command::PutPolicy { policy: vec![0x50; 1015] },
+        Command::GetPolicy,
         Command::Initialize { serial: s, personalisation_key: KeyBytes([7; 16]) },
         Command::OpenPersoSession,
         Command::PersoStore { item: PersoItem::Balance, sealed: vec![8; 40] },
@@ -98,8 +105,11 @@ pub(crate) fn every_perso_payload() -> Vec<PersoPayload> {
     vec![
         PersoPayload::Profile(Profile::Symmetric),
         PersoPayload::Profile(Profile::MultiKey),
-        PersoPayload::TransferKey { id: TransferKeyId(4), key: KeyBytes([1; 16]) },
-        PersoPayload::UpdateKey { id: UpdateKeyId(2), key: KeyBytes([2; 16]) },
+        PersoPayload::TransferKey { id: TransferKeyId(4), key: KeyBytes([1; 16]), authorisation: vec![0x41; 146] },
+        PersoPayload::TransferKey { id: TransferKeyId(5), key: KeyBytes([1; 16]), authorisation: vec![] },
+        PersoPayload::UpdateKey { id: UpdateKeyId(2), key: KeyBytes([2; 16]), authorisation: vec![0x41; 146] },
+        PersoPayload::SchemeKey(vec![4; 65]),
+        PersoPayload::Policy(vec![0x50; 151]),
         PersoPayload::TransferKeyIdLimit(TransferKeyIdLimit(9)),
         PersoPayload::Balance { initial: Amount(10), max: Amount(1000) },
         PersoPayload::SelectedTransferKey(TransferKeyId(3)),
@@ -127,7 +137,10 @@ fn every_perso_item_round_trips() {
         Err(DecodeError::Truncated { field: "update key", needed: 16, left: 1 })
     );
     assert!(PersoPayload::from_wire(&[0xEE], PersoItem::Profile).is_err());
-    let shown = format!("{:?}", PersoPayload::TransferKey { id: TransferKeyId(4), key: KeyBytes([0xA5; 16]) });
+    let shown = format!(
+        "{:?}",
+        PersoPayload::TransferKey { id: TransferKeyId(4), key: KeyBytes([0xA5; 16]), authorisation: vec![] }
+    );
     assert!(!shown.contains("165"), "{shown}");
     let big = vec![0x30; super::apdu::MAX_COMMAND_DATA + 1];
     assert!(matches!(
@@ -148,6 +161,11 @@ fn every_response_round_trips() {
     round_trip(&DebitToken { payer_sequence: 9, token: [5; 16] }, ());
     round_trip(&CreditAck { ack: [6; 16] }, ());
     round_trip(&AbortProof { proof: [8; 16] }, ());
+    round_trip(&PolicyAdoption { adopted: true, number: 7 }, ());
+    round_trip(&PolicyAdoption { adopted: false, number: 0 }, ());
+    round_trip(&HeldPolicy(vec![0x50; 1015]), ());
+    round_trip(&HeldPolicy(vec![]), ());
+    assert!(PolicyAdoption::from_wire(&[2, 0, 0, 0, 1], ()).is_err());
     round_trip(&PersoSessionOpened { serial: CardSerial::from_u64(3), challenge: [9; 16] }, ());
     let mut sec1 = [0x11; PUBLIC_KEY_LEN];
     sec1[0] = 0x04;
@@ -156,12 +174,17 @@ fn every_response_round_trips() {
     assert!(GeneratedPublicKey::from_wire(&sec1, ()).is_err(), "compressed or garbage point");
     // GET TRANSFER KEY's answer, both paths.
     for payload in [
-        KeyPayload::Symmetric { sender: CardSerial::from_u64(5), update_key_id: UpdateKeyId(1), envelope: vec![3; 52] },
-        KeyPayload::PublicKey { ciphertext: vec![1; 150], signature: vec![2; 71] },
+        KeyPayload::Symmetric {
+            sender: CardSerial::from_u64(5),
+            update_key_id: UpdateKeyId(1),
+            authorisation: vec![0x41; 146],
+            envelope: vec![3; 52],
+        },
+        KeyPayload::PublicKey { ciphertext: vec![1; 150], signature: vec![2; 71], authorisation: vec![0x41; 146] },
     ] {
         round_trip(&payload, payload.path());
     }
-    let pk = KeyPayload::PublicKey { ciphertext: vec![1; 3], signature: vec![2; 3] }.to_wire();
+    let pk = KeyPayload::PublicKey { ciphertext: vec![1; 3], signature: vec![2; 3], authorisation: vec![] }.to_wire();
     assert!(KeyPayload::from_wire(&pk, KeyRollPath::Symmetric).is_err(), "10 bytes are no symmetric payload");
     let mut trailing = pk.clone();
     trailing.push(0);

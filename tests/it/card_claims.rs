@@ -28,11 +28,8 @@ fn get_key(card: &mut TestCard, challenge: [u8; 16], receiver: &TestCard) -> Key
     };
     let r = send(card, &cmd);
     assert_eq!(r.sw.to_u16(), 0x9000);
-    KeyPayload::Symmetric {
-        sender: CardSerial(r.data[..8].try_into().unwrap()),
-        update_key_id: UpdateKeyId(u32::from_be_bytes(r.data[8..12].try_into().unwrap())),
-        envelope: r.data[12..].to_vec(),
-    }
+    use keyroll::protocol::codec::Wire;
+    KeyPayload::from_wire(&r.data, KeyRollPath::Symmetric).unwrap()
 }
 
 /// UPDATE TRANSFER KEY without re-selecting (SELECT keeps the session, but keep it minimal).
@@ -219,6 +216,7 @@ fn update_without_permission_is_refused() {
 fn multi_plan(serial: u64, stored: &[u32], selected: u32, limit: u32) -> CardPlan {
     let mut p = plan(serial, Profile::MultiKey, selected, 1, limit, 0);
     p.transfer_keys = stored.iter().map(|i| transfer_key(*i)).collect();
+    p.issuer_word = issuer_word(&p.transfer_keys, p.update_key.clone());
     p
 }
 

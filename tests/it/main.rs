@@ -12,6 +12,7 @@ mod card_claims;
 mod crypto_vectors;
 mod demo;
 mod examples;
+mod issuer_word;
 mod limbo;
 mod pcsc_cli;
 mod pcsc_transport;

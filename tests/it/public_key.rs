@@ -45,10 +45,12 @@ fn get_key(newer: &mut TestCard, challenge: [u8; 16], receiver: &TestCard) -> Re
         return Err(r.sw.to_u16());
     }
     let mut rd = keyroll::protocol::codec::Reader::new(&r.data);
-    let (t1, ct) = rd.tlv().unwrap();
-    let (t2, sig) = rd.tlv().unwrap();
-    assert_eq!((t1, t2), (tag::CIPHERTEXT, tag::SIGNATURE));
-    Ok(KeyPayload::PublicKey { ciphertext: ct.to_vec(), signature: sig.to_vec() })
+    let (t1, _) = rd.tlv().unwrap();
+    let (t2, _) = rd.tlv().unwrap();
+    let (t3, _) = rd.tlv().unwrap();
+    assert_eq!((t1, t2, t3), (tag::CIPHERTEXT, tag::SIGNATURE, tag::AUTHORISATION));
+    use keyroll::protocol::codec::Wire;
+    Ok(KeyPayload::from_wire(&r.data, KeyRollPath::PublicKey).unwrap())
 }
 
 fn update(older: &mut TestCard, payload: KeyPayload) -> u16 {
@@ -261,9 +263,11 @@ fn tampered_ciphertext_and_limits_are_refused() {
     let p = get_key(&mut newer, r, &older).unwrap();
     assert_eq!(update(&mut older, p), 0x6A84, "id 3 above limit 2");
     let r = permission(&mut older, cert_of(&newer)).unwrap();
-    let Ok(KeyPayload::PublicKey { mut ciphertext, signature }) = get_key(&mut newer, r, &older) else { panic!() };
+    let Ok(KeyPayload::PublicKey { mut ciphertext, signature, authorisation }) = get_key(&mut newer, r, &older) else {
+        panic!()
+    };
     ciphertext[70] ^= 1;
-    assert_eq!(update(&mut older, KeyPayload::PublicKey { ciphertext, signature }), 0x6300);
+    assert_eq!(update(&mut older, KeyPayload::PublicKey { ciphertext, signature, authorisation }), 0x6300);
     assert_eq!(persisted(&older), before);
 }
 
@@ -304,16 +308,15 @@ fn claims14_to_16_hybrid_cards_pick_the_path_by_update_key() {
 }
 
 #[test]
-fn the_terminal_refuses_a_revoked_card() {
+fn a_card_holding_the_policy_refuses_a_blocked_card() {
+    // The terminal's `settle --crl` is gone (DESIGN.md §10 point 4): the policy that blocks card 2 reaches
+    // both cards, and card 1 refuses value with it; balances stay.
     let ca = TestCa::new("Issuer");
     let mut a = pk_card(1, Profile::Hybrid, 1, 1, 5, 100, &ca, &ca.root);
     let mut b = pk_card(2, Profile::Hybrid, 1, 1, 5, 100, &ca, &ca.root);
-    use der::Decode;
-    let serial =
-        x509_cert::Certificate::from_der(&cert_of(&b)).unwrap().tbs_certificate().serial_number().as_bytes().to_vec();
-    let (sa, sb) = (persisted(&a), persisted(&b));
-    let opts = SettleOptions { revoked_certificate_serials: vec![serial], ..Default::default() };
+    let opts = SettleOptions { policy: Some(test_policy(2, &[(2, 5)], 1)), ..Default::default() };
     let e = settle(&mut a, &mut b, 10, &opts).unwrap_err();
-    assert!(matches!(e, SettleError::Revoked { role: Role::Payee, .. }), "{e}");
-    assert_eq!((persisted(&a), persisted(&b)), (sa, sb));
+    assert!(matches!(e, SettleError::Blocked { .. }), "{e}");
+    assert_eq!((a.state().balance, b.state().balance), (Amount(100), Amount(100)));
+    assert_eq!((a.state().policy_number(), b.state().policy_number()), (2, 2));
 }

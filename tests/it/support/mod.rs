@@ -45,6 +45,80 @@ pub fn plan(serial: u64, profile: Profile, tk: u32, uk: u32, limit: u32, balance
         initial_balance: Amount(balance),
         max_balance: Amount(1_000_000),
         trust_anchor: None,
+        issuer_word: issuer_word(&transfer_keys, profile.has_update_key().then(|| update_key(uk))),
+    }
+}
+
+/// The tests' scheme signing key (fixed, so every test card of every test shares one scheme).
+pub fn scheme_key() -> keyroll::crypto::scheme_key::SchemeSigningKey {
+    keyroll::crypto::scheme_key::SchemeSigningKey::from_bytes(&[0x5C; 32]).unwrap()
+}
+
+/// When the tests' issuer signed: a day after the factory floor.
+pub const SIGNED_AT: u64 = keyroll::card::policy::FACTORY_FLOOR + 86_400;
+
+/// Policy `number` of the tests' scheme, blocking `blocked` (serial, limit), chained from policy 1.
+pub fn test_policy(number: u32, blocked: &[(u64, u32)], min_wrap: u32) -> keyroll::protocol::policy::Policy {
+    use keyroll::protocol::policy::{BlockedCard, Policy};
+    let k = scheme_key();
+    let mut prev: Option<Policy> = None;
+    for n in 1..=number {
+        let mut p = Policy {
+            scheme_id: k.scheme_id(),
+            number: n,
+            previous: prev.as_ref().map_or([0; 32], |p| p.hash()),
+            signed_at: SIGNED_AT + n as u64,
+            min_wrap_update_key_id: UpdateKeyId(if n == number { min_wrap } else { 1 }),
+            min_transfer_key_id: TransferKeyId(1),
+            blocked: if n == number {
+                let mut b: Vec<BlockedCard> = blocked
+                    .iter()
+                    .map(|&(s, l)| BlockedCard { serial: CardSerial::from_u64(s), limit: TransferKeyIdLimit(l) })
+                    .collect();
+                b.sort_by_key(|e| e.serial);
+                b
+            } else {
+                vec![]
+            },
+            signature: [0; 64],
+        };
+        p.signature = k.sign(&p.body());
+        prev = Some(p);
+    }
+    prev.unwrap()
+}
+
+/// The tests' issuer's authorisation of a key.
+pub fn authorise(kind: keyroll::protocol::policy::KeyKind, id: u32, key: &Secret16, min_policy: u32) -> Vec<u8> {
+    use keyroll::protocol::codec::Wire;
+    use keyroll::protocol::policy::KeyAuthorisation;
+    let k = scheme_key();
+    let mut a = KeyAuthorisation {
+        scheme_id: k.scheme_id(),
+        kind,
+        id,
+        commitment: keyroll::crypto::scheme_key::key_commitment(&k.scheme_id(), kind.code(), id, key),
+        signed_at: SIGNED_AT,
+        min_policy,
+        signature: [0; 64],
+    };
+    a.signature = k.sign(&a.body());
+    a.to_wire()
+}
+
+/// Scheme key, policy 1 and authorisations of these keys, as the back office gives them to the line.
+pub fn issuer_word(transfer: &[TransferKey], update: Option<UpdateKey>) -> keyroll::perso::script::IssuerWord {
+    use keyroll::protocol::codec::Wire;
+    use keyroll::protocol::policy::KeyKind;
+    let mut authorisations: Vec<Vec<u8>> =
+        transfer.iter().map(|t| authorise(KeyKind::Transfer, t.id.0, t.secret(), 1)).collect();
+    if let Some(u) = update {
+        authorisations.push(authorise(KeyKind::Update, u.id.0, u.secret(), 1));
+    }
+    keyroll::perso::script::IssuerWord {
+        scheme_key: scheme_key().public_key_sec1().to_vec(),
+        policy: test_policy(1, &[], 1).to_wire(),
+        authorisations,
     }
 }
 
