@@ -1,9 +1,9 @@
 //! Personalisation to card files (issue: back office): cards per second and database rows per second
-//! for N cards (default 10,000; env `KEYROLL_BENCH_N`), through the real `keyroll perso` binary on a
-//! real SQLite file, with a breakdown of where the time goes:
+//! for N cards (default 10,000; env `KEYROLL_BENCH_N`), through the batch runner `keyroll perso` calls
+//! (`perso::batch::personalise_to_files`) on a real SQLite file, with a breakdown of where the time goes:
 //! - the personalisation APDU script against in-memory reference cards (no database, no files);
 //! - the same plus one atomic, fsync'd card file per card;
-//! - the full command (reservation, audit rows with a signed head, card files).
+//! - the full batch runner (reservation, audit rows with a signed head, card files).
 //!
 //! `cargo bench --bench perso_files`
 
@@ -11,13 +11,14 @@
 #[allow(dead_code)]
 mod support;
 
+use keyroll::authority::Authority;
+use keyroll::authority::batches::NewBatch;
 use keyroll::card::Card;
 use keyroll::card::storage::{FileStorage, MemoryStorage, Storage};
 use keyroll::crypto::Secret16;
 use keyroll::domain::*;
 use keyroll::perso::personalise;
 use keyroll::transport::in_process::InProcessChannel;
-use std::process::Command;
 use std::time::Instant;
 
 fn main() {
@@ -60,26 +61,25 @@ fn main() {
         with_files * 1e6 / n as f64
     );
 
-    // 3. The real command.
-    let bin = env!("CARGO_BIN_EXE_keyroll");
-    let run = |args: &[&str]| {
-        let o = Command::new(bin)
-            .current_dir(dir.path())
-            .args(["--db", "k.db", "--identity", "k.db.identity"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
-    run(&["init", "--issuer", "Bench"]);
-    run(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "5", "--initial-balance", "100"]);
-    let rows_before = rows(dir.path());
+    // 3. The batch runner, as `keyroll perso --out-dir` runs it.
+    let (db, identity) = (dir.path().join("k.db"), dir.path().join("k.db.identity"));
+    let (auth, _) = Authority::init(&db, "Bench", &[], &identity).unwrap();
+    let u = auth.unlock(Some(&identity)).unwrap();
+    u.new_batch(&NewBatch {
+        name: "b".into(),
+        profile: Profile::Symmetric,
+        transfer_key_id_limit: TransferKeyIdLimit(5),
+        initial_balance: Amount(100),
+        max_balance: Amount(100_000),
+    })
+    .unwrap();
+    let rows_before = rows(&auth);
     let t = Instant::now();
-    run(&["perso", "--batch", "b", "--out-dir", "cards", "--count", &n.to_string()]);
+    keyroll::perso::batch::personalise_to_files(&u, "b", &dir.path().join("cards"), n, false, &mut |_| {}).unwrap();
     let full = t.elapsed().as_secs_f64();
-    let rows_added = rows(dir.path()) - rows_before;
+    let rows_added = rows(&auth) - rows_before;
     println!(
-        "  keyroll perso (db + files)       {:>9.0} cards/s  {:>7.1} µs/card",
+        "  batch runner (db + files)        {:>9.0} cards/s  {:>7.1} µs/card",
         n as f64 / full,
         full * 1e6 / n as f64
     );
@@ -95,12 +95,7 @@ fn main() {
     );
 }
 
-fn rows(dir: &std::path::Path) -> i64 {
-    let c = rusqlite::Connection::open(dir.join("k.db")).unwrap();
-    c.query_row(
-        "SELECT (SELECT count(*) FROM cards) + (SELECT count(*) FROM audit_log) + (SELECT count(*) FROM perso_runs)",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
+/// Card rows plus audit log rows.
+fn rows(auth: &Authority) -> usize {
+    auth.cards().unwrap().len() + auth.verify_log().unwrap().rows
 }

@@ -91,10 +91,130 @@ impl<'de> Deserialize<'de> for CardSerial {
     }
 }
 
+/// Serde for byte strings as lower-case hex text: the one hex module of the crate (card files, JSON
+/// output). `#[serde(with = "crate::domain::serde_hex")]` on a field of any [`HexBytes`] type, and
+/// `serde_hex::option` on an `Option` of one. The hex text of a secret is built in a zeroizing buffer.
+pub mod serde_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    /// A value that is a byte string on the outside.
+    pub trait HexBytes: Sized {
+        fn hex_bytes(&self) -> &[u8];
+        /// `None` when the bytes do not make a value (a wrong length); the error says `expected`.
+        fn from_hex_bytes(bytes: &[u8]) -> Option<Self>;
+        /// What the bytes must be, for the error message ("16 bytes").
+        fn expected() -> String;
+    }
+
+    impl<const N: usize> HexBytes for [u8; N] {
+        fn hex_bytes(&self) -> &[u8] {
+            self
+        }
+        fn from_hex_bytes(bytes: &[u8]) -> Option<Self> {
+            bytes.try_into().ok()
+        }
+        fn expected() -> String {
+            format!("{N} hex-encoded bytes")
+        }
+    }
+
+    impl HexBytes for Vec<u8> {
+        fn hex_bytes(&self) -> &[u8] {
+            self
+        }
+        fn from_hex_bytes(bytes: &[u8]) -> Option<Self> {
+            Some(bytes.to_vec())
+        }
+        fn expected() -> String {
+            "hex-encoded bytes".into()
+        }
+    }
+
+    fn decode<T: HexBytes, E: serde::de::Error>(text: &str) -> Result<T, E> {
+        let bytes = Zeroizing::new(hex::decode(text).map_err(E::custom)?);
+        T::from_hex_bytes(&bytes).ok_or_else(|| E::custom(format!("expected {}", T::expected())))
+    }
+
+    pub fn serialize<T: HexBytes, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Zeroizing::new(hex::encode(v.hex_bytes())))
+    }
+
+    pub fn deserialize<'de, T: HexBytes, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        decode(&Zeroizing::new(String::deserialize(d)?))
+    }
+
+    /// The same for an optional value (`null` when absent).
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<T: HexBytes, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(&*Zeroizing::new(hex::encode(v.hex_bytes()))),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, T: HexBytes, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+            Option::<String>::deserialize(d)?.map(Zeroizing::new).map(|s| decode(&s)).transpose()
+        }
+    }
+}
+
 /// An amount of value in minor currency units (DESIGN.md §1: never negative).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Amount(pub u64);
+
+impl Amount {
+    /// The largest amount the back office handles: 2^53 - 1, so every amount is exact in JSON (IEEE
+    /// double) and in SQLite's signed 64-bit integers. Card balances on the wire stay 8 bytes.
+    pub const MAX: Amount = Amount((1 << 53) - 1);
+
+    /// An amount within `0..=MAX`.
+    pub fn new(v: u64) -> Option<Amount> {
+        (v <= Self::MAX.0).then_some(Amount(v))
+    }
+
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        self.0.checked_add(other.0).map(Amount)
+    }
+
+    pub fn checked_sub(self, other: Amount) -> Option<Amount> {
+        self.0.checked_sub(other.0).map(Amount)
+    }
+}
+
+/// A sum of amounts over many cards. 128 bits: a sum of 2^64 amounts of up to 2^64 - 1 each fits, so
+/// sums over any fleet never wrap (issue 14 item 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Total(pub u128);
+
+impl std::ops::Add<Amount> for Total {
+    type Output = Total;
+    fn add(self, a: Amount) -> Total {
+        Total(self.0 + a.0 as u128)
+    }
+}
+
+impl std::ops::AddAssign<Amount> for Total {
+    fn add_assign(&mut self, a: Amount) {
+        self.0 += a.0 as u128;
+    }
+}
+
+impl std::iter::Sum<Amount> for Total {
+    fn sum<I: Iterator<Item = Amount>>(iter: I) -> Total {
+        iter.fold(Total(0), |t, a| t + a)
+    }
+}
+
+impl fmt::Display for Total {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,5 +307,36 @@ mod tests {
             assert_eq!(Profile::parse(p.name()), Some(p));
         }
         assert_eq!(Profile::from_code(0), None);
+    }
+
+    #[test]
+    fn amounts_are_bounded_and_totals_do_not_wrap() {
+        assert_eq!(Amount::new(Amount::MAX.0), Some(Amount::MAX));
+        assert_eq!(Amount::new(Amount::MAX.0 + 1), None);
+        assert_eq!(Amount(u64::MAX).checked_add(Amount(1)), None);
+        let t: Total = std::iter::repeat_n(Amount(u64::MAX), 4).sum();
+        assert_eq!(t.0, 4 * u64::MAX as u128);
+    }
+
+    #[test]
+    fn serde_hex_is_one_format_for_arrays_vectors_and_options() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct T {
+            #[serde(with = "super::serde_hex")]
+            a: [u8; 2],
+            #[serde(with = "super::serde_hex")]
+            v: Vec<u8>,
+            #[serde(with = "super::serde_hex::option")]
+            o: Option<Vec<u8>>,
+            #[serde(with = "super::serde_hex::option")]
+            n: Option<[u8; 1]>,
+        }
+        let t = T { a: [0xAB, 0x01], v: vec![], o: Some(vec![0xFF]), n: None };
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, r#"{"a":"ab01","v":"","o":"ff","n":null}"#);
+        assert_eq!(serde_json::from_str::<T>(&json).unwrap(), t);
+        let short = serde_json::from_str::<T>(r#"{"a":"ab","v":"","o":null,"n":null}"#).unwrap_err();
+        assert!(short.to_string().contains("expected 2 hex-encoded bytes"), "{short}");
+        assert!(serde_json::from_str::<T>(r#"{"a":"zz01","v":"","o":null,"n":null}"#).is_err());
     }
 }

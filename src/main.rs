@@ -1,6 +1,5 @@
-//! keyroll's binary: parse, run, print the error (and its hint) on stderr, exit with its code.
-
-use clap::Parser;
+//! keyroll's binary: everything happens in [`keyroll::cli::main`]; this only sets up the process and
+//! exits with the status it returns (0, 1 check failed, 2 bad input, 70 internal fault).
 
 fn main() {
     // Output piped into `head` and closed early: end quietly like other command-line tools.
@@ -9,16 +8,5 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = keyroll::cli::Cli::parse();
-    let json = cli.json;
-    if let Err(e) = keyroll::cli::run(cli) {
-        if json {
-            let doc =
-                serde_json::json!({ "schema": "keyroll/1", "error": { "code": e.code(), "message": e.to_string() } });
-            eprintln!("{doc}");
-        } else {
-            eprintln!("keyroll: {e}");
-        }
-        std::process::exit(e.exit_code());
-    }
+    std::process::exit(keyroll::cli::main(std::env::args_os()));
 }

@@ -19,8 +19,8 @@ pub enum AuditError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is larger than {MAX_FILE_BYTES} bytes; is it the right file?")]
     TooLarge { path: PathBuf },
-    #[error("{path}: PEM block {index} is not valid ({reason})")]
-    Pem { path: PathBuf, index: usize, reason: String },
+    #[error("{path}: {reason}")]
+    Pem { path: PathBuf, reason: String },
     #[error("{path} holds no {what}; expected PEM or DER")]
     Empty { path: PathBuf, what: &'static str },
 }
@@ -60,46 +60,11 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, AuditError> {
     std::fs::read(path).map_err(|source| AuditError::Read { path: path.to_path_buf(), source })
 }
 
-/// Splits PEM text into its blocks with the given label (RFC 7468); other labels are skipped.
-/// Returns `None` when the input holds no PEM at all (then it is taken as DER).
-fn pem_blocks(path: &Path, data: &[u8], label: &str) -> Result<Option<Vec<Vec<u8>>>, AuditError> {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return Ok(None);
-    };
-    if !text.contains("-----BEGIN ") {
-        return Ok(None);
-    }
-    let mut out = Vec::new();
-    let mut index = 0;
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let block_start = &rest[start..];
-        let Some(end_marker) = block_start.find("-----END ") else {
-            return Err(AuditError::Pem { path: path.to_path_buf(), index: index + 1, reason: "no END line".into() });
-        };
-        let after_end = &block_start[end_marker + 9..];
-        let end_len = after_end.find("-----").map(|i| i + 5).unwrap_or(after_end.len());
-        let block = &block_start[..end_marker + 9 + end_len];
-        rest = &block_start[end_marker + 9 + end_len..];
-        index += 1;
-        match der::pem::decode_vec(block.as_bytes()) {
-            Ok((l, bytes)) if l == label => out.push(bytes),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(AuditError::Pem { path: path.to_path_buf(), index, reason: e.to_string() });
-            }
-        }
-    }
-    Ok(Some(out))
-}
-
 fn read_objects(path: &Path, label: &str, what: &'static str) -> Result<Vec<Vec<u8>>, AuditError> {
     let data = read_bounded(path)?;
-    let objects = match pem_blocks(path, &data, label)? {
-        Some(blocks) => blocks,
-        None if data.is_empty() => Vec::new(),
-        None => vec![data],
-    };
+    // PEM (blocks with other labels skipped, as openssl does with a bundle) or one DER object.
+    let objects = pki::pem::objects(&data, label)
+        .map_err(|e| AuditError::Pem { path: path.to_path_buf(), reason: e.to_string() })?;
     if objects.is_empty() {
         return Err(AuditError::Empty { path: path.to_path_buf(), what });
     }
@@ -124,11 +89,13 @@ pub fn check_chains(
     crls: &[Vec<u8>],
     opts: &ValidationOptions,
 ) -> Vec<ChainResult> {
+    // Anchors, intermediates and CRLs (and their keys) are parsed once for the whole batch.
+    let validator = pki::Validator::new(untrusted, anchors, crls);
     certificates
         .par_iter()
         .map(|(label, der)| {
             let parsed = Certificate::from_der(der).ok();
-            let outcome: Result<_, PathError> = pki::validate(der, untrusted, anchors, crls, opts);
+            let outcome: Result<_, PathError> = validator.validate(der, opts);
             ChainResult {
                 certificate: label.clone(),
                 valid: outcome.is_ok(),
@@ -156,9 +123,13 @@ pub fn audit_chain(audit: &ChainAudit) -> Result<Vec<ChainResult>, AuditError> {
     let anchors = read_all(&audit.anchors, read_certificates)?;
     let untrusted = read_all(&audit.untrusted, read_certificates)?;
     let crls = read_all(&audit.crls, read_crls)?;
+    // Reading and PEM decoding are per file: done on the same pool as validation; the first
+    // unreadable file in argument order is the error reported.
+    let read: Vec<Result<Vec<Vec<u8>>, AuditError>> =
+        audit.certificates.par_iter().map(|path| read_certificates(path)).collect();
     let mut labelled = Vec::new();
-    for path in &audit.certificates {
-        let certs = read_certificates(path)?;
+    for (path, certs) in audit.certificates.iter().zip(read) {
+        let certs = certs?;
         let several = certs.len() > 1;
         for (i, der) in certs.into_iter().enumerate() {
             let label = if several { format!("{}#{}", path.display(), i + 1) } else { path.display().to_string() };
@@ -167,6 +138,9 @@ pub fn audit_chain(audit: &ChainAudit) -> Result<Vec<ChainResult>, AuditError> {
     }
     let mut opts = ValidationOptions::at(audit.at);
     opts.max_intermediates = audit.max_intermediates;
+    // CRLs given mean revocation is checked: a leaf whose issuer has no usable CRL among them is not
+    // reported valid (openssl verify -crl_check), so a CRL that does not verify is never ignored.
+    opts.require_crl = !crls.is_empty();
     Ok(check_chains(&labelled, &anchors, &untrusted, &crls, &opts))
 }
 
@@ -303,7 +277,9 @@ mod tests {
         assert!(matches!(read_certificates(&empty), Err(AuditError::Empty { .. })));
         let broken = dir.path().join("broken.pem");
         std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").expect("write");
-        assert!(matches!(read_certificates(&broken), Err(AuditError::Pem { index: 1, .. })));
+        assert!(
+            matches!(read_certificates(&broken), Err(AuditError::Pem { reason, .. }) if reason.contains("PEM block 1"))
+        );
         let der = dir.path().join("x.der");
         std::fs::write(&der, [0x30, 0x00]).expect("write");
         assert_eq!(read_certificates(&der).expect("DER passes through"), vec![vec![0x30, 0x00]]);

@@ -3,9 +3,9 @@
 //! own revocation records acting as the revocation list (§5, §6.3), plus the counts a report
 //! needs.
 //!
-//! This layer takes plain values (DER, revocation times and reasons) and never opens the
-//! database itself: the command line reads the register through `authority` and hands it here,
-//! so `audit` keeps importing only downward (`pki`).
+//! [`check_register`] takes plain values (DER, revocation times and reasons); [`build_report`] reads
+//! them from an issuer database opened read-only (through `authority`'s read accessors, never SQL) and
+//! makes the whole-database report with its [`Verdict`].
 //!
 //! Why the register and not a signed CRL: a CRL must be signed by the CA key (§5.1.1.2), which
 //! only a custodian identity can unlock, and an auditor should not need one to read what was
@@ -15,10 +15,13 @@
 //! nothing the audit log does not already prove.
 
 use super::chain::ChainResult;
+use super::verdict::{Check, Verdict};
+use crate::authority::{Authority, AuthorityError, audit_log, batches, ca, keys};
 use crate::pki::{self, Certificate, PathError, ValidationOptions};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 /// A revocation recorded in the register.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -277,4 +280,160 @@ mod tests {
         }
         assert_eq!(v["valid"], true);
     }
+}
+
+/// The certificate register as the auditor sees it: each stored certificate with its recorded
+/// revocation. A stored certificate that cannot be decoded is kept (as `der: None`) so that it is
+/// reported invalid rather than silently skipped.
+pub fn register(auth: &Authority) -> Result<Vec<RegisteredCertificate>, AuthorityError> {
+    Ok(auth
+        .certificates()?
+        .into_iter()
+        .map(|row| RegisteredCertificate {
+            der: ca::pem_decode(ca::PEM_CERTIFICATE, &row.pem).ok(),
+            revocation: row.revoked_at.map(|t| Revocation {
+                at: pki::parse_rfc3339(&t).map(pki::floor_seconds),
+                at_text: t,
+                reason: row.reason,
+            }),
+            card: row.card,
+            serial: row.serial,
+        })
+        .collect())
+}
+
+/// The issuer and its root, as the report shows them.
+#[derive(Debug, Serialize)]
+pub struct IssuerInfo {
+    pub name: String,
+    pub root_subject: Option<String>,
+    pub root_serial: Option<String>,
+    pub root_not_after: Option<String>,
+    pub audit_key_fingerprint: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CardCounts {
+    /// Cards in the register, whatever their state.
+    pub total: usize,
+    pub personalised: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertificateCounts {
+    pub issued: usize,
+    pub revoked: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChainVerdicts {
+    pub valid: usize,
+    pub invalid: usize,
+    /// Of the invalid ones, those invalid because they are revoked.
+    pub revoked: usize,
+    /// Every invalid certificate with its reason.
+    pub invalid_certificates: Vec<RegisterResult>,
+}
+
+/// `audit report`: one page on a whole issuer database.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// When the report was made (and the validation time of the chains), RFC 3339.
+    pub at: String,
+    pub database: String,
+    pub issuer: IssuerInfo,
+    pub keys: Vec<keys::KeyRow>,
+    pub batches: Vec<batches::Batch>,
+    pub cards: CardCounts,
+    pub certificates: CertificateCounts,
+    pub chains: ChainVerdicts,
+    pub audit_log: audit_log::LogVerdict,
+    /// Value issued onto personalised cards, minor currency units.
+    pub issued_value: crate::domain::Total,
+    /// No invalid chain other than by revocation, and an intact audit log (same as `verdict.ok`).
+    pub ok: bool,
+    pub verdict: Verdict,
+}
+
+/// The chain check shared by `audit report` and `demo`: certificates the issuer revoked are expected to
+/// fail and are listed; anything else that fails (a bad signature, an unknown issuer, expiry) fails it.
+pub fn chains_check(c: &ChainCounts) -> Check {
+    Check {
+        name: "chains_valid",
+        ok: c.invalid == c.revoked,
+        detail: if c.invalid == c.revoked {
+            format!("{} valid, {} invalid ({} of them revoked)", c.valid, c.invalid, c.revoked)
+        } else {
+            format!(
+                "{} certificate chain(s) invalid other than by revocation ({} valid, {} invalid, {} revoked)",
+                c.invalid - c.revoked,
+                c.valid,
+                c.invalid,
+                c.revoked
+            )
+        },
+    }
+}
+
+/// The audit-log check shared by `audit report` and `demo`.
+pub fn log_check(log: &audit_log::LogVerdict) -> Check {
+    Check {
+        name: "log_intact",
+        ok: log.intact,
+        detail: if log.intact {
+            format!("{} rows, head signature valid", log.rows)
+        } else {
+            format!(
+                "audit log not intact: first bad row {}: {}",
+                log.first_bad_row.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                log.reason.as_deref().unwrap_or("")
+            )
+        },
+    }
+}
+
+/// The report on `auth` (opened read-only is enough) with chains validated at `at`.
+pub fn build_report(auth: &Authority, at: SystemTime) -> Result<Report, AuthorityError> {
+    let root = auth.root()?;
+    let root_parsed = root.as_deref().and_then(|d| Certificate::from_der(d).ok());
+    let log = auth.verify_log()?;
+    let register = register(auth)?;
+    // Without a root (a database from before the CA existed) nothing can validate: every
+    // certificate is then reported with "unknown issuer".
+    let anchors: Vec<Vec<u8>> = root.into_iter().collect();
+    let results = check_register(&register, &anchors, &[], &[], &ValidationOptions::at(at));
+    let counts = ChainCounts::of(&results);
+    let cards = auth.cards()?;
+    let verdict = Verdict::new(vec![chains_check(&counts), log_check(&log)]);
+    Ok(Report {
+        at: pki::format_unix(pki::floor_seconds(at)),
+        database: auth.path.display().to_string(),
+        issuer: IssuerInfo {
+            name: auth.issuer_name()?,
+            root_subject: root_parsed.as_ref().map(|c| c.subject.display()),
+            root_serial: root_parsed.as_ref().map(|c| hex::encode_upper(&c.serial)),
+            root_not_after: root_parsed.as_ref().map(|c| pki::format_unix(c.not_after)),
+            audit_key_fingerprint: log.audit_key_fingerprint.clone(),
+        },
+        keys: auth.keys()?,
+        batches: auth.batches()?,
+        cards: CardCounts {
+            total: cards.len(),
+            personalised: cards.iter().filter(|c| c.state == crate::authority::cards::CardState::Personalised).count(),
+        },
+        certificates: CertificateCounts {
+            issued: register.len(),
+            revoked: register.iter().filter(|c| c.revocation.is_some()).count(),
+        },
+        chains: ChainVerdicts {
+            valid: counts.valid,
+            invalid: counts.invalid,
+            revoked: counts.revoked,
+            invalid_certificates: results.into_iter().filter(|r| !r.result.valid).collect(),
+        },
+        audit_log: log,
+        issued_value: auth.issued_value()?,
+        ok: verdict.ok,
+        verdict,
+    })
 }

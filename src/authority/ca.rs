@@ -17,19 +17,30 @@
 //! - CRLs (§5): v2, AKI = CA's SKI (§5.2.1), CRL number (§5.2.3), reason codes as entry extensions
 //!   (§5.3.1; `unspecified` is left out as §5.3.1 asks).
 //!
-//! The CA key is a P-256 key held in a zeroizing type; it leaves this module only as PKCS #8 DER in a
-//! zeroizing buffer, which the back office stores age-encrypted (DESIGN.md §4).
+//! The CA key is keyroll's own P-256 key pair ([`crate::crypto::ec::KeyPair`]; AWS-LC signs and
+//! cleanses it when freed); it leaves this module only as PKCS #8 DER in a zeroizing buffer, which
+//! the back office stores age-encrypted (DESIGN.md §4). x509-cert's builder signs through
+//! [`BuilderSigner`], an adapter of that key to the `signature` crate's traits.
+//!
+//! Batches ([`issue_batch`]) share what every card certificate of a batch has in common: the builder
+//! makes one TBS template per validity period (issuer name, AKI, extensions, algorithm), and each card
+//! certificate is that template with its serial number, names, public key and SKI written in place,
+//! signed and wrapped: no per-certificate parsing or re-encoding. A unit test holds the template
+//! byte for byte to the builder's own output.
 
 use crate::crypto::card_key;
+use crate::crypto::ec::{self, KeyPair};
 use crate::crypto::secret::SecretBytes;
 use crate::domain::CardSerial;
 use der::asn1::{Any, BitString, OctetString, PrintableStringRef, Utf8StringRef};
 use der::{DateTime, Decode, Encode};
-use p256::ecdsa::{DerSignature, SigningKey};
-use p256::elliptic_curve::Generate;
-use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ecdsa::signature::{self, Keypair};
+use p256::ecdsa::DerSignature;
 use rayon::prelude::*;
-use spki::{DynSignatureAlgorithmIdentifier, ObjectIdentifier, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
+use spki::{
+    AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, EncodePublicKey, ObjectIdentifier,
+    SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef,
+};
 use std::time::SystemTime;
 use x509_cert::builder::{Builder, CertificateBuilder, profile::BuilderProfile};
 use x509_cert::certificate::{Certificate, TbsCertificate};
@@ -98,38 +109,77 @@ impl From<x509_cert::builder::Error> for CaError {
     }
 }
 
-/// A CA's P-256 signing key. Zeroized on drop (the inner `SigningKey` wipes its scalar); `Debug`
+/// A CA's P-256 signing key: keyroll's [`KeyPair`] (AWS-LC holds and cleanses the scalar); `Debug`
 /// shows nothing secret.
 #[derive(Clone)]
 pub struct CaKey {
-    signing: SigningKey,
+    pair: KeyPair,
 }
 
 impl CaKey {
-    /// A fresh P-256 key from the operating system's generator.
+    /// A fresh P-256 key.
     pub fn generate() -> Result<Self, CaError> {
-        Ok(CaKey { signing: SigningKey::try_generate().map_err(|_| CaError::Random)? })
+        Ok(CaKey { pair: KeyPair::generate().map_err(|_| CaError::Random)? })
     }
 
     /// PKCS #8 `PrivateKeyInfo` DER (RFC 5208, RFC 5915 inside) in a zeroizing buffer, for age
     /// encryption by the back office.
     pub fn to_pkcs8_der(&self) -> Result<SecretBytes, CaError> {
-        let doc = self.signing.to_pkcs8_der().map_err(|_| CaError::InvalidCaKey)?;
-        Ok(SecretBytes::new(doc.as_bytes().to_vec()))
+        self.pair.to_pkcs8_der().map_err(|_| CaError::InvalidCaKey)
     }
 
-    /// Restore a key from PKCS #8 DER; anything but a P-256 EC key is refused.
+    /// Restore a key from PKCS #8 DER; anything but a P-256 EC key is refused. Keys written by the
+    /// `p256` crate (databases made before the AWS-LC backend) read back unchanged.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CaError> {
-        Ok(CaKey { signing: SigningKey::from_pkcs8_der(der).map_err(|_| CaError::InvalidCaKey)? })
+        Ok(CaKey { pair: KeyPair::from_pkcs8_der(der).map_err(|_| CaError::InvalidCaKey)? })
     }
 
     /// The public key, uncompressed SEC 1.
     pub fn public_key_sec1(&self) -> [u8; card_key::PUBLIC_KEY_LEN] {
-        card_key::uncompressed(&p256::PublicKey::from(self.signing.verifying_key()))
+        *self.pair.public_key().sec1()
     }
 
     fn spki(&self) -> Result<SubjectPublicKeyInfoOwned, CaError> {
-        SubjectPublicKeyInfoOwned::from_key(self.signing.verifying_key()).map_err(|e| CaError::Build(e.to_string()))
+        Ok(SubjectPublicKeyInfoOwned::from_der(&self.pair.public_key().to_spki_der())?)
+    }
+
+    fn signer(&self) -> BuilderSigner<'_> {
+        BuilderSigner { key: &self.pair }
+    }
+}
+
+/// ecdsa-with-SHA256 (RFC 5758 §3.2), parameters absent.
+const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+
+/// x509-cert's builder signs through this adapter: keyroll's key pair behind the `signature`
+/// crate's `Signer`/`Keypair` traits, so AWS-LC does the arithmetic and the builder only encodes.
+pub struct BuilderSigner<'a> {
+    key: &'a KeyPair,
+}
+
+impl Keypair for BuilderSigner<'_> {
+    type VerifyingKey = ec::PublicKey;
+    fn verifying_key(&self) -> ec::PublicKey {
+        self.key.public_key().clone()
+    }
+}
+
+impl EncodePublicKey for ec::PublicKey {
+    fn to_public_key_der(&self) -> spki::Result<der::Document> {
+        Ok(der::Document::try_from(&self.to_spki_der()[..])?)
+    }
+}
+
+impl DynSignatureAlgorithmIdentifier for BuilderSigner<'_> {
+    fn signature_algorithm_identifier(&self) -> spki::Result<AlgorithmIdentifierOwned> {
+        Ok(AlgorithmIdentifierOwned { oid: ECDSA_WITH_SHA256, parameters: None })
+    }
+}
+
+impl signature::Signer<DerSignature> for BuilderSigner<'_> {
+    fn try_sign(&self, msg: &[u8]) -> Result<DerSignature, signature::Error> {
+        let sig = self.key.sign_message(msg).map_err(signature::Error::from_source)?;
+        DerSignature::from_bytes(sig.to_der().as_bytes()).map_err(|_| signature::Error::new())
     }
 }
 
@@ -140,7 +190,7 @@ impl std::fmt::Debug for CaKey {
 }
 
 /// A validity period (RFC 5280 §4.1.2.5). Times are truncated to whole seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ValidityPeriod {
     pub not_before: SystemTime,
     pub not_after: SystemTime,
@@ -191,9 +241,17 @@ fn utf8(s: &str) -> Result<Any, CaError> {
 /// Certificate serial number (RFC 5280 §4.1.2.2): 16 random bytes, first byte forced into
 /// `0x40..=0x7F` so the INTEGER is positive, non-zero and has no leading zero octet.
 fn random_serial() -> Result<SerialNumber, CaError> {
+    Ok(SerialNumber::new(&random_serial_bytes()?)?)
+}
+
+fn random_serial_bytes() -> Result<[u8; SERIAL_LEN], CaError> {
     let mut b = crate::crypto::random::bytes::<SERIAL_LEN>().map_err(|_| CaError::Random)?;
+    positive_serial(&mut b);
+    Ok(b)
+}
+
+fn positive_serial(b: &mut [u8; SERIAL_LEN]) {
     b[0] = (b[0] & 0x3F) | 0x40;
-    Ok(SerialNumber::new(&b)?)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -304,25 +362,151 @@ impl<'a> Issuer<'a> {
         Ok(Issuer { key, subject, key_id, organisation })
     }
 
-    fn issue_card(&self, request: &CardCertRequest) -> Result<Vec<u8>, CaError> {
-        let public = card_key::parse_public_key(&request.public_key_sec1).map_err(CaError::CardKey)?;
-        let spki = SubjectPublicKeyInfoOwned::from_key(&public).map_err(|e| CaError::Build(e.to_string()))?;
-        let serial_hex = request.serial.to_string();
-        let subject = build_name(&[
+    /// The card subject (module notes): `O=<issuer organisation>, CN=card <serial>,
+    /// serialNumber=<serial>`.
+    fn card_subject(&self, card: CardSerial) -> Result<Name, CaError> {
+        let serial_hex = card.to_string();
+        build_name(&[
             (OID_O, self.organisation.clone()),
             (OID_CN, utf8(&format!("card {serial_hex}"))?),
             (OID_SERIAL_NUMBER, Any::encode_from(&PrintableStringRef::new(&serial_hex)?)?),
-        ])?;
+        ])
+    }
+
+    /// The builder's TBSCertificate DER for one card certificate (what [`CardTemplate`] reproduces).
+    fn card_tbs(
+        &self,
+        serial_number: &[u8; SERIAL_LEN],
+        card: CardSerial,
+        public: &ec::PublicKey,
+        validity: ValidityPeriod,
+    ) -> Result<Vec<u8>, CaError> {
         let profile = Profile {
             kind: Kind::Card,
-            subject,
+            subject: self.card_subject(card)?,
             issuer: Some(self.subject.clone()),
             issuer_key_id: Some(self.key_id.clone()),
         };
-        let validity = request.validity.to_x509()?;
-        let builder = CertificateBuilder::new(profile, random_serial()?, validity, spki)?;
-        let cert = builder.build::<_, DerSignature>(&self.key.signing)?;
-        Ok(cert.to_der()?)
+        let spki = SubjectPublicKeyInfoOwned::from_der(&public.to_spki_der())?;
+        let mut builder =
+            CertificateBuilder::new(profile, SerialNumber::new(serial_number)?, validity.to_x509()?, spki)?;
+        Ok(builder.finalize(&self.key.signer())?)
+    }
+}
+
+/// DER of the certificate's `signatureAlgorithm`: ecdsa-with-SHA256, parameters absent (RFC 5758 §3.2).
+const SIGNATURE_ALGORITHM_DER: [u8; 12] = [0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+
+/// One card TBSCertificate made by the builder for a batch's validity period, with the offsets of the
+/// per-card fields, all of fixed length: the serial number (16 octets), the card serial in the
+/// subject's CN and serialNumber (16 hex digits each), the public key point (65 octets) and the SKI
+/// (20 octets). Everything else (issuer name, AKI, extensions, validity, lengths) is shared.
+struct CardTemplate {
+    tbs: Vec<u8>,
+    serial_at: usize,
+    card_serial_at: [usize; 2],
+    point_at: usize,
+    ski_at: usize,
+}
+
+impl CardTemplate {
+    /// Build the template from random marker values and locate each; a marker that does not occur
+    /// exactly where expected (chance ~2^-100) is drawn again.
+    fn new(issuer: &Issuer<'_>, validity: ValidityPeriod) -> Result<Self, CaError> {
+        for _ in 0..4 {
+            let serial = random_serial_bytes()?;
+            let card = CardSerial(crate::crypto::random::bytes::<{ CardSerial::LEN }>().map_err(|_| CaError::Random)?);
+            let marker_key = KeyPair::generate().map_err(|_| CaError::Random)?;
+            let point = marker_key.public_key();
+            let tbs = issuer.card_tbs(&serial, card, point, validity)?;
+            let find = |needle: &[u8]| -> Vec<usize> {
+                tbs.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect()
+            };
+            let hex = card.to_string();
+            let (s, c, p, k) = (find(&serial), find(hex.as_bytes()), find(point.sec1()), find(&point.key_identifier()));
+            if let ([s], [c0, c1], [p], [k]) = (&s[..], &c[..], &p[..], &k[..]) {
+                return Ok(CardTemplate { serial_at: *s, card_serial_at: [*c0, *c1], point_at: *p, ski_at: *k, tbs });
+            }
+        }
+        Err(CaError::Build("card certificate template: marker values not unique".into()))
+    }
+
+    /// The TBS for one card: the template with the card's fields written in place.
+    fn write_tbs(&self, out: &mut [u8], serial: &[u8; SERIAL_LEN], card: CardSerial, public: &ec::PublicKey) {
+        out.copy_from_slice(&self.tbs);
+        out[self.serial_at..self.serial_at + SERIAL_LEN].copy_from_slice(serial);
+        let mut hex = [0u8; 2 * CardSerial::LEN];
+        hex::encode_to_slice(card.0, &mut hex).expect("16 hex digits for 8 bytes");
+        hex.make_ascii_uppercase();
+        for at in self.card_serial_at {
+            out[at..at + hex.len()].copy_from_slice(&hex);
+        }
+        out[self.point_at..self.point_at + ec::PUBLIC_KEY_LEN].copy_from_slice(public.sec1());
+        out[self.ski_at..self.ski_at + 20].copy_from_slice(&public.key_identifier());
+    }
+
+    /// The signed certificate (RFC 5280 §4.1): `SEQUENCE { tbs, signatureAlgorithm, BIT STRING }`,
+    /// written into one buffer, the only allocation per certificate.
+    fn issue(
+        &self,
+        key: &KeyPair,
+        serial: &[u8; SERIAL_LEN],
+        card: CardSerial,
+        public: &ec::PublicKey,
+    ) -> Result<Vec<u8>, CaError> {
+        const HEADER: usize = 4; // SEQUENCE, 0x82, two length octets
+        let n = self.tbs.len();
+        let mut out = Vec::with_capacity(HEADER + n + SIGNATURE_ALGORITHM_DER.len() + 3 + ec::MAX_DER_SIGNATURE_LEN);
+        out.resize(HEADER + n, 0);
+        self.write_tbs(&mut out[HEADER..], serial, card, public);
+        let signature = key.sign_message(&out[HEADER..]).map_err(|e| CaError::Build(e.to_string()))?;
+        let signature = signature.to_der();
+        out.extend_from_slice(&SIGNATURE_ALGORITHM_DER);
+        // BIT STRING with no unused bits (RFC 5480 §2.2: the DER ECDSA-Sig-Value), at most 73 octets.
+        out.extend_from_slice(&[0x03, signature.as_bytes().len() as u8 + 1, 0x00]);
+        out.extend_from_slice(signature.as_bytes());
+        let len = out.len() - HEADER;
+        match len {
+            256..=0xFFFF => {
+                out[..HEADER].copy_from_slice(&[0x30, 0x82, (len >> 8) as u8, len as u8]);
+                Ok(out)
+            }
+            // DER wants the shortest length form; a card certificate is never this short.
+            _ => Err(CaError::Build(format!("card certificate of {len} octets"))),
+        }
+    }
+}
+
+/// Issues card certificates of one issuer, sharing a template per validity period.
+struct CardIssuer<'a> {
+    issuer: Issuer<'a>,
+    templates: Vec<(ValidityPeriod, Result<CardTemplate, String>)>,
+}
+
+impl<'a> CardIssuer<'a> {
+    /// Templates for every distinct validity period in `requests` (a batch normally has one).
+    fn new(issuer: Issuer<'a>, requests: &[CardCertRequest]) -> Self {
+        let mut templates: Vec<(ValidityPeriod, Result<CardTemplate, String>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in requests {
+            if seen.insert(r.validity) {
+                // An error belongs to the requests with this validity; kept as text (CaError is not Clone).
+                templates.push((r.validity, CardTemplate::new(&issuer, r.validity).map_err(|e| e.to_string())));
+            }
+        }
+        CardIssuer { issuer, templates }
+    }
+
+    fn issue(&self, request: &CardCertRequest, serial: &[u8; SERIAL_LEN]) -> Result<Vec<u8>, CaError> {
+        let public = card_key::parse_public_key(&request.public_key_sec1).map_err(CaError::CardKey)?;
+        // Validity first, with its own error (EmptyValidity, TimeOutOfRange), as the builder would.
+        request.validity.to_x509()?;
+        let template = match self.templates.iter().find(|(v, _)| *v == request.validity) {
+            Some((_, Ok(t))) => t,
+            Some((_, Err(e))) => return Err(CaError::Build(e.clone())),
+            None => return Err(CaError::Build("no template for this validity".into())),
+        };
+        template.issue(&self.issuer.key.pair, serial, request.serial, &public)
     }
 }
 
@@ -349,7 +533,7 @@ impl IssuerCa {
         let key = CaKey::generate()?;
         let profile = Profile { kind: Kind::Root, subject, issuer: None, issuer_key_id: None };
         let builder = CertificateBuilder::new(profile, random_serial()?, validity.to_x509()?, key.spki()?)?;
-        let cert = builder.build::<_, DerSignature>(&key.signing)?;
+        let cert = builder.build::<_, DerSignature>(&key.signer())?;
         Ok((key, cert.to_der()?))
     }
 
@@ -372,7 +556,7 @@ impl IssuerCa {
             issuer_key_id: Some(root.key_id.clone()),
         };
         let builder = CertificateBuilder::new(profile, random_serial()?, validity.to_x509()?, key.spki()?)?;
-        let cert = builder.build::<_, DerSignature>(&root_key.signing)?;
+        let cert = builder.build::<_, DerSignature>(&root_key.signer())?;
         Ok((key, cert.to_der()?))
     }
 }
@@ -388,11 +572,15 @@ pub fn issue_card_certificate(
     not_after: SystemTime,
 ) -> Result<Vec<u8>, CaError> {
     let issuer = Issuer::new(ca_key, ca_cert_der)?;
-    issuer.issue_card(&CardCertRequest {
+    let request = CardCertRequest {
         serial: card_serial,
         public_key_sec1: card_public_sec1.to_vec(),
         validity: ValidityPeriod { not_before, not_after },
-    })
+    };
+    let public = card_key::parse_public_key(&request.public_key_sec1).map_err(CaError::CardKey)?;
+    let validity = request.validity;
+    validity.to_x509()?;
+    CardTemplate::new(&issuer, validity)?.issue(&ca_key.pair, &random_serial_bytes()?, card_serial, &public)
 }
 
 /// Certify the scheme signing key (DESIGN.md §10 point 3) under the CA whose key and certificate are
@@ -407,7 +595,7 @@ pub fn issue_scheme_certificate(
 ) -> Result<Vec<u8>, CaError> {
     let issuer = Issuer::new(ca_key, ca_cert_der)?;
     let public = card_key::parse_public_key(scheme_public_sec1).map_err(CaError::CardKey)?;
-    let spki = SubjectPublicKeyInfoOwned::from_key(&public).map_err(|e| CaError::Build(e.to_string()))?;
+    let spki = SubjectPublicKeyInfoOwned::from_der(&public.to_spki_der())?;
     let subject = build_name(&[(OID_O, issuer.organisation.clone()), (OID_CN, utf8("scheme signing key")?)])?;
     let profile = Profile {
         kind: Kind::Scheme,
@@ -416,19 +604,29 @@ pub fn issue_scheme_certificate(
         issuer_key_id: Some(issuer.key_id.clone()),
     };
     let builder = CertificateBuilder::new(profile, random_serial()?, validity.to_x509()?, spki)?;
-    let cert = builder.build::<_, DerSignature>(&ca_key.signing)?;
+    let cert = builder.build::<_, DerSignature>(&ca_key.signer())?;
     Ok(cert.to_der()?)
 }
 
-/// Issue many card certificates in parallel on rayon's pool, in request order. All or nothing: the
+/// Issue many card certificates in parallel on rayon's pool (all its threads), in request order.
+/// The issuer certificate is parsed once, one template is built per distinct validity period, and
+/// the serial numbers come from one call to the operating system's generator. All or nothing: the
 /// first failing request (lowest index) is reported with its index.
 pub fn issue_batch(ca_key: &CaKey, ca_cert_der: &[u8], requests: &[CardCertRequest]) -> Result<Vec<Vec<u8>>, CaError> {
-    let issuer = Issuer::new(ca_key, ca_cert_der)?;
-    requests
-        .par_iter()
-        .enumerate()
-        .map(|(index, r)| issuer.issue_card(r).map_err(|e| CaError::BatchItem { index, source: Box::new(e) }))
-        .collect()
+    let issuer = CardIssuer::new(Issuer::new(ca_key, ca_cert_der)?, requests);
+    let mut serials = vec![[0u8; SERIAL_LEN]; requests.len()];
+    crate::crypto::random::fill(serials.as_flattened_mut()).map_err(|_| CaError::Random)?;
+    for s in &mut serials {
+        positive_serial(s);
+    }
+    let results: Vec<Result<Vec<u8>, CaError>> =
+        requests.par_iter().zip(serials.par_iter()).map(|(r, serial)| issuer.issue(r, serial)).collect();
+    // rayon stops at whichever error it meets first in time; report the lowest index instead.
+    let mut certs = Vec::with_capacity(results.len());
+    for (index, r) in results.into_iter().enumerate() {
+        certs.push(r.map_err(|e| CaError::BatchItem { index, source: Box::new(e) })?);
+    }
+    Ok(certs)
 }
 
 /// One revoked certificate for [`build_crl`].
@@ -480,7 +678,7 @@ pub fn build_crl(
     ];
     let tbs = TbsCertList {
         version: x509_cert::Version::V2,
-        signature: ca_key.signing.signature_algorithm_identifier().map_err(|e| CaError::Build(e.to_string()))?,
+        signature: AlgorithmIdentifierOwned { oid: ECDSA_WITH_SHA256, parameters: None },
         issuer: issuer.subject.clone(),
         this_update,
         next_update: Some(next_update),
@@ -488,58 +686,32 @@ pub fn build_crl(
         crl_extensions: Some(crl_extensions),
     };
     let tbs_der = tbs.to_der()?;
-    let signature: DerSignature = p256::ecdsa::signature::Signer::sign(&ca_key.signing, &tbs_der);
+    let signature = ca_key.pair.sign_message(&tbs_der).map_err(|e| CaError::Build(e.to_string()))?;
     let crl = CertificateList {
         signature_algorithm: tbs.signature.clone(),
         tbs_cert_list: tbs,
-        signature: BitString::from_bytes(signature.as_bytes())?,
+        signature: BitString::from_bytes(signature.to_der().as_bytes())?,
     };
     Ok(crl.to_der()?)
 }
 
 /// PEM labels this module writes and reads (RFC 7468 §5, §6).
-pub const PEM_CERTIFICATE: &str = "CERTIFICATE";
-pub const PEM_CRL: &str = "X509 CRL";
+pub const PEM_CERTIFICATE: &str = crate::pki::pem::CERTIFICATE;
+pub const PEM_CRL: &str = crate::pki::pem::CRL;
 
-/// PEM-encode DER under `label` (RFC 7468), LF line endings.
+/// PEM-encode DER under `label` (RFC 7468), LF line endings ([`crate::pki::pem`]).
 pub fn pem_encode(label: &str, der: &[u8]) -> Result<String, CaError> {
-    der::pem::encode_string(label, der::pem::LineEnding::LF, der)
-        .map_err(|e| CaError::Pem { expected: "valid", reason: e.to_string() })
+    Ok(crate::pki::pem::encode(label, der))
 }
 
-/// Decode every PEM block in `text`; each must carry `label` (RFC 7468 strict base64). Text outside
-/// the blocks is ignored, as RFC 7468 §5.2 allows. No block at all is an error.
+/// Decode every PEM block in `text`; each must carry `label` ([`crate::pki::pem::decode_all`]).
 pub fn pem_decode_all(label: &'static str, text: &str) -> Result<Vec<Vec<u8>>, CaError> {
-    let err = |reason: String| CaError::Pem { expected: label, reason };
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let block_and_rest = &rest[start..];
-        let end_marker = block_and_rest.find("-----END ").ok_or_else(|| err("BEGIN without END".to_string()))?;
-        let after_end = &block_and_rest[end_marker + "-----END ".len()..];
-        let close = after_end.find("-----").ok_or_else(|| err("unterminated END line".to_string()))?;
-        let block_len = end_marker + "-----END ".len() + close + "-----".len();
-        let (found, der) =
-            der::pem::decode_vec(&block_and_rest.as_bytes()[..block_len]).map_err(|e| err(e.to_string()))?;
-        if found != label {
-            return Err(err(format!("found a {found:?} block")));
-        }
-        out.push(der);
-        rest = &block_and_rest[block_len..];
-    }
-    if out.is_empty() {
-        return Err(err("no PEM block".to_string()));
-    }
-    Ok(out)
+    crate::pki::pem::decode_all(label, text).map_err(|e| CaError::Pem { expected: label, reason: e.to_string() })
 }
 
 /// Decode exactly one PEM block carrying `label`.
 pub fn pem_decode(label: &'static str, text: &str) -> Result<Vec<u8>, CaError> {
-    let mut all = pem_decode_all(label, text)?;
-    if all.len() != 1 {
-        return Err(CaError::Pem { expected: label, reason: format!("{} blocks, expected one", all.len()) });
-    }
-    Ok(all.pop().expect("one block"))
+    crate::pki::pem::decode_one(label, text).map_err(|e| CaError::Pem { expected: label, reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -570,6 +742,70 @@ mod tests {
             assert!((0x40..=0x7F).contains(&b[0]), "{b:02x?}");
             assert!(seen.insert(b.to_vec()));
         }
+    }
+
+    /// The batch path writes each card's fields into a template made by the builder: it must give
+    /// the very TBS the builder gives for the same fields, for UTCTime and GeneralizedTime validity,
+    /// and the certificate around it must be what x509-cert re-encodes, signed for the CA's key (the
+    /// `p256` crate verifies, a second implementation).
+    #[test]
+    fn card_template_reproduces_the_builder_byte_for_byte() {
+        use p256::ecdsa::signature::Verifier;
+        let (key, root) = IssuerCa::create_root("Test Issuer", validity()).unwrap();
+        let issuer = Issuer::new(&key, &root).unwrap();
+        let y2049 = SystemTime::UNIX_EPOCH + Duration::from_secs(2_524_607_999);
+        let periods = [
+            validity(),
+            ValidityPeriod { not_before: y2049 - Duration::from_secs(86_400), not_after: y2049 },
+            ValidityPeriod { not_before: y2049, not_after: y2049 + Duration::from_secs(400 * 86_400) },
+        ];
+        let ca_public =
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(&key.public_key_sec1()).expect("CA key for the p256 crate");
+        for period in periods {
+            let template = CardTemplate::new(&issuer, period).unwrap();
+            for i in 0..16u64 {
+                let serial = random_serial_bytes().unwrap();
+                let card = CardSerial::from_u64(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let public = KeyPair::generate().unwrap().public_key().clone();
+                let mut ours = vec![0u8; template.tbs.len()];
+                template.write_tbs(&mut ours, &serial, card, &public);
+                assert_eq!(ours, issuer.card_tbs(&serial, card, &public, period).unwrap(), "period {period:?}");
+                let der = template.issue(&key.pair, &serial, card, &public).unwrap();
+                let cert = Certificate::from_der(&der).unwrap();
+                assert_eq!(cert.to_der().unwrap(), der, "not canonical DER");
+                assert_eq!(cert.tbs_certificate().to_der().unwrap(), ours);
+                let sig = p256::ecdsa::Signature::from_der(cert.signature().raw_bytes()).unwrap();
+                ca_public.verify(&ours, &sig).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn batch_reports_the_lowest_failing_index() {
+        let (key, root) = IssuerCa::create_root("Test Issuer", validity()).unwrap();
+        let mut requests: Vec<CardCertRequest> = (0..64).map(card_request).collect();
+        requests[40].public_key_sec1 = vec![0x04; 65];
+        let now = SystemTime::now();
+        requests[50].validity = ValidityPeriod { not_before: now, not_after: now };
+        requests[7].public_key_sec1 = vec![0x04; 64];
+        match issue_batch(&key, &root, &requests) {
+            Err(CaError::BatchItem { index: 7, source }) => assert!(matches!(*source, CaError::CardKey(_))),
+            other => panic!("{other:?}"),
+        }
+        requests[7] = card_request(7);
+        requests[40] = card_request(40);
+        match issue_batch(&key, &root, &requests) {
+            Err(CaError::BatchItem { index: 50, source }) => assert!(matches!(*source, CaError::EmptyValidity)),
+            other => panic!("{other:?}"),
+        }
+        requests[50] = card_request(50);
+        let certs = issue_batch(&key, &root, &requests).unwrap();
+        assert_eq!(certs.len(), 64);
+        let serials: std::collections::HashSet<Vec<u8>> = certs
+            .iter()
+            .map(|d| Certificate::from_der(d).unwrap().tbs_certificate().serial_number().as_bytes().to_vec())
+            .collect();
+        assert_eq!(serials.len(), 64, "serial numbers repeat");
     }
 
     #[test]

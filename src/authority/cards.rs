@@ -3,9 +3,11 @@
 //! found again by the same command (same batch, target and count) and finished: cards recorded as
 //! personalised are skipped, reserved ones are (re)written under the serial they were given.
 
-use super::batches::{self, Batch};
+use super::batches::{self, Batch, amount};
+use super::keys::{self, KeyKind, KeyState};
+use super::rows::{col, col_parsed, decode_all};
 use super::{AuthorityError, Unlocked, now};
-use crate::domain::CardSerial;
+use crate::domain::{Amount, CardSerial, Profile, Total, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -31,17 +33,39 @@ pub struct Slot {
     pub initialised: bool,
 }
 
+/// Where a card of the register is in its personalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardState {
+    /// Serial reserved by a run; the card may not exist yet.
+    Reserved,
+    /// Written and recorded.
+    Personalised,
+}
+
+impl CardState {
+    pub fn name(self) -> &'static str {
+        match self {
+            CardState::Reserved => "reserved",
+            CardState::Personalised => "personalised",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [CardState::Reserved, CardState::Personalised].into_iter().find(|c| c.name() == s)
+    }
+}
+
 /// A card in the register.
 #[derive(Debug, Clone, Serialize)]
 pub struct CardRecord {
     pub serial: CardSerial,
     pub batch: String,
-    pub state: String,
-    pub profile: String,
-    pub transfer_key_id: u32,
-    pub update_key_id: Option<u32>,
-    pub transfer_key_id_limit: u32,
-    pub issued_value: u64,
+    pub state: CardState,
+    pub profile: Profile,
+    pub transfer_key_id: TransferKeyId,
+    pub update_key_id: Option<UpdateKeyId>,
+    pub transfer_key_id_limit: TransferKeyIdLimit,
+    pub issued_value: Amount,
     pub file: Option<String>,
     pub personalised_at: Option<String>,
 }
@@ -51,48 +75,71 @@ fn alive(pid: i64) -> bool {
 }
 
 fn slots(conn: &Connection, run: i64) -> Result<Vec<Slot>, AuthorityError> {
-    let mut stmt = conn
-        .prepare("SELECT seq, serial, state, initialised_at IS NOT NULL FROM cards WHERE run_id = ?1 ORDER BY seq")?;
-    let rows = stmt.query_map([run], |r| {
-        let serial: String = r.get(1)?;
-        Ok(Slot {
-            seq: r.get(0)?,
-            serial: CardSerial::parse(&serial).unwrap_or_default(),
-            personalised: r.get::<_, String>(2)? == "personalised",
-            initialised: r.get(3)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    decode_all(
+        conn,
+        "cards",
+        "SELECT id, seq, serial, state, initialised_at IS NOT NULL FROM cards WHERE run_id = ?1 ORDER BY seq",
+        [run],
+        |r| {
+            Ok(Slot {
+                seq: col(r, 1)?,
+                serial: col_parsed(r, 2, "card serial", CardSerial::parse)?,
+                personalised: col_parsed(r, 3, "card state", CardState::parse)? == CardState::Personalised,
+                initialised: col(r, 4)?,
+            })
+        },
+    )
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<CardRecord>, AuthorityError> {
-    let mut stmt = conn.prepare(
-        "SELECT c.serial, b.name, c.state, c.profile, c.transfer_key_id, c.update_key_id, c.transfer_key_id_limit,
+    decode_all(
+        conn,
+        "cards",
+        "SELECT c.id, c.serial, b.name, c.state, c.profile, c.transfer_key_id, c.update_key_id, c.transfer_key_id_limit,
                 c.issued_value, c.file, c.personalised_at
          FROM cards c JOIN batches b ON b.id = c.batch_id ORDER BY c.id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(CardRecord {
-            serial: CardSerial::parse(&r.get::<_, String>(0)?).unwrap_or_default(),
-            batch: r.get(1)?,
-            state: r.get(2)?,
-            profile: r.get(3)?,
-            transfer_key_id: r.get(4)?,
-            update_key_id: r.get(5)?,
-            transfer_key_id_limit: r.get(6)?,
-            issued_value: r.get::<_, i64>(7)? as u64,
-            file: r.get(8)?,
-            personalised_at: r.get(9)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        [],
+        |r| {
+            Ok(CardRecord {
+                serial: col_parsed(r, 1, "card serial", CardSerial::parse)?,
+                batch: col(r, 2)?,
+                state: col_parsed(r, 3, "card state", CardState::parse)?,
+                profile: col_parsed(r, 4, "card profile", Profile::parse)?,
+                transfer_key_id: TransferKeyId(col(r, 5)?),
+                update_key_id: col::<Option<u32>>(r, 6)?.map(UpdateKeyId),
+                transfer_key_id_limit: TransferKeyIdLimit(col(r, 7)?),
+                issued_value: amount(r, 8)?,
+                file: col(r, 9)?,
+                personalised_at: col(r, 10)?,
+            })
+        },
+    )
 }
 
-/// Total value issued onto personalised cards.
-pub fn issued_value(conn: &Connection) -> Result<u64, AuthorityError> {
-    Ok(conn.query_row("SELECT coalesce(sum(issued_value), 0) FROM cards WHERE state = 'personalised'", [], |r| {
-        r.get::<_, i64>(0)
-    })? as u64)
+/// Total value issued onto personalised cards (summed in 128 bits: never wraps).
+pub fn issued_value(conn: &Connection) -> Result<Total, AuthorityError> {
+    let mut total = Total(0);
+    for a in decode_all(conn, "cards", "SELECT id, issued_value FROM cards WHERE state = 'personalised'", [], |r| {
+        amount(r, 1)
+    })? {
+        total += a;
+    }
+    Ok(total)
+}
+
+/// Refuse a batch whose keys were retired (NIST SP 800-57 Part 1 §5.3: a retired key applies no new
+/// protection): no card is personalised on one.
+fn check_keys_live(conn: &Connection, b: &Batch) -> Result<(), AuthorityError> {
+    let mut needed = vec![(KeyKind::Transfer, b.transfer_key_id.0)];
+    if b.profile.has_update_key() {
+        needed.push((KeyKind::Update, b.update_key_id.0));
+    }
+    for (kind, id) in needed {
+        if keys::get(conn, kind, id)?.state == KeyState::Retired {
+            return Err(AuthorityError::RetiredKey { batch: b.name.clone(), kind: kind.name(), id });
+        }
+    }
+    Ok(())
 }
 
 impl Unlocked<'_> {
@@ -104,6 +151,7 @@ impl Unlocked<'_> {
         let me = std::process::id() as i64;
         self.write(|c| {
             let b = batches::get(c, batch)?;
+            check_keys_live(c, &b)?;
             let open: Option<(i64, Option<i64>)> = c
                 .query_row(
                     "SELECT id, owner_pid FROM perso_runs WHERE batch_id = ?1 AND target = ?2 AND count = ?3 AND finished_at IS NULL
@@ -126,7 +174,7 @@ impl Unlocked<'_> {
             )?;
             let run = c.last_insert_rowid();
             let first: i64 = c.query_row("SELECT coalesce(max(id), 0) + 1 FROM cards", [], |r| r.get(0))?;
-            let update_key = b.profile.has_update_key().then_some(b.update_key_id);
+            let update_key = b.profile.has_update_key().then_some(b.update_key_id.0);
             let at = now();
             for seq in 0..count {
                 let serial = CardSerial::from_u64(SERIAL_BASE + first as u64 + seq as u64);
@@ -140,10 +188,10 @@ impl Unlocked<'_> {
                         run,
                         seq,
                         b.profile.name(),
-                        b.transfer_key_id,
+                        b.transfer_key_id.0,
                         update_key,
-                        b.transfer_key_id_limit,
-                        b.initial_balance as i64,
+                        b.transfer_key_id_limit.0,
+                        b.initial_balance.0 as i64,
                         at
                     ],
                 )?;
@@ -172,7 +220,7 @@ impl Unlocked<'_> {
                     c,
                     "card personalised",
                     serde_json::json!({ "serial": slot.serial.to_string(), "batch": run.batch.name,
-                        "transfer_key_id": run.batch.transfer_key_id, "issued_value": run.batch.initial_balance }),
+                        "transfer_key_id": run.batch.transfer_key_id.0, "issued_value": run.batch.initial_balance.0 }),
                 )?;
             }
             Ok(())
@@ -183,10 +231,17 @@ impl Unlocked<'_> {
     /// only that card (found again by its serial) may finish the slot.
     pub fn mark_initialised(&self, run: &Run, slot: &Slot) -> Result<(), AuthorityError> {
         self.write(|c| {
-            c.execute(
+            let n = c.execute(
                 "UPDATE cards SET initialised_at = ?3 WHERE run_id = ?1 AND seq = ?2 AND initialised_at IS NULL",
                 params![run.id, slot.seq, now()],
             )?;
+            if n == 1 {
+                self.log(
+                    c,
+                    "card initialised",
+                    serde_json::json!({ "serial": slot.serial.to_string(), "run": run.id }),
+                )?;
+            }
             Ok(())
         })
     }

@@ -14,14 +14,25 @@ pub fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, AuthorityError
     age::x25519::Recipient::from_str(s.trim()).map_err(|_| AuthorityError::BadRecipient(s.to_string()))
 }
 
+/// Errors of age encryption and decryption (no key material in any of them).
+#[derive(Debug, thiserror::Error)]
+pub enum CustodyError {
+    #[error("age encryption failed: {0}")]
+    Encrypt(#[from] age::EncryptError),
+    #[error("a stored secret is not a well-formed age file: {0}")]
+    Malformed(#[from] age::DecryptError),
+    #[error("age stream: {0}")]
+    Stream(#[from] std::io::Error),
+}
+
 /// Encrypt to every recipient (any one identity decrypts).
 pub fn encrypt(recipients: &[age::x25519::Recipient], plaintext: &[u8]) -> Result<Vec<u8>, AuthorityError> {
     let enc = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-        .map_err(|e| AuthorityError::Custody(e.to_string()))?;
+        .map_err(CustodyError::from)?;
     let mut out = Vec::with_capacity(plaintext.len() + 256);
-    let mut w = enc.wrap_output(&mut out).map_err(|e| AuthorityError::Custody(e.to_string()))?;
-    w.write_all(plaintext).map_err(|e| AuthorityError::Custody(e.to_string()))?;
-    w.finish().map_err(|e| AuthorityError::Custody(e.to_string()))?;
+    let mut w = enc.wrap_output(&mut out).map_err(CustodyError::from)?;
+    w.write_all(plaintext).map_err(CustodyError::from)?;
+    w.finish().map_err(CustodyError::from)?;
     Ok(out)
 }
 
@@ -38,7 +49,7 @@ pub const PIN_PREFIX: &str = "# keyroll audit key: ";
 
 /// Append the audit key pin to an identity file keyroll wrote.
 pub fn pin_audit_key(path: &Path, fingerprint: &str) -> Result<(), AuthorityError> {
-    let io = |e: std::io::Error| AuthorityError::Io(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| AuthorityError::Io { path: path.to_path_buf(), source: e };
     let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
     writeln!(f, "{PIN_PREFIX}{fingerprint}").map_err(io)?;
     f.sync_all().map_err(io)
@@ -62,7 +73,7 @@ impl Custodian {
 
     pub fn decrypt(&self, ciphertext: &[u8]) -> Result<SecretBytes, AuthorityError> {
         let wrong = || AuthorityError::WrongIdentity(self.path.clone());
-        let dec = age::Decryptor::new_buffered(ciphertext).map_err(|e| AuthorityError::Custody(e.to_string()))?;
+        let dec = age::Decryptor::new_buffered(ciphertext).map_err(CustodyError::from)?;
         let mut r =
             dec.decrypt(self.identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|_| wrong())?;
         let mut out = Zeroizing::new(Vec::new());
@@ -82,7 +93,7 @@ pub fn new_identity_file(path: &Path) -> Result<age::x25519::Recipient, Authorit
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let io = |e: std::io::Error| AuthorityError::Io(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| AuthorityError::Io { path: path.to_path_buf(), source: e };
     let mut f = opts.open(path).map_err(io)?;
     let recipient = id.to_public();
     let secret = id.to_string();

@@ -13,7 +13,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_back_office", include_str!("../../schema/0001_back_office.sql")),
     ("0002_certificate_authority", include_str!("../../schema/0002_certificate_authority.sql")),
     ("0003_card_initialised", include_str!("../../schema/0003_card_initialised.sql")),
-    ("0004_scheme_policy", include_str!("../../schema/0004_scheme_policy.sql")),
+    ("0004_row_binding", include_str!("../../schema/0004_row_binding.sql")),
+    ("0005_scheme_policy", include_str!("../../schema/0005_scheme_policy.sql")),
 ];
 
 /// How long a writer waits for another process's transaction before giving up. Personalisation
@@ -40,37 +41,46 @@ pub fn create(path: &Path) -> Result<Connection, AuthorityError> {
     Ok(conn)
 }
 
-/// Open an existing database and bring its schema up to date.
+/// A file that exists and is not empty (a zero-byte file is "not a keyroll database", never a fresh one).
+fn existing(path: &Path) -> Result<(), AuthorityError> {
+    match std::fs::metadata(path) {
+        Err(_) => Err(AuthorityError::NoDatabase(path.to_path_buf())),
+        Ok(m) if m.len() == 0 => Err(AuthorityError::NotKeyroll(path.to_path_buf())),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Whether the database holds keyroll's schema (version recorded, issuer table present).
+fn is_keyroll(conn: &Connection, path: &Path) -> Result<(), AuthorityError> {
+    let version: Result<i64, _> = conn.query_row("PRAGMA user_version", [], |r| r.get(0));
+    let tables: Result<i64, _> =
+        conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'issuer'", [], |r| r.get(0));
+    match (version, tables) {
+        (Ok(v), Ok(1)) if v > 0 => Ok(()),
+        (Err(e), _) | (_, Err(e)) => Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: e.to_string() }),
+        _ => Err(AuthorityError::NotKeyroll(path.to_path_buf())),
+    }
+}
+
+/// Open an existing database and bring its schema up to date (custodians only).
 pub fn open(path: &Path) -> Result<Connection, AuthorityError> {
-    if !path.exists() {
-        return Err(AuthorityError::NoDatabase(path.to_path_buf()));
-    }
+    existing(path)?;
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    // A file that is not SQLite fails here, at the first read.
-    let check: Result<i64, _> = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
-    if let Err(e) = check {
-        return Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: e.to_string() });
-    }
+    // A file that is not SQLite fails here, at the first read; one that is SQLite but not keyroll's is
+    // refused before anything is written to it.
+    is_keyroll(&conn, path)?;
     pragmas(&conn)?;
     migrate(&conn)?;
-    let has_issuer: i64 =
-        conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'issuer'", [], |r| {
-            r.get(0)
-        })?;
-    if has_issuer == 0 {
-        return Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: "no issuer table".into() });
-    }
     Ok(conn)
 }
 
 /// Open a database for reading only (auditors): no migration, no pragma that writes. A database whose
 /// schema is not the current one is refused with a hint rather than upgraded behind the auditor's back.
 pub fn open_read_only(path: &Path) -> Result<Connection, AuthorityError> {
-    if !path.exists() {
-        return Err(AuthorityError::NoDatabase(path.to_path_buf()));
-    }
+    existing(path)?;
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    is_keyroll(&conn, path)?;
     let version = match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)) {
         Ok(v) => v as usize,
         Err(e) => return Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: e.to_string() }),

@@ -15,10 +15,6 @@ const CRL_VALIDITY: Duration = Duration::from_secs(30 * 86400);
 /// Backdating of notBefore, for clocks a little behind the issuer's.
 const BACKDATE: Duration = Duration::from_secs(3600);
 
-fn ca_err(e: ca::CaError) -> AuthorityError {
-    AuthorityError::Ca(e.to_string())
-}
-
 /// Create the root CA (inside `init`'s transaction). Returns its serial in hex, key and certificate.
 pub(super) fn create_root(
     conn: &Connection,
@@ -27,8 +23,8 @@ pub(super) fn create_root(
 ) -> Result<(String, CaKey, Vec<u8>), AuthorityError> {
     let now_t = SystemTime::now();
     let validity = ValidityPeriod { not_before: now_t - BACKDATE, not_after: now_t + ROOT_VALIDITY };
-    let (key, der) = IssuerCa::create_root(issuer, validity).map_err(ca_err)?;
-    let pkcs8 = key.to_pkcs8_der().map_err(ca_err)?;
+    let (key, der) = IssuerCa::create_root(issuer, validity)?;
+    let pkcs8 = key.to_pkcs8_der()?;
     conn.execute(
         "INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)",
         params![secret_name::CA_KEY, custody::encrypt(recipients, pkcs8.expose())?],
@@ -39,10 +35,7 @@ pub(super) fn create_root(
 
 /// The certificate serial of a DER certificate, upper-case hex ("" if it does not parse).
 pub fn serial_hex(der: &[u8]) -> String {
-    use der::Decode;
-    x509_cert::Certificate::from_der(der)
-        .map(|c| hex::encode_upper(c.tbs_certificate().serial_number().as_bytes()))
-        .unwrap_or_default()
+    crate::pki::Certificate::from_der(der).map(|c| hex::encode_upper(&c.serial)).unwrap_or_default()
 }
 
 /// The root certificate (DER), if the CA exists.
@@ -88,7 +81,31 @@ pub fn all_certificates(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>, Aut
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Parse a CRL reason name (RFC 5280 §5.3.1).
+/// Every CRL reason with its RFC 5280 §5.3.1 name, the form the `certificates.reason` column stores.
+const REASONS: &[(CrlReason, &str)] = &[
+    (CrlReason::Unspecified, "unspecified"),
+    (CrlReason::KeyCompromise, "keyCompromise"),
+    (CrlReason::CaCompromise, "cACompromise"),
+    (CrlReason::AffiliationChanged, "affiliationChanged"),
+    (CrlReason::Superseded, "superseded"),
+    (CrlReason::CessationOfOperation, "cessationOfOperation"),
+    (CrlReason::CertificateHold, "certificateHold"),
+    (CrlReason::RemoveFromCRL, "removeFromCRL"),
+    (CrlReason::PrivilegeWithdrawn, "privilegeWithdrawn"),
+    (CrlReason::AaCompromise, "aACompromise"),
+];
+
+/// The RFC 5280 §5.3.1 name of a reason (`keyCompromise`), as stored.
+pub fn reason_name(r: CrlReason) -> &'static str {
+    REASONS.iter().find(|(x, _)| *x == r).map(|(_, n)| *n).unwrap_or("unspecified")
+}
+
+/// A stored reason name back to the reason (exactly the RFC 5280 names [`reason_name`] writes).
+pub fn stored_reason(s: &str) -> Option<CrlReason> {
+    REASONS.iter().find(|(_, n)| *n == s).map(|(r, _)| *r)
+}
+
+/// Parse a CRL reason as a user writes it: the RFC 5280 name or its kebab-case form (RFC 5280 §5.3.1).
 pub fn parse_reason(s: &str) -> Option<CrlReason> {
     Some(match s {
         "unspecified" => CrlReason::Unspecified,
@@ -122,7 +139,7 @@ impl Unlocked<'_> {
             })?;
         }
         let root_der = root(self.conn())?.expect("created above");
-        let key = CaKey::from_pkcs8_der(self.secret(secret_name::CA_KEY)?.expose()).map_err(ca_err)?;
+        let key = CaKey::from_pkcs8_der(self.secret(secret_name::CA_KEY)?.expose())?;
         Ok(CaSigner { key, root_der })
     }
 
@@ -142,8 +159,7 @@ impl Unlocked<'_> {
             public_key_sec1,
             t - BACKDATE,
             t + CARD_VALIDITY,
-        )
-        .map_err(ca_err)?;
+        )?;
         let serial = serial_hex(&der);
         // A card re-personalised with a new key pair supersedes its earlier certificate (recorded in the
         // audit log like any revocation).
@@ -151,20 +167,47 @@ impl Unlocked<'_> {
         let superseded: Vec<String> = stmt.query_map([card.to_string()], |r| r.get(0))?.collect::<Result<_, _>>()?;
         if !superseded.is_empty() {
             conn.execute(
-                "UPDATE certificates SET revoked_at = ?2, reason = 'Superseded' WHERE card_serial = ?1 AND revoked_at IS NULL",
+                "UPDATE certificates SET revoked_at = ?2, reason = 'superseded' WHERE card_serial = ?1 AND revoked_at IS NULL",
                 params![card.to_string(), now()],
             )?;
             self.log(
                 conn,
                 "cert revoke",
-                serde_json::json!({ "serials": superseded, "reason": "Superseded", "card": card.to_string() }),
+                serde_json::json!({ "serials": superseded, "reason": "superseded", "card": card.to_string() }),
             )?;
         }
         conn.execute(
             "INSERT INTO certificates (serial, card_serial, der, issued_at) VALUES (?1, ?2, ?3, ?4)",
             params![serial, card.to_string(), der, now()],
         )?;
+        self.log(conn, "cert issue", serde_json::json!({ "card": card.to_string(), "serial": serial }))?;
         Ok(der)
+    }
+
+    /// A personalisation that failed after the card's certificate was issued (the card file could not be
+    /// written, the card was pulled): the certificate belongs to no working card, so it is revoked
+    /// (`cessationOfOperation`) and the failure logged, leaving no valid certificate for a card that does
+    /// not exist (issue 14 item 8). Returns the certificate serials revoked (none if there were none).
+    pub fn withdraw_certificates(&self, card: CardSerial, why: &str) -> Result<Vec<String>, AuthorityError> {
+        self.write(|c| {
+            let mut stmt =
+                c.prepare("SELECT serial FROM certificates WHERE card_serial = ?1 AND revoked_at IS NULL")?;
+            let serials: Vec<String> = stmt.query_map([card.to_string()], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            if serials.is_empty() {
+                return Ok(serials);
+            }
+            let reason = reason_name(CrlReason::CessationOfOperation);
+            c.execute(
+                "UPDATE certificates SET revoked_at = ?2, reason = ?3 WHERE card_serial = ?1 AND revoked_at IS NULL",
+                params![card.to_string(), now(), reason],
+            )?;
+            self.log(
+                c,
+                "cert revoke",
+                serde_json::json!({ "serials": serials, "reason": reason, "card": card.to_string(), "why": why }),
+            )?;
+            Ok(serials)
+        })
     }
 
     /// `cert revoke`: by certificate serial or card serial.
@@ -178,9 +221,9 @@ impl Unlocked<'_> {
             )?;
             let serials: Vec<String> = stmt.query_map([&s], |r| r.get(0))?.collect::<Result<_, _>>()?;
             if serials.is_empty() {
-                return Err(AuthorityError::Ca(format!("no unrevoked certificate with serial or card serial {s}")));
+                return Err(AuthorityError::NoCertificate(s.clone()));
             }
-            let reason_name = reason.map(|r| format!("{r:?}"));
+            let reason_name = reason.map(reason_name);
             for cs in &serials {
                 c.execute(
                     "UPDATE certificates SET revoked_at = ?2, reason = ?3 WHERE serial = ?1",
@@ -197,10 +240,13 @@ impl Unlocked<'_> {
             }
             cards.sort();
             cards.dedup();
-            let why = format!("certificate revoked ({})", reason_name.as_deref().unwrap_or("unspecified"));
+            let why = format!("certificate revoked ({})", reason_name.unwrap_or("unspecified"));
             for card in cards {
-                let card = CardSerial::parse(&card)
-                    .ok_or_else(|| AuthorityError::Ca(format!("certificate row names a bad card serial {card}")))?;
+                let card = CardSerial::parse(&card).ok_or_else(|| AuthorityError::BadRow {
+                    table: "certificates",
+                    row: 0,
+                    why: format!("names a bad card serial {card}"),
+                })?;
                 self.block_in(c, &signer, &record, card, Some(&why), super::policy::unix_now())?;
             }
             Ok(serials)
@@ -215,39 +261,36 @@ impl Unlocked<'_> {
                 c.query_row("UPDATE ca SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number", [], |r| {
                     r.get(0)
                 })?;
-            let number = number as u64;
-            let mut stmt = c.prepare(
-                "SELECT serial, revoked_at, reason FROM certificates WHERE revoked_at IS NOT NULL ORDER BY id",
+            let number = u64::try_from(number).map_err(|_| AuthorityError::BadRow {
+                table: "ca",
+                row: 1,
+                why: format!("CRL number {number}"),
+            })?;
+            let revoked = super::rows::decode_all(
+                c,
+                "certificates",
+                "SELECT id, serial, revoked_at, reason FROM certificates WHERE revoked_at IS NOT NULL ORDER BY id",
+                [],
+                |r| {
+                    let serial: String = super::rows::col(r, 1)?;
+                    let at = super::rows::col_parsed(r, 2, "revocation time", crate::pki::parse_rfc3339)?;
+                    let reason = match super::rows::col::<Option<String>>(r, 3)? {
+                        None => None,
+                        Some(n) => {
+                            Some(stored_reason(&n).ok_or_else(|| format!("{n:?} is not an RFC 5280 reason name"))?)
+                        }
+                    };
+                    Ok(RevokedEntry {
+                        serial: hex::decode(&serial).map_err(|_| format!("serial {serial:?} is not hex"))?,
+                        revoked_at: at,
+                        reason,
+                    })
+                },
             )?;
-            let entries = stmt
-                .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut revoked = Vec::new();
-            for (serial, at, reason) in entries {
-                let at: der::DateTime =
-                    at.parse().map_err(|_| AuthorityError::Ca(format!("bad revocation time {at}")))?;
-                revoked.push(RevokedEntry {
-                    serial: hex::decode(&serial).map_err(|_| AuthorityError::Ca(format!("bad serial {serial}")))?,
-                    revoked_at: at.to_system_time(),
-                    reason: reason.as_deref().and_then(|r| parse_reason(&lower_first(r))),
-                });
-            }
             let t = SystemTime::now();
-            let crl =
-                ca::build_crl(&signer.key, &signer.root_der, &revoked, t, t + CRL_VALIDITY, number).map_err(ca_err)?;
+            let crl = ca::build_crl(&signer.key, &signer.root_der, &revoked, t, t + CRL_VALIDITY, number)?;
             self.log(c, "cert crl", serde_json::json!({ "crl_number": number, "revoked": revoked.len() }))?;
             Ok(crl)
         })
-    }
-}
-
-/// `KeyCompromise` (Debug name) → `keyCompromise`.
-fn lower_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
     }
 }

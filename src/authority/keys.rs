@@ -2,7 +2,8 @@
 //! (pending → active → retired), key check value and the key as age ciphertext (never plaintext).
 //! Identifiers strictly increase per kind and are never reused: rows are never deleted.
 
-use super::{AuthorityError, Unlocked, custody, now};
+use super::rows::{col, col_parsed, decode_all, decode_one};
+use super::{AuthorityError, SecretRef, Unlocked, custody, now};
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{TransferKeyId, UpdateKeyId};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -22,6 +23,9 @@ impl KeyKind {
             KeyKind::Update => "update",
         }
     }
+    pub fn parse(s: &str) -> Option<Self> {
+        [KeyKind::Transfer, KeyKind::Update].into_iter().find(|k| k.name() == s)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -40,13 +44,21 @@ impl KeyState {
             KeyState::Retired => "retired",
         }
     }
-    fn parse(s: &str) -> Self {
-        match s {
-            "pending" => KeyState::Pending,
-            "active" => KeyState::Active,
-            _ => KeyState::Retired,
-        }
+    /// The state's name as stored; anything else is not a key state (never a default).
+    pub fn parse(s: &str) -> Option<Self> {
+        [KeyState::Pending, KeyState::Active, KeyState::Retired].into_iter().find(|k| k.name() == s)
     }
+}
+
+/// What `key retire` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetireOutcome {
+    pub kind: KeyKind,
+    pub id: u32,
+    /// Retired although still needed (`--force`; the log entry says so).
+    pub forced: bool,
+    pub newest_active: bool,
+    pub unfinished_batches: Vec<String>,
 }
 
 /// A key version as listed (never the key).
@@ -81,29 +93,36 @@ pub(super) fn insert_new(
     Ok((next, kcv, secret))
 }
 
+fn key_row(r: &rusqlite::Row<'_>) -> Result<KeyRow, String> {
+    let id: u32 = col(r, 2)?;
+    if id == 0 {
+        return Err("column key_id is 0".into());
+    }
+    Ok(KeyRow {
+        kind: col_parsed(r, 1, "key kind", KeyKind::parse)?,
+        id,
+        state: col_parsed(r, 3, "key state", KeyState::parse)?,
+        kcv: col(r, 4)?,
+        created_at: col(r, 5)?,
+        activated_at: col(r, 6)?,
+        retired_at: col(r, 7)?,
+    })
+}
+
+const SELECT: &str = "SELECT id, kind, key_id, state, kcv, created_at, activated_at, retired_at FROM keys";
+
 pub fn list(conn: &Connection) -> Result<Vec<KeyRow>, AuthorityError> {
-    let mut stmt = conn.prepare(
-        "SELECT kind, key_id, state, kcv, created_at, activated_at, retired_at FROM keys ORDER BY kind DESC, key_id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(KeyRow {
-            kind: if r.get::<_, String>(0)? == "transfer" { KeyKind::Transfer } else { KeyKind::Update },
-            id: r.get(1)?,
-            state: KeyState::parse(&r.get::<_, String>(2)?),
-            kcv: r.get(3)?,
-            created_at: r.get(4)?,
-            activated_at: r.get(5)?,
-            retired_at: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    decode_all(conn, "keys", &format!("{SELECT} ORDER BY kind DESC, key_id"), [], key_row)
+}
+
+/// One key version.
+pub fn get(conn: &Connection, kind: KeyKind, id: u32) -> Result<KeyRow, AuthorityError> {
+    decode_one(conn, "keys", &format!("{SELECT} WHERE kind = ?1 AND key_id = ?2"), params![kind.name(), id], key_row)?
+        .ok_or(AuthorityError::NoSuchKey { kind: kind.name(), id })
 }
 
 fn state_of(conn: &Connection, kind: KeyKind, id: u32) -> Result<KeyState, AuthorityError> {
-    let s: Option<String> = conn
-        .query_row("SELECT state FROM keys WHERE kind = ?1 AND key_id = ?2", params![kind.name(), id], |r| r.get(0))
-        .optional()?;
-    s.map(|s| KeyState::parse(&s)).ok_or(AuthorityError::NoSuchKey { kind: kind.name(), id })
+    Ok(get(conn, kind, id)?.state)
 }
 
 /// Newest key id of a kind in a state (None if there is none).
@@ -157,7 +176,7 @@ impl Unlocked<'_> {
                 return Err(AuthorityError::KeyState {
                     kind: kind.name(),
                     id,
-                    state: s.name().into(),
+                    state: s.name(),
                     why: "only a pending key can be activated",
                 });
             }
@@ -172,33 +191,53 @@ impl Unlocked<'_> {
         })
     }
 
-    /// `key retire`: pending or active → retired. The newest active key of a kind cannot be retired
-    /// while it is the only active one (new batches would have nothing to take).
-    pub fn retire(&self, kind: KeyKind, id: u32) -> Result<(), AuthorityError> {
+    /// `key retire`: pending or active → retired (NIST SP 800-57 Part 1 §5.3: a retired key is no longer
+    /// used to apply protection). Refused, unless `force` (then logged as forced), while the key is
+    /// still needed: the newest active key of its kind (new batches take it), or the key of a batch that
+    /// still has cards to personalise (reserved, unfinished runs) — those cards would otherwise get a key
+    /// nobody may use. The only active key of a kind is never retired.
+    pub fn retire(&self, kind: KeyKind, id: u32, force: bool) -> Result<RetireOutcome, AuthorityError> {
         self.write(|c| {
             let s = state_of(c, kind, id)?;
+            let refuse = |why: &'static str| AuthorityError::KeyState { kind: kind.name(), id, state: s.name(), why };
             if s == KeyState::Retired {
-                return Err(AuthorityError::KeyState {
-                    kind: kind.name(),
-                    id,
-                    state: s.name().into(),
-                    why: "it is already retired",
-                });
+                return Err(refuse("it is already retired"));
             }
-            if s == KeyState::Active && ids_in_state(c, kind, KeyState::Active)?.len() == 1 {
-                return Err(AuthorityError::KeyState {
-                    kind: kind.name(),
-                    id,
-                    state: s.name().into(),
-                    why: "it is the only active key of its kind; create and activate a newer one first",
-                });
+            let active = ids_in_state(c, kind, KeyState::Active)?;
+            if s == KeyState::Active && active.len() == 1 {
+                return Err(refuse("it is the only active key of its kind; create and activate a newer one first"));
+            }
+            let column = match kind {
+                KeyKind::Transfer => "transfer_key_id",
+                KeyKind::Update => "update_key_id",
+            };
+            let batches: Vec<String> = {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT b.name FROM batches b WHERE b.{column} = ?1 AND EXISTS
+                       (SELECT 1 FROM cards x WHERE x.batch_id = b.id AND x.state = 'reserved') ORDER BY b.id"
+                ))?;
+                stmt.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            let newest_active = s == KeyState::Active && active.last() == Some(&id);
+            if !force {
+                if newest_active {
+                    return Err(AuthorityError::KeyInUse { kind: kind.name(), id, newest_active: true, batches });
+                }
+                if !batches.is_empty() {
+                    return Err(AuthorityError::KeyInUse { kind: kind.name(), id, newest_active: false, batches });
+                }
             }
             c.execute(
                 "UPDATE keys SET state = 'retired', retired_at = ?3 WHERE kind = ?1 AND key_id = ?2",
                 params![kind.name(), id, now()],
             )?;
-            self.log(c, "key retire", serde_json::json!({ "kind": kind.name(), "id": id }))?;
-            Ok(())
+            let forced = force && (newest_active || !batches.is_empty());
+            let mut detail = serde_json::json!({ "kind": kind.name(), "id": id });
+            if forced {
+                detail["forced"] = serde_json::json!({ "newest_active": newest_active, "unfinished_batches": batches });
+            }
+            self.log(c, "key retire", detail)?;
+            Ok(RetireOutcome { kind, id, forced, newest_active, unfinished_batches: batches })
         })
     }
 
@@ -210,7 +249,8 @@ impl Unlocked<'_> {
             })
             .optional()?;
         let pt = self.custodian.decrypt(&ct.ok_or(AuthorityError::NoSuchKey { kind: kind.name(), id })?)?;
-        Secret16::from_slice(pt.expose()).ok_or_else(|| AuthorityError::BadSecret(format!("{} key {id}", kind.name())))
+        Secret16::from_slice(pt.expose())
+            .ok_or(AuthorityError::MalformedSecret(SecretRef::Key { kind: kind.name(), id }))
     }
 
     /// The secret of a key version (same crate only: the scheme key commits to it).

@@ -8,20 +8,29 @@ pub mod audit_log;
 pub mod batches;
 pub mod ca;
 pub mod cards;
+pub mod checkpoint;
 pub mod custody;
 pub mod db;
+pub mod files;
 pub mod issuer_ca;
 pub mod keys;
 pub mod policy;
+mod read;
+pub mod rows;
 
 use crate::crypto::CryptoError;
 use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::secret::SecretBytes;
+use audit_log::{Checkpoint, TableRow};
+use checkpoint::CustodianState;
 use custody::Custodian;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+/// Errors of the back office. Each variant carries the data a caller needs to decide and to tell the
+/// user what to do; none carries a secret.
 #[derive(Debug, Error)]
 pub enum AuthorityError {
     #[error("database {0} already exists; keyroll init never overwrites a database")]
@@ -30,6 +39,8 @@ pub enum AuthorityError {
     NoDatabase(PathBuf),
     #[error("{path} is not a usable keyroll database: {why}")]
     Corrupt { path: PathBuf, why: String },
+    #[error("{0} is not a keyroll database (empty, or no keyroll schema in it)")]
+    NotKeyroll(PathBuf),
     #[error("database schema version {found} is newer than this keyroll knows ({known})")]
     NewerSchema { found: usize, known: usize },
     #[error("database error: {0}")]
@@ -42,16 +53,22 @@ pub enum AuthorityError {
     WrongIdentity(PathBuf),
     #[error("this command needs a custodian identity")]
     IdentityRequired,
-    #[error("age error: {0}")]
-    Custody(String),
-    #[error("I/O error: {0}")]
-    Io(String),
+    #[error(transparent)]
+    Custody(#[from] custody::CustodyError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("custodian state or checkpoint file {path} is unusable: {why}")]
+    StateFile { path: PathBuf, why: String },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("no {kind} key {id}")]
     NoSuchKey { kind: &'static str, id: u32 },
     #[error("{kind} key {id} is {state}; {why}")]
-    KeyState { kind: &'static str, id: u32, state: String, why: &'static str },
+    KeyState { kind: &'static str, id: u32, state: &'static str, why: &'static str },
+    #[error("{kind} key {id} is still needed{}{}", if *newest_active { ": it is the newest active key (new batches take it)" } else { "" }, if batches.is_empty() { String::new() } else { format!(": batch(es) {} still have cards to personalise on it", batches.join(", ")) })]
+    KeyInUse { kind: &'static str, id: u32, newest_active: bool, batches: Vec<String> },
+    #[error("batch {batch:?} uses {kind} key {id}, which is retired; no card is personalised on a retired key")]
+    RetiredKey { batch: String, kind: &'static str, id: u32 },
     #[error("no active {0} key")]
     NoActiveKey(&'static str),
     #[error("no batch named {0:?}")]
@@ -62,12 +79,26 @@ pub enum AuthorityError {
     LimitBelowNewest { limit: u32, newest: u32 },
     #[error("invalid batch: {0}")]
     BadBatch(&'static str),
-    #[error("stored secret {0:?} is malformed")]
-    BadSecret(String),
+    #[error("invalid {what}: {why}")]
+    BadName { what: &'static str, why: String },
+    #[error("the database holds no secret {0:?}")]
+    MissingSecret(&'static str),
+    #[error("stored secret {0} is malformed")]
+    MalformedSecret(SecretRef),
     #[error("certificate authority: {0}")]
-    Ca(String),
-    #[error("refusing to change this database: {0}")]
-    Tampered(String),
+    Ca(#[from] ca::CaError),
+    #[error("no unrevoked certificate with serial or card serial {0}")]
+    NoCertificate(String),
+    #[error("refusing to use this database: {0}")]
+    Tampered(#[from] Tamper),
+    #[error("{table} row {row} does not decode: {why}")]
+    BadRow { table: &'static str, row: i64, why: String },
+    #[error("no pinned audit key for this database in {state}: a custodian command never runs on an unpinned database")]
+    PinRequired { state: PathBuf },
+    #[error("internal error: table {0} is not bound to the audit log")]
+    NotBound(String),
+    #[error("internal error: {table} row {row} was changed without an audit log entry")]
+    UnloggedChange { table: &'static str, row: i64 },
     #[error("refusing to sign: {0}")]
     SigningTime(String),
     #[error("the policy already blocks {max} cards, its bound")]
@@ -76,9 +107,49 @@ pub enum AuthorityError {
     NoSuchCard(String),
 }
 
-/// Current time as RFC 3339 UTC with seconds (the `der` crate's `DateTime` formats it).
+/// A stored secret, named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Named(&'static str),
+    Key { kind: &'static str, id: u32 },
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Named(n) => write!(f, "{n:?}"),
+            SecretRef::Key { kind, id } => write!(f, "{kind} key {id}"),
+        }
+    }
+}
+
+/// Evidence that the database was changed outside keyroll (exit 1 in the CLI).
+#[derive(Debug, Error)]
+pub enum Tamper {
+    /// The log, the tables or a checkpoint disagree (from a [`audit_log::LogVerdict`]).
+    #[error("{why}")]
+    Log { row: Option<i64>, table_row: Option<TableRow>, why: String },
+    #[error("the database's audit key {found} is not the one pinned by {pinned_by} ({expected})")]
+    AuditKey { found: String, expected: String, pinned_by: String },
+    #[error("the stored audit key does not match the issuer record")]
+    AuditKeyRecord,
+    #[error("the custodian table differs from the custodians recorded at init")]
+    Custodians,
+}
+
+impl Tamper {
+    fn from_verdict(v: audit_log::LogVerdict) -> Self {
+        Tamper::Log {
+            row: v.first_bad_row,
+            table_row: v.bad_table_row,
+            why: format!("the audit log does not vouch for it: {}", v.reason.unwrap_or_default()),
+        }
+    }
+}
+
+/// Current time as RFC 3339 UTC with seconds (`pki`'s one RFC 3339 code).
 pub fn now() -> String {
-    der::DateTime::from_system_time(std::time::SystemTime::now()).map(|d| d.to_string()).unwrap_or_default()
+    crate::pki::format_rfc3339(std::time::SystemTime::now())
 }
 
 /// Secret names in the `secrets` table.
@@ -90,8 +161,13 @@ pub mod secret_name {
 
 /// An open issuer database.
 pub struct Authority {
-    pub conn: Connection,
+    /// Private to `authority`: callers read through the accessors in `read.rs` (no SQL elsewhere).
+    conn: Connection,
     pub path: PathBuf,
+    /// The audit key fingerprint the caller expects (`--expect-key`): checked, and pinned on success.
+    pub expect_key: Option<String>,
+    /// Changes to bound rows not yet logged (filled by the connection's update hook).
+    pending: rows::Pending,
 }
 
 /// What `init` produced.
@@ -106,28 +182,62 @@ pub struct InitOutcome {
     pub update_key_kcv: String,
 }
 
+/// Refuse names that would mislead a terminal or a certificate reader (issue 14 item 10): empty,
+/// surrounding blanks, control characters (C0, DEL, C1), or longer than `max` characters.
+pub fn check_name(what: &'static str, s: &str, max: usize) -> Result<(), AuthorityError> {
+    let bad = |why: String| Err(AuthorityError::BadName { what, why });
+    if s.trim().is_empty() {
+        return bad("it must not be empty".into());
+    }
+    if s.trim() != s {
+        return bad("it must not start or end with white space".into());
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return bad(format!("it contains the control character U+{:04X}", c as u32));
+    }
+    let n = s.chars().count();
+    if n > max {
+        return bad(format!("it has {n} characters, at most {max} are allowed"));
+    }
+    Ok(())
+}
+
+/// The longest issuer name, in characters: the root's common name is "NAME Root CA", and it must stay
+/// within RFC 5280's upper bound of 64 (`ub-common-name`, [`ca::MAX_NAME_LEN`]), so 64 - 8 = 56.
+pub const MAX_ISSUER_NAME: usize = ca::MAX_NAME_LEN - " Root CA".len();
+/// The longest batch name.
+pub const MAX_BATCH_NAME: usize = 64;
+
 impl Authority {
-    pub fn open(path: &Path) -> Result<Self, AuthorityError> {
-        Ok(Authority { conn: db::open(path)?, path: path.to_path_buf() })
+    fn with_conn(mut conn: Connection, path: &Path, hook: bool) -> Result<Self, AuthorityError> {
+        let pending = rows::Pending::default();
+        if hook {
+            pending.install(&mut conn)?;
+        }
+        Ok(Authority { conn, path: path.to_path_buf(), expect_key: None, pending })
     }
 
-    /// Open for auditing: read only, nothing migrated or written.
+    /// Open for a custodian: the schema is brought up to date (a database from an older keyroll).
+    pub fn open(path: &Path) -> Result<Self, AuthorityError> {
+        Self::with_conn(db::open(path)?, path, true)
+    }
+
+    /// Open for reading only (listing, auditing): nothing migrated or written, a zero-byte or
+    /// non-keyroll file refused.
     pub fn open_read_only(path: &Path) -> Result<Self, AuthorityError> {
-        Ok(Authority { conn: db::open_read_only(path)?, path: path.to_path_buf() })
+        Self::with_conn(db::open_read_only(path)?, path, false)
     }
 
     /// Create the database with the issuer's first transfer key (id 1), update key (id 1),
     /// personalisation master, audit key and CA root. Without custodians, a new identity file is
-    /// written at `identity_out`.
+    /// written at `identity_out`, with the audit key pinned in it and the first checkpoint beside it.
     pub fn init(
         path: &Path,
         issuer: &str,
         custodians: &[String],
         identity_out: &Path,
     ) -> Result<(Authority, InitOutcome), AuthorityError> {
-        if issuer.trim().is_empty() {
-            return Err(AuthorityError::BadBatch("the issuer name must not be empty"));
-        }
+        check_name("issuer name", issuer, MAX_ISSUER_NAME)?;
         if path.exists() {
             return Err(AuthorityError::AlreadyExists(path.to_path_buf()));
         }
@@ -148,10 +258,12 @@ impl Authority {
                 let _ = std::fs::remove_file(f);
             }
         }
-        let (auth, mut outcome) = result?;
+        let (auth, mut outcome, head) = result?;
         if let Some(f) = &identity_file {
-            // The custodian's own file remembers which audit key its database must carry (see `unlock`).
+            // The custodian's own file remembers which audit key its database must carry, and its state
+            // file the first checkpoint (see `unlock`).
             custody::pin_audit_key(f, &outcome.audit_key_fingerprint)?;
+            CustodianState::for_identity(f).record(&outcome.audit_key_fingerprint, Some(head))?;
         }
         outcome.identity_file = identity_file;
         Ok((auth, outcome))
@@ -161,11 +273,12 @@ impl Authority {
         path: &Path,
         issuer: &str,
         recipients: &[age::x25519::Recipient],
-    ) -> Result<(Authority, InitOutcome), AuthorityError> {
-        let mut conn = db::create(path)?;
+    ) -> Result<(Authority, InitOutcome, Checkpoint), AuthorityError> {
+        let auth = Self::with_conn(db::create(path)?, path, true)?;
         let audit = CardKeyPair::generate()?;
         let master = crate::crypto::Secret16::random()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        auth.pending.clear();
+        let tx = rusqlite::Transaction::new_unchecked(&auth.conn, TransactionBehavior::Immediate)?;
         let at = now();
         tx.execute(
             "INSERT INTO issuer (id, name, created_at, audit_public_key) VALUES (1, ?1, ?2, ?3)",
@@ -201,15 +314,17 @@ impl Authority {
                 "transfer_key": { "id": tk.0, "kcv": tk.1 },
                 "update_key": { "id": uk.0, "kcv": uk.1 },
             }),
+            &auth.pending,
         )?;
         // Policy 1 (nothing blocked), then the first keys' authorisations, which name it.
         let clock = policy::unix_now();
         let record = policy::scheme(&tx)?.expect("created above");
         let (_, detail) = policy::sign_policy(&tx, &scheme, &record, policy::PolicyChange::default(), clock)?;
-        audit_log::append(&tx, &audit, "policy publish", &detail.expect("the first policy is new"))?;
+        let first = detail.expect("the first policy is new");
+        let mut head = audit_log::append(&tx, &audit, "policy publish", &first, &auth.pending)?;
         for (kind, (id, _, key)) in [(keys::KeyKind::Transfer, &tk), (keys::KeyKind::Update, &uk)] {
             let detail = policy::sign_authorisation(&tx, &scheme, kind, *id, key, clock)?;
-            audit_log::append(&tx, &audit, "key authorise", &detail)?;
+            head = audit_log::append(&tx, &audit, "key authorise", &detail, &auth.pending)?;
         }
         tx.commit()?;
         let outcome = InitOutcome {
@@ -221,15 +336,15 @@ impl Authority {
             transfer_key_kcv: tk.1,
             update_key_kcv: uk.1,
         };
-        Ok((Authority { conn, path: path.to_path_buf() }, outcome))
+        Ok((auth, outcome, head))
     }
 
     pub fn issuer_name(&self) -> Result<String, AuthorityError> {
         Ok(self.conn.query_row("SELECT name FROM issuer WHERE id = 1", [], |r| r.get(0))?)
     }
 
-    /// The custodians every new secret is encrypted to. The table must match the custodians recorded in
-    /// the signed audit log's `init` row, so a row slipped into the table cannot receive future keys.
+    /// The custodians every new secret is encrypted to. The table is in the state digest a custodian
+    /// checked at unlock, and must also match the custodians recorded in the log's `init` entry.
     pub fn recipients(&self) -> Result<Vec<age::x25519::Recipient>, AuthorityError> {
         let mut stmt = self.conn.prepare("SELECT recipient FROM custodians ORDER BY id")?;
         let table: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
@@ -245,43 +360,98 @@ impl Authority {
         a.sort();
         b.sort();
         if a != b {
-            return Err(AuthorityError::Tampered(
-                "the custodian table differs from the custodians recorded at init".into(),
-            ));
+            return Err(Tamper::Custodians.into());
         }
         table.iter().map(|r| custody::parse_recipient(r)).collect()
     }
 
-    /// Unlock with a custodian identity: proves the identity can decrypt this database's secrets.
+    /// Unlock with a custodian identity. Before any secret is used, the database must be one this
+    /// custodian can vouch for:
+    /// 1. **pinned**: its audit key is the one `--expect-key` names, or the one this custodian's state
+    ///    file or identity file pins; with no pin at all the answer is [`AuthorityError::PinRequired`];
+    /// 2. **not rolled back**: the log still holds the custodian's checkpoint unchanged, and the entries
+    ///    after it chain to the signed head;
+    /// 3. **state as signed**: the state tables (issuer, custodians, secrets, keys, batches, CA,
+    ///    revocations) hash to the state digest of the newest entry.
+    ///
+    /// Cost: the entries since the checkpoint and the state tables, not the cards. Then the audit key is
+    /// decrypted (proving the identity is a custodian) and the checkpoint moved to the head.
     pub fn unlock(&self, identity: Option<&Path>) -> Result<Unlocked<'_>, AuthorityError> {
         let path = identity.ok_or(AuthorityError::IdentityRequired)?;
         let custodian = Custodian::from_file(path)?;
-        let ct: Vec<u8> =
-            self.conn
-                .query_row("SELECT ciphertext FROM secrets WHERE name = ?1", [secret_name::AUDIT_KEY], |r| r.get(0))?;
-        let audit = CardKeyPair::from_bytes(custodian.decrypt(&ct)?.expose())?;
-        // A custodian changes nothing in a database it cannot vouch for: the audit key must be the one
-        // the issuer record names (and, when the identity file pins one, that one), and the log intact.
-        let public: Vec<u8> =
-            self.conn.query_row("SELECT audit_public_key FROM issuer WHERE id = 1", [], |r| r.get(0))?;
+        let state = CustodianState::for_identity(path);
+        let public = audit_log::audit_public_key(&self.conn)?;
         let fp = audit_log::fingerprint(&public);
-        if public != audit.public_key_sec1() {
-            return Err(AuthorityError::Tampered("the stored audit key does not match the issuer record".into()));
+        let known = state.get(&fp)?;
+        if let Some(e) = &self.expect_key {
+            if !e.trim().eq_ignore_ascii_case(&fp) {
+                return Err(Tamper::AuditKey {
+                    found: fp,
+                    expected: e.trim().to_lowercase(),
+                    pinned_by: "--expect-key".into(),
+                }
+                .into());
+            }
+        } else if known.is_none() && !custodian.pinned_audit_keys.contains(&fp) {
+            if let Some(pinned) = custodian.pinned_audit_keys.first() {
+                // Another issuer's identity file is the likelier mistake than a rewritten database: say
+                // so when this identity cannot even decrypt the database's audit key (nothing is used).
+                custodian.decrypt(&self.stored_secret(secret_name::AUDIT_KEY)?)?;
+                return Err(Tamper::AuditKey {
+                    found: fp,
+                    expected: pinned.clone(),
+                    pinned_by: format!("identity file {}", path.display()),
+                }
+                .into());
+            }
+            return Err(AuthorityError::PinRequired { state: state.path.clone() });
         }
-        if !custodian.pinned_audit_keys.is_empty() && !custodian.pinned_audit_keys.contains(&fp) {
-            return Err(AuthorityError::Tampered(format!(
-                "the database's audit key {fp} is not the one pinned in identity file {}",
-                path.display()
-            )));
-        }
-        let verdict = audit_log::verify(&self.conn)?;
+        let cp = known.and_then(|k| k.checkpoint);
+        let (verdict, has_state) = audit_log::verify_from(&self.conn, cp.as_ref())?;
         if !verdict.intact {
-            return Err(AuthorityError::Tampered(format!(
-                "the audit log is not intact ({})",
-                verdict.reason.unwrap_or_default()
-            )));
+            return Err(Tamper::from_verdict(verdict).into());
         }
-        Ok(Unlocked { auth: self, custodian, audit })
+        let ct = self.stored_secret(secret_name::AUDIT_KEY)?;
+        let audit = CardKeyPair::from_bytes(custodian.decrypt(&ct)?.expose())?;
+        if public != audit.public_key_sec1() {
+            return Err(Tamper::AuditKeyRecord.into());
+        }
+        let u = Unlocked { auth: self, custodian, audit, state, fingerprint: fp, last: Cell::new(verdict.head) };
+        if !has_state && cp.is_some() {
+            return Err(Tamper::Log {
+                row: verdict.head.map(|h| h.count),
+                table_row: None,
+                why: "the newest log entry carries no state digest, although this custodian saw one before".into(),
+            }
+            .into());
+        }
+        if !has_state && verdict.head.is_some_and(|h| h.count > 0) {
+            // A database from before row binding, whose whole log was just verified (no checkpoint can
+            // predate binding): one entry binds every existing row from now on.
+            u.write(|c| {
+                let all = rows::bind_all(c)?;
+                let n = all.len();
+                let cp = audit_log::append_bindings(
+                    c,
+                    &u.audit,
+                    "bind rows",
+                    &serde_json::json!({ "rows": n, "why": "database from before row binding" }),
+                    &all,
+                )?;
+                u.last.set(Some(cp));
+                Ok(())
+            })?;
+        } else {
+            u.state.record(&u.fingerprint, verdict.head)?;
+        }
+        Ok(u)
+    }
+
+    fn stored_secret(&self, name: &'static str) -> Result<Vec<u8>, AuthorityError> {
+        self.conn
+            .query_row("SELECT ciphertext FROM secrets WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?
+            .ok_or(AuthorityError::MissingSecret(name))
     }
 }
 
@@ -290,35 +460,79 @@ pub struct Unlocked<'a> {
     pub auth: &'a Authority,
     pub custodian: Custodian,
     audit: CardKeyPair,
+    state: CustodianState,
+    fingerprint: String,
+    /// The newest head this process verified or wrote (the next checkpoint).
+    last: Cell<Option<Checkpoint>>,
 }
 
 impl Unlocked<'_> {
-    pub fn conn(&self) -> &Connection {
+    pub(in crate::authority) fn conn(&self) -> &Connection {
         &self.auth.conn
     }
 
-    /// Append to the audit log (inside the caller's transaction).
+    /// Append to the audit log (inside the caller's transaction, after the change it records): the
+    /// entry binds every bound row the transaction changed.
     pub fn log(&self, conn: &Connection, action: &str, detail: serde_json::Value) -> Result<i64, AuthorityError> {
-        audit_log::append(conn, &self.audit, action, &detail)
+        let cp = audit_log::append(conn, &self.audit, action, &detail, &self.auth.pending)?;
+        self.last.set(Some(cp));
+        Ok(cp.count)
     }
 
-    pub fn secret(&self, name: &str) -> Result<SecretBytes, AuthorityError> {
-        let ct: Option<Vec<u8>> =
-            self.conn().query_row("SELECT ciphertext FROM secrets WHERE name = ?1", [name], |r| r.get(0)).optional()?;
-        self.custodian.decrypt(&ct.ok_or_else(|| AuthorityError::BadSecret(name.to_string()))?)
+    /// Append many entries in one go (a bulk import), signing the head once: each entry names the rows
+    /// it binds, as (table, id). Rows changed and named by no entry stay pending (the transaction must
+    /// still log them).
+    pub fn log_many(
+        &self,
+        conn: &Connection,
+        entries: impl IntoIterator<Item = (String, serde_json::Value, Vec<(&'static str, i64)>)>,
+    ) -> Result<i64, AuthorityError> {
+        let named = std::cell::RefCell::new(std::collections::HashSet::new());
+        let items = entries.into_iter().map(|(action, detail, refs)| {
+            let changed = refs
+                .iter()
+                .map(|(t, id)| Ok((rows::bound_index(t).ok_or_else(|| AuthorityError::NotBound(t.to_string()))?, *id)))
+                .collect::<Result<Vec<_>, AuthorityError>>()?;
+            named.borrow_mut().extend(changed.iter().copied());
+            Ok((action, detail, rows::bind(conn, &changed)?))
+        });
+        let cp = audit_log::append_many(conn, &self.audit, items)?;
+        let named = named.into_inner();
+        let left: Vec<_> = self.auth.pending.take().into_iter().filter(|x| !named.contains(x)).collect();
+        self.auth.pending.restore(left);
+        self.last.set(Some(cp));
+        Ok(cp.count)
+    }
+
+    pub fn secret(&self, name: &'static str) -> Result<SecretBytes, AuthorityError> {
+        self.custodian.decrypt(&self.auth.stored_secret(name)?)
     }
 
     /// The issuer's personalisation master key.
     pub fn perso_master(&self) -> Result<crate::crypto::Secret16, AuthorityError> {
         crate::crypto::Secret16::from_slice(self.secret(secret_name::PERSO_MASTER)?.expose())
-            .ok_or_else(|| AuthorityError::BadSecret(secret_name::PERSO_MASTER.into()))
+            .ok_or(AuthorityError::MalformedSecret(SecretRef::Named(secret_name::PERSO_MASTER)))
     }
 
-    /// Run `f` in an IMMEDIATE transaction (writers queue behind each other instead of failing).
+    /// Run `f` in an IMMEDIATE transaction (writers queue behind each other instead of failing). A
+    /// bound row changed and not logged by the end of `f` rolls the transaction back. After the commit
+    /// the custodian's checkpoint moves to the entry written.
     pub fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T, AuthorityError>) -> Result<T, AuthorityError> {
+        self.auth.pending.clear();
         let tx = rusqlite::Transaction::new_unchecked(self.conn(), TransactionBehavior::Immediate)?;
-        let v = f(&tx)?;
+        let v = match f(&tx) {
+            Ok(v) => v,
+            Err(e) => {
+                self.auth.pending.clear();
+                return Err(e);
+            }
+        };
+        if let Some((t, row)) = self.auth.pending.first() {
+            self.auth.pending.clear();
+            return Err(AuthorityError::UnloggedChange { table: rows::BOUND[t].table, row });
+        }
         tx.commit()?;
+        self.state.record(&self.fingerprint, self.last.get())?;
         Ok(v)
     }
 }

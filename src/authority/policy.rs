@@ -108,7 +108,8 @@ pub fn scheme(conn: &Connection) -> Result<Option<SchemeRecord>, AuthorityError>
         })
         .optional()?;
     let Some((public, id, certificate_der)) = row else { return Ok(None) };
-    let bad = |why: &str| AuthorityError::Tampered(format!("the scheme key record {why}"));
+    let bad =
+        |why: &str| AuthorityError::BadRow { table: "scheme_key", row: 1, why: format!("the scheme key record {why}") };
     let public_key: [u8; PUBLIC_KEY_LEN] = public.try_into().map_err(|_| bad("holds no P-256 public key"))?;
     let scheme_id = scheme_key::scheme_id(&public_key).map_err(|_| bad("holds no P-256 public key"))?;
     if id != scheme_id {
@@ -130,13 +131,17 @@ pub fn policies(conn: &Connection, scheme: &SchemeRecord) -> Result<Vec<Policy>,
     let mut out: Vec<Policy> = Vec::with_capacity(rows.len());
     for (number, bytes) in rows {
         let p = Policy::verified(&bytes, &scheme.public_key, &scheme.scheme_id)
-            .map_err(|e| AuthorityError::Tampered(format!("policy row {number}: {e}")))?;
+            .map_err(|e| AuthorityError::BadRow { table: "policies", row: number as i64, why: e.to_string() })?;
         let follows = match out.last() {
             None => p.number == 1,
             Some(prev) => p.number == prev.number + 1 && p.previous == prev.hash() && p.signed_at >= prev.signed_at,
         };
         if p.number != number || !follows {
-            return Err(AuthorityError::Tampered(format!("policy row {number} does not follow its predecessor")));
+            return Err(AuthorityError::BadRow {
+                table: "policies",
+                row: number as i64,
+                why: "does not follow its predecessor".into(),
+            });
         }
         out.push(p);
     }
@@ -163,13 +168,19 @@ pub fn authorisation(
         )
         .optional()?;
     let Some(bytes) = bytes else { return Ok(None) };
-    let a = KeyAuthorisation::verified(&bytes, &scheme.public_key, &scheme.scheme_id)
-        .map_err(|e| AuthorityError::Tampered(format!("authorisation of {} key {id}: {e}", kind.name())))?;
+    let a = KeyAuthorisation::verified(&bytes, &scheme.public_key, &scheme.scheme_id).map_err(|e| {
+        AuthorityError::BadRow {
+            table: "key_authorisations",
+            row: id as i64,
+            why: format!("authorisation of {} key {id}: {e}", kind.name()),
+        }
+    })?;
     if a.kind != wire_kind(kind) || a.id != id {
-        return Err(AuthorityError::Tampered(format!(
-            "authorisation row of {} key {id} is another key's",
-            kind.name()
-        )));
+        return Err(AuthorityError::BadRow {
+            table: "key_authorisations",
+            row: id as i64,
+            why: format!("the authorisation row of {} key {id} is another key's", kind.name()),
+        });
     }
     Ok(Some(a))
 }
@@ -192,8 +203,7 @@ pub(super) fn create_scheme(
     let key = SchemeSigningKey::generate()?;
     let t = SystemTime::now();
     let validity = ValidityPeriod { not_before: t - BACKDATE, not_after: t + SCHEME_VALIDITY };
-    let cert = ca::issue_scheme_certificate(ca_key, root_der, &key.public_key_sec1(), validity)
-        .map_err(|e| AuthorityError::Ca(e.to_string()))?;
+    let cert = ca::issue_scheme_certificate(ca_key, root_der, &key.public_key_sec1(), validity)?;
     conn.execute(
         "INSERT INTO secrets (name, ciphertext) VALUES (?1, ?2)",
         params![SCHEME_SECRET, custody::encrypt(recipients, key.to_bytes().expose())?],
@@ -417,7 +427,11 @@ impl Unlocked<'_> {
         let record = scheme(self.conn())?.expect("created above");
         let key = SchemeSigningKey::from_bytes(self.secret(SCHEME_SECRET)?.expose())?;
         if key.public_key_sec1() != record.public_key {
-            return Err(AuthorityError::Tampered("the scheme signing key does not match its record".into()));
+            return Err(AuthorityError::BadRow {
+                table: "scheme_key",
+                row: 1,
+                why: "the scheme signing key does not match its record".into(),
+            });
         }
         Ok((key, record))
     }
@@ -452,7 +466,7 @@ impl Unlocked<'_> {
             return Err(AuthorityError::KeyState {
                 kind: kind.name(),
                 id,
-                state: state.name().into(),
+                state: state.name(),
                 why: "only an active key is authorised; activate it first",
             });
         }

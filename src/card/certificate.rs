@@ -7,10 +7,10 @@ use super::policy::ClockFloor;
 use crate::domain::CardSerial;
 use crate::pki::{self, ValidationOptions};
 use crate::protocol::StatusWord;
-use der::Decode;
 use std::time::SystemTime;
 
-const OID_SERIAL_NUMBER: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("2.5.4.5");
+/// id-at-serialNumber (2.5.4.5, X.520), as OID content octets.
+const OID_SERIAL_NUMBER: &[u8] = &[0x55, 0x04, 0x05];
 
 /// Which key usage the step needs (RFC 5280 §4.2.1.3).
 #[derive(Clone, Copy, Debug)]
@@ -27,11 +27,13 @@ pub struct Peer {
     pub serial: CardSerial,
 }
 
-/// The card serial a card certificate names in its subject's serialNumber attribute.
+/// The card serial a card certificate names in its subject's serialNumber attribute (exactly one).
 pub fn card_serial(der: &[u8]) -> Option<CardSerial> {
-    let cert = x509_cert::Certificate::from_der(der).ok()?;
-    let atv = cert.tbs_certificate().subject().iter().find(|atv| atv.oid == OID_SERIAL_NUMBER)?;
-    CardSerial::parse(std::str::from_utf8(atv.value.value()).ok()?)
+    let cert = pki::Certificate::from_der(der).ok()?;
+    match cert.subject.attribute_texts(OID_SERIAL_NUMBER).as_slice() {
+        [one] => CardSerial::parse(one),
+        _ => None,
+    }
 }
 
 /// Check a peer certificate against `anchor`. Every failure answers 6982 (security status not

@@ -257,13 +257,15 @@ fn install(
         if !domain::may_install(current, id, limit) {
             return Err(StatusWord::NotEnoughMemory);
         }
-        let stored = StoredKey { id: id.0, key, authorisation: Some(authorisation.to_vec()) };
+        let stored = StoredKey { id: id.0, key, authorisation: Some(authorisation.to_vec()), receipts_before: 0 };
         let old = std::mem::replace(&mut next.transfer_keys, vec![stored]);
-        next.retained_keys.extend(old);
+        // Open receipts handed out under the old key stay answerable while they are in the window.
+        let mark = state.receipts.next();
+        next.retained_keys.extend(old.into_iter().map(|k| StoredKey { receipts_before: mark, ..k }));
         next.prune_retained_keys();
     }
     next.selected_transfer_key_id = Some(id);
     next.clock_floor = next.clock_floor.max(floor);
-    next.push_log(LogKind::KeyRoll, CardSerial::default(), Amount(0));
+    next.push_log(LogKind::KeyRoll, CardSerial::default(), Amount(0), 0);
     Ok(Effect::write(next, Vec::new()))
 }

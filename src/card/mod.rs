@@ -292,9 +292,11 @@ impl<S: Storage> Card<S> {
             Command::Debit { payee, amount, nonce, payee_sequence, request } => {
                 value::debit(state, payee, amount, &nonce, payee_sequence, &request)
             }
-            Command::Credit { nonce, payer_sequence, token } => value::credit(state, &nonce, payer_sequence, &token),
+            Command::Credit { receipt, payer_sequence, token } => {
+                value::credit(state, &receipt, payer_sequence, &token)
+            }
             Command::Confirm { nonce, ack } => value::confirm(state, &nonce, &ack),
-            Command::Abort { nonce } => value::abort(state, &nonce),
+            Command::Abort { receipt } => value::abort(state, &receipt),
             Command::Refund { nonce, proof } => value::refund(state, &nonce, &proof),
             Command::PutPolicy { policy } => policy::put_policy(state, &policy),
             Command::GetPolicy => Ok(Effect::reply(

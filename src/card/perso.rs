@@ -24,6 +24,9 @@ pub(super) fn initialize(state: &CardState, serial: CardSerial, key: [u8; 16]) -
     let mut next = state.clone();
     next.serial = Some(serial);
     next.personalisation_key = Some(Secret16::new(key));
+    // The log-export key outlives the personalisation key (dropped at LOCK); the back office derives
+    // both from its personalisation master and the serial.
+    next.log_key = Some(crate::crypto::mac::card_log_key(&Secret16::new(key), &serial));
     next.life_cycle = LifeCycle::Personalising;
     Ok(Effect::write(next, Vec::new()))
 }
@@ -91,7 +94,7 @@ pub(super) fn store(
                 next.clock_floor = next.clock_floor.max(floor);
                 Some(authorisation)
             };
-            let k = StoredKey { id: id.0, key, authorisation };
+            let k = StoredKey { id: id.0, key, authorisation, receipts_before: 0 };
             if profile == Profile::MultiKey {
                 next.transfer_keys.retain(|x| x.id != k.id);
                 if next.transfer_keys.len() >= super::state::MAX_TRANSFER_KEYS {
@@ -114,7 +117,7 @@ pub(super) fn store(
             let key = Secret16::new(key.0);
             let floor = authorise(state, KeyKind::Update, id.0, &key, &authorisation)?;
             next.clock_floor = next.clock_floor.max(floor);
-            next.update_key = Some(StoredKey { id: id.0, key, authorisation: Some(authorisation) });
+            next.update_key = Some(StoredKey { id: id.0, key, authorisation: Some(authorisation), receipts_before: 0 });
         }
         PersoPayload::SchemeKey(public) => {
             if SchemeAnchor::new(&public).is_err() {
@@ -145,6 +148,7 @@ pub(super) fn store(
                 return Err(StatusWord::IncorrectData);
             }
             next.balance = initial;
+            next.issued = initial;
             next.max_balance = max;
         }
         PersoPayload::SelectedTransferKey(id) => {

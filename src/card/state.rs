@@ -3,11 +3,13 @@
 //! Session state (challenges, personalisation sessions, chained data) lives in `session.rs` and is never
 //! written: it dies with the power, as claims 2 and 9 require of the single-use random number.
 
+use super::receipts::ReceiptWindow;
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use crate::protocol::command::Nonce;
-use crate::protocol::info::{CardInfo, LifeCycle, PendingEntry, hex_array};
+use crate::protocol::info::{CardInfo, LifeCycle, PendingEntry};
+use crate::protocol::ledger::{self, CardLogExport, EntryKind, ExportEntry, OpenDebit, Totals};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use zeroize::Zeroizing;
@@ -21,61 +23,26 @@ pub const LOG_MEMORY: usize = 32;
 /// Most transfer keys a multi-key card stores.
 pub const MAX_TRANSFER_KEYS: usize = 16;
 
-mod secret_hex {
-    use crate::crypto::Secret16;
-    use serde::{Deserialize, Deserializer, Serializer};
-    use zeroize::Zeroizing;
-
-    pub fn serialize<S: Serializer>(k: &Secret16, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&Zeroizing::new(hex::encode(k.expose())))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Secret16, D::Error> {
-        let s = Zeroizing::new(String::deserialize(d)?);
-        let b = Zeroizing::new(hex::decode(s.as_str()).map_err(serde::de::Error::custom)?);
-        Secret16::from_slice(&b).ok_or_else(|| serde::de::Error::custom("key must be 16 bytes"))
-    }
-}
-
-mod bytes_hex {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_some(&hex::encode(b)),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        Option::<String>::deserialize(d)?.map(|s| hex::decode(s).map_err(serde::de::Error::custom)).transpose()
-    }
-}
-
-mod secret_bytes_hex {
-    use crate::crypto::secret::SecretBytes;
-    use serde::{Deserialize, Deserializer, Serializer};
-    use zeroize::Zeroizing;
-    pub fn serialize<S: Serializer>(v: &Option<SecretBytes>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_some(&*Zeroizing::new(hex::encode(b.expose()))),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretBytes>, D::Error> {
-        let s = Option::<String>::deserialize(d)?.map(Zeroizing::new);
-        s.map(|s| hex::decode(s.as_str()).map(SecretBytes::new).map_err(serde::de::Error::custom)).transpose()
-    }
-}
-
 /// A key as the card stores it.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoredKey {
     pub id: u32,
-    #[serde(with = "secret_hex")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub key: Secret16,
     /// The issuer's authorisation of this key (`protocol::policy::KeyAuthorisation`), verified when the
     /// key was stored; relayed with the key. `None` only for a multi-key card's not-yet-activated key,
     /// which is never selected or sent without one.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "bytes_hex")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub authorisation: Option<Vec<u8>>,
+    /// For a retained key: receipts numbered below this may have been handed out under it, so the
+    /// payee keeps it while any of them is still in its receipt window (stateless receipts keep no
+    /// record of which key an open receipt used). 0 for keys in use.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub receipts_before: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl std::fmt::Debug for StoredKey {
@@ -96,7 +63,7 @@ impl StoredKey {
 /// A debit not yet confirmed or refunded (the payer's exception log, DESIGN.md §3).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingOut {
-    #[serde(with = "hex_array")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub nonce: Nonce,
     pub payee: CardSerial,
     pub amount: Amount,
@@ -108,7 +75,7 @@ pub struct PendingOut {
 /// A receipt begun and neither credited nor aborted (the payee's side).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingIn {
-    #[serde(with = "hex_array")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub nonce: Nonce,
     pub payer: CardSerial,
     pub amount: Amount,
@@ -126,7 +93,7 @@ pub enum Outcome {
 /// A receipt that reached its end, remembered so a repeated CREDIT or ABORT gets the same answer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Settled {
-    #[serde(with = "hex_array")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub nonce: Nonce,
     pub payer: CardSerial,
     pub amount: Amount,
@@ -143,6 +110,10 @@ pub struct LogEntry {
     pub kind: LogKind,
     pub counterpart: CardSerial,
     pub amount: Amount,
+    /// The payee's receipt sequence number of the transfer (0 for a key roll): with the payee's serial
+    /// it names the transfer on both cards, which is what `reconcile` matches.
+    #[serde(default)]
+    pub receipt: u32,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -152,6 +123,8 @@ pub enum LogKind {
     Credit,
     Refund,
     KeyRoll,
+    /// A pending debit moved to the non-blocking exception list (DEBIT needed its room).
+    Exception,
 }
 
 /// Everything a card keeps across power cycles.
@@ -161,7 +134,7 @@ pub struct CardState {
     pub life_cycle: LifeCycle,
     pub serial: Option<CardSerial>,
     pub profile: Option<Profile>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_opt")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub personalisation_key: Option<Secret16>,
     /// Stored transfer keys, ascending by id. Single-key profiles hold exactly one.
     pub transfer_keys: Vec<StoredKey>,
@@ -178,46 +151,53 @@ pub struct CardState {
     /// Transaction counter: incremented and saved before the effect it guards.
     pub sequence: u32,
     pub pending_out: Vec<PendingOut>,
+    /// Version 1's per-receipt records: always empty now that receipts are stateless (kept so the
+    /// field's readers see "nothing open"); see `receipts`.
+    #[serde(default)]
     pub pending_in: Vec<PendingIn>,
+    /// Version 1's settled-nonce memory: no longer written (see `receipts`).
+    #[serde(default)]
     pub settled: VecDeque<Settled>,
+    /// The payee side: stateless receipts (DESIGN.md §10 point 6).
+    #[serde(default)]
+    pub receipts: ReceiptWindow,
+    /// Secret of the receipt nonce PRF, generated on the card at its first BEGIN RECEIVE; never leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
+    pub receipt_secret: Option<Secret16>,
+    /// Debits that needed to leave `pending_out` to make room (non-blocking exception list): still
+    /// resolvable by CONFIRM or REFUND, or by an issuer resolution; counted as value in flight.
+    #[serde(default)]
+    pub exceptions: Vec<PendingOut>,
+    /// Value put on the card at personalisation.
+    #[serde(default)]
+    pub issued: Amount,
+    /// Running value totals (survive the bounded log).
+    #[serde(default)]
+    pub totals: Totals,
+    /// Log entries dropped from the bounded log since personalisation.
+    #[serde(default)]
+    pub log_dropped: u32,
+    /// The card's log-export MAC key (`crypto::mac::card_log_key`), set at INITIALIZE.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
+    pub log_key: Option<Secret16>,
     pub log: VecDeque<LogEntry>,
     /// The card's P-256 private scalar (claims 3, 5): never leaves the card.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_bytes_hex")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub card_private_key: Option<SecretBytes>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "bytes_hex")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub certificate: Option<Vec<u8>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "bytes_hex")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub trust_anchor: Option<Vec<u8>>,
     /// The scheme signing key's raw public key (DESIGN.md §10 point 3), stored at personalisation.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "bytes_hex")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub scheme_key: Option<Vec<u8>>,
     /// The newest scheme policy the card verified and adopted, as signed (relayed to other cards).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "bytes_hex")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub policy: Option<Vec<u8>>,
     /// A time the card knows has passed (`card::policy::ClockFloor`): certificate expiry is judged
     /// against it, never against the host clock.
     #[serde(default)]
     pub clock_floor: super::policy::ClockFloor,
-}
-
-mod secret_opt {
-    use crate::crypto::Secret16;
-    use serde::{Deserialize, Deserializer, Serializer};
-    use zeroize::Zeroizing;
-    pub fn serialize<S: Serializer>(v: &Option<Secret16>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(k) => s.serialize_some(&*Zeroizing::new(hex::encode(k.expose()))),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret16>, D::Error> {
-        let s = Option::<String>::deserialize(d)?.map(Zeroizing::new);
-        s.map(|s| {
-            let b = Zeroizing::new(hex::decode(s.as_str()).map_err(serde::de::Error::custom)?);
-            Secret16::from_slice(&b).ok_or_else(|| serde::de::Error::custom("key must be 16 bytes"))
-        })
-        .transpose()
-    }
 }
 
 /// Why a card file could not be read.
@@ -249,6 +229,13 @@ impl CardState {
             pending_out: vec![],
             pending_in: vec![],
             settled: VecDeque::new(),
+            receipts: ReceiptWindow::default(),
+            receipt_secret: None,
+            exceptions: vec![],
+            issued: Amount(0),
+            totals: Totals::default(),
+            log_dropped: 0,
+            log_key: None,
             log: VecDeque::new(),
             card_private_key: None,
             certificate: None,
@@ -318,10 +305,12 @@ impl CardState {
             .pending_out
             .iter()
             .map(|p| p.transfer_key_id.0)
+            .chain(self.exceptions.iter().map(|p| p.transfer_key_id.0))
             .chain(self.pending_in.iter().map(|p| p.transfer_key_id.0))
             .chain(self.settled.iter().map(|s| s.transfer_key_id.0))
             .collect();
-        self.retained_keys.retain(|k| used.contains(&k.id));
+        let floor = self.receipts.floor();
+        self.retained_keys.retain(|k| used.contains(&k.id) || k.receipts_before > floor);
     }
 
     pub fn stored_ids(&self) -> Vec<TransferKeyId> {
@@ -330,7 +319,7 @@ impl CardState {
 
     /// Value this card has sent but not yet seen confirmed or refunded.
     pub fn pending_out_total(&self) -> u64 {
-        self.pending_out.iter().map(|p| p.amount.0).sum()
+        self.pending_out.iter().chain(&self.exceptions).map(|p| p.amount.0).sum()
     }
 
     pub fn pending_in_total(&self) -> u64 {
@@ -354,11 +343,15 @@ impl CardState {
             pending_out: self
                 .pending_out
                 .iter()
-                .map(|p| PendingEntry {
+                .map(|p| (p, false))
+                .chain(self.exceptions.iter().map(|p| (p, true)))
+                .map(|(p, exception)| PendingEntry {
                     nonce: p.nonce,
                     counterpart: p.payee,
                     amount: p.amount,
                     payee_sequence: p.payee_sequence,
+                    transfer_key_id: p.transfer_key_id,
+                    exception,
                 })
                 .collect(),
             pending_in: self
@@ -369,6 +362,8 @@ impl CardState {
                     counterpart: p.payer,
                     amount: p.amount,
                     payee_sequence: p.payee_sequence,
+                    transfer_key_id: p.transfer_key_id,
+                    exception: false,
                 })
                 .collect(),
             certificate: self.certificate.clone(),
@@ -379,11 +374,61 @@ impl CardState {
         }
     }
 
-    pub fn push_log(&mut self, kind: LogKind, counterpart: CardSerial, amount: Amount) {
+    pub fn push_log(&mut self, kind: LogKind, counterpart: CardSerial, amount: Amount, receipt: u32) {
         if self.log.len() >= LOG_MEMORY {
             self.log.pop_front();
+            self.log_dropped = self.log_dropped.saturating_add(1);
         }
-        self.log.push_back(LogEntry { sequence: self.sequence, kind, counterpart, amount });
+        self.log.push_back(LogEntry { sequence: self.sequence, kind, counterpart, amount, receipt });
+    }
+
+    /// The card's log export for the back office (`rollout::reconcile`), MAC'd under its log key.
+    /// `None` before INITIALIZE gave the card its key.
+    pub fn export_log(&self) -> Option<CardLogExport> {
+        let key = self.log_key.as_ref()?;
+        let kind = |k: LogKind| match k {
+            LogKind::Debit => EntryKind::Debit,
+            LogKind::Credit => EntryKind::Credit,
+            LogKind::Refund => EntryKind::Refund,
+            LogKind::KeyRoll => EntryKind::KeyRoll,
+            LogKind::Exception => EntryKind::Exception,
+        };
+        let open = |p: &PendingOut, exception| OpenDebit {
+            payee: p.payee,
+            receipt: p.payee_sequence,
+            amount: p.amount,
+            exception,
+        };
+        let mut e = CardLogExport {
+            format: ledger::CARD_LOG_FORMAT.into(),
+            serial: self.serial?,
+            issued: self.issued,
+            balance: self.balance,
+            totals: self.totals,
+            dropped: self.log_dropped,
+            entries: self
+                .log
+                .iter()
+                .map(|l| ExportEntry {
+                    sequence: l.sequence,
+                    kind: kind(l.kind),
+                    counterpart: l.counterpart,
+                    amount: l.amount,
+                    receipt: l.receipt,
+                })
+                .collect(),
+            open_debits: self
+                .pending_out
+                .iter()
+                .map(|p| open(p, false))
+                .chain(self.exceptions.iter().map(|p| open(p, true)))
+                .collect(),
+            receipt_floor: self.receipts.floor(),
+            receipt_next: self.receipts.next(),
+            mac: [0; 16],
+        };
+        e.mac = crate::crypto::mac::cmac(key, &[&e.mac_input()]);
+        Some(e)
     }
 
     pub fn push_settled(&mut self, s: Settled) {

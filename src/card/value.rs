@@ -1,21 +1,27 @@
 //! Value transfer between two cards of the same transfer key generation (DESIGN.md §3; the seed's
 //! "updates the value data by performing encryption using the transfer key", claims 1, 3, 5, 8).
 //!
-//! Mondex-style with exception logs on both cards:
-//! BEGIN RECEIVE (payee) → DEBIT (payer) → CREDIT (payee) → CONFIRM (payer), with ABORT/REFUND and
-//! idempotent CREDIT and DEBIT for recovery. Every message is a CMAC under a key derived from the
-//! shared transfer key, binding both serials, the amount, the payee's nonce and both sequence numbers,
-//! so value can only move between cards holding the same transfer key (DESIGN.md §6 property 9).
-//! Sequence numbers and logs are written in the same atomic record as the balance they guard.
+//! Mondex-style: BEGIN RECEIVE (payee) → DEBIT (payer) → CREDIT (payee) → CONFIRM (payer), with
+//! ABORT/REFUND and idempotent CREDIT and DEBIT for recovery. Every message is a CMAC under a key
+//! derived from the shared transfer key, binding both serials, the amount, the payee's nonce and both
+//! sequence numbers, so value can only move between cards holding the same transfer key (DESIGN.md §6
+//! property 9). Sequence numbers and logs are written in the same atomic record as the balance they guard.
+//!
+//! Receipts are stateless (DESIGN.md §10 point 6, `receipts`): the payee's nonce for receipt `s` is a
+//! PRF of its receipt secret, and the payee keeps only credited/aborted bitmaps over a window, so no
+//! number of BEGIN RECEIVE or ABORT commands fills anything or evicts a proof. The payer's open debits
+//! are bounded; when DEBIT needs room, the oldest moves to the non-blocking exception list, where it
+//! stays resolvable (CONFIRM, REFUND) and is counted as value in flight.
 
 use super::Effect;
-use super::state::{CardState, LogKind, Outcome, PendingIn, PendingOut, Settled};
-use crate::crypto::{TransferKey, mac, random};
+use super::receipts::{self, Slot};
+use super::state::{CardState, LogKind, PendingOut};
+use crate::crypto::{Secret16, TransferKey, mac, random};
 use crate::domain::{Amount, CardSerial, TransferKeyId};
 use crate::protocol::StatusWord;
 use crate::protocol::codec::Wire;
-use crate::protocol::command::{Mac, Nonce};
-use crate::protocol::info::MAX_PENDING;
+use crate::protocol::command::{Mac, Nonce, ReceiptRef};
+use crate::protocol::info::{MAX_EXCEPTIONS, MAX_PENDING};
 use crate::protocol::response::{AbortProof, CreditAck, DebitToken, ReceiveRequest};
 
 const REQUEST: &[u8] = b"keyroll value request v1";
@@ -33,30 +39,6 @@ struct Transfer<'a> {
 }
 
 impl<'a> Transfer<'a> {
-    /// The transfer a receipt belongs to, seen from the payee `me`.
-    fn incoming(me: &'a CardSerial, p: &'a PendingIn) -> Self {
-        Transfer {
-            payer: &p.payer,
-            payee: me,
-            amount: p.amount,
-            nonce: &p.nonce,
-            payee_sequence: p.payee_sequence,
-            transfer_key_id: p.transfer_key_id,
-        }
-    }
-
-    /// The transfer a settled receipt belonged to.
-    fn settled(me: &'a CardSerial, s: &'a Settled) -> Self {
-        Transfer {
-            payer: &s.payer,
-            payee: me,
-            amount: s.amount,
-            nonce: &s.nonce,
-            payee_sequence: s.payee_sequence,
-            transfer_key_id: s.transfer_key_id,
-        }
-    }
-
     /// The transfer a pending debit belongs to, seen from the payer `me`.
     fn outgoing(me: &'a CardSerial, p: &'a PendingOut) -> Self {
         Transfer {
@@ -66,6 +48,18 @@ impl<'a> Transfer<'a> {
             nonce: &p.nonce,
             payee_sequence: p.payee_sequence,
             transfer_key_id: p.transfer_key_id,
+        }
+    }
+
+    /// The payee's view of a receipt it handed out (CREDIT and ABORT bind the same fields).
+    fn incoming(me: &'a CardSerial, r: &'a ReceiptRef, nonce: &'a Nonce) -> Self {
+        Transfer {
+            payer: &r.payer,
+            payee: me,
+            amount: r.amount,
+            nonce,
+            payee_sequence: r.receipt,
+            transfer_key_id: r.transfer_key_id,
         }
     }
 
@@ -102,14 +96,23 @@ fn key_for(state: &CardState, id: TransferKeyId) -> Result<TransferKey, StatusWo
     state.key_of_transfer(id).ok_or(StatusWord::ReferencedDataNotFound)
 }
 
-/// The pending debit for `nonce`, with its index (6A88 if there is none).
-fn pending_out<'s>(state: &'s CardState, nonce: &Nonce) -> Result<(usize, &'s PendingOut), StatusWord> {
-    state.pending_out.iter().enumerate().find(|(_, p)| &p.nonce == nonce).ok_or(StatusWord::ReferencedDataNotFound)
+/// The open debit for `nonce` (pending or parked in the exception list), 6A88 if there is none.
+fn open_debit<'s>(state: &'s CardState, nonce: &Nonce) -> Result<&'s PendingOut, StatusWord> {
+    state
+        .pending_out
+        .iter()
+        .chain(&state.exceptions)
+        .find(|p| &p.nonce == nonce)
+        .ok_or(StatusWord::ReferencedDataNotFound)
 }
 
-/// The open receipt for `nonce`, with its index (6A88 if there is none).
-fn pending_in<'s>(state: &'s CardState, nonce: &Nonce) -> Result<(usize, &'s PendingIn), StatusWord> {
-    state.pending_in.iter().enumerate().find(|(_, p)| &p.nonce == nonce).ok_or(StatusWord::ReferencedDataNotFound)
+/// Remove the open debit for `nonce` from whichever list holds it.
+fn take_debit(next: &mut CardState, nonce: &Nonce) -> Option<PendingOut> {
+    if let Some(i) = next.pending_out.iter().position(|p| &p.nonce == nonce) {
+        return Some(next.pending_out.remove(i));
+    }
+    let i = next.exceptions.iter().position(|p| &p.nonce == nonce)?;
+    Some(next.exceptions.remove(i))
 }
 
 fn next_sequence(state: &CardState) -> Result<u32, StatusWord> {
@@ -117,14 +120,27 @@ fn next_sequence(state: &CardState) -> Result<u32, StatusWord> {
     state.sequence.checked_add(1).ok_or(StatusWord::ConditionsNotSatisfied)
 }
 
-/// Value the card is committed to holding: balance plus everything in flight either way.
-fn committed(state: &CardState) -> u128 {
-    state.balance.0 as u128 + state.pending_out_total() as u128 + state.pending_in_total() as u128
+/// The payee's view of a receipt the terminal names: the nonce re-derived from the receipt secret.
+fn receipt_nonce(state: &CardState, me: &CardSerial, s: u32) -> Result<Nonce, StatusWord> {
+    let secret = state.receipt_secret.as_ref().ok_or(StatusWord::ReferencedDataNotFound)?;
+    Ok(receipts::receipt_nonce(secret, me, s))
 }
 
-/// Step 1 (payee): open a receipt for a transfer from `payer` at its sequence number `payer_sequence`. Returns `nonce ‖ payee sequence ‖ transfer key id ‖ request MAC`;
-/// the request MAC is what lets the payer know a real payee of its generation asked (no terminal can
-/// make a card debit itself toward a receipt that does not exist).
+/// The receipt's slot as a status: only an open slot may be credited or aborted.
+fn slot_status(slot: Slot) -> StatusWord {
+    match slot {
+        Slot::Open => StatusWord::Ok,
+        Slot::Credited | Slot::Aborted => StatusWord::ConditionsNotSatisfied,
+        Slot::Expired | Slot::NotIssued => StatusWord::ReferencedDataNotFound,
+    }
+}
+
+/// Step 1 (payee): hand out receipt sequence `s` for a transfer from `payer` at its sequence number
+/// `payer_sequence`. Returns `nonce ‖ s ‖ transfer key id ‖ request MAC`; the request MAC is what lets
+/// the payer know a real payee of its generation asked (no terminal can make a card debit itself toward
+/// a receipt that does not exist). Nothing is reserved: the counter advances and the new number's slot
+/// is cleared, that is all (a flood costs counter values, never room, and the balance maximum is checked
+/// at CREDIT). The early maximum check here only saves an honest terminal a doomed debit.
 pub(super) fn begin_receive(
     state: &CardState,
     payer: CardSerial,
@@ -140,29 +156,22 @@ pub(super) fn begin_receive(
         return Err(StatusWord::CounterpartBlocked);
     }
     let key_id = state.selected_transfer_key_id.ok_or(StatusWord::ConditionsNotSatisfied)?;
-    // Card-enforced maximum balance, counting value already in flight (DESIGN.md §1).
-    if committed(state) + amount.0 as u128 > state.max_balance.0 as u128 {
+    if state.balance.0 as u128 + amount.0 as u128 > state.max_balance.0 as u128 {
         return Err(StatusWord::ConditionsNotSatisfied);
     }
-    if state.pending_in.len() >= MAX_PENDING {
-        return Err(StatusWord::NotEnoughMemory);
-    }
-    let nonce: Nonce = random::bytes().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
-    let mut next = state.clone();
-    next.sequence = next_sequence(state)?;
-    next.pending_in.push(PendingIn { nonce, payer, amount, payee_sequence: next.sequence, transfer_key_id: key_id });
     let key = key_for(state, key_id)?;
-    let t = Transfer {
-        payer: &payer,
-        payee: &me,
-        amount,
-        nonce: &nonce,
-        payee_sequence: next.sequence,
-        transfer_key_id: key_id,
-    };
+    let mut next = state.clone();
+    if next.receipt_secret.is_none() {
+        let b: [u8; 16] = random::bytes().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
+        next.receipt_secret = Some(Secret16::new(b));
+    }
+    let (window, s) = state.receipts.open().map_err(|_| StatusWord::ConditionsNotSatisfied)?;
+    next.receipts = window;
+    let nonce = receipt_nonce(&next, &me, s)?;
+    let t = Transfer { payer: &payer, payee: &me, amount, nonce: &nonce, payee_sequence: s, transfer_key_id: key_id };
     let out = ReceiveRequest {
         nonce,
-        payee_sequence: next.sequence,
+        payee_sequence: s,
         transfer_key_id: key_id,
         request: t.mac(&key, REQUEST, Some(payer_sequence)),
     };
@@ -170,7 +179,7 @@ pub(super) fn begin_receive(
 }
 
 /// Step 2 (payer): check the payee's request, debit and return `payer sequence ‖ token`. Repeating a
-/// DEBIT for a pending nonce with the same parameters returns the same token without a second debit
+/// DEBIT for an open nonce with the same parameters returns the same token without a second debit
 /// and without needing the request again (recovery in a later session has only the card's log).
 pub(super) fn debit(
     state: &CardState,
@@ -184,7 +193,7 @@ pub(super) fn debit(
     if payee == me || amount.0 == 0 {
         return Err(StatusWord::IncorrectData);
     }
-    if let Some(p) = state.pending_out.iter().find(|p| &p.nonce == nonce) {
+    if let Ok(p) = open_debit(state, nonce) {
         if p.payee != payee || p.amount != amount || p.payee_sequence != payee_sequence {
             return Err(StatusWord::IncorrectData);
         }
@@ -206,12 +215,19 @@ pub(super) fn debit(
     if state.balance < amount {
         return Err(StatusWord::ConditionsNotSatisfied);
     }
-    if state.pending_out.len() >= MAX_PENDING {
-        return Err(StatusWord::NotEnoughMemory);
-    }
     let mut next = state.clone();
+    if next.pending_out.len() >= MAX_PENDING {
+        // Non-blocking: the oldest open debit moves to the exception list (still resolvable there).
+        if next.exceptions.len() >= MAX_EXCEPTIONS {
+            return Err(StatusWord::NotEnoughMemory);
+        }
+        let oldest = next.pending_out.remove(0);
+        next.push_log(LogKind::Exception, oldest.payee, oldest.amount, oldest.payee_sequence);
+        next.exceptions.push(oldest);
+    }
     next.sequence = next_sequence(state)?;
     next.balance = Amount(state.balance.0 - amount.0);
+    next.totals.debited = next.totals.debited.saturating_add(amount.0);
     next.pending_out.push(PendingOut {
         nonce: *nonce,
         payee,
@@ -220,103 +236,93 @@ pub(super) fn debit(
         payer_sequence: next.sequence,
         transfer_key_id: key.id,
     });
-    next.push_log(LogKind::Debit, payee, amount);
+    next.push_log(LogKind::Debit, payee, amount, payee_sequence);
     let out = DebitToken { payer_sequence: next.sequence, token: t.mac(&key, TOKEN, Some(next.sequence)) };
     Ok(Effect::write(next, out.to_wire()))
 }
 
-/// Step 3 (payee): check the token, credit once, return the acknowledgement. A repeated CREDIT of a
-/// credited nonce returns the same acknowledgement and credits nothing.
-pub(super) fn credit(state: &CardState, nonce: &Nonce, payer_sequence: u32, token: &Mac) -> Result<Effect, StatusWord> {
+/// Step 3 (payee): check the token against the receipt it names, credit once, return the
+/// acknowledgement. A repeated CREDIT of a credited receipt re-derives the same acknowledgement from
+/// the token and the credited bit and credits nothing. The maximum balance is checked here, the only
+/// place a receipt takes room.
+pub(super) fn credit(
+    state: &CardState,
+    r: &ReceiptRef,
+    payer_sequence: u32,
+    token: &Mac,
+) -> Result<Effect, StatusWord> {
     let me = serial(state)?;
-    if let Some(s) = state.settled.iter().find(|s| &s.nonce == nonce) {
-        if s.outcome == Outcome::Aborted {
-            return Err(StatusWord::ConditionsNotSatisfied);
-        }
-        let key = key_for(state, s.transfer_key_id)?;
-        let t = Transfer::settled(&me, s);
-        t.check(&key, TOKEN, Some(payer_sequence), token)?;
-        if payer_sequence != s.payer_sequence {
-            return Err(StatusWord::IncorrectData);
-        }
-        return Ok(Effect::reply(CreditAck { ack: t.mac(&key, ACK, Some(payer_sequence)) }.to_wire()));
+    if r.payer == me || r.amount.0 == 0 {
+        return Err(StatusWord::IncorrectData);
     }
-    let (i, p) = pending_in(state, nonce)?;
-    let key = key_for(state, p.transfer_key_id)?;
-    let t = Transfer::incoming(&me, p);
+    let nonce = receipt_nonce(state, &me, r.receipt)?;
+    let key = key_for(state, r.transfer_key_id)?;
+    let t = Transfer::incoming(&me, r, &nonce);
     t.check(&key, TOKEN, Some(payer_sequence), token)?;
-    let new_balance = state.balance.0.checked_add(p.amount.0).ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let ack = CreditAck { ack: t.mac(&key, ACK, Some(payer_sequence)) }.to_wire();
+    match state.receipts.slot(r.receipt) {
+        Slot::Credited => return Ok(Effect::reply(ack)),
+        Slot::Open => {}
+        other => return Err(slot_status(other)),
+    }
+    let new_balance = state.balance.0.checked_add(r.amount.0).ok_or(StatusWord::ConditionsNotSatisfied)?;
+    if new_balance > state.max_balance.0 {
+        return Err(StatusWord::ConditionsNotSatisfied);
+    }
     let mut next = state.clone();
-    next.pending_in.remove(i);
+    next.receipts = state.receipts.credit(r.receipt).map_err(|_| StatusWord::ConditionsNotSatisfied)?;
     next.balance = Amount(new_balance);
+    next.totals.credited = next.totals.credited.saturating_add(r.amount.0);
     next.sequence = next_sequence(state)?;
-    next.push_log(LogKind::Credit, p.payer, p.amount);
-    next.push_settled(Settled {
-        nonce: *nonce,
-        payer: p.payer,
-        amount: p.amount,
-        payee_sequence: p.payee_sequence,
-        payer_sequence,
-        transfer_key_id: p.transfer_key_id,
-        outcome: Outcome::Credited,
-    });
-    Ok(Effect::write(next, CreditAck { ack: t.mac(&key, ACK, Some(payer_sequence)) }.to_wire()))
+    next.push_log(LogKind::Credit, r.payer, r.amount, r.receipt);
+    Ok(Effect::write(next, ack))
 }
 
-/// Step 4 (payer): the payee's acknowledgement closes the pending debit.
+/// Step 4 (payer): the payee's acknowledgement closes the open debit (pending or parked).
 pub(super) fn confirm(state: &CardState, nonce: &Nonce, ack: &Mac) -> Result<Effect, StatusWord> {
     let me = serial(state)?;
-    let (i, p) = pending_out(state, nonce)?;
+    let p = open_debit(state, nonce)?;
     let key = key_for(state, p.transfer_key_id)?;
     let t = Transfer::outgoing(&me, p);
     t.check(&key, ACK, Some(p.payer_sequence), ack)?;
     let mut next = state.clone();
-    next.pending_out.remove(i);
+    take_debit(&mut next, nonce);
     next.prune_retained_keys();
     Ok(Effect::write(next, Vec::new()))
 }
 
-/// Recovery (payee): promise never to credit `nonce` and prove it. Repeating it repeats the proof;
-/// a nonce already credited cannot be aborted.
-pub(super) fn abort(state: &CardState, nonce: &Nonce) -> Result<Effect, StatusWord> {
+/// Recovery (payee): promise never to credit the named receipt and prove it. Any terminal may abort
+/// any open receipt in the window (an honest transfer so aborted is refunded, never lost); repeating it
+/// repeats the proof; a credited receipt cannot be aborted; outside the window nothing can be proved.
+pub(super) fn abort(state: &CardState, r: &ReceiptRef) -> Result<Effect, StatusWord> {
     let me = serial(state)?;
-    if let Some(s) = state.settled.iter().find(|s| &s.nonce == nonce) {
-        if s.outcome == Outcome::Credited {
-            return Err(StatusWord::ConditionsNotSatisfied);
+    let nonce = receipt_nonce(state, &me, r.receipt)?;
+    let key = key_for(state, r.transfer_key_id)?;
+    let t = Transfer::incoming(&me, r, &nonce);
+    let proof = AbortProof { proof: t.mac(&key, ABORT, None) }.to_wire();
+    match state.receipts.slot(r.receipt) {
+        Slot::Aborted => Ok(Effect::reply(proof)),
+        Slot::Open => {
+            let mut next = state.clone();
+            next.receipts = state.receipts.abort(r.receipt).map_err(|_| StatusWord::ConditionsNotSatisfied)?;
+            Ok(Effect::write(next, proof))
         }
-        let key = key_for(state, s.transfer_key_id)?;
-        let t = Transfer::settled(&me, s);
-        return Ok(Effect::reply(AbortProof { proof: t.mac(&key, ABORT, None) }.to_wire()));
+        other => Err(slot_status(other)),
     }
-    let (i, p) = pending_in(state, nonce)?;
-    let key = key_for(state, p.transfer_key_id)?;
-    let t = Transfer::incoming(&me, p);
-    let proof = t.mac(&key, ABORT, None);
-    let mut next = state.clone();
-    next.pending_in.remove(i);
-    next.push_settled(Settled {
-        nonce: *nonce,
-        payer: p.payer,
-        amount: p.amount,
-        payee_sequence: p.payee_sequence,
-        payer_sequence: 0,
-        transfer_key_id: p.transfer_key_id,
-        outcome: Outcome::Aborted,
-    });
-    Ok(Effect::write(next, AbortProof { proof }.to_wire()))
 }
 
-/// Recovery (payer): an abort proof for a pending debit restores the amount.
+/// Recovery (payer): an abort proof for an open debit restores the amount.
 pub(super) fn refund(state: &CardState, nonce: &Nonce, proof: &Mac) -> Result<Effect, StatusWord> {
     let me = serial(state)?;
-    let (i, p) = pending_out(state, nonce)?;
+    let p = open_debit(state, nonce)?;
     let key = key_for(state, p.transfer_key_id)?;
     let t = Transfer::outgoing(&me, p);
     t.check(&key, ABORT, None, proof)?;
     let mut next = state.clone();
-    let p = next.pending_out.remove(i);
+    let p = take_debit(&mut next, nonce).ok_or(StatusWord::ReferencedDataNotFound)?;
     next.balance = Amount(state.balance.0.checked_add(p.amount.0).ok_or(StatusWord::ConditionsNotSatisfied)?);
-    next.push_log(LogKind::Refund, p.payee, p.amount);
+    next.totals.refunded = next.totals.refunded.saturating_add(p.amount.0);
+    next.push_log(LogKind::Refund, p.payee, p.amount, p.payee_sequence);
     next.prune_retained_keys();
     Ok(Effect::write(next, Vec::new()))
 }

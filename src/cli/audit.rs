@@ -4,9 +4,9 @@
 
 use super::CliError;
 use super::output::{self, Context};
-use crate::audit::report::{ChainCounts, RegisterResult, RegisteredCertificate, Revocation, check_register};
+use crate::audit::report::{self, ChainCounts, RegisterResult, Report, build_report, check_register};
 use crate::audit::{self, AuditError, ChainAudit, ChainResult};
-use crate::authority::{Authority, audit_log, batches, ca, cards, issuer_ca, keys};
+use crate::authority::Authority;
 use crate::pki::{self, ValidationOptions};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -17,6 +17,9 @@ use std::time::SystemTime;
 pub enum AuditCommand {
     /// Verify the audit log's hash chain and signed head (exit 1 if anything was edited, deleted,
     /// reordered or truncated).
+    #[command(
+        after_help = "Example:\n  keyroll audit log --expect-key 3f1c…   # the fingerprint `keyroll init` printed"
+    )]
     Log {
         /// Expected SHA-256 fingerprint of the audit key (as printed by `init`).
         #[arg(long)]
@@ -25,10 +28,14 @@ pub enum AuditCommand {
     /// Validate certificate chains (RFC 5280 §6): certificate files against --anchor roots, or
     /// with --all every card certificate in the database against the issuer's root and its
     /// revocations (exit 1 if any certificate is invalid).
+    #[command(
+        after_help = "Examples:\n  keyroll audit chain --all\n  keyroll audit chain card.pem --anchor root.pem --crl issuer.crl"
+    )]
     Chain(ChainArgs),
     /// One page on the whole database: issuer, key versions, batches, certificates, chain
     /// verdicts, audit log and issued value (exit 1 if a chain is invalid or the log is not
     /// intact).
+    #[command(after_help = "Example:\n  keyroll --db issuer.db audit report --json")]
     Report,
 }
 
@@ -68,7 +75,7 @@ pub fn run(ctx: &Context, db: &Path, cmd: AuditCommand) -> Result<(), CliError> 
 
 fn log(ctx: &Context, db: &Path, expect_key: Option<String>) -> Result<(), CliError> {
     let auth = Authority::open_read_only(db)?;
-    let mut v = audit_log::verify(&auth.conn)?;
+    let mut v = auth.verify_log()?;
     if let Some(fp) = expect_key
         && !fp.eq_ignore_ascii_case(&v.audit_key_fingerprint)
         && v.intact
@@ -88,7 +95,10 @@ fn log(ctx: &Context, db: &Path, expect_key: Option<String>) -> Result<(), CliEr
         );
     }
     if !v.intact {
-        return Err(CliError::CheckFailed { what: v.reason.unwrap_or_else(|| "audit log not intact".into()) });
+        return Err(CliError::check(
+            v.reason.unwrap_or_else(|| "audit log not intact".into()),
+            "the database was changed outside keyroll: restore a backup and compare with `keyroll audit report`",
+        ));
     }
     Ok(())
 }
@@ -134,25 +144,6 @@ fn validation_time(at: Option<&str>) -> Result<SystemTime, CliError> {
     }
 }
 
-/// The certificate register as the auditor sees it: each stored certificate with its recorded
-/// revocation. A stored certificate that cannot be decoded is kept (as `der: None`) so that it
-/// is reported invalid rather than silently skipped.
-fn register(auth: &Authority) -> Result<Vec<RegisteredCertificate>, CliError> {
-    Ok(issuer_ca::list(&auth.conn)?
-        .into_iter()
-        .map(|row| RegisteredCertificate {
-            der: ca::pem_decode(ca::PEM_CERTIFICATE, &row.pem).ok(),
-            revocation: row.revoked_at.map(|t| Revocation {
-                at: pki::parse_rfc3339(&t).map(pki::floor_seconds),
-                at_text: t,
-                reason: row.reason,
-            }),
-            card: row.card,
-            serial: row.serial,
-        })
-        .collect())
-}
-
 /// `--all`: the register checked against the database's root. Building a signed CRL would need
 /// the CA key and so a custodian identity; the register's revocation rows say the same thing and
 /// the signed audit log vouches for them (see [`crate::audit::report`]), so they are used directly.
@@ -164,7 +155,7 @@ fn check_database(
     // An auditor may hold the root the issuer published and want the database checked against
     // it rather than against the root the database itself carries: --anchor does that.
     let anchors = if args.anchors.is_empty() {
-        match issuer_ca::root(&auth.conn)? {
+        match auth.root()? {
             Some(root) => vec![root],
             None => {
                 return Err(CliError::input(
@@ -178,7 +169,7 @@ fn check_database(
     };
     let untrusted = read_all(&args.untrusted, audit::read_certificates)?;
     let crls = read_all(&args.crls, audit::read_crls)?;
-    let certificates = register(auth)?;
+    let certificates = report::register(auth)?;
     Ok(check_register(&certificates, &anchors, &untrusted, &crls, opts))
 }
 
@@ -203,6 +194,7 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
     let at = validation_time(args.at.as_deref())?;
     let mut opts = ValidationOptions::at(at);
     opts.max_intermediates = args.max_depth;
+    opts.require_crl = !args.crls.is_empty();
     let at_text = pki::format_unix(pki::floor_seconds(at));
     let (valid, invalid) = if args.all {
         let auth = Authority::open_read_only(db)?;
@@ -255,109 +247,12 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
         (valid, invalid)
     };
     if invalid > 0 {
-        return Err(CliError::CheckFailed {
-            what: format!("{invalid} of {} certificate(s) did not validate", valid + invalid),
-        });
+        return Err(CliError::check(
+            format!("{invalid} of {} certificate(s) did not validate", valid + invalid),
+            "each INVALID line (or `results[].reason` with --json) says why",
+        ));
     }
     Ok(())
-}
-
-/// The issuer and its root, as the report shows them.
-#[derive(Serialize)]
-struct IssuerInfo {
-    name: String,
-    root_subject: Option<String>,
-    root_serial: Option<String>,
-    root_not_after: Option<String>,
-    audit_key_fingerprint: String,
-}
-
-#[derive(Serialize)]
-struct CardCounts {
-    /// Cards in the register, whatever their state.
-    total: usize,
-    personalised: usize,
-}
-
-#[derive(Serialize)]
-struct CertificateCounts {
-    issued: usize,
-    revoked: usize,
-}
-
-#[derive(Serialize)]
-struct ChainVerdicts {
-    valid: usize,
-    invalid: usize,
-    /// Of the invalid ones, those invalid because they are revoked.
-    revoked: usize,
-    /// Every invalid certificate with its reason.
-    invalid_certificates: Vec<RegisterResult>,
-}
-
-/// `audit report --json`: the same page as data.
-#[derive(Serialize)]
-struct Report {
-    /// When the report was made (and the validation time of the chains), RFC 3339.
-    at: String,
-    database: String,
-    issuer: IssuerInfo,
-    keys: Vec<keys::KeyRow>,
-    batches: Vec<batches::Batch>,
-    cards: CardCounts,
-    certificates: CertificateCounts,
-    chains: ChainVerdicts,
-    audit_log: audit_log::LogVerdict,
-    /// Value issued onto personalised cards, minor currency units.
-    issued_value: u64,
-    /// No invalid chain and an intact audit log.
-    ok: bool,
-}
-
-fn build_report(auth: &Authority, at: SystemTime) -> Result<Report, CliError> {
-    let root = issuer_ca::root(&auth.conn)?;
-    let root_parsed = root.as_deref().and_then(|d| pki::Certificate::from_der(d).ok());
-    let log = audit_log::verify(&auth.conn)?;
-    let register = register(auth)?;
-    // Without a root (a database from before the CA existed) nothing can validate: every
-    // certificate is then reported with "unknown issuer".
-    let anchors: Vec<Vec<u8>> = root.into_iter().collect();
-    let results = check_register(&register, &anchors, &[], &[], &ValidationOptions::at(at));
-    let counts = ChainCounts::of(&results);
-    let cards = cards::list(&auth.conn)?;
-    // Certificates the issuer revoked are expected to fail and are listed; anything else that fails
-    // (a bad signature, an unknown issuer, expiry) fails the report.
-    let ok = counts.invalid == counts.revoked && log.intact;
-    Ok(Report {
-        at: pki::format_unix(pki::floor_seconds(at)),
-        database: auth.path.display().to_string(),
-        issuer: IssuerInfo {
-            name: auth.issuer_name()?,
-            root_subject: root_parsed.as_ref().map(|c| c.subject.display()),
-            root_serial: root_parsed.as_ref().map(|c| hex::encode_upper(&c.serial)),
-            root_not_after: root_parsed.as_ref().map(|c| pki::format_unix(c.not_after)),
-            audit_key_fingerprint: log.audit_key_fingerprint.clone(),
-        },
-        keys: keys::list(&auth.conn)?,
-        batches: batches::list(&auth.conn)?,
-        cards: CardCounts {
-            total: cards.len(),
-            personalised: cards.iter().filter(|c| c.state == "personalised").count(),
-        },
-        certificates: CertificateCounts {
-            issued: register.len(),
-            revoked: register.iter().filter(|c| c.revocation.is_some()).count(),
-        },
-        chains: ChainVerdicts {
-            valid: counts.valid,
-            invalid: counts.invalid,
-            revoked: counts.revoked,
-            invalid_certificates: results.into_iter().filter(|r| !r.result.valid).collect(),
-        },
-        audit_log: log,
-        issued_value: cards::issued_value(&auth.conn)?,
-        ok,
-    })
 }
 
 fn print_report(r: &Report) {
@@ -414,7 +309,7 @@ fn print_report(r: &Report) {
         );
     }
     println!();
-    println!("verdict       {}", if r.ok { "PASS" } else { "FAIL" });
+    println!("verdict       {}", r.verdict.word());
 }
 
 fn report(ctx: &Context, db: &Path) -> Result<(), CliError> {
@@ -425,18 +320,11 @@ fn report(ctx: &Context, db: &Path) -> Result<(), CliError> {
     } else {
         print_report(&r);
     }
-    if !r.ok {
-        let mut why = Vec::new();
-        if r.chains.invalid > r.chains.revoked {
-            why.push(format!(
-                "{} certificate chain(s) invalid other than by revocation",
-                r.chains.invalid - r.chains.revoked
-            ));
-        }
-        if !r.audit_log.intact {
-            why.push(format!("audit log not intact ({})", r.audit_log.reason.as_deref().unwrap_or("unknown reason")));
-        }
-        return Err(CliError::CheckFailed { what: format!("audit report failed: {}", why.join("; ")) });
+    if !r.verdict.ok {
+        return Err(CliError::check(
+            format!("audit report failed: {}", r.verdict.failures()),
+            "the report above lists each invalid certificate and the first bad log row",
+        ));
     }
     Ok(())
 }

@@ -13,14 +13,27 @@ use std::path::{Path, PathBuf};
 #[derive(Subcommand, Debug)]
 pub enum CardCommand {
     /// Show a card file's public state: serial, profile, key identifiers, limit, balance, logs.
-    Show { file: PathBuf },
+    #[command(after_help = "Example:\n  keyroll card show cards/4B52000000000001.card --json")]
+    Show {
+        /// The card file (`perso --out-dir` wrote it).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Serve a card file as a virtual card in a pcscd vpcd reader (a missing file: a blank card,
     /// saved there). Ctrl-C or SIGTERM finishes the command in flight and exits.
+    #[command(
+        after_help = "Example:\n  keyroll card serve blank.card --vpcd 127.0.0.1:35963 &   # a blank card in \"Virtual PCD 00 00\""
+    )]
     Serve {
+        /// The card file to serve; a missing file is a blank card, written there at its first change.
+        #[arg(value_name = "FILE")]
         file: PathBuf,
         /// vpcd's address: "Virtual PCD 00 00" is port 35963, "00 01" is 35964.
-        #[arg(long, default_value = "127.0.0.1:35963")]
+        #[arg(long, default_value = "127.0.0.1:35963", value_name = "HOST:PORT")]
         vpcd: String,
+        /// Give up when vpcd has not accepted a connection within this many seconds (0: wait forever).
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        connect_timeout: u64,
     },
 }
 
@@ -100,7 +113,7 @@ fn lock_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
 
 pub fn run(ctx: &Context, cmd: CardCommand) -> Result<(), CliError> {
     match cmd {
-        CardCommand::Serve { file, vpcd } => serve(ctx, &file, &vpcd),
+        CardCommand::Serve { file, vpcd, connect_timeout } => serve(ctx, &file, &vpcd, connect_timeout),
         CardCommand::Show { file } => {
             // Reading needs no lock: `card show` works on a card that `card serve` is serving.
             require_card_file(&file)?;
@@ -168,28 +181,62 @@ fn loopback_only(addr: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-fn serve(ctx: &Context, file: &Path, vpcd: &str) -> Result<(), CliError> {
+fn serve(ctx: &Context, file: &Path, vpcd: &str, connect_timeout: u64) -> Result<(), CliError> {
+    use crate::transport::vpcd::VpcdEvent;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
     loopback_only(vpcd)?;
+    let existed = file.exists();
     let mut card = lock_card_file(file)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| CliError::input(format!("cannot install signal handler: {e}"), "report this"))?;
+            .map_err(|e| CliError::internal(format!("cannot install signal handler: {e}")))?;
     }
     let serial = card.state().serial.map(|s| s.to_string()).unwrap_or_else(|| "(blank)".into());
     eprintln!("serving card {serial} from {} on vpcd {vpcd}; Ctrl-C to remove it", file.display());
     let verbose = ctx.verbose;
-    crate::transport::vpcd::serve(&mut card, vpcd, &stop, |ev| {
-        use crate::transport::vpcd::VpcdEvent;
-        match ev {
-            VpcdEvent::Apdu { .. } | VpcdEvent::PowerOn | VpcdEvent::PowerOff | VpcdEvent::Reset if !verbose => {}
-            VpcdEvent::ConnectFailed { .. } if !verbose => {}
-            ev => eprintln!("vpcd: {ev:?}"),
+    let started = Instant::now();
+    let deadline = (connect_timeout > 0).then(|| Duration::from_secs(connect_timeout));
+    let (mut connected, mut warned, mut gave_up) = (false, false, false);
+    let mut last_error = String::new();
+    let give_up = Arc::clone(&stop);
+    crate::transport::vpcd::serve(&mut card, vpcd, &stop, |ev| match ev {
+        VpcdEvent::Connected { .. } => {
+            connected = true;
+            if verbose {
+                eprintln!("vpcd: {ev:?}");
+            }
         }
+        VpcdEvent::ConnectFailed { error, .. } => {
+            last_error = error.to_string();
+            if !connected && !warned {
+                eprintln!("nothing accepts connections on {vpcd} yet ({last_error}); waiting for pcscd with vpcd");
+                warned = true;
+            } else if verbose {
+                eprintln!("vpcd: connect failed: {last_error}");
+            }
+            if !connected && deadline.is_some_and(|d| started.elapsed() >= d) {
+                gave_up = true;
+                give_up.store(true, Ordering::SeqCst);
+            }
+        }
+        VpcdEvent::Apdu { .. } | VpcdEvent::PowerOn | VpcdEvent::PowerOff | VpcdEvent::Reset | VpcdEvent::Stopped
+            if !verbose => {}
+        ev => eprintln!("vpcd: {ev:?}"),
     })
     .map_err(|e| CliError::input(format!("vpcd: {e}"), "check --vpcd HOST:PORT"))?;
-    eprintln!("card removed; state saved in {}", file.display());
+    if gave_up {
+        return Err(CliError::input(
+            format!("nothing accepted a connection on vpcd address {vpcd} within {connect_timeout} s ({last_error})"),
+            "start pcscd with vsmartcard-vpcd (`pcscd --foreground &`), check the port, or pass --connect-timeout 0 to wait",
+        ));
+    }
+    if file.exists() {
+        eprintln!("card removed; state saved in {}", file.display());
+    } else if !existed {
+        eprintln!("card removed; it was never written, so {} was not created", file.display());
+    }
     Ok(())
 }

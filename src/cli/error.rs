@@ -1,24 +1,48 @@
-//! Errors as the user sees them: what went wrong, and what to do (house rule 6, after rage's
-//! `error.rs`). Library errors are wrapped, never flattened into strings before this point.
+//! Errors as the user sees them: what went wrong and what to do about it (house rule 6, after rage's
+//! `error.rs`). Library errors arrive typed and are turned into a message, a `hint:` line, a stable
+//! `--json` code and an exit status here and nowhere else.
+//!
+//! Exit status (README "Exit status", DESIGN §9):
+//! - [`EXIT_CHECK`] (1): a check said no (invalid chain, stranded cards, failed rollout check,
+//!   tampered log, revoked card);
+//! - [`EXIT_INPUT`] (2): bad input, usage or environment (missing file, wrong identity, no reader);
+//! - [`EXIT_INTERNAL`] (70, `EX_SOFTWARE` of BSD `sysexits.h`): a fault inside keyroll, which is a bug.
 
 use crate::authority::AuthorityError;
 use crate::card::CardError;
+use crate::card::storage::StorageError;
 use crate::perso::PersoError;
 use crate::terminal::SettleError;
 use std::fmt;
 use std::path::PathBuf;
+
+/// A check said no.
+pub const EXIT_CHECK: i32 = 1;
+/// Bad input, usage or environment.
+pub const EXIT_INPUT: i32 = 2;
+/// A fault inside keyroll: a bug (BSD `EX_SOFTWARE`).
+pub const EXIT_INTERNAL: i32 = 70;
+
+/// Where a bug report goes.
+const REPORT: &str = "this is a bug in keyroll: please report it with the command you ran and this message";
 
 #[derive(Debug)]
 pub enum CliError {
     /// Bad input, usage or environment: exit 2.
     Input {
         what: String,
-        hint: Option<String>,
+        hint: String,
     },
     /// A check said no: exit 1 (the report was already printed).
     CheckFailed {
         what: String,
+        hint: String,
     },
+    /// Something keyroll itself got wrong: exit 70.
+    Internal {
+        what: String,
+    },
+    /// A card file that cannot be opened or used.
     CardFile {
         path: PathBuf,
         source: CardError,
@@ -28,18 +52,32 @@ pub enum CliError {
     Perso(PersoError),
 }
 
+/// The three classes of failure, each with its exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Check,
+    Input,
+    Internal,
+}
+
 impl CliError {
     pub fn input(what: impl Into<String>, hint: impl Into<String>) -> Self {
-        CliError::Input { what: what.into(), hint: Some(hint.into()) }
+        CliError::Input { what: what.into(), hint: hint.into() }
+    }
+
+    pub fn check(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        CliError::CheckFailed { what: what.into(), hint: hint.into() }
+    }
+
+    pub fn internal(what: impl Into<String>) -> Self {
+        CliError::Internal { what: what.into() }
     }
 
     pub fn exit_code(&self) -> i32 {
-        match self {
-            CliError::CheckFailed { .. } | CliError::Authority(AuthorityError::Tampered(_)) => 1,
-            CliError::Settle(
-                SettleError::Stranded { .. } | SettleError::Blocked { .. } | SettleError::NoPath { .. },
-            ) => 1,
-            _ => 2,
+        match self.classify().0 {
+            Class::Check => EXIT_CHECK,
+            Class::Input => EXIT_INPUT,
+            Class::Internal => EXIT_INTERNAL,
         }
     }
 
@@ -48,90 +86,276 @@ impl CliError {
         match self {
             CliError::Input { .. } => "bad-input",
             CliError::CheckFailed { .. } => "check-failed",
+            CliError::Internal { .. } => "internal",
+            CliError::CardFile { source: CardError::Storage(StorageError::InUse(_)), .. } => "card-in-use",
             CliError::CardFile { .. } => "card-file",
             CliError::Settle(SettleError::Transport { .. }) => "card-communication",
             CliError::Settle(SettleError::Stranded { .. }) => "stranded",
             CliError::Settle(SettleError::Blocked { .. }) => "blocked",
             CliError::Settle(SettleError::NoPath { .. }) => "no-key-roll-path",
+            CliError::Settle(SettleError::SameCard(_)) => "same-card",
             CliError::Settle(_) => "settlement-refused",
-            CliError::Authority(
-                AuthorityError::WrongIdentity(_) | AuthorityError::IdentityRequired | AuthorityError::Identity { .. },
-            ) => "identity",
-            CliError::Authority(AuthorityError::NoDatabase(_) | AuthorityError::Corrupt { .. }) => "database",
-            CliError::Authority(_) => "authority",
+            CliError::Authority(e) => match e {
+                AuthorityError::WrongIdentity(_)
+                | AuthorityError::IdentityRequired
+                | AuthorityError::Identity { .. } => "identity",
+                AuthorityError::NoDatabase(_) | AuthorityError::Corrupt { .. } | AuthorityError::NewerSchema { .. } => {
+                    "database"
+                }
+                AuthorityError::Tampered(_) => "tampered",
+                AuthorityError::Sqlite(_) => "database",
+                AuthorityError::AlreadyExists(_) => "exists",
+                AuthorityError::BatchExists(_) => "batch-exists",
+                AuthorityError::NoSuchBatch(_) => "no-such-batch",
+                AuthorityError::NoSuchKey { .. } => "no-such-key",
+                AuthorityError::KeyState { .. } => "key-state",
+                AuthorityError::NoCertificate(_) => "no-such-certificate",
+                AuthorityError::PinRequired { .. } => "pin-required",
+                AuthorityError::BadRow { .. } => "tampered",
+                AuthorityError::KeyInUse { .. } => "key-in-use",
+                AuthorityError::PolicyFull { .. } => "policy-full",
+                AuthorityError::NoSuchCard(_) => "no-such-card",
+                AuthorityError::SigningTime(_) => "signing-time",
+                _ if self.classify().0 == Class::Internal => "internal",
+                _ => "authority",
+            },
+            CliError::Perso(PersoError::AlreadyIssued(_)) => "card-issued",
+            CliError::Perso(PersoError::Transport { .. }) => "card-communication",
             CliError::Perso(_) => "personalisation",
         }
     }
 
-    fn hint(&self) -> Option<String> {
+    /// The class of the failure and what to do about it.
+    pub fn classify(&self) -> (Class, String) {
+        use Class::*;
+        let s = |x: &str| x.to_string();
         match self {
-            CliError::Input { hint, .. } => hint.clone(),
-            CliError::CheckFailed { .. } => None,
-            CliError::CardFile { .. } => Some("check the path; card files are written by `keyroll perso --out-dir`".into()),
+            CliError::Input { hint, .. } => (Input, hint.clone()),
+            CliError::CheckFailed { hint, .. } => (Check, hint.clone()),
+            CliError::Internal { .. } => (Internal, s(REPORT)),
+            CliError::CardFile { source, .. } => match source {
+                CardError::Storage(StorageError::InUse(_)) => (
+                    Input,
+                    s("another keyroll process (`card serve`, `settle`) holds this card: wait for it, or stop it"),
+                ),
+                CardError::Storage(StorageError::Io(_)) => (
+                    Input,
+                    s("check the path and its permissions; card files are written by `keyroll perso --out-dir`"),
+                ),
+                CardError::Storage(StorageError::PowerCut) => (Internal, s(REPORT)),
+                CardError::State(_) => {
+                    (Input, s("this is not a keyroll card file (`keyroll perso --out-dir DIR` writes them)"))
+                }
+            },
             CliError::Settle(e) => match e {
-                SettleError::Transport { .. } => Some(
-                    "put the card back and run the same settle again: interrupted transfers are refunded or completed first"
-                        .into(),
+                SettleError::Transport { .. } => (
+                    Input,
+                    s(
+                        "put the card back and run the same settle again: interrupted transfers are refunded or completed first",
+                    ),
                 ),
-                SettleError::NotIssued { .. } => Some("finish the card with `keyroll perso` before using it".into()),
-                SettleError::Stranded { .. } => {
-                    Some("this card's batch limit is below the newer key; replace the card (see `keyroll rollout plan`)".into())
-                }
+                SettleError::NotIssued { .. } => (Input, s("finish the card with `keyroll perso` before using it")),
+                SettleError::Stranded { .. } => (
+                    Check,
+                    s("this card's batch limit is below the newer key; replace the card (see `keyroll rollout plan`)"),
+                ),
                 SettleError::Blocked { .. } => {
-                    Some("the issuer blocked one of these cards (see `keyroll policy show`); withdraw it".into())
+                    (Check, s("the issuer blocked one of these cards (see `keyroll policy show`); withdraw it"))
                 }
-                _ => None,
-            },
-            CliError::Authority(e) => match e {
-                AuthorityError::NoDatabase(_) => Some("create one with `keyroll init --issuer NAME`, or pass --db FILE".into()),
-                AuthorityError::AlreadyExists(_) => Some("choose another --db path; an existing database is never overwritten".into()),
-                AuthorityError::Corrupt { .. } => Some("restore the database from a backup; keyroll did not change it".into()),
-                AuthorityError::IdentityRequired => {
-                    Some("pass --identity FILE (or set KEYROLL_IDENTITY) with a custodian's age identity".into())
-                }
-                AuthorityError::WrongIdentity(_) => Some("use the identity file written by `keyroll init` or a custodian's".into()),
-                AuthorityError::NoSuchBatch(_) => Some("list batches with `keyroll batch list`".into()),
-                AuthorityError::LimitBelowNewest { newest, .. } => {
-                    Some(format!("pass --transfer-key-limit {newest} or more"))
-                }
-                AuthorityError::NoSuchKey { .. } => Some("list keys with `keyroll key list`".into()),
-                AuthorityError::SigningTime(_) => Some(
-                    "set this machine's clock right (the scheme key never signs a time earlier than its last signature or ahead of the clock)"
-                        .into(),
+                SettleError::NoPath { .. } => (
+                    Check,
+                    s(
+                        "these two cards cannot roll keys directly; settle each with a card that bridges them (see `keyroll rollout verify`)",
+                    ),
                 ),
-                AuthorityError::PolicyFull { .. } => Some(
-                    "a new generation is needed: create and activate a new transfer key, personalise new batches with it, retire the old key, then `keyroll policy publish` prunes the dead generation's entries"
-                        .into(),
+                SettleError::SameCard(_) => (Input, s("name two different cards with --payer and --payee")),
+                SettleError::InsufficientBalance { .. } => (Input, s("pass a smaller --amount")),
+                SettleError::MaximumBalance { .. } => (Input, s("pass a smaller --amount, or pay another card")),
+                SettleError::Journal(_) => (
+                    Input,
+                    s(
+                        "the journal must be one that `settle --journal` wrote, unedited; start a new file for a new chain",
+                    ),
                 ),
-                AuthorityError::NoSuchCard(_) => Some("list cards with `keyroll rollout status` or `keyroll cert list`".into()),
-                AuthorityError::Tampered(_) => {
-                    Some("the database was changed outside keyroll: see `keyroll audit report`, restore a backup".into())
-                }
-                _ => None,
+                SettleError::Refused { .. } | SettleError::Malformed { .. } => (
+                    Check,
+                    s(
+                        "the card refused the protocol: check it is a keyroll card of this issuer (`keyroll card show`, `keyroll readers`)",
+                    ),
+                ),
             },
-            CliError::Perso(PersoError::Transport { .. }) => {
-                Some("put the card back and run the same command again; finished cards are kept".into())
-            }
-            CliError::Perso(PersoError::AlreadyIssued(_)) => Some("this card is already personalised; insert a blank card".into()),
-            CliError::Perso(_) => None,
+            CliError::Authority(e) => authority(e),
+            CliError::Perso(e) => match e {
+                PersoError::Transport { .. } => {
+                    (Input, s("put the card back and run the same command again; finished cards are kept"))
+                }
+                PersoError::AlreadyIssued(_) => (Input, s("this card is already personalised; insert a blank card")),
+                PersoError::WrongCard { .. } => (Input, s("insert the card this run reserved, or a blank card")),
+                PersoError::Refused { .. } | PersoError::Malformed { .. } => {
+                    (Check, s("the card refused personalisation: it may not be a blank keyroll card; insert another"))
+                }
+                PersoError::BadPlan(..) | PersoError::Certificate { .. } => (Internal, s(REPORT)),
+            },
         }
+    }
+}
+
+fn authority(e: &AuthorityError) -> (Class, String) {
+    use Class::*;
+    let s = |x: &str| x.to_string();
+    match e {
+        AuthorityError::AlreadyExists(_) => {
+            (Input, s("choose another --db path; an existing database is never overwritten"))
+        }
+        AuthorityError::NoDatabase(_) => (Input, s("create one with `keyroll init --issuer NAME`, or pass --db FILE")),
+        AuthorityError::Corrupt { .. } => (Input, s("restore the database from a backup; keyroll did not change it")),
+        AuthorityError::NotKeyroll(_) => (Input, s("pass --db with a database `keyroll init` created")),
+        AuthorityError::MissingSecret(_) | AuthorityError::MalformedSecret(_) => {
+            (Check, s("the database's secrets were changed outside keyroll: restore the database from a backup"))
+        }
+        AuthorityError::NewerSchema { .. } => (Input, s("use the newer keyroll that wrote this database")),
+        AuthorityError::Sqlite(err) => sqlite(err),
+        AuthorityError::BadRecipient(_) => {
+            (Input, s("pass a custodian's age X25519 recipient, as `age-keygen -y IDENTITY_FILE` prints it"))
+        }
+        AuthorityError::Identity { .. } => (
+            Input,
+            s(
+                "pass the age identity file `keyroll init` wrote (a line starting AGE-SECRET-KEY-1), with --identity or KEYROLL_IDENTITY",
+            ),
+        ),
+        AuthorityError::WrongIdentity(_) => {
+            (Input, s("use the identity file written by `keyroll init` or a custodian's"))
+        }
+        AuthorityError::IdentityRequired => {
+            (Input, s("pass --identity FILE (or set KEYROLL_IDENTITY) with a custodian's age identity"))
+        }
+        AuthorityError::Custody(_) | AuthorityError::Crypto(_) => (Internal, s(REPORT)),
+        AuthorityError::Io { .. } => (Input, s("check the path exists and is writable")),
+        AuthorityError::StateFile { .. } => (
+            Input,
+            s(
+                "the custodian state file beside the identity is damaged: restore it, or move it away and pass --expect-key FINGERPRINT",
+            ),
+        ),
+        AuthorityError::NoSuchKey { .. } => (Input, s("list keys with `keyroll key list`")),
+        AuthorityError::KeyState { .. } => (
+            Input,
+            s(
+                "`keyroll key list` shows each key's state: only a pending key can be activated, only an active one retired",
+            ),
+        ),
+        AuthorityError::KeyInUse { .. } => (
+            Input,
+            s("finish or retire the batches first, or activate a newer key; --force retires it anyway (logged)"),
+        ),
+        AuthorityError::RetiredKey { .. } => {
+            (Input, s("create a new batch (`keyroll batch new`): it takes the newest active keys"))
+        }
+        AuthorityError::NoActiveKey(_) => (Input, s("create one with `keyroll key new KIND` or activate one")),
+        AuthorityError::NoSuchBatch(_) => (Input, s("list batches with `keyroll batch list`")),
+        AuthorityError::BatchExists(_) => {
+            (Input, s("batch names are never reused: choose another name (`keyroll batch list` shows the taken ones)"))
+        }
+        AuthorityError::LimitBelowNewest { newest, .. } => {
+            (Input, format!("pass --transfer-key-limit {newest} or more"))
+        }
+        AuthorityError::BadBatch(_) => (Input, s("see `keyroll batch new --help`")),
+        AuthorityError::BadName { .. } => (Input, s("use printable characters only, within the length limit")),
+        AuthorityError::NoCertificate(_) => {
+            (Input, s("`keyroll cert list` shows certificate serials and card serials"))
+        }
+        AuthorityError::Ca(_) => (Internal, s(REPORT)),
+        AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => (
+            Check,
+            s(
+                "the database was changed outside keyroll: nothing was used or changed; see `keyroll audit log`, restore a backup",
+            ),
+        ),
+        AuthorityError::PinRequired { .. } => (
+            Input,
+            s(
+                "pass --expect-key FINGERPRINT with the audit key fingerprint `keyroll init` printed (from the issuer, not from this database); it is remembered after the first success",
+            ),
+        ),
+        AuthorityError::NotBound(_) | AuthorityError::UnloggedChange { .. } => (Internal, s(REPORT)),
+        AuthorityError::SigningTime(_) => (
+            Input,
+            s(
+                "set this machine's clock right (the scheme key never signs a time earlier than its last signature or ahead of the clock)",
+            ),
+        ),
+        AuthorityError::PolicyFull { .. } => (
+            Input,
+            s(
+                "a new generation is needed: create and activate a new transfer key, personalise new batches with it, retire the old key, then `keyroll policy publish` prunes the dead generation's entries",
+            ),
+        ),
+        AuthorityError::NoSuchCard(_) => (Input, s("list cards with `keyroll rollout status` or `keyroll cert list`")),
+    }
+}
+
+/// SQLite failures from the environment (a path that is not a database, a locked or read-only
+/// file, a full disk) are the user's to fix; anything else is keyroll's fault.
+fn sqlite(err: &rusqlite::Error) -> (Class, String) {
+    use rusqlite::ErrorCode::*;
+    let code = match err {
+        rusqlite::Error::SqliteFailure(e, _) => Some(e.code),
+        _ => None,
+    };
+    match code {
+        Some(CannotOpen | PermissionDenied | ReadOnly) => (
+            Class::Input,
+            "--db must name a database file in a directory you can write (create one with `keyroll init --issuer NAME`)"
+                .into(),
+        ),
+        Some(NotADatabase) => {
+            (Class::Input, "--db names a file that is not a keyroll database; check the path".into())
+        }
+        Some(DatabaseBusy | DatabaseLocked) => {
+            (Class::Input, "another process holds the database; wait for it and run the command again".into())
+        }
+        Some(DiskFull | SystemIoFailure) => (Class::Input, "check the disk the database is on".into()),
+        _ => (Class::Internal, REPORT.into()),
     }
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (class, hint) = self.classify();
+        if class == Class::Internal {
+            write!(f, "internal error: ")?;
+        }
         match self {
-            CliError::Input { what, .. } => write!(f, "{what}")?,
-            CliError::CheckFailed { what } => write!(f, "{what}")?,
-            CliError::CardFile { path, source } => write!(f, "cannot use card file {}: {source}", path.display())?,
+            CliError::Input { what, .. } | CliError::CheckFailed { what, .. } | CliError::Internal { what } => {
+                write!(f, "{what}")?
+            }
+            CliError::CardFile { path, source } => match source {
+                CardError::Storage(StorageError::InUse(_)) => {
+                    write!(f, "card file {} is in use by another keyroll process", path.display())?
+                }
+                _ => write!(f, "cannot use card file {}: {source}", path.display())?,
+            },
             CliError::Settle(e) => write!(f, "settlement failed: {e}")?,
             CliError::Authority(e) => write!(f, "{e}")?,
             CliError::Perso(e) => write!(f, "personalisation failed: {e}")?,
         }
-        if let Some(h) = self.hint() {
-            write!(f, "\nhint: {h}")?;
+        write!(f, "\nhint: {hint}")
+    }
+}
+
+impl CliError {
+    /// The message without its hint (for `--json`).
+    pub fn message(&self) -> String {
+        let full = self.to_string();
+        match full.rfind("\nhint: ") {
+            Some(i) => full[..i].to_string(),
+            None => full,
         }
-        Ok(())
+    }
+
+    pub fn hint(&self) -> String {
+        self.classify().1
     }
 }
 
@@ -150,5 +374,125 @@ impl From<AuthorityError> for CliError {
 impl From<PersoError> for CliError {
     fn from(e: PersoError) -> Self {
         CliError::Perso(e)
+    }
+}
+
+impl From<crate::perso::batch::BatchError> for CliError {
+    fn from(e: crate::perso::batch::BatchError) -> Self {
+        use crate::perso::batch::BatchError;
+        match e {
+            BatchError::Authority(e) => e.into(),
+            BatchError::Perso(e) => e.into(),
+            e @ (BatchError::Folder { .. } | BatchError::Write { .. }) => {
+                CliError::input(e.to_string(), "pass an --out-dir you can write")
+            }
+            BatchError::Card(e) => CliError::internal(format!("reference card: {e}")),
+        }
+    }
+}
+
+#[cfg(feature = "pcsc")]
+impl From<crate::perso::line::LineError> for CliError {
+    fn from(e: crate::perso::line::LineError) -> Self {
+        use crate::perso::line::LineError;
+        match e {
+            LineError::Authority(e) => e.into(),
+            LineError::Perso(e) => e.into(),
+            e @ LineError::Reader { .. } => CliError::input(e.to_string(), "list readers with `keyroll readers`"),
+            e @ LineError::NoCard { .. } => {
+                CliError::input(e.to_string(), "insert a card, then run the same command again")
+            }
+        }
+    }
+}
+
+impl From<crate::rollout::RolloutError> for CliError {
+    fn from(e: crate::rollout::RolloutError) -> Self {
+        use crate::rollout::RolloutError;
+        match e {
+            RolloutError::Authority(e) => e.into(),
+            RolloutError::Perso(e) => e.into(),
+            e @ (RolloutError::Folder { .. } | RolloutError::ReadCard { .. }) => {
+                CliError::input(e.to_string(), "pass the folder `keyroll perso --out-dir` wrote")
+            }
+            e @ RolloutError::NotACard { .. } => {
+                CliError::input(e.to_string(), "the folder may hold only keyroll card files (*.card)")
+            }
+            RolloutError::VirtualCard(e) => CliError::internal(format!("virtual reference card: {e}")),
+        }
+    }
+}
+
+impl From<crate::demo::DemoError> for CliError {
+    fn from(e: crate::demo::DemoError) -> Self {
+        use crate::demo::DemoError;
+        match e {
+            DemoError::Authority(e) => e.into(),
+            DemoError::Batch(e) => e.into(),
+            DemoError::Rollout(e) => e.into(),
+            DemoError::Settle(e) => e.into(),
+            DemoError::CardFile { path, source } => CliError::CardFile { path, source },
+            e @ DemoError::Io { .. } => CliError::input(e.to_string(), "pass a --dir you can write"),
+            DemoError::Pcsc(what) => CliError::input(
+                what,
+                "start pcscd with vsmartcard-vpcd (readers \"Virtual PCD 00 00\" and \"00 01\", no card in them); `keyroll readers` lists what pcscd sees",
+            ),
+            e @ DemoError::Story(_) => CliError::internal(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_fault_says_it_is_a_bug_and_exits_70() {
+        let e = CliError::internal("a reference card that does not open");
+        assert_eq!(e.exit_code(), EXIT_INTERNAL);
+        assert_eq!(e.code(), "internal");
+        let text = e.to_string();
+        assert!(text.starts_with("internal error: "), "{text}");
+        assert!(
+            text.ends_with(
+                "\nhint: this is a bug in keyroll: please report it with the command you ran and this message"
+            )
+        );
+    }
+
+    #[test]
+    fn the_three_classes_have_three_exit_codes() {
+        assert_eq!(CliError::input("x", "y").exit_code(), EXIT_INPUT);
+        assert_eq!(CliError::check("x", "y").exit_code(), EXIT_CHECK);
+        // An SQLite failure that is not the environment's (here: a constraint) is keyroll's fault.
+        let constraint = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error { code: rusqlite::ErrorCode::ConstraintViolation, extended_code: 19 },
+            None,
+        );
+        assert_eq!(CliError::Authority(AuthorityError::Sqlite(constraint)).exit_code(), EXIT_INTERNAL);
+        let cannot_open = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error { code: rusqlite::ErrorCode::CannotOpen, extended_code: 14 },
+            None,
+        );
+        assert_eq!(CliError::Authority(AuthorityError::Sqlite(cannot_open)).exit_code(), EXIT_INPUT);
+        assert_eq!(
+            CliError::Authority(AuthorityError::Tampered(crate::authority::Tamper::Custodians)).exit_code(),
+            EXIT_CHECK
+        );
+    }
+
+    #[test]
+    fn every_error_ends_with_a_hint() {
+        for e in [
+            CliError::input("x", "do y"),
+            CliError::check("x", "do y"),
+            CliError::internal("x"),
+            CliError::Authority(AuthorityError::BatchExists("a".into())),
+            CliError::Authority(AuthorityError::IdentityRequired),
+        ] {
+            let text = e.to_string();
+            assert!(text.lines().last().is_some_and(|l| l.starts_with("hint: ") && l.len() > 8), "{text}");
+            assert!(!e.message().contains("hint:"), "{}", e.message());
+        }
     }
 }

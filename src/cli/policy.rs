@@ -16,19 +16,23 @@ pub enum PolicyCommand {
     /// Block a card of any profile: cards holding the new policy refuse key rolls and value with it.
     /// For compromised cards, not lost ones (the list is bounded). A card that held an update key can
     /// report another serial: close its update key too (`policy compromise update`).
+    #[command(after_help = "Example:\n  keyroll policy block 4B52000000000003 --reason \"file read out\"")]
     Block {
-        /// The card's serial (16 hex digits).
+        /// The card's serial (16 hex digits, as `card show` prints it).
+        #[arg(value_name = "CARD_SERIAL")]
         serial: String,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Close wrapping under a compromised key and every older one.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  keyroll policy compromise update 1")]
     Compromise(CompromiseCommand),
     /// Write the newest policy to a file for terminals (`settle --policy FILE`).
+    #[command(after_help = "Example:\n  keyroll policy publish --out policy.bin")]
     Publish {
-        #[arg(long)]
+        /// The policy file to write (binary, as cards receive it).
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Overwrite an existing file.
         #[arg(long)]
@@ -36,13 +40,22 @@ pub enum PolicyCommand {
     },
     /// Show the newest policy, or a policy file (checked against this database's scheme key when there
     /// is a database).
-    Show { file: Option<PathBuf> },
+    #[command(after_help = "Examples:\n  keyroll policy show\n  keyroll --json policy show policy.bin")]
+    Show {
+        /// A policy file `policy publish` wrote; without it, the database's newest policy.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum CompromiseCommand {
     /// Cards holding the policy never wrap a transfer key under update key ID or an older one.
-    Update { id: u32 },
+    #[command(after_help = "Example:\n  keyroll policy compromise update 1")]
+    Update {
+        /// The compromised update key's id (`keyroll key list`): it and every older one are closed.
+        id: u32,
+    },
 }
 
 fn print_policy(v: &PolicyView) {

@@ -1,207 +1,204 @@
-//! `rollout status --cards DIR` and `rollout verify`: what a rollout has reached, and whether every
-//! live card generation interoperates with every other through the real terminal before any real
-//! card sees the rollout.
+//! `keyroll rollout plan|verify|status`: renders what `rollout::{plan, verify, status}` decide.
 
 use super::CliError;
-use super::fleet::{self, Fleet};
-use super::output::{self, Context};
-use super::perso::Kit;
-use crate::authority::batches::{self, Batch};
-use crate::authority::{Authority, Unlocked, ca, cards};
-use crate::card::Card;
-use crate::card::storage::{MemoryStorage, Storage};
-use crate::crypto::Secret16;
-use crate::domain::{Amount, CardSerial};
-use crate::perso::{CertificateIssuer, personalise};
-use crate::terminal::{KeyRoll, SettleError, SettleOptions, settle};
-use crate::transport::in_process::InProcessChannel;
-use serde::Serialize;
-use std::path::Path;
+use super::output::Context;
+use crate::authority::Authority;
+use crate::rollout::paths::{Expect, NoPath};
+use crate::rollout::plan::{Plan, Reach};
+use crate::rollout::status::Status;
+use crate::rollout::verify::{Outcome, VerifyReport};
+use crate::terminal::KeyRoll;
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
 
-pub fn status(ctx: &Context, db: &Path, dir: &Path) -> Result<(), CliError> {
-    let fleet = Fleet::load(dir)?;
-    // The database is optional here: with it, cards are grouped by batch.
-    let batch_of = match Authority::open(db) {
-        Ok(auth) => cards::list(&auth.conn)?.into_iter().map(|c| (c.serial.to_string(), c.batch)).collect(),
-        Err(_) => Default::default(),
-    };
-    let st = fleet::status(&fleet, &batch_of);
-    if ctx.json {
-        output::json(&st);
-    } else {
-        fleet::print_status(&st);
-    }
-    Ok(())
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// What a roll to transfer key ID leaves behind, per batch: cards stranded by their limit and
+    /// cards cut off by an update-key roll (exit 1 if any).
+    #[command(after_help = "Example:\n  keyroll rollout plan --transfer-key 2")]
+    Plan {
+        /// The transfer key id of the planned roll.
+        #[arg(long, value_name = "ID")]
+        transfer_key: u32,
+    },
+    /// Cards per transfer key id and per batch in a folder of card files, and what the next roll strands.
+    #[command(after_help = "Example:\n  keyroll rollout status --cards cards")]
+    Status {
+        /// The folder of card files (`perso --out-dir` wrote them).
+        #[arg(long, value_name = "DIR")]
+        cards: PathBuf,
+    },
+    /// Settle every ordered pair of live card generations on virtual cards (exit 1 if the terminal
+    /// does not do what the key-roll rule says, or if cards never meet on one key although their
+    /// limits allow it).
+    #[command(after_help = "Example:\n  keyroll rollout verify --json")]
+    Verify,
 }
 
-/// A generation: what distinguishes cards for the protocol.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Generation {
-    pub profile: String,
-    pub transfer_key_id: u32,
-    pub update_key_id: Option<u32>,
-    pub transfer_key_id_limit: u32,
-    #[serde(skip)]
-    pub batch: String,
-}
-
-impl Generation {
-    fn of(b: &Batch) -> Self {
-        Generation {
-            profile: b.profile.name().into(),
-            transfer_key_id: b.transfer_key_id,
-            update_key_id: b.profile.has_update_key().then_some(b.update_key_id),
-            transfer_key_id_limit: b.transfer_key_id_limit,
-            batch: b.name.clone(),
+pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: RolloutCommand) -> Result<(), CliError> {
+    match cmd {
+        RolloutCommand::Plan { transfer_key } => {
+            let auth = Authority::open_read_only(db)?;
+            let p = crate::rollout::plan::plan(&auth, transfer_key)?;
+            ctx.emit(&p, print_plan);
+            if p.left_behind() > 0 {
+                return Err(CliError::check(
+                    format!(
+                        "a roll to transfer key {transfer_key} would leave {} card(s) behind ({} stranded by their limit, {} cut off by an update-key roll)",
+                        p.left_behind(),
+                        p.stranded,
+                        p.cut_off
+                    ),
+                    "accept it (the cards are due for replacement), or raise no key above a batch's limit and keep a \
+                     generation that bridges the update keys (hybrid cards on the old update key)",
+                ));
+            }
+            Ok(())
+        }
+        RolloutCommand::Status { cards } => {
+            let st = crate::rollout::status::status(db, &cards)?;
+            ctx.emit(&st, print_status);
+            Ok(())
+        }
+        RolloutCommand::Verify => {
+            let auth = Authority::open(db)?;
+            let u = auth.unlock(identity)?;
+            let r = crate::rollout::verify::verify(&u)?;
+            ctx.emit(&r, print_verify);
+            if !r.ok {
+                return Err(CliError::check(
+                    format!(
+                        "{} generation pair(s) fail, {} generation(s) cut off from the newest key",
+                        r.failures,
+                        r.cut_off.len()
+                    ),
+                    "see the FAIL and cut-off lines above (or `pairs` and `cut_off` with --json); fix the batches' \
+                     limits or keys before a real card sees them",
+                ));
+            }
+            Ok(())
         }
     }
+}
 
-    fn label(&self) -> String {
-        format!(
-            "{}/t{}/u{}/l{}",
-            self.profile,
-            self.transfer_key_id,
-            self.update_key_id.map(|u| u.to_string()).unwrap_or("-".into()),
-            self.transfer_key_id_limit
-        )
+fn reach_text(r: Reach) -> String {
+    match r {
+        Reach::Holds => "holds it".into(),
+        Reach::Direct(k) => format!("takes it directly ({})", crate::rollout::verify::key_roll_name(k)),
+        Reach::Bridge => "takes it through another batch's cards".into(),
+        Reach::Stranded => "STRANDED by its limit".into(),
+        Reach::CutOff => "CUT OFF: no key-roll path (update key differs, no key pair)".into(),
     }
 }
 
-/// The issuer CA, signing certificates for the virtual cards without recording them.
-struct VerifyIssuer<'a>(&'a crate::authority::issuer_ca::CaSigner);
-
-impl CertificateIssuer for VerifyIssuer<'_> {
-    fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
-        let t = std::time::SystemTime::now();
-        let day = std::time::Duration::from_secs(86400);
-        ca::issue_card_certificate(&self.0.key, &self.0.root_der, serial, public_key_sec1, t - day, t + day)
-            .map_err(|e| e.to_string())
-    }
-}
-
-#[derive(Serialize)]
-pub struct PairResult {
-    pub payer: String,
-    pub payee: String,
-    pub should_interoperate: bool,
-    pub outcome: String,
-    pub key_roll: Option<KeyRoll>,
-    pub amount: u64,
-    pub ok: bool,
-}
-
-/// One issued reference card per generation, kept as its persisted bytes (a fresh copy per pair).
-fn template(u: &Unlocked<'_>, batch: &Batch, master: &Secret16, serial: CardSerial) -> Result<Vec<u8>, CliError> {
-    let kit = Kit::load(u, batch)?;
-    let mut card = Card::open(MemoryStorage::new()).map_err(|e| CliError::input(e.to_string(), "report this"))?;
-    {
-        let mut ch = InProcessChannel::new(&mut card, format!("virtual {serial}"));
-        let issuer = kit.ca.as_ref().map(VerifyIssuer);
-        personalise(&mut ch, master, &kit.plan(serial), issuer.as_ref().map(|i| i as &dyn CertificateIssuer), false)?;
-    }
-    Ok(card.storage().record().expect("personalised").to_vec())
-}
-
-fn fresh(record: &[u8]) -> Card<MemoryStorage> {
-    let mut s = MemoryStorage::new();
-    s.store(record).expect("memory");
-    Card::open(s).expect("valid record")
-}
-
-pub fn verify(ctx: &Context, db: &Path, identity: Option<&Path>) -> Result<(), CliError> {
-    let auth = Authority::open(db)?;
-    let u = auth.unlock(identity)?;
-    let master = u.perso_master()?;
-    let mut gens: Vec<(Generation, Batch)> = Vec::new();
-    for b in batches::list(&auth.conn)? {
-        let g = Generation::of(&b);
-        if !gens.iter().any(|(x, _)| x == &g) {
-            gens.push((g, b));
-        }
-    }
-    // Two virtual cards per generation, so a generation is also checked against itself.
-    let mut templates = Vec::new();
-    for (i, (_, b)) in gens.iter().enumerate() {
-        let a = template(&u, b, &master, CardSerial::from_u64(0x5645_0000_0000_0000 + 2 * i as u64))?;
-        let c = template(&u, b, &master, CardSerial::from_u64(0x5645_0000_0000_0001 + 2 * i as u64))?;
-        templates.push((a, c));
-    }
-    let mut results = Vec::new();
-    for (i, (gi, _)) in gens.iter().enumerate() {
-        for (j, (gj, _)) in gens.iter().enumerate() {
-            let mut payer = fresh(&templates[i].0);
-            // Move one unit when the batch issues value; with no balance the pair is checked for key agreement only.
-            let amount = payer.state().balance.0.min(1);
-            let mut payee = fresh(&templates[j].1);
-            let newer = gi.transfer_key_id.max(gj.transfer_key_id);
-            let older_limit = if gi.transfer_key_id < gj.transfer_key_id {
-                gi.transfer_key_id_limit
-            } else {
-                gj.transfer_key_id_limit
-            };
-            let should = newer <= older_limit;
-            let r = {
-                let mut a = InProcessChannel::new(&mut payer, "payer");
-                let mut b = InProcessChannel::new(&mut payee, "payee");
-                settle(&mut a, &mut b, Amount(amount), &SettleOptions::default())
-            };
-            let (outcome, key_roll, amount, ok) = match r {
-                // A pair that should not interoperate (the older card's limit is below the newer id) and
-                // still did means a card accepted a key above its limit: that is a failure too.
-                Ok(rep) => (format!("{:?}", rep.key_roll).to_lowercase(), Some(rep.key_roll), rep.amount.0, should),
-                Err(e @ SettleError::Stranded { .. }) => (e.to_string(), None, 0, !should),
-                Err(e) => (e.to_string(), None, 0, false),
-            };
-            results.push(PairResult {
-                payer: gi.label(),
-                payee: gj.label(),
-                should_interoperate: should,
-                outcome,
-                key_roll,
-                amount,
-                ok,
-            });
-        }
-    }
-    let failures = results.iter().filter(|r| !r.ok).count();
-    if ctx.json {
-        output::json(
-            &serde_json::json!({ "generations": gens.iter().map(|(g, _)| g).collect::<Vec<_>>(), "pairs": results, "failures": failures }),
-        );
-    } else {
-        let labels: Vec<String> = gens.iter().map(|(g, _)| g.label()).collect();
-        let w = labels.iter().map(|l| l.len()).max().unwrap_or(8);
+fn print_plan(p: &Plan) {
+    let uk = |u: Option<u32>| u.map(|u| u.to_string()).unwrap_or("-".into());
+    for b in &p.batches {
         println!(
-            "payer \\ payee (= no roll, S symmetric, P public-key, M selection, x stranded by the limit, ! fails)"
+            "{:<16} {:<10} tk {:>3} uk {:>3} limit {:>4}  cards {:>6}  {}",
+            b.batch,
+            b.profile.name(),
+            b.transfer_key_id,
+            uk(b.update_key_id),
+            b.transfer_key_id_limit,
+            b.personalised,
+            reach_text(b.reach)
         );
-        for (i, li) in labels.iter().enumerate() {
-            let cells: Vec<&str> = (0..labels.len())
-                .map(|j| {
-                    let r = &results[i * labels.len() + j];
-                    match (r.ok, r.key_roll) {
-                        (true, Some(KeyRoll::None)) => "=",
-                        (true, Some(KeyRoll::Symmetric)) => "S",
-                        (true, Some(KeyRoll::PublicKey)) => "P",
-                        (true, Some(KeyRoll::Selection)) => "M",
-                        (true, None) => "x",
-                        (false, _) => "!",
-                    }
-                })
-                .collect();
-            println!("{li:<w$}  {}", cells.join(" "));
-        }
-        for (k, l) in labels.iter().enumerate() {
-            println!("  column {}: {l}", k + 1);
-        }
-        for r in results.iter().filter(|r| !r.ok) {
-            println!("FAIL {} → {}: {}", r.payer, r.payee, r.outcome);
-        }
-        println!("{} pair(s), {failures} failure(s)", results.len());
     }
-    if failures > 0 {
-        return Err(CliError::CheckFailed {
-            what: format!("{failures} generation pair(s) that should interoperate do not"),
-        });
+    if p.update_key_ids.len() > 1 {
+        let ids: Vec<String> = p.update_key_ids.iter().map(|u| u.to_string()).collect();
+        println!(
+            "update keys in use: {} (new batches take {}): symmetric and multi-key cards take a newer transfer key \
+             only from cards on their own update key",
+            ids.join(", "),
+            uk(p.newest_update_key_id)
+        );
     }
-    Ok(())
+    if p.assumed_new_batches {
+        println!(
+            "(no batch is on transfer key {} yet: assumed new batches of each profile on update key {})",
+            p.transfer_key_id,
+            uk(p.newest_update_key_id)
+        );
+    }
+    println!(
+        "a roll to transfer key {} strands {} card(s) by their limit and cuts off {} by an update-key roll",
+        p.transfer_key_id, p.stranded, p.cut_off
+    );
+}
+
+fn print_status(s: &Status) {
+    println!(
+        "{} card(s); newest transfer key {}",
+        s.cards,
+        s.newest_transfer_key_id.map(|i| i.to_string()).unwrap_or("-".into())
+    );
+    for (id, n) in &s.by_transfer_key_id {
+        println!("  transfer key {id:>3}: {n} card(s)");
+    }
+    for (b, m) in &s.by_batch {
+        let parts: Vec<String> = m.iter().map(|(id, n)| format!("key {id}: {n}")).collect();
+        println!("  batch {b:<14} {}", parts.join(", "));
+    }
+    println!("  behind the newest key (can still take it): {}", s.behind_newest);
+    println!("  stranded by the newest key (limit below it): {}", s.stranded_by_newest);
+    println!("  a roll to transfer key {} would strand {} card(s)", s.next_id, s.stranded_by_next);
+    println!("  balances {} + in flight {}", s.balances, s.in_flight);
+}
+
+fn print_verify(r: &VerifyReport) {
+    let labels = r.labels();
+    let w = labels.iter().map(|l| l.len()).max().unwrap_or(8);
+    println!(
+        "payer \\ payee (= no roll, S symmetric, P public-key, M selection, x stranded by the limit, b no direct path \
+         but bridged by other cards, ! fails)"
+    );
+    let n = labels.len();
+    for (i, li) in labels.iter().enumerate() {
+        let cells: Vec<&str> = (0..n)
+            .map(|j| {
+                let p = &r.pairs[i * n + j];
+                match (p.ok, p.result, p.key_roll) {
+                    (false, ..) => "!",
+                    (true, Outcome::Settled, Some(KeyRoll::None)) => "=",
+                    (true, Outcome::Settled, Some(KeyRoll::Symmetric)) => "S",
+                    (true, Outcome::Settled, Some(KeyRoll::PublicKey)) => "P",
+                    (true, Outcome::Settled, Some(KeyRoll::Selection)) => "M",
+                    (true, Outcome::Stranded, _) => "x",
+                    (true, Outcome::NoDirectPath, _) => "b",
+                    (true, ..) => "?",
+                }
+            })
+            .collect();
+        println!("{li:<w$}  {}", cells.join(" "));
+    }
+    for (k, l) in labels.iter().enumerate() {
+        println!("  column {}: {l}", k + 1);
+    }
+    for p in r.pairs.iter().filter(|p| !p.ok) {
+        let why = match p.expect {
+            Expect::NoDirectPath { why: NoPath::UpdateKey, bridged: false } => {
+                " (no direct path and no bridge: the two never meet on one key)"
+            }
+            Expect::NoDirectPath { why: NoPath::NotStored, bridged: false } => {
+                " (the multi-key card does not store the key, and no bridge)"
+            }
+            _ => "",
+        };
+        println!("FAIL {} → {}: {}{why}", p.payer, p.payee, p.outcome);
+    }
+    for c in &r.cut_off {
+        println!(
+            "CUT OFF {} (batch {}): its limit admits transfer key {} but no chain of key rolls brings it there",
+            c.generation,
+            c.batches.join(", "),
+            c.newest_transfer_key_id
+        );
+    }
+    println!(
+        "{} pair(s), {} failure(s), {} bridged (no direct path, e.g. after an update-key roll; other cards carry the key)",
+        r.pairs.len(),
+        r.failures,
+        r.bridged
+    );
 }

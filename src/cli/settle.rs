@@ -11,24 +11,36 @@ use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  keyroll settle --payer file:cards/4B52000000000002.card --payee file:cards/4B52000000000001.card --amount 50\n  \
+                        keyroll settle --payer \"00 00\" --payee \"00 01\" --amount 0   # two PC/SC readers: keys only"
+)]
 pub struct SettleArgs {
-    /// The paying card: `file:PATH` or a PC/SC reader name (exact or a unique part).
-    #[arg(long)]
+    /// The paying card: `file:PATH` for a card file, or a PC/SC reader name (exact or a unique part).
+    #[arg(long, value_name = "CARD")]
     pub payer: String,
-    /// The receiving card.
-    #[arg(long)]
+    /// The receiving card: `file:PATH` or a PC/SC reader name.
+    #[arg(long, value_name = "CARD")]
     pub payee: String,
     /// Amount in minor units; 0 only synchronises keys and recovers interrupted transfers.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub amount: u64,
     /// The issuer's policy file (`keyroll policy publish`): given to both cards when newer than theirs.
     /// The terminal holds no revocation logic: cards verify the policy and refuse blocked cards.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Append one hash-chained JSON line per settlement to FILE (created if missing; it must verify).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Context, a: SettleArgs) -> Result<(), CliError> {
-    let options = SettleOptions { verbose: ctx.verbose, policy: a.policy.as_deref().map(read_policy).transpose()? };
+    same_card_file(&a.payer, &a.payee)?;
+    let options = SettleOptions {
+        verbose: ctx.verbose,
+        policy: a.policy.as_deref().map(read_policy).transpose()?,
+        journal: a.journal.clone(),
+    };
     let report = with_channel(&a.payer, |payer| {
         with_channel(&a.payee, |payee| settle(payer, payee, Amount(a.amount), &options).map_err(CliError::from))
     })?;
@@ -64,6 +76,24 @@ fn print_report(r: &SettlementReport) {
     println!("apdus            {}", r.apdus);
 }
 
+/// Both sides naming one card file would meet its lock ("in use by another process"): say what it is.
+fn same_card_file(payer: &str, payee: &str) -> Result<(), CliError> {
+    let (Some(a), Some(b)) = (payer.strip_prefix("file:"), payee.strip_prefix("file:")) else { return Ok(()) };
+    let canon = |p: &str| std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p));
+    if canon(a) == canon(b) {
+        return Err(CliError::input(
+            format!("--payer and --payee name the same card file {a}"),
+            "value moves between two different cards: name another card file for one side",
+        ));
+    }
+    Ok(())
+}
+
+/// A reader name that is really a path: the user forgot `file:`.
+fn looks_like_a_file(spec: &str) -> bool {
+    spec.ends_with(".card") || std::path::Path::new(spec).is_file()
+}
+
 /// Run `f` with a channel to the card named by `spec`.
 pub fn with_channel<T>(spec: &str, f: impl FnOnce(&mut dyn CardChannel) -> Result<T, CliError>) -> Result<T, CliError> {
     if let Some(path) = spec.strip_prefix("file:") {
@@ -71,6 +101,12 @@ pub fn with_channel<T>(spec: &str, f: impl FnOnce(&mut dyn CardChannel) -> Resul
         let mut card = open_card_file(&path)?;
         let mut ch = InProcessChannel::new(&mut card, path.display().to_string());
         return f(&mut ch);
+    }
+    if looks_like_a_file(spec) {
+        return Err(CliError::input(
+            format!("{spec:?} is read as a PC/SC reader name, but it looks like a card file"),
+            format!("card files take the file: prefix: file:{spec}"),
+        ));
     }
     pcsc_channel(spec, f)
 }

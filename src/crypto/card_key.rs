@@ -12,7 +12,9 @@
 //!   integers, no trailing bytes, `0 < r, s < n`); [`verify_p1363`] accepts the fixed 64-byte `r ‖ s`
 //!   form of IEEE P1363 for callers that need a fixed length.
 //!
-//! High-S: signing is deterministic (RFC 6979 §3.2) and always emits the low-S form `s <= n/2`, so our
+//! The arithmetic is AWS-LC's, through [`super::ec`] (the one module that names the backend).
+//!
+//! High-S: signing (randomised nonce, see [`super::ec`]) always emits the low-S form `s <= n/2`, so our
 //! signatures are canonical for verifiers that insist on it. Verification accepts high-S as FIPS 186-5
 //! and X9.62 do (Wycheproof marks such signatures `valid`). Malleability does not matter in this
 //! scheme: a signature is never used as an identifier, and what it authenticates carries the verifier's
@@ -20,73 +22,69 @@
 //! new.
 
 use super::CryptoError;
+use super::ec::{self, KeyPair, PublicKey};
 use super::secret::SecretBytes;
-use ecdsa::signature::{MultipartSigner, MultipartVerifier};
-use p256::elliptic_curve::Generate;
-use p256::elliptic_curve::sec1::ToSec1Point;
-use p256::pkcs8::DecodePublicKey;
 
 /// Length of an uncompressed SEC 1 P-256 point: `0x04 ‖ X ‖ Y`.
-pub const PUBLIC_KEY_LEN: usize = 65;
+pub const PUBLIC_KEY_LEN: usize = ec::PUBLIC_KEY_LEN;
 /// Length of a P-256 secret scalar.
-pub const SECRET_KEY_LEN: usize = 32;
+pub const SECRET_KEY_LEN: usize = ec::SCALAR_LEN;
 /// Length of a P1363 (`r ‖ s`) P-256 signature.
-pub const P1363_SIGNATURE_LEN: usize = 64;
+pub const P1363_SIGNATURE_LEN: usize = ec::P1363_SIGNATURE_LEN;
 /// Largest DER ECDSA P-256 signature: SEQUENCE of two INTEGERs of at most 33 bytes.
-pub const MAX_DER_SIGNATURE_LEN: usize = 72;
+pub const MAX_DER_SIGNATURE_LEN: usize = ec::MAX_DER_SIGNATURE_LEN;
 
-/// A card's P-256 key pair. The secret scalar is zeroized on drop (the inner `SigningKey` zeroizes
-/// itself) and never shown by `Debug`.
+/// A card's P-256 key pair ([`ec::KeyPair`]: the scalar lives in AWS-LC, which cleanses it when
+/// freed). Never shown by `Debug`.
 #[derive(Clone)]
 pub struct CardKeyPair {
-    signing: p256::ecdsa::SigningKey,
+    pair: KeyPair,
 }
 
 impl CardKeyPair {
-    /// A fresh key pair from the operating system's generator (the card generates its own key pair,
-    /// DESIGN.md §1).
+    /// A fresh key pair (the card generates its own key pair, DESIGN.md §1).
     pub fn generate() -> Result<Self, CryptoError> {
-        let signing = p256::ecdsa::SigningKey::try_generate().map_err(|_| CryptoError::Random)?;
-        Ok(CardKeyPair { signing })
+        Ok(CardKeyPair { pair: KeyPair::generate()? })
     }
 
-    /// Restore a key pair from its 32-byte big-endian secret scalar (the card's state file).
+    /// Restore a key pair from its 32-byte big-endian secret scalar (the card's state file, which is
+    /// the card's own secure memory: the format is unchanged by the AWS-LC backend).
     /// Rejects any other length, zero and values `>= n`.
     pub fn from_bytes(scalar: &[u8]) -> Result<Self, CryptoError> {
-        if scalar.len() != SECRET_KEY_LEN {
-            return Err(CryptoError::InvalidPrivateKey);
-        }
-        let signing = p256::ecdsa::SigningKey::from_slice(scalar).map_err(|_| CryptoError::InvalidPrivateKey)?;
-        Ok(CardKeyPair { signing })
+        Ok(CardKeyPair { pair: KeyPair::from_scalar(scalar)? })
     }
 
     /// The 32-byte big-endian secret scalar, in a zeroizing buffer.
+    ///
+    /// # Panics
+    /// Only if AWS-LC fails internally, which it does only when it cannot allocate memory.
     pub fn to_bytes(&self) -> SecretBytes {
-        let mut bytes = self.signing.to_bytes();
-        let out = SecretBytes::new(bytes.to_vec());
-        zeroize::Zeroize::zeroize(bytes.as_mut_slice());
-        out
+        self.pair.to_scalar().expect("AWS-LC exports the scalar of a valid key unless it cannot allocate")
     }
 
     /// The public key as an uncompressed SEC 1 point (65 bytes).
     pub fn public_key_sec1(&self) -> [u8; PUBLIC_KEY_LEN] {
-        let point = self.signing.verifying_key().as_affine().to_sec1_point(false);
-        let mut out = [0u8; PUBLIC_KEY_LEN];
-        out.copy_from_slice(point.as_bytes());
-        out
+        *self.pair.public_key().sec1()
     }
 
-    /// ECDSA P-256 with SHA-256 over `parts[0] ‖ parts[1] ‖ …` (FIPS 186-5 §6.4, nonce by RFC 6979),
-    /// returned as a low-S DER `ECDSA-Sig-Value`.
+    /// The public key.
+    pub fn public_key(&self) -> &PublicKey {
+        self.pair.public_key()
+    }
+
+    /// The key pair of the backend module.
+    pub fn key_pair(&self) -> &KeyPair {
+        &self.pair
+    }
+
+    /// ECDSA P-256 with SHA-256 over `parts[0] ‖ parts[1] ‖ …` (FIPS 186-5 §6.4), returned as a
+    /// low-S DER `ECDSA-Sig-Value`.
+    ///
+    /// # Panics
+    /// Only if AWS-LC fails internally, which it does only when it cannot allocate memory.
     pub fn sign(&self, parts: &[&[u8]]) -> Vec<u8> {
-        let sig: p256::ecdsa::Signature = self.signing.multipart_sign(parts);
-        let sig = sig.normalize_s();
+        let sig = self.pair.sign(parts).expect("AWS-LC ECDSA signing fails only when it cannot allocate");
         sig.to_der().as_bytes().to_vec()
-    }
-
-    /// The secret scalar as a curve scalar, for ECDH (same crate only).
-    pub(crate) fn secret_scalar(&self) -> &p256::NonZeroScalar {
-        self.signing.as_nonzero_scalar()
     }
 }
 
@@ -98,39 +96,20 @@ impl std::fmt::Debug for CardKeyPair {
 
 /// Decode a SEC 1 public key (uncompressed or compressed), rejecting the identity, points off the
 /// curve and every other length or prefix.
-pub fn parse_public_key(sec1: &[u8]) -> Result<p256::PublicKey, CryptoError> {
-    // Only the two forms a P-256 key takes; this also refuses the 1-byte identity encoding and the
-    // hybrid 0x06/0x07 forms before the library sees them.
-    match (sec1.first(), sec1.len()) {
-        (Some(0x04), 65) | (Some(0x02 | 0x03), 33) => {}
-        _ => return Err(CryptoError::InvalidPublicKey),
-    }
-    p256::PublicKey::from_sec1_bytes(sec1).map_err(|_| CryptoError::InvalidPublicKey)
+pub fn parse_public_key(sec1: &[u8]) -> Result<PublicKey, CryptoError> {
+    PublicKey::from_sec1(sec1)
 }
 
 /// Re-encode a valid SEC 1 public key in the uncompressed 65-byte form.
 pub fn normalize_public_key(sec1: &[u8]) -> Result<[u8; PUBLIC_KEY_LEN], CryptoError> {
-    Ok(uncompressed(&parse_public_key(sec1)?))
-}
-
-pub(crate) fn uncompressed(key: &p256::PublicKey) -> [u8; PUBLIC_KEY_LEN] {
-    let point = key.as_affine().to_sec1_point(false);
-    let mut out = [0u8; PUBLIC_KEY_LEN];
-    out.copy_from_slice(point.as_bytes());
-    out
+    Ok(*parse_public_key(sec1)?.sec1())
 }
 
 /// The uncompressed SEC 1 point inside a DER `SubjectPublicKeyInfo` (RFC 5480 §2): the algorithm
 /// must be `id-ecPublicKey` with the named curve `secp256r1`; anything else is refused. This is how a
 /// card or terminal takes the public key out of a card certificate (claims 4, 13).
 pub fn public_key_from_spki_der(spki_der: &[u8]) -> Result<[u8; PUBLIC_KEY_LEN], CryptoError> {
-    let key = p256::PublicKey::from_public_key_der(spki_der).map_err(|_| CryptoError::InvalidPublicKey)?;
-    Ok(uncompressed(&key))
-}
-
-fn verifying_key(public_sec1: &[u8]) -> Result<p256::ecdsa::VerifyingKey, CryptoError> {
-    let key = parse_public_key(public_sec1)?;
-    Ok(p256::ecdsa::VerifyingKey::from(key))
+    Ok(*PublicKey::from_spki_der(spki_der)?.sec1())
 }
 
 /// Verify a DER ECDSA P-256 / SHA-256 signature over `parts[0] ‖ parts[1] ‖ …`.
@@ -139,24 +118,13 @@ fn verifying_key(public_sec1: &[u8]) -> Result<p256::ecdsa::VerifyingKey, Crypto
 /// anything but a strict-DER `ECDSA-Sig-Value` with `0 < r, s < n`, [`CryptoError::BadSignature`]
 /// when the signature does not verify. High-S signatures are accepted (see the module notes).
 pub fn verify(public_sec1: &[u8], parts: &[&[u8]], der_sig: &[u8]) -> Result<(), CryptoError> {
-    let key = verifying_key(public_sec1)?;
-    if der_sig.len() > MAX_DER_SIGNATURE_LEN {
-        return Err(CryptoError::MalformedSignature);
-    }
-    let der = p256::ecdsa::DerSignature::from_bytes(der_sig).map_err(|_| CryptoError::MalformedSignature)?;
-    let sig = p256::ecdsa::Signature::try_from(der).map_err(|_| CryptoError::MalformedSignature)?;
-    key.multipart_verify(parts, &sig).map_err(|_| CryptoError::BadSignature)
+    parse_public_key(public_sec1)?.verify_der(parts, der_sig)
 }
 
 /// Verify a fixed-length IEEE P1363 (`r ‖ s`, 32 bytes each, big-endian) ECDSA P-256 / SHA-256
 /// signature over `parts[0] ‖ parts[1] ‖ …`. Same errors and high-S policy as [`verify`].
 pub fn verify_p1363(public_sec1: &[u8], parts: &[&[u8]], sig: &[u8]) -> Result<(), CryptoError> {
-    let key = verifying_key(public_sec1)?;
-    if sig.len() != P1363_SIGNATURE_LEN {
-        return Err(CryptoError::MalformedSignature);
-    }
-    let sig = p256::ecdsa::Signature::from_slice(sig).map_err(|_| CryptoError::MalformedSignature)?;
-    key.multipart_verify(parts, &sig).map_err(|_| CryptoError::BadSignature)
+    parse_public_key(public_sec1)?.verify_p1363(parts, sig)
 }
 
 /// Elliptic-curve Diffie-Hellman on P-256 (SEC 1 §3.3.1): the 32-byte x-coordinate of
@@ -164,12 +132,8 @@ pub fn verify_p1363(public_sec1: &[u8], parts: &[&[u8]], sig: &[u8]) -> Result<(
 /// has cofactor 1, so a valid point cannot force a small-subgroup result.
 pub fn ecdh(secret: &CardKeyPair, peer_sec1: &[u8]) -> Result<SecretBytes, CryptoError> {
     let peer = parse_public_key(peer_sec1)?;
-    Ok(ecdh_with(secret.secret_scalar(), &peer))
-}
-
-pub(crate) fn ecdh_with(secret: &p256::NonZeroScalar, peer: &p256::PublicKey) -> SecretBytes {
-    let shared = p256::elliptic_curve::ecdh::diffie_hellman(secret, peer.as_affine());
-    SecretBytes::new(shared.raw_secret_bytes().to_vec())
+    let shared = secret.pair.agree(&peer)?;
+    Ok(SecretBytes::new(shared.expose().to_vec()))
 }
 
 #[cfg(test)]
@@ -195,10 +159,11 @@ mod tests {
     }
 
     #[test]
-    fn signatures_are_deterministic_and_low_s() {
+    fn signatures_are_randomised_and_low_s() {
+        // AWS-LC draws a fresh nonce per signature (RFC 6979 determinism was the p256 crate's).
         let k = CardKeyPair::from_bytes(&[0x11; 32]).unwrap();
         let a = k.sign(&[b"m"]);
-        assert_eq!(a, k.sign(&[b"m"]));
+        assert_ne!(a, k.sign(&[b"m"]));
         let sig = p256::ecdsa::Signature::from_der(&a).unwrap();
         assert!(!bool::from(sig.s().is_high()));
     }
@@ -242,7 +207,8 @@ mod tests {
     fn compressed_key_is_accepted_and_normalized() {
         let k = CardKeyPair::generate().unwrap();
         let pk = k.public_key_sec1();
-        let compressed = parse_public_key(&pk).unwrap().as_affine().to_sec1_point(true);
+        use p256::elliptic_curve::sec1::ToSec1Point;
+        let compressed = p256::PublicKey::from_sec1_bytes(&pk).unwrap().as_affine().to_sec1_point(true);
         assert_eq!(normalize_public_key(compressed.as_bytes()).unwrap(), pk);
         verify(compressed.as_bytes(), &[b"m"], &k.sign(&[b"m"])).unwrap();
     }
@@ -284,7 +250,7 @@ mod tests {
     fn spki_extraction_checks_algorithm_and_curve() {
         use p256::pkcs8::EncodePublicKey;
         let k = CardKeyPair::generate().unwrap();
-        let spki = parse_public_key(&k.public_key_sec1()).unwrap().to_public_key_der().unwrap();
+        let spki = p256::PublicKey::from_sec1_bytes(&k.public_key_sec1()).unwrap().to_public_key_der().unwrap();
         assert_eq!(public_key_from_spki_der(spki.as_bytes()).unwrap(), k.public_key_sec1());
         let mut wrong = spki.as_bytes().to_vec();
         // The curve OID is 1.2.840.10045.3.1.7; change its last arc.

@@ -20,11 +20,11 @@
 
 use super::CryptoError;
 use super::card_key::{self, CardKeyPair, PUBLIC_KEY_LEN};
+use super::ec::{EcdhKey, SharedSecret};
 use super::kdf::Purpose;
 use super::secret::SecretBytes;
 use aes_siv::KeyInit;
 use aes_siv::siv::Aes128Siv;
-use p256::elliptic_curve::Generate;
 use sha2::Sha256;
 
 /// Length of the SIV tag (RFC 5297 §2.6).
@@ -35,7 +35,7 @@ pub const MIN_LEN: usize = PUBLIC_KEY_LEN + TAG_LEN;
 /// protocol uses a handful, so a small bound keeps the work per message fixed.
 pub const MAX_HEADERS: usize = 16;
 
-fn content_key(shared: &SecretBytes, ephemeral: &[u8; PUBLIC_KEY_LEN], recipient: &[u8; PUBLIC_KEY_LEN]) -> Aes128Siv {
+fn content_key(shared: &SharedSecret, ephemeral: &[u8; PUBLIC_KEY_LEN], recipient: &[u8; PUBLIC_KEY_LEN]) -> Aes128Siv {
     let hk = hkdf::Hkdf::<Sha256>::new(Some(Purpose::EciesWrap.label()), shared.expose());
     let mut key = SecretBytes::new(vec![0u8; 32]);
     hk.expand_multi_info(&[ephemeral, recipient], key.expose_mut())
@@ -55,12 +55,11 @@ fn check_headers(headers: &[&[u8]]) -> Result<(), CryptoError> {
 pub fn seal(recipient_sec1: &[u8], headers: &[&[u8]], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     check_headers(headers)?;
     let recipient = card_key::parse_public_key(recipient_sec1)?;
-    let recipient_bytes = card_key::uncompressed(&recipient);
-    // NonZeroScalar zeroizes only on request: hold it in `Zeroizing` so it is wiped on every path.
-    let ephemeral = zeroize::Zeroizing::new(p256::NonZeroScalar::try_generate().map_err(|_| CryptoError::Random)?);
-    let ephemeral_public = card_key::uncompressed(&p256::PublicKey::from_secret_scalar(&ephemeral));
-    let shared = card_key::ecdh_with(&ephemeral, &recipient);
-    let sealed = content_key(&shared, &ephemeral_public, &recipient_bytes)
+    // The ephemeral scalar lives in AWS-LC and is cleansed when `ephemeral` drops.
+    let ephemeral = EcdhKey::generate()?;
+    let ephemeral_public = *ephemeral.public_key().sec1();
+    let shared = ephemeral.agree(&recipient)?;
+    let sealed = content_key(&shared, &ephemeral_public, recipient.sec1())
         .encrypt(headers, plaintext)
         .map_err(|_| CryptoError::TooManyHeaders { count: headers.len(), max: MAX_HEADERS })?;
     let mut out = Vec::with_capacity(PUBLIC_KEY_LEN + sealed.len());
@@ -86,7 +85,7 @@ pub fn open(card: &CardKeyPair, headers: &[&[u8]], envelope: &[u8]) -> Result<Se
     }
     let ephemeral = card_key::parse_public_key(ephemeral_bytes)?;
     let ephemeral_public: [u8; PUBLIC_KEY_LEN] = ephemeral_bytes.try_into().expect("split at 65");
-    let shared = card_key::ecdh_with(card.secret_scalar(), &ephemeral);
+    let shared = card.key_pair().agree(&ephemeral)?;
     content_key(&shared, &ephemeral_public, &card.public_key_sec1())
         .decrypt(headers, sealed)
         .map(SecretBytes::new)
@@ -140,7 +139,8 @@ mod tests {
     fn compressed_recipient_key_gives_the_same_binding() {
         use p256::elliptic_curve::sec1::ToSec1Point;
         let card = CardKeyPair::generate().unwrap();
-        let compressed = card_key::parse_public_key(&card.public_key_sec1()).unwrap().as_affine().to_sec1_point(true);
+        let compressed =
+            p256::PublicKey::from_sec1_bytes(&card.public_key_sec1()).unwrap().as_affine().to_sec1_point(true);
         let env = seal(compressed.as_bytes(), &H, b"k").unwrap();
         assert_eq!(open(&card, &H, &env).unwrap().expose(), b"k");
     }

@@ -1,10 +1,12 @@
 //! Cryptography of the scheme: key types with identifiers, key check values, purpose-key derivation,
 //! the symmetric envelope and value MACs.
 //!
-//! Everything here is glue over RustCrypto crates (`aes`, `cmac`, `aes-siv`); what is ours is which key
+//! Everything here is glue over RustCrypto crates (`aes`, `cmac`, `aes-siv`) and, for P-256, AWS-LC
+//! (`aws-lc-rs`, named only in [`ec`]); what is ours is which key
 //! serves which purpose and what each MAC or envelope binds (DESIGN.md §2, §3).
 
 pub mod card_key;
+pub mod ec;
 pub mod ecies;
 pub mod envelope;
 pub mod kdf;
@@ -41,4 +43,7 @@ pub enum CryptoError {
     BadSignature,
     #[error("too many associated-data headers: {count}, at most {max}")]
     TooManyHeaders { count: usize, max: usize },
+    /// The P-256 backend (AWS-LC) failed internally: it does so only when it cannot allocate.
+    #[error("the P-256 backend failed internally")]
+    Backend,
 }

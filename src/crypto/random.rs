@@ -13,3 +13,8 @@ pub fn bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
 pub fn u64() -> Result<u64, CryptoError> {
     getrandom::u64().map_err(|_| CryptoError::Random)
 }
+
+/// Fill `buf` from the operating system's generator (one call for a whole batch).
+pub fn fill(buf: &mut [u8]) -> Result<(), CryptoError> {
+    getrandom::fill(buf).map_err(|_| CryptoError::Random)
+}

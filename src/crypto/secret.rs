@@ -43,6 +43,18 @@ impl std::fmt::Debug for Secret16 {
     }
 }
 
+impl crate::domain::serde_hex::HexBytes for Secret16 {
+    fn hex_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn from_hex_bytes(bytes: &[u8]) -> Option<Self> {
+        Secret16::from_slice(bytes)
+    }
+    fn expected() -> String {
+        "a 16-byte key".into()
+    }
+}
+
 /// A secret of any length (derived keys of 32 bytes for AES-SIV, serialized key bundles).
 #[derive(Clone, Zeroize, ZeroizeOnDrop, Default)]
 pub struct SecretBytes(Vec<u8>);
@@ -69,6 +81,18 @@ impl Eq for SecretBytes {}
 impl std::fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+impl crate::domain::serde_hex::HexBytes for SecretBytes {
+    fn hex_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn from_hex_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(SecretBytes(bytes.to_vec()))
+    }
+    fn expected() -> String {
+        "hex-encoded bytes".into()
     }
 }
 

@@ -1,6 +1,10 @@
-//! Personalisation: the APDU script that turns a blank card into an issued one. The same script runs
-//! against in-process reference cards (`perso --out-dir`) and real readers (`perso --reader`).
+//! Personalisation: the APDU script that turns a blank card into an issued one ([`script`]), the batch
+//! runner that writes reference card files ([`batch`]) and the PC/SC line ([`line`], feature `pcsc`).
+//! The same script runs in both.
 
+pub mod batch;
+#[cfg(feature = "pcsc")]
+pub mod line;
 pub mod script;
 
 pub use script::{CardPlan, CertificateIssuer, PersoError, PersoOutcome, personalise};

@@ -57,6 +57,11 @@ pub enum PathError {
     /// A CRL that applies (its issuer is in the path) but cannot be used (§5, §6.3.3).
     #[error("CRL of \"{issuer}\" is unusable: {reason}")]
     CrlInvalid { issuer: String, reason: String },
+    /// CRLs were given (revocation checking asked for) but none of them is a usable CRL of the
+    /// certificate's issuer: whether the certificate is revoked cannot be told (RFC 5280 §6.3.3;
+    /// `openssl verify -crl_check` fails the same way, "unable to get certificate CRL").
+    #[error("revocation status of \"{subject}\" is undetermined: {reason}")]
+    RevocationUnknown { subject: String, reason: String },
     /// Path building stopped: the bound on signature checks or building steps was reached.
     #[error("path building gave up: {what}")]
     BudgetExceeded { what: String },
@@ -72,6 +77,7 @@ impl PathError {
             PathError::MaxDepthExceeded { .. } => 1,
             PathError::BadSignature { .. } => 2,
             PathError::Revoked { .. } | PathError::BudgetExceeded { .. } => 4,
+            PathError::RevocationUnknown { .. } => 3,
             _ => 3,
         }
     }

@@ -1,4 +1,5 @@
-//! RFC 5280 certification path validation for ECDSA P-256 chains, with CRL revocation checks.
+//! The one reader of certificates, CRLs, PEM and RFC 3339 times in keyroll, and RFC 5280
+//! certification path validation for ECDSA P-256 chains, with CRL revocation checks.
 //!
 //! A bottom-layer module: no file I/O, callable by the auditor and by the reference card (which
 //! checks a peer card's certificate against its issuer root). Only ECDSA with P-256 and SHA-256
@@ -10,8 +11,11 @@
 //!   basicConstraints cA, keyUsage, extensions, SKI), except that their own signature is not.
 //! - Validation time is compared at one-second granularity (fractions floored, §4.1.2.5).
 //! - CRLs: a supplied CRL whose issuer is a certificate's issuer must be usable (signature,
-//!   cRLSign, cRLNumber, times, no unknown critical extension) or validation fails; a certificate
-//!   for whose issuer no CRL is supplied is not checked for revocation.
+//!   cRLSign, cRLNumber, times, no unknown critical extension) or validation fails. With
+//!   [`ValidationOptions::require_crl`] (the auditor's `--crl`, as `openssl verify -crl_check`),
+//!   the leaf must have a usable CRL from its issuer, else its revocation status is undetermined and
+//!   validation fails ([`PathError::RevocationUnknown`]); without it, a certificate for whose issuer
+//!   no CRL is supplied is not checked for revocation.
 //! - Policy processing (§6.1.3 (d)–(f)) is not done: certificatePolicies is accepted,
 //!   policyMappings, policyConstraints and inhibitAnyPolicy are refused when critical.
 
@@ -20,6 +24,7 @@ mod crl;
 mod der;
 mod error;
 mod name;
+pub mod pem;
 mod time;
 pub(crate) mod verify;
 
@@ -30,9 +35,10 @@ pub use cert::{BasicConstraints, Certificate};
 pub use crl::Crl;
 pub use error::PathError;
 pub use name::{GeneralName, Name};
-pub use time::{floor_seconds, format_unix, parse_rfc3339};
+pub use time::{floor_seconds, format_rfc3339, format_unix, parse_rfc3339};
 pub use verify::{
-    MAX_BUILD_CALLS, MAX_INPUTS, MAX_INTERMEDIATES, MAX_NAME_CONSTRAINT_CHECKS, MAX_SIGNATURE_CHECKS, validate,
+    MAX_BUILD_CALLS, MAX_INPUTS, MAX_INTERMEDIATES, MAX_NAME_CONSTRAINT_CHECKS, MAX_SIGNATURE_CHECKS, Validator,
+    validate,
 };
 
 use std::time::SystemTime;
@@ -56,12 +62,16 @@ pub struct ValidationOptions {
     /// Accept a CA certificate (basicConstraints cA TRUE) as the leaf. RFC 5280 allows it; the
     /// card sets this to `false`, since card certificates are end-entity certificates.
     pub allow_ca_leaf: bool,
+    /// The leaf's revocation status must be determined: a CRL from its issuer that verifies under the
+    /// issuer's key must be among the supplied CRLs (`openssl verify -crl_check`). The auditor sets it
+    /// when it is given CRLs, so a CRL that does not verify under the issuer is never silently ignored.
+    pub require_crl: bool,
 }
 
 impl ValidationOptions {
     /// Options for validation at `at` with no further restriction.
     pub fn at(at: SystemTime) -> Self {
-        ValidationOptions { at, max_intermediates: None, required_eku: None, allow_ca_leaf: true }
+        ValidationOptions { at, max_intermediates: None, required_eku: None, allow_ca_leaf: true, require_crl: false }
     }
 }
 

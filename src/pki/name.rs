@@ -89,6 +89,11 @@ impl Name {
     /// rfc822Name constraints when the certificate has no subjectAltName.
     pub fn email_addresses(&self) -> Vec<String> {
         const EMAIL_ADDRESS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01];
+        self.attribute_texts(EMAIL_ADDRESS)
+    }
+
+    /// The values of the attributes with OID `wanted` (content octets), as text, in order.
+    pub fn attribute_texts(&self, wanted: &[u8]) -> Vec<String> {
         let mut out = Vec::new();
         if let Ok(seq) = der::single(&self.raw, tag::SEQUENCE, "name") {
             let mut r = Reader::new(seq.value);
@@ -96,7 +101,7 @@ impl Name {
                 let mut sr = Reader::new(set.value);
                 while let Ok(mut atv) = sr.sequence("atv") {
                     if let (Ok(oid), Ok(val)) = (atv.read(tag::OID, "oid"), atv.read_any("value")) {
-                        if oid.value == EMAIL_ADDRESS {
+                        if oid.value == wanted {
                             out.push(String::from_utf8_lossy(val.value).into_owned());
                         }
                     }

@@ -564,3 +564,25 @@ fn corrupted_crls_and_intermediates_never_panic_nor_unrevoke() {
         let _ = validate(&p.leaf, &[bad], &[p.root.clone()], &[], &now());
     }
 }
+
+/// A `Validator` built once (intermediates, anchors, CRLs and their keys parsed once) gives each leaf
+/// the verdict `validate` gives it alone, whatever came before: a valid leaf, a revoked one, one
+/// from another CA, garbage, and the valid one again.
+#[test]
+fn a_reused_validator_agrees_with_validate_leaf_by_leaf() {
+    let p = pki();
+    let other = leaf_spec("Card 0009", &p.card_key, "Card CA", &key(9)).build(&key(9));
+    let mut revoked_spec = leaf_spec("Card 0002", &p.card_key, "Card CA", &p.ca_key);
+    revoked_spec.serial = vec![0x42];
+    let revoked = revoked_spec.build(&p.ca_key);
+    let crls = vec![crl("Card CA", &p.ca_key, &[&[0x42]], true, "20300101000000Z")];
+    let (inter, anchors) = (vec![p.ca.clone()], vec![p.root.clone()]);
+    let validator = crate::pki::Validator::new(&inter, &anchors, &crls);
+    for leaf in [&p.leaf, &revoked, &other, &vec![0x30, 0x00], &p.leaf] {
+        let alone = validate(leaf, &inter, &anchors, &crls, &now()).map(|v| v.chain).map_err(|e| e.to_string());
+        let reused = validator.validate(leaf, &now()).map(|v| v.chain).map_err(|e| e.to_string());
+        assert_eq!(alone, reused);
+    }
+    assert!(validator.validate(&p.leaf, &now()).is_ok());
+    assert!(matches!(validator.validate(&revoked, &now()), Err(PathError::Revoked { .. })));
+}

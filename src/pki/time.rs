@@ -103,6 +103,12 @@ pub fn format_unix(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", tod / 3600, (tod / 60) % 60, tod % 60)
 }
 
+/// Formats a time as RFC 3339 UTC with whole seconds (`2024-01-01T00:00:00Z`), fractions floored:
+/// the form keyroll stores and prints.
+pub fn format_rfc3339(t: SystemTime) -> String {
+    format_unix(floor_seconds(t))
+}
+
 /// Parses an RFC 3339 timestamp (`2024-01-01T00:00:00Z`, `...T00:00:00.5+01:00`) into a
 /// [`SystemTime`]. Fractional seconds are kept. Returns `None` on any syntax error.
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {

@@ -11,8 +11,7 @@ use super::crl::Crl;
 use super::der;
 use super::name::GeneralName;
 use super::{KeyUsage, PathError, ValidatedPath, ValidationOptions, time};
-use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
+use crate::crypto::ec;
 
 /// Signature verifications per validation. An honest path of a few certificates and a CRL per
 /// issuer needs a dozen; the bound caps the CPU an adversarial bundle of cross-signed
@@ -43,32 +42,51 @@ enum Role {
     Anchor,
 }
 
+/// A parsed certificate with its P-256 key, parsed once (or why it cannot be used).
+struct Keyed {
+    cert: Certificate,
+    key: Result<ec::PublicKey, PathError>,
+}
+
+impl Keyed {
+    fn new(cert: Certificate) -> Self {
+        let key = public_key(&cert);
+        Keyed { cert, key }
+    }
+}
+
 struct Ctx<'a> {
     opts: &'a ValidationOptions,
     now: i64,
-    leaf: Certificate,
-    anchors: Vec<Certificate>,
-    intermediates: Vec<Certificate>,
-    crls: Vec<Crl>,
+    leaf: &'a Keyed,
+    anchors: &'a [Keyed],
+    intermediates: &'a [Keyed],
+    crls: &'a [Crl],
     signature_checks: usize,
     build_calls: usize,
     name_constraint_checks: usize,
     best: Option<PathError>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     fn record(&mut self, e: PathError) {
         if self.best.as_ref().is_none_or(|b| e.rank() > b.rank()) {
             self.best = Some(e);
         }
     }
 
-    fn cert(&self, node: Node) -> &Certificate {
+    fn keyed(&self, node: Node) -> &'a Keyed {
         match node {
-            Node::Leaf => &self.leaf,
+            Node::Leaf => self.leaf,
             Node::Intermediate(i) => &self.intermediates[i],
             Node::Anchor(i) => &self.anchors[i],
         }
+    }
+
+    /// The certificate at `node`; borrowed from the [`Validator`], not from the context, so a
+    /// certificate's bytes can be verified while the context counts the check.
+    fn cert(&self, node: Node) -> &'a Certificate {
+        &self.keyed(node).cert
     }
 
     /// Verifies `signature` over `message` with `issuer`'s key, counting against the budget.
@@ -86,12 +104,10 @@ impl Ctx<'_> {
             });
         }
         check_signature_algorithm(alg)?;
-        let key = public_key(self.cert(issuer_index))?;
-        // ECDSA-Sig-Value (RFC 5480 §2.2 / RFC 5758 §3.2), strictly DER.
-        let Ok(sig) = Signature::from_der(signature) else {
-            return Ok(false);
-        };
-        Ok(key.verify(message, &sig).is_ok())
+        let key = self.keyed(issuer_index).key.as_ref().map_err(Clone::clone)?;
+        // ECDSA-Sig-Value (RFC 5480 §2.2 / RFC 5758 §3.2), strictly DER; a malformed encoding is a
+        // signature that does not verify.
+        Ok(key.verify_der(&[message], signature).is_ok())
     }
 }
 
@@ -106,8 +122,7 @@ impl Ctx<'_> {
         if matches!(c.authority_key_id, Some(Some(_))) {
             return Ok(());
         }
-        let (alg, tbs, sig) = (c.signature_algorithm.clone(), c.tbs().to_vec(), c.signature.clone());
-        match self.verify_signature(node, &alg, &tbs, &sig) {
+        match self.verify_signature(node, &c.signature_algorithm, c.tbs(), &c.signature) {
             Ok(true) => Ok(()),
             Err(e @ PathError::BudgetExceeded { .. }) => Err(e),
             _ => Err(nonconforming(
@@ -142,9 +157,9 @@ fn check_signature_algorithm(alg_tlv: &[u8]) -> Result<(), PathError> {
     Ok(())
 }
 
-/// The certificate's key as a P-256 verifying key (RFC 5480 §2.1.1: id-ecPublicKey with the
+/// The certificate's key as a P-256 public key (RFC 5480 §2.1.1: id-ecPublicKey with the
 /// namedCurve secp256r1; explicit curve parameters are refused, §2.1.1 "MUST NOT").
-fn public_key(c: &Certificate) -> Result<VerifyingKey, PathError> {
+fn public_key(c: &Certificate) -> Result<ec::PublicKey, PathError> {
     let unsupported = |what: String| PathError::UnsupportedAlgorithm { what };
     match c.spki_algorithm.as_slice() {
         oid::EC_PUBLIC_KEY => {}
@@ -184,13 +199,14 @@ fn public_key(c: &Certificate) -> Result<VerifyingKey, PathError> {
             return Err(unsupported(format!("curve {} in \"{}\" (only P-256)", der::oid_string(o), subject_of(c))));
         }
     }
-    VerifyingKey::from_sec1_bytes(&c.spki_key).map_err(|_| PathError::Malformed {
+    ec::PublicKey::from_sec1(&c.spki_key).map_err(|_| PathError::Malformed {
         what: format!("public key of \"{}\" is not a valid P-256 point", subject_of(c)),
     })
 }
 
 /// Checks every certificate gets, whatever its place (§4.1, §4.2, §6.1.3 (a)).
-fn check_common(c: &Certificate, role: Role, now: i64) -> Result<(), PathError> {
+fn check_common(keyed: &Keyed, role: Role, now: i64) -> Result<(), PathError> {
+    let c = &keyed.cert;
     if let Some(e) = &c.extension_error {
         return Err(e.clone());
     }
@@ -227,8 +243,8 @@ fn check_common(c: &Certificate, role: Role, now: i64) -> Result<(), PathError> 
         return Err(PathError::Expired { subject: subject_of(c), at: now, not_after: c.not_after });
     }
     // §4.1.2.7: the key must be one we can use (checked for every certificate, so that a leaf
-    // with an unusable key is refused too).
-    public_key(c)?;
+    // with an unusable key is refused too; parsed once, when the certificate was).
+    keyed.key.as_ref().map_err(Clone::clone)?;
     for e in &c.extensions {
         match e.oid.as_slice() {
             // §4.2.1.1, §4.2.1.2, §4.2.2.1, §4.2.1.13, §4.2.1.15: "MUST mark this extension as
@@ -372,57 +388,87 @@ pub fn validate(
     crls: &[Vec<u8>],
     opts: &ValidationOptions,
 ) -> Result<ValidatedPath, PathError> {
-    if intermediates.len() + anchors.len() + crls.len() > MAX_INPUTS {
-        return Err(PathError::BudgetExceeded {
-            what: format!("more than {MAX_INPUTS} certificates and CRLs supplied"),
-        });
-    }
-    let now = time::floor_seconds(opts.at);
-    let leaf = Certificate::from_der(leaf_der)?;
-    check_common(&leaf, Role::Leaf, now)?;
-    if !opts.allow_ca_leaf && leaf.basic_constraints.is_some_and(|b| b.ca) {
-        return Err(PathError::CaUsedAsLeaf { subject: subject_of(&leaf) });
-    }
-    check_eku(&leaf, opts.required_eku.as_deref())?;
-    // Unparseable intermediates and anchors cannot be matched to anything; they are skipped,
-    // as a validator facing a bag of certificates must. An unparseable CRL is an error: it
-    // might be the one that revokes a certificate of the path (§6.3.3 needs a usable CRL).
-    let mut parsed_crls = Vec::with_capacity(crls.len());
-    for (i, d) in crls.iter().enumerate() {
-        let crl = Crl::from_der(d)
-            .map_err(|e| PathError::CrlInvalid { issuer: format!("CRL #{}", i + 1), reason: e.to_string() })?;
-        parsed_crls.push(crl);
-    }
-    let mut ctx = Ctx {
-        opts,
-        now,
-        leaf,
-        anchors: anchors.iter().filter_map(|d| Certificate::from_der(d).ok()).collect(),
-        intermediates: intermediates.iter().filter_map(|d| Certificate::from_der(d).ok()).collect(),
-        crls: parsed_crls,
-        signature_checks: 0,
-        build_calls: 0,
-        name_constraint_checks: 0,
-        best: None,
-    };
-    ctx.check_aki(Node::Leaf)?;
-    let mut path = vec![Node::Leaf];
-    match build(&mut ctx, &mut path)? {
-        Some(anchor) => {
-            path.push(anchor);
-            let leaf = &ctx.leaf;
-            let key = public_key(leaf)?;
-            Ok(ValidatedPath {
-                chain: path.iter().map(|n| ctx.cert(*n).der.clone()).collect(),
-                leaf_public_key_sec1: key.to_sec1_point(false).as_bytes().to_vec(),
-                leaf_serial: leaf.serial.clone(),
-                leaf_key_usage: leaf.key_usage.map(KeyUsage),
-                leaf_is_ca: leaf.basic_constraints.is_some_and(|b| b.ca),
-                leaf_subject: subject_of(leaf),
-                leaf_not_after: leaf.not_after,
-            })
+    Validator::new(intermediates, anchors, crls).validate(leaf_der, opts)
+}
+
+/// The inputs of validation that do not change from one leaf to the next (the intermediates, trust
+/// anchors and CRLs), parsed once, with each certificate's P-256 key parsed once: `audit chain`
+/// validates thousands of leaves against them.
+pub struct Validator {
+    /// Error reported for every leaf, in the place `validate` would report it.
+    too_many: Option<PathError>,
+    anchors: Vec<Keyed>,
+    intermediates: Vec<Keyed>,
+    crls: Result<Vec<Crl>, PathError>,
+}
+
+impl Validator {
+    pub fn new(intermediates: &[Vec<u8>], anchors: &[Vec<u8>], crls: &[Vec<u8>]) -> Self {
+        if intermediates.len() + anchors.len() + crls.len() > MAX_INPUTS {
+            let too_many =
+                PathError::BudgetExceeded { what: format!("more than {MAX_INPUTS} certificates and CRLs supplied") };
+            return Validator { too_many: Some(too_many), anchors: vec![], intermediates: vec![], crls: Ok(vec![]) };
         }
-        None => Err(ctx.best.unwrap_or(PathError::UnknownIssuer { issuer: ctx.leaf.issuer.display() })),
+        // Unparseable intermediates and anchors cannot be matched to anything; they are skipped,
+        // as a validator facing a bag of certificates must. An unparseable CRL is an error: it
+        // might be the one that revokes a certificate of the path (§6.3.3 needs a usable CRL).
+        let crls = crls
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                Crl::from_der(d)
+                    .map_err(|e| PathError::CrlInvalid { issuer: format!("CRL #{}", i + 1), reason: e.to_string() })
+            })
+            .collect();
+        let keyed =
+            |ders: &[Vec<u8>]| ders.iter().filter_map(|d| Certificate::from_der(d).ok()).map(Keyed::new).collect();
+        Validator { too_many: None, anchors: keyed(anchors), intermediates: keyed(intermediates), crls }
+    }
+
+    /// Validates `leaf_der` (RFC 5280 §6.1) against this validator's inputs.
+    pub fn validate(&self, leaf_der: &[u8], opts: &ValidationOptions) -> Result<ValidatedPath, PathError> {
+        if let Some(e) = &self.too_many {
+            return Err(e.clone());
+        }
+        let now = time::floor_seconds(opts.at);
+        let leaf = Keyed::new(Certificate::from_der(leaf_der)?);
+        check_common(&leaf, Role::Leaf, now)?;
+        if !opts.allow_ca_leaf && leaf.cert.basic_constraints.is_some_and(|b| b.ca) {
+            return Err(PathError::CaUsedAsLeaf { subject: subject_of(&leaf.cert) });
+        }
+        check_eku(&leaf.cert, opts.required_eku.as_deref())?;
+        let crls = self.crls.as_ref().map_err(Clone::clone)?;
+        let mut ctx = Ctx {
+            opts,
+            now,
+            leaf: &leaf,
+            anchors: &self.anchors,
+            intermediates: &self.intermediates,
+            crls,
+            signature_checks: 0,
+            build_calls: 0,
+            name_constraint_checks: 0,
+            best: None,
+        };
+        ctx.check_aki(Node::Leaf)?;
+        let mut path = vec![Node::Leaf];
+        match build(&mut ctx, &mut path)? {
+            Some(anchor) => {
+                path.push(anchor);
+                let leaf = &ctx.leaf.cert;
+                let key = ctx.leaf.key.as_ref().map_err(Clone::clone)?;
+                Ok(ValidatedPath {
+                    chain: path.iter().map(|n| ctx.cert(*n).der.clone()).collect(),
+                    leaf_public_key_sec1: key.sec1().to_vec(),
+                    leaf_serial: leaf.serial.clone(),
+                    leaf_key_usage: leaf.key_usage.map(KeyUsage),
+                    leaf_is_ca: leaf.basic_constraints.is_some_and(|b| b.ca),
+                    leaf_subject: subject_of(leaf),
+                    leaf_not_after: leaf.not_after,
+                })
+            }
+            None => Err(ctx.best.unwrap_or(PathError::UnknownIssuer { issuer: ctx.leaf.cert.issuer.display() })),
+        }
     }
 }
 
@@ -442,7 +488,7 @@ fn build(ctx: &mut Ctx<'_>, path: &mut Vec<Node>) -> Result<Option<Node>, PathEr
     // so that their actual defect is reported.
     for preferred in [true, false] {
         for ai in 0..ctx.anchors.len() {
-            let (child, anchor) = (ctx.cert(current), &ctx.anchors[ai]);
+            let (child, anchor) = (ctx.cert(current), &ctx.anchors[ai].cert);
             // §6.1.3 (a)(4): the issuer name of the certificate is the subject of the next one.
             if !anchor.subject.matches(&child.issuer) || key_ids_compatible(child, anchor) != preferred {
                 continue;
@@ -467,7 +513,7 @@ fn build(ctx: &mut Ctx<'_>, path: &mut Vec<Node>) -> Result<Option<Node>, PathEr
 
     for preferred in [true, false] {
         for ii in 0..ctx.intermediates.len() {
-            let (child, cand) = (ctx.cert(current), &ctx.intermediates[ii]);
+            let (child, cand) = (ctx.cert(current), &ctx.intermediates[ii].cert);
             if !cand.subject.matches(&child.issuer) || key_ids_compatible(child, cand) != preferred {
                 continue;
             }
@@ -522,12 +568,11 @@ fn build(ctx: &mut Ctx<'_>, path: &mut Vec<Node>) -> Result<Option<Node>, PathEr
 
 /// Checks `issuer` as the issuer of `child`: its own profile as a CA and the signature.
 fn try_issuer(ctx: &mut Ctx<'_>, child: Node, issuer: Node, role: Role) -> Result<(), PathError> {
-    check_common(ctx.cert(issuer), role, ctx.now)?;
+    check_common(ctx.keyed(issuer), role, ctx.now)?;
     ctx.check_aki(issuer)?;
     let c = ctx.cert(child);
-    let (alg, tbs, sig) = (c.signature_algorithm.clone(), c.tbs().to_vec(), c.signature.clone());
     // §6.1.3 (a)(1): the signature verifies with the working public key.
-    if !ctx.verify_signature(issuer, &alg, &tbs, &sig)? {
+    if !ctx.verify_signature(issuer, &c.signature_algorithm, c.tbs(), &c.signature)? {
         return Err(PathError::BadSignature {
             subject: subject_of(ctx.cert(child)),
             issuer: subject_of(ctx.cert(issuer)),
@@ -581,12 +626,40 @@ fn check_path(ctx: &mut Ctx<'_>, full: &[Node]) -> Result<(), PathError> {
     ctx.name_constraint_checks = comparisons;
     // §6.3: revocation of every certificate but the anchor, by its issuer's CRLs.
     for w in 0..n - 1 {
-        check_revocation(ctx, full[w], full[w + 1])?;
+        let checked = check_revocation(ctx, full[w], full[w + 1])?;
+        if w == 0 && !checked && ctx.opts.require_crl {
+            return Err(revocation_unknown(ctx, full[0], full[1]));
+        }
     }
     Ok(())
 }
 
-fn check_revocation(ctx: &mut Ctx<'_>, cert: Node, issuer: Node) -> Result<(), PathError> {
+/// Why no supplied CRL decided the leaf's status: which issuers the CRLs came from.
+fn revocation_unknown(ctx: &Ctx<'_>, cert: Node, issuer: Node) -> PathError {
+    let iss = ctx.cert(issuer);
+    let from: Vec<String> = ctx
+        .crls
+        .iter()
+        .map(|crl| {
+            if crl.issuer.matches(&iss.subject) {
+                format!("\"{}\" under another key (authorityKeyIdentifier differs)", crl.issuer.display())
+            } else {
+                format!("\"{}\"", crl.issuer.display())
+            }
+        })
+        .collect();
+    let reason = if from.is_empty() {
+        format!("no CRL of its issuer \"{}\" was supplied", subject_of(iss))
+    } else {
+        format!("no supplied CRL verifies under its issuer \"{}\" (CRLs given: {})", subject_of(iss), from.join(", "))
+    };
+    PathError::RevocationUnknown { subject: subject_of(ctx.cert(cert)), reason }
+}
+
+/// Check `cert` against every supplied CRL of `issuer` (§6.3.3). Returns whether at least one usable
+/// CRL of the issuer was found (and so the status is determined); a listed serial is an error.
+fn check_revocation(ctx: &mut Ctx<'_>, cert: Node, issuer: Node) -> Result<bool, PathError> {
+    let mut checked = false;
     for k in 0..ctx.crls.len() {
         let crl = &ctx.crls[k];
         let iss = ctx.cert(issuer);
@@ -605,9 +678,8 @@ fn check_revocation(ctx: &mut Ctx<'_>, cert: Node, issuer: Node) -> Result<(), P
         if iss.key_usage.is_some_and(|b| b & ku::CRL_SIGN == 0) {
             return Err(invalid("issuer's keyUsage lacks cRLSign (RFC 5280 §4.2.1.3, §6.3.3 (f))".into()));
         }
-        let (alg, tbs, sig) = (crl.signature_algorithm.clone(), crl.tbs().to_vec(), crl.signature.clone());
         // §6.3.3 (g): verify the CRL's signature with the issuer's key.
-        if !ctx.verify_signature(issuer, &alg, &tbs, &sig)? {
+        if !ctx.verify_signature(issuer, &crl.signature_algorithm, crl.tbs(), &crl.signature)? {
             let iss = ctx.cert(issuer);
             return Err(PathError::CrlInvalid {
                 issuer: subject_of(iss),
@@ -619,8 +691,9 @@ fn check_revocation(ctx: &mut Ctx<'_>, cert: Node, issuer: Node) -> Result<(), P
         if ctx.crls[k].lists(&c.serial) {
             return Err(PathError::Revoked { subject: subject_of(c), serial: hex::encode(&c.serial) });
         }
+        checked = true;
     }
-    Ok(())
+    Ok(checked)
 }
 
 /// Name-constraint comparisons per validation: a CA with thousands of subtrees over a leaf

@@ -144,8 +144,10 @@ pub enum Command {
         payee_sequence: u32,
         request: Mac,
     },
+    /// The payee keeps no record of an open receipt (stateless receipts, DESIGN.md §10 point 6): CREDIT
+    /// names it in full and the card re-derives its nonce.
     Credit {
-        nonce: Nonce,
+        receipt: ReceiptRef,
         payer_sequence: u32,
         token: Mac,
     },
@@ -153,8 +155,9 @@ pub enum Command {
         nonce: Nonce,
         ack: Mac,
     },
+    /// Any terminal may abort any open receipt in the payee's window; the proof says "never credited".
     Abort {
-        nonce: Nonce,
+        receipt: ReceiptRef,
     },
     Refund {
         nonce: Nonce,
@@ -208,6 +211,35 @@ impl KeyPayload {
             KeyPayload::Symmetric { .. } => KeyRollPath::Symmetric,
             KeyPayload::PublicKey { .. } => KeyRollPath::PublicKey,
         }
+    }
+}
+
+/// A payee's receipt as CREDIT and ABORT name it: the payer, the amount, the payee's receipt sequence
+/// number (from BEGIN RECEIVE) and the transfer key id the transfer runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiptRef {
+    pub payer: CardSerial,
+    pub amount: Amount,
+    pub receipt: u32,
+    pub transfer_key_id: crate::domain::TransferKeyId,
+}
+
+impl Wire for ReceiptRef {
+    type Context = ();
+    /// `payer (8) ‖ amount (8) ‖ receipt (4) ‖ transfer key id (4)`.
+    fn encode(&self, d: &mut Vec<u8>) {
+        d.extend_from_slice(&self.payer.0);
+        d.extend_from_slice(&self.amount.0.to_be_bytes());
+        d.extend_from_slice(&self.receipt.to_be_bytes());
+        d.extend_from_slice(&self.transfer_key_id.0.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
+        Ok(ReceiptRef {
+            payer: CardSerial(r.array("payer")?),
+            amount: Amount(r.u64("amount")?),
+            receipt: r.u32("receipt")?,
+            transfer_key_id: crate::domain::TransferKeyId(r.u32("transfer key id")?),
+        })
     }
 }
 
@@ -324,8 +356,8 @@ impl Command {
                 d.extend_from_slice(&payee_sequence.to_be_bytes());
                 d.extend_from_slice(request);
             }
-            Credit { nonce, payer_sequence, token } => {
-                d.extend_from_slice(nonce);
+            Credit { receipt, payer_sequence, token } => {
+                receipt.encode(&mut d);
                 d.extend_from_slice(&payer_sequence.to_be_bytes());
                 d.extend_from_slice(token);
             }
@@ -333,7 +365,7 @@ impl Command {
                 d.extend_from_slice(nonce);
                 d.extend_from_slice(ack);
             }
-            Abort { nonce } => d.extend_from_slice(nonce),
+            Abort { receipt } => receipt.encode(&mut d),
             Refund { nonce, proof } => {
                 d.extend_from_slice(nonce);
                 d.extend_from_slice(proof);
@@ -448,7 +480,7 @@ impl Command {
             Instruction::Credit => {
                 p1p2_zero()?;
                 Command::Credit {
-                    nonce: r.array("nonce")?,
+                    receipt: ReceiptRef::read(&mut r, ())?,
                     payer_sequence: r.u32("payer sequence")?,
                     token: r.array("token")?,
                 }
@@ -459,7 +491,7 @@ impl Command {
             }
             Instruction::Abort => {
                 p1p2_zero()?;
-                Command::Abort { nonce: r.array("nonce")? }
+                Command::Abort { receipt: ReceiptRef::read(&mut r, ())? }
             }
             Instruction::Refund => {
                 p1p2_zero()?;
@@ -554,9 +586,9 @@ mod tests {
         // Each decoding fault names what was wrong.
         assert_eq!(
             Command::from_apdu(&apdu(0x80, 0x38, 0, 0, vec![1; 15])),
-            Err(DecodeError::Truncated { field: "nonce", needed: 16, left: 15 })
+            Err(DecodeError::Truncated { field: "amount", needed: 8, left: 7 })
         );
-        assert_eq!(Command::from_apdu(&apdu(0x80, 0x38, 0, 0, vec![1; 17])), Err(DecodeError::Trailing(1)));
+        assert_eq!(Command::from_apdu(&apdu(0x80, 0x38, 0, 0, vec![1; 25])), Err(DecodeError::Trailing(1)));
         let bad_tags = [0x91, 1, 0, 0x90, 1, 0].to_vec();
         assert_eq!(
             Command::from_apdu(&apdu(0x80, 0x24, 1, 0, bad_tags)),

@@ -29,23 +29,31 @@ impl LifeCycle {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PendingEntry {
     /// The payee's nonce identifying the transfer.
-    #[serde(with = "hex_array")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub nonce: Nonce,
     /// The other card.
     pub counterpart: CardSerial,
     pub amount: Amount,
-    /// The payee's sequence number of the transfer (needed to repeat a DEBIT during recovery).
+    /// The payee's receipt sequence number of the transfer (needed to repeat a DEBIT during recovery,
+    /// and to name the receipt to the payee in CREDIT and ABORT).
     pub payee_sequence: u32,
+    /// The transfer key id the transfer runs under (CREDIT and ABORT name it to the payee).
+    pub transfer_key_id: TransferKeyId,
+    /// In the payer's non-blocking exception list rather than among its pending debits.
+    pub exception: bool,
 }
 
 impl Wire for PendingEntry {
     type Context = ();
-    /// `nonce (16) ‖ counterpart serial (8) ‖ amount (8) ‖ payee sequence (4)`.
+    /// `nonce (16) ‖ counterpart serial (8) ‖ amount (8) ‖ payee sequence (4) ‖ transfer key id (4) ‖
+    /// exception flag (1: 00 or 01)`.
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&self.counterpart.0);
         out.extend_from_slice(&self.amount.0.to_be_bytes());
         out.extend_from_slice(&self.payee_sequence.to_be_bytes());
+        out.extend_from_slice(&self.transfer_key_id.0.to_be_bytes());
+        out.push(self.exception as u8);
     }
     fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
         Ok(PendingEntry {
@@ -53,22 +61,13 @@ impl Wire for PendingEntry {
             counterpart: CardSerial(r.array("pending counterpart")?),
             amount: Amount(r.u64("pending amount")?),
             payee_sequence: r.u32("pending sequence")?,
+            transfer_key_id: TransferKeyId(r.u32("pending transfer key id")?),
+            exception: match r.u8("pending exception flag")? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Invalid { field: "pending exception flag", why: "not 0 or 1" }),
+            },
         })
-    }
-}
-
-/// Serde helper: byte arrays as hex strings.
-pub mod hex_array {
-    pub fn serialize<S: serde::Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
-        use serde::Deserialize;
-        let s = String::deserialize(d)?;
-        hex::decode(&s)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| serde::de::Error::custom(format!("expected {N} hex-encoded bytes")))
     }
 }
 
@@ -124,6 +123,12 @@ mod t {
 
 /// Most pending entries a card reports; the card bounds its logs to this (house rule 5).
 pub const MAX_PENDING: usize = 8;
+/// Most debits a payer parks in its non-blocking exception list (house rule 5). Parking happens only
+/// when a DEBIT needs room among the pending debits, i.e. when the card pays again while earlier
+/// transfers are still open; each parked entry is value the holder already paid out, so filling the
+/// list takes 64 debits of the holder's own value toward payees that never return. Beyond it DEBIT
+/// answers 6A84 until a settlement with one of those payees (or an issuer resolution) clears an entry.
+pub const MAX_EXCEPTIONS: usize = 64;
 
 impl Wire for CardInfo {
     type Context = ();
@@ -213,7 +218,7 @@ impl Wire for CardInfo {
                 t::PENDING_OUT | t::PENDING_IN => {
                     let e = PendingEntry::from_wire(v, ())?;
                     let list = if tag == t::PENDING_OUT { &mut info.pending_out } else { &mut info.pending_in };
-                    if list.len() >= MAX_PENDING {
+                    if list.len() >= MAX_PENDING + MAX_EXCEPTIONS {
                         return Err(DecodeError::Invalid { field: "pending", why: "too many entries" });
                     }
                     list.push(e);
@@ -292,12 +297,16 @@ mod tests {
                 counterpart: CardSerial::from_u64(9),
                 amount: Amount(3),
                 payee_sequence: 4,
+                transfer_key_id: TransferKeyId(1),
+                exception: false,
             }],
             pending_in: vec![PendingEntry {
                 nonce: [2; 16],
                 counterpart: CardSerial::from_u64(8),
                 amount: Amount(4),
                 payee_sequence: 5,
+                transfer_key_id: TransferKeyId(1),
+                exception: false,
             }],
             certificate: Some(vec![0x30; 500]),
             has_certificate: true,

@@ -13,7 +13,6 @@
 //!
 //! This module is pure: bytes in, typed values or an error naming the line and field out.
 
-use super::info::hex_array;
 use crate::domain::{Amount, CardSerial};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -94,7 +93,7 @@ pub struct CardLogExport {
     pub receipt_floor: u32,
     pub receipt_next: u32,
     /// AES-CMAC over [`CardLogExport::mac_input`] under the card's log key.
-    #[serde(with = "hex_array")]
+    #[serde(with = "crate::domain::serde_hex")]
     pub mac: [u8; 16],
 }
 

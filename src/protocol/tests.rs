@@ -2,7 +2,7 @@
 //! name the field that is missing.
 
 use super::codec::{DecodeError, Wire};
-use super::command::{Command, KeyBytes, KeyPayload, KeyRollPath, PersoItem};
+use super::command::{Command, KeyBytes, KeyPayload, KeyRollPath, PersoItem, ReceiptRef};
 use super::info::{CardInfo, LifeCycle, PendingEntry};
 use super::instruction::Instruction;
 use super::perso::PersoPayload;
@@ -31,6 +31,15 @@ fn accepts_tail<T: Debug>(v: &T) -> bool {
     ["envelope", "TrustAnchor", "CardCertificate", "sealed", "Select", "RequestUpdatePermission", "GetTransferKey"]
         .iter()
         .any(|k| s.contains(k))
+}
+
+fn receipt_ref() -> ReceiptRef {
+    ReceiptRef {
+        payer: CardSerial::from_u64(43),
+        amount: Amount(5),
+        receipt: 7,
+        transfer_key_id: crate::domain::TransferKeyId(2),
+    }
 }
 
 pub(crate) fn every_command() -> Vec<Command> {
@@ -69,9 +78,9 @@ pub(crate) fn every_command() -> Vec<Command> {
         },
         Command::BeginReceive { payer: s, amount: Amount(5), payer_sequence: 2 },
         Command::Debit { payee: s, amount: Amount(5), nonce: [3; 16], payee_sequence: 7, request: [9; 16] },
-        Command::Credit { nonce: [3; 16], payer_sequence: 8, token: [4; 16] },
+        Command::Credit { receipt: receipt_ref(), payer_sequence: 8, token: [4; 16] },
         Command::Confirm { nonce: [3; 16], ack: [5; 16] },
-        Command::Abort { nonce: [3; 16] },
+        Command::Abort { receipt: receipt_ref() },
         Command::Refund { nonce: [3; 16], proof: [6; 16] },
         Command::PutPolicy { policy: vec![0x50; 1015] },
         Command::GetPolicy,
@@ -203,6 +212,8 @@ fn card_info_round_trips_in_every_shape() {
         counterpart: CardSerial::from_u64(n as u64),
         amount: Amount(3),
         payee_sequence: 4,
+        transfer_key_id: TransferKeyId(1),
+        exception: n % 2 == 0,
     };
     let full = CardInfo {
         serial: CardSerial::from_u64(7),

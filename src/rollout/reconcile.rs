@@ -87,21 +87,30 @@ pub struct JournalText<'a> {
     pub text: &'a str,
 }
 
-/// Check an export's MAC under the card's log key (from the issuer's log master and the serial).
-pub fn check_export(e: &CardLogExport, log_master: &Secret16) -> Result<(), String> {
+/// A card's log key as the back office derives it: from the issuer's personalisation master and the
+/// serial, as the card did at INITIALIZE (`crypto::mac::card_log_key`).
+pub fn log_key(perso_master: &Secret16, serial: &CardSerial) -> Secret16 {
+    mac::card_log_key(&crate::crypto::perso::card_key(perso_master, *serial), serial)
+}
+
+/// Check an export's MAC under the card's log key.
+pub fn check_export(e: &CardLogExport, key: &Secret16) -> Result<(), String> {
     if e.format != CARD_LOG_FORMAT {
         return Err(format!("format {:?} is not {CARD_LOG_FORMAT:?}", e.format));
     }
-    let key = mac::card_log_key(log_master, &e.serial);
-    mac::verify(&key, &[&e.mac_input()], &e.mac).map_err(|_| "MAC does not verify: the log was edited".to_string())
+    mac::verify(key, &[&e.mac_input()], &e.mac).map_err(|_| "MAC does not verify: the log was edited".to_string())
 }
 
-/// Reconcile exports (each checked with [`check_export`] against `log_master`) and journals.
-pub fn reconcile(exports: &[CardLogExport], journals: &[JournalText<'_>], log_master: &Secret16) -> Reconciliation {
+/// Reconcile exports (each checked with [`check_export`] under `key_of(serial)`) and journals.
+pub fn reconcile(
+    exports: &[CardLogExport],
+    journals: &[JournalText<'_>],
+    key_of: &dyn Fn(&CardSerial) -> Secret16,
+) -> Reconciliation {
     let mut flags = Vec::new();
     let mut cards: HashMap<CardSerial, &CardLogExport> = HashMap::new();
     for e in exports {
-        if let Err(why) = check_export(e, log_master) {
+        if let Err(why) = check_export(e, &key_of(&e.serial)) {
             flags.push(Flag::BadExport { serial: e.serial, why });
             continue;
         }
@@ -251,7 +260,12 @@ fn check_journal(
                     bad(format!("the payer {} has no refund for receipt {receipt}", r.payer));
                 }
             }
-            JournalOutcome::Torn | JournalOutcome::NothingMoved => {}
+            JournalOutcome::Torn => {
+                if holds(&r.payer) && !names(debits) {
+                    bad(format!("the payer {} has no debit of {} for receipt {receipt}", r.payer, r.amount));
+                }
+            }
+            JournalOutcome::NothingMoved => {}
         }
     }
 }
@@ -263,6 +277,10 @@ mod tests {
 
     fn master() -> Secret16 {
         Secret16::new([5; 16])
+    }
+
+    fn key(serial: &CardSerial) -> Secret16 {
+        log_key(&master(), serial)
     }
 
     fn card(n: u64, issued: u64) -> CardLogExport {
@@ -282,7 +300,7 @@ mod tests {
     }
 
     fn seal(mut e: CardLogExport) -> CardLogExport {
-        e.mac = mac::cmac(&mac::card_log_key(&master(), &e.serial), &[&e.mac_input()]);
+        e.mac = mac::cmac(&key(&e.serial), &[&e.mac_input()]);
         e
     }
 
@@ -315,7 +333,7 @@ mod tests {
     #[test]
     fn a_torn_transfer_is_in_flight_with_the_two_cards_as_resolver() {
         let (a, b) = fleet();
-        let r = reconcile(&[seal(a), seal(b)], &[], &master());
+        let r = reconcile(&[seal(a), seal(b)], &[], &key);
         assert_eq!((r.issued, r.balances, r.in_flight, r.unaccounted), (100, 80, 20, 0));
         assert_eq!(r.transfers_in_flight.len(), 1);
         assert_eq!(
@@ -330,9 +348,9 @@ mod tests {
         let (a, mut b) = fleet();
         b.receipt_floor = 3;
         b.receipt_next = 5000;
-        let r = reconcile(&[seal(a.clone()), seal(b)], &[], &master());
+        let r = reconcile(&[seal(a.clone()), seal(b)], &[], &key);
         assert_eq!(r.transfers_in_flight[0].resolver, Resolver::Issuer);
-        let r = reconcile(&[seal(a)], &[], &master());
+        let r = reconcile(&[seal(a)], &[], &key);
         assert_eq!(r.transfers_in_flight[0].resolver, Resolver::AbsentPayee { payee: CardSerial::from_u64(2) });
     }
 
@@ -342,7 +360,7 @@ mod tests {
         b.entries.push(entry(EntryKind::Credit, 1, 40, 5));
         b.balance = Amount(70);
         b.totals.credited = 70;
-        let r = reconcile(&[seal(a), seal(b)], &[], &master());
+        let r = reconcile(&[seal(a), seal(b)], &[], &key);
         assert_eq!(r.unaccounted, -40);
         assert!(matches!(r.flags.as_slice(), [Flag::Minted { receipt: 5, .. }]), "{:?}", r.flags);
         assert!(!r.accounted());
@@ -353,11 +371,11 @@ mod tests {
         let (a, b) = fleet();
         let mut edited = seal(b.clone());
         edited.balance = Amount(1000);
-        let r = reconcile(&[seal(a.clone()), edited], &[], &master());
+        let r = reconcile(&[seal(a.clone()), edited], &[], &key);
         assert!(r.flags.iter().any(|f| matches!(f, Flag::BadExport { .. })));
         let mut wrong = b;
         wrong.balance = Amount(31);
-        let r = reconcile(&[seal(a), seal(wrong)], &[], &master());
+        let r = reconcile(&[seal(a), seal(wrong)], &[], &key);
         assert!(r.flags.iter().any(|f| matches!(f, Flag::Inconsistent { .. })));
     }
 }

@@ -9,7 +9,10 @@
 //! hold that settlement, and `reconcile` accounts for it from them). Appenders are serialised by an
 //! `flock` on the journal itself (one terminal process per line at a time).
 
-use crate::protocol::ledger::{self, JournalError, JournalRecord};
+use super::Recovery;
+use super::value::TransferRecord;
+use crate::domain::{Amount, CardSerial};
+use crate::protocol::ledger::{self, JournalError, JournalOutcome, JournalRecord};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -21,6 +24,52 @@ pub enum JournalWriteError {
     Io { path: String, source: std::io::Error },
     #[error("settlement journal {path} does not verify, so nothing was appended: {source}")]
     Invalid { path: String, source: JournalError },
+}
+
+/// Check that the journal at `path` (if it exists) verifies, before a settlement touches any card.
+pub fn check(path: &Path) -> Result<(), JournalWriteError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(JournalWriteError::Io { path: path.display().to_string(), source }),
+    };
+    // A torn tail is cut by the next append; anything else is a broken chain.
+    let keep = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    ledger::verify_journal(&text[..keep])
+        .map(|_| ())
+        .map_err(|source| JournalWriteError::Invalid { path: path.display().to_string(), source })
+}
+
+/// The journal line for a settlement between `payer` and `payee`.
+pub fn record(
+    payer: CardSerial,
+    payee: CardSerial,
+    amount: Amount,
+    transfer: Option<&TransferRecord>,
+    recovered: &[Recovery],
+) -> JournalRecord {
+    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let outcome = match transfer {
+        None => JournalOutcome::NothingMoved,
+        Some(t) if t.credited => JournalOutcome::Settled,
+        Some(t) if t.refunded => JournalOutcome::Refunded,
+        Some(t) if t.debited => JournalOutcome::Torn,
+        Some(_) => JournalOutcome::NothingMoved,
+    };
+    JournalRecord {
+        at,
+        payer,
+        payee,
+        amount: if matches!(outcome, JournalOutcome::NothingMoved) { Amount(0) } else { amount },
+        outcome,
+        receipt: transfer.map(|t| t.receipt),
+        nonce: transfer.map(|t| hex::encode(t.nonce)),
+        payer_sequence: transfer.and_then(|t| t.payer_sequence),
+        token: transfer.and_then(|t| t.token.map(hex::encode)),
+        ack: transfer.and_then(|t| t.ack.map(hex::encode)),
+        proof: transfer.and_then(|t| t.proof.map(hex::encode)),
+        recovered: recovered.iter().map(|r| serde_json::to_string(r).unwrap_or_default()).collect(),
+    }
 }
 
 /// Append `record` to the journal at `path` (created if missing) and return the new line's hash.

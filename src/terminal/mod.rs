@@ -20,6 +20,7 @@ use thiserror::Error;
 pub use key_sync::KeyRoll;
 pub use policy_spread::PolicySpread;
 pub use recovery::Recovery;
+pub use value::TransferRecord;
 
 /// Which side of the settlement a card is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -62,6 +63,8 @@ pub enum SettleError {
     InsufficientBalance { balance: Amount, amount: Amount },
     #[error("payee maximum balance {max} would be exceeded (balance {balance}, amount {amount})")]
     MaximumBalance { balance: Amount, max: Amount, amount: Amount },
+    #[error(transparent)]
+    Journal(#[from] journal::JournalWriteError),
 }
 
 /// What the terminal may be told beyond the two cards.
@@ -72,6 +75,9 @@ pub struct SettleOptions {
     /// The issuer's newest policy (`policy publish`), pushed to both cards when newer than theirs. The
     /// terminal does not verify it: the cards do.
     pub policy: Option<crate::protocol::policy::Policy>,
+    /// Settlement journal (`settle --journal FILE`): checked before any card is touched, one line
+    /// appended per settlement that reached both cards, whatever its outcome.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 /// A summary of a card after settlement.
@@ -190,9 +196,37 @@ pub fn settle(
     amount: Amount,
     options: &SettleOptions,
 ) -> Result<SettlementReport, SettleError> {
+    if let Some(path) = &options.journal {
+        journal::check(path)?;
+    }
+    let mut seen = Seen::default();
+    let result = settle_inner(payer, payee, amount, options, &mut seen);
+    if let (Some(path), Some(payer), Some(payee)) = (&options.journal, seen.payer, seen.payee) {
+        journal::append(path, &journal::record(payer, payee, amount, seen.transfer.as_ref(), &seen.recovered))?;
+    }
+    result
+}
+
+/// What a settlement got to, for its journal line, whether it finished or not.
+#[derive(Default)]
+struct Seen {
+    payer: Option<CardSerial>,
+    payee: Option<CardSerial>,
+    transfer: Option<value::TransferRecord>,
+    recovered: Vec<Recovery>,
+}
+
+fn settle_inner(
+    payer: &mut dyn CardChannel,
+    payee: &mut dyn CardChannel,
+    amount: Amount,
+    options: &SettleOptions,
+    seen: &mut Seen,
+) -> Result<SettlementReport, SettleError> {
     let mut trace = Trace::verbose(options.verbose);
     let mut a = Party::connect(Role::Payer, payer, &mut trace)?;
     let mut b = Party::connect(Role::Payee, payee, &mut trace)?;
+    (seen.payer, seen.payee) = (Some(a.info.serial), Some(b.info.serial));
     for p in [&a, &b] {
         if p.info.life_cycle != LifeCycle::Issued {
             let state = match p.info.life_cycle {
@@ -209,12 +243,14 @@ pub fn settle(
     let policy_spread = policy_spread::spread(&mut a, &mut b, options.policy.as_ref(), &mut trace)?;
     let mut recovered = recovery::resolve(&mut a, &mut b, &mut trace)?;
     recovered.extend(recovery::resolve(&mut b, &mut a, &mut trace)?);
+    seen.recovered = recovered.clone();
     if !recovered.is_empty() {
         a.refresh(&mut trace)?;
         b.refresh(&mut trace)?;
     }
     let (key_roll, updated_card) = key_sync::synchronise(&mut a, &mut b, &mut trace)?;
-    let moved = if amount.0 > 0 { value::transfer(&mut a, &mut b, amount, &mut trace)? } else { Amount(0) };
+    let moved =
+        if amount.0 > 0 { value::transfer(&mut a, &mut b, amount, &mut trace, &mut seen.transfer)? } else { Amount(0) };
     Ok(SettlementReport {
         key_roll,
         policy_spread,

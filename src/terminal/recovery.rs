@@ -9,7 +9,7 @@
 use super::{Party, SettleError};
 use crate::domain::{Amount, CardSerial};
 use crate::protocol::StatusWord;
-use crate::protocol::command::Command;
+use crate::protocol::command::{Command, ReceiptRef};
 use crate::protocol::response::{AbortProof, CreditAck, DebitToken};
 use crate::transport::Trace;
 use serde::Serialize;
@@ -21,11 +21,10 @@ pub enum Recovery {
     Refunded { payer: CardSerial, payee: CardSerial, amount: Amount },
     /// The payee had credited; the payer's pending debit was confirmed.
     Completed { payer: CardSerial, payee: CardSerial, amount: Amount },
-    /// A receipt the payer never debited was closed at the payee.
-    ClosedReceipt { payer: CardSerial, payee: CardSerial, amount: Amount },
 }
 
-/// Resolve `payer`'s pending debits to `payee` and `payee`'s open receipts from `payer`.
+/// Resolve `payer`'s open debits to `payee` (pending or in its exception list). Open receipts need no
+/// resolving: the payee keeps none.
 pub(super) fn resolve(
     payer: &mut Party<'_>,
     payee: &mut Party<'_>,
@@ -33,9 +32,13 @@ pub(super) fn resolve(
 ) -> Result<Vec<Recovery>, SettleError> {
     let mut done = Vec::new();
     let (ps, qs) = (payer.info.serial, payee.info.serial);
+    // Open debits, the exception list's too: with stateless receipts the payee can answer for any
+    // receipt still in its window, however many there are.
     let outs: Vec<_> = payer.info.pending_out.iter().filter(|e| e.counterpart == qs).cloned().collect();
     for e in outs {
-        let r = payee.try_send(trace, "ABORT", &Command::Abort { nonce: e.nonce })?;
+        let receipt =
+            ReceiptRef { payer: ps, amount: e.amount, receipt: e.payee_sequence, transfer_key_id: e.transfer_key_id };
+        let r = payee.try_send(trace, "ABORT", &Command::Abort { receipt })?;
         match r.sw {
             StatusWord::Ok => {
                 let AbortProof { proof } = payee.decode("ABORT", &r.data, ())?;
@@ -52,22 +55,15 @@ pub(super) fn resolve(
                     request: [0; 16],
                 };
                 let DebitToken { payer_sequence, token } = payer.send_as(trace, "DEBIT (repeat)", &debit, ())?;
-                let credit = Command::Credit { nonce: e.nonce, payer_sequence, token };
+                let credit = Command::Credit { receipt, payer_sequence, token };
                 let CreditAck { ack } = payee.send_as(trace, "CREDIT (repeat)", &credit, ())?;
                 payer.send(trace, "CONFIRM", &Command::Confirm { nonce: e.nonce, ack })?;
                 done.push(Recovery::Completed { payer: ps, payee: qs, amount: e.amount });
             }
-            // The payee no longer remembers the nonce: only the back office can reconcile it.
+            // The receipt left the payee's window (6A88): no card can prove it either way any more;
+            // `reconcile` names the issuer as its resolver.
             _ => {}
         }
-    }
-    let ins: Vec<_> = payee.info.pending_in.iter().filter(|e| e.counterpart == ps).cloned().collect();
-    for e in ins {
-        if payer.info.pending_out.iter().any(|o| o.nonce == e.nonce) {
-            continue; // handled above
-        }
-        payee.send(trace, "ABORT", &Command::Abort { nonce: e.nonce })?;
-        done.push(Recovery::ClosedReceipt { payer: ps, payee: qs, amount: e.amount });
     }
     Ok(done)
 }

@@ -7,15 +7,31 @@
 use super::{Party, SettleError};
 use crate::domain::Amount;
 use crate::protocol::StatusWord;
-use crate::protocol::command::Command;
+use crate::protocol::command::{Command, Mac, Nonce, ReceiptRef};
 use crate::protocol::response::{AbortProof, CreditAck, DebitToken, ReceiveRequest};
 use crate::transport::Trace;
+
+/// What the terminal saw of one transfer, for the settlement journal: the receipt, and the MACs relayed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransferRecord {
+    pub receipt: u32,
+    pub nonce: Nonce,
+    /// The payer answered DEBIT (or may have: a transport error during DEBIT).
+    pub debited: bool,
+    pub credited: bool,
+    pub refunded: bool,
+    pub payer_sequence: Option<u32>,
+    pub token: Option<Mac>,
+    pub ack: Option<Mac>,
+    pub proof: Option<Mac>,
+}
 
 pub(super) fn transfer(
     payer: &mut Party<'_>,
     payee: &mut Party<'_>,
     amount: Amount,
     trace: &mut Trace,
+    record: &mut Option<TransferRecord>,
 ) -> Result<Amount, SettleError> {
     if payer.info.transfer_key_id != payee.info.transfer_key_id {
         // Key synchronisation runs first and fails if it cannot align the ids; never move value across.
@@ -31,41 +47,55 @@ pub(super) fn transfer(
     );
     let r = match r {
         Err(SettleError::Refused { sw: StatusWord::ConditionsNotSatisfied, .. })
-            // The card counts value in flight either way against its maximum (card/value.rs).
-            if payee.info.pending_in.iter().chain(&payee.info.pending_out).map(|p| p.amount.0 as u128).sum::<u128>()
-                + payee.info.balance.0 as u128
-                + amount.0 as u128
-                > payee.info.max_balance.0 as u128 =>
+            // The payee checks its maximum against its balance (receipts reserve nothing, card/value.rs).
+            if payee.info.balance.0 as u128 + amount.0 as u128 > payee.info.max_balance.0 as u128 =>
         {
             return Err(SettleError::MaximumBalance { balance: payee.info.balance, max: payee.info.max_balance, amount });
         }
         other => other?,
     };
-    let ReceiveRequest { nonce, payee_sequence, request, .. } = payee.decode("BEGIN RECEIVE", &r, ())?;
+    let ReceiveRequest { nonce, payee_sequence, transfer_key_id, request } = payee.decode("BEGIN RECEIVE", &r, ())?;
+    let receipt = ReceiptRef { payer: payer.info.serial, amount, receipt: payee_sequence, transfer_key_id };
+    *record = Some(TransferRecord { receipt: payee_sequence, nonce, ..TransferRecord::default() });
 
     let debit = Command::Debit { payee: payee.info.serial, amount, nonce, payee_sequence, request };
-    let token = match payer.send(trace, "DEBIT", &debit) {
-        Ok(t) => t,
-        Err(e @ SettleError::Refused { .. }) => {
-            // Nothing was debited: close the payee's receipt so it does not linger.
-            let _ = payee.try_send(trace, "ABORT", &Command::Abort { nonce });
-            return Err(e);
+    // A refused DEBIT leaves an open receipt at the payee: it costs the payee nothing (stateless
+    // receipts), so it is not worth an ABORT.
+    let token = payer.send(trace, "DEBIT", &debit);
+    if token.is_err() {
+        // Whether the payer debited is unknown after a transport error: the journal says torn.
+        if let Some(r) = record.as_mut() {
+            r.debited = !matches!(token, Err(SettleError::Refused { .. }));
         }
-        Err(e) => return Err(e),
-    };
+    }
+    let token = token?;
     let DebitToken { payer_sequence, token } = payer.decode("DEBIT", &token, ())?;
+    if let Some(r) = record.as_mut() {
+        r.debited = true;
+        r.payer_sequence = Some(payer_sequence);
+        r.token = Some(token);
+    }
 
-    let ack = match payee.try_send(trace, "CREDIT", &Command::Credit { nonce, payer_sequence, token })? {
+    let ack = match payee.try_send(trace, "CREDIT", &Command::Credit { receipt, payer_sequence, token })? {
         r if r.sw == StatusWord::Ok => r.data,
         r => {
             // The payee refused the token: abort there and refund the payer now.
-            if let Ok(AbortProof { proof }) = payee.send_as(trace, "ABORT", &Command::Abort { nonce }, ()) {
-                let _ = payer.try_send(trace, "REFUND", &Command::Refund { nonce, proof });
+            if let Ok(AbortProof { proof }) = payee.send_as(trace, "ABORT", &Command::Abort { receipt }, ())
+                && let Ok(r) = payer.try_send(trace, "REFUND", &Command::Refund { nonce, proof })
+                && r.sw == StatusWord::Ok
+                && let Some(rec) = record.as_mut()
+            {
+                rec.proof = Some(proof);
+                rec.refunded = true;
             }
             return Err(SettleError::Refused { role: payee.role, step: "CREDIT", sw: r.sw });
         }
     };
     let CreditAck { ack } = payee.decode("CREDIT", &ack, ())?;
+    if let Some(r) = record.as_mut() {
+        r.credited = true;
+        r.ack = Some(ack);
+    }
     payer.send(trace, "CONFIRM", &Command::Confirm { nonce, ack })?;
     payer.info.balance = Amount(payer.info.balance.0 - amount.0);
     payee.info.balance = Amount(payee.info.balance.0 + amount.0);

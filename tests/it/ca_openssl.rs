@@ -321,3 +321,60 @@ fn ca_key_pkcs8_is_readable_by_openssl_and_round_trips() {
     assert!(out.ok && out.text.contains("prime256v1"), "{}", out.text);
     assert!(CaKey::from_pkcs8_der(&pkcs8.expose()[..20]).is_err());
 }
+
+/// `audit chain --crl` with a CRL that does not verify under the certificate's issuer: revocation status
+/// is undetermined and the chain is invalid, as `openssl verify -crl_check` says (it fails with "unable
+/// to get certificate CRL"). Version 1 ignored such a CRL and reported the certificate valid.
+#[test]
+fn audit_chain_with_a_crl_that_does_not_verify_is_invalid_as_openssl_says() {
+    let s = crate::support::cli::Scratch::new();
+    let dir = s.dir.path();
+    let now = SystemTime::now();
+    let (root_key, root_der) = IssuerCa::create_root("Keyroll Test Issuer", validity(3650)).unwrap();
+    let root = write_pem(dir, "root.pem", PEM_CERTIFICATE, &root_der);
+    let card = write_pem(dir, "card.pem", PEM_CERTIFICATE, &card_cert(&root_key, &root_der, 5));
+    let own = ca::build_crl(&root_key, &root_der, &[], now - Duration::from_secs(60), now + DAY, 1).unwrap();
+    let own = write_pem(dir, "own.pem", PEM_CRL, &own);
+    // Same issuer name, another key (its authorityKeyIdentifier names that key) ...
+    let (twin_key, twin_der) = IssuerCa::create_root("Keyroll Test Issuer", validity(3650)).unwrap();
+    let twin = ca::build_crl(&twin_key, &twin_der, &[], now - Duration::from_secs(60), now + DAY, 1).unwrap();
+    let twin = write_pem(dir, "twin.pem", PEM_CRL, &twin);
+    // ... and another issuer altogether.
+    let (other_key, other_der) = IssuerCa::create_root("Someone Else", validity(3650)).unwrap();
+    let other = ca::build_crl(&other_key, &other_der, &[], now - Duration::from_secs(60), now + DAY, 1).unwrap();
+    let other = write_pem(dir, "other.pem", PEM_CRL, &other);
+
+    let keyroll = |crl: Option<&Path>| {
+        let mut args = vec!["--json", "audit", "chain", "card.pem", "--anchor", "root.pem"];
+        if let Some(c) = crl {
+            args.extend(["--crl", p(c)]);
+        }
+        let o = s.cmd().args(&args).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        (
+            o.status.code(),
+            v["results"][0]["valid"].as_bool(),
+            v["results"][0]["reason"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let openssl_ok =
+        |crl: &Path| openssl(&["verify", "-crl_check", "-CAfile", p(&root), "-CRLfile", p(crl), p(&card)]).ok;
+
+    // The issuer's own CRL, and no CRL at all: valid for both.
+    assert!(openssl_ok(&own));
+    assert_eq!(keyroll(Some(&own)), (Some(0), Some(true), String::new()));
+    assert_eq!(keyroll(None), (Some(0), Some(true), String::new()));
+    for bad in [&twin, &other] {
+        let out = openssl(&["verify", "-crl_check", "-CAfile", p(&root), "-CRLfile", p(bad), p(&card)]);
+        assert!(!out.ok && out.text.contains("unable to get certificate CRL"), "openssl: {}", out.text);
+        let (code, valid, reason) = keyroll(Some(bad));
+        assert_eq!((code, valid), (Some(1), Some(false)), "{} must not be ignored: {reason}", bad.display());
+        assert!(reason.contains("revocation status") && reason.contains("undetermined"), "{reason}");
+        assert!(reason.contains("Keyroll Test Issuer"), "the reason names the issuer: {reason}");
+    }
+    // A usable CRL of the issuer among others decides: the foreign one is then irrelevant.
+    let both = dir.join("both.pem");
+    std::fs::write(&both, [std::fs::read(&other).unwrap(), std::fs::read(&own).unwrap()].concat()).unwrap();
+    assert!(openssl_ok(&both));
+    assert_eq!(keyroll(Some(&both)), (Some(0), Some(true), String::new()));
+}

@@ -7,11 +7,11 @@ use keyroll::crypto::{Secret16, envelope, mac};
 use std::path::PathBuf;
 
 fn vectors() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
+    let p = crate::support::vectors_dir();
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!("!!! ../shared/vectors is missing: conformance vectors NOT run !!!");
+        crate::support::vectors_missing(&format!("conformance vectors at {}", p.display()));
         None
     }
 }

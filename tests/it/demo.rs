@@ -10,23 +10,41 @@ fn demo_runs_to_a_passing_verdict() {
     let o = s.cmd().args(["--json", "demo", "--dir"]).arg(&dir).output().unwrap();
     assert!(o.status.success(), "demo failed: {}\n{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // One verdict type (the audit report's): named checks, each with what it saw.
     let verdict = &v["verdict"];
-    for k in ["keys_converged", "value_conserved", "chains_valid", "log_intact", "ok"] {
-        assert_eq!(verdict[k], true, "{k}: {verdict}");
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    let checks = verdict["checks"].as_array().unwrap();
+    for k in ["keys_converged", "value_conserved", "chains_valid", "log_intact", "rollout_verified"] {
+        let c = checks.iter().find(|c| c["name"] == k).unwrap_or_else(|| panic!("no check {k}: {verdict}"));
+        assert_eq!(c["ok"], true, "{k}: {c}");
     }
-    assert_eq!(verdict["issued_value"], verdict["balances"].as_u64().unwrap() + verdict["in_flight"].as_u64().unwrap());
-    assert_eq!(verdict["newest_transfer_key_id"], 3);
-    assert_eq!(verdict["certificates_revoked"], 1);
+    let figures = &v["figures"];
+    assert_eq!(figures["issued_value"], figures["balances"].as_u64().unwrap() + figures["in_flight"].as_u64().unwrap());
+    assert_eq!(figures["newest_transfer_key_id"], 3);
+    assert_eq!(figures["certificates_revoked"], 1);
+    // The update-key roll leaves generation pairs with no direct path: the verdict explains them as
+    // bridged, not as failures.
+    assert!(figures["pairs_bridged"].as_u64().unwrap() > 0, "{figures}");
+    assert_eq!(v["rollout_verify"]["failures"], 0, "{}", v["rollout_verify"]);
     let steps = v["steps"].as_array().unwrap();
     let said = |needle: &str| steps.iter().any(|s| s["text"].as_str().unwrap().contains(needle));
     assert!(said("by the symmetric path"), "no symmetric roll told");
     assert!(said("by the public-key path"), "no public-key roll told");
     assert!(said("by selection"), "no multi-key selection told");
     assert!(said("refuses it"), "no revoked card refused");
-    // The database it leaves is a normal issuer database.
+    // The database it leaves is a normal issuer database, and every verdict on it agrees with the
+    // demo's PASS: `audit log`, `audit report` and `rollout verify` (which once said FAIL here).
     let db = dir.join("keyroll.db");
+    let id = dir.join("keyroll.db.identity");
     let o = s.cmd().arg("--db").arg(&db).args(["audit", "log"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    let o = s.cmd().arg("--db").arg(&db).args(["--json", "audit", "report"]).output().unwrap();
+    assert!(o.status.success(), "audit report disagrees with the demo: {}", String::from_utf8_lossy(&o.stdout));
+    let o =
+        s.cmd().arg("--db").arg(&db).arg("--identity").arg(&id).args(["--json", "rollout", "verify"]).output().unwrap();
+    assert!(o.status.success(), "rollout verify disagrees with the demo: {}", String::from_utf8_lossy(&o.stdout));
+    let rv: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rv["bridged"], figures["pairs_bridged"], "{rv}");
     // A second demo into the same folder refuses to overwrite the database.
     let o = s.cmd().args(["demo", "--dir"]).arg(&dir).output().unwrap();
     assert_eq!(o.status.code(), Some(2));

@@ -6,7 +6,6 @@
 
 use keyroll::pki::{self, ValidationOptions};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// Optional tiers: passes reached so far, which must not regress. The one known miss in
 /// opt-name-constraints is `webpki::nc::permitted-dns-match-noncritical`, which contradicts
@@ -48,14 +47,12 @@ struct Tally {
 
 #[test]
 fn x509_limbo_subset() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/x509-limbo");
+    let dir = crate::support::vectors_dir().join("x509-limbo");
     let (Ok(cases), Ok(index)) = (
         std::fs::read_to_string(dir.join("limbo-subset.json")),
         std::fs::read_to_string(dir.join("limbo-subset-index.json")),
     ) else {
-        eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        eprintln!("!!! x509-limbo vectors not found at {} -- SKIPPING the conformance harness", dir.display());
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
+        crate::support::vectors_missing(&format!("x509-limbo vectors at {}", dir.display()));
         return;
     };
     let cases: serde_json::Value = serde_json::from_str(&cases).expect("limbo-subset.json is JSON");

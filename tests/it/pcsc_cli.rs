@@ -122,14 +122,24 @@ impl ServeProcess {
 }
 
 /// Personalise one card of `batch` through PC/SC: `perso --reader "00 00" --count 1` waits, a `card
-/// serve` process inserts a blank card file, perso personalises it and asks for its removal, the card is
-/// pulled (SIGTERM) and perso finishes.
+/// serve` process inserts a blank card file, perso personalises it and finishes at once (the run's last
+/// card: it does not wait for the card's removal); then the card is pulled (SIGTERM).
 fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader) {
     assert!(!file.exists(), "{} must start as a blank card", file.display());
     let mut cmd = s.cmd();
-    cmd.args(["--db", "keyroll.db", "--identity", "keyroll.db.identity", "perso", "--batch", batch, "--reader"])
-        .arg(&reader.name[reader.name.len() - 5..])
-        .args(["--count", "1"]);
+    cmd.args([
+        "--db",
+        "keyroll.db",
+        "--identity",
+        "keyroll.db.identity",
+        "--json",
+        "perso",
+        "--batch",
+        batch,
+        "--reader",
+    ])
+    .arg(&reader.name[reader.name.len() - 5..])
+    .args(["--count", "1"]);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut perso = Proc::spawn(cmd, format!("keyroll perso --batch {batch}"), None);
     let (tx, rx) = mpsc::channel();
@@ -143,12 +153,14 @@ fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader
         }
     });
     let card = serve(s, file, reader);
-    // perso reports each card on stderr; "remove it" means the card is written and recorded.
+    // perso reports each card on stderr; "personalised" means the card is written and recorded. The
+    // last card of the run is not asked to leave.
     let until = Instant::now() + COMMAND_TIMEOUT;
     loop {
         let left = until.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains("personalised; remove it") => break,
+            Ok(line) if line.contains("remove it") => panic!("perso asked to remove the run's last card: {line}"),
+            Ok(line) if line.contains("personalised") => break,
             Ok(_) => {}
             Err(_) => panic!(
                 "perso did not personalise the card; its stderr:\n{}\nserve log:\n{}",
@@ -157,13 +169,21 @@ fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader
             ),
         }
     }
-    card.pull();
+    // perso ends while the card is still in the reader.
     let status = perso.wait_exit(COMMAND_TIMEOUT);
+    card.pull();
     reader_thread.join().unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(perso.child.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(status.success(), "perso: {status}\n{}", lines.lock().unwrap().join("\n"));
-    assert!(out.contains("1 card(s) personalised"), "{out}");
+    // --json: one document on stdout (the operator's prompts stay on stderr).
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("perso --reader --json: {e}: {out}"));
+    assert_eq!(
+        (v["schema"].as_str(), v["batch"].as_str(), v["count"].as_u64()),
+        (Some("keyroll/1"), Some(batch), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["reader"].as_str(), Some(reader.name.as_str()), "{v}");
 }
 
 fn show(s: &Scratch, file: &Path) -> Value {

@@ -2,7 +2,7 @@
 //! cards of random key generations, with a random power cut at any write of either card.
 
 use crate::support::*;
-use keyroll::card::state::Outcome;
+use keyroll::card::receipts::Slot;
 use keyroll::card::storage::Tear;
 use keyroll::domain::*;
 use keyroll::protocol::SmartCard;
@@ -37,9 +37,9 @@ fn cards(gens: &[(u32, u32, bool)]) -> Vec<TestCard> {
 fn in_flight(cards: &[TestCard]) -> u64 {
     let mut total = 0;
     for c in cards {
-        for p in &c.state().pending_out {
+        for p in c.state().pending_out.iter().chain(&c.state().exceptions) {
             let payee = cards.iter().find(|x| x.state().serial == Some(p.payee)).unwrap();
-            let credited = payee.state().settled.iter().any(|s| s.nonce == p.nonce && s.outcome == Outcome::Credited);
+            let credited = payee.state().receipts.slot(p.payee_sequence) == Slot::Credited;
             if !credited {
                 total += p.amount.0;
             }

@@ -19,7 +19,10 @@ impl Scratch {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_keyroll"));
-        c.current_dir(self.dir.path()).env_remove("KEYROLL_DB").env_remove("KEYROLL_IDENTITY");
+        c.current_dir(self.dir.path())
+            .env_remove("KEYROLL_DB")
+            .env_remove("KEYROLL_IDENTITY")
+            .env_remove("XDG_STATE_HOME");
         c
     }
 

@@ -223,3 +223,26 @@ pub fn pk_card(
     }
     card
 }
+
+/// The environment variable `scripts/test` (CI) sets: conformance vectors must be present.
+pub const REQUIRE_VECTORS: &str = "KEYROLL_REQUIRE_VECTORS";
+
+/// Conformance vectors (read from `../shared/vectors`, never copied into the project) are missing: under
+/// CI (`KEYROLL_REQUIRE_VECTORS=1`, set by `scripts/test`) the test fails; elsewhere it says loudly that
+/// it checked nothing and passes, so a clone without `../shared` still builds and tests.
+pub fn vectors_missing(what: &str) {
+    if std::env::var_os(REQUIRE_VECTORS).is_some_and(|v| v != "0") {
+        panic!("{what} missing and {REQUIRE_VECTORS} is set: the conformance test cannot run");
+    }
+    eprintln!(
+        "!!! {what} missing: this conformance test checked NOTHING (set {REQUIRE_VECTORS}=1 to fail instead) !!!"
+    );
+}
+
+/// Where the conformance vectors are: `../shared/vectors` beside the project, or `KEYROLL_VECTORS_DIR`.
+pub fn vectors_dir() -> std::path::PathBuf {
+    match std::env::var_os("KEYROLL_VECTORS_DIR") {
+        Some(d) => d.into(),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"),
+    }
+}

@@ -1,0 +1,61 @@
+//! What anyone holding the database file may read, as methods of [`Authority`]: the connection stays
+//! inside `authority` (no SQL elsewhere), and callers above get typed rows.
+
+use super::audit_log::{self, LogVerdict};
+use super::batches::{self, Batch, PlanRow};
+use super::cards::{self, CardRecord};
+use super::issuer_ca::{self, CertRow};
+use super::keys::{self, KeyKind, KeyRow, KeyState};
+use super::{Authority, AuthorityError};
+
+impl Authority {
+    /// Every batch, oldest first.
+    pub fn batches(&self) -> Result<Vec<Batch>, AuthorityError> {
+        batches::list(&self.conn)
+    }
+
+    /// Every key version (never the keys).
+    pub fn keys(&self) -> Result<Vec<KeyRow>, AuthorityError> {
+        keys::list(&self.conn)
+    }
+
+    /// The ids of the `kind` keys in `state`.
+    pub fn key_ids(&self, kind: KeyKind, state: KeyState) -> Result<Vec<u32>, AuthorityError> {
+        keys::ids_in_state(&self.conn, kind, state)
+    }
+
+    /// Every card in the register, whatever its state.
+    pub fn cards(&self) -> Result<Vec<CardRecord>, AuthorityError> {
+        cards::list(&self.conn)
+    }
+
+    /// Value issued onto personalised cards, minor currency units.
+    pub fn issued_value(&self) -> Result<crate::domain::Total, AuthorityError> {
+        cards::issued_value(&self.conn)
+    }
+
+    /// The card certificate register.
+    pub fn certificates(&self) -> Result<Vec<CertRow>, AuthorityError> {
+        issuer_ca::list(&self.conn)
+    }
+
+    /// Every card certificate as (card serial, DER).
+    pub fn certificate_ders(&self) -> Result<Vec<(String, Vec<u8>)>, AuthorityError> {
+        issuer_ca::all_certificates(&self.conn)
+    }
+
+    /// The issuer root certificate (DER), once the CA exists.
+    pub fn root(&self) -> Result<Option<Vec<u8>>, AuthorityError> {
+        issuer_ca::root(&self.conn)
+    }
+
+    /// Per batch: the personalised cards a roll to transfer key `id` would strand by their limit.
+    pub fn plan_rows(&self, id: u32) -> Result<Vec<PlanRow>, AuthorityError> {
+        batches::plan(&self.conn, id)
+    }
+
+    /// The audit log's verdict: hash chain, signed head, audit key.
+    pub fn verify_log(&self) -> Result<LogVerdict, AuthorityError> {
+        audit_log::verify(&self.conn)
+    }
+}

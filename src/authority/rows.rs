@@ -1,0 +1,450 @@
+//! Row binding: every security-relevant row is vouched for by the signed audit log (DESIGN.md §10
+//! point 7; the encoding is documented in `docs/backoffice.md`).
+//!
+//! A table is *bound* by one entry in [`BOUND`]. From then on every row a custodian's connection
+//! inserts, updates or deletes in it is noticed by SQLite's update hook and must be recorded by the next
+//! audit log entry of the same transaction, which carries SHA-256 over the row's canonical encoding
+//! ([`row_digest`]); a transaction that changes a bound row without logging it is refused
+//! ([`super::AuthorityError::UnloggedChange`]). Nothing else has to be remembered by the code that writes
+//! a row: a new table (trusted manufacturers, policy…) gets binding by one line in [`BOUND`].
+//!
+//! Two ways rows are checked:
+//! - **State tables** (small: issuer, custodians, secrets, keys, batches, CA, and the set of revoked
+//!   certificates) are summed up in a *state digest* that every log entry carries. A custodian recomputes
+//!   it when it unlocks (cost: the size of these tables, independent of the number of cards) and compares
+//!   it with the newest entry, which the signed head covers.
+//! - **Every bound table** (state tables and the large ones: certificates, cards, personalisation runs)
+//!   is compared with a replay of the whole log by `audit log`: each row must equal the digest of the last
+//!   entry that wrote it, and no row the log wrote may be missing.
+//!
+//! Canonical encoding of one row (all integers big-endian):
+//! ```text
+//! row   = SHA-256( "keyroll row v1" ‖ str(table) ‖ u32(#columns) ‖ { str(column) ‖ value }* )
+//!         columns in their declared order (`PRAGMA table_info`), the primary key `id` first
+//! str   = u32(byte length) ‖ UTF-8 bytes
+//! value = 0x00                          NULL
+//!       | 0x01 ‖ i64                    INTEGER
+//!       | 0x02 ‖ f64 (IEEE 754 bits)    REAL
+//!       | 0x03 ‖ u32(len) ‖ bytes       TEXT
+//!       | 0x04 ‖ u32(len) ‖ bytes       BLOB
+//! ```
+//! The storage class is part of the encoding, so `'5'` stored where `5` was written is a different row.
+
+use super::AuthorityError;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+const ROW_LABEL: &[u8] = b"keyroll row v1";
+const STATE_LABEL: &[u8] = b"keyroll state v1";
+
+/// How a bound table is checked besides the full replay of `audit log`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Small: in the state digest every log entry carries, checked by every custodian at unlock.
+    State,
+    /// Large (grows with cards): bound per row, checked by the replay of `audit log`.
+    Row,
+}
+
+/// A bound table.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub table: &'static str,
+    pub scope: Scope,
+}
+
+/// The bound tables, in the order the state digest takes them. Append a table here to bind it.
+pub const BOUND: &[Bound] = &[
+    Bound { table: "issuer", scope: Scope::State },
+    Bound { table: "custodians", scope: Scope::State },
+    Bound { table: "secrets", scope: Scope::State },
+    Bound { table: "keys", scope: Scope::State },
+    Bound { table: "batches", scope: Scope::State },
+    Bound { table: "ca", scope: Scope::State },
+    Bound { table: "certificates", scope: Scope::Row },
+    Bound { table: "perso_runs", scope: Scope::Row },
+    Bound { table: "cards", scope: Scope::Row },
+    // The issuer's signed word (DESIGN.md §10 points 3-5): small, decisions, so in the state digest.
+    Bound { table: "scheme_key", scope: Scope::State },
+    Bound { table: "key_authorisations", scope: Scope::State },
+    Bound { table: "policies", scope: Scope::State },
+];
+
+/// Row subsets of large tables that are decisions and so belong in the state digest: revocations
+/// (revocations are what a CRL and every auditor's verdict are derived from).
+const STATE_VIEWS: &[(&str, &str, &str)] =
+    &[("certificates.revoked", "certificates", "revoked_at IS NOT NULL OR reason IS NOT NULL")];
+
+/// Index of a bound table in [`BOUND`].
+pub fn bound_index(table: &str) -> Option<usize> {
+    BOUND.iter().position(|b| b.table == table)
+}
+
+fn put_str(h: &mut Sha256, s: &[u8]) {
+    h.update((s.len() as u32).to_be_bytes());
+    h.update(s);
+}
+
+fn put_value(h: &mut Sha256, v: ValueRef<'_>) {
+    match v {
+        ValueRef::Null => h.update([0x00]),
+        ValueRef::Integer(i) => {
+            h.update([0x01]);
+            h.update(i.to_be_bytes());
+        }
+        ValueRef::Real(f) => {
+            h.update([0x02]);
+            h.update(f.to_bits().to_be_bytes());
+        }
+        ValueRef::Text(t) => {
+            h.update([0x03]);
+            put_str(h, t);
+        }
+        ValueRef::Blob(b) => {
+            h.update([0x04]);
+            put_str(h, b);
+        }
+    }
+}
+
+/// Digest of the current row of a statement positioned on it (`SELECT * FROM table …`).
+fn digest_current(table: &str, names: &[String], row: &rusqlite::Row<'_>) -> rusqlite::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    h.update(ROW_LABEL);
+    put_str(&mut h, table.as_bytes());
+    h.update((names.len() as u32).to_be_bytes());
+    for (i, name) in names.iter().enumerate() {
+        put_str(&mut h, name.as_bytes());
+        put_value(&mut h, row.get_ref(i)?);
+    }
+    Ok(h.finalize().into())
+}
+
+fn column_names(stmt: &rusqlite::Statement<'_>) -> Vec<String> {
+    stmt.column_names().map(str::to_string).collect()
+}
+
+/// The canonical digest of row `id` of a bound table, or `None` if there is no such row.
+pub fn row_digest(conn: &Connection, table: &str, id: i64) -> Result<Option<[u8; 32]>, AuthorityError> {
+    let b = &BOUND[bound_index(table).ok_or(AuthorityError::NotBound(table.to_string()))?];
+    let mut stmt = conn.prepare_cached(&format!("SELECT * FROM \"{}\" WHERE id = ?1", b.table))?;
+    let names = column_names(&stmt);
+    Ok(stmt.query_row([id], |r| digest_current(b.table, &names, r)).optional()?)
+}
+
+/// Visit every row of a bound table (ascending id) with its digest.
+pub fn for_each_row(
+    conn: &Connection,
+    table: &'static str,
+    filter: Option<&str>,
+    mut f: impl FnMut(i64, [u8; 32]) -> Result<(), AuthorityError>,
+) -> Result<(), AuthorityError> {
+    let sql = match filter {
+        Some(w) => format!("SELECT * FROM \"{table}\" WHERE {w} ORDER BY id"),
+        None => format!("SELECT * FROM \"{table}\" ORDER BY id"),
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let names = column_names(&stmt);
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id = match r.get_ref(0)? {
+            ValueRef::Integer(i) => i,
+            _ => {
+                return Err(AuthorityError::BadRow { table, row: -1, why: "the primary key is not an integer".into() });
+            }
+        };
+        f(id, digest_current(table, &names, r)?)?;
+    }
+    Ok(())
+}
+
+/// The state digest: SHA-256 over every row of the [`Scope::State`] tables and the state views, table
+/// by table in [`BOUND`] order: `"keyroll state v1" ‖ { str(name) ‖ u64(#rows) ‖ { i64(id) ‖ row }* }*`.
+pub fn state_digest(conn: &Connection) -> Result<[u8; 32], AuthorityError> {
+    let mut h = Sha256::new();
+    h.update(STATE_LABEL);
+    let mut part = |name: &str, table: &'static str, filter: Option<&str>| -> Result<(), AuthorityError> {
+        let mut body = Sha256::new();
+        let mut n = 0u64;
+        for_each_row(conn, table, filter, |id, d| {
+            body.update(id.to_be_bytes());
+            body.update(d);
+            n += 1;
+            Ok(())
+        })?;
+        put_str(&mut h, name.as_bytes());
+        h.update(n.to_be_bytes());
+        h.update(body.finalize());
+        Ok(())
+    };
+    for b in BOUND.iter().filter(|b| b.scope == Scope::State) {
+        part(b.table, b.table, None)?;
+    }
+    for (name, table, filter) in STATE_VIEWS {
+        part(name, table, Some(filter))?;
+    }
+    Ok(h.finalize().into())
+}
+
+/// One binding in a log entry: this row of this table now has this digest (or was deleted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub table: usize,
+    pub id: i64,
+    pub digest: Option<[u8; 32]>,
+}
+
+/// The `bound` column of an audit log entry: `{ u8(len) ‖ table ‖ i64(id) ‖ 0x01 ‖ digest(32) | 0x00 }*`
+/// (0x00: the row was deleted).
+pub fn encode_bindings(b: &[Binding]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() * 48);
+    for x in b {
+        let name = BOUND[x.table].table.as_bytes();
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&x.id.to_be_bytes());
+        match &x.digest {
+            Some(d) => {
+                out.push(1);
+                out.extend_from_slice(d);
+            }
+            None => out.push(0),
+        }
+    }
+    out
+}
+
+/// Decode a `bound` column; `None` if it is malformed or names a table that is not bound.
+pub fn decode_bindings(mut s: &[u8], mut f: impl FnMut(Binding)) -> Option<()> {
+    while !s.is_empty() {
+        let n = *s.first()? as usize;
+        let name = std::str::from_utf8(s.get(1..1 + n)?).ok()?;
+        let table = bound_index(name)?;
+        s = &s[1 + n..];
+        let id = i64::from_be_bytes(s.get(..8)?.try_into().ok()?);
+        let flag = *s.get(8)?;
+        s = &s[9..];
+        let digest = match flag {
+            1 => {
+                let d: [u8; 32] = s.get(..32)?.try_into().ok()?;
+                s = &s[32..];
+                Some(d)
+            }
+            0 => None,
+            _ => return None,
+        };
+        f(Binding { table, id, digest });
+    }
+    Some(())
+}
+
+/// Changes a custodian's connection made to bound tables and has not logged yet (filled by the update
+/// hook, drained by the next log entry).
+#[derive(Clone, Default)]
+pub struct Pending(std::sync::Arc<std::sync::Mutex<Vec<(usize, i64)>>>);
+
+impl Pending {
+    /// Install the update hook on a custodian's connection.
+    pub fn install(&self, conn: &mut Connection) -> Result<(), AuthorityError> {
+        let me = self.clone();
+        conn.update_hook(Some(move |_action, _db: &str, table: &str, id: i64| {
+            if let Some(t) = bound_index(table) {
+                me.lock().push((t, id));
+            }
+        }))?;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(usize, i64)>> {
+        // A poisoned lock only means a panic elsewhere; the list itself stays consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take the pending changes (each row once, in first-change order).
+    pub fn take(&self) -> Vec<(usize, i64)> {
+        let mut v = std::mem::take(&mut *self.lock());
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|x| seen.insert(*x));
+        v
+    }
+
+    /// Put changes back (those a bulk entry did not name).
+    pub fn restore(&self, v: Vec<(usize, i64)>) {
+        self.lock().extend(v);
+    }
+
+    pub fn first(&self) -> Option<(usize, i64)> {
+        self.lock().first().copied()
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+/// Bindings for the given changed rows, digests taken now.
+pub fn bind(conn: &Connection, changed: &[(usize, i64)]) -> Result<Vec<Binding>, AuthorityError> {
+    changed.iter().map(|&(t, id)| Ok(Binding { table: t, id, digest: row_digest(conn, BOUND[t].table, id)? })).collect()
+}
+
+/// Bindings for every row of every bound table (an entry adopting rows written before binding existed).
+pub fn bind_all(conn: &Connection) -> Result<Vec<Binding>, AuthorityError> {
+    let mut out = Vec::new();
+    for (t, b) in BOUND.iter().enumerate() {
+        for_each_row(conn, b.table, None, |id, d| {
+            out.push(Binding { table: t, id, digest: Some(d) });
+            Ok(())
+        })?;
+    }
+    Ok(out)
+}
+
+/// Read rows into domain types (issue 10 item 3): the query's first column is the row id; `f` turns a
+/// row into `T` or says why it cannot. A row that does not decode is an error naming table and row,
+/// never a default.
+pub fn decode_all<T, P: rusqlite::Params>(
+    conn: &Connection,
+    table: &'static str,
+    sql: &str,
+    params: P,
+    f: impl Fn(&rusqlite::Row<'_>) -> Result<T, String>,
+) -> Result<Vec<T>, AuthorityError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(decode_row(table, r, &f)?);
+    }
+    Ok(out)
+}
+
+/// [`decode_all`] for at most one row.
+pub fn decode_one<T, P: rusqlite::Params>(
+    conn: &Connection,
+    table: &'static str,
+    sql: &str,
+    params: P,
+    f: impl Fn(&rusqlite::Row<'_>) -> Result<T, String>,
+) -> Result<Option<T>, AuthorityError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    match rows.next()? {
+        Some(r) => Ok(Some(decode_row(table, r, &f)?)),
+        None => Ok(None),
+    }
+}
+
+fn decode_row<T>(
+    table: &'static str,
+    r: &rusqlite::Row<'_>,
+    f: &impl Fn(&rusqlite::Row<'_>) -> Result<T, String>,
+) -> Result<T, AuthorityError> {
+    let id = match r.get_ref(0)? {
+        ValueRef::Integer(i) => i,
+        _ => -1,
+    };
+    f(r).map_err(|why| AuthorityError::BadRow { table, row: id, why })
+}
+
+/// Column `i` as `T`, or why not (its name and SQLite's complaint: wrong type, out of range…).
+pub fn col<T: rusqlite::types::FromSql>(r: &rusqlite::Row<'_>, i: usize) -> Result<T, String> {
+    r.get::<_, T>(i).map_err(|e| {
+        let name = r.as_ref().column_name(i).unwrap_or("?");
+        match e {
+            rusqlite::Error::InvalidColumnType(_, _, t) => format!("column {name} holds {t}"),
+            rusqlite::Error::IntegralValueOutOfRange(_, v) => format!("column {name} is out of range ({v})"),
+            other => format!("column {name}: {other}"),
+        }
+    })
+}
+
+/// Column `i` parsed by `parse`, or why not.
+pub fn col_parsed<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, String> {
+    let s: String = col(r, i)?;
+    parse(&s).ok_or_else(|| format!("{s:?} is not a {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        super::super::db::migrate(&c).unwrap();
+        c
+    }
+
+    #[test]
+    fn digest_covers_every_column_and_the_storage_class() {
+        let c = db();
+        c.execute("INSERT INTO custodians (id, recipient) VALUES (1, 'age1x')", []).unwrap();
+        let a = row_digest(&c, "custodians", 1).unwrap().unwrap();
+        c.execute("UPDATE custodians SET recipient = 'age1y' WHERE id = 1", []).unwrap();
+        let b = row_digest(&c, "custodians", 1).unwrap().unwrap();
+        assert_ne!(a, b);
+        c.execute(
+            "INSERT INTO batches (id, name, profile, transfer_key_id_limit, transfer_key_id, update_key_id,
+             initial_balance, max_balance, created_at) VALUES (1, 'b', 'symmetric', 2, 1, 1, 5, 10, 't')",
+            [],
+        )
+        .unwrap();
+        let int = row_digest(&c, "batches", 1).unwrap().unwrap();
+        c.execute("UPDATE batches SET transfer_key_id = CAST('1' AS BLOB) WHERE id = 1", []).unwrap();
+        assert_ne!(int, row_digest(&c, "batches", 1).unwrap().unwrap(), "storage class is encoded");
+        assert_eq!(row_digest(&c, "batches", 2).unwrap(), None);
+        assert!(row_digest(&c, "audit_log", 1).is_err(), "only bound tables");
+    }
+
+    #[test]
+    fn known_answer() {
+        // Pins the documented encoding (docs/backoffice.md): custodians row (1, 'age1x').
+        let c = db();
+        c.execute("INSERT INTO custodians (id, recipient) VALUES (1, 'age1x')", []).unwrap();
+        let mut h = Sha256::new();
+        h.update(b"keyroll row v1");
+        h.update(10u32.to_be_bytes());
+        h.update(b"custodians");
+        h.update(2u32.to_be_bytes());
+        h.update(2u32.to_be_bytes());
+        h.update(b"id");
+        h.update([1]);
+        h.update(1i64.to_be_bytes());
+        h.update(9u32.to_be_bytes());
+        h.update(b"recipient");
+        h.update([3]);
+        h.update(5u32.to_be_bytes());
+        h.update(b"age1x");
+        let want: [u8; 32] = h.finalize().into();
+        assert_eq!(row_digest(&c, "custodians", 1).unwrap().unwrap(), want);
+    }
+
+    #[test]
+    fn bindings_round_trip_and_reject_garbage() {
+        let b = vec![Binding { table: 3, id: 7, digest: Some([9; 32]) }, Binding { table: 8, id: -1, digest: None }];
+        let enc = encode_bindings(&b);
+        let mut got = Vec::new();
+        decode_bindings(&enc, |x| got.push(x)).unwrap();
+        assert_eq!(got, b);
+        assert!(decode_bindings(&enc[..enc.len() - 1], |_| ()).is_none());
+        assert!(decode_bindings(b"\x05nopes\0\0\0\0\0\0\0\0\0", |_| ()).is_none());
+    }
+
+    #[test]
+    fn the_hook_sees_bound_tables_only() {
+        let mut c = db();
+        let p = Pending::default();
+        p.install(&mut c).unwrap();
+        c.execute("INSERT INTO custodians (recipient) VALUES ('age1x')", []).unwrap();
+        c.execute("INSERT INTO audit_head (id, last_id, last_hash, signature) VALUES (1, 1, x'00', x'00')", [])
+            .unwrap();
+        c.execute("UPDATE custodians SET recipient = 'age1z'", []).unwrap();
+        assert_eq!(p.take(), vec![(1, 1)]);
+        assert!(p.take().is_empty());
+    }
+}

@@ -1,0 +1,156 @@
+//! `keyroll key new|activate|retire|list|export`: transfer and update key versions.
+
+use super::CliError;
+use super::output::Context;
+use crate::authority::Authority;
+use crate::authority::keys::KeyKind;
+use clap::{Subcommand, ValueEnum};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KindArg {
+    /// The transfer key: value moves between cards on the same one.
+    Transfer,
+    /// The update key: wraps a newer transfer key for the symmetric key roll.
+    Update,
+}
+
+impl From<KindArg> for KeyKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Transfer => KeyKind::Transfer,
+            KindArg::Update => KeyKind::Update,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Generate the next transfer or update key version (active, or pending with --pending).
+    #[command(after_help = "Examples:\n  keyroll key new transfer --pending\n  keyroll key new update")]
+    New {
+        /// Which key: transfer or update.
+        #[arg(value_enum)]
+        kind: KindArg,
+        /// Create it pending: not used for new batches until `key activate` (multi-key batches carry it already).
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Activate a pending key: new batches take the newest active key.
+    #[command(after_help = "Example:\n  keyroll key activate transfer 2")]
+    Activate {
+        /// Which key: transfer or update.
+        #[arg(value_enum)]
+        kind: KindArg,
+        /// The key version's id (`keyroll key list`).
+        id: u32,
+    },
+    /// Retire a key version (it is never used again; ids are never reused).
+    #[command(after_help = "Example:\n  keyroll key retire transfer 1")]
+    Retire {
+        /// Which key: transfer or update.
+        #[arg(value_enum)]
+        kind: KindArg,
+        /// The key version's id (`keyroll key list`).
+        id: u32,
+    },
+    /// List key versions with their state and check value (never the keys).
+    #[command(after_help = "Example:\n  keyroll key list --json")]
+    List,
+    /// Write chosen keys to an age file for RECIPIENT (the `age` CLI decrypts it).
+    #[command(after_help = "Example:\n  keyroll key export --to age1… --out keys.age --transfer 2 --update 1")]
+    Export {
+        /// The age X25519 recipient (age1…) that may decrypt the file.
+        #[arg(long, value_name = "AGE_RECIPIENT")]
+        to: String,
+        /// The age file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// A transfer key id to include; repeat for several.
+        #[arg(long = "transfer", value_name = "ID")]
+        transfer: Vec<u32>,
+        /// An update key id to include; repeat for several.
+        #[arg(long = "update", value_name = "ID")]
+        update: Vec<u32>,
+    },
+}
+
+/// A key version as `key new/activate/retire --json` report it.
+#[derive(Serialize)]
+struct KeyChange {
+    kind: &'static str,
+    id: u32,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kcv: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Export {
+    out: PathBuf,
+    recipient: String,
+    transfer: Vec<u32>,
+    update: Vec<u32>,
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    std::fs::write(path, bytes).map_err(|e| {
+        CliError::input(format!("cannot write {}: {e}", path.display()), "check the directory exists and is writable")
+    })
+}
+
+pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: KeyCommand) -> Result<(), CliError> {
+    let auth = Authority::open(db)?;
+    match cmd {
+        KeyCommand::List => {
+            let rows = auth.keys()?;
+            ctx.emit(&serde_json::json!({ "keys": rows }), |_| {
+                println!("{:<9} {:>4} {:<8} {:<6} {:<20} {:<20}", "kind", "id", "state", "kcv", "created", "activated");
+                for k in &rows {
+                    println!(
+                        "{:<9} {:>4} {:<8} {:<6} {:<20} {:<20}",
+                        k.kind.name(),
+                        k.id,
+                        k.state.name(),
+                        k.kcv,
+                        k.created_at,
+                        k.activated_at.clone().unwrap_or_default()
+                    );
+                }
+            });
+        }
+        KeyCommand::New { kind, pending } => {
+            let u = auth.unlock(identity)?;
+            let kind: KeyKind = kind.into();
+            let (id, kcv) = u.new_key(kind, pending)?;
+            let state = if pending { "pending" } else { "active" };
+            ctx.emit(&KeyChange { kind: kind.name(), id, state, kcv: Some(kcv) }, |k| {
+                println!("{} key {id} created ({state}, KCV {})", k.kind, k.kcv.as_deref().unwrap_or(""));
+            });
+        }
+        KeyCommand::Activate { kind, id } => {
+            auth.unlock(identity)?.activate(kind.into(), id)?;
+            let kind = KeyKind::from(kind).name();
+            ctx.emit(&KeyChange { kind, id, state: "active", kcv: None }, |_| println!("{kind} key {id} is active"));
+        }
+        KeyCommand::Retire { kind, id } => {
+            auth.unlock(identity)?.retire(kind.into(), id, false)?;
+            let kind = KeyKind::from(kind).name();
+            ctx.emit(&KeyChange { kind, id, state: "retired", kcv: None }, |_| println!("{kind} key {id} is retired"));
+        }
+        KeyCommand::Export { to, out, transfer, update } => {
+            if transfer.is_empty() && update.is_empty() {
+                return Err(CliError::input("nothing to export", "name keys with --transfer ID and/or --update ID"));
+            }
+            let u = auth.unlock(identity)?;
+            let bytes = u.export(&to, &transfer, &update)?;
+            write_file(&out, &bytes)?;
+            u.record_export(&to, &transfer, &update)?;
+            ctx.emit(&Export { out, recipient: to, transfer, update }, |e| {
+                println!("wrote {} (age-encrypted to {})", e.out.display(), e.recipient)
+            });
+        }
+    }
+    Ok(())
+}

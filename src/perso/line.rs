@@ -1,0 +1,133 @@
+//! The personalisation line over PC/SC (feature `pcsc`). For each card it waits for a card in the
+//! reader, runs the same personalisation script as the batch runner, records the card and asks for the
+//! next. A card pulled half-way stays "reserved" in the database; put it back (or run the line again)
+//! and it is resumed under its serial. The run ends with its last card: nothing waits for that one to
+//! be removed.
+
+use super::batch::{DbIssuer, Kit};
+use super::script::{CertificateIssuer, PersoError, personalise, read_card};
+use crate::authority::{AuthorityError, Unlocked};
+use crate::domain::CardSerial;
+use crate::protocol::info::LifeCycle;
+use crate::transport::pcsc::{self, PcscChannel};
+use crate::transport::{Trace, TransportError};
+use serde::Serialize;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LineError {
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+    #[error(transparent)]
+    Perso(#[from] PersoError),
+    #[error("reader {reader:?}: {source}")]
+    Reader { reader: String, source: TransportError },
+    #[error("no card in {reader}: {source}")]
+    NoCard { reader: String, source: TransportError },
+}
+
+/// What the line tells its operator.
+#[derive(Clone, Debug)]
+pub enum LineEvent {
+    /// Waiting for a blank card; `done` of `total` are finished.
+    Insert { reader: String, done: u32, total: u32 },
+    /// A card was personalised; `last` when it was the run's last one.
+    Personalised { serial: CardSerial, done: u32, total: u32, last: bool },
+    /// Every serial left was given to a card pulled half-way: those cards must come back.
+    NoSerialLeft,
+    /// A card that is not part of this run (issued, or half-written for another run).
+    NotThisRun { serial: CardSerial, life_cycle: LifeCycle },
+    /// A card was pulled during personalisation; it stays reserved and will be resumed.
+    Pulled { serial: CardSerial, error: String },
+}
+
+/// What a run of the line did (`perso --reader --json`).
+#[derive(Debug, Serialize)]
+pub struct LineReport {
+    pub batch: String,
+    pub reader: String,
+    pub run: i64,
+    pub count: u32,
+    pub cards: Vec<String>,
+}
+
+/// How long the line waits for a card to arrive or leave.
+const WAIT: Duration = Duration::from_secs(600);
+
+/// Personalise `count` cards of `batch` presented one after another in `reader`.
+pub fn run_line(
+    u: &Unlocked<'_>,
+    batch: &str,
+    reader: &str,
+    count: u32,
+    verbose: bool,
+    on_event: &mut dyn FnMut(&LineEvent),
+) -> Result<LineReport, LineError> {
+    let name = pcsc::resolve_reader(reader).map_err(|source| LineError::Reader { reader: reader.into(), source })?;
+    let (run, slots) = u.start_run(batch, &format!("reader:{name}"), count)?;
+    let kit = Kit::load(u, &run.batch)?;
+    let wait = Some(WAIT);
+    let mut done: Vec<bool> = slots.iter().map(|s| s.personalised).collect();
+    let mut handed_out: Vec<bool> = slots.iter().map(|s| s.initialised).collect();
+    let finished = |done: &[bool]| done.iter().filter(|d| **d).count() as u32;
+    while done.iter().any(|d| !d) {
+        on_event(&LineEvent::Insert { reader: name.clone(), done: finished(&done), total: count });
+        let mut ch = PcscChannel::wait_and_connect(&name, wait)
+            .map_err(|source| LineError::NoCard { reader: name.clone(), source })?;
+        let info = read_card(&mut ch, &mut Trace::verbose(verbose))?;
+        let slot = match info.life_cycle {
+            // A half-written card of this run: finish it under its serial.
+            LifeCycle::Personalising => (0..slots.len()).find(|&i| slots[i].serial == info.serial && !done[i]),
+            // A blank card takes a serial no card has been given yet, so no two cards can share one.
+            LifeCycle::Blank => (0..slots.len()).find(|&i| !done[i] && !handed_out[i]),
+            LifeCycle::Issued => None,
+        };
+        let Some(i) = slot else {
+            if info.life_cycle == LifeCycle::Blank {
+                on_event(&LineEvent::NoSerialLeft);
+            } else {
+                on_event(&LineEvent::NotThisRun { serial: info.serial, life_cycle: info.life_cycle });
+            }
+            let _ = ch.wait_for_removal(wait);
+            continue;
+        };
+        if !handed_out[i] {
+            u.mark_initialised(&run, &slots[i])?;
+            handed_out[i] = true;
+        }
+        let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
+        let outcome = personalise(
+            &mut ch,
+            &kit.master,
+            &kit.plan(slots[i].serial),
+            issuer.as_ref().map(|x| x as &dyn CertificateIssuer),
+            verbose,
+        );
+        match outcome {
+            Ok(o) => {
+                u.record_card(&run, &slots[i], None)?;
+                done[i] = true;
+                let last = done.iter().all(|d| *d);
+                on_event(&LineEvent::Personalised { serial: o.serial, done: finished(&done), total: count, last });
+                if last {
+                    break;
+                }
+            }
+            Err(e @ PersoError::Transport { .. }) => {
+                on_event(&LineEvent::Pulled { serial: slots[i].serial, error: e.to_string() });
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let _ = ch.wait_for_removal(wait);
+    }
+    u.finish_run(&run)?;
+    Ok(LineReport {
+        batch: batch.to_string(),
+        reader: name,
+        run: run.id,
+        count,
+        cards: slots.iter().map(|s| s.serial.to_string()).collect(),
+    })
+}

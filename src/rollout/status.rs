@@ -1,0 +1,169 @@
+//! A fleet of reference card files: key distribution, value accounting and what a roll would strand
+//! (`rollout status --cards DIR`, and the demo's verdict).
+
+use super::RolloutError;
+use crate::authority::Authority;
+use crate::card::CardState;
+use crate::domain::{CardSerial, TransferKeyId};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub struct Fleet {
+    pub cards: Vec<(PathBuf, CardState)>,
+}
+
+impl Fleet {
+    /// Every `*.card` file in `dir`.
+    pub fn load(dir: &Path) -> Result<Fleet, RolloutError> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|source| RolloutError::Folder { path: dir.to_path_buf(), source })?;
+        let mut cards = Vec::new();
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "card") {
+                let bytes = std::fs::read(&p).map_err(|source| RolloutError::ReadCard { path: p.clone(), source })?;
+                let s =
+                    CardState::decode(&bytes).map_err(|source| RolloutError::NotACard { path: p.clone(), source })?;
+                cards.push((p, s));
+            }
+        }
+        cards.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Fleet { cards })
+    }
+
+    pub fn balances(&self) -> u64 {
+        self.cards.iter().map(|(_, s)| s.balance.0).sum()
+    }
+
+    /// Value debited by a payer in this fleet and not (yet) credited by its payee: the in-flight value
+    /// in the cards' exception logs. A payee outside the fleet counts as not credited.
+    pub fn in_flight(&self) -> u64 {
+        let by_serial: BTreeMap<CardSerial, &CardState> =
+            self.cards.iter().filter_map(|(_, s)| s.serial.map(|x| (x, s))).collect();
+        let mut total = 0;
+        for (_, s) in &self.cards {
+            for p in s.pending_out.iter().chain(&s.exceptions) {
+                // Stateless receipts: the payee's credited bit for the receipt number says it arrived.
+                let credited = by_serial
+                    .get(&p.payee)
+                    .is_some_and(|q| q.receipts.slot(p.payee_sequence) == crate::card::receipts::Slot::Credited);
+                if !credited {
+                    total += p.amount.0;
+                }
+            }
+        }
+        total
+    }
+
+    /// Cards per transfer key id (selected id for multi-key cards).
+    pub fn by_key(&self) -> BTreeMap<u32, usize> {
+        let mut m = BTreeMap::new();
+        for (_, s) in &self.cards {
+            *m.entry(s.selected_transfer_key_id.map(|i| i.0).unwrap_or(0)).or_default() += 1;
+        }
+        m
+    }
+
+    /// The newest transfer key id any card holds.
+    pub fn newest(&self) -> Option<TransferKeyId> {
+        self.cards.iter().filter_map(|(_, s)| s.selected_transfer_key_id).max()
+    }
+
+    /// Cards whose limit admits `id` but which do not hold it yet.
+    pub fn behind(&self, id: TransferKeyId) -> Vec<&Path> {
+        self.cards
+            .iter()
+            .filter(|(_, s)| {
+                s.selected_transfer_key_id.is_some_and(|cur| cur < id)
+                    && s.transfer_key_id_limit.is_some_and(|l| l.admits(id))
+            })
+            .map(|(p, _)| p.as_path())
+            .collect()
+    }
+
+    /// Cards that hold `id`.
+    pub fn holding(&self, id: TransferKeyId) -> Vec<&Path> {
+        self.cards.iter().filter(|(_, s)| s.selected_transfer_key_id == Some(id)).map(|(p, _)| p.as_path()).collect()
+    }
+
+    /// Cards whose limit admits `id` but which do not hold it yet, and cards whose limit is below it.
+    pub fn behind_and_stranded(&self, id: TransferKeyId) -> (usize, usize) {
+        let mut behind = 0;
+        let mut stranded = 0;
+        for (_, s) in &self.cards {
+            let Some(cur) = s.selected_transfer_key_id else { continue };
+            if cur >= id {
+                continue;
+            }
+            if s.transfer_key_id_limit.is_some_and(|l| l.admits(id)) {
+                behind += 1;
+            } else {
+                stranded += 1;
+            }
+        }
+        (behind, stranded)
+    }
+}
+
+/// `rollout status --cards DIR` as data.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub cards: usize,
+    pub by_transfer_key_id: BTreeMap<u32, usize>,
+    pub by_batch: BTreeMap<String, BTreeMap<u32, usize>>,
+    pub newest_transfer_key_id: Option<TransferKeyId>,
+    pub behind_newest: usize,
+    pub stranded_by_newest: usize,
+    /// What a roll to the next id would strand.
+    pub next_id: u32,
+    pub stranded_by_next: usize,
+    pub balances: u64,
+    pub in_flight: u64,
+}
+
+impl Status {
+    pub fn of(fleet: &Fleet, batch_of: &BTreeMap<String, String>) -> Status {
+        let newest = fleet.newest();
+        let (behind, stranded) = newest.map(|n| fleet.behind_and_stranded(n)).unwrap_or((0, 0));
+        let next = newest.map(|n| n.0 + 1).unwrap_or(1);
+        let stranded_next = fleet
+            .cards
+            .iter()
+            .filter(|(_, s)| s.transfer_key_id_limit.is_some_and(|l| !l.admits(TransferKeyId(next))))
+            .count();
+        let mut by_batch: BTreeMap<String, BTreeMap<u32, usize>> = BTreeMap::new();
+        for (_, s) in &fleet.cards {
+            let serial = s.serial.map(|x| x.to_string()).unwrap_or_default();
+            let batch = batch_of.get(&serial).cloned().unwrap_or_else(|| "(unknown)".into());
+            *by_batch
+                .entry(batch)
+                .or_default()
+                .entry(s.selected_transfer_key_id.map(|i| i.0).unwrap_or(0))
+                .or_default() += 1;
+        }
+        Status {
+            cards: fleet.cards.len(),
+            by_transfer_key_id: fleet.by_key(),
+            by_batch,
+            newest_transfer_key_id: newest,
+            behind_newest: behind,
+            stranded_by_newest: stranded,
+            next_id: next,
+            stranded_by_next: stranded_next,
+            balances: fleet.balances(),
+            in_flight: fleet.in_flight(),
+        }
+    }
+}
+
+/// `rollout status --cards DIR`: the fleet in `dir`, grouped by batch when the database at `db` opens
+/// (it is optional: a fleet can be followed without the issuer's database).
+pub fn status(db: &Path, dir: &Path) -> Result<Status, RolloutError> {
+    let fleet = Fleet::load(dir)?;
+    let batch_of = match Authority::open_read_only(db) {
+        Ok(auth) => auth.cards()?.into_iter().map(|c| (c.serial.to_string(), c.batch)).collect(),
+        Err(_) => Default::default(),
+    };
+    Ok(Status::of(&fleet, &batch_of))
+}

@@ -1,0 +1,565 @@
+//! APDU scenarios as data (opcard-rs `tests/command-response.rs` style): every file in
+//! `tests/scenarios/*.toml` is a list of typed steps run against in-memory reference cards.
+//!
+//! A step names its card and an `op` (a keyroll command, or a raw `apdu`); the runner builds the
+//! command, carries what earlier answers said (challenge, wrapped key, receipt, token, acknowledgement,
+//! abort proof) into later commands, and decodes every successful answer with the protocol's typed
+//! responses. `status` defaults to success (9000); any other status must come with the card's persisted
+//! state unchanged (house rule 3). Unknown fields, ops and cards are refused, so a typo cannot turn a
+//! step into one that checks nothing.
+
+use crate::support::*;
+use keyroll::card::Card;
+use keyroll::card::storage::{MemoryStorage, TearingStorage};
+use keyroll::crypto::Secret16;
+use keyroll::crypto::perso::{card_key, seal, session_key};
+use keyroll::crypto::secret::SecretBytes;
+use keyroll::domain::*;
+use keyroll::protocol::command::{Command, KeyBytes, KeyPayload, KeyRollPath};
+use keyroll::protocol::info::{CardInfo, LifeCycle};
+use keyroll::protocol::instruction::Instruction;
+use keyroll::protocol::perso::PersoPayload;
+use keyroll::protocol::response::*;
+use keyroll::protocol::{AID, SmartCard, StatusWord, Wire};
+use keyroll::transport::Trace;
+use keyroll::transport::in_process::InProcessChannel;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One scenario file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    /// What the scenario shows (and which claim or rule it exercises).
+    description: String,
+    /// The cards, by name.
+    cards: BTreeMap<String, CardSpec>,
+    /// The steps, in order.
+    step: Vec<toml::Value>,
+}
+
+/// A card: blank, or personalised by the real script with the support module's key generations.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardSpec {
+    #[serde(default)]
+    blank: bool,
+    #[serde(default)]
+    serial: u64,
+    #[serde(default = "symmetric")]
+    profile: Profile,
+    #[serde(default = "one")]
+    transfer_key: u32,
+    #[serde(default = "one")]
+    update_key: u32,
+    #[serde(default = "five")]
+    limit: u32,
+    #[serde(default)]
+    balance: u64,
+}
+
+fn symmetric() -> Profile {
+    Profile::Symmetric
+}
+fn one() -> u32 {
+    1
+}
+fn five() -> u32 {
+    5
+}
+
+/// The expected status word: four hex digits or a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Status(u16);
+
+impl Default for Status {
+    fn default() -> Self {
+        Status(0x9000)
+    }
+}
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let named = match s.as_str() {
+            "ok" => Some(StatusWord::Ok),
+            "verification_failed" => Some(StatusWord::VerificationFailed),
+            "wrong_length" => Some(StatusWord::WrongLength),
+            "security_status_not_satisfied" => Some(StatusWord::SecurityStatusNotSatisfied),
+            "conditions_not_satisfied" => Some(StatusWord::ConditionsNotSatisfied),
+            "incorrect_data" => Some(StatusWord::IncorrectData),
+            "application_not_found" => Some(StatusWord::ApplicationNotFound),
+            "not_enough_memory" => Some(StatusWord::NotEnoughMemory),
+            "incorrect_p1p2" => Some(StatusWord::IncorrectP1P2),
+            "referenced_data_not_found" => Some(StatusWord::ReferencedDataNotFound),
+            "ins_not_supported" => Some(StatusWord::InsNotSupported),
+            "cla_not_supported" => Some(StatusWord::ClaNotSupported),
+            _ => None,
+        };
+        match named {
+            Some(sw) => Ok(Status(sw.to_u16())),
+            None if s.len() == 4 => u16::from_str_radix(&s, 16)
+                .map(Status)
+                .map_err(|_| serde::de::Error::custom(format!("status {s:?}: four hex digits or a name"))),
+            None => Err(serde::de::Error::custom(format!("unknown status {s:?}"))),
+        }
+    }
+}
+
+/// What a step does. Steps that need an earlier answer say so in their comment.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum Op {
+    /// SELECT keyroll's AID (or `aid`, hex).
+    Select {
+        #[serde(default)]
+        aid: Option<String>,
+    },
+    /// GET CARD INFO, checking the fields given.
+    GetCardInfo {
+        #[serde(default)]
+        life_cycle: Option<LifeCycle>,
+        #[serde(default)]
+        serial: Option<u64>,
+        #[serde(default)]
+        transfer_key_id: Option<u32>,
+        #[serde(default)]
+        balance: Option<u64>,
+        #[serde(default)]
+        sequence: Option<u32>,
+        #[serde(default)]
+        pending_out: Option<usize>,
+        #[serde(default)]
+        pending_in: Option<usize>,
+    },
+    /// INITIALIZE with the personalisation key the support master derives for `serial`.
+    Initialize { serial: u64 },
+    /// OPEN PERSO SESSION; the runner derives the session key from the answer.
+    OpenPersoSession,
+    /// PERSO STORE of `item`, sealed in the open session (`tamper`: one sealed byte flipped).
+    PersoStore {
+        item: Item,
+        #[serde(default)]
+        tamper: bool,
+    },
+    /// LOCK, sealed in the open session.
+    Lock,
+    /// REQUEST UPDATE PERMISSION on the older card; keeps the challenge.
+    RequestUpdatePermission { path: Path2 },
+    /// GET TRANSFER KEY on the newer card for `receiver`, with the kept challenge; keeps the payload.
+    GetTransferKey { path: Path2, receiver: String },
+    /// UPDATE TRANSFER KEY with the kept payload (`tamper`: one envelope byte flipped).
+    UpdateTransferKey {
+        path: Path2,
+        #[serde(default)]
+        tamper: bool,
+    },
+    /// BEGIN RECEIVE on the payee from `payer` (its current sequence); keeps the receipt.
+    BeginReceive { payer: String, amount: u64 },
+    /// DEBIT on the payer for `payee` with the kept receipt (`tamper`: request MAC flipped).
+    Debit {
+        payee: String,
+        amount: u64,
+        #[serde(default)]
+        tamper: bool,
+    },
+    /// CREDIT on the payee with the kept token.
+    Credit,
+    /// CONFIRM on the payer with the kept acknowledgement.
+    Confirm,
+    /// ABORT on the payee for the kept nonce; keeps the proof.
+    Abort,
+    /// REFUND on the payer with the kept proof.
+    Refund,
+    /// Power off and on: session state (challenges, personalisation sessions) is gone.
+    PowerCycle,
+    /// Raw command APDU bytes, hex (spaces allowed).
+    Apdu { hex: String },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Path2 {
+    Symmetric,
+    PublicKey,
+}
+
+impl From<Path2> for KeyRollPath {
+    fn from(p: Path2) -> Self {
+        match p {
+            Path2::Symmetric => KeyRollPath::Symmetric,
+            Path2::PublicKey => KeyRollPath::PublicKey,
+        }
+    }
+}
+
+/// A personalisation item; keys are the support module's generations.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Item {
+    Profile(Profile),
+    TransferKey(u32),
+    UpdateKey(u32),
+    Limit(u32),
+    Balance { initial: u64, max: u64 },
+    Selected(u32),
+}
+
+impl Item {
+    fn payload(&self) -> PersoPayload {
+        let key = |s: &Secret16| KeyBytes(*s.expose());
+        match self {
+            Item::Profile(p) => PersoPayload::Profile(*p),
+            Item::TransferKey(id) => {
+                PersoPayload::TransferKey { id: TransferKeyId(*id), key: key(transfer_key(*id).secret()) }
+            }
+            Item::UpdateKey(id) => PersoPayload::UpdateKey { id: UpdateKeyId(*id), key: key(update_key(*id).secret()) },
+            Item::Limit(l) => PersoPayload::TransferKeyIdLimit(TransferKeyIdLimit(*l)),
+            Item::Balance { initial, max } => PersoPayload::Balance { initial: Amount(*initial), max: Amount(*max) },
+            Item::Selected(id) => PersoPayload::SelectedTransferKey(TransferKeyId(*id)),
+        }
+    }
+}
+
+/// One step: its card, its expected status, its op.
+#[derive(Debug)]
+struct Step {
+    card: String,
+    status: Status,
+    op: Op,
+}
+
+fn parse_step(v: toml::Value) -> Result<Step, String> {
+    let toml::Value::Table(mut t) = v else { return Err("a step is a table".into()) };
+    let card = match t.remove("card") {
+        Some(toml::Value::String(s)) => s,
+        _ => return Err("a step names its `card`".into()),
+    };
+    let status = match t.remove("status") {
+        Some(s) => s.try_into::<Status>().map_err(|e| e.to_string())?,
+        None => Status::default(),
+    };
+    let op = toml::Value::Table(t).try_into::<Op>().map_err(|e| e.to_string())?;
+    Ok(Step { card, status, op })
+}
+
+/// What earlier answers said, for later commands.
+#[derive(Default)]
+struct Carried {
+    perso: Option<(CardSerial, SecretBytes, u32)>,
+    challenge: Option<[u8; 16]>,
+    payload: Option<KeyPayload>,
+    receipt: Option<(ReceiveRequest, CardSerial, u64)>,
+    token: Option<DebitToken>,
+    ack: Option<CreditAck>,
+    proof: Option<AbortProof>,
+}
+
+type Cards = BTreeMap<String, TestCard>;
+
+fn serial_of(cards: &Cards, name: &str) -> Result<CardSerial, String> {
+    let c = cards.get(name).ok_or_else(|| format!("no card {name:?}"))?;
+    c.state().serial.ok_or_else(|| format!("card {name:?} has no serial"))
+}
+
+fn decode<T: Wire<Context = ()>>(data: &[u8]) -> Result<T, String> {
+    T::from_wire(data, ()).map_err(|e| format!("answer does not decode: {e}"))
+}
+
+/// The command of a step (and what it needs from earlier answers).
+fn command(op: &Op, card: &str, cards: &Cards, kept: &mut Carried) -> Result<Option<Command>, String> {
+    let need = |what: &str| format!("no {what} kept from an earlier step");
+    Ok(Some(match op {
+        Op::Select { aid } => Command::Select {
+            aid: aid.as_deref().map(hex::decode).transpose().map_err(|e| e.to_string())?.unwrap_or(AID.to_vec()),
+        },
+        Op::GetCardInfo { .. } => Command::GetCardInfo { certificate: false },
+        Op::Initialize { serial } => {
+            let serial = CardSerial::from_u64(*serial);
+            let key = card_key(&Secret16::new(MASTER), serial);
+            Command::Initialize { serial, personalisation_key: KeyBytes(*key.expose()) }
+        }
+        Op::OpenPersoSession => Command::OpenPersoSession,
+        Op::PersoStore { item, tamper } => {
+            let payload = item.payload();
+            let (serial, key, counter) = kept.perso.as_ref().ok_or_else(|| need("personalisation session"))?;
+            let ins = Instruction::PersoStore;
+            let header = [ins.cla(), ins.code(), payload.item() as u8, 0];
+            let mut plain = zeroize::Zeroizing::new(Vec::new());
+            payload.encode(&mut plain);
+            let mut sealed = seal(key, *serial, *counter, header, &plain);
+            if *tamper {
+                sealed[0] ^= 1;
+            }
+            Command::PersoStore { item: payload.item(), sealed }
+        }
+        Op::Lock => {
+            let (serial, key, counter) = kept.perso.as_ref().ok_or_else(|| need("personalisation session"))?;
+            let ins = Instruction::Lock;
+            Command::Lock { sealed: seal(key, *serial, *counter, [ins.cla(), ins.code(), 0, 0], &[]) }
+        }
+        Op::RequestUpdatePermission { path } => {
+            Command::RequestUpdatePermission { path: (*path).into(), sender_certificate: vec![] }
+        }
+        Op::GetTransferKey { path, receiver } => Command::GetTransferKey {
+            path: (*path).into(),
+            challenge: kept.challenge.ok_or_else(|| need("challenge"))?,
+            receiver: serial_of(cards, receiver)?,
+            receiver_certificate: vec![],
+        },
+        Op::UpdateTransferKey { path, tamper } => {
+            let mut payload = kept.payload.clone().ok_or_else(|| need("wrapped transfer key"))?;
+            if let (true, KeyPayload::Symmetric { envelope, .. }) = (*tamper, &mut payload) {
+                envelope[0] ^= 1;
+            }
+            Command::UpdateTransferKey { path: (*path).into(), payload }
+        }
+        Op::BeginReceive { payer, amount } => {
+            let p = cards.get(payer).ok_or_else(|| format!("no card {payer:?}"))?;
+            Command::BeginReceive {
+                payer: serial_of(cards, payer)?,
+                amount: Amount(*amount),
+                payer_sequence: p.state().sequence,
+            }
+        }
+        Op::Debit { payee, amount, tamper } => {
+            let (r, _, _) = kept.receipt.as_ref().ok_or_else(|| need("receipt"))?;
+            let mut request = r.request;
+            if *tamper {
+                request[0] ^= 1;
+            }
+            Command::Debit {
+                payee: serial_of(cards, payee)?,
+                amount: Amount(*amount),
+                nonce: r.nonce,
+                payee_sequence: r.payee_sequence,
+                request,
+            }
+        }
+        Op::Credit => {
+            let (r, payer, amount) = kept.receipt.as_ref().ok_or_else(|| need("receipt"))?;
+            let t = kept.token.ok_or_else(|| need("debit token"))?;
+            let receipt = keyroll::protocol::command::ReceiptRef {
+                payer: *payer,
+                amount: Amount(*amount),
+                receipt: r.payee_sequence,
+                transfer_key_id: r.transfer_key_id,
+            };
+            Command::Credit { receipt, payer_sequence: t.payer_sequence, token: t.token }
+        }
+        Op::Confirm => {
+            let (r, _, _) = kept.receipt.as_ref().ok_or_else(|| need("receipt"))?;
+            Command::Confirm { nonce: r.nonce, ack: kept.ack.ok_or_else(|| need("acknowledgement"))?.ack }
+        }
+        Op::Abort => {
+            let (r, payer, amount) = kept.receipt.as_ref().ok_or_else(|| need("receipt"))?;
+            Command::Abort {
+                receipt: keyroll::protocol::command::ReceiptRef {
+                    payer: *payer,
+                    amount: Amount(*amount),
+                    receipt: r.payee_sequence,
+                    transfer_key_id: r.transfer_key_id,
+                },
+            }
+        }
+        Op::Refund => Command::Refund {
+            nonce: kept.receipt.as_ref().ok_or_else(|| need("receipt"))?.0.nonce,
+            proof: kept.proof.ok_or_else(|| need("abort proof"))?.proof,
+        },
+        Op::PowerCycle | Op::Apdu { .. } => {
+            let _ = card;
+            return Ok(None);
+        }
+    }))
+}
+
+/// Run one step; `Err` says what did not hold.
+fn run_step(step: &Step, cards: &mut Cards, kept: &mut Carried) -> Result<(), String> {
+    let cmd = command(&step.op, &step.card, cards, kept)?;
+    let card = cards.get_mut(&step.card).ok_or_else(|| format!("no card {:?}", step.card))?;
+    let before = card.storage().inner.record().map(<[u8]>::to_vec);
+    let (sw, data) = match (&step.op, cmd) {
+        (Op::PowerCycle, _) => {
+            card.power_off();
+            card.power_on();
+            return Ok(());
+        }
+        (Op::Apdu { hex }, _) => {
+            let bytes = hex::decode(hex.split_whitespace().collect::<String>()).map_err(|e| e.to_string())?;
+            let r = card.process(&bytes).map_err(|_| "card mute".to_string())?;
+            let (data, sw) = r.split_at(r.len() - 2);
+            (u16::from_be_bytes([sw[0], sw[1]]), data.to_vec())
+        }
+        (_, Some(cmd)) => {
+            let mut ch = InProcessChannel::new(card, step.card.clone());
+            let r = keyroll::transport::exchange(&mut ch, &mut Trace::default(), &cmd).map_err(|e| e.to_string())?;
+            (r.sw.to_u16(), r.data)
+        }
+        (_, None) => unreachable!("every other op has a command"),
+    };
+    if sw != step.status.0 {
+        return Err(format!("status {sw:04X}, expected {:04X}", step.status.0));
+    }
+    let card = cards.get(&step.card).expect("looked up above");
+    if sw != 0x9000 {
+        // A card that rejects a command keeps its persistent state.
+        if card.storage().inner.record().map(<[u8]>::to_vec) != before {
+            return Err(format!("status {sw:04X} but the card's persistent state changed"));
+        }
+        return Ok(());
+    }
+    match &step.op {
+        Op::Select { .. }
+        | Op::Initialize { .. }
+        | Op::UpdateTransferKey { .. }
+        | Op::Confirm
+        | Op::Refund
+        | Op::Apdu { .. }
+        | Op::PowerCycle => {}
+        Op::PersoStore { .. } | Op::Lock => {
+            decode::<Empty>(&data)?;
+            if let Some(p) = kept.perso.as_mut() {
+                p.2 += 1;
+            }
+        }
+        Op::GetCardInfo { life_cycle, serial, transfer_key_id, balance, sequence, pending_out, pending_in } => {
+            let info: CardInfo = decode(&data)?;
+            let mut wrong = Vec::new();
+            let mut check = |name: &str, ok: bool| {
+                if !ok {
+                    wrong.push(name.to_string());
+                }
+            };
+            check("life_cycle", life_cycle.is_none_or(|l| l == info.life_cycle));
+            check("serial", serial.is_none_or(|s| CardSerial::from_u64(s) == info.serial));
+            check("transfer_key_id", transfer_key_id.is_none_or(|t| Some(TransferKeyId(t)) == info.transfer_key_id));
+            check("balance", balance.is_none_or(|b| Amount(b) == info.balance));
+            check("sequence", sequence.is_none_or(|s| s == info.sequence));
+            check("pending_out", pending_out.is_none_or(|n| n == info.pending_out.len()));
+            check("pending_in", pending_in.is_none_or(|n| n == info.pending_in.len()));
+            if !wrong.is_empty() {
+                return Err(format!("GET CARD INFO differs in {}: {info:?}", wrong.join(", ")));
+            }
+        }
+        Op::OpenPersoSession => {
+            let o: PersoSessionOpened = decode(&data)?;
+            let key = session_key(&card_key(&Secret16::new(MASTER), o.serial), &o.challenge);
+            kept.perso = Some((o.serial, key, 0));
+        }
+        Op::RequestUpdatePermission { .. } => kept.challenge = Some(decode::<UpdatePermission>(&data)?.challenge),
+        Op::GetTransferKey { path, .. } => {
+            kept.payload =
+                Some(KeyPayload::from_wire(&data, (*path).into()).map_err(|e| format!("answer does not decode: {e}"))?)
+        }
+        Op::BeginReceive { payer, amount } => {
+            kept.receipt = Some((decode(&data)?, serial_of(cards, payer)?, *amount));
+            kept.token = None;
+            kept.ack = None;
+            kept.proof = None;
+        }
+        Op::Debit { .. } => kept.token = Some(decode(&data)?),
+        Op::Credit => kept.ack = Some(decode(&data)?),
+        Op::Abort => kept.proof = Some(decode(&data)?),
+    }
+    Ok(())
+}
+
+fn scenario_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")
+}
+
+fn load(path: &Path) -> Result<(Scenario, Vec<Step>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let s: Scenario = toml::from_str(&text).map_err(|e| e.to_string())?;
+    let steps = s
+        .step
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, v)| parse_step(v).map_err(|e| format!("step {}: {e}", i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((s, steps))
+}
+
+fn run(path: &Path) -> Result<usize, String> {
+    let (s, steps) = load(path)?;
+    assert!(!s.description.trim().is_empty(), "{}: describe the scenario", path.display());
+    let mut cards = Cards::new();
+    for (name, c) in &s.cards {
+        let card = if c.blank {
+            Card::open(TearingStorage::new(MemoryStorage::new())).expect("blank card")
+        } else {
+            card(c.serial, c.profile, c.transfer_key, c.update_key, c.limit, c.balance)
+        };
+        cards.insert(name.clone(), card);
+    }
+    let mut kept = Carried::default();
+    for (i, step) in steps.iter().enumerate() {
+        run_step(step, &mut cards, &mut kept)
+            .map_err(|e| format!("step {} ({:?} on {}): {e}", i + 1, step.op, step.card))?;
+    }
+    Ok(steps.len())
+}
+
+#[test]
+fn every_scenario_file_runs() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(scenario_dir())
+        .expect("tests/scenarios")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let names: Vec<String> = files.iter().map(|p| p.file_stem().unwrap().to_string_lossy().into_owned()).collect();
+    for needed in ["personalisation", "symmetric_roll", "value_transfer", "error_statuses"] {
+        assert!(names.iter().any(|n| n == needed), "scenario {needed}.toml is missing");
+    }
+    let mut failures = Vec::new();
+    for f in &files {
+        match run(f) {
+            Ok(n) => assert!(n > 0, "{} has no steps", f.display()),
+            Err(e) => failures.push(format!("{}: {e}", f.display())),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The runner itself: a wrong expectation fails, unknown fields and ops are refused, and a status
+/// step that changed the card would be caught.
+#[test]
+fn the_runner_refuses_what_it_cannot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let head = "description = \"x\"\n[cards.a]\nserial = 1\nbalance = 5\n";
+    let ok = write(
+        "ok.toml",
+        &format!(
+            "{head}[[step]]\ncard = \"a\"\nop = \"select\"\n[[step]]\ncard = \"a\"\nop = \"get_card_info\"\nbalance = 5\n"
+        ),
+    );
+    assert_eq!(run(&ok), Ok(2));
+    let wrong = write(
+        "wrong.toml",
+        &format!(
+            "{head}[[step]]\ncard = \"a\"\nop = \"select\"\n[[step]]\ncard = \"a\"\nop = \"get_card_info\"\nbalance = 6\n"
+        ),
+    );
+    assert!(run(&wrong).unwrap_err().contains("balance"));
+    let status = write("status.toml", &format!("{head}[[step]]\ncard = \"a\"\nop = \"select\"\nstatus = \"6985\"\n"));
+    assert!(run(&status).unwrap_err().contains("expected 6985"));
+    for (name, step) in [
+        ("field", "card = \"a\"\nop = \"select\"\nbalanse = 5\n"),
+        ("op", "card = \"a\"\nop = \"selekt\"\n"),
+        ("card", "card = \"b\"\nop = \"select\"\n"),
+        ("nocard", "op = \"select\"\n"),
+    ] {
+        let p = write(&format!("{name}.toml"), &format!("{head}[[step]]\n{step}"));
+        assert!(run(&p).is_err(), "a step with an unknown {name} was accepted");
+    }
+    let top = write("top.toml", &format!("colour = \"red\"\n{head}[[step]]\ncard = \"a\"\nop = \"select\"\n"));
+    assert!(run(&top).is_err(), "an unknown top-level field was accepted");
+}
