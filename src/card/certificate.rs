@@ -7,7 +7,7 @@ use super::policy::ClockFloor;
 use crate::domain::CardSerial;
 use crate::pki::{self, ValidationOptions};
 use crate::protocol::StatusWord;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// id-at-serialNumber (2.5.4.5, X.520), as OID content octets.
 const OID_SERIAL_NUMBER: &[u8] = &[0x55, 0x04, 0x05];
@@ -40,17 +40,16 @@ pub fn card_serial(der: &[u8]) -> Option<CardSerial> {
 /// satisfied): the card does not say which check failed, the terminal's log and `audit chain` do.
 ///
 /// Time (DESIGN.md §10 point 5): the card judges validity against its clock floor, never a host clock.
-/// A floor is only a lower bound of the time, so `notBefore` cannot be judged and `notAfter` must not
-/// lie before the floor: validation runs at `max(floor, notBefore)`.
+/// A floor is only a lower bound of the time, so no `notBefore` can be judged, and no `notAfter` may
+/// lie before the floor: validation (RFC 5280 §6.1.3 (a)(2)) runs at the latest of the floor and the
+/// leaf's and anchor's `notBefore`, the earliest time that can be now for all three.
 pub fn check(der: &[u8], anchor: &[u8], floor: ClockFloor, usages: &[Usage]) -> Result<Peer, StatusWord> {
     let refuse = StatusWord::SecurityStatusNotSatisfied;
-    let not_before = x509_cert::Certificate::from_der(der)
-        .map_err(|_| refuse)?
-        .tbs_certificate()
-        .validity()
-        .not_before
-        .to_system_time();
-    let at: SystemTime = floor.as_system_time().max(not_before);
+    let not_before = |d: &[u8]| -> Result<SystemTime, StatusWord> {
+        let t = pki::Certificate::from_der(d).map_err(|_| refuse)?.not_before;
+        Ok(UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0)))
+    };
+    let at: SystemTime = floor.as_system_time().max(not_before(der)?).max(not_before(anchor)?);
     let opts = ValidationOptions { allow_ca_leaf: false, ..ValidationOptions::at(at) };
     let path = pki::validate(der, &[], &[anchor.to_vec()], &[], &opts).map_err(|_| refuse)?;
     if path.leaf_is_ca {

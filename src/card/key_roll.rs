@@ -13,9 +13,9 @@ use crate::crypto::card_key::{self, CardKeyPair};
 use crate::crypto::{Secret16, ecies, envelope, random};
 use crate::domain::{self, Amount, CardSerial, Profile, TransferKeyId};
 use crate::protocol::StatusWord;
-use crate::protocol::policy::KeyKind;
 use crate::protocol::codec::{Reader, Wire};
 use crate::protocol::command::{Challenge, KeyPayload, KeyRollPath};
+use crate::protocol::policy::KeyKind;
 use crate::protocol::response::UpdatePermission;
 use subtle::ConstantTimeEq;
 
@@ -248,8 +248,9 @@ fn install(
         if !limit.admits(id) {
             return Err(StatusWord::NotEnoughMemory);
         }
-        // A pending key becomes selectable with the authorisation that travels with the selection.
-        if let Some(k) = next.transfer_keys.iter_mut().find(|k| k.id == id.0) {
+        // A pending key becomes selectable with the authorisation that travels with the selection (one
+        // verified at personalisation is kept).
+        if let Some(k) = next.transfer_keys.iter_mut().find(|k| k.id == id.0 && k.authorisation.is_none()) {
             k.authorisation = Some(authorisation.to_vec());
         }
     } else {

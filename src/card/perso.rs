@@ -3,8 +3,9 @@
 //! never leaves the card) and LOCK, after which every personalisation command is refused.
 
 use super::Effect;
-use super::policy::{AuthorisationRefusal, ClockFloor, PolicyDecision, SchemeAnchor, judge_authorisation, judge_policy};
-use crate::protocol::policy::KeyKind;
+use super::policy::{
+    AuthorisationRefusal, ClockFloor, PolicyDecision, SchemeAnchor, judge_authorisation, judge_policy,
+};
 use super::session::{PersoSession, Session};
 use super::state::{CardState, StoredKey};
 use crate::crypto::card_key::CardKeyPair;
@@ -16,6 +17,7 @@ use crate::protocol::codec::Wire;
 use crate::protocol::command::PersoItem;
 use crate::protocol::info::LifeCycle;
 use crate::protocol::perso::PersoPayload;
+use crate::protocol::policy::KeyKind;
 use crate::protocol::response::{GeneratedPublicKey, PersoSessionOpened};
 
 /// INITIALIZE: the fab step that gives a blank card its serial and personalisation key. Only a blank
@@ -261,7 +263,13 @@ pub(super) fn lock(
 
 /// Whether `der` is a card certificate peers will accept (chains to `anchor`, end entity, both key
 /// usages the protocol needs, valid at `now`) for `public_key` naming `serial`.
-fn certifies(der: &[u8], anchor: &[u8], public_key: &[u8], serial: Option<CardSerial>, now: super::policy::ClockFloor) -> bool {
+fn certifies(
+    der: &[u8],
+    anchor: &[u8],
+    public_key: &[u8],
+    serial: Option<CardSerial>,
+    now: super::policy::ClockFloor,
+) -> bool {
     use super::certificate::{Usage, check};
     check(der, anchor, now, &[Usage::Signing, Usage::KeyAgreement])
         .is_ok_and(|peer| peer.public_key == public_key && Some(peer.serial) == serial)

@@ -131,7 +131,10 @@ fn pcsc_channel<T>(spec: &str, _f: impl FnOnce(&mut dyn CardChannel) -> Result<T
 fn read_policy(path: &std::path::Path) -> Result<crate::protocol::policy::Policy, CliError> {
     use crate::protocol::codec::Wire;
     let bytes = std::fs::read(path).map_err(|e| {
-        CliError::input(format!("cannot read policy {}: {e}", path.display()), "pass the file `keyroll policy publish` wrote")
+        CliError::input(
+            format!("cannot read policy {}: {e}", path.display()),
+            "pass the file `keyroll policy publish` wrote",
+        )
     })?;
     crate::protocol::policy::Policy::from_wire(&bytes, ()).map_err(|e| {
         CliError::input(

@@ -9,12 +9,12 @@ use crate::crypto::perso::{card_key, seal, session_key};
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
-use crate::protocol::policy::{KeyAuthorisation, KeyKind};
 use crate::protocol::codec::Wire;
 use crate::protocol::command::{Command, KeyBytes, PersoItem};
 use crate::protocol::info::{CardInfo, LifeCycle};
 use crate::protocol::instruction::Instruction;
 use crate::protocol::perso::PersoPayload;
+use crate::protocol::policy::{KeyAuthorisation, KeyKind};
 use crate::protocol::response::{GeneratedPublicKey, PersoSessionOpened};
 use crate::protocol::{AID, StatusWord};
 use crate::transport::{CardChannel, Trace, TransportError, exchange};
@@ -207,7 +207,10 @@ pub fn personalise(
     s.store("STORE policy", &PersoPayload::Policy(word.policy.clone()))?;
     for k in &plan.transfer_keys {
         let authorisation = word.authorisation(KeyKind::Transfer, k.id.0);
-        s.store("STORE transfer key", &PersoPayload::TransferKey { id: k.id, key: key_bytes(k.secret()), authorisation })?;
+        s.store(
+            "STORE transfer key",
+            &PersoPayload::TransferKey { id: k.id, key: key_bytes(k.secret()), authorisation },
+        )?;
     }
     if plan.profile == Profile::MultiKey {
         s.store("STORE selection", &PersoPayload::SelectedTransferKey(plan.selected))?;

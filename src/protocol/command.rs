@@ -4,9 +4,9 @@
 
 use super::CHALLENGE_LEN;
 use super::apdu::{CommandApdu, MAX_COMMAND_DATA};
-use super::policy::KeyAuthorisation;
 use super::codec::{DecodeError, Reader, Wire, put_tlv};
 use super::instruction::{CLA_ISO, CLA_PROPRIETARY, Instruction};
+use super::policy::KeyAuthorisation;
 use super::status::StatusWord;
 use crate::domain::{Amount, CardSerial, UpdateKeyId};
 
@@ -273,16 +273,16 @@ impl Wire for KeyPayload {
             },
             KeyRollPath::PublicKey => {
                 let (t1, ct) = r.tlv()?;
-                let (t2, sig) = r.tlv()?;
-                let (t3, auth) = r.tlv()?;
-                if t3 != tag::AUTHORISATION {
-                    return Err(DecodeError::Invalid { field: "authorisation", why: "expected tag 92" });
-                }
                 if t1 != tag::CIPHERTEXT {
                     return Err(DecodeError::Invalid { field: "ciphertext", why: "expected tag 90" });
                 }
+                let (t2, sig) = r.tlv()?;
                 if t2 != tag::SIGNATURE {
                     return Err(DecodeError::Invalid { field: "signature", why: "expected tag 91" });
+                }
+                let (t3, auth) = r.tlv()?;
+                if t3 != tag::AUTHORISATION {
+                    return Err(DecodeError::Invalid { field: "authorisation", why: "expected tag 92" });
                 }
                 KeyPayload::PublicKey { ciphertext: ct.to_vec(), signature: sig.to_vec(), authorisation: auth.to_vec() }
             }

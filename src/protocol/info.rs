@@ -310,6 +310,9 @@ mod tests {
             }],
             certificate: Some(vec![0x30; 500]),
             has_certificate: true,
+            policy_number: 3,
+            min_wrap_update_key_id: UpdateKeyId(2),
+            clock_floor: 1_800_000_000,
         };
         assert_eq!(CardInfo::from_wire(&info.to_wire(), ()).unwrap(), info);
         let mut with_unknown = info.to_wire();

@@ -34,9 +34,9 @@ fn give(p: &mut Party<'_>, policy: &[u8], trace: &mut Trace) -> Result<bool, Set
 }
 
 /// Bring both cards to the newest policy among theirs and `file`. Returns who took one.
-pub(super) fn spread(
-    a: &mut Party<'_>,
-    b: &mut Party<'_>,
+pub(super) fn spread<'c>(
+    a: &mut Party<'c>,
+    b: &mut Party<'c>,
     file: Option<&Policy>,
     trace: &mut Trace,
 ) -> Result<Option<PolicySpread>, SettleError> {

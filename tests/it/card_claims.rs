@@ -194,6 +194,8 @@ fn wrong_update_key_is_refused() {
     // Same update key id, other key material: the envelope does not open.
     let mut p = plan(2, Profile::Symmetric, 2, 1, 5, 0);
     p.update_key = Some(keyroll::crypto::UpdateKey::new(UpdateKeyId(1), Secret16::new([0xEE; 16])));
+    // (The tests' issuer authorises the odd key so the card can be made at all.)
+    p.issuer_word = issuer_word(&p.transfer_keys, p.update_key.clone());
     let mut impostor = card_from(&p);
     assert_rejected_unchanged(&mut older, &mut impostor, 0x6300, |_, _| {});
     // Other update key id: refused before decryption, pointing to the public-key path.
@@ -248,6 +250,8 @@ fn claim9_selection_with_other_key_material_is_refused() {
     let mut older = card_from(&multi_plan(1, &[1, 2, 3], 1, 5));
     let mut p = plan(2, Profile::Symmetric, 3, 1, 5, 0);
     p.transfer_keys = vec![keyroll::crypto::TransferKey::new(TransferKeyId(3), Secret16::new([0xAB; 16]))];
+    // (The tests' issuer authorises the odd key so the card can be made at all.)
+    p.issuer_word = issuer_word(&p.transfer_keys, p.update_key.clone());
     let mut newer = card_from(&p);
     assert_rejected_unchanged(&mut older, &mut newer, 0x6300, |_, _| {});
 }

@@ -89,32 +89,50 @@ fn certificate_from_another_ca_is_refused() {
     assert_permission_refused(&mut older, cert_of(&foreign));
 }
 
+/// DESIGN.md §10 point 5: a card judges certificate time against its clock floor, never a host clock.
+/// Expired by the floor is refused; a notBefore after the floor is not judged (the floor is only a
+/// lower bound of the time: the certificate may well be valid now).
 #[test]
-fn expired_and_not_yet_valid_certificates_are_refused() {
-    let ca = TestCa::new("Issuer");
-    let mut older = pk_card(1, Profile::PublicKey, 1, 0, 5, 100, &ca, &ca.root);
+fn certificates_expired_by_the_card_floor_are_refused() {
+    use keyroll::authority::ca::{IssuerCa, ValidityPeriod};
+    // A root valid since before the cards' factory floor (the tests' cards hold a floor in January 2026).
     let now = SystemTime::now();
+    let factory = std::time::UNIX_EPOCH + Duration::from_secs(keyroll::card::policy::FACTORY_FLOOR);
+    let validity = ValidityPeriod {
+        not_before: factory - Duration::from_secs(86400),
+        not_after: now + Duration::from_secs(86400 * 3650),
+    };
+    let (key, root) = IssuerCa::create_root("Issuer", validity).unwrap();
+    let ca = TestCa {
+        key,
+        root,
+        not_before: now - Duration::from_secs(3600),
+        not_after: now + Duration::from_secs(86400 * 365),
+    };
+    let mut older = pk_card(1, Profile::PublicKey, 1, 0, 5, 100, &ca, &ca.root);
+    let floor = older.state().clock_floor.as_system_time();
     let key = keyroll::crypto::card_key::CardKeyPair::generate().unwrap().public_key_sec1();
     let cert = |nb: SystemTime, na: SystemTime| {
         keyroll::authority::ca::issue_card_certificate(&ca.key, &ca.root, CardSerial::from_u64(2), &key, nb, na)
             .unwrap()
     };
     let hour = Duration::from_secs(3600);
-    assert_permission_refused(&mut older, cert(now - 2 * hour, now - hour));
-    assert_permission_refused(&mut older, cert(now + hour, now + 2 * hour));
-    // The same key and serial inside validity is accepted: the refusals above are about time.
-    assert!(permission(&mut older, cert(now - hour, now + hour)).is_ok());
+    assert_permission_refused(&mut older, cert(floor - 2 * hour, floor - hour));
+    // The same key and serial inside validity is accepted: the refusal above is about time.
+    assert!(permission(&mut older, cert(floor - hour, floor + hour)).is_ok());
+    assert!(permission(&mut older, cert(floor + hour, floor + 2 * hour)).is_ok());
 }
 
 #[test]
 fn a_card_refuses_to_store_a_certificate_its_peers_would_refuse() {
     let ca = TestCa::new("Issuer");
-    let now = SystemTime::now();
+    // Expired by the floor the card holds at personalisation (the factory floor, raised by policy 1).
+    let floor = std::time::UNIX_EPOCH + Duration::from_secs(keyroll::card::policy::FACTORY_FLOOR);
     let expired = TestCa {
         key: ca.key.clone(),
         root: ca.root.clone(),
-        not_before: now - Duration::from_secs(7200),
-        not_after: now - Duration::from_secs(3600),
+        not_before: floor - Duration::from_secs(7200),
+        not_after: floor - Duration::from_secs(3600),
     };
     let mut p = plan(2, Profile::PublicKey, 1, 0, 5, 0);
     p.trust_anchor = Some(ca.root.clone());
