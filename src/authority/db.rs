@@ -15,7 +15,21 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_card_initialised", include_str!("../../schema/0003_card_initialised.sql")),
     ("0004_row_binding", include_str!("../../schema/0004_row_binding.sql")),
     ("0005_scheme_policy", include_str!("../../schema/0005_scheme_policy.sql")),
+    ("0006_manufacturers", include_str!("../../schema/0006_manufacturers.sql")),
 ];
+
+/// The first schema of protocol version 2 (factory credentials, SCP11b personalisation). A database
+/// whose schema is older was made by version 1, which shares no key, label or AID with version 2 and is
+/// refused rather than upgraded (DESIGN.md §10: no issuer runs version 1 in the field).
+pub const FIRST_V2_SCHEMA: usize = 6;
+
+fn refuse_version_1(conn: &Connection, path: &Path) -> Result<(), AuthorityError> {
+    let version = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if (1..FIRST_V2_SCHEMA).contains(&version) {
+        return Err(AuthorityError::Version1Database { path: path.to_path_buf(), schema: version });
+    }
+    Ok(())
+}
 
 /// How long a writer waits for another process's transaction before giving up. Personalisation
 /// lines run in parallel on one file; their transactions are short, so waiting is the right answer
@@ -69,6 +83,7 @@ pub fn open(path: &Path) -> Result<Connection, AuthorityError> {
     // A file that is not SQLite fails here, at the first read; one that is SQLite but not keyroll's is
     // refused before anything is written to it.
     is_keyroll(&conn, path)?;
+    refuse_version_1(&conn, path)?;
     pragmas(&conn)?;
     migrate(&conn)?;
     Ok(conn)
@@ -81,6 +96,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, AuthorityError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     is_keyroll(&conn, path)?;
+    refuse_version_1(&conn, path)?;
     let version = match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)) {
         Ok(v) => v as usize,
         Err(e) => return Err(AuthorityError::Corrupt { path: path.to_path_buf(), why: e.to_string() }),

@@ -6,7 +6,10 @@ use super::batches::{self, Batch, PlanRow};
 use super::cards::{self, CardRecord};
 use super::issuer_ca::{self, CertRow};
 use super::keys::{self, KeyKind, KeyRow, KeyState};
+use super::manufacturers::{self, ChipRecord, ManufacturerRow};
 use super::{Authority, AuthorityError};
+use crate::domain::{CardSerial, ChipId};
+use crate::fab::TrustedRoot;
 
 impl Authority {
     /// Every batch, oldest first.
@@ -57,5 +60,26 @@ impl Authority {
     /// The audit log's verdict: hash chain, signed head, audit key.
     pub fn verify_log(&self) -> Result<LogVerdict, AuthorityError> {
         audit_log::verify(&self.conn)
+    }
+
+    /// Every manufacturer (trusted and virtual) with its card counts.
+    pub fn manufacturers(&self) -> Result<Vec<ManufacturerRow>, AuthorityError> {
+        manufacturers::list(&self.conn)
+    }
+
+    /// The manufacturer roots the line may validate factory certificates against (only rows the signed
+    /// log recorded).
+    pub fn trusted_roots(&self) -> Result<Vec<TrustedRoot>, AuthorityError> {
+        manufacturers::trusted_roots(&self.conn)
+    }
+
+    /// What the register knows of a chip.
+    pub fn chip(&self, chip_id: ChipId) -> Result<Option<ChipRecord>, AuthorityError> {
+        manufacturers::chip(&self.conn, chip_id)
+    }
+
+    /// The chip a serial was given to, if any.
+    pub fn chip_of_serial(&self, serial: CardSerial) -> Result<Option<ChipId>, AuthorityError> {
+        manufacturers::chip_of_serial(&self.conn, serial)
     }
 }

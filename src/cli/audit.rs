@@ -288,6 +288,17 @@ fn print_report(r: &Report) {
         );
     }
     println!();
+    println!("manufacturers");
+    for m in &r.manufacturers {
+        println!(
+            "  {:<28} {:<8} {:>5} cards, {:>5} issued  root {}",
+            m.name, m.kind, m.cards, m.cards_locked, m.fingerprint
+        );
+    }
+    if r.manufacturers.is_empty() {
+        println!("  none trusted yet (keyroll fab trust ROOT.pem)");
+    }
+    println!();
     println!("cards         {} in the register, {} personalised", r.cards.total, r.cards.personalised);
     println!("issued value  {}", r.issued_value);
     println!("certificates  {} issued, {} revoked", r.certificates.issued, r.certificates.revoked);

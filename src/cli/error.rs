@@ -99,9 +99,16 @@ impl CliError {
                 AuthorityError::WrongIdentity(_)
                 | AuthorityError::IdentityRequired
                 | AuthorityError::Identity { .. } => "identity",
-                AuthorityError::NoDatabase(_) | AuthorityError::Corrupt { .. } | AuthorityError::NewerSchema { .. } => {
-                    "database"
-                }
+                AuthorityError::NoDatabase(_)
+                | AuthorityError::Corrupt { .. }
+                | AuthorityError::NewerSchema { .. }
+                | AuthorityError::Version1Database { .. } => "database",
+                AuthorityError::BadManufacturer(_) => "bad-manufacturer",
+                AuthorityError::ManufacturerExists { .. } => "manufacturer-exists",
+                AuthorityError::ChipIssued { .. }
+                | AuthorityError::ChipHasSerial { .. }
+                | AuthorityError::ChipNotRegistered { .. }
+                | AuthorityError::SerialHasChip { .. } => "chip-refused",
                 AuthorityError::Tampered(_) => "tampered",
                 AuthorityError::Sqlite(_) => "database",
                 AuthorityError::AlreadyExists(_) => "exists",
@@ -121,6 +128,7 @@ impl CliError {
             },
             CliError::Perso(PersoError::AlreadyIssued(_)) => "card-issued",
             CliError::Perso(PersoError::Transport { .. }) => "card-communication",
+            CliError::Perso(e) if e.refusal_code().is_some() => "impostor-refused",
             CliError::Perso(_) => "personalisation",
         }
     }
@@ -143,6 +151,12 @@ impl CliError {
                     s("check the path and its permissions; card files are written by `keyroll perso --out-dir`"),
                 ),
                 CardError::Storage(StorageError::PowerCut) => (Internal, s(REPORT)),
+                CardError::State(crate::card::state::StateError::Version1) => (
+                    Input,
+                    s(
+                        "make a version 2 card: a blank with `keyroll fab blank`, issued cards with `keyroll perso --out-dir`",
+                    ),
+                ),
                 CardError::State(_) => {
                     (Input, s("this is not a keyroll card file (`keyroll perso --out-dir DIR` writes them)"))
                 }
@@ -195,6 +209,27 @@ impl CliError {
                     (Check, s("the card refused personalisation: it may not be a blank keyroll card; insert another"))
                 }
                 PersoError::BadPlan(..) | PersoError::Certificate { .. } => (Internal, s(REPORT)),
+                PersoError::Factory(_)
+                | PersoError::NoFactoryCredentials(_)
+                | PersoError::KeyAgreement(_)
+                | PersoError::Attestation { .. } => (
+                    Check,
+                    s(
+                        "the card is not a genuine blank of a trusted manufacturer: nothing was sent to it and the refusal is in the audit log; set it aside (`keyroll fab list` shows the trusted manufacturers)",
+                    ),
+                ),
+                PersoError::ChipRefused { .. } => (
+                    Check,
+                    s(
+                        "this chip already has its one serial (or its card is issued): set the card aside; the refusal is in the audit log",
+                    ),
+                ),
+                PersoError::SecureMessaging { .. } => (
+                    Check,
+                    s(
+                        "the card's secure-messaging answer did not verify: the card or the line is faulty or tampered with; set the card aside and run the same command again with another",
+                    ),
+                ),
             },
         }
     }
@@ -214,6 +249,30 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             (Check, s("the database's secrets were changed outside keyroll: restore the database from a backup"))
         }
         AuthorityError::NewerSchema { .. } => (Input, s("use the newer keyroll that wrote this database")),
+        AuthorityError::Version1Database { .. } => (
+            Input,
+            s(
+                "create a version 2 issuer with `keyroll init --issuer NAME --db NEW.db`; keyroll did not change this one",
+            ),
+        ),
+        AuthorityError::BadManufacturer(_) => (
+            Input,
+            s(
+                "pass the root.pem that `keyroll fab init` (or the manufacturer) wrote: a self-signed P-256 CA certificate",
+            ),
+        ),
+        AuthorityError::ManufacturerExists { .. } => {
+            (Input, s("nothing to do: `keyroll fab list` shows the manufacturers already trusted"))
+        }
+        AuthorityError::ChipIssued { .. }
+        | AuthorityError::ChipHasSerial { .. }
+        | AuthorityError::ChipNotRegistered { .. }
+        | AuthorityError::SerialHasChip { .. } => (
+            Check,
+            s(
+                "a chip id gets exactly one serial, ever: set this card aside (the card register keeps chip id and serial)",
+            ),
+        ),
         AuthorityError::Sqlite(err) => sqlite(err),
         AuthorityError::BadRecipient(_) => {
             (Input, s("pass a custodian's age X25519 recipient, as `age-keygen -y IDENTITY_FILE` prints it"))
@@ -387,6 +446,7 @@ impl From<crate::perso::batch::BatchError> for CliError {
                 CliError::input(e.to_string(), "pass an --out-dir you can write")
             }
             BatchError::Card(e) => CliError::internal(format!("reference card: {e}")),
+            BatchError::Fab(e) => CliError::internal(format!("virtual manufacturer: {e}")),
         }
     }
 }

@@ -12,6 +12,7 @@ mod cert;
 mod demo;
 mod docs;
 mod error;
+mod fab;
 mod init;
 mod key;
 mod output;
@@ -121,6 +122,12 @@ pub enum Command {
     Readers,
     /// The main job: a whole key rollout on virtual cards, told as it goes, with a verdict.
     Demo(demo::DemoArgs),
+    /// Card manufacturers: make one (reference cards), make blank cards, trust one, list them.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyroll fab init --out-dir acme\n  keyroll fab blank --manufacturer acme --out blank.card\n  keyroll fab trust acme/root.pem\n  keyroll fab list"
+    )]
+    Fab(fab::FabCommand),
     /// Account for all issued value from the cards' logs and settlement journals (exit 1 if anything is
     /// unaccounted for or a credit has no matching debit).
     Reconcile(reconcile::ReconcileArgs),
@@ -145,6 +152,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rollout(c) => rollout::run(&ctx, db, identity, c),
         Command::Cert(c) => cert::run(&ctx, db, identity, c),
         Command::Audit(c) => audit::run(&ctx, db, c),
+        Command::Fab(c) => fab::run(&ctx, db, identity, c),
         Command::Policy(c) => policy::run(&ctx, db, identity, c),
         Command::Readers => readers::run(&ctx),
         Command::Reconcile(a) => reconcile::run(&ctx, db, identity, a),

@@ -24,7 +24,7 @@ pub struct ReconcileArgs {
 
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, a: ReconcileArgs) -> Result<(), CliError> {
     let auth = Authority::open(db)?;
-    let master = auth.unlock(identity)?.perso_master()?;
+    let master = auth.unlock(identity)?.log_master()?;
     let fleet = Fleet::load(&a.cards)?;
     let mut exports = Vec::with_capacity(fleet.cards.len());
     for (path, state) in &fleet.cards {

@@ -5,15 +5,15 @@
 
 use super::codec::{DecodeError, Reader, Wire, put_tlv};
 use super::command::Nonce;
-use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
+use crate::domain::{Amount, CardSerial, ChipId, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 
 /// A card's life cycle (ISO/IEC 7816-9 style: creation, initialisation, operational).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LifeCycle {
-    /// No serial, no keys: fresh from the fab.
+    /// No serial, no issuer keys: fresh from the fab (chip id and factory credentials only).
     Blank = 0x01,
-    /// Serial and personalisation key set; personalisation under way (a half-written card).
+    /// Serial given inside the personalisation channel; personalisation under way (a half-written card).
     Personalising = 0x03,
     /// Locked: personalisation refused for good, the scheme's commands allowed.
     Issued = 0x07,
@@ -93,6 +93,8 @@ pub struct CardInfo {
     pub certificate: Option<Vec<u8>>,
     /// Whether the card holds a certificate (reported in both forms).
     pub has_certificate: bool,
+    /// The chip id the fab gave the card (public, DESIGN.md §10 point 1).
+    pub chip_id: Option<ChipId>,
     /// The number of the scheme policy the card holds (0: none), DESIGN.md §10 point 4.
     pub policy_number: u32,
     /// The lowest update key id its policy still allows for wrapping (1 without a policy).
@@ -116,9 +118,10 @@ mod t {
     pub const PENDING_IN: u8 = 0x8B;
     pub const CERTIFICATE: u8 = 0x8C;
     pub const HAS_CERTIFICATE: u8 = 0x8D;
-    pub const POLICY_NUMBER: u8 = 0x8E;
-    pub const MIN_WRAP: u8 = 0x8F;
-    pub const CLOCK_FLOOR: u8 = 0x90;
+    pub const CHIP_ID: u8 = 0x8E;
+    pub const POLICY_NUMBER: u8 = 0x8F;
+    pub const MIN_WRAP: u8 = 0x90;
+    pub const CLOCK_FLOOR: u8 = 0x91;
 }
 
 /// Most pending entries a card reports; the card bounds its logs to this (house rule 5).
@@ -165,6 +168,9 @@ impl Wire for CardInfo {
         }
         if let Some(c) = &self.certificate {
             put_tlv(o, t::CERTIFICATE, c);
+        }
+        if let Some(c) = self.chip_id {
+            put_tlv(o, t::CHIP_ID, &c.0);
         }
         put_tlv(o, t::POLICY_NUMBER, &self.policy_number.to_be_bytes());
         put_tlv(o, t::MIN_WRAP, &self.min_wrap_update_key_id.0.to_be_bytes());
@@ -228,6 +234,7 @@ impl Wire for CardInfo {
                     info.has_certificate = true;
                 }
                 t::HAS_CERTIFICATE => info.has_certificate = v == [1],
+                t::CHIP_ID => info.chip_id = Some(ChipId(fixed(v, "chip id")?)),
                 t::POLICY_NUMBER => info.policy_number = u32::from_be_bytes(fixed(v, "policy number")?),
                 t::MIN_WRAP => {
                     info.min_wrap_update_key_id = UpdateKeyId(u32::from_be_bytes(fixed(v, "min wrap update key id")?))
@@ -268,6 +275,7 @@ impl CardInfo {
             pending_in: vec![],
             certificate: None,
             has_certificate: false,
+            chip_id: None,
             policy_number: 0,
             min_wrap_update_key_id: UpdateKeyId(1),
             clock_floor: 0,
@@ -310,6 +318,7 @@ mod tests {
             }],
             certificate: Some(vec![0x30; 500]),
             has_certificate: true,
+            chip_id: Some(ChipId([5; 8])),
             policy_number: 3,
             min_wrap_update_key_id: UpdateKeyId(2),
             clock_floor: 1_800_000_000,

@@ -36,11 +36,11 @@ pub enum Instruction {
     PutPolicy,
     /// DESIGN.md §10 point 4: read the card's scheme policy, to relay it to another card.
     GetPolicy,
-    /// Personalisation: set serial and personalisation key on a blank card.
-    Initialize,
-    /// Personalisation: open a sealed session (card challenge).
-    OpenPersoSession,
-    /// Personalisation: store one sealed item (P1 = item).
+    /// Personalisation: the factory credentials (GET DATA, tag BF21): chip id and certificates.
+    GetFactoryData,
+    /// Personalisation: SCP11b key agreement (GP Amendment F INTERNAL AUTHENTICATE).
+    InternalAuthenticate,
+    /// Personalisation: store one item (P1 = item), under secure messaging.
     PersoStore,
     /// Personalisation: generate the card key pair on the card (claims 3, 5), returns the public key.
     GenerateKeyPair,
@@ -64,8 +64,8 @@ impl Instruction {
         Instruction::Refund,
         Instruction::PutPolicy,
         Instruction::GetPolicy,
-        Instruction::Initialize,
-        Instruction::OpenPersoSession,
+        Instruction::GetFactoryData,
+        Instruction::InternalAuthenticate,
         Instruction::PersoStore,
         Instruction::GenerateKeyPair,
         Instruction::Lock,
@@ -88,8 +88,8 @@ impl Instruction {
             Refund => 0x3A,
             PutPolicy => 0x40,
             GetPolicy => 0x42,
-            Initialize => 0x50,
-            OpenPersoSession => 0x52,
+            GetFactoryData => 0xCA,
+            InternalAuthenticate => 0x88,
             PersoStore => 0x54,
             GenerateKeyPair => 0x56,
             Lock => 0x5E,
@@ -108,12 +108,17 @@ impl Instruction {
         Instruction::ALL.into_iter().find(|i| i.code() == ins && i.cla() == cla)
     }
 
+    /// Whether the command is accepted only under secure messaging (the personalisation channel).
+    pub fn needs_secure_messaging(self) -> bool {
+        matches!(self, Instruction::PersoStore | Instruction::GenerateKeyPair | Instruction::Lock)
+    }
+
     /// Whether the command is part of personalisation (refused after LOCK).
     pub fn is_personalisation(self) -> bool {
         matches!(
             self,
-            Instruction::Initialize
-                | Instruction::OpenPersoSession
+            Instruction::GetFactoryData
+                | Instruction::InternalAuthenticate
                 | Instruction::PersoStore
                 | Instruction::GenerateKeyPair
                 | Instruction::Lock

@@ -8,6 +8,7 @@ use keyroll::crypto::card_key::CardKeyPair;
 use keyroll::crypto::scheme_key::SchemeSigningKey;
 use keyroll::crypto::{Secret16, ecies, envelope};
 use keyroll::domain::*;
+use keyroll::perso::script::Line;
 use keyroll::perso::{CardPlan, PersoError, personalise};
 use keyroll::protocol::codec::Wire;
 use keyroll::protocol::command::{Command, KeyPayload, KeyRollPath};
@@ -186,12 +187,11 @@ fn genuine_keys_with_bad_authorisations_are_refused_at_perso_store() {
         p.issuer_word.authorisations.push(auth);
         // A missing authorisation leaves the item without one: a single-key card has no pending keys
         // and refuses it like a forged one.
-        let mut c = keyroll::card::Card::open(keyroll::card::storage::TearingStorage::new(
-            keyroll::card::storage::MemoryStorage::new(),
-        ))
-        .unwrap();
+        let mut c = blank_card();
+        let roots = test_roots();
+        let line = Line { roots: &roots, allow_virtual: false, register: None, issuer: None, verbose: false };
         let mut ch = InProcessChannel::new(&mut c, "perso");
-        let e = personalise(&mut ch, &Secret16::new(MASTER), &p, None, false).unwrap_err();
+        let e = personalise(&mut ch, &line, &p).unwrap_err();
         match e {
             PersoError::Refused { step: "STORE transfer key", sw: got } => assert_eq!(got, sw),
             other => panic!("{other}"),
