@@ -509,6 +509,7 @@ pub fn extends(conn: &Connection, cp: &Checkpoint) -> Result<Result<(), String>,
 mod tests {
     use super::super::{Authority, Tamper, secret_name};
     use super::*;
+    use crate::crypto::card_key::CardKeyPair;
 
     /// Rewrite a database's log as an older keyroll wrote it (v1 hashes, no bindings, no state) and
     /// re-sign the head, as a database from before schema 4 would be.

@@ -16,6 +16,7 @@ mod demo;
 mod examples;
 mod fab_cli;
 mod hsm;
+mod issuer_word;
 mod limbo;
 mod pcsc_cli;
 mod pcsc_transport;
