@@ -59,7 +59,7 @@ pub fn create(path: &Path) -> Result<Connection, AuthorityError> {
 fn existing(path: &Path) -> Result<(), AuthorityError> {
     match std::fs::metadata(path) {
         Err(_) => Err(AuthorityError::NoDatabase(path.to_path_buf())),
-        Ok(m) if m.len() == 0 => Err(AuthorityError::NotKeyroll(path.to_path_buf())),
+        Ok(m) if m.is_dir() || m.len() == 0 => Err(AuthorityError::NotKeyroll(path.to_path_buf())),
         Ok(_) => Ok(()),
     }
 }

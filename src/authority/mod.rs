@@ -40,7 +40,7 @@ pub enum AuthorityError {
     NoDatabase(PathBuf),
     #[error("{path} is not a usable keyroll database: {why}")]
     Corrupt { path: PathBuf, why: String },
-    #[error("{0} is not a keyroll database (empty, or no keyroll schema in it)")]
+    #[error("{0} is not a keyroll database (a directory, an empty file, or no keyroll schema in it)")]
     NotKeyroll(PathBuf),
     #[error("database schema version {found} is newer than this keyroll knows ({known})")]
     NewerSchema { found: usize, known: usize },

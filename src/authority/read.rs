@@ -57,9 +57,16 @@ impl Authority {
         batches::plan(&self.conn, id)
     }
 
-    /// The audit log's verdict: hash chain, signed head, audit key.
+    /// The audit log's verdict: hash chain, signed head, audit key, and every bound table against a
+    /// replay of the log.
     pub fn verify_log(&self) -> Result<LogVerdict, AuthorityError> {
         audit_log::verify(&self.conn)
+    }
+
+    /// Whether the log still holds a checkpoint's entry unchanged (`Err(why)` if it was rolled back or
+    /// rewritten).
+    pub fn log_extends(&self, cp: &audit_log::Checkpoint) -> Result<Result<(), String>, AuthorityError> {
+        audit_log::extends(&self.conn, cp)
     }
 
     /// Every manufacturer (trusted and virtual) with its card counts.

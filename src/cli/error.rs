@@ -109,7 +109,10 @@ impl CliError {
                 | AuthorityError::ChipHasSerial { .. }
                 | AuthorityError::ChipNotRegistered { .. }
                 | AuthorityError::SerialHasChip { .. } => "chip-refused",
-                AuthorityError::Tampered(_) => "tampered",
+                AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => "tampered",
+                AuthorityError::PinRequired { .. } => "pin-required",
+                AuthorityError::KeyInUse { .. } => "key-in-use",
+                AuthorityError::RetiredKey { .. } => "retired-key",
                 AuthorityError::Sqlite(_) => "database",
                 AuthorityError::AlreadyExists(_) => "exists",
                 AuthorityError::BatchExists(_) => "batch-exists",
@@ -117,9 +120,6 @@ impl CliError {
                 AuthorityError::NoSuchKey { .. } => "no-such-key",
                 AuthorityError::KeyState { .. } => "key-state",
                 AuthorityError::NoCertificate(_) => "no-such-certificate",
-                AuthorityError::PinRequired { .. } => "pin-required",
-                AuthorityError::BadRow { .. } => "tampered",
-                AuthorityError::KeyInUse { .. } => "key-in-use",
                 AuthorityError::PolicyFull { .. } => "policy-full",
                 AuthorityError::NoSuchCard(_) => "no-such-card",
                 AuthorityError::SigningTime(_) => "signing-time",

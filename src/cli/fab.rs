@@ -101,7 +101,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: FabCommand) -
                     "pass the root.pem of `keyroll fab init`",
                 )
             })?;
-            let auth = Authority::open(db)?;
+            let auth = ctx.open_custodian(db)?;
             let u = auth.unlock(identity)?;
             let row = u.trust_manufacturer(&der)?;
             if ctx.json {

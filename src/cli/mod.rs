@@ -57,6 +57,11 @@ pub struct Cli {
     /// An age identity file (a custodian's), for commands that change the database or read a secret.
     #[arg(long, global = true, env = "KEYROLL_IDENTITY", value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// The audit key fingerprint `keyroll init` printed (64 hex digits). Custodian commands refuse a
+    /// database with another audit key (exit 1), and one with no pin stored unless this is given (exit 2);
+    /// the first success stores it. `audit log` checks it too.
+    #[arg(long, global = true, env = "KEYROLL_EXPECT_KEY", value_name = "SHA256")]
+    pub expect_key: Option<String>,
     /// One JSON document on stdout (its "schema" field names the version); errors as JSON on stderr.
     #[arg(long, global = true)]
     pub json: bool,
@@ -114,7 +119,7 @@ pub enum Command {
     /// Auditors: certificate chains (RFC 5280), the audit log, and a whole-database report.
     #[command(
         subcommand,
-        after_help = "Examples:\n  keyroll audit report\n  keyroll audit chain --all\n  keyroll audit log --expect-key FINGERPRINT"
+        after_help = "Examples:\n  keyroll audit report --anchor root.pem\n  keyroll audit chain --all --expect-root SHA256\n  keyroll audit log --expect-key FINGERPRINT --checkpoint auditor.checkpoint"
     )]
     Audit(audit::AuditCommand),
     /// List PC/SC readers and whether a card is present.
@@ -139,7 +144,13 @@ pub enum Command {
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let ctx = output::Context { json: cli.json, verbose: cli.verbose };
+    let ctx = output::Context {
+        json: cli.json,
+        verbose: cli.verbose,
+        expect_key: cli.expect_key.clone(),
+        db: cli.db.clone(),
+        identity: cli.identity.clone(),
+    };
     let db = cli.db.as_path();
     let identity = cli.identity.as_deref();
     match cli.command {

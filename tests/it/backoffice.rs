@@ -264,7 +264,7 @@ fn a_killed_batch_is_finished_by_the_same_command() {
     child.wait().unwrap();
     let done: u32 = s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim().parse().unwrap();
     assert!(done < 300, "the batch finished before the kill; make it larger");
-    let again = s.json(&args[4..].iter().copied().collect::<Vec<_>>());
+    let again = s.json(&args[4..].to_vec());
     assert_eq!(again["resumed"], true);
     assert_eq!(s.sqlite("SELECT count(*) FROM cards").trim(), "300", "no extra reservations");
     assert_eq!(s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim(), "300");

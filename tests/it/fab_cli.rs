@@ -89,11 +89,12 @@ fn perso_to_files_uses_the_virtual_fab_and_records_chips() {
     assert_eq!(fabs["manufacturers"][0]["name"], "keyroll virtual fab");
     assert_eq!(fabs["manufacturers"][0]["kind"], "virtual");
     assert_eq!(fabs["manufacturers"][0]["cards"], 2);
-    let report = s.json(&["audit", "report"]);
+    s.ok(&["cert", "ca", "--out", "root.pem"]);
+    let report = s.json(&["audit", "report", "--anchor", "root.pem"]);
     assert_eq!(report["manufacturers"][0]["kind"], "virtual");
     assert_eq!(report["manufacturers"][0]["cards_locked"], 2);
     assert_eq!(report["ok"], true);
-    let text = s.ok(&["audit", "report"]);
+    let text = s.ok(&["audit", "report", "--anchor", "root.pem"]);
     assert!(text.contains("keyroll virtual fab") && text.contains("virtual"), "{text}");
     // The CA recorded the chip with each certificate.
     let logged = s.sqlite("SELECT count(*) FROM audit_log WHERE action = 'card attested' AND detail LIKE '%chip_id%'");
