@@ -32,6 +32,11 @@ impl CertificateIssuer for VerifyIssuer<'_> {
         ca::issue_card_certificate(&self.0.key, &self.0.root_der, key.serial, &key.public_key, t - day, t + day)
             .map_err(|e| e.to_string())
     }
+
+    /// Nothing recorded: the virtual cards' certificates live only as long as the verification.
+    fn withdraw(&self, _serial: CardSerial, _why: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What happened to one ordered pair.
