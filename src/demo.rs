@@ -171,7 +171,7 @@ fn spread(story: &mut Story<'_>, cards: &Path, profile_of: &BTreeMap<String, Pro
                         moved = true;
                         break;
                     }
-                    Err(DemoError::Settle(SettleError::NoPath { .. })) => continue,
+                    Err(DemoError::Settle(e)) if matches!(e.cause(), SettleError::NoPath { .. }) => continue,
                     Err(e) => return Err(e),
                 }
             }

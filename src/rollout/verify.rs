@@ -185,8 +185,12 @@ pub fn verify(u: &Unlocked<'_>) -> Result<VerifyReport, RolloutError> {
                 Ok(rep) => {
                     (key_roll_name(rep.key_roll).to_string(), Outcome::Settled, Some(rep.key_roll), rep.amount.0)
                 }
-                Err(e @ SettleError::Stranded { .. }) => (e.to_string(), Outcome::Stranded, None, 0),
-                Err(e @ SettleError::NoPath { .. }) => (e.to_string(), Outcome::NoDirectPath, None, 0),
+                Err(e) if matches!(e.cause(), SettleError::Stranded { .. }) => {
+                    (e.to_string(), Outcome::Stranded, None, 0)
+                }
+                Err(e) if matches!(e.cause(), SettleError::NoPath { .. }) => {
+                    (e.to_string(), Outcome::NoDirectPath, None, 0)
+                }
                 Err(e) => (e.to_string(), Outcome::Failed, None, 0),
             };
             let ok = match e {
