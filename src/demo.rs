@@ -71,8 +71,8 @@ pub struct Event {
 #[derive(Clone, Debug, Serialize)]
 pub struct Figures {
     pub issued_value: Total,
-    pub balances: u64,
-    pub in_flight: u64,
+    pub balances: Total,
+    pub in_flight: Total,
     pub newest_transfer_key_id: Option<TransferKeyId>,
     pub cards_behind: usize,
     pub cards_stranded: usize,
@@ -379,7 +379,7 @@ pub fn run(
         },
         Check {
             name: "value_conserved",
-            ok: issued == Total(status.balances as u128 + status.in_flight as u128),
+            ok: issued == Total(status.balances.0 + status.in_flight.0),
             detail: format!("issued {issued} = balances {} + in flight {}", status.balances, status.in_flight),
         },
     ];
