@@ -92,7 +92,7 @@ impl CliError {
             CliError::Settle(e) => match e.cause() {
                 SettleError::Transport { .. } => "card-communication",
                 SettleError::Stranded { .. } => "stranded",
-                SettleError::Revoked { .. } => "revoked",
+                SettleError::Blocked { .. } => "blocked",
                 SettleError::NoPath { .. } => "no-key-roll-path",
                 SettleError::SameCard(_) => "same-card",
                 _ => "settlement-refused",
@@ -176,7 +176,9 @@ impl CliError {
                     Check,
                     s("this card's batch limit is below the newer key; replace the card (see `keyroll rollout plan`)"),
                 ),
-                SettleError::Revoked { .. } => (Check, s("the card is revoked; withdraw it")),
+                SettleError::Blocked { .. } => {
+                    (Check, s("the issuer blocked one of these cards (see `keyroll policy show`); withdraw it"))
+                }
                 SettleError::NoPath { .. } => (
                     Check,
                     s(
