@@ -18,6 +18,7 @@ mod limbo;
 mod pcsc_cli;
 mod pcsc_transport;
 mod policy_backoffice;
+mod postgres;
 mod properties;
 mod public_key;
 mod reconcile;
