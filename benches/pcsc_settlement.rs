@@ -19,10 +19,9 @@ mod pcscd;
 mod support;
 
 use keyroll::card::Card;
-use keyroll::card::storage::{FileStorage, MemoryStorage};
-use keyroll::crypto::Secret16;
+use keyroll::card::storage::{FileStorage, MemoryStorage, Storage};
 use keyroll::domain::{Amount, CardSerial, Profile};
-use keyroll::perso::{CertificateIssuer, personalise};
+use keyroll::perso::{CertificateIssuer, Line, personalise};
 use keyroll::protocol::{Mute, SmartCard};
 use keyroll::terminal::{KeyRoll, SettleOptions, settle};
 use keyroll::transport::in_process::InProcessChannel;
@@ -139,7 +138,7 @@ impl Bench {
 
     /// Personalise `count` blank cards through the reader; returns cards per second and APDUs per card.
     fn personalisations(&mut self, count: usize, profile: Profile) -> (f64, usize) {
-        let master = Secret16::new(support::MASTER);
+        let roots = support::test_roots();
         let mut apdus = 0;
         let mut busy = Duration::ZERO;
         for _ in 0..count {
@@ -151,12 +150,15 @@ impl Bench {
                 plan.trust_anchor = Some(self.ca.root.clone());
                 Some(&self.ca)
             };
-            let blank = Card::open(MemoryStorage::new()).expect("blank card");
+            let mut storage = MemoryStorage::new();
+            storage.store(&support::blank_state_from(support::test_fab()).encode()).expect("memory");
+            let blank = Card::open(storage).expect("blank card");
             self.slots[0].insert(Box::new(blank));
             // The line's time per card: connecting to the card and the whole script.
             let t = Instant::now();
             let mut ch = self.connect(0);
-            let o = personalise(&mut ch, &master, &plan, issuer, false).expect("personalisation");
+            let line = Line { roots: &roots, allow_virtual: false, register: None, issuer, verbose: false };
+            let o = personalise(&mut ch, &line, &plan).expect("personalisation");
             drop(ch);
             busy += t.elapsed();
             assert_eq!(o.serial, CardSerial::from_u64(serial));
@@ -168,10 +170,13 @@ impl Bench {
 
 /// A symmetric card kept in a file in `dir`, personalised in process.
 fn file_card(dir: &std::path::Path, serial: u64, tk: u32) -> BoxedCard {
-    let mut card = Card::open(FileStorage::new(dir.join(format!("{serial}.card")))).expect("card file");
+    let state = support::blank_state_from(support::test_fab());
+    let mut card = Card::create(FileStorage::new(dir.join(format!("{serial}.card"))), state).expect("card file");
     let plan = support::plan(serial, Profile::Symmetric, tk, 1, 9, 1_000);
+    let roots = support::test_roots();
+    let line = Line { roots: &roots, allow_virtual: false, register: None, issuer: None, verbose: false };
     let mut ch = InProcessChannel::new(&mut card, "perso");
-    personalise(&mut ch, &Secret16::new(support::MASTER), &plan, None, false).expect("personalisation");
+    personalise(&mut ch, &line, &plan).expect("personalisation");
     drop(ch);
     Box::new(card)
 }

@@ -15,22 +15,26 @@ use keyroll::authority::Authority;
 use keyroll::authority::batches::NewBatch;
 use keyroll::card::Card;
 use keyroll::card::storage::{FileStorage, MemoryStorage, Storage};
-use keyroll::crypto::Secret16;
 use keyroll::domain::*;
-use keyroll::perso::personalise;
+use keyroll::perso::{Line, personalise};
 use keyroll::transport::in_process::InProcessChannel;
 use std::time::Instant;
 
 fn main() {
     let n: u32 = std::env::var("KEYROLL_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let dir = tempfile::tempdir().unwrap();
-    let master = Secret16::new([7; 16]);
-    println!("personalisation of {n} symmetric cards");
+    println!("personalisation of {n} symmetric cards (version 2: factory credentials, SCP11b, secure messaging)");
+    let roots = support::test_roots();
+    let line = Line { roots: &roots, allow_virtual: false, register: None, issuer: None, verbose: false };
+    // Blanks are made up front: the fab's work is not the line's.
+    let blanks: Vec<Vec<u8>> =
+        (0..n).map(|_| support::blank_state_from(support::test_fab()).encode().to_vec()).collect();
     let personalised = |i: u32| {
-        let mut card = Card::open(MemoryStorage::new()).unwrap();
+        let mut storage = MemoryStorage::new();
+        storage.store(&blanks[i as usize]).unwrap();
+        let mut card = Card::open(storage).unwrap();
         let mut ch = InProcessChannel::new(&mut card, "bench");
-        personalise(&mut ch, &master, &support::plan(i as u64 + 1, Profile::Symmetric, 1, 1, 5, 100), None, false)
-            .unwrap();
+        personalise(&mut ch, &line, &support::plan(i as u64 + 1, Profile::Symmetric, 1, 1, 5, 100)).unwrap();
         card
     };
 

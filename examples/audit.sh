@@ -16,17 +16,19 @@ lost=$(ls cards | head -n 1 | sed 's/\.card$//')
 "$KEYROLL" cert revoke "$lost" --reason key-compromise
 
 "$KEYROLL" cert ca --out root.pem
+# The auditor's outside anchor: the published root (here, the file just written; in life, from the issuer).
+root_sha=$(openssl x509 -in root.pem -outform DER | sha256sum | cut -d' ' -f1)
 "$KEYROLL" cert crl --out crl.pem
 "$KEYROLL" --json cert list | sed -n 's/.*"pem": "\(.*\)".*/\1/p' | head -n 2 | sed 's/\\n/\n/g' > two-cards.pem
 
 # Every certificate in the database: the revoked one is reported invalid, so this exits 1.
-rc=0; "$KEYROLL" audit chain --all || rc=$?
+rc=0; "$KEYROLL" audit chain --all --anchor root.pem || rc=$?
 [ "$rc" -eq 1 ] || { echo "audit chain --all: expected exit 1 for the revoked card, got $rc"; exit 1; }
 # Certificates as files, with the auditor's own copy of the anchor and CRL (exit 1 if the revoked
 # card is among them, 0 otherwise; 2 would be an error).
 rc=0; "$KEYROLL" audit chain two-cards.pem --anchor root.pem --crl crl.pem || rc=$?
 [ "$rc" -le 1 ] || { echo "audit chain on files failed with $rc"; exit 1; }
-"$KEYROLL" audit log --expect-key "$fingerprint"
-rc=0; "$KEYROLL" audit report || rc=$?
+"$KEYROLL" audit log --expect-key "$fingerprint" --checkpoint "$work/auditor.checkpoint"
+rc=0; "$KEYROLL" audit report --expect-root "$root_sha" --checkpoint "$work/auditor.checkpoint" || rc=$?
 [ "$rc" -le 1 ] || { echo "audit report failed with $rc"; exit 1; }
 echo "audit done"

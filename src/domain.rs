@@ -282,6 +282,47 @@ impl fmt::Display for Profile {
     }
 }
 
+/// A chip's factory identifier (DESIGN.md §10 point 1): 8 bytes the manufacturer assigns, named in the
+/// subject `serialNumber` of both factory certificates, shown as 16 hex digits. Public. A chip id gets
+/// exactly one card serial, ever (the back office enforces it).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ChipId(pub [u8; 8]);
+
+impl ChipId {
+    pub const LEN: usize = 8;
+
+    /// Parse 16 hex digits.
+    pub fn parse(s: &str) -> Option<Self> {
+        let v = hex::decode(s.trim()).ok()?;
+        Some(ChipId(v.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for ChipId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode_upper(self.0))
+    }
+}
+
+impl fmt::Debug for ChipId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChipId({self})")
+    }
+}
+
+impl Serialize for ChipId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ChipId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ChipId::parse(&s).ok_or_else(|| serde::de::Error::custom("chip id must be 16 hex digits"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,9 @@
 //!
 //! Layers import downward only (DESIGN.md §7):
 //! `cli` → `demo` → `authority`, `perso`, `terminal`, `audit`, `rollout` → `protocol`, `crypto`,
-//! `transport`, `pki`; the reference `card` uses only `protocol`, `crypto` and `pki`. `domain` holds the
-//! shared vocabulary. The library decides; `cli` parses, calls one library function and renders.
+//! `transport`, `pki`, `fab` (the manufacturer's credentials: making and checking them); the reference
+//! `card` uses only `protocol`, `crypto` and `pki`. `domain` holds the shared vocabulary. The library
+//! decides; `cli` parses, calls one library function and renders.
 
 pub mod audit;
 pub mod authority;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod crypto;
 pub mod demo;
 pub mod domain;
+pub mod fab;
 pub mod perso;
 pub mod pki;
 pub mod protocol;

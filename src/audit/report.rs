@@ -345,6 +345,9 @@ pub struct Report {
     pub keys: Vec<keys::KeyRow>,
     pub batches: Vec<batches::Batch>,
     pub cards: CardCounts,
+    /// Manufacturers the issuer trusts (and the virtual one of reference cards), with how many chips each
+    /// made got a serial and how many of those were issued.
+    pub manufacturers: Vec<crate::authority::manufacturers::ManufacturerRow>,
     pub certificates: CertificateCounts,
     pub chains: ChainVerdicts,
     pub audit_log: audit_log::LogVerdict,
@@ -421,6 +424,7 @@ pub fn build_report(auth: &Authority, at: SystemTime) -> Result<Report, Authorit
             total: cards.len(),
             personalised: cards.iter().filter(|c| c.state == crate::authority::cards::CardState::Personalised).count(),
         },
+        manufacturers: auth.manufacturers()?,
         certificates: CertificateCounts {
             issued: register.len(),
             revoked: register.iter().filter(|c| c.revocation.is_some()).count(),

@@ -499,3 +499,75 @@ pub fn extends(conn: &Store, cp: &Checkpoint) -> Result<Result<(), String>, Auth
         Some(_) => Ok(()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Authority, Tamper, secret_name};
+    use super::*;
+
+    /// Rewrite a database's log as an older keyroll wrote it (v1 hashes, no bindings, no state) and
+    /// re-sign the head, as a database from before schema 4 would be.
+    fn make_pre_binding(auth: &Authority, key: &CardKeyPair) {
+        let rows: Vec<(i64, String, String, String)> = auth
+            .conn
+            .prepare("SELECT id, at, action, detail FROM audit_log ORDER BY id")
+            .unwrap()
+            .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut prev = [0u8; 32];
+        for (id, at, action, detail) in rows {
+            let h = row_hash_v1(&prev, id, at.as_bytes(), action.as_bytes(), detail.as_bytes());
+            auth.conn
+                .execute(
+                    "UPDATE audit_log SET prev_hash = ?2, hash = ?3, bound = NULL, state = NULL WHERE id = ?1",
+                    params![id, prev.to_vec(), h.to_vec()],
+                )
+                .unwrap();
+            prev = h;
+        }
+        let last: i64 = auth.conn.query_row("SELECT max(id) FROM audit_log", params![], |r| r.get(0)).unwrap();
+        let sig = key.sign(&[HEAD_LABEL, &last.to_be_bytes(), &prev]);
+        auth.conn
+            .execute(
+                "UPDATE audit_head SET last_id = ?1, last_hash = ?2, signature = ?3",
+                params![last, prev.to_vec(), sig],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_database_from_before_row_binding_is_adopted_once_by_a_custodian() {
+        let d = tempfile::tempdir().unwrap();
+        let (db, id) = (d.path().join("x.db"), d.path().join("x.identity"));
+        let (auth, _) = Authority::init(&db, "Old Issuer", &[], &id).unwrap();
+        let key = {
+            let u = auth.unlock(Some(&id)).unwrap();
+            CardKeyPair::from_bytes(u.secret(secret_name::AUDIT_KEY).unwrap().expose()).unwrap()
+        };
+        make_pre_binding(&auth, &key);
+        // Auditors: intact chain, but no entry binds the tables yet.
+        let v = verify(&auth.conn).unwrap();
+        assert!(!v.intact && v.reason.as_deref().unwrap_or("").contains("before row binding"), "{v:?}");
+        // A custodian with a checkpoint from after binding refuses a state-less newest entry…
+        assert!(matches!(auth.unlock(Some(&id)), Err(AuthorityError::Tampered(Tamper::Log { .. }))));
+        // …a custodian without one (the first to open an old database) verifies it all and adopts it.
+        std::fs::remove_file(super::super::checkpoint::CustodianState::for_identity(&id).path).unwrap();
+        let u = auth.unlock(Some(&id)).unwrap();
+        drop(u);
+        let (action, bound): (String, Vec<u8>) = auth
+            .conn
+            .query_row("SELECT action, bound FROM audit_log ORDER BY id DESC LIMIT 1", params![], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(action, "bind rows");
+        assert!(!bound.is_empty());
+        let v = verify(&auth.conn).unwrap();
+        assert!(v.intact && v.tables_replayed, "{v:?}");
+        // And from then on, edits are caught like anywhere else.
+        auth.conn.execute("UPDATE keys SET kcv = '000000' WHERE id = 1", params![]).unwrap();
+        assert!(!verify(&auth.conn).unwrap().intact);
+    }
+}

@@ -220,9 +220,18 @@ impl Unlocked<'_> {
         })
     }
 
-    /// Record one card as personalised.
-    pub fn record_card(&self, run: &Run, slot: &Slot, file: Option<&str>) -> Result<(), AuthorityError> {
+    /// Record one card as personalised (and its chip as locked: never personalised again).
+    pub fn record_card(
+        &self,
+        run: &Run,
+        slot: &Slot,
+        file: Option<&str>,
+        chip: Option<crate::domain::ChipId>,
+    ) -> Result<(), AuthorityError> {
         self.write(|c| {
+            if let Some(chip) = chip {
+                self.lock_chip(c, chip)?;
+            }
             let n = c.execute(
                 "UPDATE cards SET state = 'personalised', file = ?3, personalised_at = ?4 WHERE run_id = ?1 AND seq = ?2 AND state = 'reserved'",
                 params![run.id, slot.seq, file, now()],
@@ -232,7 +241,8 @@ impl Unlocked<'_> {
                     c,
                     "card personalised",
                     serde_json::json!({ "serial": slot.serial.to_string(), "batch": run.batch.name,
-                        "transfer_key_id": run.batch.transfer_key_id.0, "issued_value": run.batch.initial_balance.0 }),
+                        "transfer_key_id": run.batch.transfer_key_id.0, "issued_value": run.batch.initial_balance.0,
+                        "chip_id": chip.map(|c| c.to_string()) }),
                 )?;
             }
             Ok(())

@@ -83,7 +83,7 @@ fn write_copy(
     let tx = dst.begin()?;
     let mut counts = Vec::new();
     for table in db::TABLES {
-        let rows = src.query_all(&format!("SELECT * FROM \"{table}\" ORDER BY id"), Vec::new())?;
+        let rows = src.query_all(&format!("SELECT * FROM \"{table}\" ORDER BY 1"), Vec::new())?;
         if let Some(first) = rows.first() {
             let names = first.column_names();
             let sql = format!(
@@ -94,7 +94,7 @@ fn write_copy(
             for r in &rows {
                 tx.execute(&sql, r.values())?;
             }
-            if tx.is_postgres() {
+            if tx.is_postgres() && names.first().is_some_and(|n| n == "id") {
                 // Identity columns do not see explicit ids: the next row must come after the copied ones.
                 tx.query_row(
                     &format!(

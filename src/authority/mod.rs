@@ -15,6 +15,7 @@ pub mod db;
 pub mod files;
 pub mod issuer_ca;
 pub mod keys;
+pub mod manufacturers;
 pub mod policy;
 mod read;
 pub mod rows;
@@ -41,7 +42,7 @@ pub enum AuthorityError {
     NoDatabase(PathBuf),
     #[error("{path} is not a usable keyroll database: {why}")]
     Corrupt { path: PathBuf, why: String },
-    #[error("{0} is not a keyroll database (empty, or no keyroll schema in it)")]
+    #[error("{0} is not a keyroll database (a directory, an empty file, or no keyroll schema in it)")]
     NotKeyroll(PathBuf),
     #[error("{path} is not empty: it holds table(s) of another application ({tables})")]
     NotEmpty { path: PathBuf, tables: String },
@@ -112,6 +113,22 @@ pub enum AuthorityError {
     PolicyFull { max: usize },
     #[error("no card with serial {0}")]
     NoSuchCard(String),
+    #[error(
+        "{path} is a keyroll version 1 database (schema {schema}); version 2 shares no key, label or application identifier with version 1 and does not open it"
+    )]
+    Version1Database { path: PathBuf, schema: usize },
+    #[error("not a usable manufacturer root: {0}")]
+    BadManufacturer(String),
+    #[error("manufacturer root {fingerprint} is already recorded (as {kind})")]
+    ManufacturerExists { fingerprint: String, kind: String },
+    #[error("chip {chip} already belongs to issued card {serial}; a chip is personalised once")]
+    ChipIssued { chip: crate::domain::ChipId, serial: crate::domain::CardSerial },
+    #[error("chip {chip} already has card serial {serial}; a chip id gets exactly one serial, ever")]
+    ChipHasSerial { chip: crate::domain::ChipId, serial: crate::domain::CardSerial },
+    #[error("chip {chip} is not the chip registered for card {serial}; no certificate is issued")]
+    ChipNotRegistered { chip: crate::domain::ChipId, serial: crate::domain::CardSerial },
+    #[error("card serial {serial} already belongs to chip {chip}")]
+    SerialHasChip { serial: crate::domain::CardSerial, chip: crate::domain::ChipId },
 }
 
 /// A stored secret, named.
@@ -170,7 +187,9 @@ pub fn now() -> String {
 
 /// Secret names in the `secrets` table.
 pub mod secret_name {
-    pub const PERSO_MASTER: &str = "personalisation-master";
+    /// The master of the cards' log-export MAC keys (`crypto::mac::card_log_key`). Version 1's
+    /// personalisation master is gone with INITIALIZE: personalisation keys come from SCP11b now.
+    pub const LOG_MASTER: &str = "card-log-master";
     pub const AUDIT_KEY: &str = "audit-signing-key";
     pub const CA_KEY: &str = "ca-root-key";
 }
@@ -244,7 +263,7 @@ impl Authority {
     }
 
     /// Create the database with the issuer's first transfer key (id 1), update key (id 1),
-    /// personalisation master, audit key and CA root. Without custodians, a new identity file is
+    /// card log master, audit key and CA root. Without custodians, a new identity file is
     /// written at `identity_out`, with the audit key pinned in it and the first checkpoint beside it.
     pub fn init(
         path: &Path,
@@ -315,7 +334,7 @@ impl Authority {
             )?;
             Ok(())
         };
-        put(secret_name::PERSO_MASTER, master.expose())?;
+        put(secret_name::LOG_MASTER, master.expose())?;
         put(secret_name::AUDIT_KEY, audit.to_bytes().expose())?;
         let (ca, ca_key, root_der) = issuer_ca::create_root(&tx, issuer, recipients)?;
         let scheme = policy::create_scheme(&tx, recipients, &ca_key, &root_der)?;
@@ -530,10 +549,10 @@ impl Unlocked<'_> {
         self.custodian.decrypt(&self.auth.stored_secret(name)?)
     }
 
-    /// The issuer's personalisation master key.
-    pub fn perso_master(&self) -> Result<crate::crypto::Secret16, AuthorityError> {
-        crate::crypto::Secret16::from_slice(self.secret(secret_name::PERSO_MASTER)?.expose())
-            .ok_or(AuthorityError::MalformedSecret(SecretRef::Named(secret_name::PERSO_MASTER)))
+    /// The issuer's card log master: each card's log-export MAC key is derived from it and the serial.
+    pub fn log_master(&self) -> Result<crate::crypto::Secret16, AuthorityError> {
+        crate::crypto::Secret16::from_slice(self.secret(secret_name::LOG_MASTER)?.expose())
+            .ok_or(AuthorityError::MalformedSecret(SecretRef::Named(secret_name::LOG_MASTER)))
     }
 
     /// Run `f` in an IMMEDIATE transaction (writers queue behind each other instead of failing). A

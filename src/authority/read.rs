@@ -6,7 +6,10 @@ use super::batches::{self, Batch, PlanRow};
 use super::cards::{self, CardRecord};
 use super::issuer_ca::{self, CertRow};
 use super::keys::{self, KeyKind, KeyRow, KeyState};
+use super::manufacturers::{self, ChipRecord, ManufacturerRow};
 use super::{Authority, AuthorityError};
+use crate::domain::{CardSerial, ChipId};
+use crate::fab::TrustedRoot;
 
 impl Authority {
     /// Every batch, oldest first.
@@ -54,8 +57,36 @@ impl Authority {
         batches::plan(&self.conn, id)
     }
 
-    /// The audit log's verdict: hash chain, signed head, audit key.
+    /// The audit log's verdict: hash chain, signed head, audit key, and every bound table against a
+    /// replay of the log.
     pub fn verify_log(&self) -> Result<LogVerdict, AuthorityError> {
         audit_log::verify(&self.conn)
+    }
+
+    /// Whether the log still holds a checkpoint's entry unchanged (`Err(why)` if it was rolled back or
+    /// rewritten).
+    pub fn log_extends(&self, cp: &audit_log::Checkpoint) -> Result<Result<(), String>, AuthorityError> {
+        audit_log::extends(&self.conn, cp)
+    }
+
+    /// Every manufacturer (trusted and virtual) with its card counts.
+    pub fn manufacturers(&self) -> Result<Vec<ManufacturerRow>, AuthorityError> {
+        manufacturers::list(&self.conn)
+    }
+
+    /// The manufacturer roots the line may validate factory certificates against (only rows the signed
+    /// log recorded).
+    pub fn trusted_roots(&self) -> Result<Vec<TrustedRoot>, AuthorityError> {
+        manufacturers::trusted_roots(&self.conn)
+    }
+
+    /// What the register knows of a chip.
+    pub fn chip(&self, chip_id: ChipId) -> Result<Option<ChipRecord>, AuthorityError> {
+        manufacturers::chip(&self.conn, chip_id)
+    }
+
+    /// The chip a serial was given to, if any.
+    pub fn chip_of_serial(&self, serial: CardSerial) -> Result<Option<ChipId>, AuthorityError> {
+        manufacturers::chip_of_serial(&self.conn, serial)
     }
 }

@@ -19,12 +19,12 @@ use crate::protocol::response::UpdatePermission;
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
-const SYMMETRIC_LABEL: &[u8] = b"keyroll transfer key v1";
+const SYMMETRIC_LABEL: &[u8] = b"keyroll transfer key v2";
 /// ECIES associated data label of the public-key path (claims 4, 7).
-const PUBLIC_KEY_LABEL: &[u8] = b"keyroll transfer key pk v1";
+const PUBLIC_KEY_LABEL: &[u8] = b"keyroll transfer key pk v2";
 /// Label of the sender's signature over `ciphertext ‖ challenge` (claim 4: "first digital signature
 /// data from the first encrypted data and the second random number").
-const SIGNATURE_LABEL: &[u8] = b"keyroll transfer key signature v1";
+const SIGNATURE_LABEL: &[u8] = b"keyroll transfer key signature v2";
 
 fn own_key_pair(state: &CardState) -> Result<CardKeyPair, StatusWord> {
     let k = state.card_private_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;

@@ -12,10 +12,12 @@ mod perso;
 pub mod policy;
 pub mod receipts;
 pub mod session;
+pub use perso::Misbehaviour;
 pub mod state;
 pub mod storage;
 mod value;
 
+use crate::crypto::secure_messaging::{CLA_SECURE_MESSAGING, SmError};
 use crate::protocol::apdu::{CLA_CHAINING, MAX_COMMAND_DATA};
 use crate::protocol::codec::Wire;
 use crate::protocol::command::Command;
@@ -69,6 +71,8 @@ pub struct Card<S: Storage> {
     powered: bool,
     /// Clock for certificate validity checks (a real card would take the terminal's time).
     pub now: fn() -> std::time::SystemTime,
+    /// How this card cheats, for tests of the personalisation line (a genuine card: none).
+    pub misbehaviour: Misbehaviour,
 }
 
 impl<S: Storage> Card<S> {
@@ -78,7 +82,14 @@ impl<S: Storage> Card<S> {
             Some(b) => CardState::decode(&b)?,
             None => CardState::blank(),
         };
-        Ok(Card { storage, state, session: Session::default(), powered: true, now: std::time::SystemTime::now })
+        Ok(Card {
+            storage,
+            state,
+            session: Session::default(),
+            powered: true,
+            now: std::time::SystemTime::now,
+            misbehaviour: Misbehaviour::None,
+        })
     }
 
     /// A card with the given state, written to storage first.
@@ -118,13 +129,39 @@ impl<S: Storage> Card<S> {
             Ok(None) => return Ok(ResponseApdu::status(StatusWord::Ok)),
             Err(sw) => return Ok(ResponseApdu::status(sw)),
         };
+        // Secure messaging (GP Amendment D via SCP11b, `crypto::secure_messaging`): a protected command is
+        // verified and decrypted before it is parsed. A command that fails verification closes the
+        // channel and changes nothing (6988).
+        let protected = apdu.cla & CLA_SECURE_MESSAGING != 0;
+        let apdu = if protected {
+            let Some(secure) = self.session.secure.as_mut() else {
+                return Ok(ResponseApdu::status(StatusWord::SecureMessagingIncorrect));
+            };
+            match secure.sm.unwrap(apdu.header(), &apdu.data) {
+                Ok(plain) => CommandApdu {
+                    cla: apdu.cla & !CLA_SECURE_MESSAGING,
+                    ins: apdu.ins,
+                    p1: apdu.p1,
+                    p2: apdu.p2,
+                    data: plain.to_vec(),
+                    le: apdu.le,
+                },
+                Err(SmError::TooLong { .. }) => return Ok(ResponseApdu::status(StatusWord::WrongLength)),
+                Err(_) => {
+                    self.session.secure = None;
+                    return Ok(ResponseApdu::status(StatusWord::SecureMessagingIncorrect));
+                }
+            }
+        } else {
+            apdu
+        };
         let command = match Command::try_from(&apdu) {
             Ok(c) => c,
             Err(sw) => return Ok(ResponseApdu::status(sw)),
         };
-        match self.dispatch(&apdu, command) {
+        match self.dispatch(&apdu, command, protected) {
             Err(sw) => Ok(ResponseApdu::status(sw)),
-            Ok(effect) => {
+            Ok(mut effect) => {
                 if let Some(new_state) = effect.state {
                     match self.storage.store(&new_state.encode()) {
                         Ok(()) => self.state = new_state,
@@ -135,6 +172,19 @@ impl<S: Storage> Card<S> {
                         Err(StorageError::Io(_) | StorageError::InUse(_)) => {
                             return Ok(ResponseApdu::status(StatusWord::MemoryFailure));
                         }
+                    }
+                }
+                if protected {
+                    let Some(secure) = self.session.secure.as_mut() else {
+                        return Ok(ResponseApdu::status(StatusWord::SecureMessagingIncorrect));
+                    };
+                    match secure.sm.wrap(&effect.response, [0x90, 0x00]) {
+                        Ok(wrapped) => effect.response = wrapped,
+                        Err(_) => return Ok(ResponseApdu::status(StatusWord::WrongLength)),
+                    }
+                    // The channel ends with personalisation.
+                    if self.state.life_cycle == LifeCycle::Issued {
+                        self.session.secure = None;
                     }
                 }
                 Ok(self.long_response(effect.response))
@@ -152,17 +202,19 @@ impl<S: Storage> Card<S> {
     fn assemble_chain(&mut self, apdu: CommandApdu) -> Result<Option<CommandApdu>, StatusWord> {
         let more = apdu.cla & CLA_CHAINING != 0;
         let header = [apdu.cla & !CLA_CHAINING, apdu.ins, apdu.p1, apdu.p2];
+        // The class without its secure-messaging bit names the instruction.
+        let base_cla = header[0] & !CLA_SECURE_MESSAGING;
         match self.session.chain.take() {
             None if !more => Ok(Some(apdu)),
             None => {
                 // Only commands that carry certificates or envelopes may be chained; anything else is
                 // refused at the first segment, before any data is buffered.
-                if header[0] != crate::protocol::instruction::CLA_ISO
-                    && header[0] != crate::protocol::instruction::CLA_PROPRIETARY
+                if base_cla != crate::protocol::instruction::CLA_ISO
+                    && base_cla != crate::protocol::instruction::CLA_PROPRIETARY
                 {
                     return Err(StatusWord::ClaNotSupported);
                 }
-                let ins = Instruction::from_code(header[0], header[1]).ok_or(
+                let ins = Instruction::from_code(base_cla, header[1]).ok_or(
                     if Instruction::ALL.iter().any(|i| i.code() == header[1]) {
                         StatusWord::ClaNotSupported
                     } else {
@@ -234,8 +286,8 @@ impl<S: Storage> Card<S> {
         ResponseApdu { data, sw }
     }
 
-    /// The life-cycle gate, then one handler per command.
-    fn dispatch(&mut self, apdu: &CommandApdu, command: Command) -> Result<Effect, StatusWord> {
+    /// The life-cycle and secure-messaging gate, then one handler per command.
+    fn dispatch(&mut self, apdu: &CommandApdu, command: Command, protected: bool) -> Result<Effect, StatusWord> {
         let ins = command.instruction();
         if let Command::Select { aid } = &command {
             // SELECT of another application deselects ours (ISO/IEC 7816-4 §11.2.2) and ends its session:
@@ -254,15 +306,23 @@ impl<S: Storage> Card<S> {
             return Err(StatusWord::ConditionsNotSatisfied);
         }
         let lc = self.state.life_cycle;
+        // Personalisation secrets travel only under secure messaging, and nothing else does.
+        if ins.needs_secure_messaging() != protected {
+            return Err(if protected {
+                StatusWord::ConditionsNotSatisfied
+            } else {
+                StatusWord::SecurityStatusNotSatisfied
+            });
+        }
         let allowed = match ins {
             Instruction::GetCardInfo => true,
-            Instruction::Initialize => lc == LifeCycle::Blank,
-            i if i.is_personalisation() => lc == LifeCycle::Personalising,
+            i if i.is_personalisation() => lc != LifeCycle::Issued,
             _ => lc == LifeCycle::Issued,
         };
         if !allowed {
             return Err(StatusWord::ConditionsNotSatisfied);
         }
+        let _ = apdu;
         let now = (self.now)();
         let state = &self.state;
         let session = &mut self.session;
@@ -295,13 +355,13 @@ impl<S: Storage> Card<S> {
             Command::Confirm { nonce, ack } => value::confirm(state, &nonce, &ack),
             Command::Abort { receipt } => value::abort(state, &receipt),
             Command::Refund { nonce, proof } => value::refund(state, &nonce, &proof),
-            Command::Initialize { serial, personalisation_key } => {
-                perso::initialize(state, serial, personalisation_key.0)
+            Command::GetFactoryData => perso::factory_data(state),
+            Command::InternalAuthenticate { data } => {
+                perso::internal_authenticate(state, session, &data, &self.misbehaviour)
             }
-            Command::OpenPersoSession => perso::open_session(state, session),
-            Command::PersoStore { item, sealed } => perso::store(state, session, apdu.header(), item, &sealed, now),
-            Command::GenerateKeyPair { sealed } => perso::generate_key_pair(state, session, apdu.header(), &sealed),
-            Command::Lock { sealed } => perso::lock(state, session, apdu.header(), &sealed),
+            Command::PersoStore { item, data } => perso::store(state, item, &data, now),
+            Command::GenerateKeyPair { serial } => perso::generate_key_pair(state, session, serial, &self.misbehaviour),
+            Command::Lock => perso::lock(state, session),
             Command::Select { .. } | Command::GetResponse { .. } => unreachable!("handled above"),
         }
     }

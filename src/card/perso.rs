@@ -1,80 +1,114 @@
-//! Personalisation on the card: INITIALIZE on a blank card, then a sealed session (see
-//! `crypto::perso`) storing the profile's items, on-card key generation (claims 3, 5: the secret key
-//! never leaves the card) and LOCK, after which every personalisation command is refused.
+//! Personalisation on the card, version 2 (DESIGN.md §10 points 1, 2; `docs/protocol.md`):
+//! 1. GET DATA `BF21` answers the factory credentials: chip id and both factory certificates (public);
+//! 2. INTERNAL AUTHENTICATE runs the SCP11b key agreement with the factory key-agreement key
+//!    ([`crate::crypto::scp11`]) and opens the secure-messaging channel;
+//! 3. under secure messaging only: PERSO STORE items, the serial first (given inside the channel; a card
+//!    that has a serial accepts only the same one), GENERATE KEY PAIR (the new public key attested by
+//!    the factory attestation key over label ‖ chip id ‖ serial ‖ public key ‖ transcript hash), LOCK.
+//!
+//! After LOCK the factory private keys are erased and every personalisation command is refused.
 
 use super::Effect;
-use super::session::{PersoSession, Session};
+use super::session::{SecureSession, Session};
 use super::state::{CardState, StoredKey};
+use crate::crypto::attestation::{self, Attested};
 use crate::crypto::card_key::CardKeyPair;
-use crate::crypto::secret::SecretBytes;
-use crate::crypto::{Secret16, perso as seal, random};
+use crate::crypto::secure_messaging::CardSession;
+use crate::crypto::{Secret16, scp11};
 use crate::domain::{CardSerial, Profile, TransferKeyId};
 use crate::protocol::StatusWord;
 use crate::protocol::codec::Wire;
 use crate::protocol::command::PersoItem;
 use crate::protocol::info::LifeCycle;
 use crate::protocol::perso::PersoPayload;
-use crate::protocol::response::{GeneratedPublicKey, PersoSessionOpened};
+use crate::protocol::response::{FactoryCredentials, GeneratedPublicKey};
 use std::time::SystemTime;
 
-/// INITIALIZE: the fab step that gives a blank card its serial and personalisation key. Only a blank
-/// card accepts it, so it cannot be used to take over a personalised card.
-pub(super) fn initialize(state: &CardState, serial: CardSerial, key: [u8; 16]) -> Result<Effect, StatusWord> {
-    let mut next = state.clone();
-    next.serial = Some(serial);
-    next.personalisation_key = Some(Secret16::new(key));
-    // The log-export key outlives the personalisation key (dropped at LOCK); the back office derives
-    // both from its personalisation master and the serial.
-    next.log_key = Some(crate::crypto::mac::card_log_key(&Secret16::new(key), &serial));
-    next.life_cycle = LifeCycle::Personalising;
-    Ok(Effect::write(next, Vec::new()))
+/// How a reference card can be made to misbehave: the impostors the line must refuse (issue 11's
+/// tests). A genuine card is [`Misbehaviour::None`]; the setting lives in memory only.
+#[derive(Clone, Debug, Default)]
+pub enum Misbehaviour {
+    #[default]
+    None,
+    /// Answer INTERNAL AUTHENTICATE with a receipt that does not verify.
+    WrongReceipt,
+    /// Answer GENERATE KEY PAIR with the public key only.
+    OmitAttestation,
+    /// Sign attestations with this key instead of the certified attestation key (another card's).
+    AttestWith(CardKeyPair),
+    /// Sign attestations over another transcript than the session's.
+    AttestOtherTranscript,
 }
 
-/// OPEN PERSO SESSION: answers `serial ‖ card challenge`; the session key is derived from both ends'
-/// knowledge of the card's personalisation key.
-pub(super) fn open_session(state: &CardState, session: &mut Session) -> Result<Effect, StatusWord> {
-    let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
-    let pk = state.personalisation_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
-    let challenge: [u8; 16] = random::bytes().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
-    session.perso = Some(PersoSession { key: seal::session_key(pk, &challenge), counter: 0 });
-    Ok(Effect::reply(PersoSessionOpened { serial, challenge }.to_wire()))
+fn factory_pair(key: Option<&crate::crypto::secret::SecretBytes>) -> Result<CardKeyPair, StatusWord> {
+    let k = key.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    CardKeyPair::from_bytes(k.expose()).map_err(|_| StatusWord::NoPreciseDiagnosis)
 }
 
-/// Open a sealed command. The counter advances only when the seal verifies, so a forged or replayed
-/// command is refused without disturbing the session.
-fn unseal(state: &CardState, session: &mut Session, header: [u8; 4], sealed: &[u8]) -> Result<SecretBytes, StatusWord> {
-    let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
-    let ps = session.perso.as_mut().ok_or(StatusWord::SecurityStatusNotSatisfied)?;
-    let plain = seal::open(&ps.key, serial, ps.counter, header, sealed).map_err(|_| StatusWord::VerificationFailed)?;
-    ps.counter = ps.counter.checked_add(1).ok_or(StatusWord::SecurityStatusNotSatisfied)?;
-    Ok(plain)
+/// GET DATA `BF21`: the factory credentials ([`FactoryCredentials`]). Public data; a card without
+/// factory credentials answers 6A88.
+pub(super) fn factory_data(state: &CardState) -> Result<Effect, StatusWord> {
+    let chip_id = state.chip_id.ok_or(StatusWord::ReferencedDataNotFound)?;
+    let f = state.factory.as_ref().ok_or(StatusWord::ReferencedDataNotFound)?;
+    let answer = FactoryCredentials {
+        chip_id,
+        agreement_certificate: f.agreement_certificate.clone().ok_or(StatusWord::ReferencedDataNotFound)?,
+        attestation_certificate: f.attestation_certificate.clone().ok_or(StatusWord::ReferencedDataNotFound)?,
+    };
+    Ok(Effect::reply(answer.to_wire()))
 }
 
-/// PERSO STORE: one item. Items may be written again before LOCK (a half-written card can be re-run).
-pub(super) fn store(
+/// INTERNAL AUTHENTICATE (SCP11b): opens a new channel, replacing any open one.
+pub(super) fn internal_authenticate(
     state: &CardState,
     session: &mut Session,
-    header: [u8; 4],
-    item: PersoItem,
-    sealed: &[u8],
-    now: SystemTime,
+    data: &[u8],
+    misbehaviour: &Misbehaviour,
 ) -> Result<Effect, StatusWord> {
-    // Decode against a copy of the session so a malformed item leaves the counter where it was.
-    let plain = {
-        let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
-        let ps = session.perso.as_ref().ok_or(StatusWord::SecurityStatusNotSatisfied)?;
-        seal::open(&ps.key, serial, ps.counter, header, sealed).map_err(|_| StatusWord::VerificationFailed)?
-    };
+    let f = state.factory.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let static_key = factory_pair(f.agreement_key.as_ref())?;
+    // A failed attempt also closes an open channel: nothing of the old one survives a new handshake.
+    session.secure = None;
+    let (mut response, established) = scp11::card_respond(&static_key, data).map_err(|e| match e {
+        scp11::Scp11Error::Random => StatusWord::NoPreciseDiagnosis,
+        _ => StatusWord::IncorrectData,
+    })?;
+    if matches!(misbehaviour, Misbehaviour::WrongReceipt) {
+        *response.last_mut().expect("receipt") ^= 1;
+    }
+    session.secure = Some(SecureSession {
+        sm: CardSession::new(established.keys, established.receipt),
+        transcript: established.transcript,
+    });
+    Ok(Effect::reply(response))
+}
+
+/// PERSO STORE: one item, plaintext from secure messaging ([`PersoPayload`]). The serial comes first;
+/// items may be written again before LOCK (a half-written card is re-run in a new session).
+pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: SystemTime) -> Result<Effect, StatusWord> {
     // A malformed item answers its decoder's status: 6700 for a length, 6A80 for a value.
-    let payload = PersoPayload::from_wire(plain.expose(), item)?;
+    let payload = PersoPayload::from_wire(data, item)?;
+    if item != PersoItem::Serial && state.serial.is_none() {
+        return Err(StatusWord::ConditionsNotSatisfied);
+    }
     let mut next = state.clone();
     match payload {
+        PersoPayload::Serial(serial) => {
+            // A chip keeps its serial: the same one again (a resumed card) is fine, another refused.
+            if state.serial.is_some_and(|s| s != serial) {
+                return Err(StatusWord::IncorrectData);
+            }
+            next.serial = Some(serial);
+            next.life_cycle = LifeCycle::Personalising;
+        }
         PersoPayload::Profile(p) => {
             if state.profile.is_some_and(|old| old != p) {
-                // Changing profile mid-way would leave items of the old one: start from a clean card.
+                // Changing profile mid-way would leave items of the old one: start from a clean card
+                // that keeps only what the fab and the serial gave it.
                 next = CardState {
                     serial: state.serial,
-                    personalisation_key: state.personalisation_key.clone(),
+                    chip_id: state.chip_id,
+                    factory: state.factory.clone(),
                     ..CardState::blank()
                 };
                 next.life_cycle = LifeCycle::Personalising;
@@ -106,6 +140,8 @@ pub(super) fn store(
             next.update_key = Some(StoredKey { id: id.0, key: Secret16::new(key.0), receipts_before: 0 });
         }
         PersoPayload::TransferKeyIdLimit(limit) => next.transfer_key_id_limit = Some(limit),
+        // Kept after LOCK: the card MACs its log exports with it (`CardState::export_log`).
+        PersoPayload::LogKey(k) => next.log_key = Some(Secret16::new(k.0)),
         PersoPayload::Balance { initial, max } => {
             if initial > max {
                 return Err(StatusWord::IncorrectData);
@@ -142,57 +178,72 @@ pub(super) fn store(
             next.certificate = Some(cert);
         }
     }
-    unseal(state, session, header, sealed)?;
     Ok(Effect::write(next, Vec::new()))
 }
 
-/// GENERATE KEY PAIR (claims 3, 5): the card makes its P-256 key pair and answers the public key only.
+/// GENERATE KEY PAIR (claims 3, 5): the card makes its P-256 key pair and answers
+/// `public key (65) ‖ attestation (DER ECDSA)`, the attestation by the factory attestation key over
+/// label ‖ chip id ‖ serial ‖ public key ‖ this session's transcript hash ([`attestation`]).
+///
+/// It comes first in a session, before the serial is stored and before any secret: the line checks
+/// the attestation before it writes anything (so an impostor gets no PERSO STORE at all). The serial
+/// it names must be the card's own if the card already has one.
 pub(super) fn generate_key_pair(
     state: &CardState,
-    session: &mut Session,
-    header: [u8; 4],
-    sealed: &[u8],
+    session: &Session,
+    serial: CardSerial,
+    misbehaviour: &Misbehaviour,
 ) -> Result<Effect, StatusWord> {
-    if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_key_pair() {
+    if state.profile.is_some_and(|p| !p.has_key_pair()) {
         return Err(StatusWord::ConditionsNotSatisfied);
     }
-    let plain = unseal(state, session, header, sealed)?;
-    if !plain.expose().is_empty() {
-        return Err(StatusWord::WrongLength);
+    if state.serial.is_some_and(|s| s != serial) {
+        return Err(StatusWord::IncorrectData);
     }
+    let chip_id = state.chip_id.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let attestation_key = factory_pair(state.factory.as_ref().and_then(|f| f.attestation_key.as_ref()))?;
+    let transcript = session.secure.as_ref().ok_or(StatusWord::SecurityStatusNotSatisfied)?.transcript;
     let pair = CardKeyPair::generate().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
+    let public = pair.public_key_sec1();
+    let other = [0x5Au8; 32];
+    let signed_transcript =
+        if matches!(misbehaviour, Misbehaviour::AttestOtherTranscript) { &other } else { &transcript };
+    let what = Attested { chip_id, serial, public_key: &public, transcript: signed_transcript };
+    let signature = match misbehaviour {
+        Misbehaviour::OmitAttestation => Vec::new(),
+        Misbehaviour::AttestWith(k) => attestation::sign(k, &what),
+        _ => attestation::sign(&attestation_key, &what),
+    };
     let mut next = state.clone();
     next.card_private_key = Some(pair.to_bytes());
     // A new key pair invalidates a certificate issued for an earlier one (a re-run personalisation).
     next.certificate = None;
-    Ok(Effect::write(next, GeneratedPublicKey { sec1: pair.public_key_sec1() }.to_wire()))
+    Ok(Effect::write(next, GeneratedPublicKey { sec1: public, attestation: signature }.to_wire()))
 }
 
-/// LOCK: ends personalisation for good, if the profile's items are all present.
-pub(super) fn lock(
-    state: &CardState,
-    session: &mut Session,
-    header: [u8; 4],
-    sealed: &[u8],
-) -> Result<Effect, StatusWord> {
+/// LOCK: ends personalisation for good, if the profile's items are all present. The factory private
+/// keys are erased: an issued card never opens a personalisation channel again.
+pub(super) fn lock(state: &CardState, session: &mut Session) -> Result<Effect, StatusWord> {
     let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
-    let complete = state.current_transfer_key().is_some()
+    let complete = state.serial.is_some()
+        && state.current_transfer_key().is_some()
         && state.transfer_key_id_limit.zip(state.selected_transfer_key_id).is_some_and(|(l, id)| l.admits(id))
         && state.max_balance.0 > 0
+        && state.log_key.is_some()
         && (!profile.has_update_key() || state.update_key.is_some())
         && (!profile.has_key_pair()
             || (state.card_private_key.is_some() && state.certificate.is_some() && state.trust_anchor.is_some()));
     if !complete {
         return Err(StatusWord::ConditionsNotSatisfied);
     }
-    let plain = unseal(state, session, header, sealed)?;
-    if !plain.expose().is_empty() {
-        return Err(StatusWord::WrongLength);
-    }
     let mut next = state.clone();
     next.life_cycle = LifeCycle::Issued;
-    next.personalisation_key = None;
-    session.perso = None;
+    if let Some(f) = next.factory.as_mut() {
+        f.agreement_key = None;
+        f.attestation_key = None;
+    }
+    // The channel ends with personalisation (the response to LOCK is still protected: see `Card::run`).
+    let _ = session;
     Ok(Effect::write(next, Vec::new()))
 }
 

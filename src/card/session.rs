@@ -1,7 +1,7 @@
 //! Session state: what the card forgets on power-off and reset (claims 2, 9: the random number is
 //! single use; DESIGN.md §5: clear challenges and selections on power off and reset).
 
-use crate::crypto::secret::SecretBytes;
+use crate::crypto::secure_messaging::CardSession;
 use crate::domain::CardSerial;
 use crate::protocol::command::Challenge;
 use zeroize::Zeroize;
@@ -20,9 +20,12 @@ impl Drop for LiveChallenge {
     }
 }
 
-pub struct PersoSession {
-    pub key: SecretBytes,
-    pub counter: u32,
+/// An open personalisation channel (SCP11b key agreement, then SCP03 secure messaging): it lives in
+/// session state only, so a power cut or reset ends it and its keys die with it (forward secrecy).
+pub struct SecureSession {
+    pub sm: CardSession,
+    /// keyroll's transcript hash of the key agreement (`crypto::scp11`), signed into key attestations.
+    pub transcript: [u8; 32],
 }
 
 /// Data of a command chain being received (ISO/IEC 7816-4 §5.4.1).
@@ -41,7 +44,7 @@ impl Drop for Chain {
 pub struct Session {
     pub selected: bool,
     pub challenge: Option<LiveChallenge>,
-    pub perso: Option<PersoSession>,
+    pub secure: Option<SecureSession>,
     pub chain: Option<Chain>,
     /// Rest of a long response, served by GET RESPONSE.
     pub pending_response: Vec<u8>,

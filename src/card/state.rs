@@ -6,6 +6,7 @@
 use super::receipts::ReceiptWindow;
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
+use crate::domain::ChipId;
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use crate::protocol::command::Nonce;
 use crate::protocol::info::{CardInfo, LifeCycle, PendingEntry};
@@ -14,8 +15,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use zeroize::Zeroizing;
 
-/// Format tag of card files; bump when the layout changes incompatibly.
-pub const FORMAT: &str = "keyroll-card/1";
+/// Format tag of card files; bump when the layout changes incompatibly. Version 2 (factory credentials,
+/// SCP11b personalisation) shares nothing with version 1, whose files are refused (DESIGN.md §10).
+pub const FORMAT: &str = "keyroll-card/2";
+/// The format tag of version 1 card files, recognised only to refuse them with a clear message.
+pub const FORMAT_V1: &str = "keyroll-card/1";
 /// Recently settled nonces remembered for idempotent CREDIT and ABORT (bounded: house rule 5).
 pub const SETTLED_MEMORY: usize = 32;
 /// Transaction log entries kept on the card.
@@ -129,8 +133,12 @@ pub struct CardState {
     pub life_cycle: LifeCycle,
     pub serial: Option<CardSerial>,
     pub profile: Option<Profile>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
-    pub personalisation_key: Option<Secret16>,
+    /// The chip id the fab gave the card (public; GET CARD INFO reports it).
+    pub chip_id: Option<ChipId>,
+    /// Factory key pairs and certificates (DESIGN.md §10 point 1). The private keys are dropped at LOCK:
+    /// an issued card never opens a personalisation channel again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factory: Option<FactoryKeys>,
     /// Stored transfer keys, ascending by id. Single-key profiles hold exactly one.
     pub transfer_keys: Vec<StoredKey>,
     /// Earlier transfer keys of a single-key card, kept only while a pending or settled transfer made
@@ -172,7 +180,8 @@ pub struct CardState {
     /// Log entries dropped from the bounded log since personalisation.
     #[serde(default)]
     pub log_dropped: u32,
-    /// The card's log-export MAC key (`crypto::mac::card_log_key`), set at INITIALIZE.
+    /// The card's log-export MAC key (`crypto::mac::card_log_key`), stored through the personalisation
+    /// channel (PERSO STORE `0A`) and kept after LOCK.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub log_key: Option<Secret16>,
     pub log: VecDeque<LogEntry>,
@@ -185,6 +194,26 @@ pub struct CardState {
     pub trust_anchor: Option<Vec<u8>>,
 }
 
+/// What the fab put on the card: the key-agreement key (SCP11b `SK.SD.ECKA`) and the attestation key,
+/// 32-byte P-256 scalars, with their certificates (DER). Private keys never leave the card.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FactoryKeys {
+    #[serde(with = "crate::domain::serde_hex::option")]
+    pub agreement_key: Option<SecretBytes>,
+    #[serde(with = "crate::domain::serde_hex::option")]
+    pub attestation_key: Option<SecretBytes>,
+    #[serde(with = "crate::domain::serde_hex::option")]
+    pub agreement_certificate: Option<Vec<u8>>,
+    #[serde(with = "crate::domain::serde_hex::option")]
+    pub attestation_certificate: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for FactoryKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FactoryKeys(<private keys redacted>)")
+    }
+}
+
 /// Why a card file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -192,17 +221,23 @@ pub enum StateError {
     Parse(String),
     #[error("card file format {found:?} is not {FORMAT:?}")]
     Format { found: String },
+    #[error(
+        "a version 1 card file ({FORMAT_V1}): version 2 personalises only cards with factory credentials and shares nothing with version 1"
+    )]
+    Version1,
 }
 
 impl CardState {
-    /// A blank card, fresh from the fab.
+    /// A card with no factory credentials: it cannot be personalised (no line trusts it). Tests use it
+    /// as the empty starting point; real blanks come from [`CardState::blank_from_fab`].
     pub fn blank() -> Self {
         CardState {
             format: FORMAT.to_string(),
             life_cycle: LifeCycle::Blank,
             serial: None,
             profile: None,
-            personalisation_key: None,
+            chip_id: None,
+            factory: None,
             transfer_keys: vec![],
             retained_keys: vec![],
             selected_transfer_key_id: None,
@@ -228,11 +263,38 @@ impl CardState {
         }
     }
 
+    /// A blank card as the fab makes it: chip id, the two factory private keys (32-byte scalars) and
+    /// their certificates.
+    pub fn blank_from_fab(
+        chip_id: ChipId,
+        agreement_key: SecretBytes,
+        attestation_key: SecretBytes,
+        agreement_certificate: Vec<u8>,
+        attestation_certificate: Vec<u8>,
+    ) -> Self {
+        CardState {
+            chip_id: Some(chip_id),
+            factory: Some(FactoryKeys {
+                agreement_key: Some(agreement_key),
+                attestation_key: Some(attestation_key),
+                agreement_certificate: Some(agreement_certificate),
+                attestation_certificate: Some(attestation_certificate),
+            }),
+            ..CardState::blank()
+        }
+    }
+
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(serde_json::to_vec_pretty(self).expect("card state serializes"))
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, StateError> {
+        // Recognise a version 1 file by its format tag before anything else, to refuse it by name.
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(b)
+            && v.get("format").and_then(|f| f.as_str()) == Some(FORMAT_V1)
+        {
+            return Err(StateError::Version1);
+        }
         let s: CardState = serde_json::from_slice(b).map_err(|e| StateError::Parse(e.to_string()))?;
         if s.format != FORMAT {
             return Err(StateError::Format { found: s.format });
@@ -324,6 +386,7 @@ impl CardState {
                 .collect(),
             certificate: self.certificate.clone(),
             has_certificate: self.certificate.is_some(),
+            chip_id: self.chip_id,
         }
     }
 

@@ -24,10 +24,10 @@ use crate::protocol::command::{Mac, Nonce, ReceiptRef};
 use crate::protocol::info::{MAX_EXCEPTIONS, MAX_PENDING};
 use crate::protocol::response::{AbortProof, CreditAck, DebitToken, ReceiveRequest};
 
-const REQUEST: &[u8] = b"keyroll value request v1";
-const TOKEN: &[u8] = b"keyroll value token v1";
-const ACK: &[u8] = b"keyroll value ack v1";
-const ABORT: &[u8] = b"keyroll value abort v1";
+const REQUEST: &[u8] = b"keyroll value request v2";
+const TOKEN: &[u8] = b"keyroll value token v2";
+const ACK: &[u8] = b"keyroll value ack v2";
+const ABORT: &[u8] = b"keyroll value abort v2";
 
 struct Transfer<'a> {
     payer: &'a CardSerial,

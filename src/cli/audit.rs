@@ -7,6 +7,8 @@ use super::output::{self, Context};
 use crate::audit::report::{self, ChainCounts, RegisterResult, Report, build_report, check_register};
 use crate::audit::{self, AuditError, ChainAudit, ChainResult};
 use crate::authority::Authority;
+use crate::authority::audit_log::LogVerdict;
+use crate::authority::checkpoint::CheckpointFile;
 use crate::pki::{self, ValidationOptions};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -21,9 +23,11 @@ pub enum AuditCommand {
         after_help = "Example:\n  keyroll audit log --expect-key 3f1c…   # the fingerprint `keyroll init` printed"
     )]
     Log {
-        /// Expected SHA-256 fingerprint of the audit key (as printed by `init`).
-        #[arg(long)]
-        expect_key: Option<String>,
+        /// A checkpoint file: the log must extend the head it records (else exit 1: rolled back or
+        /// rewritten); on success it is created or moved to the verified head. Keep it outside the
+        /// database's directory: a restore must not bring back an older one.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
     },
     /// Validate certificate chains (RFC 5280 §6): certificate files against --anchor roots, or
     /// with --all every card certificate in the database against the issuer's root and its
@@ -35,8 +39,32 @@ pub enum AuditCommand {
     /// One page on the whole database: issuer, key versions, batches, certificates, chain
     /// verdicts, audit log and issued value (exit 1 if a chain is invalid or the log is not
     /// intact).
-    #[command(after_help = "Example:\n  keyroll --db issuer.db audit report --json")]
-    Report,
+    #[command(
+        after_help = "Example:\n  keyroll --db issuer.db audit report --anchor root.pem --checkpoint issuer.checkpoint"
+    )]
+    Report(ReportArgs),
+}
+
+/// The outside anchor an auditor brings for the database's certificates: the root the issuer
+/// published, as a file or as the SHA-256 of its DER.
+#[derive(Args, Debug, Clone)]
+pub struct RootArgs {
+    /// SHA-256 (hex) of the issuer root certificate's DER, as published (`openssl x509 -in root.pem
+    /// -outform DER | sha256sum`). The database's root must be that one.
+    #[arg(long, value_name = "SHA256")]
+    pub expect_root: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The issuer's published root (PEM or DER); the database's root must be it.
+    #[arg(long = "anchor", value_name = "PEM")]
+    pub anchors: Vec<PathBuf>,
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// A checkpoint file, as for `audit log --checkpoint`.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -48,9 +76,11 @@ pub struct ChainArgs {
     /// Certificate files: PEM with one or more CERTIFICATE blocks, or DER.
     #[arg(value_name = "CERT", required_unless_present = "all")]
     pub certificates: Vec<PathBuf>,
-    /// A trusted root (PEM or DER); repeat for several.
+    /// A trusted root (PEM or DER); repeat for several. With --all, this or --expect-root is required.
     #[arg(long = "anchor", value_name = "PEM")]
     pub anchors: Vec<PathBuf>,
+    #[command(flatten)]
+    pub root: RootArgs,
     /// Intermediate certificates to build paths with (not trusted by themselves); repeatable.
     #[arg(long = "untrusted", value_name = "PEM")]
     pub untrusted: Vec<PathBuf>,
@@ -67,22 +97,53 @@ pub struct ChainArgs {
 
 pub fn run(ctx: &Context, db: &Path, cmd: AuditCommand) -> Result<(), CliError> {
     match cmd {
-        AuditCommand::Log { expect_key } => log(ctx, db, expect_key),
+        AuditCommand::Log { checkpoint } => log(ctx, db, checkpoint.as_deref()),
         AuditCommand::Chain(args) => chain(ctx, db, args),
-        AuditCommand::Report => report(ctx, db),
+        AuditCommand::Report(args) => report(ctx, db, args),
     }
 }
 
-fn log(ctx: &Context, db: &Path, expect_key: Option<String>) -> Result<(), CliError> {
-    let auth = Authority::open_read_only(db)?;
+/// The full log verdict with the auditor's own anchors: `--expect-key` and `--checkpoint` (moved
+/// forward when the log is intact and extends it).
+fn verified_log(ctx: &Context, auth: &Authority, checkpoint: Option<&Path>) -> Result<LogVerdict, CliError> {
     let mut v = auth.verify_log()?;
-    if let Some(fp) = expect_key
-        && !fp.eq_ignore_ascii_case(&v.audit_key_fingerprint)
+    if let Some(fp) = &ctx.expect_key
+        && !fp.trim().eq_ignore_ascii_case(&v.audit_key_fingerprint)
         && v.intact
     {
         v.intact = false;
-        v.reason = Some(format!("the audit key is {}, not the expected {fp}", v.audit_key_fingerprint));
+        v.reason = Some(format!("the audit key is {}, not the expected {}", v.audit_key_fingerprint, fp.trim()));
     }
+    if let Some(file) = checkpoint {
+        let saved = CheckpointFile::read(file)?;
+        if let Some(saved) = &saved
+            && v.intact
+        {
+            if !saved.audit_key_fingerprint.eq_ignore_ascii_case(&v.audit_key_fingerprint) {
+                v.intact = false;
+                v.reason = Some(format!(
+                    "the audit key is {}, but checkpoint {} was taken under {}",
+                    v.audit_key_fingerprint,
+                    file.display(),
+                    saved.audit_key_fingerprint
+                ));
+            } else if let Err(why) = auth.log_extends(&saved.checkpoint)? {
+                v.intact = false;
+                v.reason = Some(format!("{why} (checkpoint {})", file.display()));
+            }
+        }
+        if v.intact
+            && let Some(head) = v.head
+        {
+            CheckpointFile::write(file, &v.audit_key_fingerprint, head)?;
+        }
+    }
+    Ok(v)
+}
+
+fn log(ctx: &Context, db: &Path, checkpoint: Option<&Path>) -> Result<(), CliError> {
+    let auth = Authority::open_read_only(db)?;
+    let v = verified_log(ctx, &auth, checkpoint)?;
     if ctx.json {
         output::json(&v);
     } else if v.intact {
@@ -155,15 +216,7 @@ fn check_database(
     // An auditor may hold the root the issuer published and want the database checked against
     // it rather than against the root the database itself carries: --anchor does that.
     let anchors = if args.anchors.is_empty() {
-        match auth.root()? {
-            Some(root) => vec![root],
-            None => {
-                return Err(CliError::input(
-                    format!("{} holds no issuer root certificate", auth.path.display()),
-                    "create it with `keyroll cert ca --out root.pem` (needs --identity), or pass --anchor ROOT.pem",
-                ));
-            }
-        }
+        vec![expected_root(auth, &args.root)?]
     } else {
         read_all(&args.anchors, audit::read_certificates)?
     };
@@ -197,7 +250,21 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
     opts.require_crl = !args.crls.is_empty();
     let at_text = pki::format_unix(pki::floor_seconds(at));
     let (valid, invalid) = if args.all {
+        if args.anchors.is_empty() && args.root.expect_root.is_none() {
+            return Err(no_anchor("audit chain --all"));
+        }
         let auth = Authority::open_read_only(db)?;
+        // The register and its revocations are only worth checking if the log vouches for them.
+        let log = auth.verify_log()?;
+        if !log.intact {
+            return Err(CliError::check(
+                format!(
+                    "the certificate register is not vouched for by the audit log: {}",
+                    log.reason.unwrap_or_default()
+                ),
+                "the database was changed outside keyroll: `keyroll audit log` names the first bad row",
+            ));
+        }
         let results = check_database(&auth, &args, &opts)?;
         let counts = ChainCounts::of(&results);
         if ctx.json {
@@ -207,7 +274,7 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
                 print_result(&r.result);
             }
             let anchor =
-                if args.anchors.is_empty() { "the database's issuer root" } else { "the given --anchor roots" };
+                if args.anchors.is_empty() { "the issuer root (--expect-root)" } else { "the given --anchor roots" };
             println!(
                 "{} card certificate(s) at {at_text}: {} valid, {} invalid ({} revoked); checked against {anchor} and the database's revocations{}",
                 results.len(),
@@ -222,7 +289,7 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
         if args.anchors.is_empty() {
             return Err(CliError::input(
                 "no trust anchor: certificate files are checked against the roots given with --anchor",
-                "pass --anchor ROOT.pem (the issuer's root: `keyroll cert ca --out root.pem`), or use --all to check the database's certificates against its own root",
+                "pass --anchor ROOT.pem (the root the issuer published), or use --all --anchor ROOT.pem to check every certificate the database issued",
             ));
         }
         let results = audit::audit_chain(&ChainAudit {
@@ -288,6 +355,17 @@ fn print_report(r: &Report) {
         );
     }
     println!();
+    println!("manufacturers");
+    for m in &r.manufacturers {
+        println!(
+            "  {:<28} {:<8} {:>5} cards, {:>5} issued  root {}",
+            m.name, m.kind, m.cards, m.cards_locked, m.fingerprint
+        );
+    }
+    if r.manufacturers.is_empty() {
+        println!("  none trusted yet (keyroll fab trust ROOT.pem)");
+    }
+    println!();
     println!("cards         {} in the register, {} personalised", r.cards.total, r.cards.personalised);
     println!("issued value  {}", r.issued_value);
     println!("certificates  {} issued, {} revoked", r.certificates.issued, r.certificates.revoked);
@@ -312,9 +390,63 @@ fn print_report(r: &Report) {
     println!("verdict       {}", r.verdict.word());
 }
 
-fn report(ctx: &Context, db: &Path) -> Result<(), CliError> {
+/// No outside anchor: the database's own root proves nothing (an attacker swaps it and re-issues the
+/// register).
+fn no_anchor(what: &str) -> CliError {
+    CliError::input(
+        format!("{what} needs an outside anchor: the database's own root proves nothing about the database"),
+        "pass --anchor ROOT.pem (the root the issuer published) or --expect-root SHA256 (of its DER)",
+    )
+}
+
+/// The database's root, which must be the one `--expect-root` names.
+fn expected_root(auth: &Authority, root: &RootArgs) -> Result<Vec<u8>, CliError> {
+    let Some(expected) = &root.expect_root else { return Err(no_anchor("this command")) };
+    let der = auth.root()?.ok_or_else(|| {
+        CliError::input(
+            format!("{} holds no issuer root certificate", auth.path.display()),
+            "create it with `keyroll cert ca --out root.pem` (needs --identity), or pass --anchor ROOT.pem",
+        )
+    })?;
+    let found = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der));
+    if !found.eq_ignore_ascii_case(expected.trim()) {
+        return Err(CliError::check(
+            format!("the database's root certificate has SHA-256 {found}, not the expected {}", expected.trim()),
+            "the root was replaced: nothing in this database can be trusted; restore a backup",
+        ));
+    }
+    Ok(der)
+}
+
+fn report(ctx: &Context, db: &Path, args: ReportArgs) -> Result<(), CliError> {
+    if args.anchors.is_empty() && args.root.expect_root.is_none() {
+        return Err(no_anchor("audit report"));
+    }
     let auth = Authority::open_read_only(db)?;
-    let r = build_report(&auth, SystemTime::now())?;
+    // The report validates against the database's root: it must be the published one.
+    if args.anchors.is_empty() {
+        expected_root(&auth, &args.root)?;
+    } else {
+        let published = read_all(&args.anchors, audit::read_certificates)?;
+        let ours = auth.root()?.unwrap_or_default();
+        if !published.contains(&ours) {
+            return Err(CliError::check(
+                "the database's root certificate is not the --anchor root".to_string(),
+                "the root was replaced: nothing in this database can be trusted; restore a backup",
+            ));
+        }
+    }
+    // Checkpoint and --expect-key first: a rolled-back log fails the report.
+    let checked = verified_log(ctx, &auth, args.checkpoint.as_deref())?;
+    let mut r = build_report(&auth, SystemTime::now())?;
+    if !checked.intact && r.audit_log.intact {
+        // Rolled back past the checkpoint, or another audit key: the report fails on its log check.
+        let failed = report::log_check(&checked);
+        r.audit_log = checked;
+        let checks =
+            r.verdict.checks.iter().cloned().map(|c| if c.name == failed.name { failed.clone() } else { c }).collect();
+        r.verdict = crate::audit::verdict::Verdict::new(checks);
+    }
     if ctx.json {
         output::json(&r);
     } else {

@@ -60,7 +60,10 @@ pub enum BatchCommand {
 }
 
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: BatchCommand) -> Result<(), CliError> {
-    let auth = Authority::open(db)?;
+    let auth = match cmd {
+        BatchCommand::List => Authority::open_read_only(db)?,
+        _ => ctx.open_custodian(db)?,
+    };
     match cmd {
         BatchCommand::New { name, profile, transfer_key_limit, initial_balance, max_balance } => {
             let b = auth.unlock(identity)?.new_batch(&NewBatch {

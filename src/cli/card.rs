@@ -4,7 +4,7 @@ use super::CliError;
 use super::output::{self, Context};
 use crate::card::storage::FileStorage;
 use crate::card::{Card, CardState};
-use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
+use crate::domain::{Amount, CardSerial, ChipId, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use crate::protocol::info::LifeCycle;
 use clap::Subcommand;
 use serde::Serialize;
@@ -19,13 +19,13 @@ pub enum CardCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Serve a card file as a virtual card in a pcscd vpcd reader (a missing file: a blank card,
-    /// saved there). Ctrl-C or SIGTERM finishes the command in flight and exits.
+    /// Serve a card file as a virtual card in a pcscd vpcd reader (make a blank one with `fab blank`).
+    /// Ctrl-C or SIGTERM finishes the command in flight and exits.
     #[command(
-        after_help = "Example:\n  keyroll card serve blank.card --vpcd 127.0.0.1:35963 &   # a blank card in \"Virtual PCD 00 00\""
+        after_help = "Example:\n  keyroll fab blank --manufacturer acme --out blank.card\n  keyroll card serve blank.card --vpcd 127.0.0.1:35963 &   # a blank card in \"Virtual PCD 00 00\""
     )]
     Serve {
-        /// The card file to serve; a missing file is a blank card, written there at its first change.
+        /// The card file to serve (it must exist: `fab blank` makes a blank one).
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// vpcd's address: "Virtual PCD 00 00" is port 35963, "00 01" is 35964.
@@ -41,6 +41,8 @@ pub enum CardCommand {
 #[derive(Serialize)]
 pub struct CardView {
     pub serial: Option<CardSerial>,
+    /// The chip id the fab gave the card (public).
+    pub chip_id: Option<ChipId>,
     pub life_cycle: LifeCycle,
     pub profile: Option<Profile>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +67,7 @@ impl CardView {
         let multi = s.profile == Some(Profile::MultiKey);
         CardView {
             serial: s.serial,
+            chip_id: s.chip_id,
             life_cycle: s.life_cycle,
             profile: s.profile,
             transfer_key_id: if multi { None } else { s.selected_transfer_key_id },
@@ -89,7 +92,7 @@ fn require_card_file(path: &Path) -> Result<(), CliError> {
     }
     Err(CliError::input(
         format!("card file {} does not exist", path.display()),
-        "card files are written by `keyroll perso --out-dir DIR`",
+        "make a blank card with `keyroll fab blank --manufacturer DIR --out FILE`, or issued ones with `keyroll perso --out-dir DIR`",
     ))
 }
 
@@ -99,7 +102,7 @@ pub fn open_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
     lock_card_file(path)
 }
 
-/// Open a card file, blank if missing (it is saved there at the first write), for this process alone.
+/// Open a card file for this process alone.
 fn lock_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
     let fail = |source| CliError::CardFile { path: path.to_path_buf(), source };
     Card::open(FileStorage::exclusive(path).map_err(|e| fail(e.into()))?).map_err(fail)
@@ -130,6 +133,7 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 
 fn print_view(v: &CardView) {
     println!("serial           {}", opt(&v.serial));
+    println!("chip id          {}", opt(&v.chip_id));
     println!("life cycle       {:?}", v.life_cycle);
     println!("profile          {}", opt(&v.profile));
     match &v.stored_transfer_key_ids {
@@ -179,8 +183,8 @@ fn serve(ctx: &Context, file: &Path, vpcd: &str, connect_timeout: u64) -> Result
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
     loopback_only(vpcd)?;
-    let existed = file.exists();
-    let mut card = lock_card_file(file)?;
+    // A missing file is not a card: a blank card comes from a manufacturer, with factory credentials.
+    let mut card = open_card_file(file)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -225,10 +229,6 @@ fn serve(ctx: &Context, file: &Path, vpcd: &str, connect_timeout: u64) -> Result
             "start pcscd with vsmartcard-vpcd (`pcscd --foreground &`), check the port, or pass --connect-timeout 0 to wait",
         ));
     }
-    if file.exists() {
-        eprintln!("card removed; state saved in {}", file.display());
-    } else if !existed {
-        eprintln!("card removed; it was never written, so {} was not created", file.display());
-    }
+    eprintln!("card removed; state saved in {}", file.display());
     Ok(())
 }

@@ -25,16 +25,22 @@ pub enum CertCommand {
     /// Write a fresh CRL (PEM), signed by the issuer CA.
     #[command(after_help = "Example:\n  keyroll cert crl --out issuer.crl")]
     Crl {
-        /// The file to write.
+        /// The file to write (never replaces an existing file without --force).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace an existing --out file (never the database, its identity or a card file).
+        #[arg(long)]
+        force: bool,
     },
     /// Write the issuer root certificate (PEM).
     #[command(after_help = "Example:\n  keyroll cert ca --out root.pem && openssl x509 -in root.pem -noout -text")]
     Ca {
-        /// The file to write.
+        /// The file to write (never replaces an existing file without --force).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace an existing --out file (never the database, its identity or a card file).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -44,15 +50,22 @@ struct Written {
     what: &'static str,
 }
 
-fn write_pem(out: &Path, label: &str, der: &[u8]) -> Result<(), CliError> {
+fn write_pem(ctx: &Context, out: &Path, force: bool, label: &str, der: &[u8]) -> Result<(), CliError> {
     let pem = ca::pem_encode(label, der).map_err(|e| CliError::internal(format!("PEM encoding: {e}")))?;
-    std::fs::write(out, pem.as_bytes()).map_err(|e| {
-        CliError::input(format!("cannot write {}: {e}", out.display()), "check the directory exists and is writable")
-    })
+    ctx.write_output(out, pem.as_bytes(), force, 0o644)
 }
 
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: CertCommand) -> Result<(), CliError> {
-    let auth = Authority::open(db)?;
+    if let CertCommand::List = cmd {
+        let rows = Authority::open_read_only(db)?.certificates()?;
+        ctx.emit(&serde_json::json!({ "certificates": rows }), |_| {
+            for r in &rows {
+                println!("{}  card {}  {}", r.serial, r.card, if r.revoked { "REVOKED" } else { "valid" });
+            }
+        });
+        return Ok(());
+    }
+    let auth = ctx.open_custodian(db)?;
     match cmd {
         CertCommand::List => {
             let rows = auth.certificates()?;
@@ -79,17 +92,20 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: CertCommand) 
                 }
             });
         }
-        CertCommand::Crl { out } => {
-            let der = auth.unlock(identity)?.crl()?;
-            write_pem(&out, ca::PEM_CRL, &der)?;
+        CertCommand::Crl { out, force } => {
+            // Refuse a clobbering --out before the CRL number is spent.
+            ctx.check_output(&out, force)?;
+            let u = auth.unlock(identity)?;
+            let der = u.crl()?;
+            write_pem(ctx, &out, force, ca::PEM_CRL, &der)?;
             ctx.emit(&Written { out, what: "crl" }, |w| println!("wrote CRL to {}", w.out.display()));
         }
-        CertCommand::Ca { out } => {
+        CertCommand::Ca { out, force } => {
             let root = match auth.root()? {
                 Some(r) => r,
                 None => auth.unlock(identity)?.ca()?.root_der,
             };
-            write_pem(&out, ca::PEM_CERTIFICATE, &root)?;
+            write_pem(ctx, &out, force, ca::PEM_CERTIFICATE, &root)?;
             ctx.emit(&Written { out, what: "root-certificate" }, |w| {
                 println!("wrote issuer root certificate to {}", w.out.display())
             });

@@ -100,10 +100,20 @@ impl CliError {
                 AuthorityError::WrongIdentity(_)
                 | AuthorityError::IdentityRequired
                 | AuthorityError::Identity { .. } => "identity",
-                AuthorityError::NoDatabase(_) | AuthorityError::Corrupt { .. } | AuthorityError::NewerSchema { .. } => {
-                    "database"
-                }
-                AuthorityError::Tampered(_) => "tampered",
+                AuthorityError::NoDatabase(_)
+                | AuthorityError::Corrupt { .. }
+                | AuthorityError::NewerSchema { .. }
+                | AuthorityError::Version1Database { .. } => "database",
+                AuthorityError::BadManufacturer(_) => "bad-manufacturer",
+                AuthorityError::ManufacturerExists { .. } => "manufacturer-exists",
+                AuthorityError::ChipIssued { .. }
+                | AuthorityError::ChipHasSerial { .. }
+                | AuthorityError::ChipNotRegistered { .. }
+                | AuthorityError::SerialHasChip { .. } => "chip-refused",
+                AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => "tampered",
+                AuthorityError::PinRequired { .. } => "pin-required",
+                AuthorityError::KeyInUse { .. } => "key-in-use",
+                AuthorityError::RetiredKey { .. } => "retired-key",
                 AuthorityError::Sqlite(_) | AuthorityError::Store(_) | AuthorityError::NotEmpty { .. } => "database",
                 AuthorityError::AlreadyExists(_) => "exists",
                 AuthorityError::BatchExists(_) => "batch-exists",
@@ -111,9 +121,6 @@ impl CliError {
                 AuthorityError::NoSuchKey { .. } => "no-such-key",
                 AuthorityError::KeyState { .. } => "key-state",
                 AuthorityError::NoCertificate(_) => "no-such-certificate",
-                AuthorityError::PinRequired { .. } => "pin-required",
-                AuthorityError::BadRow { .. } => "tampered",
-                AuthorityError::KeyInUse { .. } => "key-in-use",
                 AuthorityError::PolicyFull { .. } => "policy-full",
                 AuthorityError::NoSuchCard(_) => "no-such-card",
                 AuthorityError::SigningTime(_) => "signing-time",
@@ -122,6 +129,7 @@ impl CliError {
             },
             CliError::Perso(PersoError::AlreadyIssued(_)) => "card-issued",
             CliError::Perso(PersoError::Transport { .. }) => "card-communication",
+            CliError::Perso(e) if e.refusal_code().is_some() => "impostor-refused",
             CliError::Perso(_) => "personalisation",
         }
     }
@@ -144,6 +152,12 @@ impl CliError {
                     s("check the path and its permissions; card files are written by `keyroll perso --out-dir`"),
                 ),
                 CardError::Storage(StorageError::PowerCut) => (Internal, s(REPORT)),
+                CardError::State(crate::card::state::StateError::Version1) => (
+                    Input,
+                    s(
+                        "make a version 2 card: a blank with `keyroll fab blank`, issued cards with `keyroll perso --out-dir`",
+                    ),
+                ),
                 CardError::State(_) => {
                     (Input, s("this is not a keyroll card file (`keyroll perso --out-dir DIR` writes them)"))
                 }
@@ -194,6 +208,27 @@ impl CliError {
                     (Check, s("the card refused personalisation: it may not be a blank keyroll card; insert another"))
                 }
                 PersoError::BadPlan(..) | PersoError::Certificate { .. } => (Internal, s(REPORT)),
+                PersoError::Factory(_)
+                | PersoError::NoFactoryCredentials(_)
+                | PersoError::KeyAgreement(_)
+                | PersoError::Attestation { .. } => (
+                    Check,
+                    s(
+                        "the card is not a genuine blank of a trusted manufacturer: nothing was sent to it and the refusal is in the audit log; set it aside (`keyroll fab list` shows the trusted manufacturers)",
+                    ),
+                ),
+                PersoError::ChipRefused { .. } => (
+                    Check,
+                    s(
+                        "this chip already has its one serial (or its card is issued): set the card aside; the refusal is in the audit log",
+                    ),
+                ),
+                PersoError::SecureMessaging { .. } => (
+                    Check,
+                    s(
+                        "the card's secure-messaging answer did not verify: the card or the line is faulty or tampered with; set the card aside and run the same command again with another",
+                    ),
+                ),
             },
         }
     }
@@ -213,6 +248,30 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             (Check, s("the database's secrets were changed outside keyroll: restore the database from a backup"))
         }
         AuthorityError::NewerSchema { .. } => (Input, s("use the newer keyroll that wrote this database")),
+        AuthorityError::Version1Database { .. } => (
+            Input,
+            s(
+                "create a version 2 issuer with `keyroll init --issuer NAME --db NEW.db`; keyroll did not change this one",
+            ),
+        ),
+        AuthorityError::BadManufacturer(_) => (
+            Input,
+            s(
+                "pass the root.pem that `keyroll fab init` (or the manufacturer) wrote: a self-signed P-256 CA certificate",
+            ),
+        ),
+        AuthorityError::ManufacturerExists { .. } => {
+            (Input, s("nothing to do: `keyroll fab list` shows the manufacturers already trusted"))
+        }
+        AuthorityError::ChipIssued { .. }
+        | AuthorityError::ChipHasSerial { .. }
+        | AuthorityError::ChipNotRegistered { .. }
+        | AuthorityError::SerialHasChip { .. } => (
+            Check,
+            s(
+                "a chip id gets exactly one serial, ever: set this card aside (the card register keeps chip id and serial)",
+            ),
+        ),
         AuthorityError::Sqlite(err) => sqlite(err),
         AuthorityError::Store(err) => store(err),
         AuthorityError::NotEmpty { .. } => (
@@ -430,6 +489,7 @@ impl From<crate::perso::batch::BatchError> for CliError {
                 CliError::input(e.to_string(), "pass an --out-dir you can write")
             }
             BatchError::Card(e) => CliError::internal(format!("reference card: {e}")),
+            BatchError::Fab(e) => CliError::internal(format!("virtual manufacturer: {e}")),
         }
     }
 }

@@ -54,6 +54,10 @@ pub enum KeyCommand {
         kind: KindArg,
         /// The key version's id (`keyroll key list`).
         id: u32,
+        /// Retire it even if it is still needed (the newest active key, or a batch with cards left to
+        /// personalise); the log records that it was forced.
+        #[arg(long)]
+        force: bool,
     },
     /// List key versions with their state and check value (never the keys).
     #[command(after_help = "Example:\n  keyroll key list --json")]
@@ -64,9 +68,12 @@ pub enum KeyCommand {
         /// The age X25519 recipient (age1…) that may decrypt the file.
         #[arg(long, value_name = "AGE_RECIPIENT")]
         to: String,
-        /// The age file to write.
+        /// The age file to write (`-`: standard output). An existing file is never replaced without --force.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace an existing --out file (never the database, its identity or a card file).
+        #[arg(long)]
+        force: bool,
         /// A transfer key id to include; repeat for several.
         #[arg(long = "transfer", value_name = "ID")]
         transfer: Vec<u32>,
@@ -86,6 +93,17 @@ struct KeyChange {
     kcv: Option<String>,
 }
 
+/// `key retire --json`: the key's new state and, when forced, what the retirement broke.
+#[derive(Serialize)]
+struct Retired<'a> {
+    kind: &'static str,
+    id: u32,
+    state: &'static str,
+    forced: bool,
+    newest_active: bool,
+    unfinished_batches: &'a [String],
+}
+
 #[derive(Serialize)]
 struct Export {
     out: PathBuf,
@@ -94,14 +112,28 @@ struct Export {
     update: Vec<u32>,
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    std::fs::write(path, bytes).map_err(|e| {
-        CliError::input(format!("cannot write {}: {e}", path.display()), "check the directory exists and is writable")
-    })
-}
-
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: KeyCommand) -> Result<(), CliError> {
-    let auth = Authority::open(db)?;
+    if let KeyCommand::List = cmd {
+        // Reading never creates or migrates a database.
+        let auth = Authority::open_read_only(db)?;
+        let rows = auth.keys()?;
+        ctx.emit(&serde_json::json!({ "keys": rows }), |_| {
+            println!("{:<9} {:>4} {:<8} {:<6} {:<20} {:<20}", "kind", "id", "state", "kcv", "created", "activated");
+            for k in &rows {
+                println!(
+                    "{:<9} {:>4} {:<8} {:<6} {:<20} {:<20}",
+                    k.kind.name(),
+                    k.id,
+                    k.state.name(),
+                    k.kcv,
+                    k.created_at,
+                    k.activated_at.clone().unwrap_or_default()
+                );
+            }
+        });
+        return Ok(());
+    }
+    let auth = ctx.open_custodian(db)?;
     match cmd {
         KeyCommand::List => {
             let rows = auth.keys()?;
@@ -134,22 +166,46 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: KeyCommand) -
             let kind = KeyKind::from(kind).name();
             ctx.emit(&KeyChange { kind, id, state: "active", kcv: None }, |_| println!("{kind} key {id} is active"));
         }
-        KeyCommand::Retire { kind, id } => {
-            auth.unlock(identity)?.retire(kind.into(), id, false)?;
+        KeyCommand::Retire { kind, id, force } => {
+            let r = auth.unlock(identity)?.retire(kind.into(), id, force)?;
             let kind = KeyKind::from(kind).name();
-            ctx.emit(&KeyChange { kind, id, state: "retired", kcv: None }, |_| println!("{kind} key {id} is retired"));
+            let out = Retired {
+                kind,
+                id,
+                state: "retired",
+                forced: r.forced,
+                newest_active: r.newest_active,
+                unfinished_batches: &r.unfinished_batches,
+            };
+            ctx.emit(&out, |r| {
+                println!("{kind} key {id} is retired");
+                if r.forced {
+                    eprintln!(
+                        "warning: retired although still needed (--force, logged){}{}",
+                        if r.newest_active { "; it was the newest active key" } else { "" },
+                        if r.unfinished_batches.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; batches {} can no longer be personalised", r.unfinished_batches.join(", "))
+                        }
+                    );
+                }
+            });
         }
-        KeyCommand::Export { to, out, transfer, update } => {
+        KeyCommand::Export { to, out, transfer, update, force } => {
             if transfer.is_empty() && update.is_empty() {
                 return Err(CliError::input("nothing to export", "name keys with --transfer ID and/or --update ID"));
             }
+            ctx.check_output(&out, force)?;
             let u = auth.unlock(identity)?;
             let bytes = u.export(&to, &transfer, &update)?;
-            write_file(&out, &bytes)?;
+            ctx.write_output(&out, &bytes, force, 0o600)?;
             u.record_export(&to, &transfer, &update)?;
-            ctx.emit(&Export { out, recipient: to, transfer, update }, |e| {
-                println!("wrote {} (age-encrypted to {})", e.out.display(), e.recipient)
-            });
+            if out.as_os_str() != "-" {
+                ctx.emit(&Export { out, recipient: to, transfer, update }, |e| {
+                    println!("wrote {} (age-encrypted to {})", e.out.display(), e.recipient)
+                });
+            }
         }
     }
     Ok(())

@@ -13,6 +13,7 @@ mod db;
 mod demo;
 mod docs;
 mod error;
+mod fab;
 mod init;
 mod key;
 mod output;
@@ -57,6 +58,11 @@ pub struct Cli {
     /// An age identity file (a custodian's), for commands that change the database or read a secret.
     #[arg(long, global = true, env = "KEYROLL_IDENTITY", value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// The audit key fingerprint `keyroll init` printed (64 hex digits). Custodian commands refuse a
+    /// database with another audit key (exit 1), and one with no pin stored unless this is given (exit 2);
+    /// the first success stores it. `audit log` checks it too.
+    #[arg(long, global = true, env = "KEYROLL_EXPECT_KEY", value_name = "SHA256")]
+    pub expect_key: Option<String>,
     /// One JSON document on stdout (its "schema" field names the version); errors as JSON on stderr.
     #[arg(long, global = true)]
     pub json: bool,
@@ -114,7 +120,7 @@ pub enum Command {
     /// Auditors: certificate chains (RFC 5280), the audit log, and a whole-database report.
     #[command(
         subcommand,
-        after_help = "Examples:\n  keyroll audit report\n  keyroll audit chain --all\n  keyroll audit log --expect-key FINGERPRINT"
+        after_help = "Examples:\n  keyroll audit report --anchor root.pem\n  keyroll audit chain --all --expect-root SHA256\n  keyroll audit log --expect-key FINGERPRINT --checkpoint auditor.checkpoint"
     )]
     Audit(audit::AuditCommand),
     /// List PC/SC readers and whether a card is present.
@@ -122,6 +128,12 @@ pub enum Command {
     Readers,
     /// The main job: a whole key rollout on virtual cards, told as it goes, with a verdict.
     Demo(demo::DemoArgs),
+    /// Card manufacturers: make one (reference cards), make blank cards, trust one, list them.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyroll fab init --out-dir acme\n  keyroll fab blank --manufacturer acme --out blank.card\n  keyroll fab trust acme/root.pem\n  keyroll fab list"
+    )]
+    Fab(fab::FabCommand),
     /// Account for all issued value from the cards' logs and settlement journals (exit 1 if anything is
     /// unaccounted for or a credit has no matching debit).
     Reconcile(reconcile::ReconcileArgs),
@@ -139,7 +151,13 @@ pub enum Command {
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let ctx = output::Context { json: cli.json, verbose: cli.verbose };
+    let ctx = output::Context {
+        json: cli.json,
+        verbose: cli.verbose,
+        expect_key: cli.expect_key.clone(),
+        db: cli.db.clone(),
+        identity: cli.identity.clone(),
+    };
     let db = cli.db.as_path();
     let identity = cli.identity.as_deref();
     match cli.command {
@@ -152,6 +170,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rollout(c) => rollout::run(&ctx, db, identity, c),
         Command::Cert(c) => cert::run(&ctx, db, identity, c),
         Command::Audit(c) => audit::run(&ctx, db, c),
+        Command::Fab(c) => fab::run(&ctx, db, identity, c),
         Command::Policy(c) => policy::run(&ctx, db, identity, c),
         Command::Readers => readers::run(&ctx),
         Command::Reconcile(a) => reconcile::run(&ctx, db, identity, a),

@@ -3,7 +3,7 @@
 
 use super::CliError;
 use super::output::Context;
-use crate::authority::{Authority, Unlocked};
+use crate::authority::Unlocked;
 use crate::perso::batch::{CardDone, personalise_to_files};
 use clap::Args;
 use std::io::IsTerminal;
@@ -67,7 +67,7 @@ impl Progress {
 }
 
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, a: PersoArgs) -> Result<(), CliError> {
-    let auth = Authority::open(db)?;
+    let auth = ctx.open_custodian(db)?;
     let u = auth.unlock(identity)?;
     match (&a.out_dir, &a.reader) {
         (Some(dir), None) => to_files(ctx, &u, &a.batch, dir, a.count),

@@ -8,7 +8,6 @@ use crate::domain::CardSerial;
 use crate::protocol::codec::Wire;
 use crate::protocol::policy::Policy;
 use clap::Subcommand;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand, Debug)]
@@ -72,29 +71,6 @@ fn print_policy(v: &PolicyView) {
     }
 }
 
-/// Write `bytes` to `path` atomically (temporary file in the same directory, then rename); an existing
-/// file is replaced only with `force`.
-fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<(), CliError> {
-    if path.exists() && !force {
-        return Err(CliError::input(
-            format!("{} exists", path.display()),
-            "pass --force to replace it, or choose another --out",
-        ));
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let fail = |e: std::io::Error| {
-        CliError::input(format!("cannot write {}: {e}", path.display()), "check the directory exists and is writable")
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    tmp.write_all(bytes).map_err(fail)?;
-    tmp.as_file().sync_all().map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
-}
-
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand) -> Result<(), CliError> {
     match cmd {
         PolicyCommand::Block { serial, reason } => {
@@ -104,7 +80,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                     "a card serial is 16 hex digits, as `card show` prints it",
                 )
             })?;
-            let auth = Authority::open(db)?;
+            let auth = ctx.open_custodian(db)?;
             let out = auth.unlock(identity)?.policy_block(s, reason.as_deref())?;
             if ctx.json {
                 output::json(&out);
@@ -115,7 +91,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
             }
         }
         PolicyCommand::Compromise(CompromiseCommand::Update { id }) => {
-            let auth = Authority::open(db)?;
+            let auth = ctx.open_custodian(db)?;
             let v = auth.unlock(identity)?.policy_compromise_update(id)?;
             if ctx.json {
                 output::json(&v);
@@ -127,12 +103,9 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
             }
         }
         PolicyCommand::Publish { out, force } => {
-            let auth = Authority::open(db)?;
-            if std::fs::canonicalize(&out).ok().is_some_and(|o| std::fs::canonicalize(db).ok() == Some(o)) {
-                return Err(CliError::input("--out names the database", "choose another --out"));
-            }
+            let auth = ctx.open_custodian(db)?;
             let p = auth.unlock(identity)?.policy_publish()?;
-            write_new(&out, &p.to_wire(), force)?;
+            ctx.write_output(&out, &p.to_wire(), force, 0o644)?;
             let v = PolicyView::of(&p);
             if ctx.json {
                 output::json(&serde_json::json!({ "file": out, "policy": v }));

@@ -4,7 +4,6 @@
 
 use super::CliError;
 use super::output::{self, Context};
-use crate::authority::Authority;
 use crate::rollout::reconcile::{self, JournalText, Reconciliation, Resolver};
 use crate::rollout::status::Fleet;
 use clap::Args;
@@ -23,8 +22,8 @@ pub struct ReconcileArgs {
 }
 
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, a: ReconcileArgs) -> Result<(), CliError> {
-    let auth = Authority::open(db)?;
-    let master = auth.unlock(identity)?.perso_master()?;
+    let auth = ctx.open_custodian(db)?;
+    let master = auth.unlock(identity)?.log_master()?;
     let fleet = Fleet::load(&a.cards)?;
     let mut exports = Vec::with_capacity(fleet.cards.len());
     for (path, state) in &fleet.cards {

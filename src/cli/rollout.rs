@@ -61,7 +61,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: RolloutComman
             Ok(())
         }
         RolloutCommand::Verify => {
-            let auth = Authority::open(db)?;
+            let auth = ctx.open_custodian(db)?;
             let u = auth.unlock(identity)?;
             let r = crate::rollout::verify::verify(&u)?;
             ctx.emit(&r, print_verify);

@@ -5,7 +5,7 @@
 //! Construction (SEC 1 §5.1 ECIES with a modern KDF and DEM):
 //! 1. a fresh ephemeral P-256 key pair `(e, E)` per message;
 //! 2. `Z = x(e · R)`, ECDH with the recipient's public key `R` (SEC 1 §3.3.1), `R` validated first;
-//! 3. `K = HKDF-SHA256(salt = "keyroll ecies wrap v1", IKM = Z, info = E ‖ R, L = 32)` (RFC 5869),
+//! 3. `K = HKDF-SHA256(salt = "keyroll ecies wrap v2", IKM = Z, info = E ‖ R, L = 32)` (RFC 5869),
 //!    with `E` and `R` as 65-byte uncompressed points. The salt is the [`Purpose::EciesWrap`] label, a
 //!    non-secret constant that separates this use of ECDH from any other (RFC 5869 §3.1); `info` binds
 //!    both public keys, so the key is tied to this recipient and this ephemeral key (no key-substitution
@@ -96,7 +96,7 @@ pub fn open(card: &CardKeyPair, headers: &[&[u8]], envelope: &[u8]) -> Result<Se
 mod tests {
     use super::*;
 
-    const H: [&[u8]; 2] = [b"keyroll get-transfer-key v1", b"\x00\x01\x02\x03\x04\x05\x06\x07"];
+    const H: [&[u8]; 2] = [b"keyroll get-transfer-key v2", b"\x00\x01\x02\x03\x04\x05\x06\x07"];
 
     #[test]
     fn round_trip() {
@@ -117,7 +117,7 @@ mod tests {
         let env = seal(&card.public_key_sec1(), &H, b"id and key").unwrap();
         let (e, c) = env.split_at(PUBLIC_KEY_LEN);
         let z = card_key::ecdh(&card, e).unwrap();
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"keyroll ecies wrap v1"), z.expose());
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"keyroll ecies wrap v2"), z.expose());
         let mut info = e.to_vec();
         info.extend_from_slice(&card.public_key_sec1());
         let mut k = [0u8; 32];

@@ -9,17 +9,14 @@ use aes::Aes128;
 use cmac::{Cmac, KeyInit, Mac};
 
 /// What a derived key is for. The label strings are part of the protocol: changing one changes every
-/// derived key.
+/// derived key. Version 2 labels end in `v2` and share nothing with version 1's (DESIGN.md §10);
+/// personalisation keys are no longer derived from a master at all (SCP11b, `crypto::scp11`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Purpose {
     /// AES-SIV key wrapping the transfer key under the update key (claims 2, 6, 9).
     TransferKeyWrap,
     /// MACs over value tokens, acknowledgements and abort proofs (DESIGN.md §3).
     ValueMac,
-    /// A card's personalisation key, derived from the issuer's personalisation master with the serial.
-    CardPersonalisation,
-    /// A personalisation session's MAC key, derived from the card's personalisation key and challenge.
-    PersonalisationSession,
     /// ECIES content key for the public-key path (claims 4, 7).
     EciesWrap,
     /// A payee's receipt nonces, derived from its receipt secret (stateless receipts, DESIGN.md §10.6).
@@ -31,11 +28,9 @@ pub enum Purpose {
 impl Purpose {
     pub fn label(self) -> &'static [u8] {
         match self {
-            Purpose::TransferKeyWrap => b"keyroll transfer-key wrap v1",
-            Purpose::ValueMac => b"keyroll value mac v1",
-            Purpose::CardPersonalisation => b"keyroll card perso v1",
-            Purpose::PersonalisationSession => b"keyroll perso session v1",
-            Purpose::EciesWrap => b"keyroll ecies wrap v1",
+            Purpose::TransferKeyWrap => b"keyroll transfer-key wrap v2",
+            Purpose::ValueMac => b"keyroll value mac v2",
+            Purpose::EciesWrap => b"keyroll ecies wrap v2",
             Purpose::ReceiptNonce => b"keyroll receipt nonce v2",
             Purpose::CardLog => b"keyroll card log v2",
         }

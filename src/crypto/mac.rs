@@ -37,10 +37,10 @@ pub fn verify(key: &Secret16, parts: &[&[u8]], tag: &[u8]) -> Result<(), CryptoE
     m.verify_truncated_left(tag).map_err(|_| CryptoError::BadMac)
 }
 
-/// A card's log-export MAC key: derived from the card's personalisation key (itself derived from the
-/// issuer's personalisation master and the serial, `crypto::perso::card_key`) with the serial (NIST SP
-/// 800-108 KDF). The card derives it at INITIALIZE and keeps it after LOCK; the back office re-derives it
-/// to check an export. Per card, so no card (nor its holder) can MAC another card's log.
-pub fn card_log_key(card_personalisation_key: &Secret16, serial: &crate::domain::CardSerial) -> Secret16 {
-    kdf::derive16(card_personalisation_key, Purpose::CardLog, &serial.0)
+/// A card's log-export MAC key: derived from the issuer's log master (the `perso-master` secret) and
+/// the serial with the NIST SP 800-108 KDF (label `keyroll card log v2`). The line sends it to the card
+/// inside the SCP11b channel (PERSO STORE `0A`); the card keeps it after LOCK; the back office
+/// re-derives it to check an export. Per card, so no card (nor its holder) can MAC another card's log.
+pub fn card_log_key(log_master: &Secret16, serial: &crate::domain::CardSerial) -> Secret16 {
+    kdf::derive16(log_master, Purpose::CardLog, &serial.0)
 }

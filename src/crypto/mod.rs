@@ -5,6 +5,7 @@
 //! (`aws-lc-rs`, named only in [`ec`]); what is ours is which key
 //! serves which purpose and what each MAC or envelope binds (DESIGN.md §2, §3).
 
+pub mod attestation;
 pub mod card_key;
 pub mod ec;
 pub mod ecies;
@@ -12,10 +13,11 @@ pub mod envelope;
 pub mod kdf;
 pub mod keys;
 pub mod mac;
-pub mod perso;
 pub mod random;
 pub mod scheme_key;
+pub mod scp11;
 pub mod secret;
+pub mod secure_messaging;
 
 pub use keys::{TransferKey, UpdateKey};
 pub use secret::Secret16;

@@ -3,9 +3,13 @@
 //! atomically to `DIR/<serial>.card` and recorded in the database; a run killed at any point is
 //! finished by running the same command again.
 //!
+//! Blank cards come from the issuer's virtual manufacturer ("keyroll virtual fab", whose cards the
+//! PC/SC line refuses) and go through the same version 2 script as real cards: factory certificates,
+//! SCP11b, attested keys, chip register.
+//!
 //! [`Kit`] is what a batch's cards receive, including the multi-key choice of keys (claims 8-9).
 
-use super::script::{CardPlan, CertificateIssuer, PersoError, personalise};
+use super::script::{AttestedKey, CardPlan, CertificateIssuer, ChipRegister, Line, PersoError, personalise};
 use crate::authority::batches::Batch;
 use crate::authority::cards::{Run, Slot};
 use crate::authority::issuer_ca::CaSigner;
@@ -13,8 +17,9 @@ use crate::authority::keys::{KeyKind, KeyState};
 use crate::authority::{AuthorityError, Unlocked};
 use crate::card::storage::{FileStorage, MemoryStorage, Storage, StorageError};
 use crate::card::{Card, CardError, CardState};
-use crate::crypto::{Secret16, TransferKey, UpdateKey};
-use crate::domain::{CardSerial, Profile, TransferKeyId};
+use crate::crypto::{Secret16, TransferKey, UpdateKey, mac};
+use crate::domain::{CardSerial, ChipId, Profile, TransferKeyId};
+use crate::fab::{FabError, FactoryIdentity, Manufacturer};
 use crate::protocol::info::LifeCycle;
 use crate::transport::in_process::InProcessChannel;
 use serde::Serialize;
@@ -35,11 +40,15 @@ pub enum BatchError {
     /// A fresh in-memory card that does not open: a fault of keyroll's card, not of the input.
     #[error("reference card: {0}")]
     Card(#[from] CardError),
+    /// The virtual manufacturer could not make a blank card.
+    #[error("virtual manufacturer: {0}")]
+    Fab(#[from] FabError),
 }
 
 /// Everything a run needs to write cards of one batch.
 pub struct Kit {
-    pub master: Secret16,
+    /// The issuer's log master: each card's log-export key is derived from it and the serial.
+    pub log_master: Secret16,
     pub batch: Batch,
     pub transfer_keys: Vec<TransferKey>,
     pub update_key: Option<UpdateKey>,
@@ -49,7 +58,7 @@ pub struct Kit {
 impl Kit {
     /// Decrypt what the batch's cards receive: the batch's transfer key, for multi-key batches every
     /// newer pending or active transfer key up to the limit as well (claims 8–9: a later roll is a
-    /// selection), the update key, the personalisation master, and the CA for public-key profiles.
+    /// selection), the update key, the log master, and the CA for public-key profiles.
     pub fn load(u: &Unlocked<'_>, batch: &Batch) -> Result<Self, AuthorityError> {
         let mut transfer_keys = vec![u.transfer_key(batch.transfer_key_id.0)?];
         if batch.profile == Profile::MultiKey {
@@ -64,7 +73,7 @@ impl Kit {
         }
         let update_key = batch.profile.has_update_key().then(|| u.update_key(batch.update_key_id.0)).transpose()?;
         let ca = batch.profile.has_key_pair().then(|| u.ca()).transpose()?;
-        Ok(Kit { master: u.perso_master()?, batch: batch.clone(), transfer_keys, update_key, ca })
+        Ok(Kit { log_master: u.log_master()?, batch: batch.clone(), transfer_keys, update_key, ca })
     }
 
     pub fn plan(&self, serial: CardSerial) -> CardPlan {
@@ -78,24 +87,65 @@ impl Kit {
             initial_balance: self.batch.initial_balance,
             max_balance: self.batch.max_balance,
             trust_anchor: self.ca.as_ref().map(|c| c.root_der.clone()),
+            log_key: mac::card_log_key(&self.log_master, &serial),
         }
     }
 }
 
-/// The back office's CA as the personalisation script's certificate issuer: every certificate is
-/// recorded and logged.
+/// The back office's CA as the personalisation script's certificate issuer: it certifies only an
+/// attested key (DESIGN.md §10 point 2) of the chip the register bound to this serial, and records and
+/// logs every certificate with the chip id and factory certificate fingerprints.
 pub struct DbIssuer<'a, 'b> {
     pub unlocked: &'a Unlocked<'b>,
     pub signer: &'a CaSigner,
 }
 
 impl CertificateIssuer for DbIssuer<'_, '_> {
-    fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
-        self.unlocked
-            // `issue_card_certificate` records and logs the certificate itself.
-            .write(|c| self.unlocked.issue_card_certificate(c, self.signer, serial, public_key_sec1))
-            .map_err(|e| e.to_string())
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
+        super::script::check_attestation(card, key)?;
+        self.unlocked.certify_attested_key(self.signer, card, key.serial, &key.public_key).map_err(|e| e.to_string())
     }
+}
+
+/// The back office's card register as the line's chip register: chip id <-> serial, for good.
+pub struct DbRegister<'a, 'b> {
+    pub unlocked: &'a Unlocked<'b>,
+}
+
+impl ChipRegister for DbRegister<'_, '_> {
+    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), String> {
+        self.unlocked.write(|c| self.unlocked.assign_chip(c, card, serial)).map_err(|e| e.to_string())
+    }
+}
+
+/// Record a card the line refused as an impostor or a reused chip in the audit log (and nothing
+/// else), then hand the error back. `target` names the run's target (a folder or `reader:NAME`).
+pub fn record_refusal(
+    u: &Unlocked<'_>,
+    target: &str,
+    e: PersoError,
+    chip: Option<ChipId>,
+) -> Result<PersoError, AuthorityError> {
+    if let Some(code) = e.refusal_code() {
+        let chip = match &e {
+            PersoError::ChipRefused { chip, .. } => Some(*chip),
+            _ => chip,
+        };
+        u.record_refusal(target, code, &e.to_string(), chip)?;
+    }
+    Ok(e)
+}
+
+/// A blank reference card from `fab`, as card state: a fresh chip id and factory key pairs.
+pub fn blank_state(fab: &Manufacturer) -> Result<CardState, FabError> {
+    let b = fab.make_blank()?;
+    Ok(CardState::blank_from_fab(
+        b.chip_id,
+        b.agreement_key.to_bytes(),
+        b.attestation_key.to_bytes(),
+        b.agreement_cert,
+        b.attestation_cert,
+    ))
 }
 
 /// One card of a run done (for a progress display).
@@ -126,33 +176,47 @@ fn card_path(dir: &Path, serial: CardSerial) -> PathBuf {
     dir.join(format!("{serial}.card"))
 }
 
-/// Personalise one slot into a card file. A complete file left by a run killed before recording is
-/// accepted as it is (it is the card that was written); anything else is written from blank.
-fn write_card_file(kit: &Kit, u: &Unlocked<'_>, dir: &Path, slot: &Slot, verbose: bool) -> Result<PathBuf, BatchError> {
+/// Personalise one slot into a card file. The blank (from the virtual manufacturer) is written to the
+/// file first and personalised in memory; the file is replaced by the issued card at the end. A run
+/// killed at any point finds the same file again: an issued card is kept as it is, a blank or
+/// half-written one is personalised again (same chip, so the same serial).
+fn write_card_file(
+    kit: &Kit,
+    u: &Unlocked<'_>,
+    line: &Line<'_>,
+    fab: &Manufacturer,
+    dir: &Path,
+    slot: &Slot,
+) -> Result<(PathBuf, ChipId), BatchError> {
     let path = card_path(dir, slot.serial);
-    if let Ok(Some(b)) = FileStorage::new(&path).load()
-        && let Ok(s) = CardState::decode(&b)
-        && s.life_cycle == LifeCycle::Issued
-        && s.serial == Some(slot.serial)
-    {
-        return Ok(path);
-    }
-    let mut card = Card::open(MemoryStorage::new())?;
-    {
+    let write = |state: &CardState| {
+        FileStorage::new(&path)
+            .store(&state.encode())
+            .map_err(|source| BatchError::Write { path: path.clone(), source })
+    };
+    let existing = FileStorage::new(&path).load().ok().flatten().and_then(|b| CardState::decode(&b).ok());
+    let state = match existing {
+        Some(s) if s.life_cycle == LifeCycle::Issued && s.serial == Some(slot.serial) && s.chip_id.is_some() => {
+            return Ok((path, s.chip_id.expect("checked")));
+        }
+        Some(s) if s.chip_id.is_some() && s.life_cycle != LifeCycle::Issued => s,
+        _ => {
+            let s = blank_state(fab)?;
+            write(&s)?;
+            s
+        }
+    };
+    let mut card = Card::create(MemoryStorage::new(), state)?;
+    let outcome = {
         let mut ch = InProcessChannel::new(&mut card, format!("virtual card {}", slot.serial));
-        let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
-        personalise(
-            &mut ch,
-            &kit.master,
-            &kit.plan(slot.serial),
-            issuer.as_ref().map(|i| i as &dyn CertificateIssuer),
-            verbose,
-        )?;
-    }
-    FileStorage::new(&path)
-        .store(&card.state().encode())
-        .map_err(|source| BatchError::Write { path: path.clone(), source })?;
-    Ok(path)
+        personalise(&mut ch, line, &kit.plan(slot.serial))
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return Err(record_refusal(u, &dir.display().to_string(), e, card.state().chip_id)?.into()),
+    };
+    write(card.state())?;
+    Ok((path, outcome.chip_id))
 }
 
 /// Personalise `count` cards of `batch` into `dir` (resuming an interrupted identical run), telling
@@ -171,6 +235,18 @@ pub fn personalise_to_files(
     let started = Instant::now();
     let (run, slots): (Run, Vec<Slot>) = u.start_run(batch, &dir.display().to_string(), count)?;
     let kit = Kit::load(u, &run.batch)?;
+    // Reference cards come from the virtual manufacturer (its cards are refused by the PC/SC line).
+    let fab = u.virtual_fab()?;
+    let roots = u.auth.trusted_roots()?;
+    let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
+    let register = DbRegister { unlocked: u };
+    let line = Line {
+        roots: &roots,
+        allow_virtual: true,
+        register: Some(&register),
+        issuer: issuer.as_ref().map(|i| i as &dyn CertificateIssuer),
+        verbose,
+    };
     let (mut written, mut already) = (0, 0);
     let mut cards = Vec::new();
     let mut files = Vec::new();
@@ -181,8 +257,8 @@ pub fn personalise_to_files(
             already += 1;
             continue;
         }
-        let path = write_card_file(&kit, u, &dir, slot, verbose)?;
-        u.record_card(&run, slot, Some(&path.display().to_string()))?;
+        let (path, chip) = write_card_file(&kit, u, &line, &fab, &dir, slot)?;
+        u.record_card(&run, slot, Some(&path.display().to_string()), Some(chip))?;
         written += 1;
         on_card(CardDone { done: i as u64 + 1, total: count as u64, serial: slot.serial });
     }

@@ -3,9 +3,13 @@
 //! next. A card pulled half-way stays "reserved" in the database; put it back (or run the line again)
 //! and it is resumed under its serial. The run ends with its last card: nothing waits for that one to
 //! be removed.
+//!
+//! The line takes only cards of manufacturers the issuer trusts (`fab trust`), never the virtual
+//! manufacturer's; a card it refuses as an impostor (or a chip that already has its serial) is
+//! recorded in the audit log and stops the run.
 
-use super::batch::{DbIssuer, Kit};
-use super::script::{CertificateIssuer, PersoError, personalise, read_card};
+use super::batch::{DbIssuer, DbRegister, Kit, record_refusal};
+use super::script::{CertificateIssuer, Line, PersoError, personalise, read_card};
 use crate::authority::{AuthorityError, Unlocked};
 use crate::domain::CardSerial;
 use crate::protocol::info::LifeCycle;
@@ -67,9 +71,25 @@ pub fn run_line(
     let name = pcsc::resolve_reader(reader).map_err(|source| LineError::Reader { reader: reader.into(), source })?;
     let (run, slots) = u.start_run(batch, &format!("reader:{name}"), count)?;
     let kit = Kit::load(u, &run.batch)?;
+    // A real line takes cards only from manufacturers trusted with `fab trust` (never the virtual one).
+    let roots = u.auth.trusted_roots()?;
+    let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
+    let register = DbRegister { unlocked: u };
+    let line = Line {
+        roots: &roots,
+        allow_virtual: false,
+        register: Some(&register),
+        issuer: issuer.as_ref().map(|x| x as &dyn CertificateIssuer),
+        verbose,
+    };
+    let target = format!("reader:{name}");
     let wait = Some(WAIT);
     let mut done: Vec<bool> = slots.iter().map(|s| s.personalised).collect();
-    let mut handed_out: Vec<bool> = slots.iter().map(|s| s.initialised).collect();
+    // A serial is handed out once the register bound it to a chip (inside the channel, before the first
+    // secret): from then on only that chip, found again by its serial, may finish the slot.
+    let bound = |serial| u.auth.chip_of_serial(serial).map(|c| c.is_some());
+    let mut handed_out: Vec<bool> =
+        slots.iter().map(|s| Ok(s.initialised || bound(s.serial)?)).collect::<Result<_, AuthorityError>>()?;
     let finished = |done: &[bool]| done.iter().filter(|d| **d).count() as u32;
     while done.iter().any(|d| !d) {
         on_event(&LineEvent::Insert { reader: name.clone(), done: finished(&done), total: count });
@@ -92,21 +112,11 @@ pub fn run_line(
             let _ = ch.wait_for_removal(wait);
             continue;
         };
-        if !handed_out[i] {
-            u.mark_initialised(&run, &slots[i])?;
-            handed_out[i] = true;
-        }
-        let issuer = kit.ca.as_ref().map(|signer| DbIssuer { unlocked: u, signer });
-        let outcome = personalise(
-            &mut ch,
-            &kit.master,
-            &kit.plan(slots[i].serial),
-            issuer.as_ref().map(|x| x as &dyn CertificateIssuer),
-            verbose,
-        );
+        let outcome = personalise(&mut ch, &line, &kit.plan(slots[i].serial));
+        handed_out[i] = handed_out[i] || bound(slots[i].serial)?;
         match outcome {
             Ok(o) => {
-                u.record_card(&run, &slots[i], None)?;
+                u.record_card(&run, &slots[i], None, Some(o.chip_id))?;
                 done[i] = true;
                 let last = done.iter().all(|d| *d);
                 on_event(&LineEvent::Personalised { serial: o.serial, done: finished(&done), total: count, last });
@@ -118,7 +128,8 @@ pub fn run_line(
                 on_event(&LineEvent::Pulled { serial: slots[i].serial, error: e.to_string() });
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            // An impostor (or a reused chip) is recorded in the audit log and stops the line.
+            Err(e) => return Err(record_refusal(u, &target, e, info.chip_id)?.into()),
         }
         let _ = ch.wait_for_removal(wait);
     }

@@ -7,4 +7,4 @@ pub mod batch;
 pub mod line;
 pub mod script;
 
-pub use script::{CardPlan, CertificateIssuer, PersoError, PersoOutcome, personalise};
+pub use script::{AttestedKey, CardPlan, CertificateIssuer, ChipRegister, Line, PersoError, PersoOutcome, personalise};

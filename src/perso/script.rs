@@ -1,22 +1,37 @@
-//! The personalisation script (DESIGN.md §4, issue "personalisation over PC/SC"):
-//! SELECT, GET CARD INFO, INITIALIZE (blank cards), OPEN PERSO SESSION, sealed PERSO STORE items,
-//! GENERATE KEY PAIR and certificate (public-key and hybrid profiles), LOCK.
+//! The personalisation script, version 2 (DESIGN.md §10 points 1, 2; `docs/protocol.md`):
 //!
-//! A card found half-written (life cycle "personalising") is resumed: the script derives its
-//! personalisation key from the master and the serial the card reports, and writes every item again.
+//! 1. SELECT, GET CARD INFO (life cycle, serial of a half-written card, chip id);
+//! 2. GET DATA `BF21`: the chip id and both factory certificates; the line validates them against the
+//!    manufacturer roots the issuer trusts ([`crate::fab::verify`]) — an untrusted or self-signed
+//!    certificate stops here;
+//! 3. INTERNAL AUTHENTICATE: SCP11b key agreement ([`crate::crypto::scp11`]); the receipt proves the
+//!    card holds the certified key-agreement key — a card relaying another card's certificate stops here;
+//! 4. under SCP03 secure messaging from here on, every command encrypted and MACed, every response
+//!    MACed (and encrypted): public-key profiles first ask GENERATE KEY PAIR and check the attestation
+//!    (factory attestation key, over chip id, serial, public key and the session's transcript hash) —
+//!    a missing, foreign or replayed attestation stops here;
+//! 5. the back office binds chip id and serial for good ([`ChipRegister`]) — a chip that already
+//!    belongs to a locked card, or to another serial, stops here;
+//! 6. only then the first secret: PERSO STORE serial, profile, keys, limit, balance, trust anchor and
+//!    the certificate the CA issued for the attested key; LOCK.
+//!
+//! A card found half-written (life cycle "personalising") is resumed in a new session: the chip keeps
+//! its serial and every item is written again.
 
-use crate::crypto::perso::{card_key, seal, session_key};
-use crate::crypto::secret::SecretBytes;
+use crate::crypto::attestation::{self, Attested};
+use crate::crypto::card_key::PUBLIC_KEY_LEN;
+use crate::crypto::scp11::{self, HostKeyAgreement, Scp11Error};
+use crate::crypto::secure_messaging::{HostSession, SmError};
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
-use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::domain::{Amount, CardSerial, ChipId, Profile, TransferKeyId, TransferKeyIdLimit};
+use crate::fab::{self, FactoryError, FactoryIdentity, TrustedRoot};
 use crate::protocol::codec::Wire;
-use crate::protocol::command::{Command, KeyBytes, PersoItem};
+use crate::protocol::command::{Command, PersoItem};
 use crate::protocol::info::{CardInfo, LifeCycle};
-use crate::protocol::instruction::Instruction;
-use crate::protocol::perso::PersoPayload;
-use crate::protocol::response::{GeneratedPublicKey, PersoSessionOpened};
-use crate::protocol::{AID, StatusWord};
-use crate::transport::{CardChannel, Trace, TransportError, exchange};
+use crate::protocol::response::{FactoryCredentials, GeneratedPublicKey};
+use crate::protocol::{AID, CommandApdu, StatusWord};
+use crate::transport::{CardChannel, Trace, TransportError, exchange, exchange_apdu};
+use std::time::SystemTime;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -35,11 +50,43 @@ pub struct CardPlan {
     pub max_balance: Amount,
     /// Issuer trust anchor (DER) for public-key and hybrid profiles.
     pub trust_anchor: Option<Vec<u8>>,
+    /// The card's log-export MAC key (`crypto::mac::card_log_key` of the issuer's log master and the
+    /// serial): the back office re-derives it to check the card's log exports.
+    pub log_key: Secret16,
 }
 
-/// Issues a card certificate for a public key the card generated (the back office's CA).
+/// A card key the card generated and attested, as the back office's CA receives it.
+#[derive(Clone, Debug)]
+pub struct AttestedKey {
+    pub serial: CardSerial,
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// The session's transcript hash the attestation covers.
+    pub transcript: [u8; 32],
+    /// DER ECDSA by the factory attestation key ([`attestation`]).
+    pub signature: Vec<u8>,
+}
+
+/// Issues a card certificate for a key the card generated (the back office's CA). Implementations
+/// must certify only a key whose attestation verifies under `card`'s attestation key.
 pub trait CertificateIssuer {
-    fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String>;
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String>;
+}
+
+/// Binds a chip to a serial for good (the back office's card register). Refuses a chip that already
+/// has another serial or belongs to a locked card, and a serial another chip holds.
+pub trait ChipRegister {
+    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), String>;
+}
+
+/// What the line trusts and who it asks.
+pub struct Line<'a> {
+    /// Manufacturer roots (`fab trust`, and the virtual manufacturer).
+    pub roots: &'a [TrustedRoot],
+    /// Accept the virtual manufacturer's cards: only for reference cards made to files.
+    pub allow_virtual: bool,
+    pub register: Option<&'a dyn ChipRegister>,
+    pub issuer: Option<&'a dyn CertificateIssuer>,
+    pub verbose: bool,
 }
 
 #[derive(Debug, Error)]
@@ -58,54 +105,47 @@ pub enum PersoError {
     BadPlan(CardSerial, &'static str),
     #[error("certificate issuance failed for card {serial}: {why}")]
     Certificate { serial: CardSerial, why: String },
+    #[error("impostor refused before any secret: {0}")]
+    Factory(FactoryError),
+    #[error("impostor refused before any secret: the card has no factory credentials (status {0})")]
+    NoFactoryCredentials(StatusWord),
+    #[error("impostor refused before any secret: {0}")]
+    KeyAgreement(Scp11Error),
+    #[error("impostor refused before any secret: the key attestation {why}")]
+    Attestation { why: &'static str },
+    #[error("chip {chip} refused before any secret: {why}")]
+    ChipRefused { chip: ChipId, why: String },
+    #[error("secure messaging failed during {step}: {source}")]
+    SecureMessaging { step: &'static str, source: SmError },
+}
+
+impl PersoError {
+    /// For a card the line refused as an impostor or a reused chip: a stable code for the audit log's
+    /// refusal record, and the chip id when known. `None` for every other failure.
+    pub fn refusal_code(&self) -> Option<&'static str> {
+        Some(match self {
+            PersoError::Factory(e) => e.code(),
+            PersoError::NoFactoryCredentials(_) => "no-factory-credentials",
+            PersoError::KeyAgreement(Scp11Error::BadReceipt) => "bad-receipt",
+            PersoError::KeyAgreement(_) => "bad-key-agreement",
+            PersoError::Attestation { .. } => "bad-attestation",
+            PersoError::ChipRefused { .. } => "chip-refused",
+            _ => return None,
+        })
+    }
 }
 
 /// What personalisation produced.
 #[derive(Clone, Debug)]
 pub struct PersoOutcome {
     pub serial: CardSerial,
+    pub chip_id: ChipId,
     /// The card's certificate, for public-key and hybrid profiles.
     pub certificate: Option<Vec<u8>>,
     pub resumed: bool,
     pub apdus: usize,
-}
-
-struct Session<'a> {
-    channel: &'a mut dyn CardChannel,
-    trace: &'a mut Trace,
-    serial: CardSerial,
-    key: SecretBytes,
-    counter: u32,
-}
-
-impl Session<'_> {
-    fn sealed(
-        &mut self,
-        step: &'static str,
-        ins: Instruction,
-        p1: u8,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>, PersoError> {
-        let header = [ins.cla(), ins.code(), p1, 0];
-        let sealed = seal(&self.key, self.serial, self.counter, header, plaintext);
-        let cmd = match ins {
-            Instruction::PersoStore => {
-                Command::PersoStore { item: PersoItem::from_p1(p1).expect("script uses known items"), sealed }
-            }
-            Instruction::GenerateKeyPair => Command::GenerateKeyPair { sealed },
-            Instruction::Lock => Command::Lock { sealed },
-            _ => unreachable!("only sealed personalisation instructions"),
-        };
-        let r = send(self.channel, self.trace, step, &cmd)?;
-        self.counter += 1;
-        Ok(r)
-    }
-
-    fn store(&mut self, step: &'static str, payload: &PersoPayload) -> Result<(), PersoError> {
-        let mut plaintext = Zeroizing::new(Vec::new());
-        payload.encode(&mut plaintext);
-        self.sealed(step, Instruction::PersoStore, payload.item() as u8, &plaintext).map(drop)
-    }
+    /// The factory identity the channel authenticated (fingerprints recorded with the card).
+    pub factory: FactoryIdentity,
 }
 
 fn send(
@@ -121,8 +161,43 @@ fn send(
     Ok(r.data)
 }
 
-fn key_bytes(key: &Secret16) -> KeyBytes {
-    KeyBytes(*key.expose())
+/// An open personalisation channel: commands protected with SCP03 secure messaging.
+struct Secure<'a> {
+    channel: &'a mut dyn CardChannel,
+    trace: &'a mut Trace,
+    sm: HostSession,
+}
+
+impl Secure<'_> {
+    /// Protect `cmd`, send it, check and decrypt the response.
+    fn send(&mut self, step: &'static str, cmd: &Command) -> Result<Zeroizing<Vec<u8>>, PersoError> {
+        let plain = cmd.to_apdu();
+        let p = self
+            .sm
+            .wrap(plain.cla, plain.ins, plain.p1, plain.p2, &plain.data)
+            .map_err(|source| PersoError::SecureMessaging { step, source })?;
+        let apdu = CommandApdu { cla: p.cla, ins: p.ins, p1: p.p1, p2: p.p2, data: p.data, le: Some(256) };
+        let r =
+            exchange_apdu(self.channel, self.trace, &apdu).map_err(|source| PersoError::Transport { step, source })?;
+        let data = self
+            .sm
+            .unwrap(&r.data, r.sw.to_u16().to_be_bytes())
+            .map_err(|source| PersoError::SecureMessaging { step, source })?;
+        if r.sw != StatusWord::Ok {
+            return Err(PersoError::Refused { step, sw: r.sw });
+        }
+        Ok(data)
+    }
+
+    fn store(&mut self, step: &'static str, item: PersoItem, data: &[u8]) -> Result<(), PersoError> {
+        self.send(step, &Command::PersoStore { item, data: data.to_vec() }).map(drop)
+    }
+}
+
+fn key_bytes(id: u32, key: &Secret16) -> Zeroizing<Vec<u8>> {
+    let mut v = Zeroizing::new(id.to_be_bytes().to_vec());
+    v.extend_from_slice(key.expose());
+    v
 }
 
 /// Read what card is in the channel (SELECT + GET CARD INFO).
@@ -132,76 +207,138 @@ pub fn read_card(channel: &mut dyn CardChannel, trace: &mut Trace) -> Result<Car
     CardInfo::from_wire(&info, ()).map_err(|_| PersoError::Malformed { step: "GET CARD INFO" })
 }
 
+/// GET DATA `BF21`: the chip id and both factory certificates ([`FactoryCredentials`]).
+pub fn read_factory_data(channel: &mut dyn CardChannel, trace: &mut Trace) -> Result<FactoryCredentials, PersoError> {
+    let step = "GET DATA (factory)";
+    let r =
+        exchange(channel, trace, &Command::GetFactoryData).map_err(|source| PersoError::Transport { step, source })?;
+    if r.sw != StatusWord::Ok {
+        return Err(PersoError::NoFactoryCredentials(r.sw));
+    }
+    FactoryCredentials::from_wire(&r.data, ()).map_err(|_| PersoError::Malformed { step })
+}
+
 /// Personalise the card in `channel` by `plan`. A blank card gets `plan.serial`; a half-written card
 /// must already carry `plan.serial` (the batch runner reads it first and picks the matching plan).
 pub fn personalise(
     channel: &mut dyn CardChannel,
-    master: &Secret16,
+    line: &Line<'_>,
     plan: &CardPlan,
-    issuer: Option<&dyn CertificateIssuer>,
-    verbose: bool,
 ) -> Result<PersoOutcome, PersoError> {
-    let mut trace = Trace::verbose(verbose);
+    let mut trace = Trace::verbose(line.verbose);
     if plan.transfer_keys.iter().all(|k| k.id != plan.selected) {
         return Err(PersoError::BadPlan(plan.serial, "the selected transfer key is not in the plan"));
     }
     if plan.profile.has_update_key() != plan.update_key.is_some() {
         return Err(PersoError::BadPlan(plan.serial, "update key present iff the profile uses one"));
     }
-    if plan.profile.has_key_pair() && (plan.trust_anchor.is_none() || issuer.is_none()) {
+    if plan.profile.has_key_pair() && (plan.trust_anchor.is_none() || line.issuer.is_none()) {
         return Err(PersoError::BadPlan(plan.serial, "public-key profiles need a trust anchor and an issuer"));
     }
     let info = read_card(channel, &mut trace)?;
-    let card_perso_key = card_key(master, plan.serial);
     let resumed = match info.life_cycle {
         LifeCycle::Issued => return Err(PersoError::AlreadyIssued(info.serial)),
         LifeCycle::Personalising if info.serial != plan.serial => {
             return Err(PersoError::WrongCard { expected: plan.serial, found: info.serial });
         }
         LifeCycle::Personalising => true,
-        LifeCycle::Blank => {
-            let init = Command::Initialize { serial: plan.serial, personalisation_key: key_bytes(&card_perso_key) };
-            send(channel, &mut trace, "INITIALIZE", &init)?;
-            false
+        LifeCycle::Blank => false,
+    };
+    // 2. Factory credentials, checked before the card is spoken to in confidence.
+    let factory = read_factory_data(channel, &mut trace)?;
+    let identity = fab::verify::verify(
+        &factory.agreement_certificate,
+        &factory.attestation_certificate,
+        factory.chip_id,
+        line.roots,
+        SystemTime::now(),
+        line.allow_virtual,
+    )
+    .map_err(PersoError::Factory)?;
+    if info.chip_id.is_some_and(|c| c != identity.chip_id) {
+        return Err(PersoError::Factory(FactoryError::ReportedChipMismatch {
+            reported: info.chip_id.expect("checked"),
+            certified: identity.chip_id,
+        }));
+    }
+    // 3. SCP11b key agreement; the receipt proves the certified key-agreement key.
+    let host = HostKeyAgreement::start().map_err(PersoError::KeyAgreement)?;
+    let step = "INTERNAL AUTHENTICATE";
+    let answer =
+        send(channel, &mut trace, step, &Command::InternalAuthenticate { data: host.command_data().to_vec() })?;
+    let established = host.finish(&identity.agreement_public, &answer).map_err(PersoError::KeyAgreement)?;
+    let transcript = established.transcript;
+    let mut s = Secure { channel, trace: &mut trace, sm: HostSession::new(established.keys, established.receipt) };
+    // 4. Public-key profiles: the attested key pair, before anything is stored.
+    let mut attested = None;
+    if plan.profile.has_key_pair() {
+        let step = "GENERATE KEY PAIR";
+        let answer = s.send(step, &Command::GenerateKeyPair { serial: plan.serial })?;
+        let generated = GeneratedPublicKey::from_wire(&answer, ()).map_err(|_| PersoError::Malformed { step })?;
+        let (public_key, signature) = (generated.sec1, generated.attestation);
+        if signature.is_empty() {
+            return Err(PersoError::Attestation { why: "is missing" });
         }
-    };
-    let opened = send(channel, &mut trace, "OPEN PERSO SESSION", &Command::OpenPersoSession)?;
-    let challenge = match PersoSessionOpened::from_wire(&opened, ()) {
-        Ok(PersoSessionOpened { serial, challenge }) if serial == plan.serial => challenge,
-        _ => return Err(PersoError::Malformed { step: "OPEN PERSO SESSION" }),
-    };
-    let mut s = Session {
-        channel,
-        trace: &mut trace,
-        serial: plan.serial,
-        key: session_key(&card_perso_key, &challenge),
-        counter: 0,
-    };
-    s.store("STORE profile", &PersoPayload::Profile(plan.profile))?;
+        let what = Attested {
+            chip_id: identity.chip_id,
+            serial: plan.serial,
+            public_key: &public_key,
+            transcript: &transcript,
+        };
+        attestation::verify(&identity.attestation_public, &what, &signature).map_err(|_| PersoError::Attestation {
+            why: "does not verify under the card's factory attestation key for this session",
+        })?;
+        attested = Some(AttestedKey { serial: plan.serial, public_key, transcript, signature });
+    }
+    // 5. Chip id <-> serial, for good.
+    if let Some(register) = line.register {
+        register
+            .assign(&identity, plan.serial)
+            .map_err(|why| PersoError::ChipRefused { chip: identity.chip_id, why })?;
+    }
+    // 6. Secrets, inside the channel only.
+    s.store("STORE serial", PersoItem::Serial, &plan.serial.0)?;
+    s.store("STORE profile", PersoItem::Profile, &[plan.profile.code()])?;
     for k in &plan.transfer_keys {
-        s.store("STORE transfer key", &PersoPayload::TransferKey { id: k.id, key: key_bytes(k.secret()) })?;
+        s.store("STORE transfer key", PersoItem::TransferKey, &key_bytes(k.id.0, k.secret()))?;
     }
     if plan.profile == Profile::MultiKey {
-        s.store("STORE selection", &PersoPayload::SelectedTransferKey(plan.selected))?;
+        s.store("STORE selection", PersoItem::SelectedTransferKey, &plan.selected.0.to_be_bytes())?;
     }
     if let Some(u) = &plan.update_key {
-        s.store("STORE update key", &PersoPayload::UpdateKey { id: u.id, key: key_bytes(u.secret()) })?;
+        s.store("STORE update key", PersoItem::UpdateKey, &key_bytes(u.id.0, u.secret()))?;
     }
-    s.store("STORE limit", &PersoPayload::TransferKeyIdLimit(plan.limit))?;
-    s.store("STORE balance", &PersoPayload::Balance { initial: plan.initial_balance, max: plan.max_balance })?;
+    s.store("STORE limit", PersoItem::TransferKeyIdLimit, &plan.limit.0.to_be_bytes())?;
+    s.store("STORE log key", PersoItem::LogKey, plan.log_key.expose())?;
+    let mut bal = plan.initial_balance.0.to_be_bytes().to_vec();
+    bal.extend_from_slice(&plan.max_balance.0.to_be_bytes());
+    s.store("STORE balance", PersoItem::Balance, &bal)?;
     let mut certificate = None;
-    if plan.profile.has_key_pair() {
+    if let Some(key) = attested {
         let anchor = plan.trust_anchor.as_ref().expect("checked above");
-        s.store("STORE trust anchor", &PersoPayload::TrustAnchor(anchor.clone()))?;
-        let public = s.sealed("GENERATE KEY PAIR", Instruction::GenerateKeyPair, 0, &[])?;
-        let GeneratedPublicKey { sec1: public } = GeneratedPublicKey::from_wire(&public, ())
-            .map_err(|_| PersoError::Malformed { step: "GENERATE KEY PAIR" })?;
-        let issuer = issuer.expect("checked above");
-        let cert =
-            issuer.issue(plan.serial, &public).map_err(|why| PersoError::Certificate { serial: plan.serial, why })?;
-        s.store("STORE certificate", &PersoPayload::CardCertificate(cert.clone()))?;
+        s.store("STORE trust anchor", PersoItem::TrustAnchor, anchor)?;
+        let issuer = line.issuer.expect("checked above");
+        let cert = issuer.issue(&identity, &key).map_err(|why| PersoError::Certificate { serial: plan.serial, why })?;
+        s.store("STORE certificate", PersoItem::CardCertificate, &cert)?;
         certificate = Some(cert);
     }
-    s.sealed("LOCK", Instruction::Lock, 0, &[])?;
-    Ok(PersoOutcome { serial: plan.serial, certificate, resumed, apdus: trace.apdus })
+    s.send("LOCK", &Command::Lock)?;
+    let apdus = s.trace.apdus;
+    Ok(PersoOutcome { serial: plan.serial, chip_id: identity.chip_id, certificate, resumed, apdus, factory: identity })
 }
+
+/// The check every back-office CA applies before certifying a card key ([`CertificateIssuer`]): the
+/// attestation verifies under the attestation key of the card the channel authenticated.
+pub fn check_attestation(card: &FactoryIdentity, key: &AttestedKey) -> Result<(), String> {
+    let what = Attested {
+        chip_id: card.chip_id,
+        serial: key.serial,
+        public_key: &key.public_key,
+        transcript: &key.transcript,
+    };
+    attestation::verify(&card.attestation_public, &what, &key.signature)
+        .map_err(|_| "the key attestation does not verify under the card's factory attestation key".to_string())
+}
+
+/// Re-exported for callers that size buffers.
+pub const INTERNAL_AUTHENTICATE_LEN: usize = scp11::COMMAND_DATA_LEN;

@@ -13,8 +13,8 @@ pub type Challenge = [u8; CHALLENGE_LEN];
 pub type Nonce = [u8; CHALLENGE_LEN];
 pub type Mac = [u8; 16];
 
-/// A 16-byte AES key as a wire field: the card's personalisation key in INITIALIZE (the fab step, in a
-/// secure room), transfer and update keys inside sealed personalisation items. A newtype so that it is
+/// A 16-byte AES key as a wire field: transfer and update keys inside personalisation items (which travel
+/// only under secure messaging). A newtype so that it is
 /// zeroized on drop, compared in constant time and never shown by `Debug` (house rule 8): a `{:?}` of a
 /// [`Command`] or an item in a log or a test failure must not print it.
 #[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
@@ -71,10 +71,16 @@ pub enum PersoItem {
     TrustAnchor = 0x07,
     /// the card's own certificate, DER.
     CardCertificate = 0x08,
+    /// the card serial (8): the first item of a session, given inside the channel (a card that has a
+    /// serial accepts only the same one again).
+    Serial = 0x09,
+    /// the card's log-export MAC key (16), derived by the back office from its log master and the
+    /// serial (`crypto::mac::card_log_key`); sent only inside the channel, kept after LOCK.
+    LogKey = 0x0A,
 }
 
 impl PersoItem {
-    pub const ALL: [PersoItem; 8] = [
+    pub const ALL: [PersoItem; 10] = [
         PersoItem::Profile,
         PersoItem::TransferKey,
         PersoItem::UpdateKey,
@@ -83,6 +89,8 @@ impl PersoItem {
         PersoItem::SelectedTransferKey,
         PersoItem::TrustAnchor,
         PersoItem::CardCertificate,
+        PersoItem::Serial,
+        PersoItem::LogKey,
     ];
 
     pub fn from_p1(p1: u8) -> Option<Self> {
@@ -156,21 +164,26 @@ pub enum Command {
         nonce: Nonce,
         proof: Mac,
     },
-    Initialize {
-        serial: CardSerial,
-        personalisation_key: KeyBytes,
+    /// GET DATA of the factory credentials (`80 CA BF 21`): chip id and both factory certificates.
+    GetFactoryData,
+    /// SCP11b key agreement (GP Amendment F §7.6, `80 88 00 13`): the line's control reference
+    /// template and ephemeral key ([`crate::crypto::scp11`]).
+    InternalAuthenticate {
+        data: Vec<u8>,
     },
-    OpenPersoSession,
+    /// One personalisation item's plaintext ([`super::perso::PersoPayload`]); sent only under secure
+    /// messaging (CLA 84), which encrypts and MACs it (the card refuses it in the clear).
     PersoStore {
         item: PersoItem,
-        sealed: Vec<u8>,
+        data: Vec<u8>,
     },
+    /// Under secure messaging: make the card key pair for the card `serial` (the one the card has, or
+    /// will be given); answers the public key and its attestation, which names the serial.
     GenerateKeyPair {
-        sealed: Vec<u8>,
+        serial: CardSerial,
     },
-    Lock {
-        sealed: Vec<u8>,
-    },
+    /// Under secure messaging: end personalisation for good.
+    Lock,
 }
 
 /// What UPDATE TRANSFER KEY carries, by path; it is also GET TRANSFER KEY's answer (the newer card's
@@ -284,11 +297,11 @@ impl Command {
             Confirm { .. } => Instruction::Confirm,
             Abort { .. } => Instruction::Abort,
             Refund { .. } => Instruction::Refund,
-            Initialize { .. } => Instruction::Initialize,
-            OpenPersoSession => Instruction::OpenPersoSession,
+            GetFactoryData => Instruction::GetFactoryData,
+            InternalAuthenticate { .. } => Instruction::InternalAuthenticate,
             PersoStore { .. } => Instruction::PersoStore,
             GenerateKeyPair { .. } => Instruction::GenerateKeyPair,
-            Lock { .. } => Instruction::Lock,
+            Lock => Instruction::Lock,
         }
     }
 
@@ -296,14 +309,20 @@ impl Command {
     pub fn to_apdu(&self) -> CommandApdu {
         use Command::*;
         let ins = self.instruction();
-        let (mut p1, p2) = (0u8, 0u8);
+        let (mut p1, mut p2) = (0u8, 0u8);
         let mut d = Vec::new();
         match self {
             Select { aid } => {
                 p1 = 0x04;
                 d.extend_from_slice(aid);
             }
-            GetResponse { .. } | OpenPersoSession => {}
+            GetResponse { .. } | Lock => {}
+            GetFactoryData => (p1, p2) = (0xBF, 0x21),
+            InternalAuthenticate { data } => {
+                p2 = crate::crypto::scp11::KEY_ID_SCP11B;
+                d.extend_from_slice(data);
+            }
+            GenerateKeyPair { serial } => d.extend_from_slice(&serial.0),
             GetCardInfo { certificate } => p1 = if *certificate { 0x00 } else { 0x01 },
             RequestUpdatePermission { path, sender_certificate } => {
                 p1 = *path as u8;
@@ -345,15 +364,10 @@ impl Command {
                 d.extend_from_slice(nonce);
                 d.extend_from_slice(proof);
             }
-            Initialize { serial, personalisation_key } => {
-                d.extend_from_slice(&serial.0);
-                d.extend_from_slice(&personalisation_key.0);
-            }
-            PersoStore { item, sealed } => {
+            PersoStore { item, data } => {
                 p1 = *item as u8;
-                d.extend_from_slice(sealed);
+                d.extend_from_slice(data);
             }
-            GenerateKeyPair { sealed } | Lock { sealed } => d.extend_from_slice(sealed),
         }
         let le = match self {
             GetResponse { le } => Some(*le),
@@ -402,9 +416,17 @@ impl Command {
                 };
                 Command::GetCardInfo { certificate }
             }
-            Instruction::OpenPersoSession => {
-                p1p2_zero()?;
-                Command::OpenPersoSession
+            Instruction::GetFactoryData => {
+                if (a.p1, a.p2) != (0xBF, 0x21) {
+                    return Err(bad_p1p2);
+                }
+                Command::GetFactoryData
+            }
+            Instruction::InternalAuthenticate => {
+                if a.p1 != 0 || a.p2 != crate::crypto::scp11::KEY_ID_SCP11B {
+                    return Err(bad_p1p2);
+                }
+                Command::InternalAuthenticate { data: r.rest_capped("key agreement data", 255)?.to_vec() }
             }
             Instruction::RequestUpdatePermission => {
                 let path = KeyRollPath::from_p1p2(a.p1, a.p2)?;
@@ -472,27 +494,20 @@ impl Command {
                 p1p2_zero()?;
                 Command::Refund { nonce: r.array("nonce")?, proof: r.array("proof")? }
             }
-            Instruction::Initialize => {
-                p1p2_zero()?;
-                Command::Initialize {
-                    serial: CardSerial(r.array("serial")?),
-                    personalisation_key: KeyBytes(r.array("personalisation key")?),
-                }
-            }
             Instruction::PersoStore => {
                 if a.p2 != 0 {
                     return Err(bad_p1p2);
                 }
                 let item = PersoItem::from_p1(a.p1).ok_or(bad_p1p2)?;
-                Command::PersoStore { item, sealed: r.rest().to_vec() }
+                Command::PersoStore { item, data: r.rest_capped("item", MAX_COMMAND_DATA)?.to_vec() }
             }
             Instruction::GenerateKeyPair => {
                 p1p2_zero()?;
-                Command::GenerateKeyPair { sealed: r.rest().to_vec() }
+                Command::GenerateKeyPair { serial: CardSerial(r.array("serial")?) }
             }
             Instruction::Lock => {
                 p1p2_zero()?;
-                Command::Lock { sealed: r.rest().to_vec() }
+                Command::Lock
             }
         };
         r.finish()?;
@@ -526,18 +541,6 @@ impl Wire for Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn initialize_debug_hides_the_personalisation_key() {
-        let key = [0xA5u8; 16];
-        let c = Command::Initialize { serial: CardSerial::from_u64(42), personalisation_key: KeyBytes(key) };
-        for shown in [format!("{c:?}"), format!("{c:#?}")] {
-            assert!(shown.contains("<redacted>"), "{shown}");
-            assert!(!shown.contains("165") && !shown.to_lowercase().contains("a5a5"), "key bytes shown: {shown}");
-        }
-        // The bytes still go to the card.
-        assert!(c.to_apdu().data.ends_with(&key));
-    }
 
     #[test]
     fn specific_status_for_each_fault() {

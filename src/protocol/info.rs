@@ -5,15 +5,15 @@
 
 use super::codec::{DecodeError, Reader, Wire, put_tlv};
 use super::command::Nonce;
-use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
+use crate::domain::{Amount, CardSerial, ChipId, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 
 /// A card's life cycle (ISO/IEC 7816-9 style: creation, initialisation, operational).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LifeCycle {
-    /// No serial, no keys: fresh from the fab.
+    /// No serial, no issuer keys: fresh from the fab (chip id and factory credentials only).
     Blank = 0x01,
-    /// Serial and personalisation key set; personalisation under way (a half-written card).
+    /// Serial given inside the personalisation channel; personalisation under way (a half-written card).
     Personalising = 0x03,
     /// Locked: personalisation refused for good, the scheme's commands allowed.
     Issued = 0x07,
@@ -93,6 +93,8 @@ pub struct CardInfo {
     pub certificate: Option<Vec<u8>>,
     /// Whether the card holds a certificate (reported in both forms).
     pub has_certificate: bool,
+    /// The chip id the fab gave the card (public, DESIGN.md §10 point 1).
+    pub chip_id: Option<ChipId>,
 }
 
 mod t {
@@ -110,6 +112,7 @@ mod t {
     pub const PENDING_IN: u8 = 0x8B;
     pub const CERTIFICATE: u8 = 0x8C;
     pub const HAS_CERTIFICATE: u8 = 0x8D;
+    pub const CHIP_ID: u8 = 0x8E;
 }
 
 /// Most pending entries a card reports; the card bounds its logs to this (house rule 5).
@@ -156,6 +159,9 @@ impl Wire for CardInfo {
         }
         if let Some(c) = &self.certificate {
             put_tlv(o, t::CERTIFICATE, c);
+        }
+        if let Some(c) = self.chip_id {
+            put_tlv(o, t::CHIP_ID, &c.0);
         }
     }
 
@@ -216,6 +222,7 @@ impl Wire for CardInfo {
                     info.has_certificate = true;
                 }
                 t::HAS_CERTIFICATE => info.has_certificate = v == [1],
+                t::CHIP_ID => info.chip_id = Some(ChipId(fixed(v, "chip id")?)),
                 _ => {}
             }
         }
@@ -251,6 +258,7 @@ impl CardInfo {
             pending_in: vec![],
             certificate: None,
             has_certificate: false,
+            chip_id: None,
         }
     }
 }
@@ -290,6 +298,7 @@ mod tests {
             }],
             certificate: Some(vec![0x30; 500]),
             has_certificate: true,
+            chip_id: Some(ChipId([5; 8])),
         };
         assert_eq!(CardInfo::from_wire(&info.to_wire(), ()).unwrap(), info);
         let mut with_unknown = info.to_wire();

@@ -32,11 +32,11 @@ pub enum Instruction {
     Abort,
     /// Recovery (payer): restore a debit against an abort proof.
     Refund,
-    /// Personalisation: set serial and personalisation key on a blank card.
-    Initialize,
-    /// Personalisation: open a sealed session (card challenge).
-    OpenPersoSession,
-    /// Personalisation: store one sealed item (P1 = item).
+    /// Personalisation: the factory credentials (GET DATA, tag BF21): chip id and certificates.
+    GetFactoryData,
+    /// Personalisation: SCP11b key agreement (GP Amendment F INTERNAL AUTHENTICATE).
+    InternalAuthenticate,
+    /// Personalisation: store one item (P1 = item), under secure messaging.
     PersoStore,
     /// Personalisation: generate the card key pair on the card (claims 3, 5), returns the public key.
     GenerateKeyPair,
@@ -58,8 +58,8 @@ impl Instruction {
         Instruction::Confirm,
         Instruction::Abort,
         Instruction::Refund,
-        Instruction::Initialize,
-        Instruction::OpenPersoSession,
+        Instruction::GetFactoryData,
+        Instruction::InternalAuthenticate,
         Instruction::PersoStore,
         Instruction::GenerateKeyPair,
         Instruction::Lock,
@@ -80,8 +80,8 @@ impl Instruction {
             Confirm => 0x36,
             Abort => 0x38,
             Refund => 0x3A,
-            Initialize => 0x50,
-            OpenPersoSession => 0x52,
+            GetFactoryData => 0xCA,
+            InternalAuthenticate => 0x88,
             PersoStore => 0x54,
             GenerateKeyPair => 0x56,
             Lock => 0x5E,
@@ -100,12 +100,17 @@ impl Instruction {
         Instruction::ALL.into_iter().find(|i| i.code() == ins && i.cla() == cla)
     }
 
+    /// Whether the command is accepted only under secure messaging (the personalisation channel).
+    pub fn needs_secure_messaging(self) -> bool {
+        matches!(self, Instruction::PersoStore | Instruction::GenerateKeyPair | Instruction::Lock)
+    }
+
     /// Whether the command is part of personalisation (refused after LOCK).
     pub fn is_personalisation(self) -> bool {
         matches!(
             self,
-            Instruction::Initialize
-                | Instruction::OpenPersoSession
+            Instruction::GetFactoryData
+                | Instruction::InternalAuthenticate
                 | Instruction::PersoStore
                 | Instruction::GenerateKeyPair
                 | Instruction::Lock

@@ -103,7 +103,7 @@ impl CardLogExport {
     pub fn mac_input(&self) -> Vec<u8> {
         let mut unmacked = self.clone();
         unmacked.mac = [0; 16];
-        let mut b = b"keyroll card log export v1\0".to_vec();
+        let mut b = b"keyroll card log export v2\0".to_vec();
         b.extend_from_slice(&serde_json::to_vec(&unmacked).expect("export serializes"));
         b
     }

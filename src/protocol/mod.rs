@@ -21,8 +21,12 @@ pub use codec::{DecodeError, Wire};
 pub use instruction::Instruction;
 pub use status::StatusWord;
 
-/// keyroll's application identifier: a proprietary AID (ISO/IEC 7816-5 category F) spelling "keyroll".
-pub const AID: [u8; 8] = [0xF0, b'k', b'e', b'y', b'r', b'o', b'l', b'l'];
+/// keyroll's application identifier, version 2: a proprietary AID (ISO/IEC 7816-5 category F) spelling
+/// "keyroll" and the protocol version. Version 1's AID (`F0 6B 65 79 72 6F 6C 6C`, no version byte) is
+/// not answered: version 2 shares no key, label or AID with it (DESIGN.md §10).
+pub const AID: [u8; 9] = [0xF0, b'k', b'e', b'y', b'r', b'o', b'l', b'l', 0x02];
+/// Version 1's AID, kept only so tests can show a version 2 card does not answer it.
+pub const AID_V1: [u8; 8] = [0xF0, b'k', b'e', b'y', b'r', b'o', b'l', b'l'];
 
 /// Length of challenges and nonces (the claims' "random numbers"): 128 bits.
 pub const CHALLENGE_LEN: usize = 16;

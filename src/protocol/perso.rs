@@ -1,11 +1,11 @@
 //! The plaintext of each PERSO STORE item (P1 names the item, [`PersoItem`]): what the personalisation
-//! script seals and the card opens (`crypto::perso`). Written down once here; `docs/protocol.md` is its
+//! script sends and the card stores, always inside SCP03 secure messaging (`crypto::secure_messaging`). Written down once here; `docs/protocol.md` is its
 //! human-readable form.
 
 use super::apdu::MAX_COMMAND_DATA;
 use super::codec::{DecodeError, Reader, Wire};
 use super::command::{KeyBytes, PersoItem};
-use crate::domain::{Amount, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
+use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 
 /// One personalisation item's plaintext. Keys are [`KeyBytes`]: zeroized, never in `Debug`. Encode
 /// items that hold keys into a zeroizing buffer.
@@ -27,6 +27,10 @@ pub enum PersoPayload {
     TrustAnchor(Vec<u8>),
     /// The card's own certificate, DER (claims 3, 5).
     CardCertificate(Vec<u8>),
+    /// `card serial (8)`: given inside the channel, first (a chip keeps its serial).
+    Serial(CardSerial),
+    /// `log key (16)`: the card's log-export MAC key.
+    LogKey(KeyBytes),
 }
 
 impl PersoPayload {
@@ -41,6 +45,8 @@ impl PersoPayload {
             PersoPayload::SelectedTransferKey(_) => PersoItem::SelectedTransferKey,
             PersoPayload::TrustAnchor(_) => PersoItem::TrustAnchor,
             PersoPayload::CardCertificate(_) => PersoItem::CardCertificate,
+            PersoPayload::Serial(_) => PersoItem::Serial,
+            PersoPayload::LogKey(_) => PersoItem::LogKey,
         }
     }
 }
@@ -75,6 +81,8 @@ impl Wire for PersoPayload {
             }
             PersoPayload::SelectedTransferKey(id) => out.extend_from_slice(&id.0.to_be_bytes()),
             PersoPayload::TrustAnchor(der) | PersoPayload::CardCertificate(der) => out.extend_from_slice(der),
+            PersoPayload::Serial(s) => out.extend_from_slice(&s.0),
+            PersoPayload::LogKey(k) => out.extend_from_slice(&k.0),
         }
     }
 
@@ -105,6 +113,8 @@ impl Wire for PersoPayload {
             PersoItem::CardCertificate => {
                 PersoPayload::CardCertificate(r.rest_capped("card certificate", MAX_COMMAND_DATA)?.to_vec())
             }
+            PersoItem::Serial => PersoPayload::Serial(CardSerial(r.array("serial")?)),
+            PersoItem::LogKey => PersoPayload::LogKey(KeyBytes(r.array("log key")?)),
         })
     }
 }

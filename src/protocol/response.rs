@@ -4,7 +4,7 @@
 //!
 //! | command | answer |
 //! | --- | --- |
-//! | SELECT, UPDATE TRANSFER KEY, CONFIRM, REFUND, INITIALIZE, PERSO STORE, LOCK | [`Empty`] |
+//! | SELECT, UPDATE TRANSFER KEY, CONFIRM, REFUND, PERSO STORE, LOCK | [`Empty`] |
 //! | GET CARD INFO | [`CardInfo`](super::info::CardInfo) |
 //! | REQUEST UPDATE PERMISSION | [`UpdatePermission`] |
 //! | GET TRANSFER KEY | [`KeyPayload`](super::command::KeyPayload) (what UPDATE TRANSFER KEY relays) |
@@ -12,12 +12,13 @@
 //! | DEBIT | [`DebitToken`] |
 //! | CREDIT | [`CreditAck`] |
 //! | ABORT | [`AbortProof`] |
-//! | OPEN PERSO SESSION | [`PersoSessionOpened`] |
-//! | GENERATE KEY PAIR | [`GeneratedPublicKey`] |
+//! | GET DATA `BF21` | [`FactoryCredentials`] |
+//! | INTERNAL AUTHENTICATE | `5F49 41 ePK.SD ‖ 86 10 receipt`, parsed by `crypto::scp11` (GP Amendment F) |
+//! | GENERATE KEY PAIR | [`GeneratedPublicKey`] (public key and attestation) |
 
 use super::codec::{DecodeError, Reader, Wire};
 use super::command::{Challenge, Mac, Nonce};
-use crate::domain::{CardSerial, TransferKeyId};
+use crate::domain::{ChipId, TransferKeyId};
 
 /// The answer of a command that answers only a status word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -129,45 +130,72 @@ impl Wire for AbortProof {
     }
 }
 
-/// OPEN PERSO SESSION: the card's serial and its half of the session-key derivation (`crypto::perso`).
-/// Layout: `serial (8) ‖ card challenge (16)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PersoSessionOpened {
-    pub serial: CardSerial,
-    pub challenge: Challenge,
+/// GET DATA `BF21`: the factory credentials of the card (DESIGN.md §10 point 1), public data.
+/// Layout: `chip id (8) ‖ length (2) ‖ key-agreement certificate (DER) ‖ length (2) ‖ attestation
+/// certificate (DER)`. keyroll's own layout (GP's `BF21` holds a certificate store in its own format).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FactoryCredentials {
+    pub chip_id: ChipId,
+    pub agreement_certificate: Vec<u8>,
+    pub attestation_certificate: Vec<u8>,
 }
 
-impl Wire for PersoSessionOpened {
+/// Longest factory certificate accepted: a P-256 certificate is a few hundred bytes; 2 KiB bounds what
+/// an untrusted card makes the line buffer (house rule 5).
+pub const MAX_FACTORY_CERTIFICATE: usize = 2048;
+
+impl Wire for FactoryCredentials {
     type Context = ();
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.serial.0);
-        out.extend_from_slice(&self.challenge);
+        out.extend_from_slice(&self.chip_id.0);
+        for c in [&self.agreement_certificate, &self.attestation_certificate] {
+            out.extend_from_slice(&(c.len() as u16).to_be_bytes());
+            out.extend_from_slice(c);
+        }
     }
     fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
-        Ok(PersoSessionOpened { serial: CardSerial(r.array("serial")?), challenge: r.array("challenge")? })
+        let chip_id = ChipId(r.array("chip id")?);
+        let mut cert = |field: &'static str| -> Result<Vec<u8>, DecodeError> {
+            let n = u16::from_be_bytes(r.array(field)?) as usize;
+            if n > MAX_FACTORY_CERTIFICATE {
+                return Err(DecodeError::TooLong { field, len: n, max: MAX_FACTORY_CERTIFICATE });
+            }
+            Ok(r.take(n, field)?.to_vec())
+        };
+        let agreement_certificate = cert("key-agreement certificate")?;
+        let attestation_certificate = cert("attestation certificate")?;
+        Ok(FactoryCredentials { chip_id, agreement_certificate, attestation_certificate })
     }
 }
 
 /// Length of an uncompressed SEC1 P-256 point (SEC 1 §2.3.3): `04 ‖ x (32) ‖ y (32)`.
 pub const PUBLIC_KEY_LEN: usize = 65;
 
-/// GENERATE KEY PAIR (claims 3, 5): the public key of the pair the card made; the secret key never
-/// leaves the card. Layout: the uncompressed SEC1 point (65).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Longest DER ECDSA P-256 signature (a SEQUENCE of two INTEGERs of at most 33 bytes).
+pub const MAX_ATTESTATION_LEN: usize = 72;
+
+/// GENERATE KEY PAIR (claims 3, 5): the public key of the pair the card made (the secret key never
+/// leaves the card) and its attestation by the factory attestation key (`crypto::attestation`).
+/// Layout: the uncompressed SEC1 point (65) ‖ attestation (DER ECDSA, to the end; empty decodes, so the
+/// line can name a missing attestation).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GeneratedPublicKey {
     pub sec1: [u8; PUBLIC_KEY_LEN],
+    pub attestation: Vec<u8>,
 }
 
 impl Wire for GeneratedPublicKey {
     type Context = ();
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.sec1);
+        out.extend_from_slice(&self.attestation);
     }
     fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
         let sec1: [u8; PUBLIC_KEY_LEN] = r.array("public key")?;
         if sec1[0] != 0x04 {
             return Err(DecodeError::Invalid { field: "public key", why: "not an uncompressed SEC1 point" });
         }
-        Ok(GeneratedPublicKey { sec1 })
+        let attestation = r.rest_capped("attestation", MAX_ATTESTATION_LEN)?.to_vec();
+        Ok(GeneratedPublicKey { sec1, attestation })
     }
 }

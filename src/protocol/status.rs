@@ -21,6 +21,9 @@ pub enum StatusWord {
     ChainingNotSupported,
     /// 6982: security status not satisfied (no live challenge, no personalisation session, wrong challenge).
     SecurityStatusNotSatisfied,
+    /// 6988: incorrect secure messaging data objects (a C-MAC that does not verify, a protected
+    /// command outside a channel); the card closes the channel (GP Amendment D §6.2.4).
+    SecureMessagingIncorrect,
     /// 6985: conditions of use not satisfied (wrong life-cycle state, insufficient balance, maximum balance).
     ConditionsNotSatisfied,
     /// 6A80: incorrect data (malformed field, or a transfer key identifier that is not newer).
@@ -56,6 +59,7 @@ impl StatusWord {
             ChainingNotSupported => 0x6884,
             SecurityStatusNotSatisfied => 0x6982,
             ConditionsNotSatisfied => 0x6985,
+            SecureMessagingIncorrect => 0x6988,
             IncorrectData => 0x6A80,
             ApplicationNotFound => 0x6A82,
             NotEnoughMemory => 0x6A84,
@@ -80,6 +84,7 @@ impl StatusWord {
             0x6884 => ChainingNotSupported,
             0x6982 => SecurityStatusNotSatisfied,
             0x6985 => ConditionsNotSatisfied,
+            0x6988 => SecureMessagingIncorrect,
             0x6A80 => IncorrectData,
             0x6A82 => ApplicationNotFound,
             0x6A84 => NotEnoughMemory,
@@ -110,8 +115,8 @@ mod tests {
     #[test]
     fn every_named_status_round_trips() {
         for v in [
-            0x9000, 0x6110, 0x6100, 0x6300, 0x6581, 0x6700, 0x6883, 0x6884, 0x6982, 0x6985, 0x6A80, 0x6A82, 0x6A84,
-            0x6A86, 0x6A88, 0x6D00, 0x6E00, 0x6F00, 0x6B00,
+            0x9000, 0x6110, 0x6100, 0x6300, 0x6581, 0x6700, 0x6883, 0x6884, 0x6982, 0x6985, 0x6988, 0x6A80, 0x6A82,
+            0x6A84, 0x6A86, 0x6A88, 0x6D00, 0x6E00, 0x6F00, 0x6B00,
         ] {
             assert_eq!(StatusWord::from_u16(v).to_u16(), v);
         }

@@ -28,7 +28,7 @@ fn round_trip<T: Wire + PartialEq + Debug>(v: &T, context: T::Context) {
 /// skips unknown items, and a stray byte is an incomplete item.
 fn accepts_tail<T: Debug>(v: &T) -> bool {
     let s = format!("{v:?}");
-    ["envelope", "TrustAnchor", "CardCertificate", "sealed", "Select", "RequestUpdatePermission", "GetTransferKey"]
+    ["envelope", "TrustAnchor", "CardCertificate", "attestation", "Select", "RequestUpdatePermission", "GetTransferKey"]
         .iter()
         .any(|k| s.contains(k))
 }
@@ -77,11 +77,12 @@ pub(crate) fn every_command() -> Vec<Command> {
         Command::Confirm { nonce: [3; 16], ack: [5; 16] },
         Command::Abort { receipt: receipt_ref() },
         Command::Refund { nonce: [3; 16], proof: [6; 16] },
-        Command::Initialize { serial: s, personalisation_key: KeyBytes([7; 16]) },
-        Command::OpenPersoSession,
-        Command::PersoStore { item: PersoItem::Balance, sealed: vec![8; 40] },
-        Command::GenerateKeyPair { sealed: vec![8; 16] },
-        Command::Lock { sealed: vec![8; 16] },
+        Command::GetFactoryData,
+        Command::InternalAuthenticate { data: vec![0xA6; 83] },
+        Command::PersoStore { item: PersoItem::Balance, data: vec![8; 16] },
+        Command::PersoStore { item: PersoItem::Serial, data: s.0.to_vec() },
+        Command::GenerateKeyPair { serial: s },
+        Command::Lock,
     ]
 }
 
@@ -114,6 +115,8 @@ pub(crate) fn every_perso_payload() -> Vec<PersoPayload> {
         PersoPayload::SelectedTransferKey(TransferKeyId(3)),
         PersoPayload::TrustAnchor(vec![0x30; 300]),
         PersoPayload::CardCertificate(vec![0x30; 400]),
+        PersoPayload::Serial(CardSerial::from_u64(77)),
+        PersoPayload::LogKey(KeyBytes([3; 16])),
     ]
 }
 
@@ -157,10 +160,24 @@ fn every_response_round_trips() {
     round_trip(&DebitToken { payer_sequence: 9, token: [5; 16] }, ());
     round_trip(&CreditAck { ack: [6; 16] }, ());
     round_trip(&AbortProof { proof: [8; 16] }, ());
-    round_trip(&PersoSessionOpened { serial: CardSerial::from_u64(3), challenge: [9; 16] }, ());
+    round_trip(
+        &FactoryCredentials {
+            chip_id: crate::domain::ChipId([3; 8]),
+            agreement_certificate: vec![0x30; 300],
+            attestation_certificate: vec![0x31; 301],
+        },
+        (),
+    );
+    let mut too_long = vec![0u8; 8];
+    too_long.extend_from_slice(&4000u16.to_be_bytes());
+    assert!(matches!(FactoryCredentials::from_wire(&too_long, ()), Err(DecodeError::TooLong { .. })));
     let mut sec1 = [0x11; PUBLIC_KEY_LEN];
     sec1[0] = 0x04;
-    round_trip(&GeneratedPublicKey { sec1 }, ());
+    round_trip(&GeneratedPublicKey { sec1, attestation: vec![0x30; 70] }, ());
+    assert_eq!(GeneratedPublicKey::from_wire(&sec1, ()).unwrap().attestation, Vec::<u8>::new());
+    let mut long_sig = sec1.to_vec();
+    long_sig.extend_from_slice(&[0x30; 73]);
+    assert!(GeneratedPublicKey::from_wire(&long_sig, ()).is_err(), "attestation longer than any P-256 signature");
     sec1[0] = 0x02;
     assert!(GeneratedPublicKey::from_wire(&sec1, ()).is_err(), "compressed or garbage point");
     // GET TRANSFER KEY's answer, both paths.
@@ -207,6 +224,7 @@ fn card_info_round_trips_in_every_shape() {
         pending_in: vec![entry(2), entry(3)],
         certificate: Some(vec![0x30; 500]),
         has_certificate: true,
+        chip_id: Some(crate::domain::ChipId([6; 8])),
     };
     let short = CardInfo { certificate: None, ..full.clone() };
     let blank = CardInfo::blank();

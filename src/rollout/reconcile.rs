@@ -87,10 +87,10 @@ pub struct JournalText<'a> {
     pub text: &'a str,
 }
 
-/// A card's log key as the back office derives it: from the issuer's personalisation master and the
-/// serial, as the card did at INITIALIZE (`crypto::mac::card_log_key`).
-pub fn log_key(perso_master: &Secret16, serial: &CardSerial) -> Secret16 {
-    mac::card_log_key(&crate::crypto::perso::card_key(perso_master, *serial), serial)
+/// A card's log key as the back office derives it: from the issuer's log master and the serial
+/// (`crypto::mac::card_log_key`), the key the line sent the card at personalisation.
+pub fn log_key(log_master: &Secret16, serial: &CardSerial) -> Secret16 {
+    mac::card_log_key(log_master, serial)
 }
 
 /// Check an export's MAC under the card's log key.

@@ -11,22 +11,25 @@ use crate::authority::batches::Batch;
 use crate::authority::{Authority, Unlocked, ca};
 use crate::card::Card;
 use crate::card::storage::{MemoryStorage, Storage};
-use crate::crypto::Secret16;
 use crate::domain::{Amount, CardSerial};
-use crate::perso::batch::Kit;
-use crate::perso::{CertificateIssuer, personalise};
+use crate::fab::{FactoryIdentity, Manufacturer, TrustedRoot};
+use crate::perso::batch::{Kit, blank_state};
+use crate::perso::script::check_attestation;
+use crate::perso::{AttestedKey, CertificateIssuer, Line, personalise};
 use crate::terminal::{KeyRoll, SettleError, SettleOptions, settle};
 use crate::transport::in_process::InProcessChannel;
 use serde::Serialize;
 
-/// The issuer CA, signing certificates for the virtual cards without recording them.
+/// The issuer CA, signing certificates for the virtual cards without recording them (attested keys
+/// only, like the back office's own issuer).
 struct VerifyIssuer<'a>(&'a crate::authority::issuer_ca::CaSigner);
 
 impl CertificateIssuer for VerifyIssuer<'_> {
-    fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
+        check_attestation(card, key)?;
         let t = std::time::SystemTime::now();
         let day = std::time::Duration::from_secs(86400);
-        ca::issue_card_certificate(&self.0.key, &self.0.root_der, serial, public_key_sec1, t - day, t + day)
+        ca::issue_card_certificate(&self.0.key, &self.0.root_der, key.serial, &key.public_key, t - day, t + day)
             .map_err(|e| e.to_string())
     }
 }
@@ -92,13 +95,28 @@ impl VerifyReport {
 }
 
 /// One issued reference card per generation, kept as its persisted bytes (a fresh copy per pair).
-fn template(u: &Unlocked<'_>, batch: &Batch, master: &Secret16, serial: CardSerial) -> Result<Vec<u8>, RolloutError> {
+/// Virtual cards come from a throw-away manufacturer made for this check: nothing is recorded.
+fn template(u: &Unlocked<'_>, batch: &Batch, fab: &Manufacturer, serial: CardSerial) -> Result<Vec<u8>, RolloutError> {
     let kit = Kit::load(u, batch)?;
-    let mut card = Card::open(MemoryStorage::new())?;
+    let blank = blank_state(fab).map_err(|e| RolloutError::VirtualCard(e.to_string()))?;
+    let mut card = Card::create(MemoryStorage::new(), blank)?;
     {
         let mut ch = InProcessChannel::new(&mut card, format!("virtual {serial}"));
         let issuer = kit.ca.as_ref().map(VerifyIssuer);
-        personalise(&mut ch, master, &kit.plan(serial), issuer.as_ref().map(|i| i as &dyn CertificateIssuer), false)?;
+        let roots = [TrustedRoot {
+            name: "rollout verify".into(),
+            der: fab.root_der().to_vec(),
+            fingerprint: fab.fingerprint(),
+            virtual_only: true,
+        }];
+        let line = Line {
+            roots: &roots,
+            allow_virtual: true,
+            register: None,
+            issuer: issuer.as_ref().map(|i| i as &dyn CertificateIssuer),
+            verbose: false,
+        };
+        personalise(&mut ch, &line, &kit.plan(serial))?;
     }
     card.storage()
         .record()
@@ -128,19 +146,19 @@ pub fn key_roll_name(k: KeyRoll) -> &'static str {
 /// Verify every pair of the live generations of the database `auth` (unlocked by `u`).
 pub fn verify(u: &Unlocked<'_>) -> Result<VerifyReport, RolloutError> {
     let auth: &Authority = u.auth;
-    let master = u.perso_master()?;
+    let fab = Manufacturer::create("keyroll rollout verify").map_err(|e| RolloutError::VirtualCard(e.to_string()))?;
     // One generation per distinct (profile, keys, limit); two virtual cards each, so that a generation
     // is also checked against itself.
     let mut gens: Vec<Templates> = Vec::new();
     for (n, b) in auth.batches()?.into_iter().enumerate() {
-        let a = template(u, &b, &master, CardSerial::from_u64(0x5645_0000_0000_0000 + 2 * n as u64))?;
+        let a = template(u, &b, &fab, CardSerial::from_u64(0x5645_0000_0000_0000 + 2 * n as u64))?;
         let state = fresh(&a)?.state().clone();
         let g = Generation::of_batch(&b, state.stored_ids().into_iter().map(|i| i.0).collect());
         if let Some(existing) = gens.iter_mut().find(|(x, ..)| *x == g) {
             existing.1.push(b.name);
             continue;
         }
-        let c = template(u, &b, &master, CardSerial::from_u64(0x5645_0000_0000_0001 + 2 * n as u64))?;
+        let c = template(u, &b, &fab, CardSerial::from_u64(0x5645_0000_0000_0001 + 2 * n as u64))?;
         gens.push((g, vec![b.name], a, c));
     }
     let generations: Vec<Generation> = gens.iter().map(|(g, ..)| g.clone()).collect();

@@ -113,9 +113,18 @@ pub fn exchange(
     trace: &mut Trace,
     command: &Command,
 ) -> Result<ResponseApdu, TransportError> {
-    let apdu = command.to_apdu();
+    exchange_apdu(channel, trace, &command.to_apdu())
+}
+
+/// Send one logical command APDU (already encoded, e.g. protected by secure messaging), with command
+/// chaining and GET RESPONSE handled as for [`exchange`].
+pub fn exchange_apdu(
+    channel: &mut dyn CardChannel,
+    trace: &mut Trace,
+    apdu: &CommandApdu,
+) -> Result<ResponseApdu, TransportError> {
     let mut resp = if apdu.data.len() <= CHUNK {
-        trace.one(channel, &apdu)?
+        trace.one(channel, apdu)?
     } else {
         let chunks: Vec<&[u8]> = apdu.data.chunks(CHUNK).collect();
         let mut last = None;

@@ -75,7 +75,7 @@ proptest! {
         check::<DebitToken>(&bytes, ())?;
         check::<CreditAck>(&bytes, ())?;
         check::<AbortProof>(&bytes, ())?;
-        check::<PersoSessionOpened>(&bytes, ())?;
+        check::<FactoryCredentials>(&bytes, ())?;
         check::<GeneratedPublicKey>(&bytes, ())?;
         check::<KeyPayload>(&bytes, KeyRollPath::Symmetric)?;
         check::<KeyPayload>(&bytes, KeyRollPath::PublicKey)?;

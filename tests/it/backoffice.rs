@@ -273,7 +273,7 @@ fn a_killed_batch_is_finished_by_the_same_command(s: Scratch) {
     child.wait().unwrap();
     let done: u32 = s.sql("SELECT count(*) FROM cards WHERE state = 'personalised'").trim().parse().unwrap();
     assert!(done < 300, "the batch finished before the kill; make it larger");
-    let again = s.json(&args[4..].iter().copied().collect::<Vec<_>>());
+    let again = s.json(&args[4..].to_vec());
     assert_eq!(again["resumed"], true);
     assert_eq!(s.sql("SELECT count(*) FROM cards").trim(), "300", "no extra reservations");
     assert_eq!(s.sql("SELECT count(*) FROM cards WHERE state = 'personalised'").trim(), "300");
@@ -369,27 +369,28 @@ fn audit_log_detects_edit_delete_reorder_and_truncation() {
     s.ok(&["audit", "log", "--expect-key", clean["audit_key_fingerprint"].as_str().unwrap()]);
 }
 
-/// Until schema 4 this test turned a database into a schema-1 one with `sqlite3` (dropping the CA tables
-/// and deleting the CA key) and expected keyroll to upgrade and use it. Since row binding, that is exactly
-/// the edit a writer without an identity must not get away with: the schema is brought up to date, and
-/// the custodian then refuses the database (a secret and the CA row are gone from what the log signed).
+/// Version 2 breaks with version 1 (DESIGN.md §10): a database of schema 1 to 5 (what version 1 made; this
+/// test used to upgrade one in place, then to migrate an edited one and refuse it) is refused by name
+/// before any migration, and left as it was. Readers refuse it too.
 #[test]
-fn an_old_schema_edited_outside_keyroll_is_migrated_and_refused() {
+fn a_version_1_database_is_refused_with_a_clear_message() {
     let s = Scratch::new();
     s.init();
     s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "2"]);
+    // Make it what the last version 1 left: schema 5, no manufacturer tables.
     s.sqlite(
-        "DROP TABLE certificates; DROP TABLE ca; DELETE FROM secrets WHERE name = 'ca-root-key'; \
-         ALTER TABLE cards DROP COLUMN initialised_at; ALTER TABLE audit_log DROP COLUMN bound; \
-         ALTER TABLE audit_log DROP COLUMN state; DROP TABLE scheme_key; DROP TABLE key_authorisations; \
-         DROP TABLE policies; PRAGMA user_version = 1;",
+        "DROP TRIGGER chips_keep_their_serial; DROP TRIGGER chips_are_never_deleted; DROP TABLE chips; \
+         DROP TABLE manufacturers; PRAGMA user_version = 5;",
     );
-    let o = s.run(&["cert", "ca", "--out", "root.pem"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let before = s.dump();
+    for args in [&["cert", "ca", "--out", "root.pem"][..], &["batch", "list"], &["audit", "log"]] {
+        let o = s.run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = stderr(&o);
+        assert!(err.contains("version 1 database") && err.contains("hint: create a version 2 issuer"), "{err}");
+    }
+    assert_eq!(s.dump(), before, "nothing changed");
     assert!(!s.path("root.pem").exists());
-    assert_eq!(s.sqlite("PRAGMA user_version").trim(), "5", "the schema is brought up to date");
-    assert_eq!(s.json(&["batch", "list"])["batches"][0]["name"], "b", "data kept");
-    assert_eq!(s.run(&["audit", "log"]).status.code(), Some(1));
 }
 
 both_engines!(hybrid_cards_converge_over_the_public_key_path_from_the_command_line);

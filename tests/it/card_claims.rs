@@ -5,7 +5,7 @@ use crate::support::*;
 use keyroll::crypto::Secret16;
 use keyroll::domain::*;
 use keyroll::perso::CardPlan;
-use keyroll::protocol::command::{Command, KeyBytes, KeyPayload, KeyRollPath};
+use keyroll::protocol::command::{Command, KeyPayload, KeyRollPath, PersoItem};
 use keyroll::protocol::{ResponseApdu, SmartCard};
 
 fn send(card: &mut TestCard, cmd: &Command) -> ResponseApdu {
@@ -266,64 +266,45 @@ fn claim9_multi_key_card_sends_its_selected_key() {
 fn personalisation_is_refused_after_lock() {
     let mut c = card(1, Profile::Symmetric, 1, 1, 5, 0);
     let before = persisted(&c);
-    for cmd in [
-        Command::Initialize { serial: CardSerial::from_u64(9), personalisation_key: KeyBytes([0; 16]) },
-        Command::OpenPersoSession,
-        Command::Lock { sealed: vec![0; 16] },
+    for (cmd, sw) in [
+        (Command::GetFactoryData, 0x6985),
+        (Command::InternalAuthenticate { data: vec![0; 83] }, 0x6985),
+        // Personalisation commands in the clear are refused before anything else is looked at.
+        (Command::Lock, 0x6982),
+        (Command::PersoStore { item: PersoItem::Balance, data: vec![0; 16] }, 0x6982),
     ] {
-        assert_eq!(send(&mut c, &cmd).sw.to_u16(), 0x6985, "{cmd:?}");
+        assert_eq!(send(&mut c, &cmd).sw.to_u16(), sw, "{cmd:?}");
     }
     assert_eq!(persisted(&c), before);
+    // The factory private keys are gone from the issued card.
+    let f = c.state().factory.as_ref().unwrap();
+    assert!(f.agreement_key.is_none() && f.attestation_key.is_none());
     // Re-personalising through the script is refused too.
+    let roots = test_roots();
+    let line =
+        keyroll::perso::Line { roots: &roots, allow_virtual: false, register: None, issuer: None, verbose: false };
     let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut c, "c");
-    let e = keyroll::perso::personalise(
-        &mut ch,
-        &Secret16::new(MASTER),
-        &plan(1, Profile::Symmetric, 1, 1, 5, 0),
-        None,
-        false,
-    )
-    .unwrap_err();
+    let e = keyroll::perso::personalise(&mut ch, &line, &plan(1, Profile::Symmetric, 1, 1, 5, 0)).unwrap_err();
     assert!(matches!(e, keyroll::perso::PersoError::AlreadyIssued(_)), "{e}");
 }
 
+/// Version 1's way in is gone: its AID is not answered, INITIALIZE and OPEN PERSO SESSION are unknown
+/// instructions, and a blank card takes no personalisation command outside the channel.
 #[test]
-fn personalisation_without_the_master_is_refused() {
-    use keyroll::card::Card;
-    use keyroll::card::storage::{MemoryStorage, TearingStorage};
-    let mut c: TestCard = Card::open(TearingStorage::new(MemoryStorage::new())).unwrap();
-    let p = plan(1, Profile::Symmetric, 1, 1, 5, 0);
-    {
-        // Interrupt after INITIALIZE: a half-written card.
-        let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut c, "c");
-        let mut bad = p.clone();
-        bad.selected = TransferKeyId(99);
-        assert!(keyroll::perso::personalise(&mut ch, &Secret16::new(MASTER), &bad, None, false).is_err());
-        send_init(&mut ch, &p);
-    }
+fn version_1_personalisation_is_gone() {
+    let mut c = blank_card();
     let before = persisted(&c);
-    let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut c, "c");
-    let e = keyroll::perso::personalise(&mut ch, &Secret16::new([0x11; 16]), &p, None, false).unwrap_err();
-    assert!(matches!(e, keyroll::perso::PersoError::Refused { sw, .. } if sw.to_u16() == 0x6300), "{e}");
-    drop(ch);
+    let mut sel = vec![0x00, 0xA4, 0x04, 0x00, keyroll::protocol::AID_V1.len() as u8];
+    sel.extend_from_slice(&keyroll::protocol::AID_V1);
+    assert_eq!(raw(&mut c, &sel), 0x6A82);
+    select(&mut c);
+    // INITIALIZE (80 50) with serial and a key in clear; OPEN PERSO SESSION (80 52).
+    let mut init = vec![0x80, 0x50, 0, 0, 24];
+    init.extend_from_slice(&[0x11; 24]);
+    assert_eq!(raw(&mut c, &init), 0x6D00);
+    assert_eq!(raw(&mut c, &[0x80, 0x52, 0, 0]), 0x6D00);
+    assert_eq!(send(&mut c, &Command::PersoStore { item: PersoItem::Serial, data: vec![1; 8] }).sw.to_u16(), 0x6982);
     assert_eq!(persisted(&c), before);
-    // With the master, the half-written card is resumed and issued.
-    let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut c, "c");
-    let out = keyroll::perso::personalise(&mut ch, &Secret16::new(MASTER), &p, None, false).unwrap();
-    assert!(out.resumed);
-}
-
-fn send_init(ch: &mut dyn keyroll::transport::CardChannel, p: &CardPlan) {
-    let mut t = keyroll::transport::Trace::default();
-    let key = keyroll::crypto::perso::card_key(&Secret16::new(MASTER), p.serial);
-    keyroll::transport::exchange(ch, &mut t, &Command::Select { aid: keyroll::protocol::AID.to_vec() }).unwrap();
-    let r = keyroll::transport::exchange(
-        ch,
-        &mut t,
-        &Command::Initialize { serial: p.serial, personalisation_key: KeyBytes(*key.expose()) },
-    )
-    .unwrap();
-    assert_eq!(r.sw.to_u16(), 0x9000);
 }
 
 #[test]

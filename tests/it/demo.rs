@@ -38,7 +38,27 @@ fn demo_runs_to_a_passing_verdict() {
     let id = dir.join("keyroll.db.identity");
     let o = s.cmd().arg("--db").arg(&db).args(["audit", "log"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = s.cmd().arg("--db").arg(&db).args(["--json", "audit", "report"]).output().unwrap();
+    let root = hex::decode(
+        String::from_utf8(
+            std::process::Command::new("sqlite3")
+                .arg(&db)
+                .arg("SELECT hex(root_der) FROM ca;")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    )
+    .unwrap();
+    let expect_root = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&root));
+    let o = s
+        .cmd()
+        .arg("--db")
+        .arg(&db)
+        .args(["--json", "audit", "report", "--expect-root", &expect_root])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "audit report disagrees with the demo: {}", String::from_utf8_lossy(&o.stdout));
     let o =
         s.cmd().arg("--db").arg(&db).arg("--identity").arg(&id).args(["--json", "rollout", "verify"]).output().unwrap();

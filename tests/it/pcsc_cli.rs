@@ -126,6 +126,8 @@ impl ServeProcess {
 /// card: it does not wait for the card's removal); then the card is pulled (SIGTERM).
 fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader) {
     assert!(!file.exists(), "{} must start as a blank card", file.display());
+    // A blank from the manufacturer the issuer trusts (see `trusted_fab`).
+    s.ok(&["fab", "blank", "--manufacturer", "fab", "--out", file.to_str().unwrap()]);
     let mut cmd = s.cmd();
     cmd.args([
         "--db",
@@ -186,6 +188,12 @@ fn perso_in_reader(s: &Scratch, batch: &str, file: &Path, reader: &VirtualReader
     assert_eq!(v["reader"].as_str(), Some(reader.name.as_str()), "{v}");
 }
 
+/// A manufacturer in `fab/` that the issuer trusts (`fab init` + `fab trust`).
+fn trusted_fab(s: &Scratch) {
+    s.ok(&["fab", "init", "--out-dir", "fab", "--name", "Line Test Chips"]);
+    s.ok(&["fab", "trust", "fab/root.pem"]);
+}
+
 fn show(s: &Scratch, file: &Path) -> Value {
     s.json(&["card", "show", file.to_str().unwrap()])
 }
@@ -217,6 +225,7 @@ fn cards_personalised_in_a_reader_roll_keys_and_move_value_between_two_readers()
     let pc = acquire();
     let s = Scratch::new();
     s.init();
+    trusted_fab(&s);
     std::fs::create_dir(s.path("cards")).unwrap();
     let file = |n: &str| s.path(&format!("cards/{n}.card"));
     let r0 = pc.reader(0).clone();
@@ -283,6 +292,76 @@ fn cards_personalised_in_a_reader_roll_keys_and_move_value_between_two_readers()
     assert_eq!(total, 500, "value is conserved");
 }
 
+/// Over real pcscd: a blank made by a manufacturer the issuer does not trust, served with `card serve`,
+/// is refused by `perso --reader` before any secret, the refusal is the only change to the database (an
+/// audit-log row), and the card is left blank. (A clone of an issued chip and the other impostors are
+/// refused the same way in process: `perso_channel`.)
+#[test]
+fn an_impostor_in_the_reader_is_refused_and_logged() {
+    let pc = acquire();
+    let r0 = pc.reader(0).clone();
+    let s = Scratch::new();
+    s.init();
+    trusted_fab(&s);
+    s.ok(&["batch", "new", "b", "--profile", "hybrid", "--transfer-key-limit", "5", "--initial-balance", "100"]);
+    std::fs::create_dir(s.path("cards")).unwrap();
+    s.ok(&["fab", "init", "--out-dir", "rogue", "--name", "Rogue Chips"]);
+    s.ok(&["fab", "blank", "--manufacturer", "rogue", "--out", "cards/rogue.card"]);
+    let run = |file: &str| -> (std::process::Output, String) {
+        let card = serve(&s, &s.path(file), &r0);
+        card.wait_inserted();
+        let before = s.dump();
+        let o = s
+            .cmd()
+            .args([
+                "--db",
+                "keyroll.db",
+                "--identity",
+                "keyroll.db.identity",
+                "perso",
+                "--batch",
+                "b",
+                "--reader",
+                "00 00",
+            ])
+            .args(["--count", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stderr));
+        card.pull();
+        (o, before)
+    };
+    // The rogue card: refused, logged, nothing else.
+    let blank_before = show(&s, &s.path("cards/rogue.card"));
+    let (o, before) = run("cards/rogue.card");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("impostor refused before any secret")
+            && err.contains("not from a manufacturer this issuer trusts"),
+        "{err}"
+    );
+    let after = s.dump();
+    let changed: Vec<&str> = after.lines().filter(|l| !before.contains(*l)).collect();
+    // The run's own bookkeeping (written when `perso --reader` starts, before any card is seen: the run,
+    // its reserved serial and their log row) aside, the refusal is the only change.
+    let card_rows: Vec<&&str> = changed
+        .iter()
+        .filter(|l| !l.starts_with("INSERT INTO perso_runs") && !l.starts_with("INSERT INTO audit_head"))
+        .filter(|l| !(l.starts_with("INSERT INTO cards") && l.contains("'reserved'")))
+        .filter(|l| !(l.starts_with("INSERT INTO audit_log") && l.contains("'perso run'")))
+        .collect();
+    assert!(
+        card_rows.len() == 1 && card_rows[0].starts_with("INSERT INTO audit_log"),
+        "only the refusal record changed: {card_rows:?}"
+    );
+    assert_eq!(s.sqlite("SELECT count(*) FROM chips").trim(), "0");
+    assert!(changed.iter().any(|l| l.contains("perso refused") && l.contains("untrusted-manufacturer")), "{changed:?}");
+    assert_eq!(show(&s, &s.path("cards/rogue.card")), blank_before, "the impostor got nothing");
+    assert_eq!(s.sqlite("SELECT count(*) FROM certificates").trim(), "0");
+    s.ok(&["audit", "log"]);
+}
+
 /// opensc-tool's number for `reader` (its `-l` rows: number first, reader name last).
 fn opensc_index(reader: &VirtualReader) -> String {
     let out = Command::new("opensc-tool").arg("-l").output().expect("opensc-tool (Debian package opensc) is needed");
@@ -340,7 +419,7 @@ fn opensc_tool_selects_the_application_and_reads_a_served_card_file() {
     served.wait_inserted();
 
     let index = opensc_index(&r0);
-    let select = "00:A4:04:00:08:F0:6B:65:79:72:6F:6C:6C";
+    let select = "00:A4:04:00:09:F0:6B:65:79:72:6F:6C:6C:02";
     let a = opensc_send(&index, &[select, "80:10:00:00:00", "80:42:00:00", "40:10:00:00", "00:10:00:00:00"]);
     assert_eq!(a[0], (0x9000, vec![]), "SELECT of keyroll's AID");
     let (sw, info) = &a[1];
@@ -422,19 +501,14 @@ impl SmartCard for Pullable {
 }
 
 fn file_card(path: &Path, serial: u64, transfer_key_id: u32, balance: u64) -> Card<FileStorage> {
-    use keyroll::crypto::Secret16;
-    use keyroll::perso::personalise;
+    use keyroll::perso::{Line, personalise};
     use keyroll::transport::in_process::InProcessChannel;
-    let mut card = Card::open(FileStorage::new(path)).unwrap();
+    let state = crate::support::blank_state_from(crate::support::test_fab());
+    let mut card = Card::create(FileStorage::new(path), state).unwrap();
     let plan = crate::support::plan(serial, Profile::Symmetric, transfer_key_id, 1, 5, balance);
-    personalise(
-        &mut InProcessChannel::new(&mut card, "perso"),
-        &Secret16::new(crate::support::MASTER),
-        &plan,
-        None,
-        false,
-    )
-    .unwrap();
+    let roots = crate::support::test_roots();
+    let line = Line { roots: &roots, allow_virtual: false, register: None, issuer: None, verbose: false };
+    personalise(&mut InProcessChannel::new(&mut card, "perso"), &line, &plan).unwrap();
     card
 }
 

@@ -178,12 +178,12 @@ fn exchange_through_pcscd_with_get_response_and_chaining() {
     assert_eq!(trace.apdus, 5);
 
     // 600 data bytes go as a chain of three commands (255 + 255 + 90).
-    let store = Command::PersoStore { item: PersoItem::TrustAnchor, sealed: vec![0x5A; 600] };
+    let store = Command::PersoStore { item: PersoItem::TrustAnchor, data: vec![0x5A; 600] };
     let r = exchange(&mut ch, &mut trace, &store).unwrap();
     assert_eq!((r.sw, r.data), (StatusWord::Ok, 600u16.to_be_bytes().to_vec()));
     assert_eq!(trace.apdus, 8);
 
-    let r = exchange(&mut ch, &mut trace, &Command::OpenPersoSession).unwrap();
+    let r = exchange(&mut ch, &mut trace, &Command::GetFactoryData).unwrap();
     assert_eq!(r.sw, StatusWord::InsNotSupported);
 
     assert_eq!(echo(&mut ch, &[1, 2, 3]).unwrap(), [1, 2, 3, 0, 0, 0, 0, 0x90, 0x00]);

@@ -72,9 +72,10 @@ fn four_perso_processes_one_killed_and_rerun_record_every_card_once() {
     assert_eq!(log["tables_replayed"], true);
 }
 
-/// `audit report` without the lines naming the database and the time of the report.
+/// `audit report` (anchored on the root the issuer published) without the lines naming the database and
+/// the time of the report.
 fn report(s: &Scratch, db: &str) -> serde_json::Value {
-    let o = s.cmd().args(["--db", db, "--json", "audit", "report"]).output().unwrap();
+    let o = s.cmd().args(["--db", db, "--json", "audit", "report", "--anchor", "root.pem"]).output().unwrap();
     let mut v: serde_json::Value =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("audit report on {db}: {}", stderr(&o)));
     let o = v.as_object_mut().unwrap();
@@ -92,6 +93,7 @@ fn db_copy_sqlite_to_postgres_to_sqlite_keeps_the_audit_report_and_the_pin() {
     s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "4"]);
     let card = s.card_files("cards")[0].file_stem().unwrap().to_string_lossy().into_owned();
     s.ok(&["cert", "revoke", &card, "--reason", "key-compromise"]);
+    s.ok(&["cert", "ca", "--out", "root.pem"]);
     let original = report(&s, "keyroll.db");
 
     let pg = postgres::database();

@@ -116,13 +116,17 @@ fn a_card_refuses_to_store_a_certificate_its_peers_would_refuse() {
     };
     let mut p = plan(2, Profile::PublicKey, 1, 0, 5, 0);
     p.trust_anchor = Some(ca.root.clone());
-    let mut card = keyroll::card::Card::open(keyroll::card::storage::TearingStorage::new(
-        keyroll::card::storage::MemoryStorage::new(),
-    ))
-    .unwrap();
+    let mut card = blank_card();
+    let roots = test_roots();
+    let line = keyroll::perso::Line {
+        roots: &roots,
+        allow_virtual: false,
+        register: None,
+        issuer: Some(&expired),
+        verbose: false,
+    };
     let mut ch = keyroll::transport::in_process::InProcessChannel::new(&mut card, "perso");
-    let e = keyroll::perso::personalise(&mut ch, &keyroll::crypto::Secret16::new(MASTER), &p, Some(&expired), false)
-        .unwrap_err();
+    let e = keyroll::perso::personalise(&mut ch, &line, &p).unwrap_err();
     assert!(matches!(e, keyroll::perso::PersoError::Refused { step: "STORE certificate", .. }), "{e}");
 }
 

@@ -22,7 +22,7 @@ fn settle_journaled(a: &mut TestCard, b: &mut TestCard, amount: u64, journal: &P
 fn run(cards: &[&TestCard], journal: &str) -> Reconciliation {
     let exports: Vec<_> = cards.iter().map(|c| export(c)).collect();
     let j = [JournalText { name: "j".into(), text: journal }];
-    reconcile::reconcile(&exports, &j, &|s| reconcile::log_key(&Secret16::new(MASTER), s))
+    reconcile::reconcile(&exports, &j, &|s| reconcile::log_key(&Secret16::new(LOG_MASTER), s))
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn a_torn_settlement_is_exactly_in_flight_until_an_honest_settlement_resolves_it
     let mut forged = export(&b);
     forged.entries.retain(|e| e.kind != keyroll::protocol::ledger::EntryKind::Debit);
     let r = reconcile::reconcile(&[export(&a), forged, export(&c)], &[], &|s| {
-        reconcile::log_key(&Secret16::new(MASTER), s)
+        reconcile::log_key(&Secret16::new(LOG_MASTER), s)
     });
     assert!(r.flags.iter().any(|f| matches!(f, Flag::BadExport { .. })), "{:?}", r.flags);
 }

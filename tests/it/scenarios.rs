@@ -9,15 +9,14 @@
 //! step into one that checks nothing.
 
 use crate::support::*;
-use keyroll::card::Card;
-use keyroll::card::storage::{MemoryStorage, TearingStorage};
 use keyroll::crypto::Secret16;
-use keyroll::crypto::perso::{card_key, seal, session_key};
-use keyroll::crypto::secret::SecretBytes;
+use keyroll::crypto::scp11::HostKeyAgreement;
+use keyroll::crypto::secure_messaging::HostSession;
 use keyroll::domain::*;
+use keyroll::fab::FactoryIdentity;
+use keyroll::protocol::CommandApdu;
 use keyroll::protocol::command::{Command, KeyBytes, KeyPayload, KeyRollPath};
 use keyroll::protocol::info::{CardInfo, LifeCycle};
-use keyroll::protocol::instruction::Instruction;
 use keyroll::protocol::perso::PersoPayload;
 use keyroll::protocol::response::*;
 use keyroll::protocol::{AID, SmartCard, StatusWord, Wire};
@@ -133,17 +132,20 @@ enum Op {
         #[serde(default)]
         pending_in: Option<usize>,
     },
-    /// INITIALIZE with the personalisation key the support master derives for `serial`.
-    Initialize { serial: u64 },
-    /// OPEN PERSO SESSION; the runner derives the session key from the answer.
-    OpenPersoSession,
-    /// PERSO STORE of `item`, sealed in the open session (`tamper`: one sealed byte flipped).
+    /// GET DATA `BF21`; the runner validates the factory certificates against the test manufacturer
+    /// (as the line does) and keeps the card's factory identity.
+    GetFactoryData,
+    /// INTERNAL AUTHENTICATE (SCP11b) with a fresh ephemeral key; the runner checks the receipt under the
+    /// kept factory identity and keeps the secure-messaging session.
+    InternalAuthenticate,
+    /// PERSO STORE of `item` under the kept secure-messaging session (`tamper`: one protected byte
+    /// flipped).
     PersoStore {
         item: Item,
         #[serde(default)]
         tamper: bool,
     },
-    /// LOCK, sealed in the open session.
+    /// LOCK under the kept secure-messaging session.
     Lock,
     /// REQUEST UPDATE PERMISSION on the older card; keeps the challenge.
     RequestUpdatePermission { path: Path2 },
@@ -202,8 +204,15 @@ enum Item {
     TransferKey(u32),
     UpdateKey(u32),
     Limit(u32),
-    Balance { initial: u64, max: u64 },
+    Balance {
+        initial: u64,
+        max: u64,
+    },
     Selected(u32),
+    /// The card serial `n`.
+    Serial(u64),
+    /// The log-export key of serial `n` (the support module's log master).
+    LogKey(u64),
 }
 
 impl Item {
@@ -218,6 +227,11 @@ impl Item {
             Item::Limit(l) => PersoPayload::TransferKeyIdLimit(TransferKeyIdLimit(*l)),
             Item::Balance { initial, max } => PersoPayload::Balance { initial: Amount(*initial), max: Amount(*max) },
             Item::Selected(id) => PersoPayload::SelectedTransferKey(TransferKeyId(*id)),
+            Item::Serial(n) => PersoPayload::Serial(CardSerial::from_u64(*n)),
+            Item::LogKey(n) => PersoPayload::LogKey(key(&keyroll::crypto::mac::card_log_key(
+                &Secret16::new(LOG_MASTER),
+                &CardSerial::from_u64(*n),
+            ))),
         }
     }
 }
@@ -247,7 +261,10 @@ fn parse_step(v: toml::Value) -> Result<Step, String> {
 /// What earlier answers said, for later commands.
 #[derive(Default)]
 struct Carried {
-    perso: Option<(CardSerial, SecretBytes, u32)>,
+    factory: Option<FactoryIdentity>,
+    /// The host's end of the SCP11b channel, and the key agreement waiting for its answer.
+    sm: Option<HostSession>,
+    agreement: Option<HostKeyAgreement>,
     challenge: Option<[u8; 16]>,
     payload: Option<KeyPayload>,
     receipt: Option<(ReceiveRequest, CardSerial, u64)>,
@@ -267,38 +284,57 @@ fn decode<T: Wire<Context = ()>>(data: &[u8]) -> Result<T, String> {
     T::from_wire(data, ()).map_err(|e| format!("answer does not decode: {e}"))
 }
 
+/// A step's command: plain, or already protected by secure messaging.
+enum Outgoing {
+    Plain(Command),
+    Protected(CommandApdu),
+}
+
+/// Protect `cmd` under the kept session (`tamper`: flip the first protected byte).
+fn protect(kept: &mut Carried, cmd: Command, tamper: bool) -> Result<Outgoing, String> {
+    let sm = kept.sm.as_mut().ok_or("no secure-messaging session kept from an earlier step")?;
+    let plain = cmd.to_apdu();
+    let mut p = sm.wrap(plain.cla, plain.ins, plain.p1, plain.p2, &plain.data).map_err(|e| e.to_string())?;
+    if tamper {
+        p.data[0] ^= 1;
+    }
+    Ok(Outgoing::Protected(CommandApdu { cla: p.cla, ins: p.ins, p1: p.p1, p2: p.p2, data: p.data, le: Some(256) }))
+}
+
 /// The command of a step (and what it needs from earlier answers).
-fn command(op: &Op, card: &str, cards: &Cards, kept: &mut Carried) -> Result<Option<Command>, String> {
+fn command(op: &Op, card: &str, cards: &Cards, kept: &mut Carried) -> Result<Option<Outgoing>, String> {
+    let cmd = match op {
+        Op::PersoStore { item, tamper } => {
+            let payload = item.payload();
+            let mut data = zeroize::Zeroizing::new(Vec::new());
+            payload.encode(&mut data);
+            return protect(kept, Command::PersoStore { item: payload.item(), data: data.to_vec() }, *tamper).map(Some);
+        }
+        Op::Lock => return protect(kept, Command::Lock, false).map(Some),
+        Op::InternalAuthenticate => {
+            let host = HostKeyAgreement::start().map_err(|e| e.to_string())?;
+            let data = host.command_data().to_vec();
+            kept.agreement = Some(host);
+            kept.sm = None;
+            Command::InternalAuthenticate { data }
+        }
+        _ => match command_plain(op, card, cards, kept)? {
+            Some(c) => c,
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(Outgoing::Plain(cmd)))
+}
+
+fn command_plain(op: &Op, card: &str, cards: &Cards, kept: &mut Carried) -> Result<Option<Command>, String> {
     let need = |what: &str| format!("no {what} kept from an earlier step");
     Ok(Some(match op {
         Op::Select { aid } => Command::Select {
             aid: aid.as_deref().map(hex::decode).transpose().map_err(|e| e.to_string())?.unwrap_or(AID.to_vec()),
         },
         Op::GetCardInfo { .. } => Command::GetCardInfo { certificate: false },
-        Op::Initialize { serial } => {
-            let serial = CardSerial::from_u64(*serial);
-            let key = card_key(&Secret16::new(MASTER), serial);
-            Command::Initialize { serial, personalisation_key: KeyBytes(*key.expose()) }
-        }
-        Op::OpenPersoSession => Command::OpenPersoSession,
-        Op::PersoStore { item, tamper } => {
-            let payload = item.payload();
-            let (serial, key, counter) = kept.perso.as_ref().ok_or_else(|| need("personalisation session"))?;
-            let ins = Instruction::PersoStore;
-            let header = [ins.cla(), ins.code(), payload.item() as u8, 0];
-            let mut plain = zeroize::Zeroizing::new(Vec::new());
-            payload.encode(&mut plain);
-            let mut sealed = seal(key, *serial, *counter, header, &plain);
-            if *tamper {
-                sealed[0] ^= 1;
-            }
-            Command::PersoStore { item: payload.item(), sealed }
-        }
-        Op::Lock => {
-            let (serial, key, counter) = kept.perso.as_ref().ok_or_else(|| need("personalisation session"))?;
-            let ins = Instruction::Lock;
-            Command::Lock { sealed: seal(key, *serial, *counter, [ins.cla(), ins.code(), 0, 0], &[]) }
-        }
+        Op::GetFactoryData => Command::GetFactoryData,
+        Op::InternalAuthenticate | Op::PersoStore { .. } | Op::Lock => unreachable!("built by `command`"),
         Op::RequestUpdatePermission { path } => {
             Command::RequestUpdatePermission { path: (*path).into(), sender_certificate: vec![] }
         }
@@ -391,10 +427,20 @@ fn run_step(step: &Step, cards: &mut Cards, kept: &mut Carried) -> Result<(), St
             let (data, sw) = r.split_at(r.len() - 2);
             (u16::from_be_bytes([sw[0], sw[1]]), data.to_vec())
         }
-        (_, Some(cmd)) => {
+        (_, Some(Outgoing::Plain(cmd))) => {
             let mut ch = InProcessChannel::new(card, step.card.clone());
             let r = keyroll::transport::exchange(&mut ch, &mut Trace::default(), &cmd).map_err(|e| e.to_string())?;
             (r.sw.to_u16(), r.data)
+        }
+        (_, Some(Outgoing::Protected(apdu))) => {
+            let mut ch = InProcessChannel::new(card, step.card.clone());
+            let r =
+                keyroll::transport::exchange_apdu(&mut ch, &mut Trace::default(), &apdu).map_err(|e| e.to_string())?;
+            // Every answer to a protected command goes through the host's end: a 9000 must carry a
+            // valid R-MAC (the line would stop otherwise).
+            let sm = kept.sm.as_mut().expect("protected above");
+            let plain = sm.unwrap(&r.data, r.sw.to_u16().to_be_bytes()).map_err(|e| format!("response: {e}"))?;
+            (r.sw.to_u16(), plain.to_vec())
         }
         (_, None) => unreachable!("every other op has a command"),
     };
@@ -411,7 +457,6 @@ fn run_step(step: &Step, cards: &mut Cards, kept: &mut Carried) -> Result<(), St
     }
     match &step.op {
         Op::Select { .. }
-        | Op::Initialize { .. }
         | Op::UpdateTransferKey { .. }
         | Op::Confirm
         | Op::Refund
@@ -419,9 +464,25 @@ fn run_step(step: &Step, cards: &mut Cards, kept: &mut Carried) -> Result<(), St
         | Op::PowerCycle => {}
         Op::PersoStore { .. } | Op::Lock => {
             decode::<Empty>(&data)?;
-            if let Some(p) = kept.perso.as_mut() {
-                p.2 += 1;
-            }
+        }
+        Op::GetFactoryData => {
+            let f: FactoryCredentials = decode(&data)?;
+            let identity = keyroll::fab::verify::verify(
+                &f.agreement_certificate,
+                &f.attestation_certificate,
+                f.chip_id,
+                &test_roots(),
+                std::time::SystemTime::now(),
+                false,
+            )
+            .map_err(|e| format!("factory credentials refused: {e}"))?;
+            kept.factory = Some(identity);
+        }
+        Op::InternalAuthenticate => {
+            let host = kept.agreement.take().expect("sent above");
+            let f = kept.factory.as_ref().ok_or("no factory credentials kept (get_factory_data first)")?;
+            let e = host.finish(&f.agreement_public, &data).map_err(|e| format!("key agreement: {e}"))?;
+            kept.sm = Some(HostSession::new(e.keys, e.receipt));
         }
         Op::GetCardInfo { life_cycle, serial, transfer_key_id, balance, sequence, pending_out, pending_in } => {
             let info: CardInfo = decode(&data)?;
@@ -441,11 +502,6 @@ fn run_step(step: &Step, cards: &mut Cards, kept: &mut Carried) -> Result<(), St
             if !wrong.is_empty() {
                 return Err(format!("GET CARD INFO differs in {}: {info:?}", wrong.join(", ")));
             }
-        }
-        Op::OpenPersoSession => {
-            let o: PersoSessionOpened = decode(&data)?;
-            let key = session_key(&card_key(&Secret16::new(MASTER), o.serial), &o.challenge);
-            kept.perso = Some((o.serial, key, 0));
         }
         Op::RequestUpdatePermission { .. } => kept.challenge = Some(decode::<UpdatePermission>(&data)?.challenge),
         Op::GetTransferKey { path, .. } => {
@@ -488,7 +544,7 @@ fn run(path: &Path) -> Result<usize, String> {
     let mut cards = Cards::new();
     for (name, c) in &s.cards {
         let card = if c.blank {
-            Card::open(TearingStorage::new(MemoryStorage::new())).expect("blank card")
+            blank_card()
         } else {
             card(c.serial, c.profile, c.transfer_key, c.update_key, c.limit, c.balance)
         };

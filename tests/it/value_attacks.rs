@@ -65,7 +65,7 @@ pub fn export(card: &TestCard) -> CardLogExport {
 
 pub fn reconcile_cards(cards: &[&TestCard]) -> Reconciliation {
     let exports: Vec<_> = cards.iter().map(|c| export(c)).collect();
-    reconcile::reconcile(&exports, &[], &|s| reconcile::log_key(&Secret16::new(MASTER), s))
+    reconcile::reconcile(&exports, &[], &|s| reconcile::log_key(&Secret16::new(LOG_MASTER), s))
 }
 
 fn fresh(n: u64, balance: u64) -> TestCard {
@@ -217,7 +217,7 @@ fn minting_with_an_extracted_generation_key_is_flagged_by_reconcile() {
     let token = mac::cmac(
         &mac::value_mac_key(&tk),
         &[
-            b"keyroll value token v1",
+            b"keyroll value token v2",
             &serial(1).0,
             &serial(2).0,
             &500u64.to_be_bytes(),

@@ -96,6 +96,12 @@ impl Scratch {
         self.ok(&["init", "--issuer", "Test Issuer", "--identity-out", "keyroll.db.identity"]);
     }
 
+    /// SHA-256 of the issuer root's DER (what an auditor passes as `--expect-root`).
+    pub fn expect_root(&self) -> String {
+        let der = hex::decode(self.sqlite("SELECT hex(root_der) FROM ca;").trim()).unwrap();
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der))
+    }
+
     pub fn sqlite(&self, sql: &str) -> String {
         let o = Command::new("sqlite3").arg(self.path("keyroll.db")).arg(sql).output().expect("sqlite3 CLI");
         assert!(o.status.success(), "sqlite3 {sql}: {}", String::from_utf8_lossy(&o.stderr));

@@ -8,17 +8,65 @@ pub mod pcscd;
 pub mod postgres;
 
 use keyroll::card::Card;
+use keyroll::card::CardState;
 use keyroll::card::storage::{MemoryStorage, TearingStorage};
 use keyroll::crypto::{Secret16, TransferKey, UpdateKey};
 use keyroll::domain::*;
-use keyroll::perso::{CardPlan, personalise};
+use keyroll::fab::{FactoryIdentity, Manufacturer, TrustedRoot};
+use keyroll::perso::{AttestedKey, CardPlan, CertificateIssuer, Line, personalise};
 use keyroll::protocol::SmartCard;
 use keyroll::terminal::{SettleError, SettleOptions, SettlementReport, settle};
 use keyroll::transport::in_process::InProcessChannel;
 
 pub type TestCard = Card<TearingStorage<MemoryStorage>>;
 
-pub const MASTER: [u8; 16] = [0x4D; 16];
+/// The test issuer's card log master: every test card's log key is `card_log_key(LOG_MASTER, serial)`.
+pub const LOG_MASTER: [u8; 16] = [0x4D; 16];
+
+/// The manufacturer of every test blank (made once per test binary).
+pub fn test_fab() -> &'static Manufacturer {
+    static FAB: std::sync::OnceLock<Manufacturer> = std::sync::OnceLock::new();
+    FAB.get_or_init(|| Manufacturer::create("Test Chip Works").expect("manufacturer"))
+}
+
+/// The line's trust in [`test_fab`].
+pub fn test_roots() -> Vec<TrustedRoot> {
+    let m = test_fab();
+    vec![TrustedRoot {
+        name: "Test Chip Works".into(),
+        der: m.root_der().to_vec(),
+        fingerprint: m.fingerprint(),
+        virtual_only: false,
+    }]
+}
+
+/// A blank card's state from `fab`: chip id, factory keys and certificates.
+pub fn blank_state_from(fab: &Manufacturer) -> CardState {
+    let b = fab.make_blank().expect("blank");
+    CardState::blank_from_fab(
+        b.chip_id,
+        b.agreement_key.to_bytes(),
+        b.attestation_key.to_bytes(),
+        b.agreement_cert,
+        b.attestation_cert,
+    )
+}
+
+/// A blank in-memory card from the test manufacturer.
+pub fn blank_card() -> TestCard {
+    let mut storage = TearingStorage::new(MemoryStorage::new());
+    use keyroll::card::storage::Storage;
+    storage.store(&blank_state_from(test_fab()).encode()).expect("memory");
+    Card::open(storage).expect("blank card")
+}
+
+/// Personalise `card` through the real script, trusting the test manufacturer.
+pub fn personalise_card(card: &mut TestCard, plan: &CardPlan, issuer: Option<&dyn CertificateIssuer>) {
+    let roots = test_roots();
+    let line = Line { roots: &roots, allow_virtual: false, register: None, issuer, verbose: false };
+    let mut ch = InProcessChannel::new(card, "perso");
+    personalise(&mut ch, &line, plan).expect("personalisation");
+}
 
 /// The transfer key of generation `id` (the same for every card of that generation).
 pub fn transfer_key(id: u32) -> TransferKey {
@@ -46,16 +94,14 @@ pub fn plan(serial: u64, profile: Profile, tk: u32, uk: u32, limit: u32, balance
         initial_balance: Amount(balance),
         max_balance: Amount(1_000_000),
         trust_anchor: None,
+        log_key: keyroll::crypto::mac::card_log_key(&Secret16::new(LOG_MASTER), &CardSerial::from_u64(serial)),
     }
 }
 
 /// A blank in-memory card personalised by the real script.
 pub fn card_from(plan: &CardPlan) -> TestCard {
-    let mut card = Card::open(TearingStorage::new(MemoryStorage::new())).expect("blank card");
-    {
-        let mut ch = InProcessChannel::new(&mut card, "perso");
-        personalise(&mut ch, &Secret16::new(MASTER), plan, None, false).expect("personalisation");
-    }
+    let mut card = blank_card();
+    personalise_card(&mut card, plan, None);
     card
 }
 
@@ -116,13 +162,14 @@ impl TestCa {
     }
 }
 
-impl keyroll::perso::CertificateIssuer for TestCa {
-    fn issue(&self, serial: CardSerial, public_key_sec1: &[u8]) -> Result<Vec<u8>, String> {
+impl CertificateIssuer for TestCa {
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
+        keyroll::perso::script::check_attestation(card, key)?;
         keyroll::authority::ca::issue_card_certificate(
             &self.key,
             &self.root,
-            serial,
-            public_key_sec1,
+            key.serial,
+            &key.public_key,
             self.not_before,
             self.not_after,
         )
@@ -143,11 +190,8 @@ pub fn pk_card(
 ) -> TestCard {
     let mut p = plan(serial, profile, tk, uk, limit, balance);
     p.trust_anchor = Some(anchor.to_vec());
-    let mut card = Card::open(TearingStorage::new(MemoryStorage::new())).expect("blank card");
-    {
-        let mut ch = InProcessChannel::new(&mut card, "perso");
-        personalise(&mut ch, &Secret16::new(MASTER), &p, Some(ca), false).expect("personalisation");
-    }
+    let mut card = blank_card();
+    personalise_card(&mut card, &p, Some(ca));
     card
 }
 
