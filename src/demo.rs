@@ -301,30 +301,65 @@ pub fn run(
     );
     spread(&mut story, &cards_dir, &profile_of)?;
 
-    // 6. Revoke a card and show the terminal refusing it.
+    // 6. Revoke (and so block) a card. The policy spreads terminal -> card -> card, and a terminal that
+    //    carries no policy file cannot move value with the blocked card: the cards refuse it (DESIGN.md
+    //    §10 point 4; the terminal holds no revocation logic of its own).
     let victim =
         auth.certificates()?.into_iter().find(|c| batch_of.get(&c.card).is_some_and(|b| b == "pk-a")).map(|c| c.card);
     if let Some(card) = &victim {
-        let revoked_serials = u.revoke(card, Some(crate::authority::ca::CrlReason::KeyCompromise))?;
-        let crl = u.crl()?;
-        let crl_path = dir.join("issuer.crl.der");
-        std::fs::write(&crl_path, &crl).map_err(|source| DemoError::Io { path: crl_path.clone(), source })?;
-        let opts = SettleOptions {
-            revoked_certificate_serials: revoked_serials.iter().filter_map(|s| hex::decode(s).ok()).collect(),
-            ..Default::default()
-        };
-        let other = Fleet::load(&cards_dir)?
+        u.revoke(card, Some(crate::authority::ca::CrlReason::KeyCompromise))?;
+        let policy = u.policy_publish()?;
+        let policy_path = dir.join("issuer.policy");
+        std::fs::write(&policy_path, crate::protocol::codec::Wire::to_wire(&policy))
+            .map_err(|source| DemoError::Io { path: policy_path.clone(), source })?;
+        story.say(
+            "block",
+            format!(
+                "card {card} revoked (key compromise): policy {} blocks it, written to {}",
+                policy.number,
+                policy_path.display()
+            ),
+        );
+        let certified: Vec<PathBuf> = Fleet::load(&cards_dir)?
             .cards
             .into_iter()
             .map(|(p, _)| p)
-            .find(|p| short(p) != *card)
-            .ok_or(DemoError::Story("no second card to settle with"))?;
-        match story.settle(&other, &cards_dir.join(format!("{card}.card")), 5, &opts) {
-            Err(DemoError::Settle(e @ SettleError::Revoked { .. })) => story.say(
-                "revoke",
-                format!("card {card} revoked (key compromise); the terminal with the new CRL refuses it: {e}"),
+            .filter(|p| {
+                short(p) != *card
+                    && profile_of.get(&short(p)).is_some_and(|p| matches!(p, Profile::PublicKey | Profile::Hybrid))
+            })
+            .collect();
+        let [x, y, z, ..] = &certified[..] else { return Err(DemoError::Story("fewer than three certified cards")) };
+        let with_file = SettleOptions { policy: Some(policy.clone()), ..Default::default() };
+        let r = story.settle(x, y, 1, &with_file)?;
+        story.say(
+            "block",
+            format!(
+                "terminal with the policy file: {} and {} took policy {} (spread to {:?})",
+                short(x),
+                short(y),
+                policy.number,
+                r.policy_spread
             ),
-            Ok(_) => story.say("revoke", format!("card {card} revoked, but the terminal still settled with it!")),
+        );
+        let r = story.settle(y, z, 1, &SettleOptions::default())?;
+        story.say(
+            "block",
+            format!(
+                "terminal without the file: {} took the policy from {} (spread to {:?})",
+                short(z),
+                short(y),
+                r.policy_spread
+            ),
+        );
+        match story.settle(z, &cards_dir.join(format!("{card}.card")), 5, &SettleOptions::default()) {
+            Err(DemoError::Settle(e @ SettleError::Blocked { .. })) => story.say(
+                "block",
+                format!("terminal without the file, {} and blocked card {card}: refused by the card: {e}", short(z)),
+            ),
+            Ok(_) => {
+                return Err(DemoError::Story("a card holding the policy moved value with a blocked card"));
+            }
             Err(e) => return Err(e),
         }
     }

@@ -3,10 +3,11 @@
 //! is an end-entity certificate (CA:true is refused), carries a P-256 key (anything else is refused by
 //! `pki`), has the key usage the step needs, and names the card serial the protocol says.
 
+use super::policy::ClockFloor;
 use crate::domain::CardSerial;
 use crate::pki::{self, ValidationOptions};
 use crate::protocol::StatusWord;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// id-at-serialNumber (2.5.4.5, X.520), as OID content octets.
 const OID_SERIAL_NUMBER: &[u8] = &[0x55, 0x04, 0x05];
@@ -37,8 +38,18 @@ pub fn card_serial(der: &[u8]) -> Option<CardSerial> {
 
 /// Check a peer certificate against `anchor`. Every failure answers 6982 (security status not
 /// satisfied): the card does not say which check failed, the terminal's log and `audit chain` do.
-pub fn check(der: &[u8], anchor: &[u8], at: SystemTime, usages: &[Usage]) -> Result<Peer, StatusWord> {
+///
+/// Time (DESIGN.md §10 point 5): the card judges validity against its clock floor, never a host clock.
+/// A floor is only a lower bound of the time, so no `notBefore` can be judged, and no `notAfter` may
+/// lie before the floor: validation (RFC 5280 §6.1.3 (a)(2)) runs at the latest of the floor and the
+/// leaf's and anchor's `notBefore`, the earliest time that can be now for all three.
+pub fn check(der: &[u8], anchor: &[u8], floor: ClockFloor, usages: &[Usage]) -> Result<Peer, StatusWord> {
     let refuse = StatusWord::SecurityStatusNotSatisfied;
+    let not_before = |d: &[u8]| -> Result<SystemTime, StatusWord> {
+        let t = pki::Certificate::from_der(d).map_err(|_| refuse)?.not_before;
+        Ok(UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0)))
+    };
+    let at: SystemTime = floor.as_system_time().max(not_before(der)?).max(not_before(anchor)?);
     let opts = ValidationOptions { allow_ca_leaf: false, ..ValidationOptions::at(at) };
     let path = pki::validate(der, &[], &[anchor.to_vec()], &[], &opts).map_err(|_| refuse)?;
     if path.leaf_is_ca {

@@ -15,8 +15,8 @@ use crate::domain::{self, Amount, CardSerial, Profile, TransferKeyId};
 use crate::protocol::StatusWord;
 use crate::protocol::codec::{Reader, Wire};
 use crate::protocol::command::{Challenge, KeyPayload, KeyRollPath};
+use crate::protocol::policy::KeyKind;
 use crate::protocol::response::UpdatePermission;
-use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
 const SYMMETRIC_LABEL: &[u8] = b"keyroll transfer key v2";
@@ -60,7 +60,7 @@ pub(super) fn request_update_permission(
     session: &mut Session,
     path: KeyRollPath,
     sender_certificate: &[u8],
-    now: SystemTime,
+    now: super::policy::ClockFloor,
 ) -> Result<Effect, StatusWord> {
     path_supported(state, path)?;
     let sender = match path {
@@ -71,6 +71,10 @@ pub(super) fn request_update_permission(
             let peer = certificate::check(sender_certificate, anchor(state)?, now, &[Usage::Signing])?;
             if Some(peer.serial) == state.serial {
                 return Err(StatusWord::IncorrectData);
+            }
+            // DESIGN.md §10 point 4: nothing from a blocked card.
+            if state.blocks(peer.serial) {
+                return Err(StatusWord::CounterpartBlocked);
             }
             Some((peer.public_key, peer.serial))
         }
@@ -89,24 +93,40 @@ pub(super) fn get_transfer_key(
     challenge: &Challenge,
     receiver: CardSerial,
     receiver_certificate: &[u8],
-    now: SystemTime,
+    now: super::policy::ClockFloor,
 ) -> Result<Effect, StatusWord> {
     path_supported(state, path)?;
     let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
     if receiver == serial {
         return Err(StatusWord::IncorrectData);
     }
+    // DESIGN.md §10 point 4: no key for a blocked card.
+    if state.blocks(receiver) {
+        return Err(StatusWord::CounterpartBlocked);
+    }
     let key = state.current_transfer_key().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    // The issuer's authorisation travels with the key (DESIGN.md §10 point 3); a key without one is
+    // never sent.
+    let authorisation = state
+        .transfer_keys
+        .iter()
+        .find(|k| k.id == key.id.0)
+        .and_then(|k| k.authorisation.clone())
+        .ok_or(StatusWord::ConditionsNotSatisfied)?;
     match path {
         KeyRollPath::Symmetric => {
             let update_key = state.update_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?.update_key();
+            // A closed update key never wraps again (`policy compromise update`).
+            if !state.allows_wrap_under(update_key.id) {
+                return Err(StatusWord::ConditionsNotSatisfied);
+            }
             let uk_id = update_key.id.0.to_be_bytes();
             let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(36));
             plaintext.extend_from_slice(challenge);
             plaintext.extend_from_slice(&key.id.0.to_be_bytes());
             plaintext.extend_from_slice(key.secret().expose());
             let envelope = envelope::seal(&update_key, &symmetric_headers(&serial, &receiver, &uk_id), &plaintext);
-            let out = KeyPayload::Symmetric { sender: serial, update_key_id: update_key.id, envelope };
+            let out = KeyPayload::Symmetric { sender: serial, update_key_id: update_key.id, authorisation, envelope };
             Ok(Effect::reply(out.to_wire()))
         }
         KeyRollPath::PublicKey => {
@@ -125,7 +145,7 @@ pub(super) fn get_transfer_key(
             let ct = ecies::seal(&peer.public_key, &[PUBLIC_KEY_LABEL, &serial.0, &receiver.0], &plaintext)
                 .map_err(|_| StatusWord::NoPreciseDiagnosis)?;
             let signature = me.sign(&[SIGNATURE_LABEL, &ct, challenge]);
-            Ok(Effect::reply(KeyPayload::PublicKey { ciphertext: ct, signature }.to_wire()))
+            Ok(Effect::reply(KeyPayload::PublicKey { ciphertext: ct, signature, authorisation }.to_wire()))
         }
     }
 }
@@ -145,9 +165,15 @@ pub(super) fn update_transfer_key(
     let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
     let live = session.challenge.take().ok_or(StatusWord::SecurityStatusNotSatisfied)?;
     let (new_id, new_key) = match (path, payload) {
-        (KeyRollPath::Symmetric, KeyPayload::Symmetric { sender, update_key_id, envelope: env }) => {
+        (KeyRollPath::Symmetric, KeyPayload::Symmetric { sender, update_key_id, envelope: env, .. }) => {
             if live.sender.is_some() {
                 return Err(StatusWord::SecurityStatusNotSatisfied);
+            }
+            if state.blocks(*sender) {
+                return Err(StatusWord::CounterpartBlocked);
+            }
+            if !state.allows_wrap_under(*update_key_id) {
+                return Err(StatusWord::ConditionsNotSatisfied);
             }
             let update_key = state.update_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?.update_key();
             if *update_key_id != update_key.id {
@@ -169,7 +195,7 @@ pub(super) fn update_transfer_key(
             }
             (id, key)
         }
-        (KeyRollPath::PublicKey, KeyPayload::PublicKey { ciphertext, signature }) => {
+        (KeyRollPath::PublicKey, KeyPayload::PublicKey { ciphertext, signature, .. }) => {
             // Claims 4, 7: check the signature with the second public key (from the permission step)
             // over the ciphertext and *our* live random number, then decrypt with our secret key.
             let Some((sender_key, sender_serial)) = &live.sender else {
@@ -189,11 +215,22 @@ pub(super) fn update_transfer_key(
         }
         _ => return Err(StatusWord::IncorrectData),
     };
-    install(state, new_id, new_key)
+    let authorisation = match payload {
+        KeyPayload::Symmetric { authorisation, .. } | KeyPayload::PublicKey { authorisation, .. } => authorisation,
+    };
+    // DESIGN.md §10 point 3: only a key the issuer authorised, for a card holding the policy it needs.
+    let floor = super::perso::authorise(state, KeyKind::Transfer, new_id.0, &new_key, authorisation)?;
+    install(state, new_id, new_key, authorisation, floor)
 }
 
 /// Install or select `id` if the range rule allows it.
-fn install(state: &CardState, id: TransferKeyId, key: Secret16) -> Result<Effect, StatusWord> {
+fn install(
+    state: &CardState,
+    id: TransferKeyId,
+    key: Secret16,
+    authorisation: &[u8],
+    floor: super::policy::ClockFloor,
+) -> Result<Effect, StatusWord> {
     let current = state.selected_transfer_key_id.ok_or(StatusWord::ConditionsNotSatisfied)?;
     let limit = state.transfer_key_id_limit.ok_or(StatusWord::ConditionsNotSatisfied)?;
     if id <= current {
@@ -211,18 +248,25 @@ fn install(state: &CardState, id: TransferKeyId, key: Secret16) -> Result<Effect
         if !limit.admits(id) {
             return Err(StatusWord::NotEnoughMemory);
         }
+        // A pending key becomes selectable with the authorisation that travels with the selection (one
+        // verified at personalisation is kept).
+        if let Some(k) = next.transfer_keys.iter_mut().find(|k| k.id == id.0 && k.authorisation.is_none()) {
+            k.authorisation = Some(authorisation.to_vec());
+        }
     } else {
         // Claims 2, 4, 6, 7: "between a value of the upper limit ... and a value of the transfer key".
         if !domain::may_install(current, id, limit) {
             return Err(StatusWord::NotEnoughMemory);
         }
-        let old = std::mem::replace(&mut next.transfer_keys, vec![StoredKey { id: id.0, key, receipts_before: 0 }]);
+        let stored = StoredKey { id: id.0, key, authorisation: Some(authorisation.to_vec()), receipts_before: 0 };
+        let old = std::mem::replace(&mut next.transfer_keys, vec![stored]);
         // Open receipts handed out under the old key stay answerable while they are in the window.
         let mark = state.receipts.next();
         next.retained_keys.extend(old.into_iter().map(|k| StoredKey { receipts_before: mark, ..k }));
         next.prune_retained_keys();
     }
     next.selected_transfer_key_id = Some(id);
+    next.clock_floor = next.clock_floor.max(floor);
     next.push_log(LogKind::KeyRoll, CardSerial::default(), Amount(0), 0);
     Ok(Effect::write(next, Vec::new()))
 }

@@ -17,7 +17,7 @@ pub mod state;
 pub mod storage;
 mod value;
 
-use crate::crypto::secure_messaging::{CLA_SECURE_MESSAGING, SmError};
+use crate::crypto::secure_messaging::{CLA_SECURE_MESSAGING, SmError, sw_is_protected};
 use crate::protocol::apdu::{CLA_CHAINING, MAX_COMMAND_DATA};
 use crate::protocol::codec::Wire;
 use crate::protocol::command::Command;
@@ -69,7 +69,8 @@ pub struct Card<S: Storage> {
     state: CardState,
     session: Session,
     powered: bool,
-    /// Clock for certificate validity checks (a real card would take the terminal's time).
+    /// The host's clock as the card is told it. Used for no decision: certificate validity is judged
+    /// against the card's clock floor (DESIGN.md §10 point 5); tests set this to prove it.
     pub now: fn() -> std::time::SystemTime,
     /// How this card cheats, for tests of the personalisation line (a genuine card: none).
     pub misbehaviour: Misbehaviour,
@@ -160,7 +161,19 @@ impl<S: Storage> Card<S> {
             Err(sw) => return Ok(ResponseApdu::status(sw)),
         };
         match self.dispatch(&apdu, command, protected) {
-            Err(sw) => Ok(ResponseApdu::status(sw)),
+            Err(sw) => {
+                // Warnings (62xx, 63xx: a refused authorisation or policy at PERSO STORE) carry an R-MAC
+                // like 9000 (GP Amendment D §6.2.5); other errors go back in the clear.
+                let bytes = sw.to_u16().to_be_bytes();
+                if protected
+                    && sw_is_protected(bytes)
+                    && let Some(secure) = self.session.secure.as_mut()
+                    && let Ok(mac) = secure.sm.wrap(&[], bytes)
+                {
+                    return Ok(ResponseApdu { data: mac, sw });
+                }
+                Ok(ResponseApdu::status(sw))
+            }
             Ok(mut effect) => {
                 if let Some(new_state) = effect.state {
                     match self.storage.store(&new_state.encode()) {
@@ -227,6 +240,7 @@ impl<S: Storage> Card<S> {
                         | Instruction::GetTransferKey
                         | Instruction::UpdateTransferKey
                         | Instruction::PersoStore
+                        | Instruction::PutPolicy
                 ) {
                     return Err(StatusWord::ChainingNotSupported);
                 }
@@ -323,7 +337,9 @@ impl<S: Storage> Card<S> {
             return Err(StatusWord::ConditionsNotSatisfied);
         }
         let _ = apdu;
-        let now = (self.now)();
+        // The host's clock decides nothing (DESIGN.md §10 point 5): certificate time is the floor.
+        let _host_clock = (self.now)();
+        let now = self.state.clock_floor;
         let state = &self.state;
         let session = &mut self.session;
         match command {
@@ -355,6 +371,10 @@ impl<S: Storage> Card<S> {
             Command::Confirm { nonce, ack } => value::confirm(state, &nonce, &ack),
             Command::Abort { receipt } => value::abort(state, &receipt),
             Command::Refund { nonce, proof } => value::refund(state, &nonce, &proof),
+            Command::PutPolicy { policy } => policy::put_policy(state, &policy),
+            Command::GetPolicy => Ok(Effect::reply(
+                crate::protocol::response::HeldPolicy(state.policy.clone().unwrap_or_default()).to_wire(),
+            )),
             Command::GetFactoryData => perso::factory_data(state),
             Command::InternalAuthenticate { data } => {
                 perso::internal_authenticate(state, session, &data, &self.misbehaviour)

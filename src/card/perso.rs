@@ -9,6 +9,9 @@
 //! After LOCK the factory private keys are erased and every personalisation command is refused.
 
 use super::Effect;
+use super::policy::{
+    AuthorisationRefusal, ClockFloor, PolicyDecision, SchemeAnchor, judge_authorisation, judge_policy,
+};
 use super::session::{SecureSession, Session};
 use super::state::{CardState, StoredKey};
 use crate::crypto::attestation::{self, Attested};
@@ -21,8 +24,8 @@ use crate::protocol::codec::Wire;
 use crate::protocol::command::PersoItem;
 use crate::protocol::info::LifeCycle;
 use crate::protocol::perso::PersoPayload;
+use crate::protocol::policy::KeyKind;
 use crate::protocol::response::{FactoryCredentials, GeneratedPublicKey};
-use std::time::SystemTime;
 
 /// How a reference card can be made to misbehave: the impostors the line must refuse (issue 11's
 /// tests). A genuine card is [`Misbehaviour::None`]; the setting lives in memory only.
@@ -85,7 +88,7 @@ pub(super) fn internal_authenticate(
 
 /// PERSO STORE: one item, plaintext from secure messaging ([`PersoPayload`]). The serial comes first;
 /// items may be written again before LOCK (a half-written card is re-run in a new session).
-pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: SystemTime) -> Result<Effect, StatusWord> {
+pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: ClockFloor) -> Result<Effect, StatusWord> {
     // A malformed item answers its decoder's status: 6700 for a length, 6A80 for a value.
     let payload = PersoPayload::from_wire(data, item)?;
     if item != PersoItem::Serial && state.serial.is_none() {
@@ -115,9 +118,19 @@ pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: System
             }
             next.profile = Some(p);
         }
-        PersoPayload::TransferKey { id, key } => {
+        PersoPayload::TransferKey { id, key, authorisation } => {
             let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
-            let k = StoredKey { id: id.0, key: Secret16::new(key.0), receipts_before: 0 };
+            let key = Secret16::new(key.0);
+            // DESIGN.md §10 point 3: a key comes with the issuer's authorisation, at PERSO STORE too. Only a
+            // multi-key card may store a key not activated yet, and never selects it without one.
+            let authorisation = if authorisation.is_empty() && profile == Profile::MultiKey {
+                None
+            } else {
+                let floor = authorise(state, KeyKind::Transfer, id.0, &key, &authorisation)?;
+                next.clock_floor = next.clock_floor.max(floor);
+                Some(authorisation)
+            };
+            let k = StoredKey { id: id.0, key, authorisation, receipts_before: 0 };
             if profile == Profile::MultiKey {
                 next.transfer_keys.retain(|x| x.id != k.id);
                 if next.transfer_keys.len() >= super::state::MAX_TRANSFER_KEYS {
@@ -133,11 +146,37 @@ pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: System
                 next.transfer_keys = vec![k];
             }
         }
-        PersoPayload::UpdateKey { id, key } => {
+        PersoPayload::UpdateKey { id, key, authorisation } => {
             if !state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?.has_update_key() {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
-            next.update_key = Some(StoredKey { id: id.0, key: Secret16::new(key.0), receipts_before: 0 });
+            let key = Secret16::new(key.0);
+            let floor = authorise(state, KeyKind::Update, id.0, &key, &authorisation)?;
+            next.clock_floor = next.clock_floor.max(floor);
+            next.update_key = Some(StoredKey { id: id.0, key, authorisation: Some(authorisation), receipts_before: 0 });
+        }
+        PersoPayload::SchemeKey(public) => {
+            if SchemeAnchor::new(&public).is_err() {
+                return Err(StatusWord::IncorrectData);
+            }
+            // The scheme key is written once: every authorisation and policy stored so far verified
+            // under it.
+            if state.scheme_key.as_ref().is_some_and(|k| *k != public) {
+                return Err(StatusWord::ConditionsNotSatisfied);
+            }
+            next.scheme_key = Some(public);
+        }
+        PersoPayload::Policy(bytes) => {
+            let anchor = state.scheme_anchor().ok_or(StatusWord::ConditionsNotSatisfied)?;
+            let current = state.held_policy();
+            match judge_policy(&anchor, current.as_ref(), state.clock_floor, &bytes) {
+                Ok(PolicyDecision::Adopt { floor, .. }) => {
+                    next.policy = Some(bytes);
+                    next.clock_floor = floor;
+                }
+                Ok(PolicyDecision::Keep) => {}
+                Err(_) => return Err(StatusWord::VerificationFailed),
+            }
         }
         PersoPayload::TransferKeyIdLimit(limit) => next.transfer_key_id_limit = Some(limit),
         // Kept after LOCK: the card MACs its log exports with it (`CardState::export_log`).
@@ -151,8 +190,10 @@ pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: System
             next.max_balance = max;
         }
         PersoPayload::SelectedTransferKey(id) => {
-            if state.transfer_key(id).is_none() {
-                return Err(StatusWord::ReferencedDataNotFound);
+            match state.transfer_keys.iter().find(|k| k.id == id.0) {
+                None => return Err(StatusWord::ReferencedDataNotFound),
+                Some(k) if k.authorisation.is_none() => return Err(StatusWord::ConditionsNotSatisfied),
+                Some(_) => {}
             }
             next.selected_transfer_key_id = Some(id);
         }
@@ -179,6 +220,24 @@ pub(super) fn store(state: &CardState, item: PersoItem, data: &[u8], now: System
         }
     }
     Ok(Effect::write(next, Vec::new()))
+}
+
+/// Check a key's authorisation against the stored scheme key and policy (DESIGN.md §10 point 3):
+/// the raised clock floor, or the refusal's status (6985 before the scheme key or when the key needs a
+/// newer policy; 6300 for a forged, foreign or other key's authorisation).
+pub(super) fn authorise(
+    state: &CardState,
+    kind: KeyKind,
+    id: u32,
+    key: &Secret16,
+    authorisation: &[u8],
+) -> Result<ClockFloor, StatusWord> {
+    let anchor = state.scheme_anchor().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    match judge_authorisation(&anchor, state.policy_number(), state.clock_floor, kind, id, key, authorisation) {
+        Ok((_, floor)) => Ok(floor),
+        Err(AuthorisationRefusal::PolicyTooOld { .. }) => Err(StatusWord::ConditionsNotSatisfied),
+        Err(_) => Err(StatusWord::VerificationFailed),
+    }
 }
 
 /// GENERATE KEY PAIR (claims 3, 5): the card makes its P-256 key pair and answers
@@ -225,8 +284,14 @@ pub(super) fn generate_key_pair(
 /// keys are erased: an issued card never opens a personalisation channel again.
 pub(super) fn lock(state: &CardState, session: &mut Session) -> Result<Effect, StatusWord> {
     let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let authorised = |k: Option<&StoredKey>| k.is_some_and(|k| k.authorisation.is_some());
+    let selected = state.selected_transfer_key_id.and_then(|id| state.transfer_keys.iter().find(|k| k.id == id.0));
     let complete = state.serial.is_some()
         && state.current_transfer_key().is_some()
+        && state.scheme_key.is_some()
+        && state.policy.is_some()
+        && authorised(selected)
+        && (state.update_key.is_none() || authorised(state.update_key.as_ref()))
         && state.transfer_key_id_limit.zip(state.selected_transfer_key_id).is_some_and(|(l, id)| l.admits(id))
         && state.max_balance.0 > 0
         && state.log_key.is_some()
@@ -249,7 +314,13 @@ pub(super) fn lock(state: &CardState, session: &mut Session) -> Result<Effect, S
 
 /// Whether `der` is a card certificate peers will accept (chains to `anchor`, end entity, both key
 /// usages the protocol needs, valid at `now`) for `public_key` naming `serial`.
-fn certifies(der: &[u8], anchor: &[u8], public_key: &[u8], serial: Option<CardSerial>, now: SystemTime) -> bool {
+fn certifies(
+    der: &[u8],
+    anchor: &[u8],
+    public_key: &[u8],
+    serial: Option<CardSerial>,
+    now: super::policy::ClockFloor,
+) -> bool {
     use super::certificate::{Usage, check};
     check(der, anchor, now, &[Usage::Signing, Usage::KeyAgreement])
         .is_ok_and(|peer| peer.public_key == public_key && Some(peer.serial) == serial)

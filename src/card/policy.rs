@@ -167,6 +167,31 @@ pub fn judge_policy(
     Ok(PolicyDecision::Adopt { policy: p, floor })
 }
 
+/// PUT POLICY (DESIGN.md §10 point 4): judge the offered policy; a newer genuine one is adopted with the
+/// raised clock floor in one atomic write, an older or equal one changes nothing, a forged or
+/// inconsistent one is refused (6300) and changes nothing.
+pub(super) fn put_policy(
+    state: &super::CardState,
+    offered: &[u8],
+) -> Result<super::Effect, crate::protocol::StatusWord> {
+    use crate::protocol::StatusWord;
+    use crate::protocol::codec::Wire;
+    use crate::protocol::response::PolicyAdoption;
+    let anchor = state.scheme_anchor().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    match judge_policy(&anchor, state.held_policy().as_ref(), state.clock_floor, offered) {
+        Ok(PolicyDecision::Adopt { policy, floor }) => {
+            let mut next = state.clone();
+            next.policy = Some(offered.to_vec());
+            next.clock_floor = floor;
+            Ok(super::Effect::write(next, PolicyAdoption { adopted: true, number: policy.number }.to_wire()))
+        }
+        Ok(PolicyDecision::Keep) => {
+            Ok(super::Effect::reply(PolicyAdoption { adopted: false, number: state.policy_number() }.to_wire()))
+        }
+        Err(_) => Err(StatusWord::VerificationFailed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,11 @@ pub struct StoredKey {
     pub id: u32,
     #[serde(with = "crate::domain::serde_hex")]
     pub key: Secret16,
+    /// The issuer's authorisation of this key (`protocol::policy::KeyAuthorisation`), verified when the
+    /// key was stored; relayed with the key. `None` only for a multi-key card's not-yet-activated key,
+    /// which is never selected or sent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
+    pub authorisation: Option<Vec<u8>>,
     /// For a retained key: receipts numbered below this may have been handed out under it, so the
     /// payee keeps it while any of them is still in its receipt window (stateless receipts keep no
     /// record of which key an open receipt used). 0 for keys in use.
@@ -192,6 +197,16 @@ pub struct CardState {
     pub certificate: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
     pub trust_anchor: Option<Vec<u8>>,
+    /// The scheme signing key's raw public key (DESIGN.md §10 point 3), stored at personalisation.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
+    pub scheme_key: Option<Vec<u8>>,
+    /// The newest scheme policy the card verified and adopted, as signed (relayed to other cards).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::serde_hex::option")]
+    pub policy: Option<Vec<u8>>,
+    /// A time the card knows has passed (`card::policy::ClockFloor`): certificate expiry is judged
+    /// against it, never against the host clock.
+    #[serde(default)]
+    pub clock_floor: super::policy::ClockFloor,
 }
 
 /// What the fab put on the card: the key-agreement key (SCP11b `SK.SD.ECKA`) and the attestation key,
@@ -260,7 +275,36 @@ impl CardState {
             card_private_key: None,
             certificate: None,
             trust_anchor: None,
+            scheme_key: None,
+            policy: None,
+            clock_floor: Default::default(),
         }
+    }
+
+    /// The stored scheme key, if personalisation wrote a valid one.
+    pub fn scheme_anchor(&self) -> Option<super::policy::SchemeAnchor> {
+        super::policy::SchemeAnchor::new(self.scheme_key.as_deref()?).ok()
+    }
+
+    /// The adopted policy (verified when adopted; decoded here).
+    pub fn held_policy(&self) -> Option<crate::protocol::policy::Policy> {
+        use crate::protocol::codec::Wire;
+        crate::protocol::policy::Policy::from_wire(self.policy.as_deref()?, ()).ok()
+    }
+
+    /// The adopted policy's number (0: none).
+    pub fn policy_number(&self) -> u32 {
+        self.held_policy().map_or(0, |p| p.number)
+    }
+
+    /// Whether the adopted policy blocks `serial`.
+    pub fn blocks(&self, serial: CardSerial) -> bool {
+        self.held_policy().is_some_and(|p| p.blocks(serial))
+    }
+
+    /// Whether the adopted policy still allows wrapping under update key `id`.
+    pub fn allows_wrap_under(&self, id: UpdateKeyId) -> bool {
+        self.held_policy().is_none_or(|p| p.allows_wrap_under(id))
     }
 
     /// A blank card as the fab makes it: chip id, the two factory private keys (32-byte scalars) and
@@ -387,6 +431,9 @@ impl CardState {
             certificate: self.certificate.clone(),
             has_certificate: self.certificate.is_some(),
             chip_id: self.chip_id,
+            policy_number: self.policy_number(),
+            min_wrap_update_key_id: self.held_policy().map_or(UpdateKeyId(1), |p| p.min_wrap_update_key_id),
+            clock_floor: self.clock_floor.0,
         }
     }
 

@@ -151,6 +151,10 @@ pub(super) fn begin_receive(
     if payer == me || amount.0 == 0 {
         return Err(StatusWord::IncorrectData);
     }
+    // DESIGN.md §10 point 4: no value from a blocked card.
+    if state.blocks(payer) {
+        return Err(StatusWord::CounterpartBlocked);
+    }
     let key_id = state.selected_transfer_key_id.ok_or(StatusWord::ConditionsNotSatisfied)?;
     if state.balance.0 as u128 + amount.0 as u128 > state.max_balance.0 as u128 {
         return Err(StatusWord::ConditionsNotSatisfied);
@@ -197,6 +201,11 @@ pub(super) fn debit(
         let t = Transfer::outgoing(&me, p);
         let out = DebitToken { payer_sequence: p.payer_sequence, token: t.mac(&key, TOKEN, Some(p.payer_sequence)) };
         return Ok(Effect::reply(out.to_wire()));
+    }
+    // DESIGN.md §10 point 4: no new value to a blocked card (a repeat of a debit already made, above,
+    // still answers, so value in flight stays recoverable).
+    if state.blocks(payee) {
+        return Err(StatusWord::CounterpartBlocked);
     }
     let key = state.current_transfer_key().ok_or(StatusWord::ConditionsNotSatisfied)?;
     let t = Transfer { payer: &me, payee: &payee, amount, nonce, payee_sequence, transfer_key_id: key.id };

@@ -60,6 +60,10 @@ pub struct CardView {
     pub pending_in: Vec<crate::card::state::PendingIn>,
     pub log: Vec<crate::card::state::LogEntry>,
     pub has_certificate: bool,
+    /// The scheme policy the card holds (0: none), DESIGN.md §10 point 4.
+    pub policy_number: u32,
+    /// The card's clock floor (RFC 3339): certificate expiry is judged against it.
+    pub clock_floor: String,
 }
 
 impl CardView {
@@ -82,6 +86,8 @@ impl CardView {
             pending_in: s.pending_in.clone(),
             log: s.log.iter().cloned().collect(),
             has_certificate: s.certificate.is_some(),
+            policy_number: s.policy_number(),
+            clock_floor: crate::authority::policy::rfc3339(s.clock_floor.0),
         }
     }
 }
@@ -148,6 +154,8 @@ fn print_view(v: &CardView) {
     println!("balance          {} (maximum {})", v.balance, v.max_balance);
     println!("sequence         {}", v.sequence);
     println!("certificate      {}", if v.has_certificate { "yes" } else { "no" });
+    println!("policy           {}", v.policy_number);
+    println!("clock floor      {}", v.clock_floor);
     for p in &v.pending_out {
         println!("pending out      {} to {}", p.amount, p.payee);
     }

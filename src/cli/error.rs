@@ -92,7 +92,7 @@ impl CliError {
             CliError::CardFile { .. } => "card-file",
             CliError::Settle(SettleError::Transport { .. }) => "card-communication",
             CliError::Settle(SettleError::Stranded { .. }) => "stranded",
-            CliError::Settle(SettleError::Revoked { .. }) => "revoked",
+            CliError::Settle(SettleError::Blocked { .. }) => "blocked",
             CliError::Settle(SettleError::NoPath { .. }) => "no-key-roll-path",
             CliError::Settle(SettleError::SameCard(_)) => "same-card",
             CliError::Settle(_) => "settlement-refused",
@@ -174,7 +174,9 @@ impl CliError {
                     Check,
                     s("this card's batch limit is below the newer key; replace the card (see `keyroll rollout plan`)"),
                 ),
-                SettleError::Revoked { .. } => (Check, s("the card is revoked; withdraw it")),
+                SettleError::Blocked { .. } => {
+                    (Check, s("the issuer blocked one of these cards (see `keyroll policy show`); withdraw it"))
+                }
                 SettleError::NoPath { .. } => (
                     Check,
                     s(

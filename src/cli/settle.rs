@@ -25,9 +25,10 @@ pub struct SettleArgs {
     /// Amount in minor units; 0 only synchronises keys and recovers interrupted transfers.
     #[arg(long, value_name = "N")]
     pub amount: u64,
-    /// A CRL (PEM or DER) from the issuer: cards whose certificate it revokes are refused; repeatable.
+    /// The issuer's policy file (`keyroll policy publish`): given to both cards when newer than theirs.
+    /// The terminal holds no revocation logic: cards verify the policy and refuse blocked cards.
     #[arg(long, value_name = "FILE")]
-    pub crl: Vec<PathBuf>,
+    pub policy: Option<PathBuf>,
     /// Append one hash-chained JSON line per settlement to FILE (created if missing; it must verify).
     #[arg(long, value_name = "FILE")]
     pub journal: Option<PathBuf>,
@@ -37,7 +38,7 @@ pub fn run(ctx: &Context, a: SettleArgs) -> Result<(), CliError> {
     same_card_file(&a.payer, &a.payee)?;
     let options = SettleOptions {
         verbose: ctx.verbose,
-        revoked_certificate_serials: revoked_serials(&a.crl)?,
+        policy: a.policy.as_deref().map(read_policy).transpose()?,
         journal: a.journal.clone(),
     };
     let report = with_channel(&a.payer, |payer| {
@@ -65,6 +66,9 @@ fn print_report(r: &SettlementReport) {
             "key roll         none (both on transfer key {})",
             r.transfer_key_id.map(|i| i.to_string()).unwrap_or_default()
         ),
+    }
+    if let Some(p) = r.policy_spread {
+        println!("policy spread    {p:?} took the newer scheme policy");
     }
     println!("amount moved     {}", r.amount);
     println!("payer            {} balance {}", r.payer.serial, r.payer.balance);
@@ -123,27 +127,19 @@ fn pcsc_channel<T>(spec: &str, _f: impl FnOnce(&mut dyn CardChannel) -> Result<T
     ))
 }
 
-/// Certificate serials revoked by the given CRLs (signature checking is the auditor's job; the
-/// terminal takes the CRL its operator loaded from the issuer).
-fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CliError> {
-    use crate::pki::{Crl, pem};
-    let mut out = Vec::new();
-    for path in crls {
-        let bytes = std::fs::read(path).map_err(|e| {
-            CliError::input(format!("cannot read CRL {}: {e}", path.display()), "pass the issuer's CRL file")
-        })?;
-        let crls: Vec<Crl> = match pem::objects(&bytes, pem::CRL) {
-            Ok(ders) if ders.is_empty() => Err("no X509 CRL block".to_string()),
-            Ok(ders) => ders.iter().map(|d| Crl::from_der(d).map_err(|e| e.to_string())).collect(),
-            Err(e) => Err(e.to_string()),
-        }
-        .map_err(|e| {
-            CliError::input(
-                format!("{} is not a CRL: {e}", path.display()),
-                "export it with `keyroll cert crl --out FILE`",
-            )
-        })?;
-        out.extend(crls.into_iter().flat_map(|c| c.revoked).map(|r| r.serial));
-    }
-    Ok(out)
+/// Read a policy file. Decoded only (the terminal decides nothing on it; each card verifies it).
+fn read_policy(path: &std::path::Path) -> Result<crate::protocol::policy::Policy, CliError> {
+    use crate::protocol::codec::Wire;
+    let bytes = std::fs::read(path).map_err(|e| {
+        CliError::input(
+            format!("cannot read policy {}: {e}", path.display()),
+            "pass the file `keyroll policy publish` wrote",
+        )
+    })?;
+    crate::protocol::policy::Policy::from_wire(&bytes, ()).map_err(|e| {
+        CliError::input(
+            format!("{} is not a keyroll policy: {e}", path.display()),
+            "pass the file `keyroll policy publish` wrote",
+        )
+    })
 }

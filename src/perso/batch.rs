@@ -9,7 +9,9 @@
 //!
 //! [`Kit`] is what a batch's cards receive, including the multi-key choice of keys (claims 8-9).
 
-use super::script::{AttestedKey, CardPlan, CertificateIssuer, ChipRegister, Line, PersoError, personalise};
+use super::script::{
+    AttestedKey, CardPlan, CertificateIssuer, ChipRegister, IssuerWord, Line, PersoError, personalise,
+};
 use crate::authority::batches::Batch;
 use crate::authority::cards::{Run, Slot};
 use crate::authority::issuer_ca::CaSigner;
@@ -20,6 +22,7 @@ use crate::card::{Card, CardError, CardState};
 use crate::crypto::{Secret16, TransferKey, UpdateKey, mac};
 use crate::domain::{CardSerial, ChipId, Profile, TransferKeyId};
 use crate::fab::{FabError, FactoryIdentity, Manufacturer};
+use crate::protocol::codec::Wire;
 use crate::protocol::info::LifeCycle;
 use crate::transport::in_process::InProcessChannel;
 use serde::Serialize;
@@ -53,6 +56,8 @@ pub struct Kit {
     pub transfer_keys: Vec<TransferKey>,
     pub update_key: Option<UpdateKey>,
     pub ca: Option<CaSigner>,
+    /// The scheme key, newest policy and key authorisations every card of the batch stores.
+    pub issuer_word: IssuerWord,
 }
 
 impl Kit {
@@ -73,7 +78,26 @@ impl Kit {
         }
         let update_key = batch.profile.has_update_key().then(|| u.update_key(batch.update_key_id.0)).transpose()?;
         let ca = batch.profile.has_key_pair().then(|| u.ca()).transpose()?;
-        Ok(Kit { log_master: u.log_master()?, batch: batch.clone(), transfer_keys, update_key, ca })
+        // DESIGN.md §10: the scheme key, the newest policy and the authorisation of every key the card
+        // takes (a multi-key card's pending keys have none yet: they become selectable with theirs).
+        let (_, record) = u.scheme_signer()?;
+        let policy = match u.auth.current_policy()? {
+            Some(p) => p,
+            None => u.policy_publish()?,
+        };
+        let active = u.auth.key_ids(KeyKind::Transfer, KeyState::Active)?;
+        let mut authorisations = vec![u.key_authorisation(KeyKind::Transfer, batch.transfer_key_id.0)?.to_wire()];
+        for k in &transfer_keys[1..] {
+            if active.contains(&k.id.0) {
+                authorisations.push(u.key_authorisation(KeyKind::Transfer, k.id.0)?.to_wire());
+            }
+        }
+        if batch.profile.has_update_key() {
+            authorisations.push(u.key_authorisation(KeyKind::Update, batch.update_key_id.0)?.to_wire());
+        }
+        let issuer_word =
+            IssuerWord { scheme_key: record.public_key.to_vec(), policy: policy.to_wire(), authorisations };
+        Ok(Kit { log_master: u.log_master()?, batch: batch.clone(), transfer_keys, update_key, ca, issuer_word })
     }
 
     pub fn plan(&self, serial: CardSerial) -> CardPlan {
@@ -88,6 +112,7 @@ impl Kit {
             max_balance: self.batch.max_balance,
             trust_anchor: self.ca.as_ref().map(|c| c.root_der.clone()),
             log_key: mac::card_log_key(&self.log_master, &serial),
+            issuer_word: self.issuer_word.clone(),
         }
     }
 }

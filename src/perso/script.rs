@@ -28,6 +28,7 @@ use crate::fab::{self, FactoryError, FactoryIdentity, TrustedRoot};
 use crate::protocol::codec::Wire;
 use crate::protocol::command::{Command, PersoItem};
 use crate::protocol::info::{CardInfo, LifeCycle};
+use crate::protocol::policy::{KeyAuthorisation, KeyKind};
 use crate::protocol::response::{FactoryCredentials, GeneratedPublicKey};
 use crate::protocol::{AID, CommandApdu, StatusWord};
 use crate::transport::{CardChannel, Trace, TransportError, exchange, exchange_apdu};
@@ -53,6 +54,29 @@ pub struct CardPlan {
     /// The card's log-export MAC key (`crypto::mac::card_log_key` of the issuer's log master and the
     /// serial): the back office re-derives it to check the card's log exports.
     pub log_key: Secret16,
+    /// The scheme key, policy and key authorisations the card must carry (DESIGN.md §10).
+    pub issuer_word: IssuerWord,
+}
+
+/// What the issuer signed that every card carries (DESIGN.md §10 points 3–4): the scheme key's raw
+/// public key, the newest policy and the authorisations of the plan's keys (wire forms).
+#[derive(Clone, Debug, Default)]
+pub struct IssuerWord {
+    pub scheme_key: Vec<u8>,
+    pub policy: Vec<u8>,
+    pub authorisations: Vec<Vec<u8>>,
+}
+
+impl IssuerWord {
+    /// The authorisation of key `kind`/`id`, or empty when the plan has none (a multi-key card's
+    /// pending key).
+    pub fn authorisation(&self, kind: KeyKind, id: u32) -> Vec<u8> {
+        self.authorisations
+            .iter()
+            .find(|a| KeyAuthorisation::from_wire(a, ()).is_ok_and(|a| a.kind == kind && a.id == id))
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// A card key the card generated and attested, as the back office's CA receives it.
@@ -299,14 +323,23 @@ pub fn personalise(
     // 6. Secrets, inside the channel only.
     s.store("STORE serial", PersoItem::Serial, &plan.serial.0)?;
     s.store("STORE profile", PersoItem::Profile, &[plan.profile.code()])?;
+    // DESIGN.md §10 points 3-4: the scheme key and the newest policy before any key, since each key's
+    // authorisation verifies under the one and names the other.
+    let word = &plan.issuer_word;
+    s.store("STORE scheme key", PersoItem::SchemeKey, &word.scheme_key)?;
+    s.store("STORE policy", PersoItem::Policy, &word.policy)?;
     for k in &plan.transfer_keys {
-        s.store("STORE transfer key", PersoItem::TransferKey, &key_bytes(k.id.0, k.secret()))?;
+        let mut item = key_bytes(k.id.0, k.secret());
+        item.extend_from_slice(&word.authorisation(KeyKind::Transfer, k.id.0));
+        s.store("STORE transfer key", PersoItem::TransferKey, &item)?;
     }
     if plan.profile == Profile::MultiKey {
         s.store("STORE selection", PersoItem::SelectedTransferKey, &plan.selected.0.to_be_bytes())?;
     }
     if let Some(u) = &plan.update_key {
-        s.store("STORE update key", PersoItem::UpdateKey, &key_bytes(u.id.0, u.secret()))?;
+        let mut item = key_bytes(u.id.0, u.secret());
+        item.extend_from_slice(&word.authorisation(KeyKind::Update, u.id.0));
+        s.store("STORE update key", PersoItem::UpdateKey, &item)?;
     }
     s.store("STORE limit", PersoItem::TransferKeyIdLimit, &plan.limit.0.to_be_bytes())?;
     s.store("STORE log key", PersoItem::LogKey, plan.log_key.expose())?;

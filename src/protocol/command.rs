@@ -6,6 +6,7 @@ use super::CHALLENGE_LEN;
 use super::apdu::{CommandApdu, MAX_COMMAND_DATA};
 use super::codec::{DecodeError, Reader, Wire, put_tlv};
 use super::instruction::{CLA_ISO, CLA_PROPRIETARY, Instruction};
+use super::policy::KeyAuthorisation;
 use super::status::StatusWord;
 use crate::domain::{Amount, CardSerial, UpdateKeyId};
 
@@ -77,10 +78,14 @@ pub enum PersoItem {
     /// the card's log-export MAC key (16), derived by the back office from its log master and the
     /// serial (`crypto::mac::card_log_key`); sent only inside the channel, kept after LOCK.
     LogKey = 0x0A,
+    /// the scheme signing key's raw public key (65, uncompressed SEC 1), DESIGN.md §10 point 3.
+    SchemeKey = 0x0B,
+    /// the newest scheme policy (`protocol::policy`), DESIGN.md §10 point 4.
+    Policy = 0x0C,
 }
 
 impl PersoItem {
-    pub const ALL: [PersoItem; 10] = [
+    pub const ALL: [PersoItem; 12] = [
         PersoItem::Profile,
         PersoItem::TransferKey,
         PersoItem::UpdateKey,
@@ -91,6 +96,8 @@ impl PersoItem {
         PersoItem::CardCertificate,
         PersoItem::Serial,
         PersoItem::LogKey,
+        PersoItem::SchemeKey,
+        PersoItem::Policy,
     ];
 
     pub fn from_p1(p1: u8) -> Option<Self> {
@@ -164,6 +171,12 @@ pub enum Command {
         nonce: Nonce,
         proof: Mac,
     },
+    /// A scheme policy as signed (`protocol::policy::Policy`); the card answers [`PolicyAdoption`].
+    PutPolicy {
+        policy: Vec<u8>,
+    },
+    /// The card answers its policy as signed (empty when it holds none).
+    GetPolicy,
     /// GET DATA of the factory credentials (`80 CA BF 21`): chip id and both factory certificates.
     GetFactoryData,
     /// SCP11b key agreement (GP Amendment F §7.6, `80 88 00 13`): the line's control reference
@@ -193,14 +206,16 @@ pub enum Command {
 /// `90 ciphertext ‖ 91 signature` (ISO/IEC 7816-4 §5.2.2.2).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum KeyPayload {
-    Symmetric { sender: CardSerial, update_key_id: UpdateKeyId, envelope: Vec<u8> },
-    PublicKey { ciphertext: Vec<u8>, signature: Vec<u8> },
+    Symmetric { sender: CardSerial, update_key_id: UpdateKeyId, authorisation: Vec<u8>, envelope: Vec<u8> },
+    PublicKey { ciphertext: Vec<u8>, signature: Vec<u8>, authorisation: Vec<u8> },
 }
 
 /// TLV tags inside public-key key-roll data.
 pub mod tag {
     pub const CIPHERTEXT: u8 = 0x90;
     pub const SIGNATURE: u8 = 0x91;
+    /// The issuer's authorisation of the key (`protocol::policy::KeyAuthorisation`).
+    pub const AUTHORISATION: u8 = 0x92;
 }
 
 impl KeyPayload {
@@ -247,14 +262,16 @@ impl Wire for KeyPayload {
 
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            KeyPayload::Symmetric { sender, update_key_id, envelope } => {
+            KeyPayload::Symmetric { sender, update_key_id, authorisation, envelope } => {
                 out.extend_from_slice(&sender.0);
                 out.extend_from_slice(&update_key_id.0.to_be_bytes());
+                out.extend_from_slice(authorisation);
                 out.extend_from_slice(envelope);
             }
-            KeyPayload::PublicKey { ciphertext, signature } => {
+            KeyPayload::PublicKey { ciphertext, signature, authorisation } => {
                 put_tlv(out, tag::CIPHERTEXT, ciphertext);
                 put_tlv(out, tag::SIGNATURE, signature);
+                put_tlv(out, tag::AUTHORISATION, authorisation);
             }
         }
     }
@@ -264,18 +281,23 @@ impl Wire for KeyPayload {
             KeyRollPath::Symmetric => KeyPayload::Symmetric {
                 sender: CardSerial(r.array("sender")?),
                 update_key_id: UpdateKeyId(r.u32("update key id")?),
+                authorisation: r.take(KeyAuthorisation::LEN, "authorisation")?.to_vec(),
                 envelope: r.rest_capped("envelope", MAX_COMMAND_DATA)?.to_vec(),
             },
             KeyRollPath::PublicKey => {
                 let (t1, ct) = r.tlv()?;
-                let (t2, sig) = r.tlv()?;
                 if t1 != tag::CIPHERTEXT {
                     return Err(DecodeError::Invalid { field: "ciphertext", why: "expected tag 90" });
                 }
+                let (t2, sig) = r.tlv()?;
                 if t2 != tag::SIGNATURE {
                     return Err(DecodeError::Invalid { field: "signature", why: "expected tag 91" });
                 }
-                KeyPayload::PublicKey { ciphertext: ct.to_vec(), signature: sig.to_vec() }
+                let (t3, auth) = r.tlv()?;
+                if t3 != tag::AUTHORISATION {
+                    return Err(DecodeError::Invalid { field: "authorisation", why: "expected tag 92" });
+                }
+                KeyPayload::PublicKey { ciphertext: ct.to_vec(), signature: sig.to_vec(), authorisation: auth.to_vec() }
             }
         })
     }
@@ -297,6 +319,8 @@ impl Command {
             Confirm { .. } => Instruction::Confirm,
             Abort { .. } => Instruction::Abort,
             Refund { .. } => Instruction::Refund,
+            PutPolicy { .. } => Instruction::PutPolicy,
+            GetPolicy => Instruction::GetPolicy,
             GetFactoryData => Instruction::GetFactoryData,
             InternalAuthenticate { .. } => Instruction::InternalAuthenticate,
             PersoStore { .. } => Instruction::PersoStore,
@@ -316,7 +340,8 @@ impl Command {
                 p1 = 0x04;
                 d.extend_from_slice(aid);
             }
-            GetResponse { .. } | Lock => {}
+            GetResponse { .. } | Lock | GetPolicy => {}
+            PutPolicy { policy } => d.extend_from_slice(policy),
             GetFactoryData => (p1, p2) = (0xBF, 0x21),
             InternalAuthenticate { data } => {
                 p2 = crate::crypto::scp11::KEY_ID_SCP11B;
@@ -493,6 +518,14 @@ impl Command {
             Instruction::Refund => {
                 p1p2_zero()?;
                 Command::Refund { nonce: r.array("nonce")?, proof: r.array("proof")? }
+            }
+            Instruction::PutPolicy => {
+                p1p2_zero()?;
+                Command::PutPolicy { policy: r.rest_capped("policy", super::policy::Policy::MAX_LEN)?.to_vec() }
+            }
+            Instruction::GetPolicy => {
+                p1p2_zero()?;
+                Command::GetPolicy
             }
             Instruction::PersoStore => {
                 if a.p2 != 0 {

@@ -95,6 +95,12 @@ pub struct CardInfo {
     pub has_certificate: bool,
     /// The chip id the fab gave the card (public, DESIGN.md §10 point 1).
     pub chip_id: Option<ChipId>,
+    /// The number of the scheme policy the card holds (0: none), DESIGN.md §10 point 4.
+    pub policy_number: u32,
+    /// The lowest update key id its policy still allows for wrapping (1 without a policy).
+    pub min_wrap_update_key_id: UpdateKeyId,
+    /// The card's clock floor, Unix seconds (DESIGN.md §10 point 5).
+    pub clock_floor: u64,
 }
 
 mod t {
@@ -113,6 +119,9 @@ mod t {
     pub const CERTIFICATE: u8 = 0x8C;
     pub const HAS_CERTIFICATE: u8 = 0x8D;
     pub const CHIP_ID: u8 = 0x8E;
+    pub const POLICY_NUMBER: u8 = 0x8F;
+    pub const MIN_WRAP: u8 = 0x90;
+    pub const CLOCK_FLOOR: u8 = 0x91;
 }
 
 /// Most pending entries a card reports; the card bounds its logs to this (house rule 5).
@@ -163,6 +172,9 @@ impl Wire for CardInfo {
         if let Some(c) = self.chip_id {
             put_tlv(o, t::CHIP_ID, &c.0);
         }
+        put_tlv(o, t::POLICY_NUMBER, &self.policy_number.to_be_bytes());
+        put_tlv(o, t::MIN_WRAP, &self.min_wrap_update_key_id.0.to_be_bytes());
+        put_tlv(o, t::CLOCK_FLOOR, &self.clock_floor.to_be_bytes());
     }
 
     /// Simple-TLV items until the end; unknown tags are skipped (newer cards may report more), a known
@@ -223,6 +235,11 @@ impl Wire for CardInfo {
                 }
                 t::HAS_CERTIFICATE => info.has_certificate = v == [1],
                 t::CHIP_ID => info.chip_id = Some(ChipId(fixed(v, "chip id")?)),
+                t::POLICY_NUMBER => info.policy_number = u32::from_be_bytes(fixed(v, "policy number")?),
+                t::MIN_WRAP => {
+                    info.min_wrap_update_key_id = UpdateKeyId(u32::from_be_bytes(fixed(v, "min wrap update key id")?))
+                }
+                t::CLOCK_FLOOR => info.clock_floor = u64::from_be_bytes(fixed(v, "clock floor")?),
                 _ => {}
             }
         }
@@ -259,6 +276,9 @@ impl CardInfo {
             certificate: None,
             has_certificate: false,
             chip_id: None,
+            policy_number: 0,
+            min_wrap_update_key_id: UpdateKeyId(1),
+            clock_floor: 0,
         }
     }
 }
@@ -299,6 +319,9 @@ mod tests {
             certificate: Some(vec![0x30; 500]),
             has_certificate: true,
             chip_id: Some(ChipId([5; 8])),
+            policy_number: 3,
+            min_wrap_update_key_id: UpdateKeyId(2),
+            clock_floor: 1_800_000_000,
         };
         assert_eq!(CardInfo::from_wire(&info.to_wire(), ()).unwrap(), info);
         let mut with_unknown = info.to_wire();

@@ -32,6 +32,10 @@ pub enum Instruction {
     Abort,
     /// Recovery (payer): restore a debit against an abort proof.
     Refund,
+    /// DESIGN.md §10 point 4: offer the card a newer scheme policy (chained; verified, then adopted atomically).
+    PutPolicy,
+    /// DESIGN.md §10 point 4: read the card's scheme policy, to relay it to another card.
+    GetPolicy,
     /// Personalisation: the factory credentials (GET DATA, tag BF21): chip id and certificates.
     GetFactoryData,
     /// Personalisation: SCP11b key agreement (GP Amendment F INTERNAL AUTHENTICATE).
@@ -45,7 +49,7 @@ pub enum Instruction {
 }
 
 impl Instruction {
-    pub const ALL: [Instruction; 17] = [
+    pub const ALL: [Instruction; 19] = [
         Instruction::Select,
         Instruction::GetResponse,
         Instruction::GetCardInfo,
@@ -58,6 +62,8 @@ impl Instruction {
         Instruction::Confirm,
         Instruction::Abort,
         Instruction::Refund,
+        Instruction::PutPolicy,
+        Instruction::GetPolicy,
         Instruction::GetFactoryData,
         Instruction::InternalAuthenticate,
         Instruction::PersoStore,
@@ -80,6 +86,8 @@ impl Instruction {
             Confirm => 0x36,
             Abort => 0x38,
             Refund => 0x3A,
+            PutPolicy => 0x40,
+            GetPolicy => 0x42,
             GetFactoryData => 0xCA,
             InternalAuthenticate => 0x88,
             PersoStore => 0x54,

@@ -5,6 +5,7 @@
 use super::apdu::MAX_COMMAND_DATA;
 use super::codec::{DecodeError, Reader, Wire};
 use super::command::{KeyBytes, PersoItem};
+use super::policy::{KeyAuthorisation, Policy};
 use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 
 /// One personalisation item's plaintext. Keys are [`KeyBytes`]: zeroized, never in `Debug`. Encode
@@ -13,10 +14,12 @@ use crate::domain::{Amount, CardSerial, Profile, TransferKeyId, TransferKeyIdLim
 pub enum PersoPayload {
     /// `profile code (1)`.
     Profile(Profile),
-    /// `transfer key id (4) ‖ key (16)`; a multi-key card accepts several (claim 8).
-    TransferKey { id: TransferKeyId, key: KeyBytes },
-    /// `update key id (4) ‖ key (16)`.
-    UpdateKey { id: UpdateKeyId, key: KeyBytes },
+    /// `transfer key id (4) ‖ key (16) ‖ authorisation (146)`; a multi-key card accepts several (claim 8).
+    /// A key the issuer has not activated yet (multi-key) comes with an empty authorisation: stored, never
+    /// selectable until its authorisation arrives with a selection.
+    TransferKey { id: TransferKeyId, key: KeyBytes, authorisation: Vec<u8> },
+    /// `update key id (4) ‖ key (16) ‖ authorisation (146)`.
+    UpdateKey { id: UpdateKeyId, key: KeyBytes, authorisation: Vec<u8> },
     /// `upper limit of the transfer key identifier (4)`.
     TransferKeyIdLimit(TransferKeyIdLimit),
     /// `initial balance (8) ‖ maximum balance (8)`.
@@ -31,6 +34,10 @@ pub enum PersoPayload {
     Serial(CardSerial),
     /// `log key (16)`: the card's log-export MAC key.
     LogKey(KeyBytes),
+    /// The scheme key's raw public key (65 bytes, uncompressed SEC 1).
+    SchemeKey(Vec<u8>),
+    /// The newest scheme policy, as signed.
+    Policy(Vec<u8>),
 }
 
 impl PersoPayload {
@@ -47,7 +54,17 @@ impl PersoPayload {
             PersoPayload::CardCertificate(_) => PersoItem::CardCertificate,
             PersoPayload::Serial(_) => PersoItem::Serial,
             PersoPayload::LogKey(_) => PersoItem::LogKey,
+            PersoPayload::SchemeKey(_) => PersoItem::SchemeKey,
+            PersoPayload::Policy(_) => PersoItem::Policy,
         }
+    }
+}
+
+/// A key item's authorisation: exactly one (146 bytes) or none (a multi-key card's pending key).
+fn authorisation(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    match r.left() {
+        0 => Ok(Vec::new()),
+        _ => Ok(r.take(KeyAuthorisation::LEN, "authorisation")?.to_vec()),
     }
 }
 
@@ -66,13 +83,15 @@ impl Wire for PersoPayload {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
             PersoPayload::Profile(p) => out.push(p.code()),
-            PersoPayload::TransferKey { id, key } => {
+            PersoPayload::TransferKey { id, key, authorisation } => {
                 out.extend_from_slice(&id.0.to_be_bytes());
                 out.extend_from_slice(&key.0);
+                out.extend_from_slice(authorisation);
             }
-            PersoPayload::UpdateKey { id, key } => {
+            PersoPayload::UpdateKey { id, key, authorisation } => {
                 out.extend_from_slice(&id.0.to_be_bytes());
                 out.extend_from_slice(&key.0);
+                out.extend_from_slice(authorisation);
             }
             PersoPayload::TransferKeyIdLimit(l) => out.extend_from_slice(&l.0.to_be_bytes()),
             PersoPayload::Balance { initial, max } => {
@@ -83,6 +102,7 @@ impl Wire for PersoPayload {
             PersoPayload::TrustAnchor(der) | PersoPayload::CardCertificate(der) => out.extend_from_slice(der),
             PersoPayload::Serial(s) => out.extend_from_slice(&s.0),
             PersoPayload::LogKey(k) => out.extend_from_slice(&k.0),
+            PersoPayload::SchemeKey(b) | PersoPayload::Policy(b) => out.extend_from_slice(b),
         }
     }
 
@@ -94,11 +114,13 @@ impl Wire for PersoPayload {
             ),
             PersoItem::TransferKey => {
                 let id = TransferKeyId(key_id(r)?);
-                PersoPayload::TransferKey { id, key: KeyBytes(r.array("transfer key")?) }
+                let key = KeyBytes(r.array("transfer key")?);
+                PersoPayload::TransferKey { id, key, authorisation: authorisation(r)? }
             }
             PersoItem::UpdateKey => {
                 let id = UpdateKeyId(key_id(r)?);
-                PersoPayload::UpdateKey { id, key: KeyBytes(r.array("update key")?) }
+                let key = KeyBytes(r.array("update key")?);
+                PersoPayload::UpdateKey { id, key, authorisation: authorisation(r)? }
             }
             PersoItem::TransferKeyIdLimit => PersoPayload::TransferKeyIdLimit(TransferKeyIdLimit(r.u32("limit")?)),
             PersoItem::Balance => PersoPayload::Balance {
@@ -115,6 +137,8 @@ impl Wire for PersoPayload {
             }
             PersoItem::Serial => PersoPayload::Serial(CardSerial(r.array("serial")?)),
             PersoItem::LogKey => PersoPayload::LogKey(KeyBytes(r.array("log key")?)),
+            PersoItem::SchemeKey => PersoPayload::SchemeKey(r.take(65, "scheme key")?.to_vec()),
+            PersoItem::Policy => PersoPayload::Policy(r.rest_capped("policy", Policy::MAX_LEN)?.to_vec()),
         })
     }
 }

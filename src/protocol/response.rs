@@ -199,3 +199,41 @@ impl Wire for GeneratedPublicKey {
         Ok(GeneratedPublicKey { sec1, attestation })
     }
 }
+
+/// PUT POLICY (DESIGN.md §10 point 4): whether the card adopted the policy, and the number it holds
+/// now. Layout: `adopted (1: 00 kept, 01 adopted) ‖ policy number (4)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyAdoption {
+    pub adopted: bool,
+    pub number: u32,
+}
+
+impl Wire for PolicyAdoption {
+    type Context = ();
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(self.adopted));
+        out.extend_from_slice(&self.number.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
+        let adopted = match r.u8("adopted")? {
+            0 => false,
+            1 => true,
+            _ => return Err(DecodeError::Invalid { field: "adopted", why: "neither 00 nor 01" }),
+        };
+        Ok(PolicyAdoption { adopted, number: r.u32("policy number")? })
+    }
+}
+
+/// GET POLICY: the card's policy as signed (empty: none), at most `Policy::MAX_LEN` bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldPolicy(pub Vec<u8>);
+
+impl Wire for HeldPolicy {
+    type Context = ();
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+    fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
+        Ok(HeldPolicy(r.rest_capped("policy", super::policy::Policy::MAX_LEN)?.to_vec()))
+    }
+}

@@ -21,6 +21,9 @@ pub enum StatusWord {
     ChainingNotSupported,
     /// 6982: security status not satisfied (no live challenge, no personalisation session, wrong challenge).
     SecurityStatusNotSatisfied,
+    /// 6983: the counterpart card is blocked by the scheme policy the card holds (ISO/IEC 7816-4:
+    /// "authentication method blocked"; DESIGN.md §10 point 4).
+    CounterpartBlocked,
     /// 6988: incorrect secure messaging data objects (a C-MAC that does not verify, a protected
     /// command outside a channel); the card closes the channel (GP Amendment D §6.2.4).
     SecureMessagingIncorrect,
@@ -58,6 +61,7 @@ impl StatusWord {
             LastCommandExpected => 0x6883,
             ChainingNotSupported => 0x6884,
             SecurityStatusNotSatisfied => 0x6982,
+            CounterpartBlocked => 0x6983,
             ConditionsNotSatisfied => 0x6985,
             SecureMessagingIncorrect => 0x6988,
             IncorrectData => 0x6A80,
@@ -78,6 +82,7 @@ impl StatusWord {
             0x9000 => Ok,
             0x6100..=0x61FF => MoreData(v as u8),
             0x6300 => VerificationFailed,
+            0x6983 => CounterpartBlocked,
             0x6581 => MemoryFailure,
             0x6700 => WrongLength,
             0x6883 => LastCommandExpected,

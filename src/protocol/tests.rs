@@ -28,9 +28,21 @@ fn round_trip<T: Wire + PartialEq + Debug>(v: &T, context: T::Context) {
 /// skips unknown items, and a stray byte is an incomplete item.
 fn accepts_tail<T: Debug>(v: &T) -> bool {
     let s = format!("{v:?}");
-    ["envelope", "TrustAnchor", "CardCertificate", "attestation", "Select", "RequestUpdatePermission", "GetTransferKey"]
-        .iter()
-        .any(|k| s.contains(k))
+    [
+        "envelope",
+        "TrustAnchor",
+        "CardCertificate",
+        "attestation",
+        "Select",
+        "RequestUpdatePermission",
+        "GetTransferKey",
+        // A signed policy as relayed: the card verifies it whole (`protocol::policy::Policy`).
+        "Policy([",
+        "PutPolicy",
+        "HeldPolicy(",
+    ]
+    .iter()
+    .any(|k| s.contains(k))
 }
 
 fn receipt_ref() -> ReceiptRef {
@@ -65,11 +77,20 @@ pub(crate) fn every_command() -> Vec<Command> {
         },
         Command::UpdateTransferKey {
             path: KeyRollPath::Symmetric,
-            payload: KeyPayload::Symmetric { sender: s, update_key_id: UpdateKeyId(3), envelope: vec![9; 36] },
+            payload: KeyPayload::Symmetric {
+                sender: s,
+                update_key_id: UpdateKeyId(3),
+                authorisation: vec![0x41; 146],
+                envelope: vec![9; 36],
+            },
         },
         Command::UpdateTransferKey {
             path: KeyRollPath::PublicKey,
-            payload: KeyPayload::PublicKey { ciphertext: vec![1; 200], signature: vec![2; 70] },
+            payload: KeyPayload::PublicKey {
+                ciphertext: vec![1; 200],
+                signature: vec![2; 70],
+                authorisation: vec![0x41; 146],
+            },
         },
         Command::BeginReceive { payer: s, amount: Amount(5), payer_sequence: 2 },
         Command::Debit { payee: s, amount: Amount(5), nonce: [3; 16], payee_sequence: 7, request: [9; 16] },
@@ -77,6 +98,8 @@ pub(crate) fn every_command() -> Vec<Command> {
         Command::Confirm { nonce: [3; 16], ack: [5; 16] },
         Command::Abort { receipt: receipt_ref() },
         Command::Refund { nonce: [3; 16], proof: [6; 16] },
+        Command::PutPolicy { policy: vec![0x50; 1015] },
+        Command::GetPolicy,
         Command::GetFactoryData,
         Command::InternalAuthenticate { data: vec![0xA6; 83] },
         Command::PersoStore { item: PersoItem::Balance, data: vec![8; 16] },
@@ -108,8 +131,11 @@ pub(crate) fn every_perso_payload() -> Vec<PersoPayload> {
     vec![
         PersoPayload::Profile(Profile::Symmetric),
         PersoPayload::Profile(Profile::MultiKey),
-        PersoPayload::TransferKey { id: TransferKeyId(4), key: KeyBytes([1; 16]) },
-        PersoPayload::UpdateKey { id: UpdateKeyId(2), key: KeyBytes([2; 16]) },
+        PersoPayload::TransferKey { id: TransferKeyId(4), key: KeyBytes([1; 16]), authorisation: vec![0x41; 146] },
+        PersoPayload::TransferKey { id: TransferKeyId(5), key: KeyBytes([1; 16]), authorisation: vec![] },
+        PersoPayload::UpdateKey { id: UpdateKeyId(2), key: KeyBytes([2; 16]), authorisation: vec![0x41; 146] },
+        PersoPayload::SchemeKey(vec![4; 65]),
+        PersoPayload::Policy(vec![0x50; 151]),
         PersoPayload::TransferKeyIdLimit(TransferKeyIdLimit(9)),
         PersoPayload::Balance { initial: Amount(10), max: Amount(1000) },
         PersoPayload::SelectedTransferKey(TransferKeyId(3)),
@@ -139,7 +165,10 @@ fn every_perso_item_round_trips() {
         Err(DecodeError::Truncated { field: "update key", needed: 16, left: 1 })
     );
     assert!(PersoPayload::from_wire(&[0xEE], PersoItem::Profile).is_err());
-    let shown = format!("{:?}", PersoPayload::TransferKey { id: TransferKeyId(4), key: KeyBytes([0xA5; 16]) });
+    let shown = format!(
+        "{:?}",
+        PersoPayload::TransferKey { id: TransferKeyId(4), key: KeyBytes([0xA5; 16]), authorisation: vec![] }
+    );
     assert!(!shown.contains("165"), "{shown}");
     let big = vec![0x30; super::apdu::MAX_COMMAND_DATA + 1];
     assert!(matches!(
@@ -160,6 +189,11 @@ fn every_response_round_trips() {
     round_trip(&DebitToken { payer_sequence: 9, token: [5; 16] }, ());
     round_trip(&CreditAck { ack: [6; 16] }, ());
     round_trip(&AbortProof { proof: [8; 16] }, ());
+    round_trip(&PolicyAdoption { adopted: true, number: 7 }, ());
+    round_trip(&PolicyAdoption { adopted: false, number: 0 }, ());
+    round_trip(&HeldPolicy(vec![0x50; 1015]), ());
+    round_trip(&HeldPolicy(vec![]), ());
+    assert!(PolicyAdoption::from_wire(&[2, 0, 0, 0, 1], ()).is_err());
     round_trip(
         &FactoryCredentials {
             chip_id: crate::domain::ChipId([3; 8]),
@@ -182,12 +216,17 @@ fn every_response_round_trips() {
     assert!(GeneratedPublicKey::from_wire(&sec1, ()).is_err(), "compressed or garbage point");
     // GET TRANSFER KEY's answer, both paths.
     for payload in [
-        KeyPayload::Symmetric { sender: CardSerial::from_u64(5), update_key_id: UpdateKeyId(1), envelope: vec![3; 52] },
-        KeyPayload::PublicKey { ciphertext: vec![1; 150], signature: vec![2; 71] },
+        KeyPayload::Symmetric {
+            sender: CardSerial::from_u64(5),
+            update_key_id: UpdateKeyId(1),
+            authorisation: vec![0x41; 146],
+            envelope: vec![3; 52],
+        },
+        KeyPayload::PublicKey { ciphertext: vec![1; 150], signature: vec![2; 71], authorisation: vec![0x41; 146] },
     ] {
         round_trip(&payload, payload.path());
     }
-    let pk = KeyPayload::PublicKey { ciphertext: vec![1; 3], signature: vec![2; 3] }.to_wire();
+    let pk = KeyPayload::PublicKey { ciphertext: vec![1; 3], signature: vec![2; 3], authorisation: vec![] }.to_wire();
     assert!(KeyPayload::from_wire(&pk, KeyRollPath::Symmetric).is_err(), "10 bytes are no symmetric payload");
     let mut trailing = pk.clone();
     trailing.push(0);
@@ -225,6 +264,9 @@ fn card_info_round_trips_in_every_shape() {
         certificate: Some(vec![0x30; 500]),
         has_certificate: true,
         chip_id: Some(crate::domain::ChipId([6; 8])),
+        policy_number: 3,
+        min_wrap_update_key_id: UpdateKeyId(2),
+        clock_floor: 1_800_000_000,
     };
     let short = CardInfo { certificate: None, ..full.clone() };
     let blank = CardInfo::blank();

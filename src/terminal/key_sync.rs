@@ -3,9 +3,8 @@
 //! commands from the newer card to the older (claims 11, 13, 15, 16, 19). The terminal sees only
 //! ciphertext.
 
-use super::{Party, Role, SettleError, SettleOptions};
+use super::{Party, Role, SettleError};
 use crate::domain::{Profile, TransferKeyId};
-use crate::pki;
 use crate::protocol::command::{Command, KeyPayload, KeyRollPath};
 use crate::protocol::response::UpdatePermission;
 use crate::transport::Trace;
@@ -19,29 +18,6 @@ pub enum KeyRoll {
     Symmetric,
     PublicKey,
     Selection,
-}
-
-/// Refuse a card whose certificate serial is on the CRL the terminal was given.
-pub(super) fn check_revocation(
-    p: &mut Party<'_>,
-    options: &SettleOptions,
-    trace: &mut Trace,
-) -> Result<(), SettleError> {
-    if options.revoked_certificate_serials.is_empty() {
-        return Ok(());
-    }
-    let Some(der) = p.certificate(trace)? else { return Ok(()) };
-    let cert =
-        pki::Certificate::from_der(&der).map_err(|e| p.malformed("GET CARD INFO", format!("certificate: {e}")))?;
-    let serial = cert.serial;
-    if options.revoked_certificate_serials.iter().any(|s| s == &serial) {
-        return Err(SettleError::Revoked {
-            role: p.role,
-            serial: p.info.serial,
-            cert_serial: hex::encode_upper(&serial),
-        });
-    }
-    Ok(())
 }
 
 fn id_of(p: &Party<'_>) -> Result<TransferKeyId, SettleError> {
@@ -72,6 +48,9 @@ pub(super) fn synchronise<'a>(
         && newer_profile.has_key_pair()
         && older.info.has_certificate
         && newer.info.has_certificate;
+    // DESIGN.md §10 point 4: a shared update key the policy closed never wraps again; certified cards
+    // take the public-key path instead (claims 14-16 would say symmetric), others are stranded.
+    let wrap_closed = older.info.update_key_id.is_some_and(|u| u < super::policy_spread::min_wrap(older, newer));
     let (path, roll) = if older_profile == Profile::MultiKey {
         if !older.info.stored_transfer_key_ids.contains(&new_id) {
             return Err(SettleError::NoPath {
@@ -80,15 +59,15 @@ pub(super) fn synchronise<'a>(
                 why: "the multi-key card does not store the newer identifier (claim 9 only selects)",
             });
         }
-        if !same_update_key {
+        if !same_update_key || wrap_closed {
             return Err(SettleError::NoPath {
                 payer: payer_id,
                 payee: payee_id,
-                why: "selection needs a common update key",
+                why: "selection needs a common update key the scheme policy still allows for wrapping",
             });
         }
         (KeyRollPath::Symmetric, KeyRoll::Selection)
-    } else if same_update_key {
+    } else if same_update_key && !wrap_closed {
         (KeyRollPath::Symmetric, KeyRoll::Symmetric)
     } else if both_certified {
         (KeyRollPath::PublicKey, KeyRoll::PublicKey)
@@ -96,7 +75,11 @@ pub(super) fn synchronise<'a>(
         return Err(SettleError::NoPath {
             payer: payer_id,
             payee: payee_id,
-            why: "update key identifiers differ and the cards do not both hold certified key pairs",
+            why: if wrap_closed {
+                "their shared update key is closed by the scheme policy and the cards do not both hold certified key pairs"
+            } else {
+                "update key identifiers differ and the cards do not both hold certified key pairs"
+            },
         });
     };
 

@@ -4,6 +4,7 @@
 
 pub mod journal;
 mod key_sync;
+mod policy_spread;
 mod recovery;
 mod value;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use key_sync::KeyRoll;
+pub use policy_spread::PolicySpread;
 pub use recovery::Recovery;
 pub use value::TransferRecord;
 
@@ -55,8 +57,8 @@ pub enum SettleError {
     Stranded { role: Role, serial: CardSerial, newer: TransferKeyId, limit: TransferKeyIdLimit },
     #[error("transfer key ids differ ({payer} vs {payee}) and the cards share no key-roll path: {why}")]
     NoPath { payer: TransferKeyId, payee: TransferKeyId, why: &'static str },
-    #[error("{role} card {serial}'s certificate is revoked (serial {cert_serial})")]
-    Revoked { role: Role, serial: CardSerial, cert_serial: String },
+    #[error("{role} card refused to deal with the other card ({step}): the scheme policy blocks it")]
+    Blocked { role: Role, step: &'static str },
     #[error("payer balance {balance} is below the amount {amount}")]
     InsufficientBalance { balance: Amount, amount: Amount },
     #[error("payee maximum balance {max} would be exceeded (balance {balance}, amount {amount})")]
@@ -70,8 +72,9 @@ pub enum SettleError {
 pub struct SettleOptions {
     /// Print an APDU trace on stderr (headers, lengths, status, milliseconds; never data).
     pub verbose: bool,
-    /// Serial numbers (big-endian bytes) of revoked card certificates, from the issuer's CRL.
-    pub revoked_certificate_serials: Vec<Vec<u8>>,
+    /// The issuer's newest policy (`policy publish`), pushed to both cards when newer than theirs. The
+    /// terminal does not verify it: the cards do.
+    pub policy: Option<crate::protocol::policy::Policy>,
     /// Settlement journal (`settle --journal FILE`): checked before any card is touched, one line
     /// appended per settlement that reached both cards, whatever its outcome.
     pub journal: Option<std::path::PathBuf>,
@@ -89,6 +92,8 @@ pub struct CardSummary {
 #[derive(Clone, Debug, Serialize)]
 pub struct SettlementReport {
     pub key_roll: KeyRoll,
+    /// Which card took a newer scheme policy before keys or value moved.
+    pub policy_spread: Option<PolicySpread>,
     pub updated_card: Option<Role>,
     pub amount: Amount,
     pub apdus: usize,
@@ -137,6 +142,9 @@ impl<'a> Party<'a> {
     /// Send a command; a non-9000 status is an error.
     fn send(&mut self, trace: &mut Trace, step: &'static str, cmd: &Command) -> Result<Vec<u8>, SettleError> {
         let r = self.try_send(trace, step, cmd)?;
+        if r.sw == StatusWord::CounterpartBlocked {
+            return Err(SettleError::Blocked { role: self.role, step });
+        }
         if r.sw != StatusWord::Ok {
             return Err(SettleError::Refused { role: self.role, step, sw: r.sw });
         }
@@ -232,8 +240,7 @@ fn settle_inner(
     if a.info.serial == b.info.serial {
         return Err(SettleError::SameCard(a.info.serial));
     }
-    key_sync::check_revocation(&mut a, options, &mut trace)?;
-    key_sync::check_revocation(&mut b, options, &mut trace)?;
+    let policy_spread = policy_spread::spread(&mut a, &mut b, options.policy.as_ref(), &mut trace)?;
     let mut recovered = recovery::resolve(&mut a, &mut b, &mut trace)?;
     recovered.extend(recovery::resolve(&mut b, &mut a, &mut trace)?);
     seen.recovered = recovered.clone();
@@ -246,6 +253,7 @@ fn settle_inner(
         if amount.0 > 0 { value::transfer(&mut a, &mut b, amount, &mut trace, &mut seen.transfer)? } else { Amount(0) };
     Ok(SettlementReport {
         key_roll,
+        policy_spread,
         updated_card,
         amount: moved,
         apdus: trace.apdus,

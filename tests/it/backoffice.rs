@@ -446,10 +446,16 @@ fn hybrid_cards_converge_over_the_public_key_path_from_the_command_line(s: Scrat
         .output()
         .unwrap();
     assert!(!o.status.success(), "openssl accepted a revoked card");
-    let o = s.run(&["settle", "--payer", &f(0), "--payee", &f(2), "--amount", "1", "--crl", "crl.pem"]);
+    // `cert revoke` also blocked the card in a new policy (DESIGN.md §10 point 4): a terminal carrying
+    // the policy file gives it to the cards, and the cards refuse the revoked one.
+    s.ok(&["policy", "publish", "--out", "policy.bin"]);
+    let o = s.run(&["settle", "--payer", &f(0), "--payee", &f(2), "--amount", "1", "--policy", "policy.bin"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("revoked"), "{}", stderr(&o));
-    s.ok(&["settle", "--payer", &f(0), "--payee", &f(1), "--amount", "1", "--crl", "crl.pem"]);
+    assert!(stderr(&o).contains("blocks"), "{}", stderr(&o));
+    // Card 0 now holds the policy: a terminal with no file cannot use the revoked card with it either.
+    let o = s.run(&["settle", "--payer", &f(0), "--payee", &f(2), "--amount", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    s.ok(&["settle", "--payer", &f(0), "--payee", &f(1), "--amount", "1", "--policy", "policy.bin"]);
 }
 
 both_engines!(rollout_verify_settles_every_generation_pair_and_flags_the_ones_that_cannot);

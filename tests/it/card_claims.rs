@@ -28,11 +28,8 @@ fn get_key(card: &mut TestCard, challenge: [u8; 16], receiver: &TestCard) -> Key
     };
     let r = send(card, &cmd);
     assert_eq!(r.sw.to_u16(), 0x9000);
-    KeyPayload::Symmetric {
-        sender: CardSerial(r.data[..8].try_into().unwrap()),
-        update_key_id: UpdateKeyId(u32::from_be_bytes(r.data[8..12].try_into().unwrap())),
-        envelope: r.data[12..].to_vec(),
-    }
+    use keyroll::protocol::codec::Wire;
+    KeyPayload::from_wire(&r.data, KeyRollPath::Symmetric).unwrap()
 }
 
 /// UPDATE TRANSFER KEY without re-selecting (SELECT keeps the session, but keep it minimal).
@@ -197,6 +194,8 @@ fn wrong_update_key_is_refused() {
     // Same update key id, other key material: the envelope does not open.
     let mut p = plan(2, Profile::Symmetric, 2, 1, 5, 0);
     p.update_key = Some(keyroll::crypto::UpdateKey::new(UpdateKeyId(1), Secret16::new([0xEE; 16])));
+    // (The tests' issuer authorises the odd key so the card can be made at all.)
+    p.issuer_word = issuer_word(&p.transfer_keys, p.update_key.clone());
     let mut impostor = card_from(&p);
     assert_rejected_unchanged(&mut older, &mut impostor, 0x6300, |_, _| {});
     // Other update key id: refused before decryption, pointing to the public-key path.
@@ -219,6 +218,7 @@ fn update_without_permission_is_refused() {
 fn multi_plan(serial: u64, stored: &[u32], selected: u32, limit: u32) -> CardPlan {
     let mut p = plan(serial, Profile::MultiKey, selected, 1, limit, 0);
     p.transfer_keys = stored.iter().map(|i| transfer_key(*i)).collect();
+    p.issuer_word = issuer_word(&p.transfer_keys, p.update_key.clone());
     p
 }
 
@@ -250,6 +250,8 @@ fn claim9_selection_with_other_key_material_is_refused() {
     let mut older = card_from(&multi_plan(1, &[1, 2, 3], 1, 5));
     let mut p = plan(2, Profile::Symmetric, 3, 1, 5, 0);
     p.transfer_keys = vec![keyroll::crypto::TransferKey::new(TransferKeyId(3), Secret16::new([0xAB; 16]))];
+    // (The tests' issuer authorises the odd key so the card can be made at all.)
+    p.issuer_word = issuer_word(&p.transfer_keys, p.update_key.clone());
     let mut newer = card_from(&p);
     assert_rejected_unchanged(&mut older, &mut newer, 0x6300, |_, _| {});
 }

@@ -31,7 +31,10 @@ fn demo_runs_to_a_passing_verdict() {
     assert!(said("by the symmetric path"), "no symmetric roll told");
     assert!(said("by the public-key path"), "no public-key roll told");
     assert!(said("by selection"), "no multi-key selection told");
-    assert!(said("refuses it"), "no revoked card refused");
+    // DESIGN.md §10 point 4: the block spreads terminal -> card -> card, and a terminal with no policy
+    // file cannot move value with the blocked card: the card holding the policy refuses it.
+    assert!(said("took the policy from"), "no card-to-card policy spread told");
+    assert!(said("refused by the card"), "no blocked card refused");
     // The database it leaves is a normal issuer database, and every verdict on it agrees with the
     // demo's PASS: `audit log`, `audit report` and `rollout verify` (which once said FAIL here).
     let db = dir.join("keyroll.db");

@@ -420,7 +420,7 @@ fn opensc_tool_selects_the_application_and_reads_a_served_card_file() {
 
     let index = opensc_index(&r0);
     let select = "00:A4:04:00:09:F0:6B:65:79:72:6F:6C:6C:02";
-    let a = opensc_send(&index, &[select, "80:10:00:00:00", "80:42:00:00", "40:10:00:00", "00:10:00:00:00"]);
+    let a = opensc_send(&index, &[select, "80:10:00:00:00", "80:4E:00:00", "40:10:00:00", "00:10:00:00:00"]);
     assert_eq!(a[0], (0x9000, vec![]), "SELECT of keyroll's AID");
     let (sw, info) = &a[1];
     assert_eq!(*sw, 0x9000, "GET CARD INFO");

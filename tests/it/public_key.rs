@@ -45,10 +45,12 @@ fn get_key(newer: &mut TestCard, challenge: [u8; 16], receiver: &TestCard) -> Re
         return Err(r.sw.to_u16());
     }
     let mut rd = keyroll::protocol::codec::Reader::new(&r.data);
-    let (t1, ct) = rd.tlv().unwrap();
-    let (t2, sig) = rd.tlv().unwrap();
-    assert_eq!((t1, t2), (tag::CIPHERTEXT, tag::SIGNATURE));
-    Ok(KeyPayload::PublicKey { ciphertext: ct.to_vec(), signature: sig.to_vec() })
+    let (t1, _) = rd.tlv().unwrap();
+    let (t2, _) = rd.tlv().unwrap();
+    let (t3, _) = rd.tlv().unwrap();
+    assert_eq!((t1, t2, t3), (tag::CIPHERTEXT, tag::SIGNATURE, tag::AUTHORISATION));
+    use keyroll::protocol::codec::Wire;
+    Ok(KeyPayload::from_wire(&r.data, KeyRollPath::PublicKey).unwrap())
 }
 
 fn update(older: &mut TestCard, payload: KeyPayload) -> u16 {
@@ -87,32 +89,50 @@ fn certificate_from_another_ca_is_refused() {
     assert_permission_refused(&mut older, cert_of(&foreign));
 }
 
+/// DESIGN.md §10 point 5: a card judges certificate time against its clock floor, never a host clock.
+/// Expired by the floor is refused; a notBefore after the floor is not judged (the floor is only a
+/// lower bound of the time: the certificate may well be valid now).
 #[test]
-fn expired_and_not_yet_valid_certificates_are_refused() {
-    let ca = TestCa::new("Issuer");
-    let mut older = pk_card(1, Profile::PublicKey, 1, 0, 5, 100, &ca, &ca.root);
+fn certificates_expired_by_the_card_floor_are_refused() {
+    use keyroll::authority::ca::{IssuerCa, ValidityPeriod};
+    // A root valid since before the cards' factory floor (the tests' cards hold a floor in January 2026).
     let now = SystemTime::now();
+    let factory = std::time::UNIX_EPOCH + Duration::from_secs(keyroll::card::policy::FACTORY_FLOOR);
+    let validity = ValidityPeriod {
+        not_before: factory - Duration::from_secs(86400),
+        not_after: now + Duration::from_secs(86400 * 3650),
+    };
+    let (key, root) = IssuerCa::create_root("Issuer", validity).unwrap();
+    let ca = TestCa {
+        key,
+        root,
+        not_before: now - Duration::from_secs(3600),
+        not_after: now + Duration::from_secs(86400 * 365),
+    };
+    let mut older = pk_card(1, Profile::PublicKey, 1, 0, 5, 100, &ca, &ca.root);
+    let floor = older.state().clock_floor.as_system_time();
     let key = keyroll::crypto::card_key::CardKeyPair::generate().unwrap().public_key_sec1();
     let cert = |nb: SystemTime, na: SystemTime| {
         keyroll::authority::ca::issue_card_certificate(&ca.key, &ca.root, CardSerial::from_u64(2), &key, nb, na)
             .unwrap()
     };
     let hour = Duration::from_secs(3600);
-    assert_permission_refused(&mut older, cert(now - 2 * hour, now - hour));
-    assert_permission_refused(&mut older, cert(now + hour, now + 2 * hour));
-    // The same key and serial inside validity is accepted: the refusals above are about time.
-    assert!(permission(&mut older, cert(now - hour, now + hour)).is_ok());
+    assert_permission_refused(&mut older, cert(floor - 2 * hour, floor - hour));
+    // The same key and serial inside validity is accepted: the refusal above is about time.
+    assert!(permission(&mut older, cert(floor - hour, floor + hour)).is_ok());
+    assert!(permission(&mut older, cert(floor + hour, floor + 2 * hour)).is_ok());
 }
 
 #[test]
 fn a_card_refuses_to_store_a_certificate_its_peers_would_refuse() {
     let ca = TestCa::new("Issuer");
-    let now = SystemTime::now();
+    // Expired by the floor the card holds at personalisation (the factory floor, raised by policy 1).
+    let floor = std::time::UNIX_EPOCH + Duration::from_secs(keyroll::card::policy::FACTORY_FLOOR);
     let expired = TestCa {
         key: ca.key.clone(),
         root: ca.root.clone(),
-        not_before: now - Duration::from_secs(7200),
-        not_after: now - Duration::from_secs(3600),
+        not_before: floor - Duration::from_secs(7200),
+        not_after: floor - Duration::from_secs(3600),
     };
     let mut p = plan(2, Profile::PublicKey, 1, 0, 5, 0);
     p.trust_anchor = Some(ca.root.clone());
@@ -265,9 +285,11 @@ fn tampered_ciphertext_and_limits_are_refused() {
     let p = get_key(&mut newer, r, &older).unwrap();
     assert_eq!(update(&mut older, p), 0x6A84, "id 3 above limit 2");
     let r = permission(&mut older, cert_of(&newer)).unwrap();
-    let Ok(KeyPayload::PublicKey { mut ciphertext, signature }) = get_key(&mut newer, r, &older) else { panic!() };
+    let Ok(KeyPayload::PublicKey { mut ciphertext, signature, authorisation }) = get_key(&mut newer, r, &older) else {
+        panic!()
+    };
     ciphertext[70] ^= 1;
-    assert_eq!(update(&mut older, KeyPayload::PublicKey { ciphertext, signature }), 0x6300);
+    assert_eq!(update(&mut older, KeyPayload::PublicKey { ciphertext, signature, authorisation }), 0x6300);
     assert_eq!(persisted(&older), before);
 }
 
@@ -308,16 +330,15 @@ fn claims14_to_16_hybrid_cards_pick_the_path_by_update_key() {
 }
 
 #[test]
-fn the_terminal_refuses_a_revoked_card() {
+fn a_card_holding_the_policy_refuses_a_blocked_card() {
+    // The terminal's `settle --crl` is gone (DESIGN.md §10 point 4): the policy that blocks card 2 reaches
+    // both cards, and card 1 refuses value with it; balances stay.
     let ca = TestCa::new("Issuer");
     let mut a = pk_card(1, Profile::Hybrid, 1, 1, 5, 100, &ca, &ca.root);
     let mut b = pk_card(2, Profile::Hybrid, 1, 1, 5, 100, &ca, &ca.root);
-    use der::Decode;
-    let serial =
-        x509_cert::Certificate::from_der(&cert_of(&b)).unwrap().tbs_certificate().serial_number().as_bytes().to_vec();
-    let (sa, sb) = (persisted(&a), persisted(&b));
-    let opts = SettleOptions { revoked_certificate_serials: vec![serial], ..Default::default() };
+    let opts = SettleOptions { policy: Some(test_policy(2, &[(2, 5)], 1)), ..Default::default() };
     let e = settle(&mut a, &mut b, 10, &opts).unwrap_err();
-    assert!(matches!(e, SettleError::Revoked { role: Role::Payee, .. }), "{e}");
-    assert_eq!((persisted(&a), persisted(&b)), (sa, sb));
+    assert!(matches!(e, SettleError::Blocked { .. }), "{e}");
+    assert_eq!((a.state().balance, b.state().balance), (Amount(100), Amount(100)));
+    assert_eq!((a.state().policy_number(), b.state().policy_number()), (2, 2));
 }

@@ -18,6 +18,7 @@ use keyroll::protocol::CommandApdu;
 use keyroll::protocol::command::{Command, KeyBytes, KeyPayload, KeyRollPath};
 use keyroll::protocol::info::{CardInfo, LifeCycle};
 use keyroll::protocol::perso::PersoPayload;
+use keyroll::protocol::policy::KeyKind;
 use keyroll::protocol::response::*;
 use keyroll::protocol::{AID, SmartCard, StatusWord, Wire};
 use keyroll::transport::Trace;
@@ -213,6 +214,10 @@ enum Item {
     Serial(u64),
     /// The log-export key of serial `n` (the support module's log master).
     LogKey(u64),
+    /// The tests' scheme key (`support::scheme_key`); `false` stores 65 zero bytes, not a key.
+    SchemeKey(bool),
+    /// Policy N of the tests' scheme (`support::test_policy`, nothing blocked).
+    Policy(u32),
 }
 
 impl Item {
@@ -220,10 +225,21 @@ impl Item {
         let key = |s: &Secret16| KeyBytes(*s.expose());
         match self {
             Item::Profile(p) => PersoPayload::Profile(*p),
+            // Each key with the tests' issuer's authorisation (DESIGN.md §10 point 3), naming policy 1.
             Item::TransferKey(id) => {
-                PersoPayload::TransferKey { id: TransferKeyId(*id), key: key(transfer_key(*id).secret()) }
+                let k = transfer_key(*id);
+                let authorisation = authorise(KeyKind::Transfer, *id, k.secret(), 1);
+                PersoPayload::TransferKey { id: TransferKeyId(*id), key: key(k.secret()), authorisation }
             }
-            Item::UpdateKey(id) => PersoPayload::UpdateKey { id: UpdateKeyId(*id), key: key(update_key(*id).secret()) },
+            Item::UpdateKey(id) => {
+                let k = update_key(*id);
+                let authorisation = authorise(KeyKind::Update, *id, k.secret(), 1);
+                PersoPayload::UpdateKey { id: UpdateKeyId(*id), key: key(k.secret()), authorisation }
+            }
+            Item::SchemeKey(real) => {
+                PersoPayload::SchemeKey(if *real { scheme_key().public_key_sec1().to_vec() } else { vec![0; 65] })
+            }
+            Item::Policy(n) => PersoPayload::Policy(test_policy(*n, &[], 1).to_wire()),
             Item::Limit(l) => PersoPayload::TransferKeyIdLimit(TransferKeyIdLimit(*l)),
             Item::Balance { initial, max } => PersoPayload::Balance { initial: Amount(*initial), max: Amount(*max) },
             Item::Selected(id) => PersoPayload::SelectedTransferKey(TransferKeyId(*id)),

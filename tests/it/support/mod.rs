@@ -84,6 +84,7 @@ pub fn update_key(id: u32) -> UpdateKey {
 pub fn plan(serial: u64, profile: Profile, tk: u32, uk: u32, limit: u32, balance: u64) -> CardPlan {
     let transfer_keys =
         if profile == Profile::MultiKey { (1..=limit).map(transfer_key).collect() } else { vec![transfer_key(tk)] };
+    let issuer_word = issuer_word(&transfer_keys, profile.has_update_key().then(|| update_key(uk)));
     CardPlan {
         serial: CardSerial::from_u64(serial),
         profile,
@@ -95,6 +96,103 @@ pub fn plan(serial: u64, profile: Profile, tk: u32, uk: u32, limit: u32, balance
         max_balance: Amount(1_000_000),
         trust_anchor: None,
         log_key: keyroll::crypto::mac::card_log_key(&Secret16::new(LOG_MASTER), &CardSerial::from_u64(serial)),
+        issuer_word,
+    }
+}
+
+/// The tests' scheme signing key (fixed, so every test card of every test shares one scheme).
+pub fn scheme_key() -> keyroll::crypto::scheme_key::SchemeSigningKey {
+    keyroll::crypto::scheme_key::SchemeSigningKey::from_bytes(&[0x5C; 32]).unwrap()
+}
+
+/// When the tests' issuer signed: a day after the factory floor.
+pub const SIGNED_AT: u64 = keyroll::card::policy::FACTORY_FLOOR + 86_400;
+
+/// Policy `n` of the tests' plain chain (nothing blocked, every update key open), signed once per test
+/// process: ECDSA signatures are randomised, and a successor names its predecessor's hash, so every
+/// card and every test must see the same bytes for the same policy.
+fn base_policy(n: u32) -> keyroll::protocol::policy::Policy {
+    use keyroll::protocol::policy::Policy;
+    use std::sync::{Mutex, OnceLock};
+    static CHAIN: OnceLock<Mutex<Vec<Policy>>> = OnceLock::new();
+    let mut chain = CHAIN.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap_or_else(|e| e.into_inner());
+    while chain.len() < n as usize {
+        let prev = chain.last().map_or([0; 32], |p| p.hash());
+        let next = sign_policy(chain.len() as u32 + 1, prev, &[], 1);
+        chain.push(next);
+    }
+    chain[n as usize - 1].clone()
+}
+
+fn sign_policy(
+    number: u32,
+    previous: [u8; 32],
+    blocked: &[(u64, u32)],
+    min_wrap: u32,
+) -> keyroll::protocol::policy::Policy {
+    use keyroll::protocol::policy::{BlockedCard, Policy};
+    let k = scheme_key();
+    let mut blocked: Vec<BlockedCard> = blocked
+        .iter()
+        .map(|&(s, l)| BlockedCard { serial: CardSerial::from_u64(s), limit: TransferKeyIdLimit(l) })
+        .collect();
+    blocked.sort_by_key(|e| e.serial);
+    let mut p = Policy {
+        scheme_id: k.scheme_id(),
+        number,
+        previous,
+        signed_at: SIGNED_AT + number as u64,
+        min_wrap_update_key_id: UpdateKeyId(min_wrap),
+        min_transfer_key_id: TransferKeyId(1),
+        blocked,
+        signature: [0; 64],
+    };
+    p.signature = k.sign(&p.body());
+    p
+}
+
+/// Policy `number` of the tests' scheme, blocking `blocked` (serial, limit) and closing update keys
+/// below `min_wrap`, the direct successor of the plain chain's policy `number - 1`. Without blocks and
+/// with `min_wrap` 1 it is the plain chain's own policy (the one test cards are personalised with is 1).
+pub fn test_policy(number: u32, blocked: &[(u64, u32)], min_wrap: u32) -> keyroll::protocol::policy::Policy {
+    if blocked.is_empty() && min_wrap == 1 {
+        return base_policy(number);
+    }
+    let previous = if number == 1 { [0; 32] } else { base_policy(number - 1).hash() };
+    sign_policy(number, previous, blocked, min_wrap)
+}
+
+/// The tests' issuer's authorisation of a key.
+pub fn authorise(kind: keyroll::protocol::policy::KeyKind, id: u32, key: &Secret16, min_policy: u32) -> Vec<u8> {
+    use keyroll::protocol::codec::Wire;
+    use keyroll::protocol::policy::KeyAuthorisation;
+    let k = scheme_key();
+    let mut a = KeyAuthorisation {
+        scheme_id: k.scheme_id(),
+        kind,
+        id,
+        commitment: keyroll::crypto::scheme_key::key_commitment(&k.scheme_id(), kind.code(), id, key),
+        signed_at: SIGNED_AT,
+        min_policy,
+        signature: [0; 64],
+    };
+    a.signature = k.sign(&a.body());
+    a.to_wire()
+}
+
+/// Scheme key, policy 1 and authorisations of these keys, as the back office gives them to the line.
+pub fn issuer_word(transfer: &[TransferKey], update: Option<UpdateKey>) -> keyroll::perso::script::IssuerWord {
+    use keyroll::protocol::codec::Wire;
+    use keyroll::protocol::policy::KeyKind;
+    let mut authorisations: Vec<Vec<u8>> =
+        transfer.iter().map(|t| authorise(KeyKind::Transfer, t.id.0, t.secret(), 1)).collect();
+    if let Some(u) = update {
+        authorisations.push(authorise(KeyKind::Update, u.id.0, u.secret(), 1));
+    }
+    keyroll::perso::script::IssuerWord {
+        scheme_key: scheme_key().public_key_sec1().to_vec(),
+        policy: test_policy(1, &[], 1).to_wire(),
+        authorisations,
     }
 }
 
