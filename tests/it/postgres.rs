@@ -288,3 +288,26 @@ fn of_three_inits_at_once_on_one_database_one_creates_the_issuer() {
     let o = s.cmd().args(["--db", &pg.url(), "audit", "log"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// The canonical row digest covers column names in their order: every table must have the same columns
+/// in the same order on both engines (a migration with its own PostgreSQL file, `schema/postgres/`, must
+/// follow every edit of its SQLite file).
+#[test]
+fn both_engines_have_the_same_columns_in_the_same_order() {
+    let lite = Scratch::new();
+    lite.init();
+    let pg = Scratch::postgres();
+    pg.init();
+    let tables = lite.sql("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
+    let mut n = 0;
+    for t in tables.lines().map(str::trim).filter(|t| !t.is_empty()) {
+        let l = lite.sql(&format!("SELECT group_concat(name, ',') FROM pragma_table_info('{t}')"));
+        let p = pg.sql(&format!(
+            "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = '{t}'"
+        ));
+        assert_eq!(p.trim(), l.trim(), "columns of {t}");
+        n += 1;
+    }
+    assert!(n >= 16, "{tables}");
+}
