@@ -27,6 +27,7 @@
 //!   slot (PKCS #11 v2.40 §5.6), so sessions opened after the first are logged in already.
 
 use super::AuthorityError;
+use super::store::{Store, params};
 use crate::crypto::CryptoError;
 use crate::crypto::ec::{self, PublicKey, Signature};
 use crate::crypto::secret::SecretBytes;
@@ -523,12 +524,12 @@ pub struct KeyRecord {
 }
 
 /// The token key records (empty for a database in age custody).
-pub fn records(conn: &rusqlite::Connection) -> Result<Vec<KeyRecord>, AuthorityError> {
+pub fn records(conn: &Store) -> Result<Vec<KeyRecord>, AuthorityError> {
     super::rows::decode_all(
         conn,
         "token_keys",
         "SELECT id, role, token_label, token_serial, module, key_id, public_key FROM token_keys ORDER BY id",
-        [],
+        params![],
         |r| {
             let role: String = super::rows::col(r, 1)?;
             Ok(KeyRecord {
@@ -545,7 +546,7 @@ pub fn records(conn: &rusqlite::Connection) -> Result<Vec<KeyRecord>, AuthorityE
 
 /// Record a key made in `token` (inside `init`'s transaction, before the entry that binds it).
 pub(super) fn insert_record(
-    conn: &rusqlite::Connection,
+    conn: &Store,
     token: &Token,
     role: Role,
     key_id: &[u8],
@@ -554,7 +555,7 @@ pub(super) fn insert_record(
     conn.execute(
         "INSERT INTO token_keys (role, token_label, token_serial, module, key_id, public_key, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        rusqlite::params![
+        params![
             role.name(),
             token.label,
             token.serial,

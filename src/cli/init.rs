@@ -4,6 +4,7 @@ use super::CliError;
 use super::output::Context;
 use crate::authority::Authority;
 use crate::authority::pkcs11::TokenSpec;
+use crate::authority::store::Location;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,8 @@ pub struct InitArgs {
     /// A custodian's age recipient (age1…); repeat for several. Without one, a new identity is written.
     #[arg(long, value_name = "AGE_RECIPIENT")]
     pub custodian: Vec<String>,
-    /// Where to write the new identity when no --custodian is given (default: the --db path + ".identity").
+    /// Where to write the new identity when no --custodian is given (default: the --db path + ".identity";
+    /// keyroll.identity for a PostgreSQL --db).
     #[arg(long, value_name = "FILE")]
     pub identity_out: Option<PathBuf>,
     /// PKCS #11 library of the token that holds the CA, scheme and audit keys and wraps the stored
@@ -38,14 +40,17 @@ pub fn run(ctx: &Context, db: &Path, a: InitArgs) -> Result<(), CliError> {
             "pass the organisation's name, e.g. --issuer \"Example Transit\"",
         ));
     }
-    let identity_out = a.identity_out.unwrap_or_else(|| PathBuf::from(format!("{}.identity", db.display())));
+    let identity_out = a.identity_out.unwrap_or_else(|| match Location::parse(db) {
+        Location::File(_) => PathBuf::from(format!("{}.identity", db.display())),
+        Location::Postgres(_) => PathBuf::from("keyroll.identity"),
+    });
     let token = match (a.pkcs11_module, a.pkcs11_token) {
         (Some(module), Some(label)) => Some(TokenSpec { module, label }),
         _ => None,
     };
     let (_, outcome) = Authority::init_with(db, &a.issuer, &a.custodian, &identity_out, token.as_ref())?;
     ctx.emit(&outcome, |outcome| {
-        println!("created issuer {:?} in {}", outcome.issuer, db.display());
+        println!("created issuer {:?} in {}", outcome.issuer, outcome.database.display());
         if let Some(f) = &outcome.identity_file {
             if outcome.token.is_some() {
                 println!(

@@ -23,6 +23,7 @@ mod pcsc_transport;
 mod perso_channel;
 mod perso_failure;
 mod policy_backoffice;
+mod postgres;
 mod properties;
 mod public_key;
 mod reconcile;
