@@ -52,6 +52,7 @@ pub const TABLES: &[&str] = &[
     "policies",
     "manufacturers",
     "chips",
+    "token_keys",
 ];
 
 /// A migration's SQL in PostgreSQL's dialect.
