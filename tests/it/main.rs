@@ -21,6 +21,7 @@ mod pcsc_cli;
 mod pcsc_transport;
 mod perso_channel;
 mod policy_backoffice;
+mod policy_rollout;
 mod properties;
 mod public_key;
 mod reconcile;
