@@ -15,6 +15,7 @@ mod crypto_vectors;
 mod demo;
 mod examples;
 mod fab_cli;
+mod issuer_properties;
 mod issuer_word;
 mod limbo;
 mod pcsc_cli;
