@@ -121,7 +121,7 @@ fn a_compromised_certified_card_cannot_install_a_chosen_key_on_the_public_key_pa
         keyroll::card::certificate::check(&c, &ca.root, victim.state().clock_floor, &[]).unwrap().public_key
     };
     let before = persisted(&victim);
-    let mut forge = |victim: &mut TestCard, authorisation: Vec<u8>| {
+    let forge = |victim: &mut TestCard, authorisation: Vec<u8>| {
         let r = permission(victim, thief_cert.clone());
         let (s, v) = (CardSerial::from_u64(9), CardSerial::from_u64(1));
         let mut pt = 5u32.to_be_bytes().to_vec();
