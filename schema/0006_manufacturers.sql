@@ -1,6 +1,8 @@
 -- keyroll back office, schema version 6 (protocol version 2, DESIGN.md §10 point 1): the card
 -- manufacturers the issuer trusts, and the chips it personalised. A chip id gets exactly one card
 -- serial, ever, and a serial one chip: both are unique, and rows can be neither deleted nor re-pointed.
+-- Both tables are bound to the signed audit log (`authority::rows`): manufacturers in the state digest,
+-- chips row by row.
 
 CREATE TABLE manufacturers (
     id INTEGER PRIMARY KEY,
@@ -16,7 +18,8 @@ CREATE TABLE manufacturers (
 CREATE UNIQUE INDEX manufacturers_one_virtual ON manufacturers (kind) WHERE kind = 'virtual';
 
 CREATE TABLE chips (
-    chip_id TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    chip_id TEXT NOT NULL UNIQUE,
     serial TEXT NOT NULL UNIQUE,
     manufacturer_id INTEGER NOT NULL REFERENCES manufacturers (id),
     -- SHA-256 of the factory certificates the channel authenticated.

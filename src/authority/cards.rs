@@ -217,14 +217,15 @@ impl Unlocked<'_> {
         chip: Option<crate::domain::ChipId>,
     ) -> Result<(), AuthorityError> {
         self.write(|c| {
-            if let Some(chip) = chip {
-                self.lock_chip(c, chip)?;
-            }
             let n = c.execute(
                 "UPDATE cards SET state = 'personalised', file = ?3, personalised_at = ?4 WHERE run_id = ?1 AND seq = ?2 AND state = 'reserved'",
                 params![run.id, slot.seq, file, now()],
             )?;
             if n == 1 {
+                // The chip is locked in the same logged change (its row is bound to this entry).
+                if let Some(chip) = chip {
+                    self.lock_chip(c, chip)?;
+                }
                 self.log(
                     c,
                     "card personalised",

@@ -391,7 +391,14 @@ mod tests {
         u.write(|c| u.assign_chip(c, &a, s1)).unwrap(); // resumed: same serial again
         assert!(matches!(u.write(|c| u.assign_chip(c, &a, s2)), Err(AuthorityError::ChipHasSerial { .. })));
         assert!(matches!(u.write(|c| u.assign_chip(c, &b, s1)), Err(AuthorityError::SerialHasChip { .. })));
-        u.write(|c| u.lock_chip(c, a.chip_id)).unwrap();
+        // Locking a chip changes a bound row: it goes with its log entry (as `record_card` does) or not at all.
+        assert!(matches!(u.write(|c| u.lock_chip(c, a.chip_id)), Err(AuthorityError::UnloggedChange { .. })));
+        u.write(|c| {
+            u.lock_chip(c, a.chip_id)?;
+            u.log(c, "card personalised", serde_json::json!({ "chip_id": a.chip_id.to_string() }))?;
+            Ok(())
+        })
+        .unwrap();
         assert!(matches!(u.write(|c| u.assign_chip(c, &a, s1)), Err(AuthorityError::ChipIssued { .. })));
         // The database itself refuses to re-point or forget a chip.
         assert!(auth.conn.execute("UPDATE chips SET serial = 'X'", []).is_err());

@@ -69,6 +69,9 @@ pub const BOUND: &[Bound] = &[
     Bound { table: "scheme_key", scope: Scope::State },
     Bound { table: "key_authorisations", scope: Scope::State },
     Bound { table: "policies", scope: Scope::State },
+    // Card manufacturers the line trusts (issue 11): small, decisions. Chips grow with the cards.
+    Bound { table: "manufacturers", scope: Scope::State },
+    Bound { table: "chips", scope: Scope::Row },
 ];
 
 /// Row subsets of large tables that are decisions and so belong in the state digest: revocations

@@ -108,6 +108,38 @@ fn perso_to_files_uses_the_virtual_fab_and_records_chips() {
     assert_eq!(unmatched.trim(), "0");
 }
 
+/// Manufacturer and chip rows are bound to the signed audit log (`authority::rows`): a chip re-pointed
+/// to another serial by someone who can write the file (bypassing the triggers) is found by `audit log`,
+/// and a manufacturer row slipped in is refused before any custodian command uses it.
+#[test]
+fn manufacturer_and_chip_rows_edited_outside_keyroll_are_caught() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3"]);
+    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "2"]);
+    s.ok(&["audit", "log"]);
+    // A chip given another serial, behind the triggers' back.
+    let edited = s.copy();
+    edited.sqlite(
+        "DROP TRIGGER chips_keep_their_serial; UPDATE chips SET serial = 'FFFFFFFFFFFFFFFF' WHERE id = 1; \
+         CREATE TRIGGER chips_keep_their_serial BEFORE UPDATE OF chip_id, serial, manufacturer_id ON chips \
+         BEGIN SELECT RAISE(ABORT, 'a chip id keeps its card serial forever'); END;",
+    );
+    let o = edited.run(&["audit", "log"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("chips"), "{}", stderr(&o));
+    // A manufacturer slipped into the table (a copy of the virtual one's row under another name).
+    s.sqlite(
+        "INSERT INTO manufacturers (name, fingerprint, root_der, kind, trusted_at) \
+         SELECT 'Rogue Chips', 'ab' || substr(fingerprint, 3), root_der, 'trusted', trusted_at FROM manufacturers;",
+    );
+    let before = s.dump();
+    let o = s.run(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hint:"), "{}", stderr(&o));
+    assert_eq!(s.dump(), before, "nothing changed");
+}
+
 /// `fab blank` writes a blank card file that `card show` reads, and never overwrites one.
 #[test]
 fn fab_blank_makes_a_blank_with_factory_credentials() {

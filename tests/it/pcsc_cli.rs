@@ -542,6 +542,11 @@ impl PullRig {
         *self.payee.lock().unwrap() = payee;
     }
 
+    /// Exchange the chip in reader 0 only (while no channel is open).
+    fn replace_payer(&self, payer: Card<FileStorage>) {
+        *self.payer.lock().unwrap() = payer;
+    }
+
     fn states(&self) -> (CardState, CardState) {
         (self.payer.lock().unwrap().state().clone(), self.payee.lock().unwrap().state().clone())
     }
@@ -689,4 +694,210 @@ fn card_pulled_after_any_apdu_of_a_key_roll_converges_on_the_next_settlement() {
         assert_eq!((r.key_roll, r.recovered.len()), (KeyRoll::None, 0), "{case}");
     }
     assert_eq!(rig.stop(), n, "one removal per pull");
+}
+
+/// The back office's chip register as the line sees it, in memory: a chip gets one serial, ever.
+#[derive(Default)]
+struct OneSerialPerChip(Mutex<std::collections::HashMap<keyroll::domain::ChipId, keyroll::domain::CardSerial>>);
+
+impl keyroll::perso::ChipRegister for OneSerialPerChip {
+    fn assign(&self, card: &keyroll::fab::FactoryIdentity, serial: keyroll::domain::CardSerial) -> Result<(), String> {
+        let mut m = self.0.lock().unwrap();
+        match m.get(&card.chip_id) {
+            Some(s) if *s != serial => Err(format!("chip {} already has serial {s}", card.chip_id)),
+            _ => {
+                m.insert(card.chip_id, serial);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Issue 11: a card pulled after any APDU of a personalisation over pcscd (before the APDU ran, or with
+/// its answer lost) is finished in a new session — a new SCP11b key agreement — under the same serial,
+/// with the plan's keys, and its chip is never given another serial. Only a card whose LOCK ran but whose
+/// answer was lost is already issued: the line then refuses it as issued and the card is complete.
+#[test]
+fn card_pulled_after_any_apdu_of_a_personalisation_resumes_in_a_new_session() {
+    use keyroll::perso::{Line, PersoError, personalise};
+    use keyroll::protocol::info::LifeCycle;
+    let pc = acquire();
+    let dir = tempfile::tempdir().unwrap();
+    let blank = |i: usize| {
+        let state = crate::support::blank_state_from(crate::support::test_fab());
+        Card::create(FileStorage::new(dir.path().join(format!("blank{i}.card"))), state).unwrap()
+    };
+    let rig = PullRig::start(&pc, blank(0), file_card(&dir.path().join("other.card"), 99, 1, 0));
+    let roots = crate::support::test_roots();
+    let register = OneSerialPerChip::default();
+    let line = Line { roots: &roots, allow_virtual: false, register: Some(&register), issuer: None, verbose: false };
+    let plan = |serial: u64| crate::support::plan(serial, Profile::Symmetric, 2, 1, 5, 300);
+    let run = |serial: u64, pull: PullPlan| {
+        let mut ch = PcscChannel::wait_and_connect(&rig.readers[0], Some(WAIT)).expect("card in reader 0");
+        *rig.plan.lock().unwrap() = pull;
+        personalise(&mut ch, &line, &plan(serial))
+    };
+
+    // Uninterrupted: how many APDUs a personalisation takes (all of them reach the card).
+    let o = run(1000, PullPlan::default()).expect("personalisation");
+    let n = o.apdus;
+    assert_eq!(rig.plan.lock().unwrap().apdus, n);
+    assert!(n >= 10, "a whole personalisation takes {n} APDUs");
+
+    for k in 1..=n {
+        rig.replace_payer(blank(k));
+        let serial = 1000 + k as u64;
+        let chip = rig.payer.lock().unwrap().state().chip_id.expect("a blank from the fab has a chip id");
+        let after_processing = k % 2 == 0;
+        let how = if after_processing { "answer lost" } else { "before it ran" };
+        let case = format!("pulled at APDU {k} of {n} of a personalisation, {how}");
+        let e = run(serial, PullPlan { at: Some(k), after_processing, ..PullPlan::default() });
+        assert!(matches!(e, Err(PersoError::Transport { .. })), "{case}: {e:?}");
+        let until = Instant::now() + WAIT;
+        while rig.plan.lock().unwrap().power_ons_since_pull == 0 {
+            assert!(Instant::now() < until, "{case}: the card did not come back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let state = rig.payer.lock().unwrap().state().clone();
+        assert_eq!(state.chip_id, Some(chip), "{case}");
+        if state.life_cycle == LifeCycle::Issued {
+            // Only LOCK's lost answer leaves an issued card.
+            assert!(k == n && after_processing, "{case}: issued before LOCK");
+            let again = run(serial, PullPlan::default());
+            assert!(
+                matches!(again, Err(PersoError::AlreadyIssued(s)) if s.0 == plan(serial).serial.0),
+                "{case}: {again:?}"
+            );
+        } else {
+            let o = run(serial, PullPlan::default()).unwrap_or_else(|e| panic!("{case}: resume: {e}"));
+            assert_eq!((o.serial, o.chip_id), (plan(serial).serial, chip), "{case}");
+        }
+        let state = rig.payer.lock().unwrap().state().clone();
+        assert_eq!(state.life_cycle, LifeCycle::Issued, "{case}");
+        assert_eq!(state.serial, Some(plan(serial).serial), "{case}");
+        assert_eq!(state.balance, Amount(300), "{case}");
+        assert_eq!(state.transfer_keys[0].key, *crate::support::transfer_key(2).secret(), "{case}");
+        assert_eq!(register.0.lock().unwrap().get(&chip), Some(&plan(serial).serial), "{case}: one serial per chip");
+        // The file holds the issued card.
+        let on_disk = Card::open(FileStorage::new(dir.path().join(format!("blank{k}.card")))).unwrap();
+        assert_eq!(on_disk.state().life_cycle, LifeCycle::Issued, "{case}");
+    }
+    assert_eq!(rig.stop(), n, "one removal per pull");
+}
+
+/// Issue 11: every impostor the line must refuse, presented over pcscd to the real PC/SC line
+/// (`perso::line::run_line`, what `perso --reader` runs) with the issuer's database: a card of an
+/// untrusted manufacturer, a self-signed factory certificate, a card relaying a genuine card's
+/// certificates, a wrong receipt, a missing attestation, an attestation by another card's key or over
+/// another transcript, and a chip whose card is already issued. Each is refused before any secret with its
+/// reason; the database records the refusal in the audit log and nothing else (besides the run's own
+/// reservation, written before any card is seen); no chip row, no certificate; the card got nothing.
+#[test]
+fn every_impostor_is_refused_by_the_line_and_only_the_refusal_is_recorded() {
+    use keyroll::authority::Authority;
+    use keyroll::card::Misbehaviour;
+    use keyroll::crypto::card_key::CardKeyPair;
+    use keyroll::fab::Manufacturer;
+    use keyroll::perso::line::{LineError, run_line};
+    use keyroll::protocol::info::LifeCycle;
+    let pc = acquire();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scratch::new();
+    s.init();
+    let fab = crate::support::test_fab();
+    std::fs::write(s.path("fab.pem"), keyroll::pki::pem::encode("CERTIFICATE", fab.root_der())).unwrap();
+    s.ok(&["fab", "trust", "fab.pem"]);
+    s.ok(&["batch", "new", "b", "--profile", "hybrid", "--transfer-key-limit", "5", "--initial-balance", "100"]);
+    let blank = crate::support::blank_state_from;
+    let file_of = |name: &str, state: CardState, m: Misbehaviour| {
+        let mut c = Card::create(FileStorage::new(dir.path().join(format!("{name}.card"))), state).unwrap();
+        c.misbehaviour = m;
+        c
+    };
+    let rogue = Manufacturer::create("Rogue Chips").unwrap();
+    let genuine = blank(fab);
+    let mut self_signed = blank(&rogue);
+    {
+        let own = Manufacturer::create("Self").unwrap();
+        self_signed.factory.as_mut().unwrap().agreement_certificate = Some(own.root_der().to_vec());
+    }
+    let mut relay = blank(fab);
+    {
+        let (f, g) = (relay.factory.as_mut().unwrap(), genuine.factory.as_ref().unwrap());
+        f.agreement_certificate = g.agreement_certificate.clone();
+        f.attestation_certificate = g.attestation_certificate.clone();
+    }
+    relay.chip_id = genuine.chip_id;
+    // A chip personalised once, and its clone.
+    let twin = blank(fab);
+    let rig = PullRig::start(
+        &pc,
+        file_of("first", twin.clone(), Misbehaviour::None),
+        file_card(&dir.path().join("other.card"), 99, 1, 0),
+    );
+    let line = |what: &str| -> (Result<keyroll::perso::line::LineReport, LineError>, String) {
+        let auth = Authority::open(&s.path("keyroll.db")).unwrap();
+        let u = auth.unlock(Some(&s.path("keyroll.db.identity"))).unwrap();
+        let before = s.dump();
+        let r = run_line(&u, "b", &rig.readers[0], 1, false, &mut |_| {});
+        let _ = what;
+        (r, before)
+    };
+    let (first, _) = line("a genuine card");
+    first.expect("a genuine blank of a trusted manufacturer is personalised");
+    assert_eq!(rig.payer.lock().unwrap().state().life_cycle, LifeCycle::Issued);
+    let certificates = s.sqlite("SELECT count(*) FROM certificates");
+    let chips = s.sqlite("SELECT count(*) FROM chips");
+
+    type Case = (&'static str, CardState, Misbehaviour, &'static str);
+    let cases: Vec<Case> = vec![
+        ("untrusted manufacturer", blank(&rogue), Misbehaviour::None, "untrusted-manufacturer"),
+        ("self-signed factory certificate", self_signed, Misbehaviour::None, "untrusted-manufacturer"),
+        ("relays another card's certificates", relay, Misbehaviour::None, "bad-receipt"),
+        ("wrong receipt", blank(fab), Misbehaviour::WrongReceipt, "bad-receipt"),
+        ("missing attestation", blank(fab), Misbehaviour::OmitAttestation, "bad-attestation"),
+        (
+            "attestation by another card's key",
+            blank(fab),
+            Misbehaviour::AttestWith(CardKeyPair::generate().unwrap()),
+            "bad-attestation",
+        ),
+        ("attestation over another transcript", blank(fab), Misbehaviour::AttestOtherTranscript, "bad-attestation"),
+        ("chip of an issued card", twin, Misbehaviour::None, "chip-refused"),
+    ];
+    for (i, (what, state, m, code)) in cases.into_iter().enumerate() {
+        rig.replace_payer(file_of(&format!("impostor{i}"), state, m));
+        let (r, before) = line(what);
+        let e = match r {
+            Err(LineError::Perso(e)) => e,
+            other => panic!("{what}: {other:?}"),
+        };
+        assert_eq!(e.refusal_code(), Some(code), "{what}: {e}");
+        assert!(e.to_string().contains("before any secret") || code == "chip-refused", "{what}: {e}");
+        let after = s.dump();
+        let changed: Vec<&str> = after.lines().filter(|l| !before.contains(*l)).collect();
+        let others: Vec<&&str> = changed
+            .iter()
+            .filter(|l| !l.starts_with("INSERT INTO perso_runs") && !l.starts_with("INSERT INTO audit_head"))
+            .filter(|l| !(l.starts_with("INSERT INTO cards") && l.contains("'reserved'")))
+            // A refused run stays open; the next one resumes it (same reserved serial).
+            .filter(|l| {
+                !(l.starts_with("INSERT INTO audit_log") && (l.contains("'perso run'") || l.contains("'perso resume'")))
+            })
+            .collect();
+        assert!(
+            others.len() == 1 && others[0].contains("perso refused") && others[0].contains(code),
+            "{what}: only the refusal is recorded: {others:?}"
+        );
+        assert_eq!(s.sqlite("SELECT count(*) FROM certificates"), certificates, "{what}: no certificate");
+        assert_eq!(s.sqlite("SELECT count(*) FROM chips"), chips, "{what}: no chip row");
+        let st = rig.payer.lock().unwrap().state().clone();
+        assert!(
+            st.serial.is_none() && st.transfer_keys.is_empty() && st.update_key.is_none(),
+            "{what}: the card got something"
+        );
+        assert!(st.log_key.is_none() && st.certificate.is_none(), "{what}: the card got something");
+    }
+    assert_eq!(rig.stop(), 0, "no card was pulled");
+    s.ok(&["audit", "log"]);
 }

@@ -600,3 +600,70 @@ fn a_version_1_card_file_is_refused() {
     assert!(err.contains("does not exist") && err.contains("fab blank"), "{err}");
     assert!(!s.path("missing.card").exists());
 }
+
+/// The wording to the letter: the keys the back office exports with `key export` (opened with
+/// the `age` CLI) for a batch, sent by the back office's own plan (`perso::batch::Kit`, the virtual fab,
+/// the chip register and the CA of the database) to a card through a recording channel, appear nowhere in
+/// the recording, in any encoding — while the card holds exactly those keys.
+#[test]
+fn a_recording_holds_none_of_the_keys_key_export_gives() {
+    use crate::support::cli::{Scratch, stderr};
+    use keyroll::authority::Authority;
+    use keyroll::card::Card;
+    use keyroll::card::storage::MemoryStorage;
+    use keyroll::perso::batch::{DbIssuer, DbRegister, Kit, blank_state};
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "h", "--profile", "hybrid", "--transfer-key-limit", "3", "--initial-balance", "10"]);
+    let serial = CardSerial::from_u64(0x4B52_0000_0000_0777);
+    let (log, card_state) = {
+        let auth = Authority::open(&s.path("keyroll.db")).unwrap();
+        let u = auth.unlock(Some(&s.path("keyroll.db.identity"))).unwrap();
+        let batch = u.auth.batches().unwrap().into_iter().find(|b| b.name == "h").unwrap();
+        let kit = Kit::load(&u, &batch).unwrap();
+        let fab = u.virtual_fab().unwrap();
+        let roots = u.auth.trusted_roots().unwrap();
+        let issuer = DbIssuer { unlocked: &u, signer: kit.ca.as_ref().unwrap() };
+        let register = DbRegister { unlocked: &u };
+        let line = Line {
+            roots: &roots,
+            allow_virtual: true,
+            register: Some(&register),
+            issuer: Some(&issuer),
+            verbose: false,
+        };
+        let mut card = Card::create(MemoryStorage::new(), blank_state(&fab).unwrap()).unwrap();
+        let mut tee = Tee { inner: InProcessChannel::new(&mut card, "recorded"), log: Vec::new() };
+        personalise(&mut tee, &line, &kit.plan(serial)).unwrap();
+        let log = std::mem::take(&mut tee.log);
+        drop(tee);
+        (log, card.state().clone())
+    };
+    let id = std::fs::read_to_string(s.path("keyroll.db.identity")).unwrap();
+    let recipient = id.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().to_string();
+    s.ok(&["key", "export", "--to", &recipient, "--out", "keys.age", "--transfer", "1", "--update", "1"]);
+    let o = std::process::Command::new("age")
+        .args(["-d", "-i"])
+        .arg(s.path("keyroll.db.identity"))
+        .arg(s.path("keys.age"))
+        .output()
+        .expect("the age CLI (Debian package age) is installed by scripts/test");
+    assert!(o.status.success(), "age -d: {}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let exported: Vec<Vec<u8>> = ["transfer_keys", "update_keys"]
+        .iter()
+        .flat_map(|f| doc[f].as_array().unwrap().iter())
+        .map(|k| hex::decode(k["key"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(exported.len(), 2);
+    // The card holds exactly the exported keys: the check below looks for the right bytes.
+    assert_eq!(card_state.transfer_keys[0].key.expose(), &exported[0][..]);
+    assert_eq!(card_state.update_key.as_ref().unwrap().key.expose(), &exported[1][..]);
+    assert_eq!(card_state.life_cycle, keyroll::protocol::info::LifeCycle::Issued);
+    let all: Vec<u8> = log.iter().flat_map(|(c, r)| c.iter().chain(r.iter()).copied()).collect();
+    for k in exported.iter().chain([&card_state.log_key.as_ref().unwrap().expose().to_vec()]) {
+        for e in encodings(k) {
+            assert!(!contains(&all, &e), "an exported key appears in the recording");
+        }
+    }
+}
