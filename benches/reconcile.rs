@@ -7,7 +7,7 @@
 //! balances + in flight, nothing flagged.
 
 use keyroll::crypto::{Secret16, mac};
-use keyroll::domain::{Amount, CardSerial};
+use keyroll::domain::{Amount, CardSerial, Total};
 use keyroll::protocol::ledger::{CARD_LOG_FORMAT, CardLogExport, EntryKind, ExportEntry, OpenDebit, Totals};
 use keyroll::rollout::reconcile;
 use std::time::Instant;
@@ -56,7 +56,10 @@ fn main() {
     let r = reconcile::reconcile(&exports, &[], &|s| keys[by_serial[s]].clone());
     let secs = started.elapsed().as_secs_f64();
     assert!(r.flags.is_empty(), "{:?}", &r.flags[..r.flags.len().min(3)]);
-    assert_eq!((r.issued, r.balances, r.in_flight, r.unaccounted), (100 * n, 95 * n, 5 * n, 0));
+    assert_eq!(
+        (r.issued, r.balances, r.in_flight, r.unaccounted),
+        (Total(100 * n as u128), Total(95 * n as u128), Total(5 * n as u128), 0)
+    );
     let met = if n >= 100_000 && secs < 10.0 {
         "met"
     } else if n < 100_000 {

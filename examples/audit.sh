@@ -21,14 +21,13 @@ root_sha=$(openssl x509 -in root.pem -outform DER | sha256sum | cut -d' ' -f1)
 "$KEYROLL" cert crl --out crl.pem
 "$KEYROLL" --json cert list | sed -n 's/.*"pem": "\(.*\)".*/\1/p' | head -n 2 | sed 's/\\n/\n/g' > two-cards.pem
 
-# Every certificate in the database: the revoked one is reported invalid, so this exits 1.
-rc=0; "$KEYROLL" audit chain --all --anchor root.pem || rc=$?
-[ "$rc" -eq 1 ] || { echo "audit chain --all: expected exit 1 for the revoked card, got $rc"; exit 1; }
+# Every certificate in the database: the revoked one is listed INVALID with its reason; revocations are
+# expected, so the verdict (the same as audit report's) passes unless something else fails.
+"$KEYROLL" audit chain --all --anchor root.pem
 # Certificates as files, with the auditor's own copy of the anchor and CRL (exit 1 if the revoked
 # card is among them, 0 otherwise; 2 would be an error).
 rc=0; "$KEYROLL" audit chain two-cards.pem --anchor root.pem --crl crl.pem || rc=$?
 [ "$rc" -le 1 ] || { echo "audit chain on files failed with $rc"; exit 1; }
 "$KEYROLL" audit log --expect-key "$fingerprint" --checkpoint "$work/auditor.checkpoint"
-rc=0; "$KEYROLL" audit report --expect-root "$root_sha" --checkpoint "$work/auditor.checkpoint" || rc=$?
-[ "$rc" -le 1 ] || { echo "audit report failed with $rc"; exit 1; }
+"$KEYROLL" audit report --expect-root "$root_sha" --checkpoint "$work/auditor.checkpoint"
 echo "audit done"

@@ -71,8 +71,8 @@ pub struct Event {
 #[derive(Clone, Debug, Serialize)]
 pub struct Figures {
     pub issued_value: Total,
-    pub balances: u64,
-    pub in_flight: u64,
+    pub balances: Total,
+    pub in_flight: Total,
     pub newest_transfer_key_id: Option<TransferKeyId>,
     pub cards_behind: usize,
     pub cards_stranded: usize,
@@ -171,7 +171,7 @@ fn spread(story: &mut Story<'_>, cards: &Path, profile_of: &BTreeMap<String, Pro
                         moved = true;
                         break;
                     }
-                    Err(DemoError::Settle(SettleError::NoPath { .. })) => continue,
+                    Err(DemoError::Settle(e)) if matches!(e.cause(), SettleError::NoPath { .. }) => continue,
                     Err(e) => return Err(e),
                 }
             }
@@ -353,7 +353,7 @@ pub fn run(
             ),
         );
         match story.settle(z, &cards_dir.join(format!("{card}.card")), 5, &SettleOptions::default()) {
-            Err(DemoError::Settle(e @ SettleError::Blocked { .. })) => story.say(
+            Err(DemoError::Settle(e)) if matches!(e.cause(), SettleError::Blocked { .. }) => story.say(
                 "block",
                 format!("terminal without the file, {} and blocked card {card}: refused by the card: {e}", short(z)),
             ),
@@ -414,7 +414,7 @@ pub fn run(
         },
         Check {
             name: "value_conserved",
-            ok: issued == Total(status.balances as u128 + status.in_flight as u128),
+            ok: issued == Total(status.balances.0 + status.in_flight.0),
             detail: format!("issued {issued} = balances {} + in flight {}", status.balances, status.in_flight),
         },
     ];

@@ -239,6 +239,9 @@ struct ChainOutput<T: Serialize> {
     results: Vec<T>,
     valid: usize,
     invalid: usize,
+    /// `--all`: of the invalid ones, those the issuer revoked (expected; not a failed check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked: Option<usize>,
     /// The validation time, RFC 3339.
     at: String,
 }
@@ -268,7 +271,13 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
         let results = check_database(&auth, &args, &opts)?;
         let counts = ChainCounts::of(&results);
         if ctx.json {
-            output::json(&ChainOutput { results, valid: counts.valid, invalid: counts.invalid, at: at_text });
+            output::json(&ChainOutput {
+                results,
+                valid: counts.valid,
+                invalid: counts.invalid,
+                revoked: Some(counts.revoked),
+                at: at_text,
+            });
         } else {
             for r in &results {
                 print_result(&r.result);
@@ -284,7 +293,16 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
                 if args.crls.is_empty() { String::new() } else { format!(" and {} CRL file(s)", args.crls.len()) }
             );
         }
-        (counts.valid, counts.invalid)
+        // The register's verdict is the report's (`audit::report::chains_check`): a certificate the issuer
+        // revoked is expected to fail and is listed; any other failure fails the check.
+        let check = audit::report::chains_check(&counts);
+        if !check.ok {
+            return Err(CliError::check(
+                check.detail,
+                "each INVALID line (or `results[].reason` with --json) says why",
+            ));
+        }
+        return Ok(());
     } else {
         if args.anchors.is_empty() {
             return Err(CliError::input(
@@ -304,7 +322,7 @@ fn chain(ctx: &Context, db: &Path, args: ChainArgs) -> Result<(), CliError> {
         let valid = results.iter().filter(|r| r.valid).count();
         let invalid = results.len() - valid;
         if ctx.json {
-            output::json(&ChainOutput { results, valid, invalid, at: at_text });
+            output::json(&ChainOutput { results, valid, invalid, revoked: None, at: at_text });
         } else {
             for r in &results {
                 print_result(r);

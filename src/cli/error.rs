@@ -89,12 +89,14 @@ impl CliError {
             CliError::Internal { .. } => "internal",
             CliError::CardFile { source: CardError::Storage(StorageError::InUse(_)), .. } => "card-in-use",
             CliError::CardFile { .. } => "card-file",
-            CliError::Settle(SettleError::Transport { .. }) => "card-communication",
-            CliError::Settle(SettleError::Stranded { .. }) => "stranded",
-            CliError::Settle(SettleError::Blocked { .. }) => "blocked",
-            CliError::Settle(SettleError::NoPath { .. }) => "no-key-roll-path",
-            CliError::Settle(SettleError::SameCard(_)) => "same-card",
-            CliError::Settle(_) => "settlement-refused",
+            CliError::Settle(e) => match e.cause() {
+                SettleError::Transport { .. } => "card-communication",
+                SettleError::Stranded { .. } => "stranded",
+                SettleError::Blocked { .. } => "blocked",
+                SettleError::NoPath { .. } => "no-key-roll-path",
+                SettleError::SameCard(_) => "same-card",
+                _ => "settlement-refused",
+            },
             CliError::Authority(e) => match e {
                 AuthorityError::WrongIdentity(_)
                 | AuthorityError::IdentityRequired
@@ -161,7 +163,8 @@ impl CliError {
                     (Input, s("this is not a keyroll card file (`keyroll perso --out-dir DIR` writes them)"))
                 }
             },
-            CliError::Settle(e) => match e {
+            // What stopped the settlement decides; the changes made before are in the message.
+            CliError::Settle(e) => match e.cause() {
                 SettleError::Transport { .. } => (
                     Input,
                     s(
@@ -191,6 +194,8 @@ impl CliError {
                         "the journal must be one that `settle --journal` wrote, unedited; start a new file for a new chain",
                     ),
                 ),
+                // `cause()` never returns the wrapper.
+                SettleError::AfterChanges { .. } => (Internal, s(REPORT)),
                 SettleError::Refused { .. } | SettleError::Malformed { .. } => (
                     Check,
                     s(

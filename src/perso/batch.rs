@@ -130,6 +130,10 @@ impl CertificateIssuer for DbIssuer<'_, '_> {
         super::script::check_attestation(card, key)?;
         self.unlocked.certify_attested_key(self.signer, card, key.serial, &key.public_key).map_err(|e| e.to_string())
     }
+
+    fn withdraw(&self, serial: CardSerial, why: &str) -> Result<(), String> {
+        self.unlocked.withdraw_certificates(serial, why).map(drop).map_err(|e| e.to_string())
+    }
 }
 
 /// The back office's card register as the line's chip register: chip id <-> serial, for good.
@@ -231,6 +235,9 @@ fn write_card_file(
             s
         }
     };
+    // A certificate from an earlier attempt that never finished (a killed run) certifies a key this
+    // attempt replaces.
+    u.withdraw_certificates(slot.serial, UNFINISHED)?;
     let mut card = Card::create(MemoryStorage::new(), state)?;
     let outcome = {
         let mut ch = InProcessChannel::new(&mut card, format!("virtual card {}", slot.serial));
@@ -240,9 +247,15 @@ fn write_card_file(
         Ok(o) => o,
         Err(e) => return Err(record_refusal(u, &dir.display().to_string(), e, card.state().chip_id)?.into()),
     };
-    write(card.state())?;
+    if let Err(e) = write(card.state()) {
+        u.withdraw_certificates(slot.serial, &format!("the card file could not be written: {e}"))?;
+        return Err(e);
+    }
     Ok((path, outcome.chip_id))
 }
+
+/// Why a certificate of a slot that is personalised again is withdrawn first.
+pub(crate) const UNFINISHED: &str = "an earlier personalisation of this card did not finish";
 
 /// Personalise `count` cards of `batch` into `dir` (resuming an interrupted identical run), telling
 /// `on_card` after each card written.

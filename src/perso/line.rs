@@ -112,6 +112,7 @@ pub fn run_line(
             let _ = ch.wait_for_removal(wait);
             continue;
         };
+        u.withdraw_certificates(slots[i].serial, super::batch::UNFINISHED)?;
         let outcome = personalise(&mut ch, &line, &kit.plan(slots[i].serial));
         handed_out[i] = handed_out[i] || bound(slots[i].serial)?;
         match outcome {

@@ -94,6 +94,12 @@ pub struct AttestedKey {
 /// must certify only a key whose attestation verifies under `card`'s attestation key.
 pub trait CertificateIssuer {
     fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String>;
+
+    /// The card `serial` was certified but its personalisation then failed (pulled before it stored the
+    /// certificate or locked): every certificate still valid for it belongs to no working card and must
+    /// stop being valid (issue 14 item 8). An issuer that records its certificates revokes them
+    /// (RFC 5280 `cessationOfOperation`) and logs why; one that records nothing has nothing to withdraw.
+    fn withdraw(&self, serial: CardSerial, why: &str) -> Result<(), String>;
 }
 
 /// Binds a chip to a serial for good (the back office's card register). Refuses a chip that already
@@ -352,12 +358,37 @@ pub fn personalise(
         s.store("STORE trust anchor", PersoItem::TrustAnchor, anchor)?;
         let issuer = line.issuer.expect("checked above");
         let cert = issuer.issue(&identity, &key).map_err(|why| PersoError::Certificate { serial: plan.serial, why })?;
-        s.store("STORE certificate", PersoItem::CardCertificate, &cert)?;
         certificate = Some(cert);
     }
-    s.send("LOCK", &Command::Lock)?;
+    // From here a certificate may exist for a card that is not finished: if the card does not take it
+    // and lock, the certificate is withdrawn before the error is reported.
+    let finished = match &certificate {
+        Some(cert) => s.store("STORE certificate", PersoItem::CardCertificate, cert),
+        None => Ok(()),
+    }
+    .and_then(|()| s.send("LOCK", &Command::Lock).map(drop));
+    if let Err(e) = finished {
+        return Err(match (certificate.is_some(), line.issuer) {
+            (true, Some(issuer)) => withdraw(issuer, plan.serial, e),
+            _ => e,
+        });
+    }
     let apdus = s.trace.apdus;
     Ok(PersoOutcome { serial: plan.serial, chip_id: identity.chip_id, certificate, resumed, apdus, factory: identity })
+}
+
+/// Withdraw `serial`'s certificate after `e` stopped its personalisation, and hand `e` back; if the
+/// withdrawal itself fails the card has a certificate it does not hold, which the error says.
+fn withdraw(issuer: &dyn CertificateIssuer, serial: CardSerial, e: PersoError) -> PersoError {
+    match issuer.withdraw(serial, &format!("personalisation did not finish: {e}")) {
+        Ok(()) => e,
+        Err(w) => PersoError::Certificate {
+            serial,
+            why: format!(
+                "{e}; the certificate issued for it could not be withdrawn ({w}): revoke it with `keyroll cert revoke {serial}`"
+            ),
+        },
+    }
 }
 
 /// The check every back-office CA applies before certifying a card key ([`CertificateIssuer`]): the

@@ -16,7 +16,7 @@
 //!   last line.
 
 use crate::crypto::{Secret16, mac};
-use crate::domain::{Amount, CardSerial};
+use crate::domain::{Amount, CardSerial, Total};
 use crate::protocol::ledger::{
     CARD_LOG_FORMAT, CardLogExport, EntryKind, JournalError, JournalLine, JournalOutcome, verify_journal,
 };
@@ -66,9 +66,9 @@ pub enum Flag {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Reconciliation {
     pub cards: usize,
-    pub issued: u64,
-    pub balances: u64,
-    pub in_flight: u64,
+    pub issued: Total,
+    pub balances: Total,
+    pub in_flight: Total,
     pub unaccounted: i128,
     pub transfers_in_flight: Vec<InFlight>,
     pub flags: Vec<Flag>,
@@ -124,11 +124,11 @@ pub fn reconcile(
     let mut debits: HashMap<(CardSerial, u32), (CardSerial, u64)> = HashMap::new();
     let mut credits: HashMap<(CardSerial, u32), (CardSerial, u64)> = HashMap::new();
     let mut refunds: HashSet<(CardSerial, u32)> = HashSet::new();
-    let (mut issued, mut balances) = (0u64, 0u64);
+    let (mut issued, mut balances) = (Total(0), Total(0));
     for s in &serials {
         let e = cards[s];
-        issued = issued.saturating_add(e.issued.0);
-        balances = balances.saturating_add(e.balance.0);
+        issued += e.issued;
+        balances += e.balance;
         let t = e.totals;
         let expect = e.issued.0 as i128 - t.debited as i128 + t.credited as i128 + t.refunded as i128;
         if expect != e.balance.0 as i128 {
@@ -195,7 +195,7 @@ pub fn reconcile(
             });
         }
     }
-    let in_flight: u64 = transfers_in_flight.iter().map(|t| t.amount.0).sum();
+    let in_flight: Total = transfers_in_flight.iter().map(|t| t.amount).sum();
     for j in journals {
         check_journal(j, &cards, &debits, &credits, &refunds, &mut flags);
     }
@@ -204,7 +204,8 @@ pub fn reconcile(
         issued,
         balances,
         in_flight,
-        unaccounted: issued as i128 - balances as i128 - in_flight as i128,
+        // Each sum is below 2^64 times the number of cards, far inside i128.
+        unaccounted: issued.0 as i128 - balances.0 as i128 - in_flight.0 as i128,
         transfers_in_flight,
         flags,
     }
@@ -334,7 +335,7 @@ mod tests {
     fn a_torn_transfer_is_in_flight_with_the_two_cards_as_resolver() {
         let (a, b) = fleet();
         let r = reconcile(&[seal(a), seal(b)], &[], &key);
-        assert_eq!((r.issued, r.balances, r.in_flight, r.unaccounted), (100, 80, 20, 0));
+        assert_eq!((r.issued, r.balances, r.in_flight, r.unaccounted), (Total(100), Total(80), Total(20), 0));
         assert_eq!(r.transfers_in_flight.len(), 1);
         assert_eq!(
             r.transfers_in_flight[0].resolver,

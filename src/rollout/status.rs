@@ -4,7 +4,7 @@
 use super::RolloutError;
 use crate::authority::Authority;
 use crate::card::CardState;
-use crate::domain::{CardSerial, TransferKeyId};
+use crate::domain::{CardSerial, Total, TransferKeyId};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,16 +32,17 @@ impl Fleet {
         Ok(Fleet { cards })
     }
 
-    pub fn balances(&self) -> u64 {
-        self.cards.iter().map(|(_, s)| s.balance.0).sum()
+    /// Sum of the balances (never wraps: [`Total`]).
+    pub fn balances(&self) -> Total {
+        self.cards.iter().map(|(_, s)| s.balance).sum()
     }
 
     /// Value debited by a payer in this fleet and not (yet) credited by its payee: the in-flight value
     /// in the cards' exception logs. A payee outside the fleet counts as not credited.
-    pub fn in_flight(&self) -> u64 {
+    pub fn in_flight(&self) -> Total {
         let by_serial: BTreeMap<CardSerial, &CardState> =
             self.cards.iter().filter_map(|(_, s)| s.serial.map(|x| (x, s))).collect();
-        let mut total = 0;
+        let mut total = Total(0);
         for (_, s) in &self.cards {
             for p in s.pending_out.iter().chain(&s.exceptions) {
                 // Stateless receipts: the payee's credited bit for the receipt number says it arrived.
@@ -49,7 +50,7 @@ impl Fleet {
                     .get(&p.payee)
                     .is_some_and(|q| q.receipts.slot(p.payee_sequence) == crate::card::receipts::Slot::Credited);
                 if !credited {
-                    total += p.amount.0;
+                    total += p.amount;
                 }
             }
         }
@@ -118,8 +119,8 @@ pub struct Status {
     /// What a roll to the next id would strand.
     pub next_id: u32,
     pub stranded_by_next: usize,
-    pub balances: u64,
-    pub in_flight: u64,
+    pub balances: Total,
+    pub in_flight: Total,
     /// Cards per scheme policy number they hold (0: none), DESIGN.md §10 point 4.
     pub by_policy_number: BTreeMap<u32, usize>,
     /// The newest policy: the issuer's when the database opens, else the newest any card holds.
@@ -192,4 +193,24 @@ pub fn status(db: &Path, dir: &Path) -> Result<Status, RolloutError> {
         Err(_) => Default::default(),
     };
     Ok(Status::of(&fleet, &batch_of).with_policies(&fleet, issuer_policy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Amount;
+
+    /// Balances and in-flight value summed over a fleet never wrap (issue 14 item 9): 4,096 cards at the
+    /// largest balance hold 2^65 - 4,096 units, beyond u64 (the sum before panicked in debug builds and
+    /// wrapped in release).
+    #[test]
+    fn sums_over_a_fleet_never_wrap() {
+        let mut s = CardState::blank();
+        s.balance = Amount::MAX;
+        let fleet = Fleet { cards: vec![(PathBuf::from("c"), s); 4096] };
+        assert_eq!(fleet.balances(), Total(4096 * Amount::MAX.0 as u128));
+        assert!(fleet.balances().0 > u64::MAX as u128);
+        let st = Status::of(&fleet, &BTreeMap::new());
+        assert_eq!(st.balances, fleet.balances());
+    }
 }

@@ -32,6 +32,11 @@ impl CertificateIssuer for VerifyIssuer<'_> {
         ca::issue_card_certificate(&self.0.key, &self.0.root_der, key.serial, &key.public_key, t - day, t + day)
             .map_err(|e| e.to_string())
     }
+
+    /// Nothing recorded: the virtual cards' certificates live only as long as the verification.
+    fn withdraw(&self, _serial: CardSerial, _why: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What happened to one ordered pair.
@@ -180,8 +185,12 @@ pub fn verify(u: &Unlocked<'_>) -> Result<VerifyReport, RolloutError> {
                 Ok(rep) => {
                     (key_roll_name(rep.key_roll).to_string(), Outcome::Settled, Some(rep.key_roll), rep.amount.0)
                 }
-                Err(e @ SettleError::Stranded { .. }) => (e.to_string(), Outcome::Stranded, None, 0),
-                Err(e @ SettleError::NoPath { .. }) => (e.to_string(), Outcome::NoDirectPath, None, 0),
+                Err(e) if matches!(e.cause(), SettleError::Stranded { .. }) => {
+                    (e.to_string(), Outcome::Stranded, None, 0)
+                }
+                Err(e) if matches!(e.cause(), SettleError::NoPath { .. }) => {
+                    (e.to_string(), Outcome::NoDirectPath, None, 0)
+                }
                 Err(e) => (e.to_string(), Outcome::Failed, None, 0),
             };
             let ok = match e {

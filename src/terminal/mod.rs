@@ -65,6 +65,65 @@ pub enum SettleError {
     MaximumBalance { balance: Amount, max: Amount, amount: Amount },
     #[error(transparent)]
     Journal(#[from] journal::JournalWriteError),
+    /// The settlement failed after it had changed a card (a key rolled, an interrupted transfer
+    /// resolved): those changes stay on the cards and the error says so (issue 14 item 11).
+    #[error("{source}; before that, this settlement {changes}")]
+    AfterChanges { changes: Changes, source: Box<SettleError> },
+}
+
+impl SettleError {
+    /// What stopped the settlement, without the changes it had made before.
+    pub fn cause(&self) -> &SettleError {
+        match self {
+            SettleError::AfterChanges { source, .. } => source.cause(),
+            e => e,
+        }
+    }
+}
+
+/// What a settlement changed on the cards before it stopped.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Changes {
+    /// The transfer key rolled onto a card: which card, which key, how.
+    pub key_roll: Option<RolledKey>,
+    /// Interrupted transfers between the two cards resolved (refunded or completed).
+    pub recovered: Vec<Recovery>,
+}
+
+/// A transfer key rolled onto one card of the settlement.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolledKey {
+    pub how: KeyRoll,
+    pub card: Role,
+    pub serial: CardSerial,
+    pub transfer_key_id: Option<TransferKeyId>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.key_roll.is_none() && self.recovered.is_empty()
+    }
+}
+
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut said = Vec::new();
+        if let Some(r) = &self.key_roll {
+            let id = r.transfer_key_id.map(|k| k.to_string()).unwrap_or_else(|| "?".into());
+            said.push(format!("rolled transfer key {id} onto the {} card {} ({:?} roll)", r.card, r.serial, r.how));
+        }
+        for r in &self.recovered {
+            said.push(match r {
+                Recovery::Refunded { payer, amount, .. } => {
+                    format!("refunded an interrupted transfer of {amount} to card {payer}")
+                }
+                Recovery::Completed { payee, amount, .. } => {
+                    format!("completed an interrupted transfer of {amount} to card {payee}")
+                }
+            });
+        }
+        write!(f, "{} (kept on the cards)", said.join(" and "))
+    }
 }
 
 /// What the terminal may be told beyond the two cards.
@@ -204,7 +263,8 @@ pub fn settle(
     if let (Some(path), Some(payer), Some(payee)) = (&options.journal, seen.payer, seen.payee) {
         journal::append(path, &journal::record(payer, payee, amount, seen.transfer.as_ref(), &seen.recovered))?;
     }
-    result
+    let changes = Changes { key_roll: seen.key_roll, recovered: seen.recovered };
+    result.map_err(|e| if changes.is_empty() { e } else { SettleError::AfterChanges { changes, source: Box::new(e) } })
 }
 
 /// What a settlement got to, for its journal line, whether it finished or not.
@@ -214,6 +274,7 @@ struct Seen {
     payee: Option<CardSerial>,
     transfer: Option<value::TransferRecord>,
     recovered: Vec<Recovery>,
+    key_roll: Option<RolledKey>,
 }
 
 fn settle_inner(
@@ -249,6 +310,11 @@ fn settle_inner(
         b.refresh(&mut trace)?;
     }
     let (key_roll, updated_card) = key_sync::synchronise(&mut a, &mut b, &mut trace)?;
+    if let Some(card) = updated_card {
+        let p = if card == Role::Payer { &a } else { &b };
+        seen.key_roll =
+            Some(RolledKey { how: key_roll, card, serial: p.info.serial, transfer_key_id: p.info.transfer_key_id });
+    }
     let moved =
         if amount.0 > 0 { value::transfer(&mut a, &mut b, amount, &mut trace, &mut seen.transfer)? } else { Amount(0) };
     Ok(SettlementReport {

@@ -70,9 +70,14 @@ fn all_checks_every_database_certificate_and_reports_the_revoked_one() {
 
     let victim = certificates(&s)[2]["card"].as_str().unwrap().to_string();
     s.ok(&["cert", "revoke", &victim, "--reason", "key-compromise"]);
+    // A revoked certificate is listed invalid with its reason, but the register's verdict is the
+    // report's: revocations are expected (issue 14 item 8; before, `chain --all` exited 1 here while
+    // `audit report` passed).
     let (code, v, _) = json_run(&s, &["audit", "chain", "--all", "--expect-root", s.expect_root().as_str()]);
-    assert_eq!(code, 1, "an invalid certificate is a failed check: {v}");
-    assert_eq!((v["valid"].as_u64(), v["invalid"].as_u64()), (Some(4), Some(1)), "{v}");
+    assert_eq!(code, 0, "a revocation is not a failed check: {v}");
+    assert_eq!((v["valid"].as_u64(), v["invalid"].as_u64(), v["revoked"].as_u64()), (Some(4), Some(1), Some(1)), "{v}");
+    let report = s.run(&["audit", "report", "--expect-root", s.expect_root().as_str()]);
+    assert_eq!(report.status.code(), Some(0), "{}", stderr(&report));
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 5);
     let bad: Vec<&Value> = results.iter().filter(|r| r["valid"] == false).collect();
@@ -88,20 +93,20 @@ fn all_checks_every_database_certificate_and_reports_the_revoked_one() {
 
     // Text: one line per certificate and a summary; the error says what failed.
     let o = s.run(&["audit", "chain", "--all", "--expect-root", s.expect_root().as_str()]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(0));
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(out.lines().filter(|l| l.starts_with("valid ")).count(), 4, "{out}");
     let invalid: Vec<&str> = out.lines().filter(|l| l.starts_with("INVALID ")).collect();
     assert_eq!(invalid.len(), 1, "{out}");
     assert!(invalid[0].contains(&victim) && invalid[0].contains("revoked (keyCompromise)"), "{out}");
     assert!(out.contains("5 card certificate(s)") && out.contains("4 valid, 1 invalid"), "{out}");
-    assert!(stderr(&o).contains("1 of 5 certificate(s) did not validate"), "{}", stderr(&o));
+    assert!(out.contains("4 valid, 1 invalid (1 revoked)"), "{out}");
 
     // The signed CRL given with --crl is used too: it agrees, and it must be usable.
     s.ok(&["cert", "crl", "--out", "crl.pem"]);
     let (code, v, _) =
         json_run(&s, &["audit", "chain", "--all", "--expect-root", s.expect_root().as_str(), "--crl", "crl.pem"]);
-    assert_eq!((code, v["invalid"].as_u64()), (1, Some(1)), "{v}");
+    assert_eq!((code, v["invalid"].as_u64()), (0, Some(1)), "{v}");
     std::fs::write(s.path("junk.pem"), "-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n").unwrap();
     let (code, v, _) =
         json_run(&s, &["audit", "chain", "--all", "--expect-root", s.expect_root().as_str(), "--crl", "junk.pem"]);

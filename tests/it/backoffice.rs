@@ -558,3 +558,23 @@ fn rollout_plan_counts_multi_key_cards_that_do_not_store_the_key() {
     assert_eq!(v["stranded"], 3, "{v}");
     assert_eq!(v["batches"][0]["personalised"], 5);
 }
+
+/// `settle` says which card it changed when it then fails (issue 14 item 11).
+#[test]
+fn a_settle_that_rolled_a_key_and_then_failed_says_so() {
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "old", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
+    s.ok(&["perso", "--batch", "old", "--out-dir", "cards", "--count", "1"]);
+    s.ok(&["key", "new", "transfer"]);
+    s.ok(&["batch", "new", "new", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
+    s.ok(&["perso", "--batch", "new", "--out-dir", "cards", "--count", "1"]);
+    let files = s.card_files("cards");
+    let (old, new) = (format!("file:{}", files[0].display()), format!("file:{}", files[1].display()));
+    let o = s.run(&["settle", "--payer", &old, "--payee", &new, "--amount", "1000"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("below the amount") && err.contains("rolled transfer key 2 onto the payer card"), "{err}");
+    assert!(err.contains("hint: pass a smaller --amount"), "{err}");
+    assert_eq!(s.json(&["card", "show", files[0].to_str().unwrap()])["transfer_key_id"], 2);
+}

@@ -21,6 +21,7 @@ mod limbo;
 mod pcsc_cli;
 mod pcsc_transport;
 mod perso_channel;
+mod perso_failure;
 mod policy_backoffice;
 mod policy_rollout;
 mod properties;

@@ -77,6 +77,7 @@ struct Office {
     issued: Cell<usize>,
     assigned: RefCell<Vec<(ChipId, CardSerial)>>,
     locked: RefCell<Vec<ChipId>>,
+    withdrawn: RefCell<Vec<CardSerial>>,
     ca: Option<TestCa>,
 }
 
@@ -84,6 +85,11 @@ impl CertificateIssuer for Office {
     fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
         self.issued.set(self.issued.get() + 1);
         self.ca.as_ref().expect("a CA").issue(card, key)
+    }
+
+    fn withdraw(&self, serial: CardSerial, _why: &str) -> Result<(), String> {
+        self.withdrawn.borrow_mut().push(serial);
+        Ok(())
     }
 }
 
@@ -561,6 +567,7 @@ fn a_card_pulled_mid_session_resumes_in_a_new_session() {
         let mut c = blank_card();
         personalise(&mut InProcessChannel::new(&mut c, "probe"), &line(&roots, &office), &p).unwrap().apdus
     };
+    let mut cuts_after_issuance = 0;
     for cut in 1..total {
         let office = Office { ca: Some(TestCa::new("Resume Issuer")), ..Default::default() };
         let p = hybrid_plan(0x400, office.ca.as_ref().unwrap());
@@ -573,6 +580,11 @@ fn a_card_pulled_mid_session_resumes_in_a_new_session() {
         )
         .unwrap_err();
         assert!(matches!(e, PersoError::Transport { .. }), "cut at {cut}: {e}");
+        // A certificate issued before the cut is withdrawn: no valid certificate for an unfinished card
+        // (issue 14 item 8; before, it stayed valid).
+        let withdrawn = if office.issued.get() == 1 { vec![p.serial] } else { vec![] };
+        cuts_after_issuance += withdrawn.len();
+        assert_eq!(*office.withdrawn.borrow(), withdrawn, "cut at {cut}");
         card.power_off();
         card.power_on();
         let out = personalise(&mut InProcessChannel::new(&mut card, "again"), &line(&roots, &office), &p)
@@ -582,6 +594,8 @@ fn a_card_pulled_mid_session_resumes_in_a_new_session() {
         assert_eq!(out.chip_id, chip.unwrap());
         assert!(card.state().certificate.is_some());
     }
+    // After the certificate is issued: STORE certificate (two chained segments) and LOCK.
+    assert_eq!(cuts_after_issuance, 3);
 }
 
 /// A version 1 card file is refused by name.

@@ -46,7 +46,7 @@ fn a_torn_settlement_is_exactly_in_flight_until_an_honest_settlement_resolves_it
         vec![JournalOutcome::Settled, JournalOutcome::Settled, JournalOutcome::Torn]
     );
     let r = run(&[&a, &b, &c], &text);
-    assert_eq!((r.issued, r.balances, r.in_flight, r.unaccounted), (150, 113, 37, 0), "{r:?}");
+    assert_eq!((r.issued, r.balances, r.in_flight, r.unaccounted), (Total(150), Total(113), Total(37), 0), "{r:?}");
     assert_eq!(
         r.transfers_in_flight[0].resolver,
         Resolver::Cards { payer: CardSerial::from_u64(1), payee: CardSerial::from_u64(3) }
@@ -56,7 +56,7 @@ fn a_torn_settlement_is_exactly_in_flight_until_an_honest_settlement_resolves_it
     assert!(settle_journaled(&mut a, &mut c, 0, &jp), "honest settlement recovers");
     let text = std::fs::read_to_string(&jp).unwrap();
     let r = run(&[&a, &b, &c], &text);
-    assert_eq!((r.in_flight, r.unaccounted), (0, 0));
+    assert_eq!((r.in_flight, r.unaccounted), (Total(0), 0));
     assert!(r.accounted(), "{:?}", r.flags);
 
     // An edited, a deleted and a reordered journal line, and an edited card log, are all detected.

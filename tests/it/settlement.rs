@@ -129,3 +129,24 @@ fn torn_confirm_is_completed_by_the_next_settlement() {
     assert_eq!((a.state().balance, b.state().balance), (Amount(60), Amount(40)));
     assert!(a.state().pending_out.is_empty());
 }
+
+/// A settlement that rolled a key and then failed on the amount says that it changed a card (issue 14
+/// item 11; before, only "balance below the amount" was reported, though the payee now held key 2).
+#[test]
+fn a_failure_after_a_key_roll_reports_the_roll() {
+    let mut a = card(1, Profile::Symmetric, 2, 1, 5, 10);
+    let mut b = card(2, Profile::Symmetric, 1, 1, 5, 0);
+    let e = settle_cards(&mut a, &mut b, 11).unwrap_err();
+    assert!(matches!(e.cause(), SettleError::InsufficientBalance { .. }), "{e}");
+    let SettleError::AfterChanges { changes, .. } = &e else { panic!("the roll is not reported: {e}") };
+    let roll = changes.key_roll.as_ref().expect("a key roll");
+    assert_eq!(
+        (roll.card, roll.serial, roll.transfer_key_id),
+        (Role::Payee, b.state().serial.unwrap(), Some(TransferKeyId(2)))
+    );
+    assert!(e.to_string().contains("rolled transfer key 2 onto the payee card"), "{e}");
+    assert_eq!(b.state().selected_transfer_key_id, Some(TransferKeyId(2)));
+    // A failure that changed nothing is reported as it is.
+    let e = settle_cards(&mut a, &mut b, 11).unwrap_err();
+    assert!(matches!(e, SettleError::InsufficientBalance { .. }), "{e}");
+}

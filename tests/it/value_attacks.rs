@@ -153,7 +153,7 @@ fn a_receipt_flooded_out_of_the_window_stays_accounted_with_the_issuer_as_resolv
     assert_ne!(sw, 0x9000);
     settle_cards(&mut victim, &mut own, 0).unwrap();
     let rec = reconcile_cards(&[&victim, &own, &honest]);
-    assert_eq!((rec.issued, rec.balances, rec.in_flight, rec.unaccounted), (100, 60, 40, 0));
+    assert_eq!((rec.issued, rec.balances, rec.in_flight, rec.unaccounted), (Total(100), Total(60), Total(40), 0));
     assert_eq!(rec.transfers_in_flight[0].resolver, Resolver::Issuer);
     settle_cards(&mut victim, &mut honest, 10).expect("the victim still pays");
 }

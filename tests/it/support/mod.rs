@@ -272,6 +272,11 @@ impl CertificateIssuer for TestCa {
         )
         .map_err(|e| e.to_string())
     }
+
+    /// The test CA records nothing, so there is nothing to withdraw.
+    fn withdraw(&self, _serial: CardSerial, _why: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A public-key or hybrid card certified by `ca`, trusting `anchor` (normally `ca.root`).
