@@ -16,8 +16,8 @@
 
 use keyroll::authority::Authority;
 use keyroll::authority::batches::NewBatch;
+use keyroll::authority::store::{ToValue, Value};
 use keyroll::domain::{Amount, CardSerial, Profile, TransferKeyIdLimit};
-use rusqlite::params;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -46,11 +46,12 @@ fn build(dir: &Path, n: u64) -> (std::path::PathBuf, std::path::PathBuf) {
         .unwrap_or_else(|e| die(&e.to_string()));
     let run: i64 = u
         .write(|c| {
-            c.execute(
-                "INSERT INTO perso_runs (batch_id, target, count, started_at, finished_at) VALUES (?1, 'bench', ?2, 't', 't')",
-                params![batch.row, n as i64],
+            let run: i64 = c.query_row(
+                "INSERT INTO perso_runs (batch_id, target, count, started_at, finished_at) VALUES (?1, 'bench', ?2, 't', 't')
+                 RETURNING id",
+                vec![batch.row.to_value(), (n as i64).to_value()],
+                |r| r.get(0),
             )?;
-            let run = c.last_insert_rowid();
             u.log(c, "perso run", serde_json::json!({ "run": run, "count": n }))?;
             Ok(run)
         })
@@ -68,7 +69,16 @@ fn build(dir: &Path, n: u64) -> (std::path::PathBuf, std::path::PathBuf) {
             let mut entries = Vec::with_capacity((end - done) as usize);
             for i in done..end {
                 let serial = CardSerial::from_u64(0x4B52_0000_0000_0000 + i + 1).to_string();
-                ins.execute(params![i as i64 + 1, serial, batch.row, run, i as i64, format!("cards/{serial}.card"), at])?;
+                let values: Vec<Value> = vec![
+                    (i as i64 + 1).to_value(),
+                    serial.to_value(),
+                    batch.row.to_value(),
+                    run.to_value(),
+                    (i as i64).to_value(),
+                    format!("cards/{serial}.card").to_value(),
+                    at.to_value(),
+                ];
+                ins.execute(values)?;
                 entries.push((
                     "card personalised".to_string(),
                     serde_json::json!({ "serial": serial, "batch": "bench", "transfer_key_id": 1, "issued_value": 500 }),

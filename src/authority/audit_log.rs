@@ -15,10 +15,10 @@
 //! the newest entry against the state tables — its cost does not grow with the number of cards.
 
 use super::AuthorityError;
-use super::rows::{self, BOUND, Pending};
+use super::rows::{self, BOUND};
 use crate::crypto::card_key::{self, CardKeyPair};
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension, params};
+
+use super::store::{OptionalExtension, Store, Value, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -83,18 +83,17 @@ mod hex32 {
 /// after the change: the entry binds every bound row the transaction changed so far (`pending`) and
 /// carries the state digest after it.
 pub fn append(
-    conn: &Connection,
+    conn: &Store,
     key: &CardKeyPair,
     action: &str,
     detail: &serde_json::Value,
-    pending: &Pending,
 ) -> Result<Checkpoint, AuthorityError> {
-    append_bindings(conn, key, action, detail, &rows::bind(conn, &pending.take())?)
+    append_bindings(conn, key, action, detail, &rows::bind(conn, &conn.take_changes()?)?)
 }
 
 /// [`append`] with explicit bindings.
 pub fn append_bindings(
-    conn: &Connection,
+    conn: &Store,
     key: &CardKeyPair,
     action: &str,
     detail: &serde_json::Value,
@@ -106,12 +105,12 @@ pub fn append_bindings(
 /// Append several entries and sign the head once, after the last (a bulk import: one signature instead
 /// of one per entry). Each item is (action, detail, bindings).
 pub fn append_many(
-    conn: &Connection,
+    conn: &Store,
     key: &CardKeyPair,
     entries: impl IntoIterator<Item = Result<(String, serde_json::Value, Vec<rows::Binding>), AuthorityError>>,
 ) -> Result<Checkpoint, AuthorityError> {
     let prev_row: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = conn
-        .query_row("SELECT id, hash, state FROM audit_log ORDER BY id DESC LIMIT 1", [], |r| {
+        .query_row("SELECT id, hash, state FROM audit_log ORDER BY id DESC LIMIT 1", params![], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
@@ -119,7 +118,9 @@ pub fn append_many(
     if prev_id > 0 {
         // Only ever extend signed history: an entry slipped in after the signed head is not vouched for.
         let head: Option<(i64, Vec<u8>)> = conn
-            .query_row("SELECT last_id, last_hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT last_id, last_hash FROM audit_head WHERE id = 1", params![], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         if head.as_ref().is_none_or(|(i, h)| *i != prev_id || *h != prev) {
             return Err(AuthorityError::Tampered(super::Tamper::Log {
@@ -223,12 +224,12 @@ pub fn fingerprint(public_key: &[u8]) -> String {
 }
 
 /// The audit public key the issuer record names (empty if missing or edited to another type).
-pub fn audit_public_key(conn: &Connection) -> Result<Vec<u8>, AuthorityError> {
+pub fn audit_public_key(conn: &Store) -> Result<Vec<u8>, AuthorityError> {
     Ok(conn
-        .query_row("SELECT audit_public_key FROM issuer WHERE id = 1", [], |r| r.get::<_, rusqlite::types::Value>(0))
+        .query_row("SELECT audit_public_key FROM issuer WHERE id = 1", params![], |r| r.get::<_, Value>(0))
         .optional()?
         .and_then(|v| match v {
-            rusqlite::types::Value::Blob(b) => Some(b),
+            Value::Blob(b) => Some(b),
             _ => None,
         })
         .unwrap_or_default())
@@ -243,7 +244,7 @@ struct Walked {
 /// Walk entries after `from` (all when `None`), checking ids, links and hashes; `on_bound` sees each
 /// entry's bindings column.
 fn walk(
-    conn: &Connection,
+    conn: &Store,
     from: Option<&Checkpoint>,
     v: &mut LogVerdict,
     mut on_bound: impl FnMut(i64, &[u8]) -> bool,
@@ -260,18 +261,18 @@ fn walk(
     while let Some(r) = rows.next()? {
         v.rows += 1;
         let id = match r.get_ref(0)? {
-            ValueRef::Integer(i) => i,
+            Value::Integer(i) => *i,
             _ => expect_id,
         };
         let text = |i: usize| match r.get_ref(i) {
-            Ok(ValueRef::Text(t)) => Some(t),
+            Ok(Value::Text(t)) => Some(t.as_bytes()),
             _ => None,
         };
         let blob = |i: usize| match r.get_ref(i) {
-            Ok(ValueRef::Blob(b)) => Some(b),
+            Ok(Value::Blob(b)) => Some(b.as_slice()),
             _ => None,
         };
-        let null = |i: usize| matches!(r.get_ref(i), Ok(ValueRef::Null));
+        let null = |i: usize| matches!(r.get_ref(i), Ok(Value::Null));
         let (Some(at), Some(action), Some(detail), Some(stored_prev), Some(stored)) =
             (text(1), text(2), text(3), blob(4), blob(5))
         else {
@@ -305,20 +306,14 @@ fn walk(
 }
 
 /// Check the signed head against the end of the walk.
-fn check_head(conn: &Connection, public: &[u8], end: &Checkpoint, v: &mut LogVerdict) -> Result<(), AuthorityError> {
+fn check_head(conn: &Store, public: &[u8], end: &Checkpoint, v: &mut LogVerdict) -> Result<(), AuthorityError> {
     let head: Option<(i64, Vec<u8>, Vec<u8>)> = conn
-        .query_row("SELECT last_id, last_hash, signature FROM audit_head WHERE id = 1", [], |r| {
-            Ok((
-                r.get::<_, rusqlite::types::Value>(0)?,
-                r.get::<_, rusqlite::types::Value>(1)?,
-                r.get::<_, rusqlite::types::Value>(2)?,
-            ))
+        .query_row("SELECT last_id, last_hash, signature FROM audit_head WHERE id = 1", params![], |r| {
+            Ok((r.get::<_, Value>(0)?, r.get::<_, Value>(1)?, r.get::<_, Value>(2)?))
         })
         .optional()?
         .and_then(|cells| match cells {
-            (rusqlite::types::Value::Integer(i), rusqlite::types::Value::Blob(h), rusqlite::types::Value::Blob(s)) => {
-                Some((i, h, s))
-            }
+            (Value::Integer(i), Value::Blob(h), Value::Blob(s)) => Some((i, h, s)),
             _ => None,
         });
     let last_id = end.count;
@@ -342,7 +337,7 @@ fn check_head(conn: &Connection, public: &[u8], end: &Checkpoint, v: &mut LogVer
     Ok(())
 }
 
-fn new_verdict(conn: &Connection) -> Result<(LogVerdict, Vec<u8>), AuthorityError> {
+fn new_verdict(conn: &Store) -> Result<(LogVerdict, Vec<u8>), AuthorityError> {
     let public = audit_public_key(conn)?;
     let mut v = LogVerdict {
         intact: true,
@@ -362,7 +357,7 @@ fn new_verdict(conn: &Connection) -> Result<(LogVerdict, Vec<u8>), AuthorityErro
 
 /// Whether the newest entry's state digest matches the state tables now (a state-less newest entry is a
 /// database from before row binding: `Ok(None)`).
-fn check_state(conn: &Connection, last_state: Option<[u8; 32]>, v: &mut LogVerdict) -> Result<(), AuthorityError> {
+fn check_state(conn: &Store, last_state: Option<[u8; 32]>, v: &mut LogVerdict) -> Result<(), AuthorityError> {
     if let Some(s) = last_state
         && v.intact
         && rows::state_digest(conn)? != s
@@ -383,7 +378,7 @@ type LastWrite = (i64, Option<[u8; 32]>);
 /// Full verification for auditors: the whole chain and signed head, then every bound table compared
 /// with a replay of the log's bindings (a row must equal the last entry that wrote it; a row the log
 /// wrote must exist unless an entry deleted it). Cost: linear in the log and the tables.
-pub fn verify(conn: &Connection) -> Result<LogVerdict, AuthorityError> {
+pub fn verify(conn: &Store) -> Result<LogVerdict, AuthorityError> {
     let (mut v, public) = new_verdict(conn)?;
     // Latest binding per row: (table, id) → (entry, digest or deleted).
     let mut replay: HashMap<RowKey, LastWrite> = HashMap::new();
@@ -444,7 +439,7 @@ pub fn verify(conn: &Connection) -> Result<LogVerdict, AuthorityError> {
 /// tables. Cost: the entries since the checkpoint plus the state tables. Without a checkpoint, the
 /// whole chain is walked (once; the caller then stores one). Returns the verdict and whether the newest
 /// entry carries a state digest (a database from before row binding has none).
-pub fn verify_from(conn: &Connection, from: Option<&Checkpoint>) -> Result<(LogVerdict, bool), AuthorityError> {
+pub fn verify_from(conn: &Store, from: Option<&Checkpoint>) -> Result<(LogVerdict, bool), AuthorityError> {
     let (mut v, public) = new_verdict(conn)?;
     // The walk starts AT the checkpoint's entry (from its stored predecessor hash), so that entry's
     // content, state digest included, is re-hashed and must give the checkpoint's hash.
@@ -458,7 +453,8 @@ pub fn verify_from(conn: &Connection, from: Option<&Checkpoint>) -> Result<(LogV
             .unwrap_or(None);
         match at.as_ref().map(|(h, _)| h) {
             None => {
-                let last: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM audit_log", [], |r| r.get(0))?;
+                let last: i64 =
+                    conn.query_row("SELECT coalesce(max(id), 0) FROM audit_log", params![], |r| r.get(0))?;
                 v.fail(
                     Some(cp.count),
                     format!(
@@ -492,7 +488,7 @@ pub fn verify_from(conn: &Connection, from: Option<&Checkpoint>) -> Result<(LogV
 
 /// Whether a later verified head extends a checkpoint: the checkpoint's entry must still be there with
 /// the same hash.
-pub fn extends(conn: &Connection, cp: &Checkpoint) -> Result<Result<(), String>, AuthorityError> {
+pub fn extends(conn: &Store, cp: &Checkpoint) -> Result<Result<(), String>, AuthorityError> {
     let at: Option<Vec<u8>> =
         conn.query_row("SELECT hash FROM audit_log WHERE id = ?1", [cp.count], |r| r.get(0)).optional()?;
     Ok(match at {
@@ -516,7 +512,7 @@ mod tests {
             .conn
             .prepare("SELECT id, at, action, detail FROM audit_log ORDER BY id")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -531,7 +527,7 @@ mod tests {
                 .unwrap();
             prev = h;
         }
-        let last: i64 = auth.conn.query_row("SELECT max(id) FROM audit_log", [], |r| r.get(0)).unwrap();
+        let last: i64 = auth.conn.query_row("SELECT max(id) FROM audit_log", params![], |r| r.get(0)).unwrap();
         let sig = key.sign(&[HEAD_LABEL, &last.to_be_bytes(), &prev]);
         auth.conn
             .execute(
@@ -562,7 +558,7 @@ mod tests {
         drop(u);
         let (action, bound): (String, Vec<u8>) = auth
             .conn
-            .query_row("SELECT action, bound FROM audit_log ORDER BY id DESC LIMIT 1", [], |r| {
+            .query_row("SELECT action, bound FROM audit_log ORDER BY id DESC LIMIT 1", params![], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .unwrap();
@@ -571,7 +567,7 @@ mod tests {
         let v = verify(&auth.conn).unwrap();
         assert!(v.intact && v.tables_replayed, "{v:?}");
         // And from then on, edits are caught like anywhere else.
-        auth.conn.execute("UPDATE keys SET kcv = '000000' WHERE id = 1", []).unwrap();
+        auth.conn.execute("UPDATE keys SET kcv = '000000' WHERE id = 1", params![]).unwrap();
         assert!(!verify(&auth.conn).unwrap().intact);
     }
 }

@@ -3,9 +3,9 @@
 
 use super::keys::{self, KeyKind, KeyState};
 use super::rows::{col, col_parsed, decode_all, decode_one};
+use super::store::{Row, Store, params};
 use super::{AuthorityError, MAX_BATCH_NAME, Unlocked, check_name, now};
 use crate::domain::{Amount, Profile, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
-use rusqlite::{Connection, params};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -39,12 +39,12 @@ const SELECT: &str = "SELECT b.id, b.name, b.profile, b.transfer_key_id_limit, b
     FROM batches b";
 
 /// A stored amount: an integer in `0..=Amount::MAX`.
-pub(super) fn amount(r: &rusqlite::Row<'_>, i: usize) -> Result<Amount, String> {
+pub(super) fn amount(r: &Row, i: usize) -> Result<Amount, String> {
     let v: i64 = col(r, i)?;
     u64::try_from(v).ok().and_then(Amount::new).ok_or_else(|| format!("amount {v} is outside 0..={}", Amount::MAX))
 }
 
-fn row(r: &rusqlite::Row<'_>) -> Result<Batch, String> {
+fn row(r: &Row) -> Result<Batch, String> {
     Ok(Batch {
         row: col(r, 0)?,
         name: col(r, 1)?,
@@ -59,11 +59,11 @@ fn row(r: &rusqlite::Row<'_>) -> Result<Batch, String> {
     })
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<Batch>, AuthorityError> {
-    decode_all(conn, "batches", &format!("{SELECT} ORDER BY b.id"), [], row)
+pub fn list(conn: &Store) -> Result<Vec<Batch>, AuthorityError> {
+    decode_all(conn, "batches", &format!("{SELECT} ORDER BY b.id"), params![], row)
 }
 
-pub fn get(conn: &Connection, name: &str) -> Result<Batch, AuthorityError> {
+pub fn get(conn: &Store, name: &str) -> Result<Batch, AuthorityError> {
     decode_one(conn, "batches", &format!("{SELECT} WHERE b.name = ?1"), [name], row)?
         .ok_or_else(|| AuthorityError::NoSuchBatch(name.to_string()))
 }
@@ -82,7 +82,7 @@ pub struct PlanRow {
 /// How many personalised cards each batch would strand if transfer key `id` went live: cards whose limit
 /// is below `id`, and multi-key cards that do not store `id` (claim 9 only selects among stored keys:
 /// they store the keys that existed, up to their limit, when they were personalised).
-pub fn plan(conn: &Connection, id: u32) -> Result<Vec<PlanRow>, AuthorityError> {
+pub fn plan(conn: &Store, id: u32) -> Result<Vec<PlanRow>, AuthorityError> {
     let mut stranded_multi = conn.prepare(
         "SELECT count(*) FROM cards c WHERE c.batch_id = ?1 AND c.state = 'personalised'
            AND NOT EXISTS (SELECT 1 FROM keys k WHERE k.kind = 'transfer' AND k.key_id = ?2

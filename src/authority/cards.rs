@@ -6,9 +6,9 @@
 use super::batches::{self, Batch, amount};
 use super::keys::{self, KeyKind, KeyState};
 use super::rows::{col, col_parsed, decode_all};
+use super::store::{OptionalExtension, Store, params};
 use super::{AuthorityError, Unlocked, now};
 use crate::domain::{Amount, CardSerial, Profile, Total, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 /// Issuer prefix of card serials: "KR" then a 48-bit counter.
@@ -74,7 +74,7 @@ fn alive(pid: i64) -> bool {
     pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn slots(conn: &Connection, run: i64) -> Result<Vec<Slot>, AuthorityError> {
+fn slots(conn: &Store, run: i64) -> Result<Vec<Slot>, AuthorityError> {
     decode_all(
         conn,
         "cards",
@@ -91,14 +91,14 @@ fn slots(conn: &Connection, run: i64) -> Result<Vec<Slot>, AuthorityError> {
     )
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<CardRecord>, AuthorityError> {
+pub fn list(conn: &Store) -> Result<Vec<CardRecord>, AuthorityError> {
     decode_all(
         conn,
         "cards",
         "SELECT c.id, c.serial, b.name, c.state, c.profile, c.transfer_key_id, c.update_key_id, c.transfer_key_id_limit,
                 c.issued_value, c.file, c.personalised_at
          FROM cards c JOIN batches b ON b.id = c.batch_id ORDER BY c.id",
-        [],
+        params![],
         |r| {
             Ok(CardRecord {
                 serial: col_parsed(r, 1, "card serial", CardSerial::parse)?,
@@ -117,11 +117,13 @@ pub fn list(conn: &Connection) -> Result<Vec<CardRecord>, AuthorityError> {
 }
 
 /// Total value issued onto personalised cards (summed in 128 bits: never wraps).
-pub fn issued_value(conn: &Connection) -> Result<Total, AuthorityError> {
+pub fn issued_value(conn: &Store) -> Result<Total, AuthorityError> {
     let mut total = Total(0);
-    for a in decode_all(conn, "cards", "SELECT id, issued_value FROM cards WHERE state = 'personalised'", [], |r| {
-        amount(r, 1)
-    })? {
+    for a in
+        decode_all(conn, "cards", "SELECT id, issued_value FROM cards WHERE state = 'personalised'", params![], |r| {
+            amount(r, 1)
+        })?
+    {
         total += a;
     }
     Ok(total)
@@ -129,7 +131,7 @@ pub fn issued_value(conn: &Connection) -> Result<Total, AuthorityError> {
 
 /// Refuse a batch whose keys were retired (NIST SP 800-57 Part 1 §5.3: a retired key applies no new
 /// protection): no card is personalised on one.
-fn check_keys_live(conn: &Connection, b: &Batch) -> Result<(), AuthorityError> {
+fn check_keys_live(conn: &Store, b: &Batch) -> Result<(), AuthorityError> {
     let mut needed = vec![(KeyKind::Transfer, b.transfer_key_id.0)];
     if b.profile.has_update_key() {
         needed.push((KeyKind::Update, b.update_key_id.0));
@@ -160,20 +162,30 @@ impl Unlocked<'_> {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
+            // An open run whose owner is gone is finished by this process: on PostgreSQL the owner holds
+            // the run's advisory lock for as long as it lives (on any site); on SQLite, its pid.
+            let free = |id: i64, owner: Option<i64>| -> Result<bool, AuthorityError> {
+                Ok(match c.claim_run(id)? {
+                    Some(got) => got,
+                    None => !owner.is_some_and(|p| p != me && alive(p)),
+                })
+            };
             if let Some((id, owner)) = open
-                && !owner.is_some_and(|p| p != me && alive(p))
+                && free(id, owner)?
             {
                 c.execute("UPDATE perso_runs SET owner_pid = ?2 WHERE id = ?1", params![id, me])?;
                 self.log(c, "perso resume", serde_json::json!({ "run": id, "batch": batch, "target": target, "count": count }))?;
                 let s = slots(c, id)?;
                 return Ok((Run { id, batch: b, target: target.to_string(), count, resumed: true }, s));
             }
-            c.execute(
-                "INSERT INTO perso_runs (batch_id, target, count, owner_pid, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            let run: i64 = c.query_row(
+                "INSERT INTO perso_runs (batch_id, target, count, owner_pid, started_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 RETURNING id",
                 params![b.row, target, count, me, now()],
+                |r| r.get(0),
             )?;
-            let run = c.last_insert_rowid();
-            let first: i64 = c.query_row("SELECT coalesce(max(id), 0) + 1 FROM cards", [], |r| r.get(0))?;
+            c.claim_run(run)?;
+            let first: i64 = c.query_row("SELECT coalesce(max(id), 0) + 1 FROM cards", params![], |r| r.get(0))?;
             let update_key = b.profile.has_update_key().then_some(b.update_key_id.0);
             let at = now();
             for seq in 0..count {

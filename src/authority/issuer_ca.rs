@@ -2,9 +2,9 @@
 //! certificates it issued, revocations and CRLs. Certificate building itself is in [`super::ca`].
 
 use super::ca::{self, CaKey, CrlReason, IssuerCa, RevokedEntry, ValidityPeriod};
+use super::store::{OptionalExtension, Store, params};
 use super::{AuthorityError, Unlocked, custody, now, secret_name};
 use crate::domain::CardSerial;
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +17,7 @@ const BACKDATE: Duration = Duration::from_secs(3600);
 
 /// Create the root CA (inside `init`'s transaction). Returns its serial in hex, key and certificate.
 pub(super) fn create_root(
-    conn: &Connection,
+    conn: &Store,
     issuer: &str,
     recipients: &[age::x25519::Recipient],
 ) -> Result<(String, CaKey, Vec<u8>), AuthorityError> {
@@ -39,8 +39,8 @@ pub fn serial_hex(der: &[u8]) -> String {
 }
 
 /// The root certificate (DER), if the CA exists.
-pub fn root(conn: &Connection) -> Result<Option<Vec<u8>>, AuthorityError> {
-    Ok(conn.query_row("SELECT root_der FROM ca WHERE id = 1", [], |r| r.get(0)).optional()?)
+pub fn root(conn: &Store) -> Result<Option<Vec<u8>>, AuthorityError> {
+    Ok(conn.query_row("SELECT root_der FROM ca WHERE id = 1", params![], |r| r.get(0)).optional()?)
 }
 
 /// A certificate as listed (`cert list --json` fields `serial`, `card`, `revoked`, `pem`).
@@ -55,10 +55,10 @@ pub struct CertRow {
     pub pem: String,
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<CertRow>, AuthorityError> {
+pub fn list(conn: &Store) -> Result<Vec<CertRow>, AuthorityError> {
     let mut stmt =
         conn.prepare("SELECT serial, card_serial, der, issued_at, revoked_at, reason FROM certificates ORDER BY id")?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map(params![], |r| {
         let der: Vec<u8> = r.get(2)?;
         let revoked_at: Option<String> = r.get(4)?;
         Ok(CertRow {
@@ -75,9 +75,9 @@ pub fn list(conn: &Connection) -> Result<Vec<CertRow>, AuthorityError> {
 }
 
 /// Every card certificate (DER) in the database.
-pub fn all_certificates(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>, AuthorityError> {
+pub fn all_certificates(conn: &Store) -> Result<Vec<(String, Vec<u8>)>, AuthorityError> {
     let mut stmt = conn.prepare("SELECT card_serial, der FROM certificates ORDER BY id")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -146,7 +146,7 @@ impl Unlocked<'_> {
     /// Issue and record a card certificate (inside the caller's transaction `conn`).
     pub fn issue_card_certificate(
         &self,
-        conn: &Connection,
+        conn: &Store,
         signer: &CaSigner,
         card: CardSerial,
         public_key_sec1: &[u8],
@@ -257,10 +257,11 @@ impl Unlocked<'_> {
     pub fn crl(&self) -> Result<Vec<u8>, AuthorityError> {
         let signer = self.ca()?;
         self.write(|c| {
-            let number: i64 =
-                c.query_row("UPDATE ca SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number", [], |r| {
-                    r.get(0)
-                })?;
+            let number: i64 = c.query_row(
+                "UPDATE ca SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number",
+                params![],
+                |r| r.get(0),
+            )?;
             let number = u64::try_from(number).map_err(|_| AuthorityError::BadRow {
                 table: "ca",
                 row: 1,
@@ -270,7 +271,7 @@ impl Unlocked<'_> {
                 c,
                 "certificates",
                 "SELECT id, serial, revoked_at, reason FROM certificates WHERE revoked_at IS NOT NULL ORDER BY id",
-                [],
+                params![],
                 |r| {
                     let serial: String = super::rows::col(r, 1)?;
                     let at = super::rows::col_parsed(r, 2, "revocation time", crate::pki::parse_rfc3339)?;

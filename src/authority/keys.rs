@@ -3,10 +3,10 @@
 //! Identifiers strictly increase per kind and are never reused: rows are never deleted.
 
 use super::rows::{col, col_parsed, decode_all, decode_one};
+use super::store::{OptionalExtension, Row, Store, params};
 use super::{AuthorityError, SecretRef, Unlocked, custody, now};
 use crate::crypto::{Secret16, TransferKey, UpdateKey};
 use crate::domain::{TransferKeyId, UpdateKeyId};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -75,7 +75,7 @@ pub struct KeyRow {
 
 /// Generate the next version of `kind`, store it encrypted; returns (id, kcv, key).
 pub(super) fn insert_new(
-    conn: &Connection,
+    conn: &Store,
     recipients: &[age::x25519::Recipient],
     kind: KeyKind,
     state: KeyState,
@@ -93,7 +93,7 @@ pub(super) fn insert_new(
     Ok((next, kcv, secret))
 }
 
-fn key_row(r: &rusqlite::Row<'_>) -> Result<KeyRow, String> {
+fn key_row(r: &Row) -> Result<KeyRow, String> {
     let id: u32 = col(r, 2)?;
     if id == 0 {
         return Err("column key_id is 0".into());
@@ -111,22 +111,22 @@ fn key_row(r: &rusqlite::Row<'_>) -> Result<KeyRow, String> {
 
 const SELECT: &str = "SELECT id, kind, key_id, state, kcv, created_at, activated_at, retired_at FROM keys";
 
-pub fn list(conn: &Connection) -> Result<Vec<KeyRow>, AuthorityError> {
-    decode_all(conn, "keys", &format!("{SELECT} ORDER BY kind DESC, key_id"), [], key_row)
+pub fn list(conn: &Store) -> Result<Vec<KeyRow>, AuthorityError> {
+    decode_all(conn, "keys", &format!("{SELECT} ORDER BY kind DESC, key_id"), params![], key_row)
 }
 
 /// One key version.
-pub fn get(conn: &Connection, kind: KeyKind, id: u32) -> Result<KeyRow, AuthorityError> {
+pub fn get(conn: &Store, kind: KeyKind, id: u32) -> Result<KeyRow, AuthorityError> {
     decode_one(conn, "keys", &format!("{SELECT} WHERE kind = ?1 AND key_id = ?2"), params![kind.name(), id], key_row)?
         .ok_or(AuthorityError::NoSuchKey { kind: kind.name(), id })
 }
 
-fn state_of(conn: &Connection, kind: KeyKind, id: u32) -> Result<KeyState, AuthorityError> {
+fn state_of(conn: &Store, kind: KeyKind, id: u32) -> Result<KeyState, AuthorityError> {
     Ok(get(conn, kind, id)?.state)
 }
 
 /// Newest key id of a kind in a state (None if there is none).
-pub fn newest(conn: &Connection, kind: KeyKind, state: Option<KeyState>) -> Result<Option<u32>, AuthorityError> {
+pub fn newest(conn: &Store, kind: KeyKind, state: Option<KeyState>) -> Result<Option<u32>, AuthorityError> {
     let v: Option<u32> = match state {
         Some(s) => conn.query_row(
             "SELECT max(key_id) FROM keys WHERE kind = ?1 AND state = ?2",
@@ -139,7 +139,7 @@ pub fn newest(conn: &Connection, kind: KeyKind, state: Option<KeyState>) -> Resu
 }
 
 /// Ids of a kind in a state, ascending.
-pub fn ids_in_state(conn: &Connection, kind: KeyKind, state: KeyState) -> Result<Vec<u32>, AuthorityError> {
+pub fn ids_in_state(conn: &Store, kind: KeyKind, state: KeyState) -> Result<Vec<u32>, AuthorityError> {
     let mut stmt = conn.prepare("SELECT key_id FROM keys WHERE kind = ?1 AND state = ?2 ORDER BY key_id")?;
     let rows = stmt.query_map(params![kind.name(), state.name()], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -10,12 +10,12 @@
 //! - `chips` binds a chip id to one card serial for ever (schema 0004's unique keys and triggers); a
 //!   chip whose card was locked is never personalised again.
 
+use super::store::{OptionalExtension, Store, params};
 use super::{AuthorityError, Unlocked, now};
 use crate::domain::{CardSerial, ChipId};
 use crate::fab::{self, Manufacturer};
 use crate::fab::{FactoryIdentity, TrustedRoot};
 use crate::pki::{self, ValidationOptions};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 /// Name of the virtual manufacturer's root key in `secrets`.
@@ -45,14 +45,14 @@ pub struct ChipRecord {
     pub locked: bool,
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<ManufacturerRow>, AuthorityError> {
+pub fn list(conn: &Store) -> Result<Vec<ManufacturerRow>, AuthorityError> {
     let mut stmt = conn.prepare(
         "SELECT m.name, m.fingerprint, m.kind, m.trusted_at,
                 (SELECT count(*) FROM chips c WHERE c.manufacturer_id = m.id),
                 (SELECT count(*) FROM chips c WHERE c.manufacturer_id = m.id AND c.locked_at IS NOT NULL)
          FROM manufacturers m ORDER BY m.id",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map(params![], |r| {
         Ok(ManufacturerRow {
             name: r.get(0)?,
             fingerprint: r.get(1)?,
@@ -66,10 +66,10 @@ pub fn list(conn: &Connection) -> Result<Vec<ManufacturerRow>, AuthorityError> {
 }
 
 /// Fingerprints and kinds the signed audit log recorded with `fab trust` and `fab virtual`.
-fn logged_manufacturers(conn: &Connection) -> Result<Vec<(String, String)>, AuthorityError> {
+fn logged_manufacturers(conn: &Store) -> Result<Vec<(String, String)>, AuthorityError> {
     let mut stmt =
         conn.prepare("SELECT detail FROM audit_log WHERE action IN ('fab trust', 'fab virtual') ORDER BY id")?;
-    let details: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let details: Vec<String> = stmt.query_map(params![], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(details
         .iter()
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
@@ -79,11 +79,11 @@ fn logged_manufacturers(conn: &Connection) -> Result<Vec<(String, String)>, Auth
 
 /// The roots the line may validate factory certificates against. Every row must be one the signed log
 /// recorded, with the same fingerprint (recomputed from the stored certificate) and kind.
-pub fn trusted_roots(conn: &Connection) -> Result<Vec<TrustedRoot>, AuthorityError> {
+pub fn trusted_roots(conn: &Store) -> Result<Vec<TrustedRoot>, AuthorityError> {
     let logged = logged_manufacturers(conn)?;
     let mut stmt = conn.prepare("SELECT name, root_der, fingerprint, kind FROM manufacturers ORDER BY id")?;
     let rows: Vec<(String, Vec<u8>, String, String)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+        stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     for (name, der, fp, kind) in rows {
         let actual = fab::fingerprint(&der);
@@ -100,7 +100,7 @@ pub fn trusted_roots(conn: &Connection) -> Result<Vec<TrustedRoot>, AuthorityErr
 }
 
 /// The chip record, if the chip ever got a serial.
-pub fn chip(conn: &Connection, chip_id: ChipId) -> Result<Option<ChipRecord>, AuthorityError> {
+pub fn chip(conn: &Store, chip_id: ChipId) -> Result<Option<ChipRecord>, AuthorityError> {
     Ok(conn
         .query_row(
             "SELECT c.serial, m.name, c.locked_at IS NOT NULL FROM chips c JOIN manufacturers m ON m.id = c.manufacturer_id
@@ -118,7 +118,7 @@ pub fn chip(conn: &Connection, chip_id: ChipId) -> Result<Option<ChipRecord>, Au
 }
 
 /// The chip that holds `serial`, if any.
-pub fn chip_of_serial(conn: &Connection, serial: CardSerial) -> Result<Option<ChipId>, AuthorityError> {
+pub fn chip_of_serial(conn: &Store, serial: CardSerial) -> Result<Option<ChipId>, AuthorityError> {
     let id: Option<String> =
         conn.query_row("SELECT chip_id FROM chips WHERE serial = ?1", [serial.to_string()], |r| r.get(0)).optional()?;
     Ok(id.and_then(|s| ChipId::parse(&s)))
@@ -177,7 +177,7 @@ impl Unlocked<'_> {
         let fab_err = |e: fab::FabError| AuthorityError::BadManufacturer(e.to_string());
         let existing: Option<Vec<u8>> = self
             .conn()
-            .query_row("SELECT root_der FROM manufacturers WHERE kind = 'virtual'", [], |r| r.get(0))
+            .query_row("SELECT root_der FROM manufacturers WHERE kind = 'virtual'", params![], |r| r.get(0))
             .optional()?;
         if let Some(der) = existing {
             // Checked against the log like every manufacturer row before its key is used.
@@ -192,7 +192,7 @@ impl Unlocked<'_> {
         // second finds the first one's manufacturer and uses it.
         let created = self.write(|c| {
             let raced: Option<i64> =
-                c.query_row("SELECT id FROM manufacturers WHERE kind = 'virtual'", [], |r| r.get(0)).optional()?;
+                c.query_row("SELECT id FROM manufacturers WHERE kind = 'virtual'", params![], |r| r.get(0)).optional()?;
             if raced.is_some() {
                 return Ok(false);
             }
@@ -217,12 +217,7 @@ impl Unlocked<'_> {
     /// Give `serial` to the chip the channel authenticated, inside the caller's transaction `conn`. The
     /// same chip asking again for the same serial (a resumed card) is fine; a chip that has another
     /// serial, a locked chip, or a serial that another chip holds is refused.
-    pub fn assign_chip(
-        &self,
-        conn: &Connection,
-        card: &FactoryIdentity,
-        serial: CardSerial,
-    ) -> Result<(), AuthorityError> {
+    pub fn assign_chip(&self, conn: &Store, card: &FactoryIdentity, serial: CardSerial) -> Result<(), AuthorityError> {
         if let Some(rec) = chip(conn, card.chip_id)? {
             if rec.locked {
                 return Err(AuthorityError::ChipIssued { chip: card.chip_id, serial: rec.serial });
@@ -289,7 +284,7 @@ impl Unlocked<'_> {
     }
 
     /// Mark the chip of a card locked (personalisation finished), inside the caller's transaction.
-    pub fn lock_chip(&self, conn: &Connection, chip_id: ChipId) -> Result<(), AuthorityError> {
+    pub fn lock_chip(&self, conn: &Store, chip_id: ChipId) -> Result<(), AuthorityError> {
         conn.execute(
             "UPDATE chips SET locked_at = ?2 WHERE chip_id = ?1 AND locked_at IS NULL",
             params![chip_id.to_string(), now()],
@@ -401,14 +396,14 @@ mod tests {
         .unwrap();
         assert!(matches!(u.write(|c| u.assign_chip(c, &a, s1)), Err(AuthorityError::ChipIssued { .. })));
         // The database itself refuses to re-point or forget a chip.
-        assert!(auth.conn.execute("UPDATE chips SET serial = 'X'", []).is_err());
-        assert!(auth.conn.execute("DELETE FROM chips", []).is_err());
+        assert!(auth.conn.execute("UPDATE chips SET serial = 'X'", params![]).is_err());
+        assert!(auth.conn.execute("DELETE FROM chips", params![]).is_err());
         let rows = list(&auth.conn).unwrap();
         assert_eq!((rows[0].cards, rows[0].cards_locked), (1, 1));
         u.record_refusal("reader", "bad-receipt", "the receipt does not verify", Some(b.chip_id)).unwrap();
         let n: i64 = auth
             .conn
-            .query_row("SELECT count(*) FROM audit_log WHERE action = 'perso refused'", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM audit_log WHERE action = 'perso refused'", params![], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
     }

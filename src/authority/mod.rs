@@ -9,6 +9,7 @@ pub mod batches;
 pub mod ca;
 pub mod cards;
 pub mod checkpoint;
+pub mod copy;
 pub mod custody;
 pub mod db;
 pub mod files;
@@ -18,6 +19,7 @@ pub mod manufacturers;
 pub mod policy;
 mod read;
 pub mod rows;
+pub mod store;
 
 use crate::crypto::CryptoError;
 use crate::crypto::card_key::CardKeyPair;
@@ -25,9 +27,9 @@ use crate::crypto::secret::SecretBytes;
 use audit_log::{Checkpoint, TableRow};
 use checkpoint::CustodianState;
 use custody::Custodian;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use store::{OptionalExtension, Store, params};
 use thiserror::Error;
 
 /// Errors of the back office. Each variant carries the data a caller needs to decide and to tell the
@@ -42,10 +44,15 @@ pub enum AuthorityError {
     Corrupt { path: PathBuf, why: String },
     #[error("{0} is not a keyroll database (a directory, an empty file, or no keyroll schema in it)")]
     NotKeyroll(PathBuf),
+    #[error("{path} is not empty: it holds table(s) of another application ({tables})")]
+    NotEmpty { path: PathBuf, tables: String },
     #[error("database schema version {found} is newer than this keyroll knows ({known})")]
     NewerSchema { found: usize, known: usize },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The store seam: PostgreSQL errors, connection failures, a column of the wrong type.
+    #[error("{0}")]
+    Store(store::StoreError),
     #[error("{0:?} is not an age X25519 recipient (age1…)")]
     BadRecipient(String),
     #[error("cannot read identity file {path}: {why}")]
@@ -164,6 +171,15 @@ impl Tamper {
     }
 }
 
+impl From<store::StoreError> for AuthorityError {
+    fn from(e: store::StoreError) -> Self {
+        match e {
+            store::StoreError::Sqlite(e) => AuthorityError::Sqlite(e),
+            other => AuthorityError::Store(other),
+        }
+    }
+}
+
 /// Current time as RFC 3339 UTC with seconds (`pki`'s one RFC 3339 code).
 pub fn now() -> String {
     crate::pki::format_rfc3339(std::time::SystemTime::now())
@@ -180,13 +196,13 @@ pub mod secret_name {
 
 /// An open issuer database.
 pub struct Authority {
-    /// Private to `authority`: callers read through the accessors in `read.rs` (no SQL elsewhere).
-    conn: Connection,
+    /// Private to `authority`: callers read through the accessors in `read.rs` (no SQL elsewhere). It
+    /// also keeps the changes to bound rows not yet logged (see [`store`]).
+    conn: Store,
+    /// The database, for messages: a file path, or a PostgreSQL URL with its password hidden.
     pub path: PathBuf,
     /// The audit key fingerprint the caller expects (`--expect-key`): checked, and pinned on success.
     pub expect_key: Option<String>,
-    /// Changes to bound rows not yet logged (filled by the connection's update hook).
-    pending: rows::Pending,
 }
 
 /// What `init` produced.
@@ -228,23 +244,22 @@ pub const MAX_ISSUER_NAME: usize = ca::MAX_NAME_LEN - " Root CA".len();
 pub const MAX_BATCH_NAME: usize = 64;
 
 impl Authority {
-    fn with_conn(mut conn: Connection, path: &Path, hook: bool) -> Result<Self, AuthorityError> {
-        let pending = rows::Pending::default();
-        if hook {
-            pending.install(&mut conn)?;
-        }
-        Ok(Authority { conn, path: path.to_path_buf(), expect_key: None, pending })
+    fn with_conn(conn: Store, loc: &store::Location) -> Result<Self, AuthorityError> {
+        Ok(Authority { conn, path: PathBuf::from(loc.shown()), expect_key: None })
     }
 
     /// Open for a custodian: the schema is brought up to date (a database from an older keyroll).
-    pub fn open(path: &Path) -> Result<Self, AuthorityError> {
-        Self::with_conn(db::open(path)?, path, true)
+    /// `db` is a SQLite file or a `postgres://` URL.
+    pub fn open(db: &Path) -> Result<Self, AuthorityError> {
+        let loc = store::Location::parse(db);
+        Self::with_conn(db::open(&loc)?, &loc)
     }
 
     /// Open for reading only (listing, auditing): nothing migrated or written, a zero-byte or
     /// non-keyroll file refused.
-    pub fn open_read_only(path: &Path) -> Result<Self, AuthorityError> {
-        Self::with_conn(db::open_read_only(path)?, path, false)
+    pub fn open_read_only(db: &Path) -> Result<Self, AuthorityError> {
+        let loc = store::Location::parse(db);
+        Self::with_conn(db::open_read_only(&loc)?, &loc)
     }
 
     /// Create the database with the issuer's first transfer key (id 1), update key (id 1),
@@ -257,7 +272,10 @@ impl Authority {
         identity_out: &Path,
     ) -> Result<(Authority, InitOutcome), AuthorityError> {
         check_name("issuer name", issuer, MAX_ISSUER_NAME)?;
-        if path.exists() {
+        let loc = store::Location::parse(path);
+        if let store::Location::File(p) = &loc
+            && p.exists()
+        {
             return Err(AuthorityError::AlreadyExists(path.to_path_buf()));
         }
         let mut recipients = custodians.iter().map(|c| custody::parse_recipient(c)).collect::<Result<Vec<_>, _>>()?;
@@ -266,12 +284,15 @@ impl Authority {
             recipients.push(custody::new_identity_file(identity_out)?);
             identity_file = Some(identity_out.to_path_buf());
         }
-        let result = Self::init_db(path, issuer, &recipients);
+        let result = Self::init_db(&loc, issuer, &recipients);
         if result.is_err() {
-            // Leave nothing half-made: the database (and a fresh identity nobody has seen) go.
-            let _ = std::fs::remove_file(path);
-            for ext in ["-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+            // Leave nothing half-made: the database (and a fresh identity nobody has seen) go. (On
+            // PostgreSQL the issuer's rows are one transaction: a failure leaves none.)
+            if !loc.is_postgres() && !matches!(result, Err(AuthorityError::AlreadyExists(_))) {
+                let _ = std::fs::remove_file(path);
+                for ext in ["-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+                }
             }
             if let Some(f) = &identity_file {
                 let _ = std::fs::remove_file(f);
@@ -289,15 +310,15 @@ impl Authority {
     }
 
     fn init_db(
-        path: &Path,
+        loc: &store::Location,
         issuer: &str,
         recipients: &[age::x25519::Recipient],
     ) -> Result<(Authority, InitOutcome, Checkpoint), AuthorityError> {
-        let auth = Self::with_conn(db::create(path)?, path, true)?;
+        let auth = Self::with_conn(db::create(loc)?, loc)?;
         let audit = CardKeyPair::generate()?;
         let master = crate::crypto::Secret16::random()?;
-        auth.pending.clear();
-        let tx = rusqlite::Transaction::new_unchecked(&auth.conn, TransactionBehavior::Immediate)?;
+        auth.conn.clear_changes()?;
+        let tx = auth.conn.begin()?;
         let at = now();
         tx.execute(
             "INSERT INTO issuer (id, name, created_at, audit_public_key) VALUES (1, ?1, ?2, ?3)",
@@ -333,22 +354,21 @@ impl Authority {
                 "transfer_key": { "id": tk.0, "kcv": tk.1 },
                 "update_key": { "id": uk.0, "kcv": uk.1 },
             }),
-            &auth.pending,
         )?;
         // Policy 1 (nothing blocked), then the first keys' authorisations, which name it.
         let clock = policy::unix_now();
         let record = policy::scheme(&tx)?.expect("created above");
         let (_, detail) = policy::sign_policy(&tx, &scheme, &record, policy::PolicyChange::default(), clock)?;
         let first = detail.expect("the first policy is new");
-        let mut head = audit_log::append(&tx, &audit, "policy publish", &first, &auth.pending)?;
+        let mut head = audit_log::append(&tx, &audit, "policy publish", &first)?;
         for (kind, (id, _, key)) in [(keys::KeyKind::Transfer, &tk), (keys::KeyKind::Update, &uk)] {
             let detail = policy::sign_authorisation(&tx, &scheme, kind, *id, key, clock)?;
-            head = audit_log::append(&tx, &audit, "key authorise", &detail, &auth.pending)?;
+            head = audit_log::append(&tx, &audit, "key authorise", &detail)?;
         }
         tx.commit()?;
         let outcome = InitOutcome {
             issuer: issuer.to_string(),
-            database: path.to_path_buf(),
+            database: auth.path.clone(),
             identity_file: None,
             custodians: recipients.iter().map(|r| r.to_string()).collect(),
             audit_key_fingerprint: fp,
@@ -359,17 +379,19 @@ impl Authority {
     }
 
     pub fn issuer_name(&self) -> Result<String, AuthorityError> {
-        Ok(self.conn.query_row("SELECT name FROM issuer WHERE id = 1", [], |r| r.get(0))?)
+        Ok(self.conn.query_row("SELECT name FROM issuer WHERE id = 1", params![], |r| r.get(0))?)
     }
 
     /// The custodians every new secret is encrypted to. The table is in the state digest a custodian
     /// checked at unlock, and must also match the custodians recorded in the log's `init` entry.
     pub fn recipients(&self) -> Result<Vec<age::x25519::Recipient>, AuthorityError> {
         let mut stmt = self.conn.prepare("SELECT recipient FROM custodians ORDER BY id")?;
-        let table: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+        let table: Vec<String> = stmt.query_map(params![], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
         let detail: Option<String> = self
             .conn
-            .query_row("SELECT detail FROM audit_log WHERE action = 'init' ORDER BY id LIMIT 1", [], |r| r.get(0))
+            .query_row("SELECT detail FROM audit_log WHERE action = 'init' ORDER BY id LIMIT 1", params![], |r| {
+                r.get(0)
+            })
             .optional()?;
         let logged: Vec<String> = detail
             .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
@@ -486,14 +508,14 @@ pub struct Unlocked<'a> {
 }
 
 impl Unlocked<'_> {
-    pub(in crate::authority) fn conn(&self) -> &Connection {
+    pub(in crate::authority) fn conn(&self) -> &Store {
         &self.auth.conn
     }
 
     /// Append to the audit log (inside the caller's transaction, after the change it records): the
     /// entry binds every bound row the transaction changed.
-    pub fn log(&self, conn: &Connection, action: &str, detail: serde_json::Value) -> Result<i64, AuthorityError> {
-        let cp = audit_log::append(conn, &self.audit, action, &detail, &self.auth.pending)?;
+    pub fn log(&self, conn: &Store, action: &str, detail: serde_json::Value) -> Result<i64, AuthorityError> {
+        let cp = audit_log::append(conn, &self.audit, action, &detail)?;
         self.last.set(Some(cp));
         Ok(cp.count)
     }
@@ -503,7 +525,7 @@ impl Unlocked<'_> {
     /// still log them).
     pub fn log_many(
         &self,
-        conn: &Connection,
+        conn: &Store,
         entries: impl IntoIterator<Item = (String, serde_json::Value, Vec<(&'static str, i64)>)>,
     ) -> Result<i64, AuthorityError> {
         let named = std::cell::RefCell::new(std::collections::HashSet::new());
@@ -517,8 +539,8 @@ impl Unlocked<'_> {
         });
         let cp = audit_log::append_many(conn, &self.audit, items)?;
         let named = named.into_inner();
-        let left: Vec<_> = self.auth.pending.take().into_iter().filter(|x| !named.contains(x)).collect();
-        self.auth.pending.restore(left);
+        let left: Vec<_> = conn.take_changes()?.into_iter().filter(|x| !named.contains(x)).collect();
+        conn.restore_changes(left)?;
         self.last.set(Some(cp));
         Ok(cp.count)
     }
@@ -536,18 +558,18 @@ impl Unlocked<'_> {
     /// Run `f` in an IMMEDIATE transaction (writers queue behind each other instead of failing). A
     /// bound row changed and not logged by the end of `f` rolls the transaction back. After the commit
     /// the custodian's checkpoint moves to the entry written.
-    pub fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T, AuthorityError>) -> Result<T, AuthorityError> {
-        self.auth.pending.clear();
-        let tx = rusqlite::Transaction::new_unchecked(self.conn(), TransactionBehavior::Immediate)?;
+    pub fn write<T>(&self, f: impl FnOnce(&Store) -> Result<T, AuthorityError>) -> Result<T, AuthorityError> {
+        self.conn().clear_changes()?;
+        let tx = self.conn().begin()?;
         let v = match f(&tx) {
             Ok(v) => v,
             Err(e) => {
-                self.auth.pending.clear();
+                let _ = tx.clear_changes();
                 return Err(e);
             }
         };
-        if let Some((t, row)) = self.auth.pending.first() {
-            self.auth.pending.clear();
+        if let Some((t, row)) = tx.first_change()? {
+            let _ = tx.clear_changes();
             return Err(AuthorityError::UnloggedChange { table: rows::BOUND[t].table, row });
         }
         tx.commit()?;

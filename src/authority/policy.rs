@@ -20,13 +20,13 @@
 
 use super::ca::{self, CaKey, ValidityPeriod};
 use super::keys::{self, KeyKind as RowKind, KeyState};
+use super::store::{OptionalExtension, Store, params};
 use super::{Authority, AuthorityError, Unlocked, custody, now};
 use crate::crypto::Secret16;
 use crate::crypto::scheme_key::{self, PUBLIC_KEY_LEN, SchemeId, SchemeSigningKey};
 use crate::domain::{CardSerial, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use crate::protocol::codec::Wire;
 use crate::protocol::policy::{BlockedCard, KeyAuthorisation, KeyKind, MAX_BLOCKED, Policy};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -88,10 +88,10 @@ pub struct SchemeRecord {
 
 /// The scheme id the signed audit log recorded when the scheme key was made (in `init`'s entry or a
 /// `scheme key` entry), if any.
-fn logged_scheme_id(conn: &Connection) -> Result<Option<String>, AuthorityError> {
+fn logged_scheme_id(conn: &Store) -> Result<Option<String>, AuthorityError> {
     let details: Vec<String> = conn
         .prepare("SELECT detail FROM audit_log WHERE action IN ('init', 'scheme key') ORDER BY id")?
-        .query_map([], |r| r.get(0))?
+        .query_map(params![], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(details
         .iter()
@@ -101,9 +101,9 @@ fn logged_scheme_id(conn: &Connection) -> Result<Option<String>, AuthorityError>
 
 /// The scheme key row, checked: a valid P-256 key whose scheme id is the stored one and the one the
 /// audit log recorded. `None` for a database from before schema 4 that never made one.
-pub fn scheme(conn: &Connection) -> Result<Option<SchemeRecord>, AuthorityError> {
+pub fn scheme(conn: &Store) -> Result<Option<SchemeRecord>, AuthorityError> {
     let row: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = conn
-        .query_row("SELECT public_key, scheme_id, certificate_der FROM scheme_key WHERE id = 1", [], |r| {
+        .query_row("SELECT public_key, scheme_id, certificate_der FROM scheme_key WHERE id = 1", params![], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
@@ -123,10 +123,10 @@ pub fn scheme(conn: &Connection) -> Result<Option<SchemeRecord>, AuthorityError>
 
 /// Every policy, oldest first, each verified under the scheme key and checked to follow its
 /// predecessor (number, hash, signing time).
-pub fn policies(conn: &Connection, scheme: &SchemeRecord) -> Result<Vec<Policy>, AuthorityError> {
+pub fn policies(conn: &Store, scheme: &SchemeRecord) -> Result<Vec<Policy>, AuthorityError> {
     let rows: Vec<(u32, Vec<u8>)> = conn
         .prepare("SELECT number, policy FROM policies ORDER BY number")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut out: Vec<Policy> = Vec::with_capacity(rows.len());
     for (number, bytes) in rows {
@@ -149,13 +149,13 @@ pub fn policies(conn: &Connection, scheme: &SchemeRecord) -> Result<Vec<Policy>,
 }
 
 /// The newest policy (verified), if any.
-pub fn newest_policy(conn: &Connection, scheme: &SchemeRecord) -> Result<Option<Policy>, AuthorityError> {
+pub fn newest_policy(conn: &Store, scheme: &SchemeRecord) -> Result<Option<Policy>, AuthorityError> {
     Ok(policies(conn, scheme)?.pop())
 }
 
 /// The stored authorisation of a key version (verified), if it was signed.
 pub fn authorisation(
-    conn: &Connection,
+    conn: &Store,
     scheme: &SchemeRecord,
     kind: RowKind,
     id: u32,
@@ -186,16 +186,16 @@ pub fn authorisation(
 }
 
 /// The latest `signed_at` of anything the scheme key signed.
-fn last_signed_at(conn: &Connection) -> Result<Option<u64>, AuthorityError> {
-    let a: Option<i64> = conn.query_row("SELECT max(signed_at) FROM key_authorisations", [], |r| r.get(0))?;
-    let p: Option<i64> = conn.query_row("SELECT max(signed_at) FROM policies", [], |r| r.get(0))?;
+fn last_signed_at(conn: &Store) -> Result<Option<u64>, AuthorityError> {
+    let a: Option<i64> = conn.query_row("SELECT max(signed_at) FROM key_authorisations", params![], |r| r.get(0))?;
+    let p: Option<i64> = conn.query_row("SELECT max(signed_at) FROM policies", params![], |r| r.get(0))?;
     Ok(a.max(p).map(|v| v as u64))
 }
 
 /// Create and certify the scheme key (inside the caller's transaction). The caller records the
 /// returned scheme id in the audit log.
 pub(super) fn create_scheme(
-    conn: &Connection,
+    conn: &Store,
     recipients: &[age::x25519::Recipient],
     ca_key: &CaKey,
     root_der: &[u8],
@@ -218,7 +218,7 @@ pub(super) fn create_scheme(
 /// Sign and store the authorisation of key `kind`/`id` (inside the caller's transaction). Returns the
 /// audit detail to record.
 pub(super) fn sign_authorisation(
-    conn: &Connection,
+    conn: &Store,
     signer: &SchemeSigningKey,
     kind: RowKind,
     id: u32,
@@ -226,7 +226,7 @@ pub(super) fn sign_authorisation(
     clock: u64,
 ) -> Result<serde_json::Value, AuthorityError> {
     check_signed_at(last_signed_at(conn)?, clock, clock)?;
-    let min_policy: u32 = conn.query_row("SELECT coalesce(max(number), 0) FROM policies", [], |r| r.get(0))?;
+    let min_policy: u32 = conn.query_row("SELECT coalesce(max(number), 0) FROM policies", params![], |r| r.get(0))?;
     let scheme_id = signer.scheme_id();
     let wk = wire_kind(kind);
     let mut a = KeyAuthorisation {
@@ -306,7 +306,7 @@ pub fn next_policy(
 /// Sign and store the next policy if `change` (or the key states) change what the newest one says.
 /// Returns the newest policy afterwards and, when one was signed, the audit detail to record.
 pub(super) fn sign_policy(
-    conn: &Connection,
+    conn: &Store,
     signer: &SchemeSigningKey,
     scheme: &SchemeRecord,
     change: PolicyChange,
@@ -439,7 +439,7 @@ impl Unlocked<'_> {
     /// Sign the authorisation of a key that just became active (inside the caller's transaction).
     pub(super) fn authorise_activated(
         &self,
-        conn: &Connection,
+        conn: &Store,
         signer: &SchemeSigningKey,
         kind: RowKind,
         id: u32,
@@ -485,7 +485,7 @@ impl Unlocked<'_> {
     /// Block inside the caller's transaction (`policy block`, `cert revoke`).
     pub(super) fn block_in(
         &self,
-        conn: &Connection,
+        conn: &Store,
         signer: &SchemeSigningKey,
         record: &SchemeRecord,
         serial: CardSerial,

@@ -29,10 +29,12 @@
 //!       | 0x04 ‖ u32(len) ‖ bytes       BLOB
 //! ```
 //! The storage class is part of the encoding, so `'5'` stored where `5` was written is a different row.
+//! Both engines give the same encoding ([`super::store`]): PostgreSQL's BIGINT, DOUBLE PRECISION, TEXT
+//! and BYTEA columns are INTEGER, REAL, TEXT and BLOB, and the column order is the migrations' order on
+//! both, so a database copied from one engine to the other keeps its audit log valid.
 
 use super::AuthorityError;
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension};
+use super::store::{OptionalExtension, Params, Row, Store, StoreError, Value};
 use sha2::{Digest, Sha256};
 
 const ROW_LABEL: &[u8] = b"keyroll row v1";
@@ -89,56 +91,51 @@ fn put_str(h: &mut Sha256, s: &[u8]) {
     h.update(s);
 }
 
-fn put_value(h: &mut Sha256, v: ValueRef<'_>) {
+fn put_value(h: &mut Sha256, v: &Value) {
     match v {
-        ValueRef::Null => h.update([0x00]),
-        ValueRef::Integer(i) => {
+        Value::Null => h.update([0x00]),
+        Value::Integer(i) => {
             h.update([0x01]);
             h.update(i.to_be_bytes());
         }
-        ValueRef::Real(f) => {
+        Value::Real(f) => {
             h.update([0x02]);
             h.update(f.to_bits().to_be_bytes());
         }
-        ValueRef::Text(t) => {
+        Value::Text(t) => {
             h.update([0x03]);
-            put_str(h, t);
+            put_str(h, t.as_bytes());
         }
-        ValueRef::Blob(b) => {
+        Value::Blob(b) => {
             h.update([0x04]);
             put_str(h, b);
         }
     }
 }
 
-/// Digest of the current row of a statement positioned on it (`SELECT * FROM table …`).
-fn digest_current(table: &str, names: &[String], row: &rusqlite::Row<'_>) -> rusqlite::Result<[u8; 32]> {
+/// Digest of a row read with `SELECT * FROM table …`.
+fn digest_row(table: &str, row: &Row) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(ROW_LABEL);
     put_str(&mut h, table.as_bytes());
-    h.update((names.len() as u32).to_be_bytes());
-    for (i, name) in names.iter().enumerate() {
+    h.update((row.len() as u32).to_be_bytes());
+    for (name, value) in row.column_names().iter().zip(row.values()) {
         put_str(&mut h, name.as_bytes());
-        put_value(&mut h, row.get_ref(i)?);
+        put_value(&mut h, value);
     }
-    Ok(h.finalize().into())
-}
-
-fn column_names(stmt: &rusqlite::Statement<'_>) -> Vec<String> {
-    stmt.column_names().map(str::to_string).collect()
+    h.finalize().into()
 }
 
 /// The canonical digest of row `id` of a bound table, or `None` if there is no such row.
-pub fn row_digest(conn: &Connection, table: &str, id: i64) -> Result<Option<[u8; 32]>, AuthorityError> {
+pub fn row_digest(conn: &Store, table: &str, id: i64) -> Result<Option<[u8; 32]>, AuthorityError> {
     let b = &BOUND[bound_index(table).ok_or(AuthorityError::NotBound(table.to_string()))?];
-    let mut stmt = conn.prepare_cached(&format!("SELECT * FROM \"{}\" WHERE id = ?1", b.table))?;
-    let names = column_names(&stmt);
-    Ok(stmt.query_row([id], |r| digest_current(b.table, &names, r)).optional()?)
+    let sql = format!("SELECT * FROM \"{}\" WHERE id = ?1", b.table);
+    Ok(conn.query_row(&sql, [id], |r| Ok(digest_row(b.table, r))).optional()?)
 }
 
 /// Visit every row of a bound table (ascending id) with its digest.
 pub fn for_each_row(
-    conn: &Connection,
+    conn: &Store,
     table: &'static str,
     filter: Option<&str>,
     mut f: impl FnMut(i64, [u8; 32]) -> Result<(), AuthorityError>,
@@ -147,24 +144,21 @@ pub fn for_each_row(
         Some(w) => format!("SELECT * FROM \"{table}\" WHERE {w} ORDER BY id"),
         None => format!("SELECT * FROM \"{table}\" ORDER BY id"),
     };
-    let mut stmt = conn.prepare(&sql)?;
-    let names = column_names(&stmt);
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
+    for r in conn.query_all(&sql, Vec::new())? {
         let id = match r.get_ref(0)? {
-            ValueRef::Integer(i) => i,
+            Value::Integer(i) => *i,
             _ => {
                 return Err(AuthorityError::BadRow { table, row: -1, why: "the primary key is not an integer".into() });
             }
         };
-        f(id, digest_current(table, &names, r)?)?;
+        f(id, digest_row(table, &r))?;
     }
     Ok(())
 }
 
 /// The state digest: SHA-256 over every row of the [`Scope::State`] tables and the state views, table
 /// by table in [`BOUND`] order: `"keyroll state v1" ‖ { str(name) ‖ u64(#rows) ‖ { i64(id) ‖ row }* }*`.
-pub fn state_digest(conn: &Connection) -> Result<[u8; 32], AuthorityError> {
+pub fn state_digest(conn: &Store) -> Result<[u8; 32], AuthorityError> {
     let mut h = Sha256::new();
     h.update(STATE_LABEL);
     let mut part = |name: &str, table: &'static str, filter: Option<&str>| -> Result<(), AuthorityError> {
@@ -249,7 +243,7 @@ pub struct Pending(std::sync::Arc<std::sync::Mutex<Vec<(usize, i64)>>>);
 
 impl Pending {
     /// Install the update hook on a custodian's connection.
-    pub fn install(&self, conn: &mut Connection) -> Result<(), AuthorityError> {
+    pub fn install(&self, conn: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
         let me = self.clone();
         conn.update_hook(Some(move |_action, _db: &str, table: &str, id: i64| {
             if let Some(t) = bound_index(table) {
@@ -287,12 +281,12 @@ impl Pending {
 }
 
 /// Bindings for the given changed rows, digests taken now.
-pub fn bind(conn: &Connection, changed: &[(usize, i64)]) -> Result<Vec<Binding>, AuthorityError> {
+pub fn bind(conn: &Store, changed: &[(usize, i64)]) -> Result<Vec<Binding>, AuthorityError> {
     changed.iter().map(|&(t, id)| Ok(Binding { table: t, id, digest: row_digest(conn, BOUND[t].table, id)? })).collect()
 }
 
 /// Bindings for every row of every bound table (an entry adopting rows written before binding existed).
-pub fn bind_all(conn: &Connection) -> Result<Vec<Binding>, AuthorityError> {
+pub fn bind_all(conn: &Store) -> Result<Vec<Binding>, AuthorityError> {
     let mut out = Vec::new();
     for (t, b) in BOUND.iter().enumerate() {
         for_each_row(conn, b.table, None, |id, d| {
@@ -306,69 +300,49 @@ pub fn bind_all(conn: &Connection) -> Result<Vec<Binding>, AuthorityError> {
 /// Read rows into domain types (issue 10 item 3): the query's first column is the row id; `f` turns a
 /// row into `T` or says why it cannot. A row that does not decode is an error naming table and row,
 /// never a default.
-pub fn decode_all<T, P: rusqlite::Params>(
-    conn: &Connection,
+pub fn decode_all<T, P: Params>(
+    conn: &Store,
     table: &'static str,
     sql: &str,
     params: P,
-    f: impl Fn(&rusqlite::Row<'_>) -> Result<T, String>,
+    f: impl Fn(&Row) -> Result<T, String>,
 ) -> Result<Vec<T>, AuthorityError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push(decode_row(table, r, &f)?);
-    }
-    Ok(out)
+    conn.query_all(sql, params)?.iter().map(|r| decode_row(table, r, &f)).collect()
 }
 
 /// [`decode_all`] for at most one row.
-pub fn decode_one<T, P: rusqlite::Params>(
-    conn: &Connection,
+pub fn decode_one<T, P: Params>(
+    conn: &Store,
     table: &'static str,
     sql: &str,
     params: P,
-    f: impl Fn(&rusqlite::Row<'_>) -> Result<T, String>,
+    f: impl Fn(&Row) -> Result<T, String>,
 ) -> Result<Option<T>, AuthorityError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
-    match rows.next()? {
+    match conn.query_all(sql, params)?.first() {
         Some(r) => Ok(Some(decode_row(table, r, &f)?)),
         None => Ok(None),
     }
 }
 
-fn decode_row<T>(
-    table: &'static str,
-    r: &rusqlite::Row<'_>,
-    f: &impl Fn(&rusqlite::Row<'_>) -> Result<T, String>,
-) -> Result<T, AuthorityError> {
+fn decode_row<T>(table: &'static str, r: &Row, f: &impl Fn(&Row) -> Result<T, String>) -> Result<T, AuthorityError> {
     let id = match r.get_ref(0)? {
-        ValueRef::Integer(i) => i,
+        Value::Integer(i) => *i,
         _ => -1,
     };
     f(r).map_err(|why| AuthorityError::BadRow { table, row: id, why })
 }
 
-/// Column `i` as `T`, or why not (its name and SQLite's complaint: wrong type, out of range…).
-pub fn col<T: rusqlite::types::FromSql>(r: &rusqlite::Row<'_>, i: usize) -> Result<T, String> {
-    r.get::<_, T>(i).map_err(|e| {
-        let name = r.as_ref().column_name(i).unwrap_or("?");
-        match e {
-            rusqlite::Error::InvalidColumnType(_, _, t) => format!("column {name} holds {t}"),
-            rusqlite::Error::IntegralValueOutOfRange(_, v) => format!("column {name} is out of range ({v})"),
-            other => format!("column {name}: {other}"),
-        }
+/// Column `i` as `T`, or why not (its name and what it holds: wrong type, out of range…).
+pub fn col<T: super::store::FromValue>(r: &Row, i: usize) -> Result<T, String> {
+    r.get::<_, T>(i).map_err(|e| match e {
+        StoreError::Type { column, found, .. } => format!("column {column} holds {found}"),
+        StoreError::OutOfRange { column, value } => format!("column {column} is out of range ({value})"),
+        other => format!("column {}: {other}", r.column_name(i)),
     })
 }
 
 /// Column `i` parsed by `parse`, or why not.
-pub fn col_parsed<T>(
-    r: &rusqlite::Row<'_>,
-    i: usize,
-    what: &str,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<T, String> {
+pub fn col_parsed<T>(r: &Row, i: usize, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
     let s: String = col(r, i)?;
     parse(&s).ok_or_else(|| format!("{s:?} is not a {what}"))
 }
@@ -376,9 +350,10 @@ pub fn col_parsed<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authority::store::params;
 
-    fn db() -> Connection {
-        let c = Connection::open_in_memory().unwrap();
+    fn db() -> Store {
+        let c = Store::sqlite(rusqlite::Connection::open_in_memory().unwrap(), false).unwrap();
         super::super::db::migrate(&c).unwrap();
         c
     }
@@ -386,19 +361,19 @@ mod tests {
     #[test]
     fn digest_covers_every_column_and_the_storage_class() {
         let c = db();
-        c.execute("INSERT INTO custodians (id, recipient) VALUES (1, 'age1x')", []).unwrap();
+        c.execute("INSERT INTO custodians (id, recipient) VALUES (1, 'age1x')", params![]).unwrap();
         let a = row_digest(&c, "custodians", 1).unwrap().unwrap();
-        c.execute("UPDATE custodians SET recipient = 'age1y' WHERE id = 1", []).unwrap();
+        c.execute("UPDATE custodians SET recipient = 'age1y' WHERE id = 1", params![]).unwrap();
         let b = row_digest(&c, "custodians", 1).unwrap().unwrap();
         assert_ne!(a, b);
         c.execute(
             "INSERT INTO batches (id, name, profile, transfer_key_id_limit, transfer_key_id, update_key_id,
              initial_balance, max_balance, created_at) VALUES (1, 'b', 'symmetric', 2, 1, 1, 5, 10, 't')",
-            [],
+            params![],
         )
         .unwrap();
         let int = row_digest(&c, "batches", 1).unwrap().unwrap();
-        c.execute("UPDATE batches SET transfer_key_id = CAST('1' AS BLOB) WHERE id = 1", []).unwrap();
+        c.execute("UPDATE batches SET transfer_key_id = CAST('1' AS BLOB) WHERE id = 1", params![]).unwrap();
         assert_ne!(int, row_digest(&c, "batches", 1).unwrap().unwrap(), "storage class is encoded");
         assert_eq!(row_digest(&c, "batches", 2).unwrap(), None);
         assert!(row_digest(&c, "audit_log", 1).is_err(), "only bound tables");
@@ -408,7 +383,7 @@ mod tests {
     fn known_answer() {
         // Pins the documented encoding (docs/backoffice.md): custodians row (1, 'age1x').
         let c = db();
-        c.execute("INSERT INTO custodians (id, recipient) VALUES (1, 'age1x')", []).unwrap();
+        c.execute("INSERT INTO custodians (id, recipient) VALUES (1, 'age1x')", params![]).unwrap();
         let mut h = Sha256::new();
         h.update(b"keyroll row v1");
         h.update(10u32.to_be_bytes());
@@ -440,13 +415,16 @@ mod tests {
 
     #[test]
     fn the_hook_sees_bound_tables_only() {
-        let mut c = db();
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
         let p = Pending::default();
         p.install(&mut c).unwrap();
-        c.execute("INSERT INTO custodians (recipient) VALUES ('age1x')", []).unwrap();
-        c.execute("INSERT INTO audit_head (id, last_id, last_hash, signature) VALUES (1, 1, x'00', x'00')", [])
+        let c = Store::sqlite(c, false).unwrap();
+        super::super::db::migrate(&c).unwrap();
+        p.clear();
+        c.execute("INSERT INTO custodians (recipient) VALUES ('age1x')", params![]).unwrap();
+        c.execute("INSERT INTO audit_head (id, last_id, last_hash, signature) VALUES (1, 1, x'00', x'00')", params![])
             .unwrap();
-        c.execute("UPDATE custodians SET recipient = 'age1z'", []).unwrap();
+        c.execute("UPDATE custodians SET recipient = 'age1z'", params![]).unwrap();
         assert_eq!(p.take(), vec![(1, 1)]);
         assert!(p.take().is_empty());
     }

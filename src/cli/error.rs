@@ -9,6 +9,7 @@
 //! - [`EXIT_INTERNAL`] (70, `EX_SOFTWARE` of BSD `sysexits.h`): a fault inside keyroll, which is a bug.
 
 use crate::authority::AuthorityError;
+use crate::authority::store::{ConnectFailure, StoreError};
 use crate::card::CardError;
 use crate::card::storage::StorageError;
 use crate::perso::PersoError;
@@ -115,7 +116,7 @@ impl CliError {
                 AuthorityError::PinRequired { .. } => "pin-required",
                 AuthorityError::KeyInUse { .. } => "key-in-use",
                 AuthorityError::RetiredKey { .. } => "retired-key",
-                AuthorityError::Sqlite(_) => "database",
+                AuthorityError::Sqlite(_) | AuthorityError::Store(_) | AuthorityError::NotEmpty { .. } => "database",
                 AuthorityError::AlreadyExists(_) => "exists",
                 AuthorityError::BatchExists(_) => "batch-exists",
                 AuthorityError::NoSuchBatch(_) => "no-such-batch",
@@ -279,6 +280,13 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             ),
         ),
         AuthorityError::Sqlite(err) => sqlite(err),
+        AuthorityError::Store(err) => store(err),
+        AuthorityError::NotEmpty { .. } => (
+            Input,
+            s(
+                "keyroll init needs an empty PostgreSQL database: create one (`createdb NAME`) and pass its URL with --db",
+            ),
+        ),
         AuthorityError::BadRecipient(_) => {
             (Input, s("pass a custodian's age X25519 recipient, as `age-keygen -y IDENTITY_FILE` prints it"))
         }
@@ -380,6 +388,43 @@ fn sqlite(err: &rusqlite::Error) -> (Class, String) {
             (Class::Input, "another process holds the database; wait for it and run the command again".into())
         }
         Some(DiskFull | SystemIoFailure) => (Class::Input, "check the disk the database is on".into()),
+        _ => (Class::Internal, REPORT.into()),
+    }
+}
+
+/// PostgreSQL and store failures: a server that cannot be reached, refused credentials, a missing
+/// database or missing rights are the user's to fix; anything else is keyroll's fault.
+fn store(err: &StoreError) -> (Class, String) {
+    let s = |x: &str| x.to_string();
+    match err {
+        StoreError::Connect { kind, .. } => (
+            Class::Input,
+            match kind {
+                ConnectFailure::Unreachable => s(
+                    "check the host, port or socket directory in the --db URL and that the PostgreSQL server is running (`pg_isready -h HOST -p PORT`)",
+                ),
+                ConnectFailure::Authentication => {
+                    s("check the user name and password in the --db URL (postgres://USER:PASSWORD@HOST/DATABASE)")
+                }
+                ConnectFailure::NoDatabase => {
+                    s("create the database first (`createdb NAME`) or fix its name in the --db URL")
+                }
+                ConnectFailure::BadUrl => s("write the URL as postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
+                ConnectFailure::Other => s("check the --db URL and the server's log"),
+            },
+        ),
+        StoreError::Postgres(e) if e.is_closed() => {
+            (Class::Input, s("the connection to the PostgreSQL server was lost; run the command again"))
+        }
+        StoreError::Postgres(e) if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => (
+            Class::Input,
+            s(
+                "the database role lacks a right this command needs: see \"PostgreSQL\" in the README for the rights per command",
+            ),
+        ),
+        StoreError::Type { .. } | StoreError::OutOfRange { .. } | StoreError::UnsupportedType { .. } => {
+            (Class::Check, s("the database's schema was changed outside keyroll: restore it from a backup"))
+        }
         _ => (Class::Internal, REPORT.into()),
     }
 }

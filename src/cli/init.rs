@@ -3,6 +3,7 @@
 use super::CliError;
 use super::output::Context;
 use crate::authority::Authority;
+use crate::authority::store::Location;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,8 @@ pub struct InitArgs {
     /// A custodian's age recipient (age1…); repeat for several. Without one, a new identity is written.
     #[arg(long, value_name = "AGE_RECIPIENT")]
     pub custodian: Vec<String>,
-    /// Where to write the new identity when no --custodian is given (default: the --db path + ".identity").
+    /// Where to write the new identity when no --custodian is given (default: the --db path + ".identity";
+    /// keyroll.identity for a PostgreSQL --db).
     #[arg(long, value_name = "FILE")]
     pub identity_out: Option<PathBuf>,
 }
@@ -28,10 +30,13 @@ pub fn run(ctx: &Context, db: &Path, a: InitArgs) -> Result<(), CliError> {
             "pass the organisation's name, e.g. --issuer \"Example Transit\"",
         ));
     }
-    let identity_out = a.identity_out.unwrap_or_else(|| PathBuf::from(format!("{}.identity", db.display())));
+    let identity_out = a.identity_out.unwrap_or_else(|| match Location::parse(db) {
+        Location::File(_) => PathBuf::from(format!("{}.identity", db.display())),
+        Location::Postgres(_) => PathBuf::from("keyroll.identity"),
+    });
     let (_, outcome) = Authority::init(db, &a.issuer, &a.custodian, &identity_out)?;
     ctx.emit(&outcome, |outcome| {
-        println!("created issuer {:?} in {}", outcome.issuer, db.display());
+        println!("created issuer {:?} in {}", outcome.issuer, outcome.database.display());
         if let Some(f) = &outcome.identity_file {
             println!(
                 "wrote a new custodian identity to {} (mode 0600): keep it safe, it unlocks every secret",

@@ -9,6 +9,7 @@ mod audit;
 mod batch;
 mod card;
 mod cert;
+mod db;
 mod demo;
 mod docs;
 mod error;
@@ -51,8 +52,8 @@ Every error ends with a `hint:` line; with --json it is one JSON document on std
     after_help = EXAMPLES
 )]
 pub struct Cli {
-    /// The issuer database (SQLite file).
-    #[arg(long, global = true, env = "KEYROLL_DB", default_value = "keyroll.db", value_name = "FILE")]
+    /// The issuer database: a SQLite file, or a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE).
+    #[arg(long, global = true, env = "KEYROLL_DB", default_value = "keyroll.db", value_name = "FILE|URL")]
     pub db: PathBuf,
     /// An age identity file (a custodian's), for commands that change the database or read a secret.
     #[arg(long, global = true, env = "KEYROLL_IDENTITY", value_name = "FILE")]
@@ -136,6 +137,12 @@ pub enum Command {
     /// Account for all issued value from the cards' logs and settlement journals (exit 1 if anything is
     /// unaccounted for or a credit has no matching debit).
     Reconcile(reconcile::ReconcileArgs),
+    /// The database itself: copy an issuer between SQLite and PostgreSQL.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  keyroll db copy --from issuer.db --to postgres://keyroll@db.example/issuer"
+    )]
+    Db(db::DbCommand),
     /// Print a shell completion script.
     Completions(docs::CompletionsArgs),
     /// Write manual pages (keyroll.1 and one per subcommand) to a directory.
@@ -168,6 +175,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Readers => readers::run(&ctx),
         Command::Reconcile(a) => reconcile::run(&ctx, db, identity, a),
         Command::Demo(a) => demo::run(&ctx, a),
+        Command::Db(c) => db::run(&ctx, c),
         Command::Completions(a) => docs::completions(&ctx, a),
         Command::Man(a) => docs::man(&ctx, a),
     }

@@ -136,7 +136,10 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                         )
                     };
                     // With a database, the file must verify under its scheme key; without one it is only decoded.
-                    match db.exists().then(|| Authority::open_read_only(db)).transpose()? {
+                    match (db.exists() || crate::authority::store::Location::parse(db).is_postgres())
+                        .then(|| Authority::open_read_only(db))
+                        .transpose()?
+                    {
                         Some(auth) => {
                             let rec = auth.scheme_record()?.ok_or_else(|| {
                                 CliError::input(

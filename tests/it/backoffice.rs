@@ -2,6 +2,22 @@
 
 use crate::support::cli;
 use cli::*;
+
+/// A test of the back-office suite, run on both engines: `NAME::sqlite` and `NAME::postgres`.
+macro_rules! both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(super::Scratch::new())
+            }
+            #[test]
+            fn postgres() {
+                super::$name(super::Scratch::postgres())
+            }
+        }
+    };
+}
 use std::process::Command;
 
 fn recipient(s: &Scratch) -> String {
@@ -9,9 +25,8 @@ fn recipient(s: &Scratch) -> String {
     id.lines().find(|l| l.starts_with("# public key: ")).unwrap().trim_start_matches("# public key: ").to_string()
 }
 
-#[test]
-fn init_writes_a_private_identity_and_refuses_to_overwrite() {
-    let s = Scratch::new();
+both_engines!(init_writes_a_private_identity_and_refuses_to_overwrite);
+fn init_writes_a_private_identity_and_refuses_to_overwrite(s: Scratch) {
     s.init();
     let meta = std::fs::metadata(s.path("keyroll.db.identity")).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -32,9 +47,8 @@ fn init_writes_a_private_identity_and_refuses_to_overwrite() {
     assert_eq!(keys["schema"], "keyroll/1");
 }
 
-#[test]
-fn key_versions_increase_and_move_through_states() {
-    let s = Scratch::new();
+both_engines!(key_versions_increase_and_move_through_states);
+fn key_versions_increase_and_move_through_states(s: Scratch) {
     s.init();
     assert_eq!(s.json(&["key", "new", "transfer", "--pending"])["id"], 2);
     assert_eq!(s.json(&["key", "new", "transfer"])["id"], 3);
@@ -121,23 +135,19 @@ fn export_is_readable_by_the_age_cli_and_keys_are_never_stored_in_plaintext() {
     assert_eq!(m["stored_transfer_key_ids"], serde_json::json!([1, 2]));
 }
 
-#[test]
-fn wrong_identity_is_refused_and_changes_nothing() {
-    let s = Scratch::new();
+both_engines!(wrong_identity_is_refused_and_changes_nothing);
+fn wrong_identity_is_refused_and_changes_nothing(s: Scratch) {
     s.init();
+    let db = s.db();
     let other = Scratch::new();
     other.init();
     std::fs::copy(other.path("keyroll.db.identity"), s.path("other.identity")).unwrap();
     let before = s.dump();
-    let o = s
-        .cmd()
-        .args(["--db", "keyroll.db", "--identity", "other.identity", "key", "new", "transfer"])
-        .output()
-        .unwrap();
+    let o = s.cmd().args(["--db", &db, "--identity", "other.identity", "key", "new", "transfer"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot decrypt"), "{}", stderr(&o));
     assert!(stderr(&o).contains("hint:"));
-    let o = s.cmd().args(["--db", "keyroll.db", "key", "new", "transfer"]).output().unwrap();
+    let o = s.cmd().args(["--db", &db, "key", "new", "transfer"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--identity"), "{}", stderr(&o));
     assert_eq!(s.dump(), before);
@@ -192,16 +202,15 @@ fn bad_input_gets_exit_2_a_clear_message_and_changes_nothing() {
     assert_eq!(std::fs::read(s.path("corrupt.db")).unwrap(), vec![0x5A; 8192]);
 }
 
-#[test]
-fn two_perso_processes_at_once_get_distinct_serials() {
-    let s = Scratch::new();
+both_engines!(two_perso_processes_at_once_get_distinct_serials);
+fn two_perso_processes_at_once_get_distinct_serials(s: Scratch) {
     s.init();
     s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3"]);
     let spawn = |dir: &str| {
         s.cmd()
             .args([
                 "--db",
-                "keyroll.db",
+                &s.db(),
                 "--identity",
                 "keyroll.db.identity",
                 "perso",
@@ -228,18 +237,18 @@ fn two_perso_processes_at_once_get_distinct_serials() {
     serials.sort();
     serials.dedup();
     assert_eq!(serials.len(), 50, "duplicate serials");
-    assert_eq!(s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim(), "50");
+    assert_eq!(s.sql("SELECT count(*) FROM cards WHERE state = 'personalised'").trim(), "50");
     s.ok(&["audit", "log"]);
 }
 
-#[test]
-fn a_killed_batch_is_finished_by_the_same_command() {
-    let s = Scratch::new();
+both_engines!(a_killed_batch_is_finished_by_the_same_command);
+fn a_killed_batch_is_finished_by_the_same_command(s: Scratch) {
     s.init();
+    let db = s.db();
     s.ok(&["batch", "new", "b", "--profile", "multi-key", "--transfer-key-limit", "3", "--initial-balance", "7"]);
     let args = [
         "--db",
-        "keyroll.db",
+        &db,
         "--identity",
         "keyroll.db.identity",
         "perso",
@@ -254,7 +263,7 @@ fn a_killed_batch_is_finished_by_the_same_command() {
     // Kill once some cards are recorded, mid-batch.
     let started = std::time::Instant::now();
     loop {
-        let n: u32 = s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim().parse().unwrap_or(0);
+        let n: u32 = s.sql("SELECT count(*) FROM cards WHERE state = 'personalised'").trim().parse().unwrap_or(0);
         if n >= 20 || started.elapsed().as_secs() > 60 {
             break;
         }
@@ -262,13 +271,13 @@ fn a_killed_batch_is_finished_by_the_same_command() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let done: u32 = s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim().parse().unwrap();
+    let done: u32 = s.sql("SELECT count(*) FROM cards WHERE state = 'personalised'").trim().parse().unwrap();
     assert!(done < 300, "the batch finished before the kill; make it larger");
     let again = s.json(&args[4..].to_vec());
     assert_eq!(again["resumed"], true);
-    assert_eq!(s.sqlite("SELECT count(*) FROM cards").trim(), "300", "no extra reservations");
-    assert_eq!(s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim(), "300");
-    assert_eq!(s.sqlite("SELECT count(DISTINCT serial) FROM cards").trim(), "300");
+    assert_eq!(s.sql("SELECT count(*) FROM cards").trim(), "300", "no extra reservations");
+    assert_eq!(s.sql("SELECT count(*) FROM cards WHERE state = 'personalised'").trim(), "300");
+    assert_eq!(s.sql("SELECT count(DISTINCT serial) FROM cards").trim(), "300");
     let files = s.card_files("cards");
     assert_eq!(files.len(), 300);
     for f in files.iter().step_by(37) {
@@ -279,9 +288,8 @@ fn a_killed_batch_is_finished_by_the_same_command() {
     s.ok(&["audit", "log"]);
 }
 
-#[test]
-fn end_to_end_older_card_rolls_to_the_newer_key() {
-    let s = Scratch::new();
+both_engines!(end_to_end_older_card_rolls_to_the_newer_key);
+fn end_to_end_older_card_rolls_to_the_newer_key(s: Scratch) {
     s.init();
     s.ok(&["batch", "new", "old", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
     s.ok(&["perso", "--batch", "old", "--out-dir", "cards", "--count", "1"]);
@@ -385,9 +393,8 @@ fn a_version_1_database_is_refused_with_a_clear_message() {
     assert!(!s.path("root.pem").exists());
 }
 
-#[test]
-fn hybrid_cards_converge_over_the_public_key_path_from_the_command_line() {
-    let s = Scratch::new();
+both_engines!(hybrid_cards_converge_over_the_public_key_path_from_the_command_line);
+fn hybrid_cards_converge_over_the_public_key_path_from_the_command_line(s: Scratch) {
     s.init();
     s.ok(&["batch", "new", "h1", "--profile", "hybrid", "--transfer-key-limit", "4", "--initial-balance", "100"]);
     s.ok(&["perso", "--batch", "h1", "--out-dir", "cards", "--count", "2"]);
@@ -451,9 +458,8 @@ fn hybrid_cards_converge_over_the_public_key_path_from_the_command_line() {
     s.ok(&["settle", "--payer", &f(0), "--payee", &f(1), "--amount", "1", "--policy", "policy.bin"]);
 }
 
-#[test]
-fn rollout_verify_settles_every_generation_pair_and_flags_the_ones_that_cannot() {
-    let s = Scratch::new();
+both_engines!(rollout_verify_settles_every_generation_pair_and_flags_the_ones_that_cannot);
+fn rollout_verify_settles_every_generation_pair_and_flags_the_ones_that_cannot(s: Scratch) {
     s.init();
     // Default initial balance 0: the pairs are still checked (key agreement without value).
     s.ok(&["batch", "new", "a", "--profile", "symmetric", "--transfer-key-limit", "3"]);
@@ -499,17 +505,17 @@ fn a_card_file_in_use_by_another_process_is_refused() {
     s.ok(&["settle", "--payer", &a, "--payee", &b, "--amount", "5"]);
 }
 
-#[test]
-fn custodians_refuse_to_change_a_tampered_database() {
-    let s = Scratch::new();
+both_engines!(custodians_refuse_to_change_a_tampered_database);
+fn custodians_refuse_to_change_a_tampered_database(s: Scratch) {
     s.init();
+    let db = s.db();
     s.ok(&["key", "new", "transfer"]);
     // An extra recipient slipped into the custodian table would receive every future key.
     let other = Scratch::new();
     other.init();
     let intruder = recipient(&other);
     let dir = s.copy();
-    dir.sqlite(&format!("INSERT INTO custodians (recipient) VALUES ('{intruder}');"));
+    dir.sql(&format!("INSERT INTO custodians (recipient) VALUES ('{intruder}');"));
     let before = dir.dump();
     let o = dir.run(&["key", "new", "transfer"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -518,7 +524,7 @@ fn custodians_refuse_to_change_a_tampered_database() {
     assert_eq!(dir.dump(), before);
     // An edited audit log.
     let dir = s.copy();
-    dir.sqlite("UPDATE audit_log SET at = '2000-01-01T00:00:00Z' WHERE id = 2;");
+    dir.sql("UPDATE audit_log SET at = '2000-01-01T00:00:00Z' WHERE id = 2;");
     let o = dir.run(&["batch", "new", "x", "--profile", "symmetric", "--transfer-key-limit", "5"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("log entry 2 was edited"), "{}", stderr(&o));
@@ -527,19 +533,14 @@ fn custodians_refuse_to_change_a_tampered_database() {
     assert!(pinned.contains("# keyroll audit key: "), "init pins the audit key");
     let fp = pinned.lines().find_map(|l| l.strip_prefix("# keyroll audit key: ")).unwrap();
     std::fs::write(s.path("other-pin.identity"), pinned.replace(fp, &"0".repeat(64))).unwrap();
-    let o = s
-        .cmd()
-        .args(["--db", "keyroll.db", "--identity", "other-pin.identity", "key", "new", "update"])
-        .output()
-        .unwrap();
+    let o = s.cmd().args(["--db", &db, "--identity", "other-pin.identity", "key", "new", "update"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("not the one pinned"), "{}", stderr(&o));
     s.ok(&["key", "new", "update"]);
 }
 
-#[test]
-fn rollout_plan_counts_multi_key_cards_that_do_not_store_the_key() {
-    let s = Scratch::new();
+both_engines!(rollout_plan_counts_multi_key_cards_that_do_not_store_the_key);
+fn rollout_plan_counts_multi_key_cards_that_do_not_store_the_key(s: Scratch) {
     s.init();
     s.ok(&["batch", "new", "m", "--profile", "multi-key", "--transfer-key-limit", "5"]);
     s.ok(&["perso", "--batch", "m", "--out-dir", "cards", "--count", "3"]);

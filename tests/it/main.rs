@@ -24,6 +24,7 @@ mod perso_channel;
 mod perso_failure;
 mod policy_backoffice;
 mod policy_rollout;
+mod postgres;
 mod properties;
 mod public_key;
 mod reconcile;

@@ -6,11 +6,35 @@ use std::process::{Command, Output};
 
 pub struct Scratch {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database this scratch's issuer lives in (`None`: the SQLite file `keyroll.db`).
+    pub pg: Option<super::postgres::Database>,
 }
 
 impl Scratch {
+    /// An issuer in the SQLite file `keyroll.db`.
     pub fn new() -> Self {
-        Scratch { dir: tempfile::tempdir().unwrap() }
+        Scratch { dir: tempfile::tempdir().unwrap(), pg: None }
+    }
+
+    /// An issuer in a fresh PostgreSQL database of the test cluster.
+    pub fn postgres() -> Self {
+        Scratch { dir: tempfile::tempdir().unwrap(), pg: Some(super::postgres::database()) }
+    }
+
+    /// The `--db` argument: `keyroll.db`, or the PostgreSQL URL.
+    pub fn db(&self) -> String {
+        match &self.pg {
+            None => "keyroll.db".into(),
+            Some(d) => d.url(),
+        }
+    }
+
+    /// Run SQL on the database (the sqlite3 CLI or psql); the output, one row per line.
+    pub fn sql(&self, sql: &str) -> String {
+        match &self.pg {
+            None => self.sqlite(sql),
+            Some(d) => d.psql(sql),
+        }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -28,7 +52,7 @@ impl Scratch {
 
     /// Run keyroll with `--db keyroll.db --identity keyroll.db.identity` and `args`.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(["--db", "keyroll.db", "--identity", "keyroll.db.identity"]).args(args).output().unwrap()
+        self.cmd().args(["--db", &self.db(), "--identity", "keyroll.db.identity"]).args(args).output().unwrap()
     }
 
     /// Run and require success; returns stdout.
@@ -51,16 +75,25 @@ impl Scratch {
 
     /// Another scratch directory holding a copy of this one's database and identity (for tampering).
     pub fn copy(&self) -> Scratch {
-        let c = Scratch::new();
-        for f in ["keyroll.db", "keyroll.db.identity"] {
-            std::fs::copy(self.path(f), c.path(f)).unwrap();
+        match &self.pg {
+            None => {
+                let c = Scratch::new();
+                for f in ["keyroll.db", "keyroll.db.identity"] {
+                    std::fs::copy(self.path(f), c.path(f)).unwrap();
+                }
+                c
+            }
+            Some(d) => {
+                let c = Scratch { dir: tempfile::tempdir().unwrap(), pg: Some(d.clone_database()) };
+                std::fs::copy(self.path("keyroll.db.identity"), c.path("keyroll.db.identity")).unwrap();
+                c
+            }
         }
-        c
     }
 
-    /// A fresh issuer with one identity.
+    /// A fresh issuer with one identity (`keyroll.db.identity` on both engines).
     pub fn init(&self) {
-        self.ok(&["init", "--issuer", "Test Issuer"]);
+        self.ok(&["init", "--issuer", "Test Issuer", "--identity-out", "keyroll.db.identity"]);
     }
 
     /// SHA-256 of the issuer root's DER (what an auditor passes as `--expect-root`).
@@ -75,9 +108,19 @@ impl Scratch {
         String::from_utf8(o.stdout).unwrap()
     }
 
-    /// The database's logical content (the sqlite3 CLI's dump).
+    /// The database's logical content (the sqlite3 CLI's dump; on PostgreSQL every row of every table).
     pub fn dump(&self) -> String {
-        self.sqlite(".dump")
+        match &self.pg {
+            None => self.sqlite(".dump"),
+            Some(d) => {
+                let tables =
+                    d.psql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1");
+                tables
+                    .lines()
+                    .map(|t| format!("{t}:\n{}\n", d.psql(&format!("SELECT * FROM \"{t}\" ORDER BY 1"))))
+                    .collect()
+            }
+        }
     }
 
     pub fn card_files(&self, dir: &str) -> Vec<PathBuf> {

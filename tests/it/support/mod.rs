@@ -5,6 +5,7 @@
 pub mod cli;
 #[cfg(feature = "pcsc")]
 pub mod pcscd;
+pub mod postgres;
 
 use keyroll::card::Card;
 use keyroll::card::CardState;
