@@ -29,13 +29,20 @@ fn cpu_time() -> std::time::Duration {
 }
 
 /// Runs `n` settlements; returns the mean wall-clock and CPU µs per settlement.
-fn run(
+fn run(name: &str, n: usize, make: impl FnMut() -> (TestCard, TestCard), amount: u64, expect: KeyRoll) -> (f64, f64) {
+    let (us, cpu, _) = run_with(name, n, make, amount, expect, &SettleOptions::default());
+    (us, cpu)
+}
+
+/// As [`run`], through a terminal with `options` (a policy file); also returns the mean APDU count.
+fn run_with(
     name: &str,
     n: usize,
     mut make: impl FnMut() -> (TestCard, TestCard),
     amount: u64,
     expect: KeyRoll,
-) -> (f64, f64) {
+    options: &SettleOptions,
+) -> (f64, f64, f64) {
     // Cards are made outside the timed region; each settlement gets a fresh pair when it rolls a key.
     let mut pairs: Vec<(TestCard, TestCard)> = (0..n).map(|_| make()).collect();
     let cpu0 = cpu_time();
@@ -44,8 +51,7 @@ fn run(
     for (a, b) in pairs.iter_mut() {
         let mut ca = InProcessChannel::new(a, "payer");
         let mut cb = InProcessChannel::new(b, "payee");
-        let r =
-            keyroll::terminal::settle(&mut ca, &mut cb, Amount(amount), &SettleOptions::default()).expect("settlement");
+        let r = keyroll::terminal::settle(&mut ca, &mut cb, Amount(amount), options).expect("settlement");
         assert_eq!(r.key_roll, expect);
         apdus += r.apdus;
     }
@@ -58,7 +64,7 @@ fn run(
         cpu * 1e6 / n as f64,
         apdus as f64 / n as f64
     );
-    (secs * 1e6 / n as f64, cpu * 1e6 / n as f64)
+    (secs * 1e6 / n as f64, cpu * 1e6 / n as f64, apdus as f64 / n as f64)
 }
 
 /// `openssl speed -seconds 1 ecdsap256`: the verify/s column (per CPU-second).
@@ -72,14 +78,15 @@ fn openssl_verify_speed() -> Option<f64> {
 fn main() {
     let n: usize = std::env::var("KEYROLL_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     println!("in-process settlements (reference cards in memory, real APDU codec, 1 core)");
-    run(
+    let (plain_us, _, plain_apdus) = run_with(
         "no key roll",
         n,
         || (card(1, Profile::Symmetric, 1, 1, 5, 1_000), card(2, Profile::Symmetric, 1, 1, 5, 0)),
         10,
         KeyRoll::None,
+        &SettleOptions::default(),
     );
-    run(
+    let (sym_us, _) = run(
         "symmetric roll",
         n,
         || (card(1, Profile::Symmetric, 1, 1, 5, 1_000), card(2, Profile::Symmetric, 2, 1, 5, 0)),
@@ -95,7 +102,7 @@ fn main() {
     );
     let ca = TestCa::new("Bench Issuer");
     let pk_n = (n / 2).max(50);
-    let (pk_us, pk_cpu_us) = run(
+    let (pk_us, pk_cpu_us, pk_apdus) = run_with(
         "public-key roll (hybrid)",
         pk_n,
         || {
@@ -106,6 +113,69 @@ fn main() {
         },
         10,
         KeyRoll::PublicKey,
+        &SettleOptions::default(),
+    );
+    // Issue 12: the issuer's policy spreading before value moves, from the terminal's file to both
+    // cards and from one card to the other; and the authorisation check every install now makes.
+    let policy = test_policy(2, &[(0xDEAD, 5)], 1);
+    let with_file = SettleOptions { policy: Some(policy.clone()), ..Default::default() };
+    let (file_us, _, file_apdus) = run_with(
+        "policy spread (file -> both)",
+        n,
+        || (card(1, Profile::Symmetric, 1, 1, 5, 1_000), card(2, Profile::Symmetric, 1, 1, 5, 0)),
+        10,
+        KeyRoll::None,
+        &with_file,
+    );
+    let (card_us, _, card_apdus) = run_with(
+        "policy spread (card -> card)",
+        n,
+        || {
+            let mut a = card(1, Profile::Symmetric, 1, 1, 5, 1_000);
+            let mut b = card(3, Profile::Symmetric, 1, 1, 5, 0);
+            let mut ca = InProcessChannel::new(&mut a, "a");
+            let mut cb = InProcessChannel::new(&mut b, "b");
+            keyroll::terminal::settle(&mut ca, &mut cb, Amount(0), &with_file).expect("policy to a");
+            drop((ca, cb));
+            (a, card(2, Profile::Symmetric, 1, 1, 5, 0))
+        },
+        10,
+        KeyRoll::None,
+        &SettleOptions::default(),
+    );
+    let check_us = {
+        use keyroll::card::policy::{SchemeAnchor, judge_authorisation};
+        use keyroll::protocol::policy::KeyKind;
+        let anchor = SchemeAnchor::new(&scheme_key().public_key_sec1()).unwrap();
+        let key = transfer_key(2);
+        let auth = authorise(KeyKind::Transfer, 2, key.secret(), 1);
+        let m = n.max(1000);
+        let started = Instant::now();
+        for _ in 0..m {
+            judge_authorisation(&anchor, 1, Default::default(), KeyKind::Transfer, 2, key.secret(), &auth)
+                .expect("genuine authorisation");
+        }
+        let us = started.elapsed().as_secs_f64() * 1e6 / m as f64;
+        println!("{:<28} {m:>6} checks       {:>9.0} /s  {us:>6.1} µs each", "authorisation check", 1e6 / us);
+        us
+    };
+    let ok = |b: bool| if b { "met" } else { "NOT met" };
+    println!(
+        "goal (issue 12): settlement without a roll on the same policy <= 9 APDUs: {plain_apdus:.1} -> {}",
+        ok(plain_apdus <= 9.0)
+    );
+    println!("goal (issue 12): public-key roll <= 24 APDUs: {pk_apdus:.1} -> {}", ok(pk_apdus <= 24.0));
+    println!(
+        "policy spread costs: file -> both +{:.1} APDUs, +{:.0} us; card -> card +{:.1} APDUs, +{:.0} us (vs no roll)",
+        file_apdus - plain_apdus,
+        file_us - plain_us,
+        card_apdus - plain_apdus,
+        card_us - plain_us
+    );
+    println!(
+        "authorisation check per roll (one per install or selection): {check_us:.1} us = {:.0}% of a symmetric roll          settlement ({sym_us:.0} us), {:.0}% of a public-key roll settlement ({pk_us:.0} us)",
+        100.0 * check_us / sym_us,
+        100.0 * check_us / pk_us
     );
     let Some(verify) = openssl_verify_speed() else {
         println!("openssl speed output not understood: no verdict");

@@ -4,7 +4,7 @@ use super::CliError;
 use super::output::Context;
 use crate::authority::Authority;
 use crate::rollout::paths::{Expect, NoPath};
-use crate::rollout::plan::{Plan, Reach};
+use crate::rollout::plan::{CompromisePlan, Plan, Reach};
 use crate::rollout::status::Status;
 use crate::rollout::verify::{Outcome, VerifyReport};
 use crate::terminal::KeyRoll;
@@ -14,12 +14,20 @@ use std::path::{Path, PathBuf};
 #[derive(Subcommand, Debug)]
 pub enum RolloutCommand {
     /// What a roll to transfer key ID leaves behind, per batch: cards stranded by their limit and
-    /// cards cut off by an update-key roll (exit 1 if any).
-    #[command(after_help = "Example:\n  keyroll rollout plan --transfer-key 2")]
+    /// cards cut off by an update-key roll; or what `policy compromise update ID` would strand (exit 1
+    /// if any card is left behind).
+    #[command(
+        after_help = "Examples:\n  keyroll rollout plan --transfer-key 2\n  keyroll rollout plan --compromise-update 1",
+        group = clap::ArgGroup::new("what").required(true).args(["transfer_key", "compromise_update"])
+    )]
     Plan {
         /// The transfer key id of the planned roll.
         #[arg(long, value_name = "ID")]
-        transfer_key: u32,
+        transfer_key: Option<u32>,
+        /// Instead: the update key `policy compromise update` would close (with every older one);
+        /// counts the symmetric and multi-key cards that could then take no newer key.
+        #[arg(long, value_name = "ID")]
+        compromise_update: Option<u32>,
     },
     /// Cards per transfer key id and per batch in a folder of card files, and what the next roll strands.
     #[command(after_help = "Example:\n  keyroll rollout status --cards cards")]
@@ -37,7 +45,23 @@ pub enum RolloutCommand {
 
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: RolloutCommand) -> Result<(), CliError> {
     match cmd {
-        RolloutCommand::Plan { transfer_key } => {
+        RolloutCommand::Plan { compromise_update: Some(id), .. } => {
+            let auth = Authority::open_read_only(db)?;
+            let p = crate::rollout::plan::compromise_update(&auth, id)?;
+            ctx.emit(&p, print_compromise);
+            if p.stranded > 0 {
+                return Err(CliError::check(
+                    format!(
+                        "closing update key {id} (and older) would strand {} card(s): symmetric and multi-key cards on it take no newer key by any path",
+                        p.stranded
+                    ),
+                    "accept it (those cards are due for replacement), or first roll a newer update key onto a generation that can bridge them",
+                ));
+            }
+            Ok(())
+        }
+        RolloutCommand::Plan { transfer_key, .. } => {
+            let transfer_key = transfer_key.expect("clap requires one of the group");
             let auth = Authority::open_read_only(db)?;
             let p = crate::rollout::plan::plan(&auth, transfer_key)?;
             ctx.emit(&p, print_plan);
@@ -79,6 +103,21 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: RolloutComman
             Ok(())
         }
     }
+}
+
+fn print_compromise(p: &CompromisePlan) {
+    for b in &p.batches {
+        let uk = b.update_key_id.map(|u| u.to_string()).unwrap_or("-".into());
+        let what = if b.stranded > 0 {
+            "STRANDED: no key pair, and its update key would be closed"
+        } else if b.update_key_id.is_some_and(|u| u <= p.update_key_id) {
+            "takes new keys by the public-key path"
+        } else {
+            "unaffected"
+        };
+        println!("{:<16} {:<10} uk {:>3}  cards {:>6}  {}", b.batch, b.profile.name(), uk, b.personalised, what);
+    }
+    println!("closing update key {} (and older) strands {} card(s)", p.update_key_id, p.stranded);
 }
 
 fn reach_text(r: Reach) -> String {
@@ -144,6 +183,13 @@ fn print_status(s: &Status) {
     println!("  stranded by the newest key (limit below it): {}", s.stranded_by_newest);
     println!("  a roll to transfer key {} would strand {} card(s)", s.next_id, s.stranded_by_next);
     println!("  balances {} + in flight {}", s.balances, s.in_flight);
+    let parts: Vec<String> = s.by_policy_number.iter().map(|(n, c)| format!("policy {n}: {c}")).collect();
+    println!(
+        "  scheme policy: newest {}, {} card(s) behind it ({})",
+        s.newest_policy_number,
+        s.behind_newest_policy,
+        parts.join(", ")
+    );
 }
 
 fn print_verify(r: &VerifyReport) {

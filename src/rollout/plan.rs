@@ -137,3 +137,44 @@ pub fn plan(auth: &Authority, id: u32) -> Result<Plan, RolloutError> {
         batches: out,
     })
 }
+
+/// What `policy compromise update ID` would strand (DESIGN.md §10 point 4), per batch: once the policy
+/// closes update key ID and every older one for wrapping, a card without a key pair (symmetric,
+/// multi-key) on such an update key can take a newer transfer key by no path at all (the symmetric path
+/// and a multi-key selection both need a shared open update key; the public-key path needs certified
+/// cards). Certified cards (public-key, hybrid) take the public-key path instead and are not counted.
+#[derive(Debug, Serialize)]
+pub struct CompromisePlan {
+    /// The update key the policy would close (with every older one).
+    pub update_key_id: u32,
+    /// Cards that could take new keys only under a closed update key, all batches.
+    pub stranded: u64,
+    pub batches: Vec<CompromiseBatch>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CompromiseBatch {
+    pub batch: String,
+    pub profile: Profile,
+    pub update_key_id: Option<u32>,
+    pub personalised: u64,
+    /// This batch's cards that no newer transfer key can reach once the policy is on them.
+    pub stranded: u64,
+}
+
+pub fn compromise_update(auth: &Authority, id: u32) -> Result<CompromisePlan, RolloutError> {
+    let mut batches = Vec::new();
+    for b in auth.batches()? {
+        let update_key_id = b.profile.has_update_key().then_some(b.update_key_id.0);
+        let closed = update_key_id.is_some_and(|u| u <= id);
+        let stranded = if closed && !b.profile.has_key_pair() { b.personalised } else { 0 };
+        batches.push(CompromiseBatch {
+            batch: b.name,
+            profile: b.profile,
+            update_key_id,
+            personalised: b.personalised,
+            stranded,
+        });
+    }
+    Ok(CompromisePlan { update_key_id: id, stranded: batches.iter().map(|b| b.stranded).sum(), batches })
+}

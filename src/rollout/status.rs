@@ -121,6 +121,12 @@ pub struct Status {
     pub stranded_by_next: usize,
     pub balances: Total,
     pub in_flight: Total,
+    /// Cards per scheme policy number they hold (0: none), DESIGN.md §10 point 4.
+    pub by_policy_number: BTreeMap<u32, usize>,
+    /// The newest policy: the issuer's when the database opens, else the newest any card holds.
+    pub newest_policy_number: u32,
+    /// Cards that do not hold the newest policy yet (settlements spread it card to card).
+    pub behind_newest_policy: usize,
 }
 
 impl Status {
@@ -154,7 +160,24 @@ impl Status {
             stranded_by_next: stranded_next,
             balances: fleet.balances(),
             in_flight: fleet.in_flight(),
+            by_policy_number: BTreeMap::new(),
+            newest_policy_number: 0,
+            behind_newest_policy: 0,
         }
+        .with_policies(fleet, 0)
+    }
+
+    /// Count the cards per policy number, against the newest of `issuer_newest` and the cards' own.
+    pub fn with_policies(mut self, fleet: &Fleet, issuer_newest: u32) -> Status {
+        let mut by = BTreeMap::new();
+        for (_, s) in &fleet.cards {
+            *by.entry(s.policy_number()).or_default() += 1;
+        }
+        let newest = by.keys().copied().max().unwrap_or(0).max(issuer_newest);
+        self.behind_newest_policy = by.iter().filter(|(n, _)| **n < newest).map(|(_, c)| *c).sum();
+        self.by_policy_number = by;
+        self.newest_policy_number = newest;
+        self
     }
 }
 
@@ -162,11 +185,14 @@ impl Status {
 /// (it is optional: a fleet can be followed without the issuer's database).
 pub fn status(db: &Path, dir: &Path) -> Result<Status, RolloutError> {
     let fleet = Fleet::load(dir)?;
-    let batch_of = match Authority::open_read_only(db) {
-        Ok(auth) => auth.cards()?.into_iter().map(|c| (c.serial.to_string(), c.batch)).collect(),
+    let (batch_of, issuer_policy) = match Authority::open_read_only(db) {
+        Ok(auth) => (
+            auth.cards()?.into_iter().map(|c| (c.serial.to_string(), c.batch)).collect(),
+            auth.current_policy()?.map_or(0, |p| p.number),
+        ),
         Err(_) => Default::default(),
     };
-    Ok(Status::of(&fleet, &batch_of))
+    Ok(Status::of(&fleet, &batch_of).with_policies(&fleet, issuer_policy))
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ fn forged_symmetric(
     let mut pt = r.to_vec();
     pt.extend_from_slice(&id.to_be_bytes());
     pt.extend_from_slice(chosen.expose());
-    let env = envelope::seal(&uk, &[b"keyroll transfer key v1", &sender.0, &receiver.0, &uk_id], &pt);
+    let env = envelope::seal(&uk, &[b"keyroll transfer key v2", &sender.0, &receiver.0, &uk_id], &pt);
     KeyPayload::Symmetric { sender, update_key_id: uk.id, authorisation, envelope: env }
 }
 
@@ -95,6 +95,17 @@ fn a_compromised_card_cannot_install_a_chosen_key_on_any_profile() {
             assert_eq!(persisted(&victim), before, "{profile}: state changed");
         }
         assert_eq!(victim.state().selected_transfer_key_id, Some(TransferKeyId(1)));
+        // Control: the same forgery with an authorisation of the chosen key (which the issuer never
+        // signs) is installed by single-key cards, so the refusals above are the authorisation's doing,
+        // not a malformed envelope. A multi-key card stores the genuine key 5 and refuses other material.
+        let payload = forged_symmetric(&mut victim, &thief, &chosen, 5, authorise(KeyKind::Transfer, 5, &chosen, 1));
+        let sw = update(&mut victim, payload);
+        if profile == Profile::MultiKey {
+            assert_eq!(sw, StatusWord::VerificationFailed, "{profile}");
+        } else {
+            assert_eq!(sw, StatusWord::Ok, "{profile}: the control forgery is well-formed");
+            assert_eq!(victim.state().current_transfer_key().unwrap().secret(), &chosen);
+        }
     }
 }
 
@@ -110,16 +121,22 @@ fn a_compromised_certified_card_cannot_install_a_chosen_key_on_the_public_key_pa
         keyroll::card::certificate::check(&c, &ca.root, victim.state().clock_floor, &[]).unwrap().public_key
     };
     let before = persisted(&victim);
-    let r = permission(&mut victim, thief_cert);
-    let (s, v) = (CardSerial::from_u64(9), CardSerial::from_u64(1));
-    let mut pt = 5u32.to_be_bytes().to_vec();
-    pt.extend_from_slice(&[0xEE; 16]);
-    let ct = ecies::seal(&victim_pub, &[b"keyroll transfer key pk v1", &s.0, &v.0], &pt).unwrap();
-    let signature = thief_key.sign(&[b"keyroll transfer key signature v1", &ct, &r]);
-    let authorisation = authorise(KeyKind::Transfer, 2, transfer_key(2).secret(), 1);
-    let sw = update(&mut victim, KeyPayload::PublicKey { ciphertext: ct, signature, authorisation });
+    let forge = |victim: &mut TestCard, authorisation: Vec<u8>| {
+        let r = permission(victim, thief_cert.clone());
+        let (s, v) = (CardSerial::from_u64(9), CardSerial::from_u64(1));
+        let mut pt = 5u32.to_be_bytes().to_vec();
+        pt.extend_from_slice(&[0xEE; 16]);
+        let ct = ecies::seal(&victim_pub, &[b"keyroll transfer key pk v2", &s.0, &v.0], &pt).unwrap();
+        let signature = thief_key.sign(&[b"keyroll transfer key signature v2", &ct, &r]);
+        update(victim, KeyPayload::PublicKey { ciphertext: ct, signature, authorisation })
+    };
+    let sw = forge(&mut victim, authorise(KeyKind::Transfer, 2, transfer_key(2).secret(), 1));
     assert_eq!(sw, StatusWord::VerificationFailed);
     assert_eq!(persisted(&victim), before);
+    // Control: with an authorisation of the chosen key (never signed by the issuer) the same envelope
+    // is installed, so the refusal above is the authorisation's doing.
+    let sw = forge(&mut victim, authorise(KeyKind::Transfer, 5, &Secret16::new([0xEE; 16]), 1));
+    assert_eq!(sw, StatusWord::Ok, "the control forgery is well-formed");
 }
 
 #[test]
