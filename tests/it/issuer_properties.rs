@@ -33,7 +33,7 @@ fn chain() -> &'static [Policy] {
         for (blocked, min_wrap) in specs {
             let mut p = test_policy(out.len() as u32 + 1, blocked, min_wrap);
             p.previous = out.last().unwrap().hash();
-            p.signature = k.sign(&p.body());
+            p.signature = k.sign(&p.body()).unwrap();
             out.push(p);
         }
         out
@@ -128,7 +128,7 @@ fn forge_with(victim: &mut TestCard, thief: &TestCard, variant: u8) -> Option<St
                 (),
             )
             .unwrap();
-            a.signature = k.sign(&a.body());
+            a.signature = k.sign(&a.body()).unwrap();
             a.to_wire()
         }
     };
