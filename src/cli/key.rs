@@ -113,27 +113,11 @@ struct Export {
 }
 
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: KeyCommand) -> Result<(), CliError> {
-    if let KeyCommand::List = cmd {
+    let auth = match cmd {
         // Reading never creates or migrates a database.
-        let auth = Authority::open_read_only(db)?;
-        let rows = auth.keys()?;
-        ctx.emit(&serde_json::json!({ "keys": rows }), |_| {
-            println!("{:<9} {:>4} {:<8} {:<6} {:<20} {:<20}", "kind", "id", "state", "kcv", "created", "activated");
-            for k in &rows {
-                println!(
-                    "{:<9} {:>4} {:<8} {:<6} {:<20} {:<20}",
-                    k.kind.name(),
-                    k.id,
-                    k.state.name(),
-                    k.kcv,
-                    k.created_at,
-                    k.activated_at.clone().unwrap_or_default()
-                );
-            }
-        });
-        return Ok(());
-    }
-    let auth = ctx.open_custodian(db)?;
+        KeyCommand::List => Authority::open_read_only(db)?,
+        _ => ctx.open_custodian(db)?,
+    };
     match cmd {
         KeyCommand::List => {
             let rows = auth.keys()?;
