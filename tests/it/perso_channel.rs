@@ -543,22 +543,6 @@ fn protect(sm: &mut keyroll::crypto::secure_messaging::HostSession, cmd: &Comman
 /// serial, every item written again.
 #[test]
 fn a_card_pulled_mid_session_resumes_in_a_new_session() {
-    struct Cut<C> {
-        inner: C,
-        left: usize,
-    }
-    impl<C: CardChannel> CardChannel for Cut<C> {
-        fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-            if self.left == 0 {
-                return Err(TransportError::CardRemoved { reader: "test".into() });
-            }
-            self.left -= 1;
-            self.inner.transmit(apdu)
-        }
-        fn name(&self) -> String {
-            self.inner.name()
-        }
-    }
     let ca = TestCa::new("Resume Issuer");
     let roots = test_roots();
     let p = hybrid_plan(0x400, &ca);

@@ -2,6 +2,7 @@
 //! item 8), through the library with a real SQLite back office: a card pulled after its certificate
 //! was issued, and a run killed at that point and run again.
 
+use crate::support::Cut;
 use keyroll::authority::Authority;
 use keyroll::authority::batches::NewBatch;
 use keyroll::card::Card;
@@ -12,27 +13,7 @@ use keyroll::perso::batch::{DbIssuer, DbRegister, Kit, blank_state, personalise_
 use keyroll::perso::{AttestedKey, CertificateIssuer, Line, PersoError, personalise};
 use keyroll::protocol::SmartCard;
 use keyroll::transport::in_process::InProcessChannel;
-use keyroll::transport::{CardChannel, TransportError};
 use std::time::SystemTime;
-
-/// A channel that loses the card after `left` APDUs.
-struct Cut<C> {
-    inner: C,
-    left: usize,
-}
-
-impl<C: CardChannel> CardChannel for Cut<C> {
-    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        if self.left == 0 {
-            return Err(TransportError::CardRemoved { reader: "test".into() });
-        }
-        self.left -= 1;
-        self.inner.transmit(apdu)
-    }
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-}
 
 /// The back office's issuer in a process that dies before it can withdraw anything.
 struct Killed<'a>(&'a dyn CertificateIssuer);

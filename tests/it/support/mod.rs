@@ -320,3 +320,22 @@ pub fn vectors_dir() -> std::path::PathBuf {
         None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"),
     }
 }
+
+/// A channel that loses the card after `left` APDUs (a card pulled mid-session).
+pub struct Cut<C> {
+    pub inner: C,
+    pub left: usize,
+}
+
+impl<C: keyroll::transport::CardChannel> keyroll::transport::CardChannel for Cut<C> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, keyroll::transport::TransportError> {
+        if self.left == 0 {
+            return Err(keyroll::transport::TransportError::CardRemoved { reader: "test".into() });
+        }
+        self.left -= 1;
+        self.inner.transmit(apdu)
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+}
