@@ -18,6 +18,7 @@
 //! A card found half-written (life cycle "personalising") is resumed in a new session: the chip keeps
 //! its serial and every item is written again.
 
+use crate::authority::AuthorityError;
 use crate::crypto::attestation::{self, Attested};
 use crate::crypto::card_key::PUBLIC_KEY_LEN;
 use crate::crypto::scp11::{self, HostKeyAgreement, Scp11Error};
@@ -93,19 +94,48 @@ pub struct AttestedKey {
 /// Issues a card certificate for a key the card generated (the back office's CA). Implementations
 /// must certify only a key whose attestation verifies under `card`'s attestation key.
 pub trait CertificateIssuer {
-    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String>;
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, BackOfficeError>;
 
     /// The card `serial` was certified but its personalisation then failed (pulled before it stored the
     /// certificate or locked): every certificate still valid for it belongs to no working card and must
     /// stop being valid (issue 14 item 8). An issuer that records its certificates revokes them
     /// (RFC 5280 `cessationOfOperation`) and logs why; one that records nothing has nothing to withdraw.
-    fn withdraw(&self, serial: CardSerial, why: &str) -> Result<(), String>;
+    fn withdraw(&self, serial: CardSerial, why: &str) -> Result<(), BackOfficeError>;
 }
 
 /// Binds a chip to a serial for good (the back office's card register). Refuses a chip that already
 /// has another serial or belongs to a locked card, and a serial another chip holds.
 pub trait ChipRegister {
-    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), String>;
+    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), BackOfficeError>;
+}
+
+/// Why the back office did not do its part of a personalisation ([`CertificateIssuer`],
+/// [`ChipRegister`]). The two cases call for opposite actions, so they never share a string: a refusal
+/// is about the card (set it aside; the line records it against the chip), a failure is about the back
+/// office (fix it and run the same command again; nothing is said about the card, which got no secret
+/// yet when the register fails).
+#[derive(Debug, Error)]
+pub enum BackOfficeError {
+    /// The card is refused: its attestation does not verify, or the register binds its chip to another
+    /// serial or an issued card, or its serial to another chip.
+    #[error("{0}")]
+    Refused(String),
+    /// The back office could not answer (database, custody token, CA).
+    #[error(transparent)]
+    Failed(AuthorityError),
+}
+
+impl From<AuthorityError> for BackOfficeError {
+    /// The register's rules refuse the card; every other authority error is the back office failing.
+    fn from(e: AuthorityError) -> Self {
+        match e {
+            AuthorityError::ChipIssued { .. }
+            | AuthorityError::ChipHasSerial { .. }
+            | AuthorityError::ChipNotRegistered { .. }
+            | AuthorityError::SerialHasChip { .. } => BackOfficeError::Refused(e.to_string()),
+            e => BackOfficeError::Failed(e),
+        }
+    }
 }
 
 /// What the line trusts and who it asks.
@@ -135,6 +165,9 @@ pub enum PersoError {
     BadPlan(CardSerial, &'static str),
     #[error("certificate issuance failed for card {serial}: {why}")]
     Certificate { serial: CardSerial, why: String },
+    /// The back office failed (not the card) during `step`: see [`BackOfficeError::Failed`].
+    #[error("the back office failed during {step} of card {serial}: {source}")]
+    BackOffice { step: &'static str, serial: CardSerial, source: AuthorityError },
     #[error("impostor refused before any secret: {0}")]
     Factory(FactoryError),
     #[error("impostor refused before any secret: the card has no factory credentials (status {0})")]
@@ -322,9 +355,12 @@ pub fn personalise(
     }
     // 5. Chip id <-> serial, for good.
     if let Some(register) = line.register {
-        register
-            .assign(&identity, plan.serial)
-            .map_err(|why| PersoError::ChipRefused { chip: identity.chip_id, why })?;
+        register.assign(&identity, plan.serial).map_err(|e| match e {
+            BackOfficeError::Refused(why) => PersoError::ChipRefused { chip: identity.chip_id, why },
+            BackOfficeError::Failed(source) => {
+                PersoError::BackOffice { step: "chip register", serial: plan.serial, source }
+            }
+        })?;
     }
     // 6. Secrets, inside the channel only.
     s.store("STORE serial", PersoItem::Serial, &plan.serial.0)?;
@@ -357,7 +393,12 @@ pub fn personalise(
         let anchor = plan.trust_anchor.as_ref().expect("checked above");
         s.store("STORE trust anchor", PersoItem::TrustAnchor, anchor)?;
         let issuer = line.issuer.expect("checked above");
-        let cert = issuer.issue(&identity, &key).map_err(|why| PersoError::Certificate { serial: plan.serial, why })?;
+        let cert = issuer.issue(&identity, &key).map_err(|e| match e {
+            BackOfficeError::Refused(why) => PersoError::Certificate { serial: plan.serial, why },
+            BackOfficeError::Failed(source) => {
+                PersoError::BackOffice { step: "certificate issuance", serial: plan.serial, source }
+            }
+        })?;
         certificate = Some(cert);
     }
     // From here a certificate may exist for a card that is not finished: if the card does not take it
@@ -393,15 +434,16 @@ fn withdraw(issuer: &dyn CertificateIssuer, serial: CardSerial, e: PersoError) -
 
 /// The check every back-office CA applies before certifying a card key ([`CertificateIssuer`]): the
 /// attestation verifies under the attestation key of the card the channel authenticated.
-pub fn check_attestation(card: &FactoryIdentity, key: &AttestedKey) -> Result<(), String> {
+pub fn check_attestation(card: &FactoryIdentity, key: &AttestedKey) -> Result<(), BackOfficeError> {
     let what = Attested {
         chip_id: card.chip_id,
         serial: key.serial,
         public_key: &key.public_key,
         transcript: &key.transcript,
     };
-    attestation::verify(&card.attestation_public, &what, &key.signature)
-        .map_err(|_| "the key attestation does not verify under the card's factory attestation key".to_string())
+    attestation::verify(&card.attestation_public, &what, &key.signature).map_err(|_| {
+        BackOfficeError::Refused("the key attestation does not verify under the card's factory attestation key".into())
+    })
 }
 
 /// Re-exported for callers that size buffers.

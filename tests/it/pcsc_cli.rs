@@ -701,10 +701,16 @@ fn card_pulled_after_any_apdu_of_a_key_roll_converges_on_the_next_settlement() {
 struct OneSerialPerChip(Mutex<std::collections::HashMap<keyroll::domain::ChipId, keyroll::domain::CardSerial>>);
 
 impl keyroll::perso::ChipRegister for OneSerialPerChip {
-    fn assign(&self, card: &keyroll::fab::FactoryIdentity, serial: keyroll::domain::CardSerial) -> Result<(), String> {
+    fn assign(
+        &self,
+        card: &keyroll::fab::FactoryIdentity,
+        serial: keyroll::domain::CardSerial,
+    ) -> Result<(), keyroll::perso::BackOfficeError> {
         let mut m = self.0.lock().unwrap();
         match m.get(&card.chip_id) {
-            Some(s) if *s != serial => Err(format!("chip {} already has serial {s}", card.chip_id)),
+            Some(s) if *s != serial => {
+                Err(keyroll::perso::BackOfficeError::Refused(format!("chip {} already has serial {s}", card.chip_id)))
+            }
             _ => {
                 m.insert(card.chip_id, serial);
                 Ok(())

@@ -7,7 +7,9 @@ use keyroll::crypto::card_key::CardKeyPair;
 use keyroll::crypto::scp11;
 use keyroll::domain::*;
 use keyroll::fab::{FactoryIdentity, Manufacturer, TrustedRoot};
-use keyroll::perso::{AttestedKey, CardPlan, CertificateIssuer, ChipRegister, Line, PersoError, personalise};
+use keyroll::perso::{
+    AttestedKey, BackOfficeError, CardPlan, CertificateIssuer, ChipRegister, Line, PersoError, personalise,
+};
 use keyroll::protocol::SmartCard;
 use keyroll::protocol::command::{Command, PersoItem};
 use keyroll::transport::in_process::InProcessChannel;
@@ -82,25 +84,27 @@ struct Office {
 }
 
 impl CertificateIssuer for Office {
-    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, BackOfficeError> {
         self.issued.set(self.issued.get() + 1);
         self.ca.as_ref().expect("a CA").issue(card, key)
     }
 
-    fn withdraw(&self, serial: CardSerial, _why: &str) -> Result<(), String> {
+    fn withdraw(&self, serial: CardSerial, _why: &str) -> Result<(), BackOfficeError> {
         self.withdrawn.borrow_mut().push(serial);
         Ok(())
     }
 }
 
 impl ChipRegister for Office {
-    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), String> {
+    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), BackOfficeError> {
         if self.locked.borrow().contains(&card.chip_id) {
-            return Err(format!("chip {} already belongs to an issued card", card.chip_id));
+            return Err(BackOfficeError::Refused(format!("chip {} already belongs to an issued card", card.chip_id)));
         }
         let mut a = self.assigned.borrow_mut();
         match a.iter().find(|(c, _)| *c == card.chip_id) {
-            Some((_, s)) if *s != serial => Err(format!("chip {} has serial {s}", card.chip_id)),
+            Some((_, s)) if *s != serial => {
+                Err(BackOfficeError::Refused(format!("chip {} has serial {s}", card.chip_id)))
+            }
             Some(_) => Ok(()),
             None => {
                 a.push((card.chip_id, serial));
