@@ -198,6 +198,12 @@ impl CliError {
                         "the card is not a genuine blank of a trusted manufacturer: nothing was sent to it and the refusal is in the audit log; set it aside (`keyroll fab list` shows the trusted manufacturers)",
                     ),
                 ),
+                PersoError::Unproven { .. } => (
+                    Check,
+                    s(
+                        "this card claims a serial of this run but is not the chip personalised under it (a clone or an emulation): set it aside; the refusal is in the audit log",
+                    ),
+                ),
                 PersoError::ChipRefused { .. } => (
                     Check,
                     s(

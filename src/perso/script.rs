@@ -167,7 +167,7 @@ pub enum PersoError {
     Certificate { serial: CardSerial, why: String },
     /// The back office failed (not the card) during `step`: see [`BackOfficeError::Failed`].
     #[error("the back office failed during {step} of card {serial}: {source}")]
-    BackOffice { step: &'static str, serial: CardSerial, source: AuthorityError },
+    BackOffice { step: &'static str, serial: CardSerial, source: Box<AuthorityError> },
     #[error("impostor refused before any secret: {0}")]
     Factory(FactoryError),
     #[error("impostor refused before any secret: the card has no factory credentials (status {0})")]
@@ -178,6 +178,10 @@ pub enum PersoError {
     Attestation { why: &'static str },
     #[error("chip {chip} refused before any secret: {why}")]
     ChipRefused { chip: ChipId, why: String },
+    /// A card that says it is `serial`, issued, fails to prove it holds that card's log key
+    /// ([`authenticate_issued`]): a clone or an emulation, not the chip this run personalised.
+    #[error("card {serial} says it is issued but cannot prove it holds the key the line gave that card")]
+    Unproven { serial: CardSerial },
     #[error("secure messaging failed during {step}: {source}")]
     SecureMessaging { step: &'static str, source: SmError },
 }
@@ -193,6 +197,7 @@ impl PersoError {
             PersoError::KeyAgreement(_) => "bad-key-agreement",
             PersoError::Attestation { .. } => "bad-attestation",
             PersoError::ChipRefused { .. } => "chip-refused",
+            PersoError::Unproven { .. } => "unproven-issued-card",
             _ => return None,
         })
     }
@@ -358,7 +363,7 @@ pub fn personalise(
         register.assign(&identity, plan.serial).map_err(|e| match e {
             BackOfficeError::Refused(why) => PersoError::ChipRefused { chip: identity.chip_id, why },
             BackOfficeError::Failed(source) => {
-                PersoError::BackOffice { step: "chip register", serial: plan.serial, source }
+                PersoError::BackOffice { step: "chip register", serial: plan.serial, source: Box::new(source) }
             }
         })?;
     }
@@ -396,26 +401,56 @@ pub fn personalise(
         let cert = issuer.issue(&identity, &key).map_err(|e| match e {
             BackOfficeError::Refused(why) => PersoError::Certificate { serial: plan.serial, why },
             BackOfficeError::Failed(source) => {
-                PersoError::BackOffice { step: "certificate issuance", serial: plan.serial, source }
+                PersoError::BackOffice { step: "certificate issuance", serial: plan.serial, source: Box::new(source) }
             }
         })?;
         certificate = Some(cert);
     }
     // From here a certificate may exist for a card that is not finished: if the card does not take it
     // and lock, the certificate is withdrawn before the error is reported.
+    // `Err((e, lock_sent))`.
     let finished = match &certificate {
         Some(cert) => s.store("STORE certificate", PersoItem::CardCertificate, cert),
         None => Ok(()),
     }
-    .and_then(|()| s.send("LOCK", &Command::Lock).map(drop));
-    if let Err(e) = finished {
-        return Err(match (certificate.is_some(), line.issuer) {
-            (true, Some(issuer)) => withdraw(issuer, plan.serial, e),
-            _ => e,
-        });
+    .map_err(|e| (e, false))
+    .and_then(|()| s.send("LOCK", &Command::Lock).map(drop).map_err(|e| (e, true)));
+    match (finished, line.issuer) {
+        (Ok(()), _) => {}
+        // LOCK sent and no verified refusal (pulled, or an answer that did not verify): the card may be
+        // locked with this certificate, so it is kept. Whoever sees the card again decides: the line
+        // and the batch runner withdraw it before personalising a half-written card again, and the line
+        // keeps it for a card that proves it is issued ([`authenticate_issued`]).
+        (Err((e, true)), _) if !matches!(e, PersoError::Refused { .. }) => return Err(e),
+        (Err((e, _)), Some(issuer)) if certificate.is_some() => return Err(withdraw(issuer, plan.serial, e)),
+        (Err((e, _)), _) => return Err(e),
     }
     let apdus = s.trace.apdus;
     Ok(PersoOutcome { serial: plan.serial, chip_id: identity.chip_id, certificate, resumed, apdus, factory: identity })
+}
+
+/// A card found issued under `plan.serial` although the line never saw its LOCK answer (pulled at that
+/// moment): is it the chip the line personalised? After LOCK the factory keys are erased, so the proof
+/// is the log key the line sent that card inside the SCP11b channel: INTERNAL AUTHENTICATE `80 88 00 01`
+/// with a fresh challenge, checked against [`crate::crypto::mac::card_authentication`]. A recorded
+/// answer is worthless (the challenge is new), and no other card holds that serial's log key.
+pub fn authenticate_issued(channel: &mut dyn CardChannel, plan: &CardPlan, verbose: bool) -> Result<(), PersoError> {
+    use crate::protocol::response::CardAuthentication;
+    let step = "INTERNAL AUTHENTICATE (issued card)";
+    let mut trace = Trace::verbose(verbose);
+    let challenge: crate::protocol::command::Challenge = crate::crypto::random::bytes()
+        .map_err(|_| PersoError::BadPlan(plan.serial, "no randomness for a challenge"))?;
+    let r = exchange(channel, &mut trace, &Command::AuthenticateIssued { challenge })
+        .map_err(|source| PersoError::Transport { step, source })?;
+    if r.sw != StatusWord::Ok {
+        return Err(PersoError::Unproven { serial: plan.serial });
+    }
+    let answer = CardAuthentication::from_wire(&r.data, ()).map_err(|_| PersoError::Malformed { step })?;
+    let expected = crate::crypto::mac::card_authentication(&plan.log_key, &plan.serial, &challenge);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &answer.mac[..])) {
+        return Err(PersoError::Unproven { serial: plan.serial });
+    }
+    Ok(())
 }
 
 /// Withdraw `serial`'s certificate after `e` stopped its personalisation, and hand `e` back; if the

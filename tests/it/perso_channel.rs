@@ -569,8 +569,12 @@ fn a_card_pulled_mid_session_resumes_in_a_new_session() {
         .unwrap_err();
         assert!(matches!(e, PersoError::Transport { .. }), "cut at {cut}: {e}");
         // A certificate issued before the cut is withdrawn: no valid certificate for an unfinished card
-        // (issue 14 item 8; before, it stayed valid).
-        let withdrawn = if office.issued.get() == 1 { vec![p.serial] } else { vec![] };
+        // (issue 14 item 8; before, it stayed valid). Except when LOCK itself was sent and no answer
+        // came back: the card may be locked with that certificate (issue 11, the line's LOCK pull), so
+        // the script keeps it and whoever sees the card again decides (the runners withdraw it before
+        // personalising a half-written card again).
+        let lock_sent = cut == total - 1;
+        let withdrawn = if office.issued.get() == 1 && !lock_sent { vec![p.serial] } else { vec![] };
         cuts_after_issuance += withdrawn.len();
         assert_eq!(*office.withdrawn.borrow(), withdrawn, "cut at {cut}");
         card.power_off();
@@ -582,8 +586,8 @@ fn a_card_pulled_mid_session_resumes_in_a_new_session() {
         assert_eq!(out.chip_id, chip.unwrap());
         assert!(card.state().certificate.is_some());
     }
-    // After the certificate is issued: STORE certificate (two chained segments) and LOCK.
-    assert_eq!(cuts_after_issuance, 3);
+    // After the certificate is issued and before LOCK: STORE certificate (two chained segments).
+    assert_eq!(cuts_after_issuance, 2);
 }
 
 /// A version 1 card file is refused by name.
