@@ -123,6 +123,8 @@ pub enum PolicyRefusal {
 
 /// What a card does with a verified policy.
 #[derive(Debug, PartialEq, Eq, Clone)]
+// A decision lives for one command; boxing the policy would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum PolicyDecision {
     /// Newer: adopt it (with the raised clock floor), atomically.
     Adopt { policy: Policy, floor: ClockFloor },

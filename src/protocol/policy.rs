@@ -79,6 +79,8 @@ pub const MAX_BLOCKED: usize = 72;
 /// `protocol::info::{MAX_PENDING, MAX_EXCEPTIONS}`), so one policy can clear any card. Bounded because
 /// every card stores the policy (3,393 bytes at both bounds, inside the 4,096-byte command limit).
 pub const MAX_RESOLUTIONS: usize = 72;
+// The largest policy still fits one (chained) PUT POLICY.
+const _: () = assert!(Policy::MAX_LEN <= super::apdu::MAX_COMMAND_DATA);
 /// Domain separation of [`Policy::hash`].
 pub const POLICY_HASH_LABEL: &[u8] = b"keyroll policy hash v2";
 
@@ -568,7 +570,6 @@ mod tests {
         let big = with_resolutions(&k, &full, &many).to_wire();
         assert_eq!(big.len(), Policy::MAX_LEN);
         assert_eq!(Policy::MAX_LEN, 3393);
-        assert!(Policy::MAX_LEN <= crate::protocol::apdu::MAX_COMMAND_DATA);
         Policy::verified(&big, &k.public_key_sec1(), &k.scheme_id()).unwrap();
     }
 
