@@ -255,9 +255,9 @@ fn main() {
 
     for (profile, count) in [(Profile::Symmetric, PERSO_CARDS), (Profile::PublicKey, PK_PERSO_CARDS)] {
         let (rate, apdus) = bench.personalisations(count, profile);
-        let verdict = if rate >= 20.0 { "meets" } else { "MISSES" };
+        let verdict = if rate >= 20.0 { "met" } else { "NOT met" };
         println!(
-            "  personalisation, {profile:<10}  {apdus:>3} APDUs/card  {rate:7.1} cards/s over {count} cards  ({verdict} the goal of 20 cards/s)"
+            "  personalisation, {profile:<10}  {apdus:>3} APDUs/card  {rate:7.1} cards/s over {count} cards  (goal 20 cards/s: {verdict})"
         );
     }
     for s in served {
@@ -280,12 +280,10 @@ fn report(
     let c = stats(connects);
     let mut verdict = String::new();
     if goal_ms.is_finite() {
-        verdict += if s.median <= goal_ms { "meets" } else { "MISSES" };
-        verdict += &format!(" the goal of {goal_ms} ms");
+        verdict += &format!("goal {goal_ms} ms: {}", if s.median <= goal_ms { "met" } else { "NOT met" });
     }
     if let Some(g) = goal_apdus {
-        verdict += if apdus <= g { ", meets" } else { ", MISSES" };
-        verdict += &format!(" the goal of {g} APDUs");
+        verdict += &format!("; goal {g} APDUs: {}", if apdus <= g { "met" } else { "NOT met" });
     }
     println!(
         "  settlement, {what:<50} {apdus:>3} APDUs  median {:6.2} ms  p95 {:6.2} ms  max {:6.2} ms  ({n} samples; \
