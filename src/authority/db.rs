@@ -158,9 +158,21 @@ pub fn begin_new<'a>(store: &'a Store, loc: &Location) -> Result<super::store::T
     Ok(tx)
 }
 
-/// Whether every keyroll table in `tables` is empty: the schema of an `init` that did not finish.
+/// Whether every keyroll table in `tables` is empty (a table it does not have counts as empty): the
+/// schema of an `init` that did not finish.
 fn unfinished(store: &Store, tables: &[String]) -> Result<bool, AuthorityError> {
     for t in tables.iter().filter(|t| TABLES.contains(&t.as_str())) {
+        let exists = match store.sqlite_conn() {
+            Some(conn) => {
+                conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [t], |r| {
+                    r.get::<_, i64>(0)
+                })? > 0
+            }
+            None => store.query_row("SELECT to_regclass(?1) IS NOT NULL", params![format!("\"{t}\"")], |r| r.get(0))?,
+        };
+        if !exists {
+            continue;
+        }
         let any: bool = store.query_row(&format!("SELECT EXISTS (SELECT 1 FROM \"{t}\")"), params![], |r| r.get(0))?;
         if any {
             return Ok(false);
@@ -220,7 +232,8 @@ fn finished(store: &Store, loc: &Location) -> Result<(), AuthorityError> {
     let issuers: i64 = store
         .query_row("SELECT count(*) FROM issuer", params![], |r| r.get(0))
         .map_err(|e| AuthorityError::Corrupt { path: shown(loc), why: e.to_string() })?;
-    if issuers == 0 {
+    // No issuer but rows elsewhere is not an unfinished init: the audit log's verification names it.
+    if issuers == 0 && unfinished(store, &TABLES.iter().map(|t| t.to_string()).collect::<Vec<_>>())? {
         return Err(AuthorityError::Unfinished { path: shown(loc), postgres: loc.is_postgres() });
     }
     Ok(())
