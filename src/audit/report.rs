@@ -16,6 +16,7 @@
 
 use super::chain::ChainResult;
 use super::verdict::{Check, Verdict};
+use crate::authority::reconciliations::ReconciliationRecord;
 use crate::authority::{Authority, AuthorityError, audit_log, batches, ca, keys};
 use crate::pki::{self, Certificate, PathError, ValidationOptions};
 use rayon::prelude::*;
@@ -353,7 +354,10 @@ pub struct Report {
     pub audit_log: audit_log::LogVerdict,
     /// Value issued onto personalised cards, minor currency units.
     pub issued_value: crate::domain::Total,
-    /// No invalid chain other than by revocation, and an intact audit log (same as `verdict.ok`).
+    /// The latest reconciliation `keyroll reconcile` recorded (issue 13 item 5), if any.
+    pub reconciliation: Option<ReconciliationRecord>,
+    /// No invalid chain other than by revocation, an intact audit log, and a latest reconciliation that
+    /// accounted for every unit and flagged nothing (same as `verdict.ok`).
     pub ok: bool,
     pub verdict: Verdict,
 }
@@ -395,6 +399,24 @@ pub fn log_check(log: &audit_log::LogVerdict) -> Check {
     }
 }
 
+/// The reconciliation check of `audit report`: the latest reconciliation must have accounted for every
+/// unit and flagged nothing; none recorded yet passes and says so. A row that does not decode fails.
+pub fn reconciliation_check(latest: &Result<Option<ReconciliationRecord>, AuthorityError>) -> Check {
+    let (ok, detail) = match latest {
+        Ok(None) => (true, "no reconciliation recorded yet (`keyroll reconcile` records one)".to_string()),
+        Ok(Some(r)) => {
+            let x = &r.result;
+            let seen = format!(
+                "reconciliation {} at {}: {} card(s), issued {}, balances {}, in flight {}, unaccounted {}, {} flag(s)",
+                r.id, r.at, x.cards, x.issued, x.balances, x.in_flight, x.unaccounted, x.flags
+            );
+            if x.accounted() { (true, seen) } else { (false, format!("{seen}: not everything is accounted for")) }
+        }
+        Err(e) => (false, format!("the latest reconciliation cannot be read: {e}")),
+    };
+    Check { name: "reconciled", ok, detail }
+}
+
 /// The report on `auth` (opened read-only is enough) with chains validated at `at`.
 pub fn build_report(auth: &Authority, at: SystemTime) -> Result<Report, AuthorityError> {
     let root = auth.root()?;
@@ -407,7 +429,8 @@ pub fn build_report(auth: &Authority, at: SystemTime) -> Result<Report, Authorit
     let results = check_register(&register, &anchors, &[], &[], &ValidationOptions::at(at));
     let counts = ChainCounts::of(&results);
     let cards = auth.cards()?;
-    let verdict = Verdict::new(vec![chains_check(&counts), log_check(&log)]);
+    let latest = auth.latest_reconciliation();
+    let verdict = Verdict::new(vec![chains_check(&counts), log_check(&log), reconciliation_check(&latest)]);
     Ok(Report {
         at: pki::format_unix(pki::floor_seconds(at)),
         database: auth.path.display().to_string(),
@@ -437,6 +460,7 @@ pub fn build_report(auth: &Authority, at: SystemTime) -> Result<Report, Authorit
         },
         audit_log: log,
         issued_value: auth.issued_value()?,
+        reconciliation: latest.ok().flatten(),
         ok: verdict.ok,
         verdict,
     })

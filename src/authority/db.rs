@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_scheme_policy", include_str!("../../schema/0005_scheme_policy.sql")),
     ("0006_manufacturers", include_str!("../../schema/0006_manufacturers.sql")),
     ("0007_pkcs11_custody", include_str!("../../schema/0007_pkcs11_custody.sql")),
+    ("0008_reconciliations", include_str!("../../schema/0008_reconciliations.sql")),
 ];
 
 /// PostgreSQL versions of migrations whose SQL [`postgres_dialect`] cannot translate: (name, SQL).
@@ -53,6 +54,7 @@ pub const TABLES: &[&str] = &[
     "manufacturers",
     "chips",
     "token_keys",
+    "reconciliations",
 ];
 
 /// A migration's SQL in PostgreSQL's dialect.

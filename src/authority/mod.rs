@@ -19,6 +19,7 @@ pub mod manufacturers;
 pub mod pkcs11;
 pub mod policy;
 mod read;
+pub mod reconciliations;
 pub mod rows;
 pub mod store;
 

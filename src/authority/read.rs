@@ -90,3 +90,12 @@ impl Authority {
         manufacturers::chip_of_serial(&self.conn, serial)
     }
 }
+
+impl Authority {
+    /// The newest reconciliation `keyroll reconcile` recorded, if any.
+    pub fn latest_reconciliation(
+        &self,
+    ) -> Result<Option<super::reconciliations::ReconciliationRecord>, AuthorityError> {
+        super::reconciliations::latest(&self.conn)
+    }
+}

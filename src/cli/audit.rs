@@ -37,8 +37,8 @@ pub enum AuditCommand {
     )]
     Chain(ChainArgs),
     /// One page on the whole database: issuer, key versions, batches, certificates, chain
-    /// verdicts, audit log and issued value (exit 1 if a chain is invalid or the log is not
-    /// intact).
+    /// verdicts, the latest reconciliation, audit log and issued value (exit 1 if a chain is invalid,
+    /// the log is not intact, or the latest reconciliation left value unaccounted or flagged anything).
     #[command(
         after_help = "Example:\n  keyroll --db issuer.db audit report --anchor root.pem --checkpoint issuer.checkpoint"
     )]
@@ -393,6 +393,31 @@ fn print_report(r: &Report) {
     );
     for c in &r.chains.invalid_certificates {
         println!("  INVALID  {}: {}", c.result.certificate, c.result.reason.as_deref().unwrap_or("not valid"));
+    }
+    match &r.reconciliation {
+        Some(x) => {
+            let j = &x.result;
+            println!(
+                "reconciled    {} at {}: {} card(s), issued {}, balances {}, in flight {}, unaccounted {}, {} flag(s){}",
+                x.id,
+                x.at,
+                j.cards,
+                j.issued,
+                j.balances,
+                j.in_flight,
+                j.unaccounted,
+                j.flags,
+                if x.accounted { "" } else { ": NOT accounted" }
+            );
+            println!("  cards digest {}", hex::encode(j.cards_digest));
+            for h in &j.journals {
+                println!("  journal      {} ({} lines, head {})", h.name, h.lines, h.head);
+            }
+        }
+        None => match r.verdict.check("reconciled") {
+            Some(c) if !c.ok => println!("reconciled    {}", c.detail),
+            _ => println!("reconciled    never (`keyroll reconcile` records a reconciliation)"),
+        },
     }
     let log = &r.audit_log;
     if log.intact {

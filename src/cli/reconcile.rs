@@ -1,29 +1,53 @@
-//! `keyroll reconcile --cards DIR [--journal FILE]...` (DESIGN.md §9): account for every unit of issued
-//! value from the cards' MAC'd log exports and settlement journals. Exit 0 when everything is accounted
-//! for, 1 when anything is unaccounted or flagged, 2 on bad input.
+//! `keyroll reconcile --cards DIR [--journal FILE]... [--expect-head SHA256]...` (DESIGN.md §9): account
+//! for every unit of issued value from the cards' MAC'd log exports and settlement journals, and record
+//! the result in the issuer database (bound to the signed audit log; `audit report` shows the latest).
+//! Each journal must extend the head the last reconciliation recorded for it. Exit 0 when everything is
+//! accounted for, 1 when anything is unaccounted or flagged (recorded all the same), 2 on bad input.
 
 use super::CliError;
 use super::output::{self, Context};
-use crate::rollout::reconcile::{self, JournalText, Reconciliation, Resolver};
+use crate::rollout::reconcile::{Reconciliation, Resolver};
+use crate::rollout::record::{self, Journal, Recorded};
 use crate::rollout::status::Fleet;
 use clap::Args;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  keyroll reconcile --cards cards\n  \
-                        keyroll reconcile --cards cards --journal line1.jsonl --journal line2.jsonl --json")]
+                        keyroll reconcile --cards cards --journal line1.jsonl --journal line2.jsonl --json\n  \
+                        keyroll reconcile --cards cards --journal line1.jsonl --expect-head 5d41…   # the head `settle --journal` printed")]
 pub struct ReconcileArgs {
     /// Folder of card files (`*.card`, as `perso --out-dir` wrote them).
     #[arg(long)]
     pub cards: PathBuf,
-    /// A settlement journal written by `settle --journal` (repeatable).
+    /// A settlement journal written by `settle --journal` (repeatable). Each must extend the head the
+    /// last reconciliation recorded for it (a deleted last line is flagged).
     #[arg(long)]
     pub journal: Vec<PathBuf>,
+    /// A journal head (SHA-256 hex) kept outside the journal, as `settle --journal` prints it
+    /// (repeatable): some --journal must still hold that line, else it is flagged.
+    #[arg(long, value_name = "SHA256")]
+    pub expect_head: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    #[serde(flatten)]
+    reconciliation: &'a Reconciliation,
+    /// The row this run recorded (id, time, input digests, journal heads).
+    recorded: &'a crate::authority::reconciliations::ReconciliationRecord,
 }
 
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, a: ReconcileArgs) -> Result<(), CliError> {
-    let auth = ctx.open_custodian(db)?;
-    let master = auth.unlock(identity)?.log_master()?;
+    for h in &a.expect_head {
+        if h.trim().len() != 64 || hex::decode(h.trim()).is_err() {
+            return Err(CliError::input(
+                format!("--expect-head {h:?} is not a SHA-256 in hex (64 hex digits)"),
+                "pass the journal head `settle --journal` printed",
+            ));
+        }
+    }
     let fleet = Fleet::load(&a.cards)?;
     let mut exports = Vec::with_capacity(fleet.cards.len());
     for (path, state) in &fleet.cards {
@@ -34,24 +58,31 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, a: ReconcileArgs) 
             )
         })?);
     }
-    let mut texts = Vec::new();
+    let mut journals = Vec::new();
     for p in &a.journal {
-        let t = std::fs::read_to_string(p).map_err(|e| {
+        let text = std::fs::read_to_string(p).map_err(|e| {
             CliError::input(format!("{}: {e}", p.display()), "pass a journal written by `settle --journal`")
         })?;
-        texts.push((p.display().to_string(), t));
+        let name = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string();
+        journals.push(Journal { name, text });
     }
-    let journals: Vec<_> = texts.iter().map(|(name, text)| JournalText { name: name.clone(), text }).collect();
-    let r = reconcile::reconcile(&exports, &journals, &|s| reconcile::log_key(&master, s));
+    // Inputs read and checked: only now the database (nothing is recorded for bad input).
+    let auth = ctx.open_custodian(db)?;
+    let u = auth.unlock(identity)?;
+    let Recorded { reconciliation: r, record } = record::reconcile_and_record(&u, &exports, &journals, &a.expect_head)?;
     if ctx.json {
-        output::json(&r);
+        output::json(&Output { reconciliation: &r, recorded: &record });
     } else {
         print(&r);
+        println!("recorded         reconciliation {} at {}", record.id, record.at);
+        for j in &record.result.journals {
+            println!("journal head     {} ({} lines) {}", j.head, j.lines, j.name);
+        }
     }
     if !r.accounted() {
         return Err(CliError::check(
             format!("{} unaccounted, {} flag(s)", r.unaccounted, r.flags.len()),
-            "settle the cards named as resolvers, then reconcile again; a flagged credit needs the issuer",
+            "settle the cards named as resolvers, then reconcile again; a flagged credit or journal needs the issuer",
         ));
     }
     Ok(())

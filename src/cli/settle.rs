@@ -3,6 +3,7 @@
 use super::CliError;
 use super::card::open_card_file;
 use super::output::{self, Context};
+use crate::authority::reconciliations::JournalHead;
 use crate::domain::Amount;
 use crate::terminal::{SettleOptions, SettlementReport, settle};
 use crate::transport::CardChannel;
@@ -30,6 +31,7 @@ pub struct SettleArgs {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Append one hash-chained JSON line per settlement to FILE (created if missing; it must verify).
+    /// The journal's new head is printed: keep it elsewhere and give it to `reconcile --expect-head`.
     #[arg(long, value_name = "FILE")]
     pub journal: Option<PathBuf>,
 }
@@ -44,12 +46,40 @@ pub fn run(ctx: &Context, a: SettleArgs) -> Result<(), CliError> {
     let report = with_channel(&a.payer, |payer| {
         with_channel(&a.payee, |payee| settle(payer, payee, Amount(a.amount), &options).map_err(CliError::from))
     })?;
+    // The journal's head after this settlement: keep it outside the journal (`reconcile --expect-head`),
+    // since a journal whose last line was deleted is still a valid chain.
+    let journal = a.journal.as_deref().map(journal_head).transpose()?;
     if ctx.json {
-        output::json(&report);
+        output::json(&Output { report: &report, journal });
     } else {
         print_report(&report);
+        if let Some(j) = &journal {
+            println!("journal head     {} ({} lines)", j.head, j.lines);
+        }
     }
     Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct Output<'a> {
+    #[serde(flatten)]
+    report: &'a SettlementReport,
+    /// With --journal: the journal's name, line count and head (SHA-256 of its last line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    journal: Option<JournalHead>,
+}
+
+/// The head of the journal just appended to.
+fn journal_head(path: &std::path::Path) -> Result<JournalHead, CliError> {
+    let name = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::input(format!("cannot read journal {}: {e}", path.display()), "check the file"))?;
+    crate::rollout::record::journal_head(&name, &text).ok_or_else(|| {
+        CliError::check(
+            format!("journal {} does not verify after this settlement's line was appended", path.display()),
+            "another process edited it: `keyroll reconcile --journal` names the broken line",
+        )
+    })
 }
 
 fn print_report(r: &SettlementReport) {

@@ -6,6 +6,7 @@
 pub mod paths;
 pub mod plan;
 pub mod reconcile;
+pub mod record;
 pub mod status;
 pub mod verify;
 

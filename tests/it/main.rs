@@ -29,6 +29,7 @@ mod postgres;
 mod properties;
 mod public_key;
 mod reconcile;
+mod reconcile_record;
 mod replay;
 mod scenarios;
 mod settlement;
