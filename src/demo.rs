@@ -140,6 +140,14 @@ fn batch(u: &Unlocked<'_>, name: &str, profile: Profile, limit: u32) -> Result<(
 }
 
 /// Spread the newest key: pair every card behind it with a card that holds it, until nothing moves.
+/// Whether value may move from `payer` to `payee`: a certified card (public-key, hybrid) takes value only
+/// with a certified payer's signature (DESIGN.md §10 point 6), so nothing moves from symmetric or
+/// multi-key cards to certified ones.
+fn value_allowed(profile_of: &BTreeMap<String, Profile>, payer: &Path, payee: &Path) -> bool {
+    let certified = |p: &Path| profile_of.get(&short(p)).is_some_and(|p| p.has_key_pair());
+    certified(payer) || !certified(payee)
+}
+
 fn spread(story: &mut Story<'_>, cards: &Path, profile_of: &BTreeMap<String, Profile>) -> Result<(), DemoError> {
     let profile = |p: &Path| profile_of.get(&short(p)).map(|p| p.to_string()).unwrap_or_else(|| "?".into());
     loop {
@@ -150,7 +158,8 @@ fn spread(story: &mut Story<'_>, cards: &Path, profile_of: &BTreeMap<String, Pro
         let mut moved = false;
         for x in &behind {
             for y in &holders {
-                match story.settle(y, x, 10, &SettleOptions::default()) {
+                let amount = if value_allowed(profile_of, y, x) { 10 } else { 0 };
+                match story.settle(y, x, amount, &SettleOptions::default()) {
                     Ok(r) => {
                         let how = match r.key_roll {
                             KeyRoll::Symmetric => "the symmetric path (shared update key, claims 10-11)",
@@ -161,7 +170,7 @@ fn spread(story: &mut Story<'_>, cards: &Path, profile_of: &BTreeMap<String, Pro
                         story.say(
                             "spread",
                             format!(
-                                "{} card {} took transfer key {newest} from {} card {} by {how}; then 10 moved",
+                                "{} card {} took transfer key {newest} from {} card {} by {how}; then {amount} moved",
                                 profile(x),
                                 short(x),
                                 profile(y),
@@ -243,11 +252,23 @@ pub fn run(
         story.say("perso", format!("batch {b} ({p}): personalised {} cards {}", r.written, r.cards.join(", ")));
     }
 
-    // 3. Value moves between cards of generation 1, whatever their profile.
+    // 3. Value moves between cards of generation 1, whatever their profile, except into a certified card
+    //    from one that cannot sign.
     let f = Fleet::load(&cards_dir)?;
     let paths: Vec<PathBuf> = f.cards.iter().map(|(p, _)| p.clone()).collect();
     for i in 0..paths.len() {
         let (x, y) = (&paths[i], &paths[(i + 3) % paths.len()]);
+        if !value_allowed(&profile_of, x, y) {
+            story.say(
+                "settle",
+                format!(
+                    "{} → {}: not attempted: a certified card takes value only from a certified card (signed tokens)",
+                    short(x),
+                    short(y)
+                ),
+            );
+            continue;
+        }
         let r = story.settle(x, y, 25, &SettleOptions::default())?;
         story.say(
             "settle",

@@ -164,7 +164,9 @@ pub(super) fn update_transfer_key(
     path_supported(state, path)?;
     let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
     let live = session.challenge.take().ok_or(StatusWord::SecurityStatusNotSatisfied)?;
-    let (new_id, new_key) = match (path, payload) {
+    // The sender names itself: in the symmetric envelope's authenticated header, or in the certificate the
+    // permission step checked. Its serial goes into the key-roll log entry (issue 13 item 5).
+    let (new_id, new_key, from) = match (path, payload) {
         (KeyRollPath::Symmetric, KeyPayload::Symmetric { sender, update_key_id, envelope: env, .. }) => {
             if live.sender.is_some() {
                 return Err(StatusWord::SecurityStatusNotSatisfied);
@@ -193,7 +195,7 @@ pub(super) fn update_transfer_key(
             if !bool::from(got.ct_eq(&live.value)) {
                 return Err(StatusWord::SecurityStatusNotSatisfied);
             }
-            (id, key)
+            (id, key, *sender)
         }
         (KeyRollPath::PublicKey, KeyPayload::PublicKey { ciphertext, signature, .. }) => {
             // Claims 4, 7: check the signature with the second public key (from the permission step)
@@ -211,7 +213,7 @@ pub(super) fn update_transfer_key(
             let key = Secret16::from_slice(r.take(16, "transfer key").map_err(|_| StatusWord::IncorrectData)?)
                 .expect("16 bytes");
             r.finish().map_err(|_| StatusWord::IncorrectData)?;
-            (id, key)
+            (id, key, *sender_serial)
         }
         _ => return Err(StatusWord::IncorrectData),
     };
@@ -220,7 +222,7 @@ pub(super) fn update_transfer_key(
     };
     // DESIGN.md §10 point 3: only a key the issuer authorised, for a card holding the policy it needs.
     let floor = super::perso::authorise(state, KeyKind::Transfer, new_id.0, &new_key, authorisation)?;
-    install(state, new_id, new_key, authorisation, floor)
+    install(state, new_id, new_key, authorisation, floor, from)
 }
 
 /// Install or select `id` if the range rule allows it.
@@ -230,6 +232,7 @@ fn install(
     key: Secret16,
     authorisation: &[u8],
     floor: super::policy::ClockFloor,
+    from: CardSerial,
 ) -> Result<Effect, StatusWord> {
     let current = state.selected_transfer_key_id.ok_or(StatusWord::ConditionsNotSatisfied)?;
     let limit = state.transfer_key_id_limit.ok_or(StatusWord::ConditionsNotSatisfied)?;
@@ -267,6 +270,6 @@ fn install(
     }
     next.selected_transfer_key_id = Some(id);
     next.clock_floor = next.clock_floor.max(floor);
-    next.push_log(LogKind::KeyRoll, CardSerial::default(), Amount(0), 0);
+    next.push_log(LogKind::KeyRoll, from, Amount(0), 0);
     Ok(Effect::write(next, Vec::new()))
 }

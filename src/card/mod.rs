@@ -27,6 +27,7 @@ use crate::protocol::{AID, CommandApdu, Mute, ResponseApdu, SmartCard, StatusWor
 use session::{Chain, Session};
 pub use state::CardState;
 use storage::{Storage, StorageError};
+pub use value::VALUE_SIGNATURE_LABEL;
 
 /// ATR: T=1 only (TD1 = 0x81 announces T=1, TD2 = 0x31 with TA3 IFSC 254, TB3 BWI/CWI),
 /// historical bytes "keyroll", and the check byte TCK that T=1 requires (ISO/IEC 7816-3 §8.2).
@@ -200,7 +201,7 @@ impl<S: Storage> Card<S> {
                         self.session.secure = None;
                     }
                 }
-                Ok(self.long_response(effect.response))
+                Ok(self.long_response(effect.response, apdu.le))
             }
         }
     }
@@ -272,11 +273,14 @@ impl<S: Storage> Card<S> {
         }
     }
 
-    fn long_response(&mut self, mut data: Vec<u8>) -> ResponseApdu {
-        if data.len() <= 256 {
+    /// A response longer than the terminal's Le is served in parts through GET RESPONSE (61XX). A short
+    /// Le allows 256 bytes; an extended Le (ISO/IEC 7816-4 §5.1) up to its value in one response.
+    fn long_response(&mut self, mut data: Vec<u8>, le: Option<usize>) -> ResponseApdu {
+        let max = le.filter(|l| *l > 256).unwrap_or(256);
+        if data.len() <= max {
             return ResponseApdu::ok(data);
         }
-        let rest = data.split_off(256);
+        let rest = data.split_off(max);
         let sw = StatusWord::MoreData(rest.len().min(256) as u8);
         self.session.pending_response = rest;
         ResponseApdu { data, sw }
@@ -370,7 +374,10 @@ impl<S: Storage> Card<S> {
                 value::debit(state, payee, amount, &nonce, payee_sequence, &request)
             }
             Command::Credit { receipt, payer_sequence, token } => {
-                value::credit(state, &receipt, payer_sequence, &token)
+                value::credit(state, &receipt, payer_sequence, &token, None)
+            }
+            Command::CreditSigned { receipt, payer_sequence, token, signature, certificate } => {
+                value::credit(state, &receipt, payer_sequence, &token, Some((&signature, &certificate)))
             }
             Command::Confirm { nonce, ack } => value::confirm(state, &nonce, &ack),
             Command::Abort { receipt } => value::abort(state, &receipt),

@@ -16,6 +16,7 @@
 use super::Effect;
 use super::receipts::{self, Slot};
 use super::state::{CardState, LogKind, PendingOut};
+use crate::crypto::card_key::{self, CardKeyPair};
 use crate::crypto::{Secret16, TransferKey, mac, random};
 use crate::domain::{Amount, CardSerial, TransferKeyId};
 use crate::protocol::StatusWord;
@@ -28,6 +29,9 @@ const REQUEST: &[u8] = b"keyroll value request v2";
 const TOKEN: &[u8] = b"keyroll value token v2";
 const ACK: &[u8] = b"keyroll value ack v2";
 const ABORT: &[u8] = b"keyroll value abort v2";
+/// Label of a certified payer's value signature (ECDSA P-256 / SHA-256, P1363) over the token's fields:
+/// `label ‖ payer ‖ payee ‖ amount ‖ nonce ‖ payee sequence ‖ payer sequence ‖ transfer key id`.
+pub const VALUE_SIGNATURE_LABEL: &[u8] = b"keyroll value signature v2";
 
 struct Transfer<'a> {
     payer: &'a CardSerial,
@@ -80,6 +84,21 @@ impl<'a> Transfer<'a> {
             .map_err(|_| StatusWord::VerificationFailed)
     }
 
+    /// A certified payer's signature over the token's fields (DESIGN.md §10 point 6): one certified card
+    /// holding the generation's transfer key can make the MAC, never another card's signature.
+    fn sign(&self, key: &CardKeyPair, payer_sequence: u32) -> Result<[u8; 64], StatusWord> {
+        let (amount, seqs, id) = self.fields(Some(payer_sequence));
+        let parts = self.parts(VALUE_SIGNATURE_LABEL, &amount, &seqs, &id);
+        key.key_pair().sign(&parts).map(|s| s.to_p1363()).map_err(|_| StatusWord::NoPreciseDiagnosis)
+    }
+
+    /// Check a payer's value signature under its certified public key.
+    fn check_signature(&self, public: &[u8], payer_sequence: u32, signature: &[u8; 64]) -> Result<(), StatusWord> {
+        let (amount, seqs, id) = self.fields(Some(payer_sequence));
+        card_key::verify_p1363(public, &self.parts(VALUE_SIGNATURE_LABEL, &amount, &seqs, &id), signature)
+            .map_err(|_| StatusWord::SecurityStatusNotSatisfied)
+    }
+
     fn fields(&self, payer_sequence: Option<u32>) -> ([u8; 8], [u8; 8], [u8; 4]) {
         let mut seqs = [0u8; 8];
         seqs[..4].copy_from_slice(&self.payee_sequence.to_be_bytes());
@@ -113,6 +132,45 @@ fn take_debit(next: &mut CardState, nonce: &Nonce) -> Option<PendingOut> {
     }
     let i = next.exceptions.iter().position(|p| &p.nonce == nonce)?;
     Some(next.exceptions.remove(i))
+}
+
+/// A certified card: it holds a card key pair, its certificate and a trust anchor (public-key and hybrid
+/// profiles). It signs the value it pays and takes value only with a certified payer's signature.
+fn certified(state: &CardState) -> bool {
+    state.card_private_key.is_some() && state.certificate.is_some() && state.trust_anchor.is_some()
+}
+
+/// The card's own key pair when it is certified (it then signs every token it hands out).
+fn signing_key(state: &CardState) -> Result<Option<CardKeyPair>, StatusWord> {
+    if !certified(state) {
+        return Ok(None);
+    }
+    let k = state.card_private_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    CardKeyPair::from_bytes(k.expose()).map(Some).map_err(|_| StatusWord::NoPreciseDiagnosis)
+}
+
+/// A certified payee's check of the payer's signature (DESIGN.md §10 point 6): the certificate chains
+/// to the payee's trust anchor at the payee's clock floor, is a signing end-entity certificate naming
+/// exactly the payer of the receipt (`certificate::check`, RFC 5280 §6.1), and the signature over the
+/// token's fields verifies under its key. Unsigned value, or any failure: 6982. A card that is not
+/// certified cannot judge a certificate and ignores the signature (what symmetric cards cannot prevent).
+fn check_payer_signature(
+    state: &CardState,
+    t: &Transfer<'_>,
+    payer_sequence: u32,
+    signed: Option<(&[u8; 64], &[u8])>,
+) -> Result<(), StatusWord> {
+    if !certified(state) {
+        return Ok(());
+    }
+    let (signature, certificate) = signed.ok_or(StatusWord::SecurityStatusNotSatisfied)?;
+    let anchor = state.trust_anchor.as_deref().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let peer =
+        super::certificate::check(certificate, anchor, state.clock_floor, &[super::certificate::Usage::Signing])?;
+    if &peer.serial != t.payer {
+        return Err(StatusWord::SecurityStatusNotSatisfied);
+    }
+    t.check_signature(&peer.public_key, payer_sequence, signature)
 }
 
 fn next_sequence(state: &CardState) -> Result<u32, StatusWord> {
@@ -199,7 +257,12 @@ pub(super) fn debit(
         }
         let key = key_for(state, p.transfer_key_id)?;
         let t = Transfer::outgoing(&me, p);
-        let out = DebitToken { payer_sequence: p.payer_sequence, token: t.mac(&key, TOKEN, Some(p.payer_sequence)) };
+        let signature = signing_key(state)?.map(|k| t.sign(&k, p.payer_sequence)).transpose()?;
+        let out = DebitToken {
+            payer_sequence: p.payer_sequence,
+            token: t.mac(&key, TOKEN, Some(p.payer_sequence)),
+            signature,
+        };
         return Ok(Effect::reply(out.to_wire()));
     }
     // DESIGN.md §10 point 4: no new value to a blocked card, nor out of a card whose generation is over
@@ -215,6 +278,8 @@ pub(super) fn debit(
     if state.balance < amount {
         return Err(StatusWord::ConditionsNotSatisfied);
     }
+    // Signed before anything is written: a card that cannot sign changes nothing.
+    let signing = signing_key(state)?;
     let mut next = state.clone();
     if next.pending_out.len() >= MAX_PENDING {
         // Non-blocking: the oldest open debit moves to the exception list (still resolvable there).
@@ -237,19 +302,22 @@ pub(super) fn debit(
         transfer_key_id: key.id,
     });
     next.push_log(LogKind::Debit, payee, amount, payee_sequence);
-    let out = DebitToken { payer_sequence: next.sequence, token: t.mac(&key, TOKEN, Some(next.sequence)) };
+    let signature = signing.map(|k| t.sign(&k, next.sequence)).transpose()?;
+    let out = DebitToken { payer_sequence: next.sequence, token: t.mac(&key, TOKEN, Some(next.sequence)), signature };
     Ok(Effect::write(next, out.to_wire()))
 }
 
 /// Step 3 (payee): check the token against the receipt it names, credit once, return the
 /// acknowledgement. A repeated CREDIT of a credited receipt re-derives the same acknowledgement from
 /// the token and the credited bit and credits nothing. The maximum balance is checked here, the only
-/// place a receipt takes room.
+/// place a receipt takes room. A certified payee also requires the payer's value signature and
+/// certificate (`signed`, CREDIT P1 = 01), checked after the token and before anything else.
 pub(super) fn credit(
     state: &CardState,
     r: &ReceiptRef,
     payer_sequence: u32,
     token: &Mac,
+    signed: Option<(&[u8; 64], &[u8])>,
 ) -> Result<Effect, StatusWord> {
     let me = serial(state)?;
     if r.payer == me || r.amount.0 == 0 {
@@ -259,6 +327,7 @@ pub(super) fn credit(
     let key = key_for(state, r.transfer_key_id)?;
     let t = Transfer::incoming(&me, r, &nonce);
     t.check(&key, TOKEN, Some(payer_sequence), token)?;
+    check_payer_signature(state, &t, payer_sequence, signed)?;
     let ack = CreditAck { ack: t.mac(&key, ACK, Some(payer_sequence)) }.to_wire();
     match state.receipts.slot(r.receipt) {
         Slot::Credited => return Ok(Effect::reply(ack)),

@@ -17,6 +17,9 @@ pub type Challenge = [u8; CHALLENGE_LEN];
 pub const KEY_ID_CARD_LOG: u8 = 0x01;
 pub type Nonce = [u8; CHALLENGE_LEN];
 pub type Mac = [u8; 16];
+/// Largest payer certificate a signed CREDIT carries (a card certificate is a few hundred bytes; house
+/// rule 5: bounded before anything is copied).
+pub const MAX_PAYER_CERTIFICATE: usize = 2048;
 
 /// A 16-byte AES key as a wire field: transfer and update keys inside personalisation items (which travel
 /// only under secure messaging). A newtype so that it is
@@ -162,6 +165,16 @@ pub enum Command {
         receipt: ReceiptRef,
         payer_sequence: u32,
         token: Mac,
+    },
+    /// CREDIT with the payer's value signature and certificate (P1 = `01`): what a certified payee
+    /// requires (DESIGN.md §10 point 6). Data: the unsigned form's 44 bytes ‖ signature (64, P1363) ‖
+    /// the payer's certificate (DER, the rest; sent as one extended-length APDU, ISO/IEC 7816-4 §5.1).
+    CreditSigned {
+        receipt: ReceiptRef,
+        payer_sequence: u32,
+        token: Mac,
+        signature: [u8; 64],
+        certificate: Vec<u8>,
     },
     Confirm {
         nonce: Nonce,
@@ -325,7 +338,7 @@ impl Command {
             UpdateTransferKey { .. } => Instruction::UpdateTransferKey,
             BeginReceive { .. } => Instruction::BeginReceive,
             Debit { .. } => Instruction::Debit,
-            Credit { .. } => Instruction::Credit,
+            Credit { .. } | CreditSigned { .. } => Instruction::Credit,
             Confirm { .. } => Instruction::Confirm,
             Abort { .. } => Instruction::Abort,
             Refund { .. } => Instruction::Refund,
@@ -393,6 +406,14 @@ impl Command {
                 receipt.encode(&mut d);
                 d.extend_from_slice(&payer_sequence.to_be_bytes());
                 d.extend_from_slice(token);
+            }
+            CreditSigned { receipt, payer_sequence, token, signature, certificate } => {
+                p1 = 0x01;
+                receipt.encode(&mut d);
+                d.extend_from_slice(&payer_sequence.to_be_bytes());
+                d.extend_from_slice(token);
+                d.extend_from_slice(signature);
+                d.extend_from_slice(certificate);
             }
             Confirm { nonce, ack } => {
                 d.extend_from_slice(nonce);
@@ -515,11 +536,19 @@ impl Command {
                 }
             }
             Instruction::Credit => {
-                p1p2_zero()?;
-                Command::Credit {
-                    receipt: ReceiptRef::read(&mut r, ())?,
-                    payer_sequence: r.u32("payer sequence")?,
-                    token: r.array("token")?,
+                let (receipt, payer_sequence, token) = match (a.p1, a.p2) {
+                    (0x00 | 0x01, 0x00) => (ReceiptRef::read(&mut r, ())?, r.u32("payer sequence")?, r.array("token")?),
+                    _ => return Err(bad_p1p2),
+                };
+                if a.p1 == 0x00 {
+                    Command::Credit { receipt, payer_sequence, token }
+                } else {
+                    let signature = r.array("value signature")?;
+                    let certificate = r.rest_capped("payer certificate", MAX_PAYER_CERTIFICATE)?.to_vec();
+                    if certificate.is_empty() {
+                        return Err(DecodeError::Invalid { field: "payer certificate", why: "missing" });
+                    }
+                    Command::CreditSigned { receipt, payer_sequence, token, signature, certificate }
                 }
             }
             Instruction::Confirm => {

@@ -79,11 +79,16 @@ impl Wire for ReceiveRequest {
 }
 
 /// DEBIT (payer): the payer's sequence number after the debit and the value token the payee credits.
-/// Layout: `payer sequence (4) ‖ token (16)`. A repeated DEBIT of a pending nonce answers the same.
+/// Layout: `payer sequence (4) ‖ token (16) [‖ value signature (64)]`. A certified payer (card key pair
+/// and certificate) appends its ECDSA P-256 signature over the token's fields (DESIGN.md §10 point 6,
+/// `card::value`); other cards answer 20 bytes. A repeated DEBIT of a pending nonce answers the same
+/// sequence and token (and a fresh signature over the same fields).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DebitToken {
     pub payer_sequence: u32,
     pub token: Mac,
+    /// IEEE P1363 `r ‖ s`.
+    pub signature: Option<[u8; 64]>,
 }
 
 impl Wire for DebitToken {
@@ -91,9 +96,15 @@ impl Wire for DebitToken {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.payer_sequence.to_be_bytes());
         out.extend_from_slice(&self.token);
+        if let Some(s) = &self.signature {
+            out.extend_from_slice(s);
+        }
     }
     fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
-        Ok(DebitToken { payer_sequence: r.u32("payer sequence")?, token: r.array("token")? })
+        let payer_sequence = r.u32("payer sequence")?;
+        let token = r.array("token")?;
+        let signature = if r.left() > 0 { Some(r.array("value signature")?) } else { None };
+        Ok(DebitToken { payer_sequence, token, signature })
     }
 }
 

@@ -95,10 +95,17 @@ pub(crate) fn every_command() -> Vec<Command> {
         Command::BeginReceive { payer: s, amount: Amount(5), payer_sequence: 2 },
         Command::Debit { payee: s, amount: Amount(5), nonce: [3; 16], payee_sequence: 7, request: [9; 16] },
         Command::Credit { receipt: receipt_ref(), payer_sequence: 8, token: [4; 16] },
+        Command::CreditSigned {
+            receipt: receipt_ref(),
+            payer_sequence: 8,
+            token: [4; 16],
+            signature: [7; 64],
+            certificate: vec![0x30; 400],
+        },
         Command::Confirm { nonce: [3; 16], ack: [5; 16] },
         Command::Abort { receipt: receipt_ref() },
         Command::Refund { nonce: [3; 16], proof: [6; 16] },
-        Command::PutPolicy { policy: vec![0x50; 1015] },
+        Command::PutPolicy { policy: vec![0x50; 3393] },
         Command::GetPolicy,
         Command::GetFactoryData,
         Command::InternalAuthenticate { data: vec![0xA6; 83] },
@@ -187,7 +194,12 @@ fn every_response_round_trips() {
         &ReceiveRequest { nonce: [1; 16], payee_sequence: 3, transfer_key_id: TransferKeyId(2), request: [4; 16] },
         (),
     );
-    round_trip(&DebitToken { payer_sequence: 9, token: [5; 16] }, ());
+    round_trip(&DebitToken { payer_sequence: 9, token: [5; 16], signature: None }, ());
+    round_trip(&DebitToken { payer_sequence: 9, token: [5; 16], signature: Some([3; 64]) }, ());
+    assert_eq!(DebitToken { payer_sequence: 9, token: [5; 16], signature: Some([3; 64]) }.to_wire().len(), 84);
+    // Anything but 20 or 84 bytes is refused.
+    assert!(DebitToken::from_wire(&[0; 21], ()).is_err());
+    assert!(DebitToken::from_wire(&[0; 85], ()).is_err());
     round_trip(&CreditAck { ack: [6; 16] }, ());
     round_trip(&AbortProof { proof: [8; 16] }, ());
     round_trip(&PolicyAdoption { adopted: true, number: 7 }, ());
@@ -283,4 +295,34 @@ fn card_info_round_trips_in_every_shape() {
         CardInfo::from_wire(&[0x80, 7, 0, 0, 0, 0, 0, 0, 0], ()),
         Err(DecodeError::Truncated { field: "serial", needed: 8, left: 7 })
     );
+}
+
+#[test]
+fn signed_credit_is_p1_01_and_refuses_what_it_cannot_be() {
+    use super::CommandApdu;
+    use super::status::StatusWord;
+    let signed = Command::CreditSigned {
+        receipt: receipt_ref(),
+        payer_sequence: 8,
+        token: [4; 16],
+        signature: [7; 64],
+        certificate: vec![0x30; 400],
+    };
+    let apdu = signed.to_apdu();
+    assert_eq!((apdu.ins, apdu.p1, apdu.p2, apdu.data.len()), (0x34, 0x01, 0x00, 44 + 64 + 400));
+    // One extended-length APDU (ISO/IEC 7816-4 §5.1): header, 00, Lc (2), data, Le (2).
+    let bytes = apdu.to_bytes();
+    assert_eq!((bytes[4], u16::from_be_bytes([bytes[5], bytes[6]])), (0, 508));
+    let with = |p1: u8, data: Vec<u8>| CommandApdu { cla: 0x80, ins: 0x34, p1, p2: 0, data, le: None };
+    // No certificate, an oversized one, a short signature, an unknown P1 or P2.
+    assert!(Command::try_from(&with(1, apdu.data[..44 + 64].to_vec())).is_err());
+    assert!(Command::try_from(&with(1, vec![1; 44 + 64 + super::command::MAX_PAYER_CERTIFICATE + 1])).is_err());
+    assert!(Command::try_from(&with(1, apdu.data[..44 + 63].to_vec())).is_err());
+    assert_eq!(Command::try_from(&with(2, apdu.data.clone())), Err(StatusWord::IncorrectP1P2));
+    let mut p2 = with(1, apdu.data.clone());
+    p2.p2 = 1;
+    assert_eq!(Command::try_from(&p2), Err(StatusWord::IncorrectP1P2));
+    // The unsigned form keeps its exact 44 bytes.
+    assert!(Command::try_from(&with(0, apdu.data.clone())).is_err());
+    assert!(Command::try_from(&with(0, apdu.data[..44].to_vec())).is_ok());
 }

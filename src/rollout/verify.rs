@@ -173,8 +173,14 @@ pub fn verify(u: &Unlocked<'_>) -> Result<VerifyReport, RolloutError> {
         for (j, (gj, _, _, payee_record)) in gens.iter().enumerate() {
             let mut payer = fresh(payer_record)?;
             // Move one unit when the batch issues value; with no balance the pair is checked for key agreement only.
-            let amount = payer.state().balance.0.min(1);
+            let mut amount = payer.state().balance.0.min(1);
             let mut payee = fresh(payee_record)?;
+            // A certified card takes value only from a certified card (DESIGN.md §10 point 6): a pair
+            // without that is checked for key agreement only.
+            let certified = |c: &crate::card::CardState| c.profile.is_some_and(|p| p.has_key_pair());
+            if certified(payee.state()) && !certified(payer.state()) {
+                amount = 0;
+            }
             let r = {
                 let mut a = InProcessChannel::new(&mut payer, "payer");
                 let mut b = InProcessChannel::new(&mut payee, "payee");

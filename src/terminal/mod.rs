@@ -198,6 +198,39 @@ impl<'a> Party<'a> {
         Ok(self.info.certificate.clone())
     }
 
+    /// The card's certificate for a signed CREDIT: the full GET CARD INFO asked with an extended Le, so the
+    /// certificate comes back in one APDU (the settlement budget, DESIGN.md §10); nothing when already read.
+    fn certificate_in_one(&mut self, trace: &mut Trace) -> Result<Option<Vec<u8>>, SettleError> {
+        if self.info.certificate.is_none() && self.info.has_certificate {
+            let mut apdu = Command::GetCardInfo { certificate: true }.to_apdu();
+            apdu.le = Some(65_536);
+            let r = crate::transport::exchange_extended(self.channel, trace, &apdu).map_err(|source| {
+                SettleError::Transport { role: self.role, reader: self.channel.name(), step: "GET CARD INFO", source }
+            })?;
+            if r.sw != StatusWord::Ok {
+                return Err(SettleError::Refused { role: self.role, step: "GET CARD INFO", sw: r.sw });
+            }
+            let full: CardInfo = self.decode("GET CARD INFO", &r.data, ())?;
+            if full.serial != self.info.serial {
+                return Err(self.malformed("GET CARD INFO", "the card changed between two reads"));
+            }
+            self.info.certificate = full.certificate;
+        }
+        Ok(self.info.certificate.clone())
+    }
+
+    /// Send a command as one APDU, extended length if it needs it (never chained); the caller
+    /// interprets the status word.
+    fn try_send_extended(
+        &mut self,
+        trace: &mut Trace,
+        step: &'static str,
+        cmd: &Command,
+    ) -> Result<ResponseApdu, SettleError> {
+        crate::transport::exchange_extended(self.channel, trace, &cmd.to_apdu())
+            .map_err(|source| SettleError::Transport { role: self.role, reader: self.channel.name(), step, source })
+    }
+
     /// Send a command; a non-9000 status is an error.
     fn send(&mut self, trace: &mut Trace, step: &'static str, cmd: &Command) -> Result<Vec<u8>, SettleError> {
         let r = self.try_send(trace, step, cmd)?;

@@ -54,9 +54,15 @@ pub(super) fn resolve(
                     payee_sequence: e.payee_sequence,
                     request: [0; 16],
                 };
-                let DebitToken { payer_sequence, token } = payer.send_as(trace, "DEBIT (repeat)", &debit, ())?;
-                let credit = Command::Credit { receipt, payer_sequence, token };
-                let CreditAck { ack } = payee.send_as(trace, "CREDIT (repeat)", &credit, ())?;
+                let DebitToken { payer_sequence, token, signature } =
+                    payer.send_as(trace, "DEBIT (repeat)", &debit, ())?;
+                let step = "CREDIT (repeat)";
+                let r =
+                    super::value::send_credit(payer, payee, trace, step, receipt, payer_sequence, token, signature)?;
+                if r.sw != StatusWord::Ok {
+                    return Err(SettleError::Refused { role: payee.role, step, sw: r.sw });
+                }
+                let CreditAck { ack } = payee.decode(step, &r.data, ())?;
                 payer.send(trace, "CONFIRM", &Command::Confirm { nonce: e.nonce, ack })?;
                 done.push(Recovery::Completed { payer: ps, payee: qs, amount: e.amount });
             }

@@ -26,6 +26,32 @@ pub struct TransferRecord {
     pub proof: Option<Mac>,
 }
 
+/// CREDIT for a token: signed, with the payer's certificate, when the payer signed and the payee holds a
+/// certificate (a certified payee takes no unsigned value, DESIGN.md §10 point 6), as one extended-length
+/// APDU; the plain form otherwise. The caller interprets the status word.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn send_credit(
+    payer: &mut Party<'_>,
+    payee: &mut Party<'_>,
+    trace: &mut Trace,
+    step: &'static str,
+    receipt: ReceiptRef,
+    payer_sequence: u32,
+    token: Mac,
+    signature: Option<[u8; 64]>,
+) -> Result<crate::protocol::apdu::ResponseApdu, SettleError> {
+    match signature {
+        Some(signature) if payee.info.has_certificate => {
+            let certificate = payer
+                .certificate_in_one(trace)?
+                .ok_or_else(|| payer.malformed("DEBIT", "a signed token from a card that reports no certificate"))?;
+            let cmd = Command::CreditSigned { receipt, payer_sequence, token, signature, certificate };
+            payee.try_send_extended(trace, step, &cmd)
+        }
+        _ => payee.try_send(trace, step, &Command::Credit { receipt, payer_sequence, token }),
+    }
+}
+
 pub(super) fn transfer(
     payer: &mut Party<'_>,
     payee: &mut Party<'_>,
@@ -69,14 +95,14 @@ pub(super) fn transfer(
         }
     }
     let token = token?;
-    let DebitToken { payer_sequence, token } = payer.decode("DEBIT", &token, ())?;
+    let DebitToken { payer_sequence, token, signature } = payer.decode("DEBIT", &token, ())?;
     if let Some(r) = record.as_mut() {
         r.debited = true;
         r.payer_sequence = Some(payer_sequence);
         r.token = Some(token);
     }
 
-    let ack = match payee.try_send(trace, "CREDIT", &Command::Credit { receipt, payer_sequence, token })? {
+    let ack = match send_credit(payer, payee, trace, "CREDIT", receipt, payer_sequence, token, signature)? {
         r if r.sw == StatusWord::Ok => r.data,
         r => {
             // The payee refused the token: abort there and refund the payer now.

@@ -123,7 +123,7 @@ pub fn exchange_apdu(
     trace: &mut Trace,
     apdu: &CommandApdu,
 ) -> Result<ResponseApdu, TransportError> {
-    let mut resp = if apdu.data.len() <= CHUNK {
+    let resp = if apdu.data.len() <= CHUNK {
         trace.one(channel, apdu)?
     } else {
         let chunks: Vec<&[u8]> = apdu.data.chunks(CHUNK).collect();
@@ -146,6 +146,27 @@ pub fn exchange_apdu(
         }
         last.expect("at least one chunk")
     };
+    follow_get_response(channel, trace, resp)
+}
+
+/// Send one logical command APDU as a single APDU, extended length when its data or Le need it (ISO/IEC
+/// 7816-4 §5.1), never chained; GET RESPONSE is still followed. For the steps where every APDU counts
+/// against the settlement budget: a signed CREDIT carries the payer's certificate, and a full GET CARD
+/// INFO (with extended Le) brings it back in one response.
+pub fn exchange_extended(
+    channel: &mut dyn CardChannel,
+    trace: &mut Trace,
+    apdu: &CommandApdu,
+) -> Result<ResponseApdu, TransportError> {
+    let resp = trace.one(channel, apdu)?;
+    follow_get_response(channel, trace, resp)
+}
+
+fn follow_get_response(
+    channel: &mut dyn CardChannel,
+    trace: &mut Trace,
+    mut resp: ResponseApdu,
+) -> Result<ResponseApdu, TransportError> {
     let mut data = std::mem::take(&mut resp.data);
     let mut rounds = 0;
     while let StatusWord::MoreData(n) = resp.sw {
