@@ -468,7 +468,12 @@ fn store(err: &StoreError) -> (Class, String) {
                 ConnectFailure::NoDatabase => {
                     s("create the database first (`createdb NAME`) or fix its name in the --db URL")
                 }
-                ConnectFailure::BadUrl => s("write the URL as postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
+                ConnectFailure::BadUrl => s(
+                    "write the URL as postgres://USER:PASSWORD@HOST:PORT/DATABASE[?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=FILE]",
+                ),
+                ConnectFailure::Tls => s(
+                    "check TLS: sslmode=require needs a server with ssl = on; verify-ca and verify-full need the CA that signed the server's certificate (sslrootcert=FILE in the URL, or PGSSLROOTCERT), and verify-full a host name in the URL that the certificate names",
+                ),
                 ConnectFailure::Other => s("check the --db URL and the server's log"),
             },
         ),
