@@ -330,6 +330,12 @@ fn authority(e: &AuthorityError) -> (Class, String) {
         AuthorityError::NoCertificate(_) => {
             (Input, s("`keyroll cert list` shows certificate serials and card serials"))
         }
+        AuthorityError::Ca(e) if e.is_signer_failure() => (
+            Input,
+            s(
+                "check the PKCS #11 token is present and holds the CA key (`pkcs11-tool --module LIB --list-objects --login`), then run the command again: a personalisation run resumes",
+            ),
+        ),
         AuthorityError::Ca(_) => (Internal, s(REPORT)),
         AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => (
             Check,
@@ -549,6 +555,7 @@ fn authority_code(e: &AuthorityError) -> &'static str {
         AuthorityError::WrongIdentity(_) | AuthorityError::IdentityRequired | AuthorityError::Identity { .. } => {
             "identity"
         }
+        AuthorityError::Ca(e) if e.is_signer_failure() => "token",
         AuthorityError::NoDatabase(_)
         | AuthorityError::Unfinished { .. }
         | AuthorityError::Corrupt { .. }
