@@ -129,6 +129,10 @@ pub enum LogKind {
     KeyRoll,
     /// A pending debit moved to the non-blocking exception list (DEBIT needed its room).
     Exception,
+    /// An issuer resolution refunded an open debit (`amount` went back to this card).
+    Resolved,
+    /// An issuer resolution closed an open debit as credited at the payee (nothing came back).
+    Closed,
 }
 
 /// Everything a card keeps across power cycles.
@@ -302,6 +306,19 @@ impl CardState {
         self.held_policy().is_some_and(|p| p.blocks(serial))
     }
 
+    /// Whether the adopted policy says this card's generation is over: every transfer key the card could
+    /// ever hold (ids up to its limit) is below the lowest one still alive. The issuer then prunes the
+    /// generation's blocked-list entries (the list is bounded), so such a card must take and give no new
+    /// value: otherwise a compromised card whose entry was pruned would be free again among its own
+    /// generation's cards once they hold the pruned policy (DESIGN.md §10 point 4). Recovery of value
+    /// already in flight stays open, as for a blocked counterpart.
+    pub fn generation_over(&self) -> bool {
+        match (self.held_policy(), self.transfer_key_id_limit) {
+            (Some(p), Some(limit)) => limit.0 < p.min_transfer_key_id.0,
+            _ => false,
+        }
+    }
+
     /// Whether the adopted policy still allows wrapping under update key `id`.
     pub fn allows_wrap_under(&self, id: UpdateKeyId) -> bool {
         self.held_policy().is_none_or(|p| p.allows_wrap_under(id))
@@ -455,12 +472,15 @@ impl CardState {
             LogKind::Refund => EntryKind::Refund,
             LogKind::KeyRoll => EntryKind::KeyRoll,
             LogKind::Exception => EntryKind::Exception,
+            LogKind::Resolved => EntryKind::Resolved,
+            LogKind::Closed => EntryKind::Closed,
         };
         let open = |p: &PendingOut, exception| OpenDebit {
             payee: p.payee,
             receipt: p.payee_sequence,
             amount: p.amount,
             exception,
+            payer_sequence: p.payer_sequence,
         };
         let mut e = CardLogExport {
             format: ledger::CARD_LOG_FORMAT.into(),

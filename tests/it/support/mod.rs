@@ -145,6 +145,7 @@ fn sign_policy(
         min_wrap_update_key_id: UpdateKeyId(min_wrap),
         min_transfer_key_id: TransferKeyId(1),
         blocked,
+        resolutions: vec![],
         signature: [0; 64],
     };
     p.signature = k.sign(&p.body()).unwrap();
