@@ -99,6 +99,28 @@ pub enum CaError {
     Build(String),
     #[error("batch item {index}: {source}")]
     BatchItem { index: usize, source: Box<CaError> },
+    /// The device holding the CA key failed to sign ([`crate::crypto::CryptoError::Device`]): a PKCS #11
+    /// token removed, a key deleted from it, a session lost. The user's to fix, not keyroll's bug.
+    #[error("the CA's signing token failed: {0}")]
+    Signer(String),
+}
+
+impl CaError {
+    /// Whether the CA key's device failed (directly or for one item of a batch).
+    pub fn is_signer_failure(&self) -> bool {
+        match self {
+            CaError::Signer(_) => true,
+            CaError::BatchItem { source, .. } => source.is_signer_failure(),
+            _ => false,
+        }
+    }
+
+    fn from_crypto(e: crate::crypto::CryptoError) -> Self {
+        match e {
+            crate::crypto::CryptoError::Device(why) => CaError::Signer(why),
+            other => CaError::Build(other.to_string()),
+        }
+    }
 }
 
 impl From<der::Error> for CaError {
@@ -109,6 +131,14 @@ impl From<der::Error> for CaError {
 
 impl From<x509_cert::builder::Error> for CaError {
     fn from(e: x509_cert::builder::Error) -> Self {
+        // A token failure inside the builder's signer keeps its kind.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if let Some(crate::crypto::CryptoError::Device(why)) = c.downcast_ref::<crate::crypto::CryptoError>() {
+                return CaError::Signer(why.clone());
+            }
+            cause = c.source();
+        }
         CaError::Build(e.to_string())
     }
 }
@@ -170,7 +200,7 @@ impl CaKey {
 
     /// ECDSA over one message (a TBS), through whichever signer holds the key.
     fn sign_message(&self, message: &[u8]) -> Result<ec::Signature, CaError> {
-        self.signer.sign_message(message).map_err(|e| CaError::Build(e.to_string()))
+        self.signer.sign_message(message).map_err(CaError::from_crypto)
     }
 }
 

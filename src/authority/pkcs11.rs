@@ -50,6 +50,12 @@ pub const PIN_ENV: &str = "KEYROLL_PKCS11_PIN";
 pub const MODULE_ENV: &str = "KEYROLL_PKCS11_MODULE";
 /// Marks a secret wrapped by the token's AES key (age ciphertext starts with `age-encryption.org/`).
 pub const WRAPPED_PREFIX: &[u8] = b"keyroll-pkcs11-kwp/1\n";
+/// The stored form of a secret whose length is not a multiple of 8 (a PKCS #8 key): the wrapped
+/// plaintext is its length (2 octets, big-endian) and then the secret. RFC 5649 records the length
+/// itself, but SoftHSM2 (2.6) hands back the unwrapped value with its zero padding, so keyroll keeps the
+/// length where every token returns it (found by hsm::a_token_failing_mid_batch_…: the virtual
+/// manufacturer's PKCS #8 key came back padded and no longer matched its root).
+pub const WRAPPED_PREFIX_LEN: &[u8] = b"keyroll-pkcs11-kwp/2\n";
 
 /// DER of the named curve secp256r1 (RFC 5480 §2.1.1.1), the `CKA_EC_PARAMS` of every key made here.
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
@@ -449,6 +455,15 @@ impl WrapKey {
 
     /// Wrap `secret` (RFC 5649 in the token); the stored form starts with [`WRAPPED_PREFIX`].
     pub fn wrap(&self, secret: &[u8]) -> Result<Vec<u8>, TokenError> {
+        let (prefix, mut value) = if secret.len() % 8 == 0 {
+            (WRAPPED_PREFIX, Zeroizing::new(secret.to_vec()))
+        } else {
+            let len = u16::try_from(secret.len())
+                .map_err(|_| TokenError::Failed { op: "C_WrapKey", why: "secret longer than 65535 octets".into() })?;
+            let mut v = Zeroizing::new(len.to_be_bytes().to_vec());
+            v.extend_from_slice(secret);
+            (WRAPPED_PREFIX_LEN, v)
+        };
         let mut template = vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -456,7 +471,7 @@ impl WrapKey {
             Attribute::Private(true),
             Attribute::Sensitive(false),
             Attribute::Extractable(true),
-            Attribute::Value(secret.to_vec()),
+            Attribute::Value(std::mem::take(&mut *value)),
         ];
         let wrapped = self.token.pool.with(|s| {
             let object = s.create_object(&template)?;
@@ -472,15 +487,18 @@ impl WrapKey {
             }
         }
         let wrapped = wrapped.map_err(failed("C_WrapKey"))?;
-        let mut out = Vec::with_capacity(WRAPPED_PREFIX.len() + wrapped.len());
-        out.extend_from_slice(WRAPPED_PREFIX);
+        let mut out = Vec::with_capacity(prefix.len() + wrapped.len());
+        out.extend_from_slice(prefix);
         out.extend_from_slice(&wrapped);
         Ok(out)
     }
 
     /// Unwrap a stored secret into a zeroizing buffer (the token's session object is destroyed at once).
     pub fn unwrap(&self, stored: &[u8]) -> Result<SecretBytes, TokenError> {
-        let wrapped = stored.strip_prefix(WRAPPED_PREFIX).ok_or(TokenError::NotWrapped)?;
+        let (wrapped, with_len) = match stored.strip_prefix(WRAPPED_PREFIX) {
+            Some(w) => (w, false),
+            None => (stored.strip_prefix(WRAPPED_PREFIX_LEN).ok_or(TokenError::NotWrapped)?, true),
+        };
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -507,6 +525,16 @@ impl WrapKey {
                 out.extend_from_slice(v);
                 v.zeroize();
             }
+        }
+        if with_len {
+            let len = match out.get(..2) {
+                Some(l) => u16::from_be_bytes([l[0], l[1]]) as usize,
+                None => return Err(TokenError::NotWrapped),
+            };
+            if out.len() < 2 + len {
+                return Err(TokenError::NotWrapped);
+            }
+            return Ok(SecretBytes::new(out[2..2 + len].to_vec()));
         }
         Ok(SecretBytes::new(std::mem::take(&mut *out)))
     }

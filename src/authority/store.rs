@@ -21,6 +21,8 @@
 //! to remember them: SQLite's update hook; on PostgreSQL a row trigger on each bound table that appends
 //! `table:id` to a transaction-local setting (`keyroll.changes`), read back by [`Store::take_changes`].
 
+mod tls;
+
 use super::rows;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -81,6 +83,9 @@ pub enum ConnectFailure {
     NoDatabase,
     /// The URL does not parse.
     BadUrl,
+    /// TLS was asked for and failed: the server offers none, its certificate does not chain to the
+    /// given root or does not name the host, or the root file is unusable.
+    Tls,
     Other,
 }
 
@@ -410,9 +415,15 @@ impl Store {
         Ok(Store { engine: Engine::Sqlite { conn, pending }, in_tx: Cell::new(false) })
     }
 
-    /// Connect to a PostgreSQL server (TLS is not negotiated: use a unix socket or a trusted network).
+    /// Connect to a PostgreSQL server: plain unless the URL's `sslmode` asks for TLS (libpq's words;
+    /// see [`tls`] for what each mode checks).
     pub fn postgres(url: &str) -> Result<Store, StoreError> {
         let shown = redact(url);
+        let (url, mode) = tls::split(url).map_err(|why| StoreError::Connect {
+            shown: shown.clone(),
+            why,
+            kind: ConnectFailure::BadUrl,
+        })?;
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| StoreError::Connect {
             shown: shown.clone(),
             why: e.to_string(),
@@ -422,7 +433,16 @@ impl Store {
         if config.get_application_name().is_none() {
             config.application_name("keyroll");
         }
-        let client = config.connect(postgres::NoTls).map_err(|e| {
+        let connector = tls::connector(&mode).map_err(|why| StoreError::Connect {
+            shown: shown.clone(),
+            why,
+            kind: ConnectFailure::Tls,
+        })?;
+        let connected = match connector {
+            None => config.connect(postgres::NoTls),
+            Some(c) => config.connect(c),
+        };
+        let client = connected.map_err(|e| {
             let kind = match e.code() {
                 Some(c)
                     if *c == postgres::error::SqlState::INVALID_PASSWORD
@@ -432,9 +452,23 @@ impl Store {
                 }
                 Some(c) if *c == postgres::error::SqlState::INVALID_CATALOG_NAME => ConnectFailure::NoDatabase,
                 Some(_) => ConnectFailure::Other,
+                // tokio-postgres's TLS errors: "error performing TLS handshake: …", "server does not
+                // support TLS".
+                None if e.to_string().contains("TLS") => ConnectFailure::Tls,
                 None => ConnectFailure::Unreachable,
             };
-            StoreError::Connect { shown: shown.clone(), why: pg_message(&e), kind }
+            // The client's message names the step ("error performing TLS handshake"); the why is in
+            // the causes (e.g. rustls's "invalid peer certificate: UnknownIssuer").
+            let mut why = pg_message(&e);
+            let mut cause = if e.as_db_error().is_some() { None } else { std::error::Error::source(&e) };
+            while let Some(c) = cause {
+                let c_text = c.to_string();
+                if !why.contains(&c_text) {
+                    why = format!("{why}: {c_text}");
+                }
+                cause = c.source();
+            }
+            StoreError::Connect { shown: shown.clone(), why, kind }
         })?;
         Ok(Store {
             engine: Engine::Postgres { client: RefCell::new(client), statements: RefCell::new(HashMap::new()) },

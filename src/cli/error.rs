@@ -330,6 +330,12 @@ fn authority(e: &AuthorityError) -> (Class, String) {
         AuthorityError::NoCertificate(_) => {
             (Input, s("`keyroll cert list` shows certificate serials and card serials"))
         }
+        AuthorityError::Ca(e) if e.is_signer_failure() => (
+            Input,
+            s(
+                "check the PKCS #11 token is present and holds the CA key (`pkcs11-tool --module LIB --list-objects --login`), then run the command again: a personalisation run resumes",
+            ),
+        ),
         AuthorityError::Ca(_) => (Internal, s(REPORT)),
         AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => (
             Check,
@@ -468,7 +474,12 @@ fn store(err: &StoreError) -> (Class, String) {
                 ConnectFailure::NoDatabase => {
                     s("create the database first (`createdb NAME`) or fix its name in the --db URL")
                 }
-                ConnectFailure::BadUrl => s("write the URL as postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
+                ConnectFailure::BadUrl => s(
+                    "write the URL as postgres://USER:PASSWORD@HOST:PORT/DATABASE[?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=FILE]",
+                ),
+                ConnectFailure::Tls => s(
+                    "check TLS: sslmode=require needs a server with ssl = on; verify-ca and verify-full need the CA that signed the server's certificate (sslrootcert=FILE in the URL, or PGSSLROOTCERT), and verify-full a host name in the URL that the certificate names",
+                ),
                 ConnectFailure::Other => s("check the --db URL and the server's log"),
             },
         ),
@@ -544,6 +555,7 @@ fn authority_code(e: &AuthorityError) -> &'static str {
         AuthorityError::WrongIdentity(_) | AuthorityError::IdentityRequired | AuthorityError::Identity { .. } => {
             "identity"
         }
+        AuthorityError::Ca(e) if e.is_signer_failure() => "token",
         AuthorityError::NoDatabase(_)
         | AuthorityError::Unfinished { .. }
         | AuthorityError::Corrupt { .. }

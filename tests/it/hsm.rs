@@ -410,3 +410,247 @@ fn pool_child() {
     });
     assert!(token.pool().idle() <= 3, "no more sessions than threads at once: {}", token.pool().idle());
 }
+
+impl Hsm {
+    /// Another token in this configuration (same module, same token directory).
+    fn add_token(&self, label: &str) {
+        let o = self
+            .tool("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", SO_PIN])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "softhsm2-util --init-token: {}", stderr(&o));
+    }
+
+    /// The token directories (one per token) in this configuration.
+    fn token_dirs(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> =
+            std::fs::read_dir(self.dir.path().join("tokens")).unwrap().map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    }
+
+    /// keyroll with this token's config and PIN on the database `db` (a file or a URL).
+    fn on(&self, s: &Scratch, db: &str, args: &[&str]) -> Output {
+        s.cmd()
+            .env("SOFTHSM2_CONF", self.conf())
+            .env("KEYROLL_PKCS11_PIN", PIN)
+            .env_remove("KEYROLL_PKCS11_MODULE")
+            .args(["--db", db, "--identity", "keyroll.db.identity"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Issue 16 (session 4): the token is found by label AND must be the token the database recorded. A
+/// token that carries the recorded label but another serial (a re-initialised or substituted token)
+/// is refused, and so are two tokens with one label; exit 2 with a hint, nothing written, and the
+/// right token alone works again.
+#[test]
+fn a_token_with_the_recorded_label_but_another_serial_or_two_tokens_with_one_label_are_refused() {
+    let hsm = Hsm::new("twin");
+    let s = Scratch::new();
+    let init = hsm.init(&s);
+    let serial = init["token"]["serial"].as_str().unwrap().to_string();
+    let dump = s.dump();
+    let original = hsm.token_dirs();
+    assert_eq!(original.len(), 1);
+    let aside = hsm.dir.path().join("aside");
+    std::fs::rename(&original[0], &aside).unwrap();
+    hsm.add_token("twin");
+    let o = hsm.run(&s, &["--json", "key", "new", "transfer"]);
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("has serial") && err.contains(&format!("with serial {serial}")), "{err}");
+    assert!(err.contains("\"hint\""), "{err}");
+    assert_eq!(s.dump(), dump, "the impostor token: nothing written");
+
+    // Both at once: two tokens labelled "twin".
+    std::fs::rename(&aside, &original[0]).unwrap();
+    assert_eq!(hsm.token_dirs().len(), 2);
+    let o = hsm.run(&s, &["key", "new", "transfer"]);
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("2 tokens are labelled \"twin\"") && stderr(&o).contains("hint:"), "{}", stderr(&o));
+    assert_eq!(s.dump(), dump, "two tokens: nothing written");
+    let fresh = Scratch::new();
+    let o =
+        hsm.cmd(&fresh).args(["init", "--issuer", "X", "--pkcs11-module", MODULE, "--pkcs11-token", "twin"]).output();
+    let o = o.unwrap();
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+    assert!(!fresh.path("keyroll.db").exists() && !fresh.path("keyroll.db.identity").exists());
+
+    // The impostor goes; the recorded token alone works.
+    for d in hsm.token_dirs() {
+        if d != original[0] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+    hsm.ok(&s, &["key", "new", "transfer"]);
+}
+
+/// SoftHSM2 never locks the user PIN (checked: 11 wrong logins with pkcs11-tool each answer
+/// CKR_PIN_INCORRECT and only raise "user PIN count low"), so keyroll's PinLocked path cannot be reached
+/// with it. What can be: wrong PINs again and again are each refused with exit 2, change nothing, and the
+/// right PIN still works after them.
+#[test]
+fn repeated_wrong_pins_are_each_refused_and_change_nothing() {
+    let hsm = Hsm::new("wrong-pins");
+    let s = Scratch::new();
+    hsm.init(&s);
+    let (dump, objects) = (s.dump(), hsm.objects(true));
+    for _ in 0..5 {
+        let o = hsm.cmd(&s).env("KEYROLL_PKCS11_PIN", "111111").args(["key", "new", "transfer"]).output().unwrap();
+        assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("refused the PIN") && stderr(&o).contains("hint:"), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("111111") && !stderr(&o).contains(PIN), "a PIN was printed: {}", stderr(&o));
+    }
+    assert_eq!(s.dump(), dump);
+    assert_eq!(hsm.objects(true), objects);
+    hsm.ok(&s, &["key", "new", "transfer"]);
+}
+
+/// Issue 16 (session 4): the CA key disappears from the token in the middle of a personalisation batch
+/// (deleted by another client, pkcs11-tool): the run stops with a clear error (exit 2), the database
+/// stays consistent (the audit log verifies, every card recorded as personalised has its file), and
+/// once the token is restored the same command finishes the run.
+#[test]
+fn a_token_failing_mid_batch_stops_cleanly_and_the_run_resumes_once_it_is_back() {
+    let hsm = Hsm::new("mid-batch");
+    let s = Scratch::new();
+    let init = hsm.init(&s);
+    hsm.ok(&s, &["batch", "new", "pk", "--profile", "public-key", "--transfer-key-limit", "3"]);
+    let backup = hsm.dir.path().join("tokens-backup");
+    copy_dir(&hsm.dir.path().join("tokens"), &backup);
+    const N: usize = 400;
+    let child = hsm
+        .cmd(&s)
+        .args(["perso", "--batch", "pk", "--out-dir", "cards", "--count", &N.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while (!s.path("cards").exists() || s.card_files("cards").len() < 3)
+        && started.elapsed() < std::time::Duration::from_secs(120)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let ca = init["token"]["key_ids"]["ca"].as_str().unwrap();
+    let o = hsm
+        .tool("pkcs11-tool")
+        .args(["--module", MODULE, "--token-label", "mid-batch", "--login", "--pin", PIN])
+        .args(["--delete-object", "--type", "privkey", "--id", ca])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "pkcs11-tool --delete-object: {}", stderr(&o));
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    let written = s.card_files("cards").len();
+    assert!(written < N, "the batch finished before the key was deleted ({written} cards); make it larger");
+    assert_eq!(code(&o), Some(2), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let o = hsm.run(&s, &["--json", "audit", "log"]);
+    assert_eq!(code(&o), Some(0), "the log after the failure: {}", String::from_utf8_lossy(&o.stdout));
+    let recorded: usize = s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim().parse().unwrap();
+    assert!(recorded <= written, "{recorded} cards recorded, {written} card files");
+
+    // The token restored (its backup from before the run): the same command finishes the run.
+    std::fs::remove_dir_all(hsm.dir.path().join("tokens")).unwrap();
+    copy_dir(&backup, &hsm.dir.path().join("tokens"));
+    let again = hsm.json(&s, &["perso", "--batch", "pk", "--out-dir", "cards", "--count", &N.to_string()]);
+    assert_eq!(again["resumed"], true, "{again}");
+    let personalised: usize =
+        s.sqlite("SELECT count(*) FROM cards WHERE state = 'personalised'").trim().parse().unwrap();
+    assert_eq!(personalised, N, "every card of the run recorded once");
+    assert_eq!(
+        s.sqlite("SELECT count(DISTINCT serial) FROM cards").trim(),
+        s.sqlite("SELECT count(*) FROM cards").trim()
+    );
+    assert_eq!(s.card_files("cards").len(), N);
+    let log = hsm.json(&s, &["audit", "log"]);
+    assert_eq!(log["intact"], true, "{log}");
+}
+
+/// Issue 16 (session 4): token custody on PostgreSQL, and `db copy` of a token database (the custody
+/// records move with it; the copy signs in the same token).
+#[test]
+fn token_custody_on_postgres_and_db_copy_of_a_token_database() {
+    let hsm = Hsm::new("pg-token");
+    let s = Scratch::new();
+    let pg = crate::support::postgres::database();
+    let url = pg.url();
+    let ok = |db: &str, args: &[&str]| {
+        let o = hsm.on(&s, db, args);
+        assert!(o.status.success(), "{db} {args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let init: serde_json::Value = serde_json::from_str(&ok(
+        &url,
+        &[
+            "--json",
+            "init",
+            "--issuer",
+            "PG HSM",
+            "--identity-out",
+            "keyroll.db.identity",
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-token",
+            "pg-token",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(init["token"]["label"], "pg-token");
+    ok(&url, &["key", "new", "transfer"]);
+    ok(&url, &["batch", "new", "pk", "--profile", "public-key", "--transfer-key-limit", "3"]);
+    ok(&url, &["perso", "--batch", "pk", "--out-dir", "cards", "--count", "2"]);
+    ok(&url, &["cert", "crl", "--out", "pg.crl"]);
+    ok(&url, &["cert", "ca", "--out", "root.pem"]);
+    let o = openssl(s.dir.path(), &["crl", "-in", "pg.crl", "-CAfile", "root.pem", "-noout"]);
+    assert!(format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o)).contains("verify OK"));
+    assert_eq!(pg.psql("SELECT count(*) FROM token_keys"), "4");
+    // No CA, scheme or audit key among the stored secrets (the virtual manufacturer's key is one, wrapped).
+    assert_eq!(
+        pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM secrets"),
+        "card-log-master,virtual-fab-root-key"
+    );
+    let log: serde_json::Value = serde_json::from_str(&ok(&url, &["--json", "audit", "log"])).unwrap();
+    assert_eq!(log["intact"], true);
+
+    // db copy to SQLite: the token records come along, the copy unlocks in the same token and signs.
+    ok(&url, &["db", "copy", "--from", &url, "--to", "copy.db"]);
+    assert_eq!(s.sqlite_at("copy.db", "SELECT count(*) FROM token_keys").trim(), "4");
+    ok("copy.db", &["key", "new", "update"]);
+    ok("copy.db", &["cert", "crl", "--out", "copy.crl"]);
+    let o = openssl(s.dir.path(), &["crl", "-in", "copy.crl", "-CAfile", "root.pem", "-noout"]);
+    assert!(format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o)).contains("verify OK"));
+    let log: serde_json::Value = serde_json::from_str(&ok("copy.db", &["--json", "audit", "log"])).unwrap();
+    assert_eq!(log["intact"], true);
+    assert_eq!(log["audit_key_fingerprint"], init["audit_key_fingerprint"]);
+}
+
+trait SqliteAt {
+    fn sqlite_at(&self, file: &str, sql: &str) -> String;
+}
+
+impl SqliteAt for Scratch {
+    fn sqlite_at(&self, file: &str, sql: &str) -> String {
+        let o = Command::new("sqlite3").arg(self.path(file)).arg(sql).output().expect("sqlite3 CLI");
+        assert!(o.status.success(), "sqlite3 {sql}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    }
+}

@@ -501,3 +501,98 @@ fn role_rights_as_the_readme_lists_them_read_only_refuses_writes_custodian_right
     let log: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(log["intact"], true, "{log}");
 }
+
+/// Issue 17 (session 4): TLS is optional. The test cluster runs with `ssl = on` and a certificate made
+/// with the openssl CLI; keyroll speaks libpq's `sslmode`/`sslrootcert`/`PGSSLROOTCERT`. The server
+/// itself says whether a session is encrypted (`pg_stat_ssl`), so no mode can silently fall back to
+/// plain text. Before this, every `sslmode` other than disable/prefer/require was "invalid value" and
+/// `require` failed ("TLS not supported": keyroll connected with NoTls only).
+#[test]
+fn tls_require_and_verify_full_work_and_plain_connections_are_unchanged() {
+    use keyroll::authority::store::{Store, Value};
+    let tls = postgres::ensure_tls();
+    let ca = tls.join("ca.pem").display().to_string();
+    let pg = postgres::database();
+    let tcp = pg.tcp_url(postgres::PASSWORD);
+    let encrypted = |url: &str| -> bool {
+        let st = Store::postgres(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        st.query_row("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", Vec::<Value>::new(), |r| r.get(0))
+            .unwrap()
+    };
+    assert!(!encrypted(&tcp), "no sslmode: a plain connection, as before");
+    assert!(!encrypted(&pg.url()), "the unix socket: plain");
+    assert!(!encrypted(&format!("{tcp}?sslmode=disable")));
+    assert!(encrypted(&format!("{tcp}?sslmode=prefer")));
+    assert!(encrypted(&format!("{tcp}?sslmode=require")));
+    assert!(encrypted(&format!("{tcp}?sslmode=verify-ca&sslrootcert={ca}")));
+    assert!(encrypted(&format!("{tcp}?sslmode=verify-full&sslrootcert={ca}")), "127.0.0.1 is in the certificate");
+    let localhost = tcp.replace("127.0.0.1", "localhost");
+    assert!(encrypted(&format!("{localhost}?sslmode=verify-full&sslrootcert={ca}")), "so is localhost");
+
+    // Through the CLI: an issuer created and used over verified TLS, the root from the URL or PGSSLROOTCERT.
+    let s = Scratch::new();
+    let full = format!("{tcp}?sslmode=verify-full&sslrootcert={ca}");
+    let o =
+        s.cmd().args(["--db", &full, "init", "--issuer", "TLS", "--identity-out", "tls.identity"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = s
+        .cmd()
+        .env("PGSSLROOTCERT", &ca)
+        .args(["--db", &format!("{tcp}?sslmode=verify-full"), "--identity", "tls.identity", "key", "new", "update"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for url in [format!("{tcp}?sslmode=require"), tcp.clone()] {
+        let o = s.cmd().args(["--db", &url, "audit", "log"]).output().unwrap();
+        assert!(o.status.success(), "{url}: {}", stderr(&o));
+    }
+
+    // Refusals: exit 2, a hint, no password shown, nothing written.
+    let before = pg.psql("SELECT count(*) FROM audit_log");
+    let other = tempfile::tempdir().unwrap();
+    postgres::make_certificates(other.path(), "DNS:localhost,IP:127.0.0.1");
+    let wrong_ca = other.path().join("ca.pem").display().to_string();
+    let impostor_name = format!(
+        "postgres://keyroll:{}@db.example:{}/{}?hostaddr=127.0.0.1",
+        postgres::PASSWORD,
+        postgres::PORT,
+        pg.name
+    );
+    let refused = |url: &str, env_root: Option<&str>, says: &str, hint: &str| {
+        let mut c = s.cmd();
+        c.env_remove("PGSSLROOTCERT").env("HOME", s.dir.path());
+        if let Some(r) = env_root {
+            c.env("PGSSLROOTCERT", r);
+        }
+        let o = c.args(["--db", url, "--identity", "tls.identity", "key", "new", "update"]).output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(err.contains("hint:") && err.contains(hint), "{url}: {err}");
+        assert!(!err.contains(postgres::PASSWORD), "the password was shown: {err}");
+    };
+    refused(
+        &format!("{tcp}?sslmode=verify-full&sslrootcert={wrong_ca}"),
+        None,
+        "invalid peer certificate",
+        "sslrootcert",
+    );
+    refused(&format!("{tcp}?sslmode=verify-ca"), Some(&wrong_ca), "invalid peer certificate", "sslrootcert");
+    refused(
+        &format!("{impostor_name}&sslmode=verify-full&sslrootcert={ca}"),
+        None,
+        "not valid for name \"db.example\"",
+        "host name",
+    );
+    refused(&format!("{tcp}?sslmode=verify-full"), None, "root certificate", "sslrootcert");
+    refused(
+        &format!("{tcp}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+        None,
+        "/nonexistent/ca.pem",
+        "sslrootcert",
+    );
+    refused(&format!("{tcp}?sslmode=sometimes"), None, "sslmode=sometimes", "sslmode");
+    assert_eq!(pg.psql("SELECT count(*) FROM audit_log"), before, "a refused connection wrote something");
+    // verify-ca checks the chain, not the name (libpq's meaning): the same impostor name is accepted.
+    assert!(encrypted(&format!("{impostor_name}&sslmode=verify-ca&sslrootcert={ca}")));
+}

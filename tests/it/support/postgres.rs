@@ -253,3 +253,104 @@ impl Drop for Role {
         }
     }
 }
+
+/// The test cluster's TLS files, made with the `openssl` CLI on first use: a CA (`ca.pem`) and a
+/// server certificate it signed for `localhost` and 127.0.0.1 (`server.crt`, `server.key`).
+pub fn tls_dir() -> PathBuf {
+    Path::new(DIR).join("tls")
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl CLI");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Make a CA and a server certificate (P-256) in `dir` with the openssl CLI.
+pub fn make_certificates(dir: &Path, names: &str) {
+    fs::create_dir_all(dir).unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "3650", "-subj", "/CN=keyroll test CA"],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=keyroll test server"]]
+            .concat(),
+    );
+    fs::write(dir.join("server.ext"), format!("subjectAltName={names}\n")).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "3650",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+}
+
+/// Turn TLS on in the test cluster (`ssl = on` with the certificate above; reloaded, no restart):
+/// plain connections stay as they were, a client may now ask for TLS. Idempotent, safe across processes.
+pub fn ensure_tls() -> PathBuf {
+    ensure();
+    let dir = tls_dir();
+    let lock = OpenOptions::new().create(true).truncate(false).write(true).open(Path::new(DIR).join("lock")).unwrap();
+    use std::os::fd::AsRawFd;
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0, "flock {DIR}/lock");
+    if !dir.join("server.key").exists() {
+        let tmp = Path::new(DIR).join(format!("tls-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        make_certificates(&tmp, "DNS:localhost,IP:127.0.0.1");
+        // The server reads them as the cluster's owner and refuses a key others can read.
+        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755));
+        for f in ["ca.pem", "server.crt"] {
+            fs::set_permissions(tmp.join(f), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        fs::set_permissions(tmp.join("server.key"), fs::Permissions::from_mode(0o600)).unwrap();
+        if is_root() {
+            run(
+                {
+                    let mut c = Command::new("chown");
+                    c.arg("postgres").arg(tmp.join("server.key"));
+                    c
+                },
+                "chown server.key",
+            );
+        }
+        fs::rename(&tmp, &dir).unwrap();
+    }
+    if psql("postgres", "SHOW ssl") != "on" {
+        for (k, v) in [
+            ("ssl_cert_file", dir.join("server.crt")),
+            ("ssl_key_file", dir.join("server.key")),
+            ("ssl", PathBuf::from("on")),
+        ] {
+            psql("postgres", &format!("ALTER SYSTEM SET {k} = '{}'", v.display()));
+        }
+        psql("postgres", "SELECT pg_reload_conf()");
+        let t = std::time::Instant::now();
+        while psql("postgres", "SHOW ssl") != "on" {
+            assert!(t.elapsed().as_secs() < 20, "the test cluster did not turn ssl on: see {DIR}/log");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) };
+    dir
+}
