@@ -26,7 +26,9 @@ use crate::crypto::Secret16;
 use crate::crypto::scheme_key::{self, PUBLIC_KEY_LEN, SchemeId, SchemeSigningKey};
 use crate::domain::{CardSerial, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use crate::protocol::codec::Wire;
-use crate::protocol::policy::{BlockedCard, KeyAuthorisation, KeyKind, MAX_BLOCKED, Policy};
+use crate::protocol::policy::{
+    BlockedCard, KeyAuthorisation, KeyKind, MAX_BLOCKED, MAX_RESOLUTIONS, Policy, Resolution,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -264,6 +266,8 @@ pub struct PolicyChange {
     pub block: Option<BlockedCard>,
     /// Close wrapping under this update key id and every older one.
     pub close_update_key: Option<UpdateKeyId>,
+    /// Resolve one open debit (DESIGN.md §10 point 6).
+    pub resolve: Option<Resolution>,
 }
 
 /// The content of the next policy (unsigned), or `None` when it would say what `prev` says. Pure: the
@@ -291,10 +295,12 @@ pub fn next_policy(
     if blocked.len() > MAX_BLOCKED {
         return Err(AuthorityError::PolicyFull { max: MAX_BLOCKED });
     }
+    let resolutions = next_resolutions(prev.map_or(&[][..], |p| &p.resolutions), change.resolve)?;
     if let Some(p) = prev
         && p.blocked == blocked
         && p.min_wrap_update_key_id == min_wrap
         && p.min_transfer_key_id == min_transfer_key_id
+        && p.resolutions == resolutions
     {
         return Ok(None);
     }
@@ -306,8 +312,42 @@ pub fn next_policy(
         min_wrap_update_key_id: min_wrap,
         min_transfer_key_id,
         blocked,
+        resolutions,
         signature: [0; 64],
     }))
+}
+
+/// The next policy's resolutions: the previous ones plus `new`, the newest [`MAX_RESOLUTIONS`] kept
+/// (a policy lists them oldest signed first). A resolution already carried is not added again; one
+/// naming the same debit with another outcome or other fields is refused (the issuer would contradict
+/// itself). Dropping the oldest only delays those holders: `reconcile` still lists their debits, and
+/// resolving again carries them again; a card never applies one twice (the debit is gone).
+pub fn next_resolutions(prev: &[Resolution], new: Option<Resolution>) -> Result<Vec<Resolution>, AuthorityError> {
+    let mut out: Vec<Resolution> = prev.to_vec();
+    let Some(r) = new else { return Ok(out) };
+    if let Some(old) = out.iter().find(|o| o.key() == r.key()) {
+        if *old == r {
+            return Ok(out);
+        }
+        return Err(AuthorityError::BadName {
+            what: "resolution",
+            why: format!(
+                "the newest policy already resolves debit {} of card {} differently ({} of {} on receipt {} of {}, {})",
+                old.payer_sequence,
+                old.payer,
+                old.outcome.name(),
+                old.amount,
+                old.receipt,
+                old.payee,
+                "a resolution, once signed, stands"
+            ),
+        });
+    }
+    if out.len() >= MAX_RESOLUTIONS {
+        out.remove(0); // the oldest signed
+    }
+    out.push(r);
+    Ok(out)
 }
 
 /// Sign and store the next policy if `change` (or the key states) change what the newest one says.
@@ -341,7 +381,7 @@ pub(super) fn sign_policy(
         .filter(|e| !p.blocks(e.serial))
         .map(|e| e.serial.to_string())
         .collect();
-    let detail = serde_json::json!({
+    let mut detail = serde_json::json!({
         "number": p.number,
         "signed_at": rfc3339(p.signed_at),
         "blocked": p.blocked.len(),
@@ -352,6 +392,13 @@ pub(super) fn sign_policy(
         "min_transfer_key_id": p.min_transfer_key_id.0,
         "sha256": hex::encode(Sha256::digest(&bytes)),
     });
+    // Only policies that carry resolutions say so (older rows keep their exact detail).
+    if let Some(r) = change.resolve {
+        detail["resolve"] = serde_json::to_value(r).expect("serializes");
+    }
+    if !p.resolutions.is_empty() {
+        detail["resolutions"] = p.resolutions.len().into();
+    }
     Ok((p, Some(detail)))
 }
 
@@ -367,6 +414,9 @@ pub struct PolicyView {
     pub hash: String,
     pub previous: String,
     pub scheme_id: String,
+    /// Issuer resolutions the policy carries (left out when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resolutions: Vec<Resolution>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -390,6 +440,7 @@ impl PolicyView {
             hash: hex::encode(p.hash()),
             previous: hex::encode(p.previous),
             scheme_id: hex::encode(p.scheme_id),
+            resolutions: p.resolutions.clone(),
         }
     }
 }
@@ -400,6 +451,15 @@ pub struct BlockOutcome {
     pub serial: CardSerial,
     /// The card was already blocked: no new policy.
     pub already_blocked: bool,
+    pub policy: PolicyView,
+}
+
+/// What `policy resolve` did.
+#[derive(Debug, Serialize)]
+pub struct ResolveOutcome {
+    pub resolution: Resolution,
+    /// The newest policy already carried exactly this resolution: nothing new was signed.
+    pub already_carried: bool,
     pub policy: PolicyView,
 }
 
@@ -515,6 +575,7 @@ impl Unlocked<'_> {
         let change = PolicyChange {
             block: Some(BlockedCard { serial, limit: TransferKeyIdLimit(limit) }),
             close_update_key: None,
+            resolve: None,
         };
         let (p, detail) = sign_policy(conn, signer, record, change, clock)?;
         if let Some(mut d) = detail {
@@ -524,6 +585,42 @@ impl Unlocked<'_> {
         Ok(BlockOutcome { serial, already_blocked: false, policy: PolicyView::of(&p) })
     }
 
+    /// `policy resolve`: a new policy carrying an issuer resolution of one open debit (DESIGN.md §10
+    /// point 6), which the payer applies when the policy reaches it. Both cards must be this issuer's.
+    /// Already carried: nothing new is signed. What to resolve, and how, comes from `reconcile`
+    /// (`issuer_resolutions`); the issuer answers for the outcome (a refund of a debit the payee credited
+    /// creates value, which the next `reconcile` reports as unaccounted).
+    pub fn policy_resolve(&self, r: Resolution) -> Result<ResolveOutcome, AuthorityError> {
+        if r.amount.0 == 0 || r.payer == r.payee {
+            return Err(AuthorityError::BadName {
+                what: "resolution",
+                why: "it names no debit (amount 0, or payer and payee are one card)".into(),
+            });
+        }
+        let (signer, record) = self.scheme_signer()?;
+        self.write(|c| {
+            for serial in [r.payer, r.payee] {
+                let known: Option<i64> = c
+                    .query_row("SELECT 1 FROM cards WHERE serial = ?1", [serial.to_string()], |row| row.get(0))
+                    .optional()?;
+                if known.is_none() {
+                    return Err(AuthorityError::NoSuchCard(serial.to_string()));
+                }
+            }
+            if let Some(p) = newest_policy(c, &record)?
+                && p.resolutions.contains(&r)
+            {
+                return Ok(ResolveOutcome { resolution: r, already_carried: true, policy: PolicyView::of(&p) });
+            }
+            let change = PolicyChange { resolve: Some(r), ..PolicyChange::default() };
+            let (p, detail) = sign_policy(c, &signer, &record, change, unix_now())?;
+            if let Some(d) = detail {
+                self.log(c, "policy resolve", d)?;
+            }
+            Ok(ResolveOutcome { resolution: r, already_carried: false, policy: PolicyView::of(&p) })
+        })
+    }
+
     /// `policy compromise update ID`: close wrapping under update key `id` and every older one.
     pub fn policy_compromise_update(&self, id: u32) -> Result<PolicyView, AuthorityError> {
         let (signer, record) = self.scheme_signer()?;
@@ -531,7 +628,7 @@ impl Unlocked<'_> {
             return Err(AuthorityError::NoSuchKey { kind: "update", id });
         }
         self.write(|c| {
-            let change = PolicyChange { block: None, close_update_key: Some(UpdateKeyId(id)) };
+            let change = PolicyChange { block: None, close_update_key: Some(UpdateKeyId(id)), resolve: None };
             let (p, detail) = sign_policy(c, &signer, &record, change, unix_now())?;
             if let Some(d) = detail {
                 self.log(c, "policy compromise update", d)?;
@@ -565,6 +662,7 @@ mod tests {
         PolicyChange {
             block: Some(BlockedCard { serial: CardSerial::from_u64(serial), limit: TransferKeyIdLimit(limit) }),
             close_update_key: None,
+            resolve: None,
         }
     }
 
@@ -594,11 +692,11 @@ mod tests {
         assert_eq!(p2.previous, p1.hash());
         let serials: Vec<u64> = p2.blocked.iter().map(|e| e.serial.as_u64()).collect();
         assert_eq!(serials, [3, 5], "kept sorted");
-        let close = PolicyChange { block: None, close_update_key: Some(UpdateKeyId(1)) };
+        let close = PolicyChange { block: None, close_update_key: Some(UpdateKeyId(1)), resolve: None };
         let p3 = signed(&k, next_policy(Some(&p2), k.scheme_id(), close, TransferKeyId(1), T).unwrap().unwrap());
         assert_eq!(p3.min_wrap_update_key_id, UpdateKeyId(2));
         // Closing an older key again changes nothing: no new policy.
-        let older = PolicyChange { block: None, close_update_key: Some(UpdateKeyId(0)) };
+        let older = PolicyChange { block: None, close_update_key: Some(UpdateKeyId(0)), resolve: None };
         assert!(next_policy(Some(&p3), k.scheme_id(), older, TransferKeyId(1), T).unwrap().is_none());
         assert!(next_policy(Some(&p3), k.scheme_id(), block(5, 2), TransferKeyId(1), T).unwrap().is_none());
         // Every successor is what a card adopts.
@@ -620,6 +718,56 @@ mod tests {
         );
         assert!(!p4.blocks(CardSerial::from_u64(5)) && p4.blocks(CardSerial::from_u64(3)));
         assert!(matches!(judge_policy(&anchor, held.as_ref(), floor, &p4.to_wire()), Ok(PolicyDecision::Adopt { .. })));
+    }
+
+    fn res(payer: u64, seq: u32) -> Resolution {
+        Resolution {
+            payer: CardSerial::from_u64(payer),
+            payer_sequence: seq,
+            payee: CardSerial::from_u64(payer + 1),
+            receipt: seq,
+            amount: crate::domain::Amount(5),
+            outcome: crate::protocol::policy::ResolutionOutcome::Refund,
+        }
+    }
+
+    #[test]
+    fn resolutions_accumulate_boundedly_and_never_contradict() {
+        let k = SchemeSigningKey::generate().unwrap();
+        let resolve = |r| PolicyChange { resolve: Some(r), ..PolicyChange::default() };
+        let mut p =
+            signed(&k, next_policy(None, k.scheme_id(), resolve(res(1, 1)), TransferKeyId(1), T).unwrap().unwrap());
+        assert_eq!(p.resolutions, [res(1, 1)]);
+        // The same resolution again: nothing new to sign.
+        assert!(next_policy(Some(&p), k.scheme_id(), resolve(res(1, 1)), TransferKeyId(1), T).unwrap().is_none());
+        // The same debit with another outcome: refused.
+        let mut other = res(1, 1);
+        other.outcome = crate::protocol::policy::ResolutionOutcome::Credited;
+        assert!(matches!(
+            next_policy(Some(&p), k.scheme_id(), resolve(other), TransferKeyId(1), T),
+            Err(AuthorityError::BadName { what: "resolution", .. })
+        ));
+        // A block keeps the resolutions; at the bound the oldest signed leaves.
+        p = signed(&k, next_policy(Some(&p), k.scheme_id(), block(9, 2), TransferKeyId(1), T).unwrap().unwrap());
+        assert_eq!(p.resolutions, [res(1, 1)]);
+        for seq in 2..=MAX_RESOLUTIONS as u32 + 1 {
+            p = signed(
+                &k,
+                next_policy(Some(&p), k.scheme_id(), resolve(res(3, seq)), TransferKeyId(1), T).unwrap().unwrap(),
+            );
+        }
+        assert_eq!(p.resolutions.len(), MAX_RESOLUTIONS);
+        assert!(!p.resolutions.contains(&res(1, 1)), "the oldest left");
+        assert_eq!(p.resolutions.last(), Some(&res(3, MAX_RESOLUTIONS as u32 + 1)));
+        // Every one of them verifies on a card.
+        let anchor = SchemeAnchor::new(&k.public_key_sec1()).unwrap();
+        assert!(matches!(
+            judge_policy(&anchor, None, Default::default(), &p.to_wire()),
+            Ok(PolicyDecision::Adopt { .. })
+        ));
+        // A dropped one may be resolved again (it is carried again).
+        let again = next_policy(Some(&p), k.scheme_id(), resolve(res(1, 1)), TransferKeyId(1), T).unwrap().unwrap();
+        assert_eq!(again.resolutions.last(), Some(&res(1, 1)));
     }
 
     #[test]

@@ -330,6 +330,10 @@ impl<S: Storage> Card<S> {
         }
         let allowed = match ins {
             Instruction::GetCardInfo => true,
+            // INTERNAL AUTHENTICATE is key agreement before LOCK and the issued card's proof after it.
+            Instruction::InternalAuthenticate => {
+                (lc == LifeCycle::Issued) == matches!(command, Command::AuthenticateIssued { .. })
+            }
             i if i.is_personalisation() => lc != LifeCycle::Issued,
             _ => lc == LifeCycle::Issued,
         };
@@ -382,6 +386,7 @@ impl<S: Storage> Card<S> {
             Command::PersoStore { item, data } => perso::store(state, item, &data, now),
             Command::GenerateKeyPair { serial } => perso::generate_key_pair(state, session, serial, &self.misbehaviour),
             Command::Lock => perso::lock(state, session),
+            Command::AuthenticateIssued { challenge } => perso::authenticate_issued(state, &challenge),
             Command::Select { .. } | Command::GetResponse { .. } => unreachable!("handled above"),
         }
     }

@@ -25,7 +25,7 @@ use crate::protocol::command::PersoItem;
 use crate::protocol::info::LifeCycle;
 use crate::protocol::perso::PersoPayload;
 use crate::protocol::policy::KeyKind;
-use crate::protocol::response::{FactoryCredentials, GeneratedPublicKey};
+use crate::protocol::response::{CardAuthentication, FactoryCredentials, GeneratedPublicKey};
 
 /// How a reference card can be made to misbehave: the impostors the line must refuse (issue 11's
 /// tests). A genuine card is [`Misbehaviour::None`]; the setting lives in memory only.
@@ -282,6 +282,19 @@ pub(super) fn generate_key_pair(
 
 /// LOCK: ends personalisation for good, if the profile's items are all present. The factory private
 /// keys are erased: an issued card never opens a personalisation channel again.
+/// INTERNAL AUTHENTICATE `80 88 00 01` of an issued card: prove it holds the log key the line sent it
+/// under its serial (the line's only way to know a card whose LOCK answer was lost). Changes nothing.
+pub(super) fn authenticate_issued(state: &CardState, challenge: &[u8]) -> Result<Effect, StatusWord> {
+    if state.life_cycle != LifeCycle::Issued {
+        return Err(StatusWord::ConditionsNotSatisfied);
+    }
+    let (Some(serial), Some(key)) = (state.serial, state.log_key.as_ref()) else {
+        return Err(StatusWord::ConditionsNotSatisfied);
+    };
+    let mac = crate::crypto::mac::card_authentication(key, &serial, challenge);
+    Ok(Effect::reply(CardAuthentication { mac }.to_wire()))
+}
+
 pub(super) fn lock(state: &CardState, session: &mut Session) -> Result<Effect, StatusWord> {
     let profile = state.profile.ok_or(StatusWord::ConditionsNotSatisfied)?;
     let authorised = |k: Option<&StoredKey>| k.is_some_and(|k| k.authorisation.is_some());

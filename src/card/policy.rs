@@ -123,6 +123,8 @@ pub enum PolicyRefusal {
 
 /// What a card does with a verified policy.
 #[derive(Debug, PartialEq, Eq, Clone)]
+// A decision lives for one command; boxing the policy would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum PolicyDecision {
     /// Newer: adopt it (with the raised clock floor), atomically.
     Adopt { policy: Policy, floor: ClockFloor },
@@ -167,9 +169,10 @@ pub fn judge_policy(
     Ok(PolicyDecision::Adopt { policy: p, floor })
 }
 
-/// PUT POLICY (DESIGN.md §10 point 4): judge the offered policy; a newer genuine one is adopted with the
-/// raised clock floor in one atomic write, an older or equal one changes nothing, a forged or
-/// inconsistent one is refused (6300) and changes nothing.
+/// PUT POLICY (DESIGN.md §10 points 4 and 6): judge the offered policy; a newer genuine one is adopted
+/// with the raised clock floor, and its resolutions of this card's open debits applied
+/// (`value::apply_resolutions`), in one atomic write; an older or equal one changes nothing, a forged
+/// or inconsistent one is refused (6300) and changes nothing.
 pub(super) fn put_policy(
     state: &super::CardState,
     offered: &[u8],
@@ -183,6 +186,7 @@ pub(super) fn put_policy(
             let mut next = state.clone();
             next.policy = Some(offered.to_vec());
             next.clock_floor = floor;
+            super::value::apply_resolutions(&mut next, &policy);
             Ok(super::Effect::write(next, PolicyAdoption { adopted: true, number: policy.number }.to_wire()))
         }
         Ok(PolicyDecision::Keep) => {
@@ -227,6 +231,7 @@ mod tests {
                     .iter()
                     .map(|&(s, l)| BlockedCard { serial: CardSerial::from_u64(s), limit: TransferKeyIdLimit(l) })
                     .collect(),
+                resolutions: vec![],
                 signature: [0; 64],
             };
             p.signature = self.key.sign(&p.body()).unwrap();

@@ -129,6 +129,10 @@ pub enum LogKind {
     KeyRoll,
     /// A pending debit moved to the non-blocking exception list (DEBIT needed its room).
     Exception,
+    /// An issuer resolution refunded an open debit (`amount` went back to this card).
+    Resolved,
+    /// An issuer resolution closed an open debit as credited at the payee (nothing came back).
+    Closed,
 }
 
 /// Everything a card keeps across power cycles.
@@ -455,12 +459,15 @@ impl CardState {
             LogKind::Refund => EntryKind::Refund,
             LogKind::KeyRoll => EntryKind::KeyRoll,
             LogKind::Exception => EntryKind::Exception,
+            LogKind::Resolved => EntryKind::Resolved,
+            LogKind::Closed => EntryKind::Closed,
         };
         let open = |p: &PendingOut, exception| OpenDebit {
             payee: p.payee,
             receipt: p.payee_sequence,
             amount: p.amount,
             exception,
+            payer_sequence: p.payer_sequence,
         };
         let mut e = CardLogExport {
             format: ledger::CARD_LOG_FORMAT.into(),

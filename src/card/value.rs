@@ -326,3 +326,45 @@ pub(super) fn refund(state: &CardState, nonce: &Nonce, proof: &Mac) -> Result<Ef
     next.prune_retained_keys();
     Ok(Effect::write(next, Vec::new()))
 }
+
+/// Issuer resolutions (DESIGN.md §10 point 6), applied by PUT POLICY to the state it is about to write,
+/// after the policy carrying them verified. A resolution acts on this card's open debit (pending or in
+/// the exception list) with exactly its payer sequence, payee, receipt and amount: `Refund` gives the
+/// amount back, `Credited` closes the debit. Each is logged and counted like the card's own REFUND, so
+/// the export's totals keep adding up. A resolution whose debit is not open (already applied, resolved
+/// by the cards, or disagreeing with the card's record) does nothing: the payer sequence is never
+/// reused, so a replayed or later policy that still carries a resolution never acts twice.
+pub(super) fn apply_resolutions(next: &mut CardState, policy: &crate::protocol::policy::Policy) {
+    use crate::protocol::policy::ResolutionOutcome;
+    let Some(me) = next.serial else { return };
+    let mut applied = false;
+    for r in policy.resolutions_for(me) {
+        let matches = |p: &PendingOut| {
+            p.payer_sequence == r.payer_sequence
+                && p.payee == r.payee
+                && p.payee_sequence == r.receipt
+                && p.amount == r.amount
+        };
+        let Some(nonce) = next.pending_out.iter().chain(&next.exceptions).find(|p| matches(p)).map(|p| p.nonce) else {
+            continue;
+        };
+        match r.outcome {
+            ResolutionOutcome::Refund => {
+                // A balance that cannot take the amount back (only above 2^64 units) keeps the debit open.
+                let Some(balance) = next.balance.0.checked_add(r.amount.0) else { continue };
+                take_debit(next, &nonce);
+                next.balance = Amount(balance);
+                next.totals.refunded = next.totals.refunded.saturating_add(r.amount.0);
+                next.push_log(LogKind::Resolved, r.payee, r.amount, r.receipt);
+            }
+            ResolutionOutcome::Credited => {
+                take_debit(next, &nonce);
+                next.push_log(LogKind::Closed, r.payee, r.amount, r.receipt);
+            }
+        }
+        applied = true;
+    }
+    if applied {
+        next.prune_retained_keys();
+    }
+}

@@ -99,39 +99,8 @@ impl CliError {
                 SettleError::SameCard(_) => "same-card",
                 _ => "settlement-refused",
             },
-            CliError::Authority(e) => match e {
-                AuthorityError::WrongIdentity(_)
-                | AuthorityError::IdentityRequired
-                | AuthorityError::Identity { .. } => "identity",
-                AuthorityError::NoDatabase(_)
-                | AuthorityError::Corrupt { .. }
-                | AuthorityError::NewerSchema { .. }
-                | AuthorityError::Version1Database { .. } => "database",
-                AuthorityError::BadManufacturer(_) => "bad-manufacturer",
-                AuthorityError::ManufacturerExists { .. } => "manufacturer-exists",
-                AuthorityError::ChipIssued { .. }
-                | AuthorityError::ChipHasSerial { .. }
-                | AuthorityError::ChipNotRegistered { .. }
-                | AuthorityError::SerialHasChip { .. } => "chip-refused",
-                AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => "tampered",
-                AuthorityError::PinRequired { .. } => "pin-required",
-                AuthorityError::KeyInUse { .. } => "key-in-use",
-                AuthorityError::RetiredKey { .. } => "retired-key",
-                AuthorityError::Sqlite(_) | AuthorityError::Store(_) | AuthorityError::NotEmpty { .. } => "database",
-                AuthorityError::AlreadyExists(_) => "exists",
-                AuthorityError::BatchExists(_) => "batch-exists",
-                AuthorityError::NoSuchBatch(_) => "no-such-batch",
-                AuthorityError::NoSuchKey { .. } => "no-such-key",
-                AuthorityError::KeyState { .. } => "key-state",
-                AuthorityError::NoCertificate(_) => "no-such-certificate",
-                AuthorityError::PolicyFull { .. } => "policy-full",
-                AuthorityError::NoSuchCard(_) => "no-such-card",
-                AuthorityError::SigningTime(_) => "signing-time",
-                AuthorityError::Token(t) => token_code(t),
-                AuthorityError::Crypto(crate::crypto::CryptoError::Device(_)) => "token",
-                _ if self.classify().0 == Class::Internal => "internal",
-                _ => "authority",
-            },
+            CliError::Authority(e) => authority_code(e),
+            CliError::Perso(PersoError::BackOffice { source, .. }) => authority_code(source),
             CliError::Perso(PersoError::AlreadyIssued(_)) => "card-issued",
             CliError::Perso(PersoError::Transport { .. }) => "card-communication",
             CliError::Perso(e) if e.refusal_code().is_some() => "impostor-refused",
@@ -218,6 +187,8 @@ impl CliError {
                     (Check, s("the card refused personalisation: it may not be a blank keyroll card; insert another"))
                 }
                 PersoError::BadPlan(..) | PersoError::Certificate { .. } => (Internal, s(REPORT)),
+                // The back office failed, not the card: its own class and hint.
+                PersoError::BackOffice { source, .. } => authority(source),
                 PersoError::Factory(_)
                 | PersoError::NoFactoryCredentials(_)
                 | PersoError::KeyAgreement(_)
@@ -225,6 +196,12 @@ impl CliError {
                     Check,
                     s(
                         "the card is not a genuine blank of a trusted manufacturer: nothing was sent to it and the refusal is in the audit log; set it aside (`keyroll fab list` shows the trusted manufacturers)",
+                    ),
+                ),
+                PersoError::Unproven { .. } => (
+                    Check,
+                    s(
+                        "this card claims a serial of this run but is not the chip personalised under it (a clone or an emulation): set it aside; the refusal is in the audit log",
                     ),
                 ),
                 PersoError::ChipRefused { .. } => (
@@ -559,6 +536,43 @@ impl CliError {
 impl From<SettleError> for CliError {
     fn from(e: SettleError) -> Self {
         CliError::Settle(e)
+    }
+}
+
+/// The `--json` code of an authority error, also when personalisation wraps it.
+fn authority_code(e: &AuthorityError) -> &'static str {
+    match e {
+        AuthorityError::WrongIdentity(_) | AuthorityError::IdentityRequired | AuthorityError::Identity { .. } => {
+            "identity"
+        }
+        AuthorityError::NoDatabase(_)
+        | AuthorityError::Corrupt { .. }
+        | AuthorityError::NewerSchema { .. }
+        | AuthorityError::Version1Database { .. } => "database",
+        AuthorityError::BadManufacturer(_) => "bad-manufacturer",
+        AuthorityError::ManufacturerExists { .. } => "manufacturer-exists",
+        AuthorityError::ChipIssued { .. }
+        | AuthorityError::ChipHasSerial { .. }
+        | AuthorityError::ChipNotRegistered { .. }
+        | AuthorityError::SerialHasChip { .. } => "chip-refused",
+        AuthorityError::Tampered(_) | AuthorityError::BadRow { .. } => "tampered",
+        AuthorityError::PinRequired { .. } => "pin-required",
+        AuthorityError::KeyInUse { .. } => "key-in-use",
+        AuthorityError::RetiredKey { .. } => "retired-key",
+        AuthorityError::Sqlite(_) | AuthorityError::Store(_) | AuthorityError::NotEmpty { .. } => "database",
+        AuthorityError::AlreadyExists(_) => "exists",
+        AuthorityError::BatchExists(_) => "batch-exists",
+        AuthorityError::NoSuchBatch(_) => "no-such-batch",
+        AuthorityError::NoSuchKey { .. } => "no-such-key",
+        AuthorityError::KeyState { .. } => "key-state",
+        AuthorityError::NoCertificate(_) => "no-such-certificate",
+        AuthorityError::PolicyFull { .. } => "policy-full",
+        AuthorityError::NoSuchCard(_) => "no-such-card",
+        AuthorityError::SigningTime(_) => "signing-time",
+        AuthorityError::Token(t) => token_code(t),
+        AuthorityError::Crypto(crate::crypto::CryptoError::Device(_)) => "token",
+        _ if authority(e).0 == Class::Internal => "internal",
+        _ => "authority",
     }
 }
 

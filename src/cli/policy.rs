@@ -4,9 +4,9 @@ use super::CliError;
 use super::output::{self, Context};
 use crate::authority::Authority;
 use crate::authority::policy::PolicyView;
-use crate::domain::CardSerial;
+use crate::domain::{Amount, CardSerial};
 use crate::protocol::codec::Wire;
-use crate::protocol::policy::Policy;
+use crate::protocol::policy::{Policy, Resolution, ResolutionOutcome};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,36 @@ pub enum PolicyCommand {
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Resolve one open debit no card pair can resolve any more (its receipt left the payee's window, or
+    /// the payee never returns): a new policy carries the resolution, and the payer applies it once when
+    /// the policy reaches it. Take the fields from `keyroll --json reconcile` (`issuer_resolutions`).
+    #[command(
+        group = clap::ArgGroup::new("outcome").required(true).args(["refund", "credited"]),
+        after_help = "Example:\n  keyroll policy resolve --payer 4B52000000000001 --payer-sequence 7 \\\n    --payee 4B52000000000002 --receipt 12 --amount 40 --refund"
+    )]
+    Resolve {
+        /// The paying card's serial (16 hex digits; `payer` in `reconcile`).
+        #[arg(long, value_name = "CARD_SERIAL")]
+        payer: String,
+        /// The payer's sequence number of the debit (`payer_sequence` in `reconcile`).
+        #[arg(long, value_name = "N")]
+        payer_sequence: u32,
+        /// The payee's serial (`payee` in `reconcile`).
+        #[arg(long, value_name = "CARD_SERIAL")]
+        payee: String,
+        /// The payee's receipt number of the transfer (`receipt` in `reconcile`).
+        #[arg(long, value_name = "N")]
+        receipt: u32,
+        /// The amount debited (`amount` in `reconcile`).
+        #[arg(long, value_name = "UNITS")]
+        amount: u64,
+        /// The payee never credited it and never can: give the amount back to the payer.
+        #[arg(long)]
+        refund: bool,
+        /// The payee credited it: close the payer's debit, nothing goes back.
+        #[arg(long)]
+        credited: bool,
     },
     /// Close wrapping under a compromised key and every older one.
     #[command(subcommand, after_help = "Example:\n  keyroll policy compromise update 1")]
@@ -57,6 +87,15 @@ pub enum CompromiseCommand {
     },
 }
 
+fn parse_serial(s: &str) -> Result<CardSerial, CliError> {
+    CardSerial::parse(s).ok_or_else(|| {
+        CliError::input(
+            format!("{s:?} is not a card serial"),
+            "a card serial is 16 hex digits, as `card show` prints it",
+        )
+    })
+}
+
 fn print_policy(v: &PolicyView) {
     println!("policy {} signed at {}", v.number, v.signed_at);
     println!("  update keys allowed for wrapping: {} and newer", v.min_wrap_update_key_id);
@@ -69,17 +108,26 @@ fn print_policy(v: &PolicyView) {
             println!("    {} (limit {})", b.serial, b.transfer_key_id_limit);
         }
     }
+    if !v.resolutions.is_empty() {
+        println!("  resolutions ({}):", v.resolutions.len());
+        for r in &v.resolutions {
+            println!(
+                "    {} debit {} → {} receipt {} amount {}: {}",
+                r.payer,
+                r.payer_sequence,
+                r.payee,
+                r.receipt,
+                r.amount,
+                r.outcome.name()
+            );
+        }
+    }
 }
 
 pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand) -> Result<(), CliError> {
     match cmd {
         PolicyCommand::Block { serial, reason } => {
-            let s = CardSerial::parse(&serial).ok_or_else(|| {
-                CliError::input(
-                    format!("{serial:?} is not a card serial"),
-                    "a card serial is 16 hex digits, as `card show` prints it",
-                )
-            })?;
+            let s = parse_serial(&serial)?;
             let auth = ctx.open_custodian(db)?;
             let out = auth.unlock(identity)?.policy_block(s, reason.as_deref())?;
             if ctx.json {
@@ -88,6 +136,44 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                 println!("card {s} is already blocked by policy {}", out.policy.number);
             } else {
                 println!("card {s} blocked by policy {}; publish it with `keyroll policy publish`", out.policy.number);
+            }
+        }
+        PolicyCommand::Resolve { payer, payer_sequence, payee, receipt, amount, refund, credited } => {
+            let outcome = match (refund, credited) {
+                (true, false) => ResolutionOutcome::Refund,
+                (false, true) => ResolutionOutcome::Credited,
+                _ => {
+                    return Err(CliError::input(
+                        "a resolution is either a refund or a closure as credited",
+                        "give exactly one of --refund and --credited",
+                    ));
+                }
+            };
+            let r = Resolution {
+                payer: parse_serial(&payer)?,
+                payer_sequence,
+                payee: parse_serial(&payee)?,
+                receipt,
+                amount: Amount(amount),
+                outcome,
+            };
+            let auth = ctx.open_custodian(db)?;
+            let out = auth.unlock(identity)?.policy_resolve(r)?;
+            if ctx.json {
+                output::json(&out);
+            } else if out.already_carried {
+                println!("policy {} already carries this resolution", out.policy.number);
+            } else {
+                println!(
+                    "policy {}: card {} debit {} ({} to {} receipt {}) resolved as {}; publish it with `keyroll policy publish`",
+                    out.policy.number,
+                    r.payer,
+                    r.payer_sequence,
+                    r.amount,
+                    r.payee,
+                    r.receipt,
+                    r.outcome.name()
+                );
             }
         }
         PolicyCommand::Compromise(CompromiseCommand::Update { id }) => {

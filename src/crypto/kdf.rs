@@ -23,6 +23,9 @@ pub enum Purpose {
     ReceiptNonce,
     /// A card's log-export MAC key, derived per card so the back office can check an export.
     CardLog,
+    /// From a card's log key: the key an issued card proves itself with (INTERNAL AUTHENTICATE
+    /// `80 88 00 01`), kept apart from the export MACs (one key, one purpose).
+    CardAuthentication,
 }
 
 impl Purpose {
@@ -33,6 +36,7 @@ impl Purpose {
             Purpose::EciesWrap => b"keyroll ecies wrap v2",
             Purpose::ReceiptNonce => b"keyroll receipt nonce v2",
             Purpose::CardLog => b"keyroll card log v2",
+            Purpose::CardAuthentication => b"keyroll card authentication v2",
         }
     }
 }

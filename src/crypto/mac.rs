@@ -44,3 +44,13 @@ pub fn verify(key: &Secret16, parts: &[&[u8]], tag: &[u8]) -> Result<(), CryptoE
 pub fn card_log_key(log_master: &Secret16, serial: &crate::domain::CardSerial) -> Secret16 {
     kdf::derive16(log_master, Purpose::CardLog, &serial.0)
 }
+
+/// An issued card's answer to the line's challenge (INTERNAL AUTHENTICATE `80 88 00 01`, ISO/IEC
+/// 7816-4 §11.5.2): AES-CMAC (RFC 4493) over the serial and the challenge, under a key derived from the
+/// card's log key for this purpose only (NIST SP 800-108). Only the chip that received that log key
+/// inside the SCP11b channel, and the back office, can compute it: after LOCK the factory keys are
+/// gone, and this is what still tells the issuer "this is the chip you personalised as `serial`".
+pub fn card_authentication(log_key: &Secret16, serial: &crate::domain::CardSerial, challenge: &[u8]) -> [u8; 16] {
+    let key = kdf::derive16(log_key, Purpose::CardAuthentication, &serial.0);
+    cmac(&key, &[&serial.0, challenge])
+}

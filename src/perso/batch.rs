@@ -10,7 +10,7 @@
 //! [`Kit`] is what a batch's cards receive, including the multi-key choice of keys (claims 8-9).
 
 use super::script::{
-    AttestedKey, CardPlan, CertificateIssuer, ChipRegister, IssuerWord, Line, PersoError, personalise,
+    AttestedKey, BackOfficeError, CardPlan, CertificateIssuer, ChipRegister, IssuerWord, Line, PersoError, personalise,
 };
 use crate::authority::batches::Batch;
 use crate::authority::cards::{Run, Slot};
@@ -126,13 +126,13 @@ pub struct DbIssuer<'a, 'b> {
 }
 
 impl CertificateIssuer for DbIssuer<'_, '_> {
-    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, BackOfficeError> {
         super::script::check_attestation(card, key)?;
-        self.unlocked.certify_attested_key(self.signer, card, key.serial, &key.public_key).map_err(|e| e.to_string())
+        Ok(self.unlocked.certify_attested_key(self.signer, card, key.serial, &key.public_key)?)
     }
 
-    fn withdraw(&self, serial: CardSerial, why: &str) -> Result<(), String> {
-        self.unlocked.withdraw_certificates(serial, why).map(drop).map_err(|e| e.to_string())
+    fn withdraw(&self, serial: CardSerial, why: &str) -> Result<(), BackOfficeError> {
+        Ok(self.unlocked.withdraw_certificates(serial, why).map(drop)?)
     }
 }
 
@@ -142,8 +142,8 @@ pub struct DbRegister<'a, 'b> {
 }
 
 impl ChipRegister for DbRegister<'_, '_> {
-    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), String> {
-        self.unlocked.write(|c| self.unlocked.assign_chip(c, card, serial)).map_err(|e| e.to_string())
+    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), BackOfficeError> {
+        Ok(self.unlocked.write(|c| self.unlocked.assign_chip(c, card, serial))?)
     }
 }
 

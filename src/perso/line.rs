@@ -4,12 +4,16 @@
 //! and it is resumed under its serial. The run ends with its last card: nothing waits for that one to
 //! be removed.
 //!
+//! A card pulled exactly as LOCK ran comes back issued, its LOCK answer lost: the line records it once it
+//! proves it holds the log key the line gave that serial (INTERNAL AUTHENTICATE `80 88 00 01`), and only
+//! if its chip is the one the register bound to the serial.
+//!
 //! The line takes only cards of manufacturers the issuer trusts (`fab trust`), never the virtual
 //! manufacturer's; a card it refuses as an impostor (or a chip that already has its serial) is
 //! recorded in the audit log and stops the run.
 
 use super::batch::{DbIssuer, DbRegister, Kit, record_refusal};
-use super::script::{CertificateIssuer, Line, PersoError, personalise, read_card};
+use super::script::{CertificateIssuer, Line, PersoError, authenticate_issued, personalise, read_card};
 use crate::authority::{AuthorityError, Unlocked};
 use crate::domain::CardSerial;
 use crate::protocol::info::LifeCycle;
@@ -95,13 +99,25 @@ pub fn run_line(
         on_event(&LineEvent::Insert { reader: name.clone(), done: finished(&done), total: count });
         let mut ch = PcscChannel::wait_and_connect(&name, wait)
             .map_err(|source| LineError::NoCard { reader: name.clone(), source })?;
-        let info = read_card(&mut ch, &mut Trace::verbose(verbose))?;
+        let info = match read_card(&mut ch, &mut Trace::verbose(verbose)) {
+            Ok(info) => info,
+            // Gone (or mute) before it said who it is, e.g. a card pulled just as the reader saw it:
+            // nothing was written to it, so wait for the reader to empty and for the next card.
+            Err(PersoError::Transport { .. }) => {
+                let _ = ch.wait_for_removal(wait);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let slot = match info.life_cycle {
             // A half-written card of this run: finish it under its serial.
             LifeCycle::Personalising => (0..slots.len()).find(|&i| slots[i].serial == info.serial && !done[i]),
             // A blank card takes a serial no card has been given yet, so no two cards can share one.
             LifeCycle::Blank => (0..slots.len()).find(|&i| !done[i] && !handed_out[i]),
-            LifeCycle::Issued => None,
+            // LOCK ran but its answer was lost (the card was pulled at that moment): the card is complete
+            // and only its bookkeeping is left, if it is the chip the register bound to that serial.
+            LifeCycle::Issued => (0..slots.len())
+                .find(|&i| slots[i].serial == info.serial && !done[i] && handed_out[i] && info.chip_id.is_some()),
         };
         let Some(i) = slot else {
             if info.life_cycle == LifeCycle::Blank {
@@ -112,15 +128,32 @@ pub fn run_line(
             let _ = ch.wait_for_removal(wait);
             continue;
         };
-        u.withdraw_certificates(slots[i].serial, super::batch::UNFINISHED)?;
-        let outcome = personalise(&mut ch, &line, &kit.plan(slots[i].serial));
-        handed_out[i] = handed_out[i] || bound(slots[i].serial)?;
+        let plan = kit.plan(slots[i].serial);
+        let outcome = if info.life_cycle == LifeCycle::Issued {
+            // The register's chip and the card's proof that it holds this serial's log key (a chip id
+            // alone is only a claim once the factory keys are gone).
+            match (u.auth.chip_of_serial(slots[i].serial)?, info.chip_id) {
+                (Some(bound), Some(chip)) if bound == chip => {
+                    authenticate_issued(&mut ch, &plan, verbose).map(|()| (plan.serial, chip))
+                }
+                (_, Some(chip)) => Err(PersoError::ChipRefused {
+                    chip,
+                    why: format!("card {} is issued but its chip is not the one bound to that serial", info.serial),
+                }),
+                (_, None) => Err(PersoError::Unproven { serial: info.serial }),
+            }
+        } else {
+            u.withdraw_certificates(slots[i].serial, super::batch::UNFINISHED)?;
+            let o = personalise(&mut ch, &line, &plan);
+            handed_out[i] = handed_out[i] || bound(slots[i].serial)?;
+            o.map(|o| (o.serial, o.chip_id))
+        };
         match outcome {
-            Ok(o) => {
-                u.record_card(&run, &slots[i], None, Some(o.chip_id))?;
+            Ok((serial, chip)) => {
+                u.record_card(&run, &slots[i], None, Some(chip))?;
                 done[i] = true;
                 let last = done.iter().all(|d| *d);
-                on_event(&LineEvent::Personalised { serial: o.serial, done: finished(&done), total: count, last });
+                on_event(&LineEvent::Personalised { serial, done: finished(&done), total: count, last });
                 if last {
                     break;
                 }

@@ -7,4 +7,7 @@ pub mod batch;
 pub mod line;
 pub mod script;
 
-pub use script::{AttestedKey, CardPlan, CertificateIssuer, ChipRegister, Line, PersoError, PersoOutcome, personalise};
+pub use script::{
+    AttestedKey, BackOfficeError, CardPlan, CertificateIssuer, ChipRegister, Line, PersoError, PersoOutcome,
+    personalise,
+};

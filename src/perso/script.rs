@@ -18,6 +18,7 @@
 //! A card found half-written (life cycle "personalising") is resumed in a new session: the chip keeps
 //! its serial and every item is written again.
 
+use crate::authority::AuthorityError;
 use crate::crypto::attestation::{self, Attested};
 use crate::crypto::card_key::PUBLIC_KEY_LEN;
 use crate::crypto::scp11::{self, HostKeyAgreement, Scp11Error};
@@ -93,19 +94,48 @@ pub struct AttestedKey {
 /// Issues a card certificate for a key the card generated (the back office's CA). Implementations
 /// must certify only a key whose attestation verifies under `card`'s attestation key.
 pub trait CertificateIssuer {
-    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String>;
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, BackOfficeError>;
 
     /// The card `serial` was certified but its personalisation then failed (pulled before it stored the
     /// certificate or locked): every certificate still valid for it belongs to no working card and must
     /// stop being valid (issue 14 item 8). An issuer that records its certificates revokes them
     /// (RFC 5280 `cessationOfOperation`) and logs why; one that records nothing has nothing to withdraw.
-    fn withdraw(&self, serial: CardSerial, why: &str) -> Result<(), String>;
+    fn withdraw(&self, serial: CardSerial, why: &str) -> Result<(), BackOfficeError>;
 }
 
 /// Binds a chip to a serial for good (the back office's card register). Refuses a chip that already
 /// has another serial or belongs to a locked card, and a serial another chip holds.
 pub trait ChipRegister {
-    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), String>;
+    fn assign(&self, card: &FactoryIdentity, serial: CardSerial) -> Result<(), BackOfficeError>;
+}
+
+/// Why the back office did not do its part of a personalisation ([`CertificateIssuer`],
+/// [`ChipRegister`]). The two cases call for opposite actions, so they never share a string: a refusal
+/// is about the card (set it aside; the line records it against the chip), a failure is about the back
+/// office (fix it and run the same command again; nothing is said about the card, which got no secret
+/// yet when the register fails).
+#[derive(Debug, Error)]
+pub enum BackOfficeError {
+    /// The card is refused: its attestation does not verify, or the register binds its chip to another
+    /// serial or an issued card, or its serial to another chip.
+    #[error("{0}")]
+    Refused(String),
+    /// The back office could not answer (database, custody token, CA).
+    #[error(transparent)]
+    Failed(AuthorityError),
+}
+
+impl From<AuthorityError> for BackOfficeError {
+    /// The register's rules refuse the card; every other authority error is the back office failing.
+    fn from(e: AuthorityError) -> Self {
+        match e {
+            AuthorityError::ChipIssued { .. }
+            | AuthorityError::ChipHasSerial { .. }
+            | AuthorityError::ChipNotRegistered { .. }
+            | AuthorityError::SerialHasChip { .. } => BackOfficeError::Refused(e.to_string()),
+            e => BackOfficeError::Failed(e),
+        }
+    }
 }
 
 /// What the line trusts and who it asks.
@@ -135,6 +165,9 @@ pub enum PersoError {
     BadPlan(CardSerial, &'static str),
     #[error("certificate issuance failed for card {serial}: {why}")]
     Certificate { serial: CardSerial, why: String },
+    /// The back office failed (not the card) during `step`: see [`BackOfficeError::Failed`].
+    #[error("the back office failed during {step} of card {serial}: {source}")]
+    BackOffice { step: &'static str, serial: CardSerial, source: Box<AuthorityError> },
     #[error("impostor refused before any secret: {0}")]
     Factory(FactoryError),
     #[error("impostor refused before any secret: the card has no factory credentials (status {0})")]
@@ -145,6 +178,10 @@ pub enum PersoError {
     Attestation { why: &'static str },
     #[error("chip {chip} refused before any secret: {why}")]
     ChipRefused { chip: ChipId, why: String },
+    /// A card that says it is `serial`, issued, fails to prove it holds that card's log key
+    /// ([`authenticate_issued`]): a clone or an emulation, not the chip this run personalised.
+    #[error("card {serial} says it is issued but cannot prove it holds the key the line gave that card")]
+    Unproven { serial: CardSerial },
     #[error("secure messaging failed during {step}: {source}")]
     SecureMessaging { step: &'static str, source: SmError },
 }
@@ -160,6 +197,7 @@ impl PersoError {
             PersoError::KeyAgreement(_) => "bad-key-agreement",
             PersoError::Attestation { .. } => "bad-attestation",
             PersoError::ChipRefused { .. } => "chip-refused",
+            PersoError::Unproven { .. } => "unproven-issued-card",
             _ => return None,
         })
     }
@@ -322,9 +360,12 @@ pub fn personalise(
     }
     // 5. Chip id <-> serial, for good.
     if let Some(register) = line.register {
-        register
-            .assign(&identity, plan.serial)
-            .map_err(|why| PersoError::ChipRefused { chip: identity.chip_id, why })?;
+        register.assign(&identity, plan.serial).map_err(|e| match e {
+            BackOfficeError::Refused(why) => PersoError::ChipRefused { chip: identity.chip_id, why },
+            BackOfficeError::Failed(source) => {
+                PersoError::BackOffice { step: "chip register", serial: plan.serial, source: Box::new(source) }
+            }
+        })?;
     }
     // 6. Secrets, inside the channel only.
     s.store("STORE serial", PersoItem::Serial, &plan.serial.0)?;
@@ -357,24 +398,59 @@ pub fn personalise(
         let anchor = plan.trust_anchor.as_ref().expect("checked above");
         s.store("STORE trust anchor", PersoItem::TrustAnchor, anchor)?;
         let issuer = line.issuer.expect("checked above");
-        let cert = issuer.issue(&identity, &key).map_err(|why| PersoError::Certificate { serial: plan.serial, why })?;
+        let cert = issuer.issue(&identity, &key).map_err(|e| match e {
+            BackOfficeError::Refused(why) => PersoError::Certificate { serial: plan.serial, why },
+            BackOfficeError::Failed(source) => {
+                PersoError::BackOffice { step: "certificate issuance", serial: plan.serial, source: Box::new(source) }
+            }
+        })?;
         certificate = Some(cert);
     }
     // From here a certificate may exist for a card that is not finished: if the card does not take it
     // and lock, the certificate is withdrawn before the error is reported.
+    // `Err((e, lock_sent))`.
     let finished = match &certificate {
         Some(cert) => s.store("STORE certificate", PersoItem::CardCertificate, cert),
         None => Ok(()),
     }
-    .and_then(|()| s.send("LOCK", &Command::Lock).map(drop));
-    if let Err(e) = finished {
-        return Err(match (certificate.is_some(), line.issuer) {
-            (true, Some(issuer)) => withdraw(issuer, plan.serial, e),
-            _ => e,
-        });
+    .map_err(|e| (e, false))
+    .and_then(|()| s.send("LOCK", &Command::Lock).map(drop).map_err(|e| (e, true)));
+    match (finished, line.issuer) {
+        (Ok(()), _) => {}
+        // LOCK sent and no verified refusal (pulled, or an answer that did not verify): the card may be
+        // locked with this certificate, so it is kept. Whoever sees the card again decides: the line
+        // and the batch runner withdraw it before personalising a half-written card again, and the line
+        // keeps it for a card that proves it is issued ([`authenticate_issued`]).
+        (Err((e, true)), _) if !matches!(e, PersoError::Refused { .. }) => return Err(e),
+        (Err((e, _)), Some(issuer)) if certificate.is_some() => return Err(withdraw(issuer, plan.serial, e)),
+        (Err((e, _)), _) => return Err(e),
     }
     let apdus = s.trace.apdus;
     Ok(PersoOutcome { serial: plan.serial, chip_id: identity.chip_id, certificate, resumed, apdus, factory: identity })
+}
+
+/// A card found issued under `plan.serial` although the line never saw its LOCK answer (pulled at that
+/// moment): is it the chip the line personalised? After LOCK the factory keys are erased, so the proof
+/// is the log key the line sent that card inside the SCP11b channel: INTERNAL AUTHENTICATE `80 88 00 01`
+/// with a fresh challenge, checked against [`crate::crypto::mac::card_authentication`]. A recorded
+/// answer is worthless (the challenge is new), and no other card holds that serial's log key.
+pub fn authenticate_issued(channel: &mut dyn CardChannel, plan: &CardPlan, verbose: bool) -> Result<(), PersoError> {
+    use crate::protocol::response::CardAuthentication;
+    let step = "INTERNAL AUTHENTICATE (issued card)";
+    let mut trace = Trace::verbose(verbose);
+    let challenge: crate::protocol::command::Challenge = crate::crypto::random::bytes()
+        .map_err(|_| PersoError::BadPlan(plan.serial, "no randomness for a challenge"))?;
+    let r = exchange(channel, &mut trace, &Command::AuthenticateIssued { challenge })
+        .map_err(|source| PersoError::Transport { step, source })?;
+    if r.sw != StatusWord::Ok {
+        return Err(PersoError::Unproven { serial: plan.serial });
+    }
+    let answer = CardAuthentication::from_wire(&r.data, ()).map_err(|_| PersoError::Malformed { step })?;
+    let expected = crate::crypto::mac::card_authentication(&plan.log_key, &plan.serial, &challenge);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &answer.mac[..])) {
+        return Err(PersoError::Unproven { serial: plan.serial });
+    }
+    Ok(())
 }
 
 /// Withdraw `serial`'s certificate after `e` stopped its personalisation, and hand `e` back; if the
@@ -393,15 +469,16 @@ fn withdraw(issuer: &dyn CertificateIssuer, serial: CardSerial, e: PersoError) -
 
 /// The check every back-office CA applies before certifying a card key ([`CertificateIssuer`]): the
 /// attestation verifies under the attestation key of the card the channel authenticated.
-pub fn check_attestation(card: &FactoryIdentity, key: &AttestedKey) -> Result<(), String> {
+pub fn check_attestation(card: &FactoryIdentity, key: &AttestedKey) -> Result<(), BackOfficeError> {
     let what = Attested {
         chip_id: card.chip_id,
         serial: key.serial,
         public_key: &key.public_key,
         transcript: &key.transcript,
     };
-    attestation::verify(&card.attestation_public, &what, &key.signature)
-        .map_err(|_| "the key attestation does not verify under the card's factory attestation key".to_string())
+    attestation::verify(&card.attestation_public, &what, &key.signature).map_err(|_| {
+        BackOfficeError::Refused("the key attestation does not verify under the card's factory attestation key".into())
+    })
 }
 
 /// Re-exported for callers that size buffers.

@@ -11,6 +11,10 @@ use super::status::StatusWord;
 use crate::domain::{Amount, CardSerial, UpdateKeyId};
 
 pub type Challenge = [u8; CHALLENGE_LEN];
+
+/// INTERNAL AUTHENTICATE P2 naming the card log key ([`Command::AuthenticateIssued`]); the SCP11b key
+/// agreement uses P2 = [`crate::crypto::scp11::KEY_ID_SCP11B`].
+pub const KEY_ID_CARD_LOG: u8 = 0x01;
 pub type Nonce = [u8; CHALLENGE_LEN];
 pub type Mac = [u8; 16];
 
@@ -184,6 +188,12 @@ pub enum Command {
     InternalAuthenticate {
         data: Vec<u8>,
     },
+    /// INTERNAL AUTHENTICATE of an issued card (`80 88 00 01`: P2 names the card log key): the card
+    /// answers [`crate::crypto::mac::card_authentication`] of its serial and `challenge`. The line uses
+    /// it for a card whose LOCK answer was lost; no other command proves a chip after LOCK.
+    AuthenticateIssued {
+        challenge: Challenge,
+    },
     /// One personalisation item's plaintext ([`super::perso::PersoPayload`]); sent only under secure
     /// messaging (CLA 84), which encrypts and MACs it (the card refuses it in the clear).
     PersoStore {
@@ -322,7 +332,7 @@ impl Command {
             PutPolicy { .. } => Instruction::PutPolicy,
             GetPolicy => Instruction::GetPolicy,
             GetFactoryData => Instruction::GetFactoryData,
-            InternalAuthenticate { .. } => Instruction::InternalAuthenticate,
+            InternalAuthenticate { .. } | AuthenticateIssued { .. } => Instruction::InternalAuthenticate,
             PersoStore { .. } => Instruction::PersoStore,
             GenerateKeyPair { .. } => Instruction::GenerateKeyPair,
             Lock => Instruction::Lock,
@@ -346,6 +356,10 @@ impl Command {
             InternalAuthenticate { data } => {
                 p2 = crate::crypto::scp11::KEY_ID_SCP11B;
                 d.extend_from_slice(data);
+            }
+            AuthenticateIssued { challenge } => {
+                p2 = KEY_ID_CARD_LOG;
+                d.extend_from_slice(challenge);
             }
             GenerateKeyPair { serial } => d.extend_from_slice(&serial.0),
             GetCardInfo { certificate } => p1 = if *certificate { 0x00 } else { 0x01 },
@@ -447,12 +461,13 @@ impl Command {
                 }
                 Command::GetFactoryData
             }
-            Instruction::InternalAuthenticate => {
-                if a.p1 != 0 || a.p2 != crate::crypto::scp11::KEY_ID_SCP11B {
-                    return Err(bad_p1p2);
+            Instruction::InternalAuthenticate => match (a.p1, a.p2) {
+                (0, crate::crypto::scp11::KEY_ID_SCP11B) => {
+                    Command::InternalAuthenticate { data: r.rest_capped("key agreement data", 255)?.to_vec() }
                 }
-                Command::InternalAuthenticate { data: r.rest_capped("key agreement data", 255)?.to_vec() }
-            }
+                (0, KEY_ID_CARD_LOG) => Command::AuthenticateIssued { challenge: r.array("challenge")? },
+                _ => return Err(bad_p1p2),
+            },
             Instruction::RequestUpdatePermission => {
                 let path = KeyRollPath::from_p1p2(a.p1, a.p2)?;
                 let sender_certificate = r.rest().to_vec();

@@ -39,8 +39,10 @@ pub enum EntryKind {
     Abort,
     /// A debit whose receipt can no longer be proved either way moved to the exception list.
     Exception,
-    /// An issuer-signed resolution settled an exception (`amount` went back to the payer).
+    /// An issuer-signed resolution refunded an open debit (`amount` went back to the payer).
     Resolved,
+    /// An issuer-signed resolution closed an open debit as credited at the payee (nothing came back).
+    Closed,
     /// A transfer key was installed from `counterpart`.
     KeyRoll,
 }
@@ -65,6 +67,14 @@ pub struct OpenDebit {
     pub amount: Amount,
     /// In the payer's exception list: no card can resolve it any more, only an issuer resolution.
     pub exception: bool,
+    /// The payer's sequence number of the debit (what an issuer resolution names, with the payee,
+    /// receipt and amount). Left out of the JSON when 0, as exports from before it existed had it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub payer_sequence: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Running totals: counters, so they survive the bounded log dropping old entries.

@@ -33,17 +33,37 @@
 //! | 81 | 4 | lowest transfer key id still alive |
 //! | 85 | 2 | n: number of blocked cards |
 //! | 87 | 12·n | blocked cards, strictly ascending by serial: serial (8) ‖ transfer key id limit (4) |
-//! | 87+12n | 64 | signature |
+//! | 87+12n | 2 | m: number of resolutions, 1 ≤ m ≤ [`MAX_RESOLUTIONS`] — **absent when m = 0** |
+//! | 89+12n | 33·m | resolutions, oldest signed first, no two naming the same debit ([`Resolution`]) |
+//! | end − 64 | 64 | signature |
+//!
+//! The resolution section is present only when it is not empty, so a policy without resolutions has
+//! exactly the layout it had before resolutions existed (151 + 12·n bytes) and one encoding.
+//!
+//! Resolution (33 bytes): payer serial (8) ‖ payer sequence of the debit (4) ‖ payee serial (8) ‖ payee
+//! receipt number (4) ‖ amount (8) ‖ outcome (1: `0x01` refund to the payer, `0x02` close as credited).
+//! The payer's sequence number names the debit exactly and is never reused, so a resolution can match
+//! at most one debit ever; the payee, receipt and amount must match too (a card applies nothing that
+//! disagrees with its own record).
 //!
 //! A blocked entry carries the card's transfer key id limit so that every card can check the one
 //! allowed way an entry leaves the list: its generation died (limit below the lowest live transfer
 //! key id). The list is bounded: it is for compromised cards, not lost ones (a lost card holds value
 //! only its holder loses; a compromised one threatens everyone's).
+//!
+//! Resolutions (DESIGN.md §10 point 6) clear a payer's open debit that no card pair can resolve any
+//! more (its receipt left the payee's window, or the payee never returns). They ride in the policy so
+//! they spread card to card with the same signature check before any write and the same atomic
+//! adoption. A card applies a resolution naming one of its own open debits when it adopts the policy;
+//! a resolution whose debit is gone (applied before, or resolved by the cards) is a no-op, so a replay,
+//! or a later policy that still carries it, never refunds twice. Unlike blocked entries, a successor
+//! may drop resolutions (the issuer keeps the newest [`MAX_RESOLUTIONS`]): dropping one only delays a
+//! holder's refund, and `reconcile` shows the debit still open so the issuer can resolve it again.
 
 use super::codec::{DecodeError, Reader, Wire};
 use crate::crypto::CryptoError;
 use crate::crypto::scheme_key::{self, COMMITMENT_LEN, SCHEME_ID_LEN, SIGNATURE_LEN, SchemeId};
-use crate::domain::{CardSerial, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
+use crate::domain::{Amount, CardSerial, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use sha2::{Digest, Sha256};
 
 /// Type byte of a key authorisation.
@@ -55,6 +75,12 @@ pub const POLICY_TYPE: u8 = 0x50;
 /// compromised cards only; past the bound the issuer starts a new generation and lets the old one die,
 /// which prunes its entries.
 pub const MAX_BLOCKED: usize = 72;
+/// Most resolutions a policy carries: a full card's open debits (8 pending + 64 exceptions,
+/// `protocol::info::{MAX_PENDING, MAX_EXCEPTIONS}`), so one policy can clear any card. Bounded because
+/// every card stores the policy (3,393 bytes at both bounds, inside the 4,096-byte command limit).
+pub const MAX_RESOLUTIONS: usize = 72;
+// The largest policy still fits one (chained) PUT POLICY.
+const _: () = assert!(Policy::MAX_LEN <= super::apdu::MAX_COMMAND_DATA);
 /// Domain separation of [`Policy::hash`].
 pub const POLICY_HASH_LABEL: &[u8] = b"keyroll policy hash v2";
 
@@ -207,6 +233,97 @@ pub struct BlockedCard {
     pub limit: TransferKeyIdLimit,
 }
 
+/// What an issuer resolution does with the debit it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResolutionOutcome {
+    /// The payee never credited the receipt and never can (it left the payee's window): the amount goes
+    /// back to the payer.
+    Refund,
+    /// The payee credited the receipt: the payer's debit closes, nothing goes back.
+    Credited,
+}
+
+impl ResolutionOutcome {
+    pub fn code(self) -> u8 {
+        match self {
+            ResolutionOutcome::Refund => 0x01,
+            ResolutionOutcome::Credited => 0x02,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0x01 => Some(ResolutionOutcome::Refund),
+            0x02 => Some(ResolutionOutcome::Credited),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ResolutionOutcome::Refund => "refund",
+            ResolutionOutcome::Credited => "credited",
+        }
+    }
+}
+
+/// An issuer-signed resolution of one open debit (DESIGN.md §10 point 6), carried in the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Resolution {
+    pub payer: CardSerial,
+    /// The payer's transaction counter after the debit (what DEBIT answered as payer sequence): unique
+    /// per payer, never reused.
+    pub payer_sequence: u32,
+    pub payee: CardSerial,
+    /// The payee's receipt number of the transfer.
+    pub receipt: u32,
+    pub amount: Amount,
+    pub outcome: ResolutionOutcome,
+}
+
+impl Resolution {
+    /// Encoded length.
+    pub const LEN: usize = 8 + 4 + 8 + 4 + 8 + 1;
+
+    /// What names the debit: no two resolutions of one policy share it.
+    pub fn key(&self) -> (CardSerial, u32) {
+        (self.payer, self.payer_sequence)
+    }
+}
+
+impl Wire for Resolution {
+    type Context = ();
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.payer.0);
+        out.extend_from_slice(&self.payer_sequence.to_be_bytes());
+        out.extend_from_slice(&self.payee.0);
+        out.extend_from_slice(&self.receipt.to_be_bytes());
+        out.extend_from_slice(&self.amount.0.to_be_bytes());
+        out.push(self.outcome.code());
+    }
+
+    fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
+        let payer = CardSerial(r.array("resolution payer")?);
+        let payer_sequence = r.u32("resolution payer sequence")?;
+        let payee = CardSerial(r.array("resolution payee")?);
+        let receipt = r.u32("resolution receipt")?;
+        let amount = Amount(r.u64("resolution amount")?);
+        let outcome = ResolutionOutcome::from_code(r.u8("resolution outcome")?).ok_or(DecodeError::Invalid {
+            field: "resolution outcome",
+            why: "neither 0x01 (refund) nor 0x02 (credited)",
+        })?;
+        if amount.0 == 0 || payer == payee {
+            return Err(DecodeError::Invalid {
+                field: "resolution",
+                why: "names no debit (amount 0 or payer = payee)",
+            });
+        }
+        Ok(Resolution { payer, payer_sequence, payee, receipt, amount, outcome })
+    }
+}
+
 /// The scheme policy: which cards are blocked, which update keys may still wrap, which transfer keys
 /// are alive. Numbered; each names the hash of its predecessor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,6 +336,9 @@ pub struct Policy {
     pub min_transfer_key_id: TransferKeyId,
     /// Strictly ascending by serial.
     pub blocked: Vec<BlockedCard>,
+    /// Issuer resolutions of open debits, oldest signed first (the issuer drops the oldest at the
+    /// bound); no two name the same debit (payer, payer sequence).
+    pub resolutions: Vec<Resolution>,
     pub signature: [u8; SIGNATURE_LEN],
 }
 
@@ -227,8 +347,8 @@ impl Policy {
     pub const BASE_LEN: usize = 87 + SIGNATURE_LEN;
     /// Encoded length of one blocked entry.
     pub const ENTRY_LEN: usize = CardSerial::LEN + 4;
-    /// Largest encoding.
-    pub const MAX_LEN: usize = Self::BASE_LEN + MAX_BLOCKED * Self::ENTRY_LEN;
+    /// Largest encoding (both lists at their bounds).
+    pub const MAX_LEN: usize = Self::BASE_LEN + MAX_BLOCKED * Self::ENTRY_LEN + 2 + MAX_RESOLUTIONS * Resolution::LEN;
 
     pub fn body(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(87 + self.blocked.len() * Self::ENTRY_LEN);
@@ -244,6 +364,13 @@ impl Policy {
         for e in &self.blocked {
             b.extend_from_slice(&e.serial.0);
             b.extend_from_slice(&e.limit.0.to_be_bytes());
+        }
+        if !self.resolutions.is_empty() {
+            let m = u16::try_from(self.resolutions.len()).expect("bounded by MAX_RESOLUTIONS");
+            b.extend_from_slice(&m.to_be_bytes());
+            for r in &self.resolutions {
+                r.encode(&mut b);
+            }
         }
         b
     }
@@ -266,6 +393,11 @@ impl Policy {
     /// Whether `serial` is blocked.
     pub fn blocks(&self, serial: CardSerial) -> bool {
         self.blocked.binary_search_by(|e| e.serial.cmp(&serial)).is_ok()
+    }
+
+    /// The resolutions naming debits of `payer`.
+    pub fn resolutions_for(&self, payer: CardSerial) -> impl Iterator<Item = &Resolution> {
+        self.resolutions.iter().filter(move |r| r.payer == payer)
     }
 
     /// Whether a card following this policy may wrap (or unwrap) a transfer key under update key `id`.
@@ -311,6 +443,30 @@ impl Wire for Policy {
             }
             blocked.push(BlockedCard { serial, limit });
         }
+        // The resolution section is there only when not empty; the signature is always the last 64 bytes.
+        let mut resolutions: Vec<Resolution> = Vec::new();
+        // (A single stray byte before the end is trailing data, not a section: a count needs two.)
+        if r.left() >= SIGNATURE_LEN + 2 {
+            let m = u16::from_be_bytes(r.array("resolution count")?) as usize;
+            if m == 0 || m > MAX_RESOLUTIONS {
+                return Err(DecodeError::Invalid {
+                    field: "resolution count",
+                    why: "0 (an empty section is left out) or above the bound on resolutions",
+                });
+            }
+            resolutions.reserve_exact(m);
+            for _ in 0..m {
+                let res = Resolution::read(r, ())?;
+                // At most 72 × 71 / 2 comparisons (house rule 5: bounded by the count checked above).
+                if resolutions.iter().any(|p| p.key() == res.key()) {
+                    return Err(DecodeError::Invalid {
+                        field: "resolution",
+                        why: "two resolutions name the same debit",
+                    });
+                }
+                resolutions.push(res);
+            }
+        }
         let signature = r.array("signature")?;
         Ok(Policy {
             scheme_id,
@@ -320,6 +476,7 @@ impl Wire for Policy {
             min_wrap_update_key_id,
             min_transfer_key_id,
             blocked,
+            resolutions,
             signature,
         })
     }
@@ -358,10 +515,112 @@ mod tests {
                 .iter()
                 .map(|&(s, l)| BlockedCard { serial: CardSerial::from_u64(s), limit: TransferKeyIdLimit(l) })
                 .collect(),
+            resolutions: vec![],
             signature: [0; 64],
         };
         p.signature = k.sign(&p.body()).unwrap();
         p
+    }
+
+    fn resolution(payer: u64, seq: u32, outcome: ResolutionOutcome) -> Resolution {
+        Resolution {
+            payer: CardSerial::from_u64(payer),
+            payer_sequence: seq,
+            payee: CardSerial::from_u64(payer + 100),
+            receipt: seq + 7,
+            amount: Amount(seq as u64 + 1),
+            outcome,
+        }
+    }
+
+    fn with_resolutions(k: &SchemeSigningKey, blocked: &[(u64, u32)], res: &[Resolution]) -> Policy {
+        let mut p = policy(k, blocked);
+        p.resolutions = res.to_vec();
+        p.signature = k.sign(&p.body()).unwrap();
+        p
+    }
+
+    #[test]
+    fn resolutions_round_trip_with_the_documented_layout_and_none_keeps_the_old_one() {
+        let k = SchemeSigningKey::generate().unwrap();
+        let res = [resolution(3, 9, ResolutionOutcome::Refund), resolution(3, 12, ResolutionOutcome::Credited)];
+        let p = with_resolutions(&k, &[(5, 3)], &res);
+        let bytes = p.to_wire();
+        assert_eq!(bytes.len(), Policy::BASE_LEN + Policy::ENTRY_LEN + 2 + 2 * Resolution::LEN);
+        assert_eq!(Resolution::LEN, 33);
+        let at = 87 + 12;
+        assert_eq!(&bytes[at..at + 2], &2u16.to_be_bytes());
+        let r0 = &bytes[at + 2..at + 2 + 33];
+        assert_eq!(&r0[..8], &CardSerial::from_u64(3).0);
+        assert_eq!(&r0[8..12], &9u32.to_be_bytes());
+        assert_eq!(&r0[12..20], &CardSerial::from_u64(103).0);
+        assert_eq!(&r0[20..24], &16u32.to_be_bytes());
+        assert_eq!(&r0[24..32], &10u64.to_be_bytes());
+        assert_eq!(r0[32], 0x01);
+        assert_eq!(bytes[at + 2 + 33 + 32], 0x02);
+        assert_eq!(Policy::verified(&bytes, &k.public_key_sec1(), &k.scheme_id()).unwrap(), p);
+        assert_eq!(p.resolutions_for(CardSerial::from_u64(3)).count(), 2);
+        assert_eq!(p.resolutions_for(CardSerial::from_u64(4)).count(), 0);
+        // Without resolutions: byte for byte the layout from before resolutions existed.
+        assert_eq!(policy(&k, &[(5, 3)]).to_wire().len(), Policy::BASE_LEN + Policy::ENTRY_LEN);
+        // Both lists at their bounds fit one chained command.
+        let full: Vec<(u64, u32)> = (0..MAX_BLOCKED as u64).map(|i| (i, 1)).collect();
+        let many: Vec<Resolution> =
+            (0..MAX_RESOLUTIONS as u32).map(|i| resolution(1, i + 1, ResolutionOutcome::Refund)).collect();
+        let big = with_resolutions(&k, &full, &many).to_wire();
+        assert_eq!(big.len(), Policy::MAX_LEN);
+        assert_eq!(Policy::MAX_LEN, 3393);
+        Policy::verified(&big, &k.public_key_sec1(), &k.scheme_id()).unwrap();
+    }
+
+    #[test]
+    fn resolution_section_refuses_non_canonical_forms() {
+        let k = SchemeSigningKey::generate().unwrap();
+        let a = resolution(3, 9, ResolutionOutcome::Refund);
+        let b = resolution(3, 12, ResolutionOutcome::Refund);
+        // Signing order is kept (not sorted); two naming the same debit are refused, whatever else differs.
+        assert!(Policy::from_wire(&with_resolutions(&k, &[], &[b, a]).to_wire(), ()).is_ok());
+        let mut a2 = a;
+        a2.outcome = ResolutionOutcome::Credited;
+        for bad in [vec![a, a], vec![a, b, a2]] {
+            let p = with_resolutions(&k, &[], &bad);
+            assert!(matches!(
+                Policy::from_wire(&p.to_wire(), ()),
+                Err(DecodeError::Invalid { field: "resolution", .. })
+            ));
+        }
+        // An empty section written out (count 0) is not the canonical form.
+        let mut bytes = policy(&k, &[]).to_wire();
+        bytes.splice(87..87, [0u8, 0]);
+        assert!(matches!(Policy::from_wire(&bytes, ()), Err(DecodeError::Invalid { field: "resolution count", .. })));
+        // A count above the bound is refused before anything is read.
+        let mut bytes = with_resolutions(&k, &[], &[a]).to_wire();
+        bytes[87..89].copy_from_slice(&(MAX_RESOLUTIONS as u16 + 1).to_be_bytes());
+        assert!(matches!(Policy::from_wire(&bytes, ()), Err(DecodeError::Invalid { field: "resolution count", .. })));
+        // Unknown outcome, zero amount, payer = payee.
+        let good = with_resolutions(&k, &[], &[a]).to_wire();
+        let mut bad = good.clone();
+        bad[89 + 32] = 3;
+        assert!(matches!(Policy::from_wire(&bad, ()), Err(DecodeError::Invalid { field: "resolution outcome", .. })));
+        let mut zero = a;
+        zero.amount = Amount(0);
+        assert!(Policy::from_wire(&with_resolutions(&k, &[], &[zero]).to_wire(), ()).is_err());
+        let mut same = a;
+        same.payee = same.payer;
+        assert!(Policy::from_wire(&with_resolutions(&k, &[], &[same]).to_wire(), ()).is_err());
+        // Truncated inside the section.
+        assert!(Policy::from_wire(&good[..good.len() - 70], ()).is_err());
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_policy_with_resolutions_is_refused() {
+        let k = SchemeSigningKey::generate().unwrap();
+        let bytes = with_resolutions(&k, &[(1, 2)], &[resolution(4, 2, ResolutionOutcome::Credited)]).to_wire();
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(Policy::verified(&b, &k.public_key_sec1(), &k.scheme_id()).is_err(), "bit {i}");
+        }
     }
 
     #[test]
@@ -453,8 +712,9 @@ mod tests {
         }
         let full: Vec<(u64, u32)> = (0..MAX_BLOCKED as u64).map(|i| (i, 1)).collect();
         let p = policy(&k, &full);
-        assert_eq!(p.to_wire().len(), Policy::MAX_LEN);
-        assert_eq!(Policy::MAX_LEN, 1015);
+        // Without resolutions the blocked list's bound gives the pre-resolution maximum.
+        assert_eq!(p.to_wire().len(), Policy::BASE_LEN + MAX_BLOCKED * Policy::ENTRY_LEN);
+        assert_eq!(p.to_wire().len(), 1015);
         Policy::verified(&p.to_wire(), &k.public_key_sec1(), &k.scheme_id()).unwrap();
     }
 

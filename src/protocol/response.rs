@@ -130,6 +130,22 @@ impl Wire for AbortProof {
     }
 }
 
+/// INTERNAL AUTHENTICATE of an issued card: `MAC (16)` ([`crate::crypto::mac::card_authentication`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardAuthentication {
+    pub mac: Mac,
+}
+
+impl Wire for CardAuthentication {
+    type Context = ();
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.mac);
+    }
+    fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
+        Ok(CardAuthentication { mac: r.array("card authentication")? })
+    }
+}
+
 /// GET DATA `BF21`: the factory credentials of the card (DESIGN.md §10 point 1), public data.
 /// Layout: `chip id (8) ‖ length (2) ‖ key-agreement certificate (DER) ‖ length (2) ‖ attestation
 /// certificate (DER)`. keyroll's own layout (GP's `BF21` holds a certificate store in its own format).

@@ -102,6 +102,7 @@ pub(crate) fn every_command() -> Vec<Command> {
         Command::GetPolicy,
         Command::GetFactoryData,
         Command::InternalAuthenticate { data: vec![0xA6; 83] },
+        Command::AuthenticateIssued { challenge: [0x5C; 16] },
         Command::PersoStore { item: PersoItem::Balance, data: vec![8; 16] },
         Command::PersoStore { item: PersoItem::Serial, data: s.0.to_vec() },
         Command::GenerateKeyPair { serial: s },

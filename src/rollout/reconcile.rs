@@ -20,6 +20,7 @@ use crate::domain::{Amount, CardSerial, Total};
 use crate::protocol::ledger::{
     CARD_LOG_FORMAT, CardLogExport, EntryKind, JournalError, JournalLine, JournalOutcome, verify_journal,
 };
+use crate::protocol::policy::{Resolution, ResolutionOutcome};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
@@ -40,6 +41,8 @@ pub enum Resolver {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct InFlight {
     pub payer: CardSerial,
+    /// The payer's sequence number of the debit (0 from an export made before it was exported).
+    pub payer_sequence: u32,
     pub payee: CardSerial,
     pub receipt: u32,
     pub amount: Amount,
@@ -72,6 +75,13 @@ pub struct Reconciliation {
     pub unaccounted: i128,
     pub transfers_in_flight: Vec<InFlight>,
     pub flags: Vec<Flag>,
+    /// Resolutions the issuer can sign safely (`keyroll policy resolve`, each field as named here):
+    /// `credited` for an open debit in the payer's exception list that the payee's log shows credited;
+    /// `refund` for an uncredited debit whose receipt left the payee's window (no card can ever credit
+    /// it) when the payee's retained log holds every credit it made (its credit total equals the
+    /// credits in its log). Anything else in flight with the issuer as resolver needs the issuer's own
+    /// judgement (a payee that never returns may still hold the token's receipt open).
+    pub issuer_resolutions: Vec<Resolution>,
 }
 
 impl Reconciliation {
@@ -148,7 +158,7 @@ pub fn reconcile(
                 EntryKind::Refund | EntryKind::Resolved => {
                     refunds.insert((x.counterpart, x.receipt));
                 }
-                EntryKind::Abort | EntryKind::Exception | EntryKind::KeyRoll => {}
+                EntryKind::Abort | EntryKind::Exception | EntryKind::KeyRoll | EntryKind::Closed => {}
             }
         }
     }
@@ -175,10 +185,36 @@ pub fn reconcile(
     }
     // In flight: open debits the payee has not credited.
     let mut transfers_in_flight = Vec::new();
+    let mut issuer_resolutions = Vec::new();
+    // Whether a payee's retained log holds every credit it ever made (then "no credit in the log" means
+    // "never credited").
+    let every_credit_logged = |q: &CardLogExport| {
+        let logged: u128 = q.entries.iter().filter(|x| x.kind == EntryKind::Credit).map(|x| x.amount.0 as u128).sum();
+        logged == q.totals.credited as u128
+    };
     for s in &serials {
         for d in &cards[s].open_debits {
+            let resolution = |outcome| Resolution {
+                payer: *s,
+                payer_sequence: d.payer_sequence,
+                payee: d.payee,
+                receipt: d.receipt,
+                amount: d.amount,
+                outcome,
+            };
             if credits.get(&(d.payee, d.receipt)).is_some_and(|(payer, _)| payer == s) {
-                continue; // credited: awaits only CONFIRM
+                // Credited: awaits only CONFIRM; from the exception list the issuer may close it.
+                if d.exception && d.payer_sequence != 0 {
+                    issuer_resolutions.push(resolution(ResolutionOutcome::Credited));
+                }
+                continue;
+            }
+            if let Some(q) = cards.get(&d.payee)
+                && d.receipt < q.receipt_floor
+                && d.payer_sequence != 0
+                && every_credit_logged(q)
+            {
+                issuer_resolutions.push(resolution(ResolutionOutcome::Refund));
             }
             let resolver = match cards.get(&d.payee) {
                 _ if d.exception => Resolver::Issuer,
@@ -188,6 +224,7 @@ pub fn reconcile(
             };
             transfers_in_flight.push(InFlight {
                 payer: *s,
+                payer_sequence: d.payer_sequence,
                 payee: d.payee,
                 receipt: d.receipt,
                 amount: d.amount,
@@ -208,6 +245,7 @@ pub fn reconcile(
         unaccounted: issued.0 as i128 - balances.0 as i128 - in_flight.0 as i128,
         transfers_in_flight,
         flags,
+        issuer_resolutions,
     }
 }
 
@@ -321,8 +359,13 @@ mod tests {
         a.balance = Amount(50);
         a.totals.debited = 50;
         a.entries = vec![entry(EntryKind::Debit, 2, 30, 1), entry(EntryKind::Debit, 2, 20, 2)];
-        a.open_debits =
-            vec![OpenDebit { payee: CardSerial::from_u64(2), receipt: 2, amount: Amount(20), exception: false }];
+        a.open_debits = vec![OpenDebit {
+            payee: CardSerial::from_u64(2),
+            receipt: 2,
+            amount: Amount(20),
+            exception: false,
+            payer_sequence: 2,
+        }];
         let mut b = card(2, 0);
         b.balance = Amount(30);
         b.totals.credited = 30;

@@ -15,7 +15,7 @@ use crate::domain::{Amount, CardSerial};
 use crate::fab::{FactoryIdentity, Manufacturer, TrustedRoot};
 use crate::perso::batch::{Kit, blank_state};
 use crate::perso::script::check_attestation;
-use crate::perso::{AttestedKey, CertificateIssuer, Line, personalise};
+use crate::perso::{AttestedKey, BackOfficeError, CertificateIssuer, Line, personalise};
 use crate::terminal::{KeyRoll, SettleError, SettleOptions, settle};
 use crate::transport::in_process::InProcessChannel;
 use serde::Serialize;
@@ -25,16 +25,16 @@ use serde::Serialize;
 struct VerifyIssuer<'a>(&'a crate::authority::issuer_ca::CaSigner);
 
 impl CertificateIssuer for VerifyIssuer<'_> {
-    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, BackOfficeError> {
         check_attestation(card, key)?;
         let t = std::time::SystemTime::now();
         let day = std::time::Duration::from_secs(86400);
         ca::issue_card_certificate(&self.0.key, &self.0.root_der, key.serial, &key.public_key, t - day, t + day)
-            .map_err(|e| e.to_string())
+            .map_err(|e| BackOfficeError::Failed(e.into()))
     }
 
     /// Nothing recorded: the virtual cards' certificates live only as long as the verification.
-    fn withdraw(&self, _serial: CardSerial, _why: &str) -> Result<(), String> {
+    fn withdraw(&self, _serial: CardSerial, _why: &str) -> Result<(), BackOfficeError> {
         Ok(())
     }
 }

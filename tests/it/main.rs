@@ -37,5 +37,6 @@ mod settlement;
 mod tamper;
 mod value_attacks;
 mod value_properties;
+mod value_resolutions;
 mod vectors_required;
 mod wycheproof_ec;

@@ -701,10 +701,16 @@ fn card_pulled_after_any_apdu_of_a_key_roll_converges_on_the_next_settlement() {
 struct OneSerialPerChip(Mutex<std::collections::HashMap<keyroll::domain::ChipId, keyroll::domain::CardSerial>>);
 
 impl keyroll::perso::ChipRegister for OneSerialPerChip {
-    fn assign(&self, card: &keyroll::fab::FactoryIdentity, serial: keyroll::domain::CardSerial) -> Result<(), String> {
+    fn assign(
+        &self,
+        card: &keyroll::fab::FactoryIdentity,
+        serial: keyroll::domain::CardSerial,
+    ) -> Result<(), keyroll::perso::BackOfficeError> {
         let mut m = self.0.lock().unwrap();
         match m.get(&card.chip_id) {
-            Some(s) if *s != serial => Err(format!("chip {} already has serial {s}", card.chip_id)),
+            Some(s) if *s != serial => {
+                Err(keyroll::perso::BackOfficeError::Refused(format!("chip {} already has serial {s}", card.chip_id)))
+            }
             _ => {
                 m.insert(card.chip_id, serial);
                 Ok(())
@@ -900,4 +906,94 @@ fn every_impostor_is_refused_by_the_line_and_only_the_refusal_is_recorded() {
     }
     assert_eq!(rig.stop(), 0, "no card was pulled");
     s.ok(&["audit", "log"]);
+}
+
+/// Issue 11: a card pulled exactly as LOCK ran comes back issued with its LOCK answer lost. Before,
+/// the line called it "not part of this run" and waited for that serial for good (the slot stayed
+/// reserved, the run could not finish). Now the line asks the card to prove it holds the log key it
+/// was given under that serial (INTERNAL AUTHENTICATE `80 88 00 01`, fresh challenge) and records it;
+/// its certificate stays valid. A clone of that chip that reports the same chip id and serial but
+/// lacks the key is refused, recorded as such, and the slot stays open for the genuine card.
+#[test]
+fn a_card_whose_lock_answer_was_lost_is_recorded_once_it_proves_its_key() {
+    use keyroll::authority::Authority;
+    use keyroll::perso::PersoError;
+    use keyroll::perso::line::{LineError, LineEvent, run_line};
+    use keyroll::protocol::info::LifeCycle;
+    let pc = acquire();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scratch::new();
+    s.init();
+    let fab = crate::support::test_fab();
+    std::fs::write(s.path("fab.pem"), keyroll::pki::pem::encode("CERTIFICATE", fab.root_der())).unwrap();
+    s.ok(&["fab", "trust", "fab.pem"]);
+    s.ok(&["batch", "new", "b", "--profile", "hybrid", "--transfer-key-limit", "5", "--initial-balance", "100"]);
+    let blank = |name: &str| {
+        let state = crate::support::blank_state_from(fab);
+        Card::create(FileStorage::new(dir.path().join(format!("{name}.card"))), state).unwrap()
+    };
+    let rig = PullRig::start(&pc, blank("first"), file_card(&dir.path().join("other.card"), 99, 1, 0));
+    let line = |count: u32, pull: PullPlan, on_pull: &dyn Fn()| {
+        let auth = Authority::open(&s.path("keyroll.db")).unwrap();
+        let u = auth.unlock(Some(&s.path("keyroll.db.identity"))).unwrap();
+        *rig.plan.lock().unwrap() = pull;
+        let mut events = Vec::new();
+        let r = run_line(&u, "b", &rig.readers[0], count, false, &mut |e: &LineEvent| {
+            if let LineEvent::NotThisRun { serial, life_cycle } = e {
+                panic!(
+                    "card {serial} ({life_cycle:?}) called not part of this run: the line would wait for it for good"
+                );
+            }
+            if let LineEvent::Pulled { .. } = e {
+                on_pull();
+            }
+            events.push(format!("{e:?}"));
+        });
+        (r, events)
+    };
+    // One uninterrupted card: how many APDUs the line sends to a card (LOCK is the last).
+    let (r, _) = line(1, PullPlan::default(), &|| {});
+    r.expect("a genuine blank is personalised");
+    let n = rig.plan.lock().unwrap().apdus;
+    assert!(n > 10, "the line sends {n} APDUs per card");
+
+    // The next card is pulled as LOCK runs: it locks, its answer is lost.
+    rig.replace_payer(blank("second"));
+    let genuine_state = std::cell::RefCell::new(None);
+    // A clone replaces it while it is out: same chip id, serial and keys, but not that card's log key.
+    let clone_in = || {
+        let mut st = rig.payer.lock().unwrap().state().clone();
+        assert_eq!(st.life_cycle, LifeCycle::Issued, "LOCK ran before its answer was lost");
+        *genuine_state.borrow_mut() = Some(st.clone());
+        st.log_key = Some(keyroll::crypto::Secret16::new([0x42; 16]));
+        rig.replace_payer(Card::create(FileStorage::new(dir.path().join("clone.card")), st).unwrap());
+    };
+    let (r, events) = line(1, PullPlan { at: Some(n), after_processing: true, ..PullPlan::default() }, &clone_in);
+    let serial = match r {
+        Err(LineError::Perso(PersoError::Unproven { serial })) => serial,
+        other => panic!("the clone must be refused: {other:?} after {events:?}"),
+    };
+    assert_eq!(
+        s.sqlite(
+            "SELECT count(*) FROM audit_log WHERE action = 'perso refused' AND detail LIKE '%unproven-issued-card%'"
+        )
+        .trim(),
+        "1",
+        "the refusal is recorded"
+    );
+    let state_of = |serial: &str| s.sqlite(&format!("SELECT state FROM cards WHERE serial = '{serial}'"));
+    assert_eq!(state_of(&serial.to_string()).trim(), "reserved", "the clone finished nothing");
+
+    // The genuine card comes back: it proves its key, the run finishes, its certificate stays valid.
+    let st = genuine_state.borrow_mut().take().unwrap();
+    rig.replace_payer(Card::create(FileStorage::new(dir.path().join("second-again.card")), st).unwrap());
+    let (r, events) = line(1, PullPlan::default(), &|| panic!("nothing is pulled now"));
+    r.unwrap_or_else(|e| panic!("the genuine card is recorded: {e} after {events:?}"));
+    assert!(events.iter().any(|e| e.contains("Personalised")), "{events:?}");
+    assert_eq!(state_of(&serial.to_string()).trim(), "personalised");
+    let valid =
+        s.sqlite(&format!("SELECT count(*) FROM certificates WHERE card_serial = '{serial}' AND revoked_at IS NULL"));
+    assert_eq!(valid.trim(), "1", "the certificate the card holds is not withdrawn");
+    s.ok(&["audit", "log"]);
+    rig.stop();
 }

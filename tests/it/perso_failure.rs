@@ -10,7 +10,7 @@ use keyroll::card::storage::{FileStorage, MemoryStorage, Storage};
 use keyroll::domain::{Amount, CardSerial, Profile, TransferKeyIdLimit};
 use keyroll::fab::{FactoryIdentity, TrustedRoot};
 use keyroll::perso::batch::{DbIssuer, DbRegister, Kit, blank_state, personalise_to_files};
-use keyroll::perso::{AttestedKey, CertificateIssuer, Line, PersoError, personalise};
+use keyroll::perso::{AttestedKey, BackOfficeError, CertificateIssuer, Line, PersoError, personalise};
 use keyroll::protocol::SmartCard;
 use keyroll::transport::in_process::InProcessChannel;
 use std::time::SystemTime;
@@ -19,10 +19,10 @@ use std::time::SystemTime;
 struct Killed<'a>(&'a dyn CertificateIssuer);
 
 impl CertificateIssuer for Killed<'_> {
-    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, BackOfficeError> {
         self.0.issue(card, key)
     }
-    fn withdraw(&self, _serial: CardSerial, _why: &str) -> Result<(), String> {
+    fn withdraw(&self, _serial: CardSerial, _why: &str) -> Result<(), BackOfficeError> {
         Ok(())
     }
 }
@@ -116,4 +116,35 @@ fn no_certificate_outlives_a_personalisation_that_did_not_finish() {
     let r = keyroll::audit::report::build_report(&auth, SystemTime::now()).unwrap();
     assert_eq!((r.chains.valid, r.chains.invalid, r.chains.revoked), (1, 2, 2));
     assert!(r.ok);
+}
+
+/// Issue 10 ("errors flatten to strings"): when the back office itself fails while binding a chip to
+/// its serial (here the database refuses the write), the card is not an impostor. Version 1 of the
+/// seam carried only a string, so the line reported "chip … refused before any secret", exit 1 with
+/// code `impostor-refused`, and wrote a `perso refused` record against a genuine chip. Now the
+/// database's error reaches the user as a database error, nothing is recorded against the card, the
+/// card got no secret, and the same command finishes the run once the database works again.
+#[test]
+fn a_back_office_failure_at_the_chip_register_is_not_an_impostor() {
+    use crate::support::cli::{Scratch, stderr};
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "5", "--initial-balance", "100"]);
+    // The database refuses every new chip row (what a full disk or a dropped connection does to the one
+    // write the register makes).
+    s.sqlite("CREATE TRIGGER fail_chip BEFORE INSERT ON chips BEGIN SELECT RAISE(ABORT, 'disk I/O refused'); END;");
+    let o = s.run(&["--json", "perso", "--batch", "b", "--out-dir", "cards", "--count", "1"]);
+    assert!(!o.status.success(), "the personalisation cannot finish without its chip row");
+    let err: serde_json::Value = serde_json::from_str(&stderr(&o)).unwrap_or_default();
+    let text = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    assert!(!text.contains("refused before any secret"), "a database failure is not an impostor: {text}");
+    assert_eq!(err["error"]["code"], "database", "{text}");
+    assert_ne!(o.status.code(), Some(1), "exit 1 is a failed check (an impostor); this is not one: {text}");
+    assert_eq!(s.sqlite("SELECT count(*) FROM audit_log WHERE action = 'perso refused'").trim(), "0", "{text}");
+    assert_eq!(s.sqlite("SELECT count(*) FROM chips").trim(), "0");
+    // The database works again: the same command resumes the run and finishes the card.
+    s.sqlite("DROP TRIGGER fail_chip;");
+    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "1"]);
+    assert_eq!(s.sqlite("SELECT count(*) FROM chips").trim(), "1");
+    s.ok(&["audit", "log"]);
 }

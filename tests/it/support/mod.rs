@@ -13,7 +13,7 @@ use keyroll::card::storage::{MemoryStorage, TearingStorage};
 use keyroll::crypto::{Secret16, TransferKey, UpdateKey};
 use keyroll::domain::*;
 use keyroll::fab::{FactoryIdentity, Manufacturer, TrustedRoot};
-use keyroll::perso::{AttestedKey, CardPlan, CertificateIssuer, Line, personalise};
+use keyroll::perso::{AttestedKey, BackOfficeError, CardPlan, CertificateIssuer, Line, personalise};
 use keyroll::protocol::SmartCard;
 use keyroll::terminal::{SettleError, SettleOptions, SettlementReport, settle};
 use keyroll::transport::in_process::InProcessChannel;
@@ -145,6 +145,7 @@ fn sign_policy(
         min_wrap_update_key_id: UpdateKeyId(min_wrap),
         min_transfer_key_id: TransferKeyId(1),
         blocked,
+        resolutions: vec![],
         signature: [0; 64],
     };
     p.signature = k.sign(&p.body()).unwrap();
@@ -261,7 +262,7 @@ impl TestCa {
 }
 
 impl CertificateIssuer for TestCa {
-    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, String> {
+    fn issue(&self, card: &FactoryIdentity, key: &AttestedKey) -> Result<Vec<u8>, BackOfficeError> {
         keyroll::perso::script::check_attestation(card, key)?;
         keyroll::authority::ca::issue_card_certificate(
             &self.key,
@@ -271,11 +272,11 @@ impl CertificateIssuer for TestCa {
             self.not_before,
             self.not_after,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| BackOfficeError::Failed(e.into()))
     }
 
     /// The test CA records nothing, so there is nothing to withdraw.
-    fn withdraw(&self, _serial: CardSerial, _why: &str) -> Result<(), String> {
+    fn withdraw(&self, _serial: CardSerial, _why: &str) -> Result<(), BackOfficeError> {
         Ok(())
     }
 }
