@@ -80,7 +80,8 @@ fn write_copy(
     fingerprint: &str,
 ) -> Result<Vec<(String, u64)>, AuthorityError> {
     let dst = db::create(dst_loc)?;
-    let tx = dst.begin()?;
+    // On PostgreSQL the schema is built in this same transaction: a copy that fails leaves nothing.
+    let tx = db::begin_new(&dst, dst_loc)?;
     let mut counts = Vec::new();
     for table in db::TABLES {
         let rows = src.query_all(&format!("SELECT * FROM \"{table}\" ORDER BY 1"), Vec::new())?;

@@ -102,8 +102,9 @@ fn shown(loc: &Location) -> PathBuf {
     PathBuf::from(loc.shown())
 }
 
-/// Create a new database; refuses to touch an existing one (a file that exists; a PostgreSQL database
-/// that holds any table).
+/// Make the place for a new database; refuses to touch an existing one. SQLite: the file, with the
+/// whole schema in it (a failed `init` removes the file again). PostgreSQL: only the connection; the
+/// schema is built inside the transaction [`begin_new`] opens, together with the issuer's rows.
 pub fn create(loc: &Location) -> Result<Store, AuthorityError> {
     match loc {
         Location::File(path) => {
@@ -119,34 +120,75 @@ pub fn create(loc: &Location) -> Result<Store, AuthorityError> {
             migrate(&store)?;
             Ok(store)
         }
-        Location::Postgres(url) => {
-            let store = Store::postgres(url)?;
-            // The emptiness check and the whole schema in one transaction under the migration lock: of
-            // several `init`s at once, one creates the issuer and the others find it there.
-            let tx = store.begin_migration()?;
-            let tables: Vec<String> = tx
-                .prepare(
-                    "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
-                )?
-                .query_map(params![], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            if tables.iter().any(|t| t == "schema_migrations" || t == "issuer") {
-                return Err(AuthorityError::AlreadyExists(shown(loc)));
-            }
-            if !tables.is_empty() {
-                return Err(AuthorityError::NotEmpty {
-                    path: shown(loc),
-                    tables: tables.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
-                });
-            }
-            for version in 0..MIGRATIONS.len() {
-                apply_postgres(&tx, version)?;
-            }
-            tx.commit()?;
-            install_triggers(&store)?;
-            Ok(store)
+        Location::Postgres(url) => Ok(Store::postgres(url)?),
+    }
+}
+
+/// Begin the one transaction that writes a new issuer (`init`, `db copy --to`) into the database
+/// [`create`] returned. SQLite: the write transaction. PostgreSQL: the emptiness check, every
+/// migration, the change triggers and then (under the writer lock, like every write of an issuer's
+/// rows) the caller's rows, all in ONE transaction under the migration lock. PostgreSQL's DDL is
+/// transactional, so an `init` that fails or dies anywhere (a lost connection, a killed process, a
+/// role without a right) leaves the database as empty as it was, and of several `init`s at once one
+/// creates the issuer while the others wait on the lock and then find it there.
+///
+/// A keyroll schema with no row in any table was left by an older keyroll, whose PostgreSQL `init`
+/// committed the schema before the issuer: it is taken over (brought up to date in this transaction),
+/// so `init` can simply be run again.
+pub fn begin_new<'a>(store: &'a Store, loc: &Location) -> Result<super::store::Tx<'a>, AuthorityError> {
+    if !store.is_postgres() {
+        store.clear_changes()?;
+        return Ok(store.begin()?);
+    }
+    let tx = store.begin_migration()?;
+    let tables: Vec<String> = tx
+        .prepare("SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()")?
+        .query_map(params![], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let keyroll = |t: &String| t == "schema_migrations" || TABLES.contains(&t.as_str());
+    if tables.iter().any(|t| t == "schema_migrations" || t == "issuer") {
+        if tables.iter().all(keyroll) && unfinished(&tx, &tables)? {
+            migrate_in(&tx)?;
+        } else {
+            return Err(AuthorityError::AlreadyExists(shown(loc)));
+        }
+    } else if !tables.is_empty() {
+        return Err(AuthorityError::NotEmpty {
+            path: shown(loc),
+            tables: tables.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+        });
+    } else {
+        for version in 0..MIGRATIONS.len() {
+            apply_postgres(&tx, version)?;
         }
     }
+    add_triggers(&tx)?;
+    tx.query_row("SELECT pg_advisory_xact_lock(?1)", params![super::store::WRITER_LOCK], |_| Ok(()))?;
+    tx.clear_changes()?;
+    Ok(tx)
+}
+
+/// Whether every keyroll table in `tables` is empty (a table it does not have counts as empty): the
+/// schema of an `init` that did not finish.
+fn unfinished(store: &Store, tables: &[String]) -> Result<bool, AuthorityError> {
+    for t in tables.iter().filter(|t| TABLES.contains(&t.as_str())) {
+        let exists = match store.sqlite_conn() {
+            Some(conn) => {
+                conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [t], |r| {
+                    r.get::<_, i64>(0)
+                })? > 0
+            }
+            None => store.query_row("SELECT to_regclass(?1) IS NOT NULL", params![format!("\"{t}\"")], |r| r.get(0))?,
+        };
+        if !exists {
+            continue;
+        }
+        let any: bool = store.query_row(&format!("SELECT EXISTS (SELECT 1 FROM \"{t}\")"), params![], |r| r.get(0))?;
+        if any {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A file that exists and is not empty (a zero-byte file is "not a keyroll database", never a fresh one).
@@ -168,7 +210,7 @@ fn version(store: &Store, loc: &Location) -> Result<usize, AuthorityError> {
                 r.get(0)
             });
         return match (version, tables) {
-            (Ok(v), Ok(1)) if v > 0 => Ok(v as usize),
+            (Ok(v), Ok(1)) if v > 0 => finished(store, loc).map(|()| v as usize),
             (Err(e), _) | (_, Err(e)) => Err(AuthorityError::Corrupt { path: shown(loc), why: e.to_string() }),
             _ => Err(AuthorityError::NotKeyroll(shown(loc))),
         };
@@ -189,7 +231,22 @@ fn version(store: &Store, loc: &Location) -> Result<usize, AuthorityError> {
     if v <= 0 {
         return Err(AuthorityError::NotKeyroll(shown(loc)));
     }
+    finished(store, loc)?;
     Ok(v as usize)
+}
+
+/// A keyroll schema without its issuer row was left by an `init` that did not finish (a SQLite file
+/// whose process was killed, or a PostgreSQL database of an older keyroll, whose `init` committed the
+/// schema first): refused with what to do, never read as an issuer.
+fn finished(store: &Store, loc: &Location) -> Result<(), AuthorityError> {
+    let issuers: i64 = store
+        .query_row("SELECT count(*) FROM issuer", params![], |r| r.get(0))
+        .map_err(|e| AuthorityError::Corrupt { path: shown(loc), why: e.to_string() })?;
+    // No issuer but rows elsewhere is not an unfinished init: the audit log's verification names it.
+    if issuers == 0 && unfinished(store, &TABLES.iter().map(|t| t.to_string()).collect::<Vec<_>>())? {
+        return Err(AuthorityError::Unfinished { path: shown(loc), postgres: loc.is_postgres() });
+    }
+    Ok(())
 }
 
 /// Open an existing database and bring its schema up to date (custodians only).
@@ -246,12 +303,11 @@ pub fn open_read_only(loc: &Location) -> Result<Store, AuthorityError> {
 fn current(store: &Store) -> Result<usize, AuthorityError> {
     Ok(match store.sqlite_conn() {
         Some(conn) => conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize,
-        None => store.query_row(
-            "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0
-                    ELSE (SELECT coalesce(max(version), 0) FROM schema_migrations) END",
-            params![],
-            |r| r.get::<_, i64>(0),
-        )? as usize,
+        // Two statements: PostgreSQL resolves every table a statement names before running it.
+        None if !store.query_row("SELECT to_regclass('schema_migrations') IS NOT NULL", params![], |r| r.get(0))? => 0,
+        None => store
+            .query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", params![], |r| r.get::<_, i64>(0))?
+            as usize,
     })
 }
 
@@ -281,6 +337,19 @@ pub fn migrate(store: &Store) -> Result<(), AuthorityError> {
     }
     if store.is_postgres() {
         install_triggers(store)?;
+    }
+    Ok(())
+}
+
+/// Apply the migrations newer than the database's version inside the caller's PostgreSQL transaction
+/// (which holds the migration lock).
+fn migrate_in(tx: &Store) -> Result<(), AuthorityError> {
+    let version = current(tx)?;
+    if version > MIGRATIONS.len() {
+        return Err(AuthorityError::NewerSchema { found: version, known: MIGRATIONS.len() });
+    }
+    for v in version..MIGRATIONS.len() {
+        apply_postgres(tx, v)?;
     }
     Ok(())
 }
@@ -336,7 +405,14 @@ fn install_triggers(store: &Store) -> Result<(), AuthorityError> {
         return Ok(());
     }
     let tx = store.begin_migration()?;
-    let missing = untriggered(&tx)?;
+    add_triggers(&tx)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// [`install_triggers`] inside the caller's transaction (which holds the migration lock).
+fn add_triggers(tx: &Store) -> Result<(), AuthorityError> {
+    let missing = untriggered(tx)?;
     if !missing.is_empty() {
         tx.execute_batch(NOTE_CHANGE)?;
         for t in missing {
@@ -346,7 +422,6 @@ fn install_triggers(store: &Store) -> Result<(), AuthorityError> {
             ))?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 

@@ -48,6 +48,8 @@ pub enum AuthorityError {
     Corrupt { path: PathBuf, why: String },
     #[error("{0} is not a keyroll database (a directory, an empty file, or no keyroll schema in it)")]
     NotKeyroll(PathBuf),
+    #[error("{path} holds keyroll's schema but no issuer: an `init` did not finish")]
+    Unfinished { path: PathBuf, postgres: bool },
     #[error("{path} is not empty: it holds table(s) of another application ({tables})")]
     NotEmpty { path: PathBuf, tables: String },
     #[error("database schema version {found} is newer than this keyroll knows ({known})")]
@@ -353,7 +355,7 @@ impl Authority {
                 }
             }
             // Leave nothing half-made: the database (and a fresh identity nobody has seen) go. (On
-            // PostgreSQL the issuer's rows are one transaction: a failure leaves none.)
+            // PostgreSQL the schema and the issuer's rows are one transaction: a failure leaves none.)
             if !loc.is_postgres() && !matches!(result, Err(AuthorityError::AlreadyExists(_))) {
                 let _ = std::fs::remove_file(path);
                 for ext in ["-wal", "-shm"] {
@@ -382,6 +384,8 @@ impl Authority {
         token: Option<NewTokenKeys>,
     ) -> Result<(Authority, InitOutcome, Checkpoint), AuthorityError> {
         let auth = Self::with_conn(db::create(loc)?, loc)?;
+        // One transaction from here to the end (on PostgreSQL the schema too, see `db::begin_new`).
+        let tx = db::begin_new(&auth.conn, loc)?;
         // In age custody the audit key is made here and stored age-encrypted; in a token it is there.
         type Audit = Arc<dyn crate::crypto::signer::Signer>;
         let (audit, sealer, local_audit): (Audit, Sealer, Option<CardKeyPair>) = match &token {
@@ -393,8 +397,6 @@ impl Authority {
         };
         let audit_public = *audit.public_key().sec1();
         let master = crate::crypto::Secret16::random()?;
-        auth.conn.clear_changes()?;
-        let tx = auth.conn.begin()?;
         let at = now();
         tx.execute(
             "INSERT INTO issuer (id, name, created_at, audit_public_key) VALUES (1, ?1, ?2, ?3)",

@@ -306,6 +306,19 @@ impl CardState {
         self.held_policy().is_some_and(|p| p.blocks(serial))
     }
 
+    /// Whether the adopted policy says this card's generation is over: every transfer key the card could
+    /// ever hold (ids up to its limit) is below the lowest one still alive. The issuer then prunes the
+    /// generation's blocked-list entries (the list is bounded), so such a card must take and give no new
+    /// value: otherwise a compromised card whose entry was pruned would be free again among its own
+    /// generation's cards once they hold the pruned policy (DESIGN.md §10 point 4). Recovery of value
+    /// already in flight stays open, as for a blocked counterpart.
+    pub fn generation_over(&self) -> bool {
+        match (self.held_policy(), self.transfer_key_id_limit) {
+            (Some(p), Some(limit)) => limit.0 < p.min_transfer_key_id.0,
+            _ => false,
+        }
+    }
+
     /// Whether the adopted policy still allows wrapping under update key `id`.
     pub fn allows_wrap_under(&self, id: UpdateKeyId) -> bool {
         self.held_policy().is_none_or(|p| p.allows_wrap_under(id))

@@ -151,8 +151,8 @@ pub(super) fn begin_receive(
     if payer == me || amount.0 == 0 {
         return Err(StatusWord::IncorrectData);
     }
-    // DESIGN.md §10 point 4: no value from a blocked card.
-    if state.blocks(payer) {
+    // DESIGN.md §10 point 4: no value from a blocked card, nor into a card whose generation is over.
+    if state.blocks(payer) || state.generation_over() {
         return Err(StatusWord::CounterpartBlocked);
     }
     let key_id = state.selected_transfer_key_id.ok_or(StatusWord::ConditionsNotSatisfied)?;
@@ -202,9 +202,9 @@ pub(super) fn debit(
         let out = DebitToken { payer_sequence: p.payer_sequence, token: t.mac(&key, TOKEN, Some(p.payer_sequence)) };
         return Ok(Effect::reply(out.to_wire()));
     }
-    // DESIGN.md §10 point 4: no new value to a blocked card (a repeat of a debit already made, above,
-    // still answers, so value in flight stays recoverable).
-    if state.blocks(payee) {
+    // DESIGN.md §10 point 4: no new value to a blocked card, nor out of a card whose generation is over
+    // (a repeat of a debit already made, above, still answers, so value in flight stays recoverable).
+    if state.blocks(payee) || state.generation_over() {
         return Err(StatusWord::CounterpartBlocked);
     }
     let key = state.current_transfer_key().ok_or(StatusWord::ConditionsNotSatisfied)?;

@@ -231,6 +231,12 @@ fn authority(e: &AuthorityError) -> (Class, String) {
         AuthorityError::NoDatabase(_) => (Input, s("create one with `keyroll init --issuer NAME`, or pass --db FILE")),
         AuthorityError::Corrupt { .. } => (Input, s("restore the database from a backup; keyroll did not change it")),
         AuthorityError::NotKeyroll(_) => (Input, s("pass --db with a database `keyroll init` created")),
+        AuthorityError::Unfinished { postgres: true, .. } => {
+            (Input, s("run `keyroll init` on it again: it holds no issuer, and init completes it in one transaction"))
+        }
+        AuthorityError::Unfinished { postgres: false, .. } => {
+            (Input, s("it holds no issuer: remove the file and run `keyroll init` again"))
+        }
         AuthorityError::MissingSecret(_) | AuthorityError::MalformedSecret(_) => {
             (Check, s("the database's secrets were changed outside keyroll: restore the database from a backup"))
         }
@@ -466,7 +472,12 @@ fn store(err: &StoreError) -> (Class, String) {
                 ConnectFailure::Other => s("check the --db URL and the server's log"),
             },
         ),
-        StoreError::Postgres(e) if e.is_closed() => {
+        StoreError::Postgres(e)
+            if e.is_closed()
+                || e.code().is_some_and(|c| {
+                    c.code().starts_with("08") || c.code().starts_with("57P") // connection lost, server stopping
+                }) =>
+        {
             (Class::Input, s("the connection to the PostgreSQL server was lost; run the command again"))
         }
         StoreError::Postgres(e) if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => (
@@ -546,6 +557,7 @@ fn authority_code(e: &AuthorityError) -> &'static str {
             "identity"
         }
         AuthorityError::NoDatabase(_)
+        | AuthorityError::Unfinished { .. }
         | AuthorityError::Corrupt { .. }
         | AuthorityError::NewerSchema { .. }
         | AuthorityError::Version1Database { .. } => "database",

@@ -24,6 +24,7 @@ mod pcsc_transport;
 mod perso_channel;
 mod perso_failure;
 mod policy_backoffice;
+mod policy_prune;
 mod policy_rollout;
 mod postgres;
 mod properties;

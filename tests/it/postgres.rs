@@ -311,3 +311,193 @@ fn both_engines_have_the_same_columns_in_the_same_order() {
     }
     assert!(n >= 16, "{tables}");
 }
+
+/// Issue 17 (session 4): PostgreSQL `init` is ONE transaction (schema, triggers and the issuer's rows).
+/// The old `init` committed the schema, then wrote the issuer in a second transaction; a failure
+/// between left a schema without an issuer, and every later `init` said "already exists". Here the
+/// failure is injected between the two: another session holds the writer lock, so `init` builds the
+/// schema and then waits; its backend is terminated (a lost connection).
+#[test]
+fn an_init_whose_connection_dies_midway_leaves_nothing_and_can_be_run_again() {
+    let s = Scratch::new();
+    let pg = postgres::database();
+    let mut holder = ::postgres::Client::connect(&pg.url(), ::postgres::NoTls).unwrap();
+    holder.execute("SELECT pg_advisory_lock($1)", &[&keyroll::authority::store::WRITER_LOCK]).unwrap();
+    let init = s
+        .cmd()
+        .args(["--db", &pg.url(), "init", "--issuer", "Half", "--identity-out", "half.identity"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let pid: i32 = loop {
+        let rows = holder
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'keyroll' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap();
+        if let Some(r) = rows.first() {
+            break r.get(0);
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "init never waited for the writer lock");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Proof the failure comes after the schema was built: the waiting backend holds the exclusive locks
+    // of the tables it created (in its still open transaction).
+    let built: i64 = holder
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'relation' \
+             AND mode = 'AccessExclusiveLock' AND granted",
+            &[&pid],
+        )
+        .unwrap()
+        .get(0);
+    holder.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    let o = init.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("hint:") && err.contains("run the command again"), "{err}");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"),
+        "0",
+        "a failed init left tables behind"
+    );
+    assert!(built >= 16, "the kill came before the schema was built ({built} relations locked): test is void");
+    assert!(!s.path("half.identity").exists(), "a failed init left its identity file");
+    drop(holder);
+    // Run again: it creates the issuer.
+    let o = s.cmd().args(["--db", &pg.url(), "init", "--issuer", "Whole", "--identity-out", "whole.identity"]).output();
+    let o = o.unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = s.cmd().args(["--db", &pg.url(), "--json", "audit", "log"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A keyroll schema without an issuer (what the older two-transaction PostgreSQL `init` left when it
+/// failed between its transactions; on SQLite, a file whose `init` process was killed) is refused by
+/// every command with what to do, and on PostgreSQL `init` completes it.
+#[test]
+fn a_keyroll_schema_without_an_issuer_is_refused_with_a_hint_and_init_completes_it() {
+    use keyroll::authority::{db, store};
+    let s = Scratch::new();
+    // PostgreSQL: the schema as the old init committed it (each migration, then the change triggers).
+    let pg = postgres::database();
+    let half = store::Store::postgres(&pg.url()).unwrap();
+    db::migrate(&half).unwrap();
+    drop(half);
+    let before = pg.psql("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'");
+    assert!(before.parse::<u32>().unwrap() >= 17, "{before}");
+    let args: [&[&str]; 3] =
+        [&["audit", "log"], &["key", "list"], &["--identity", "x.identity", "key", "new", "update"]];
+    for a in args {
+        let o = s.cmd().args(["--db", &pg.url()]).args(a).output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{a:?}: {err}");
+        assert!(err.contains("no issuer") && err.contains("did not finish"), "{a:?}: {err}");
+        assert!(err.contains("hint: run `keyroll init` on it again"), "{a:?}: {err}");
+    }
+    let o = s.cmd().args(["--db", &pg.url(), "init", "--issuer", "Resumed", "--identity-out", "r.identity"]).output();
+    let o = o.unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(pg.psql("SELECT name FROM issuer"), "Resumed");
+    let o = s.cmd().args(["--db", &pg.url(), "--identity", "r.identity", "key", "new", "update"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = s.cmd().args(["--db", &pg.url(), "--json", "audit", "log"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A schema whose tables hold rows is an issuer (or its wreck): never taken over by init.
+    let o = s.cmd().args(["--db", &pg.url(), "init", "--issuer", "Again", "--identity-out", "a.identity"]).output();
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+
+    // SQLite: the file with the schema and no issuer.
+    db::create(&store::Location::File(s.path("half.db"))).unwrap();
+    let o = s.cmd().args(["--db", "half.db", "audit", "log"]).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("did not finish") && err.contains("hint: it holds no issuer: remove the file"), "{err}");
+}
+
+/// The README's role-rights table, proved with restricted roles (issue 17, session 4): a role with
+/// SELECT only runs every auditor command and is refused every write with exit 2 and a hint, nothing
+/// changed (no row, no card file); a role with exactly the custodian rights the README lists (SELECT,
+/// INSERT, UPDATE on the tables, USAGE on the sequences; no DELETE, no CREATE) runs the custodian and
+/// personalisation commands; neither can `init`.
+#[test]
+fn role_rights_as_the_readme_lists_them_read_only_refuses_writes_custodian_rights_suffice() {
+    let s = Scratch::postgres();
+    s.init();
+    s.ok(&["batch", "new", "b", "--profile", "public-key", "--transfer-key-limit", "3", "--initial-balance", "5"]);
+    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "3"]);
+    s.ok(&["cert", "ca", "--out", "root.pem"]);
+    let cards: Vec<String> =
+        s.card_files("cards").iter().map(|p| p.file_stem().unwrap().to_string_lossy().into_owned()).collect();
+    let pg = s.pg.as_ref().unwrap();
+    let reader = pg.role("ro", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}");
+    let ro = pg.url_as(&reader);
+    let as_role = |url: &str, args: &[&str]| {
+        s.cmd().args(["--db", url, "--identity", "keyroll.db.identity"]).args(args).output().unwrap()
+    };
+    for args in [
+        &["audit", "log"][..],
+        &["audit", "report", "--anchor", "root.pem"],
+        &["key", "list"],
+        &["batch", "list"],
+        &["cert", "list"],
+        &["policy", "show"],
+        &["fab", "list"],
+        &["rollout", "status", "--cards", "cards"],
+        &["db", "copy", "--from", &ro, "--to", "copy.db"],
+    ] {
+        let o = as_role(&ro, args);
+        assert!(o.status.success(), "read-only role, {args:?}: {}", stderr(&o));
+    }
+    let before = s.dump();
+    let writes: Vec<Vec<&str>> = vec![
+        vec!["key", "new", "update"],
+        vec!["batch", "new", "c", "--profile", "symmetric", "--transfer-key-limit", "3"],
+        vec!["perso", "--batch", "b", "--out-dir", "more", "--count", "2"],
+        vec!["cert", "revoke", &cards[0], "--reason", "key-compromise"],
+        vec!["policy", "block", &cards[1]],
+    ];
+    for args in &writes {
+        let o = as_role(&ro, args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "read-only role, {args:?}: {err}");
+        assert!(err.contains("permission denied"), "{args:?}: {err}");
+        assert!(err.contains("hint: the database role lacks a right"), "{args:?}: {err}");
+        assert_eq!(s.dump(), before, "read-only role, {args:?} changed the database");
+    }
+    assert!(!s.path("more").exists() || s.card_files("more").is_empty(), "a refused perso wrote cards");
+    // Neither role may create an issuer (no CREATE on the schema).
+    let empty = postgres::database();
+    let nobody = empty.role("ro", "");
+    let o = s
+        .cmd()
+        .args(["--db", &empty.url_as(&nobody), "init", "--issuer", "X", "--identity-out", "x.identity"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hint: the database role lacks a right"), "{}", stderr(&o));
+    assert!(!s.path("x.identity").exists());
+    assert_eq!(empty.psql("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"), "0");
+
+    // The custodian rights of the README's table, no more.
+    let custodian = pg.role(
+        "rw",
+        "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}; \
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+    );
+    let rw = pg.url_as(&custodian);
+    for args in writes.iter().map(|a| &a[..]).chain([&["cert", "crl", "--out", "crl.pem"][..]]) {
+        let o = as_role(&rw, args);
+        assert!(o.status.success(), "custodian role, {args:?}: {}", stderr(&o));
+    }
+    assert_eq!(s.card_files("more").len(), 2);
+    let o = as_role(&rw, &["--json", "audit", "log"]);
+    let log: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(log["intact"], true, "{log}");
+}

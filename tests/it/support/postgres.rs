@@ -217,3 +217,39 @@ pub fn database() -> Database {
     psql("postgres", &format!("CREATE DATABASE {name}"));
     Database { name }
 }
+
+/// A login role of the test cluster, made for one database (unix socket: trusted, no password), with
+/// the rights `grants` gives it (`{role}` stands for its name). Dropped with the guard, its grants first.
+pub struct Role {
+    pub name: String,
+    db: String,
+}
+
+impl Database {
+    pub fn role(&self, suffix: &str, grants: &str) -> Role {
+        let name = format!("{}_{suffix}", self.name);
+        psql("postgres", &format!("DROP ROLE IF EXISTS {name}; CREATE ROLE {name} LOGIN"));
+        if !grants.is_empty() {
+            self.psql(&grants.replace("{role}", &name));
+        }
+        Role { name, db: self.name.clone() }
+    }
+
+    /// Its URL over the unix socket, logged in as `role`.
+    pub fn url_as(&self, role: &Role) -> String {
+        format!("postgres://{}@/{}?host={DIR}&port={PORT}", role.name, self.name)
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        for (db, sql) in [
+            (&self.db, format!("DROP OWNED BY {}", self.name)),
+            (&"postgres".to_string(), format!("DROP ROLE IF EXISTS {}", self.name)),
+        ] {
+            let _ = Command::new(bin("psql"))
+                .args(["-X", "-q", "-h", DIR, "-p", &PORT.to_string(), "-U", "postgres", "-d", db, "-c", &sql])
+                .output();
+        }
+    }
+}
