@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo bench --bench backoffice                              # 10k, 100k, 1M cards
 //! KEYROLL_BENCH_SIZES=10000,100000 cargo bench --bench backoffice
+//! KEYROLL_BENCH_SIZES=1000000 KEYROLL_BENCH_KEEP=/tmp/bo cargo bench --bench backoffice   # keep the databases
 //! ```
 //!
 //! Each database is built through the library, fast (batched inserts, one transaction per 50,000 cards,
@@ -107,6 +108,9 @@ fn main() {
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000]);
     let tmp = tempfile::tempdir().unwrap_or_else(|e| die(&e.to_string()));
+    // KEYROLL_BENCH_KEEP=DIR: build the databases in DIR and keep them (to profile `keyroll audit log`).
+    let keep = std::env::var_os("KEYROLL_BENCH_KEEP").map(std::path::PathBuf::from);
+    let work = keep.as_deref().unwrap_or(tmp.path());
     let keyroll = env!("CARGO_BIN_EXE_keyroll");
     let mut largest = None;
     let mut goals = Vec::new();
@@ -116,7 +120,7 @@ fn main() {
     );
     for &n in &sizes {
         let t = Instant::now();
-        let (db, id) = build(tmp.path(), n);
+        let (db, id) = build(work, n);
         let built = t.elapsed();
         let bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
         // Unlock, as a custodian's command starts: open + unlock with the checkpoint at the head.

@@ -22,7 +22,6 @@ use super::store::{OptionalExtension, Store, Value, params};
 use crate::crypto::signer::Signer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 
 const ROW_LABEL_V1: &[u8] = b"keyroll audit v1";
 const ROW_LABEL: &[u8] = b"keyroll audit v2";
@@ -255,54 +254,56 @@ fn walk(
         None => (1, [0u8; 32]),
     };
     let mut last_state = None;
-    let mut stmt = conn.prepare(
+    // Streamed (one reused row buffer): the full verification walks a million entries and more.
+    conn.for_each(
         "SELECT id, at, action, detail, prev_hash, hash, bound, state FROM audit_log WHERE id >= ?1 ORDER BY id",
-    )?;
-    let mut rows = stmt.query([expect_id])?;
-    while let Some(r) = rows.next()? {
-        v.rows += 1;
-        let id = match r.get_ref(0)? {
-            Value::Integer(i) => *i,
-            _ => expect_id,
-        };
-        let text = |i: usize| match r.get_ref(i) {
-            Ok(Value::Text(t)) => Some(t.as_bytes()),
-            _ => None,
-        };
-        let blob = |i: usize| match r.get_ref(i) {
-            Ok(Value::Blob(b)) => Some(b.as_slice()),
-            _ => None,
-        };
-        let null = |i: usize| matches!(r.get_ref(i), Ok(Value::Null));
-        let (Some(at), Some(action), Some(detail), Some(stored_prev), Some(stored)) =
-            (text(1), text(2), text(3), blob(4), blob(5))
-        else {
-            v.fail(Some(id), format!("log entry {id} was edited: a column has the wrong type"));
+        [expect_id],
+        |r| -> Result<(), AuthorityError> {
+            v.rows += 1;
+            let id = match r.get_ref(0)? {
+                Value::Integer(i) => *i,
+                _ => expect_id,
+            };
+            let text = |i: usize| match r.get_ref(i) {
+                Ok(Value::Text(t)) => Some(t.as_bytes()),
+                _ => None,
+            };
+            let blob = |i: usize| match r.get_ref(i) {
+                Ok(Value::Blob(b)) => Some(b.as_slice()),
+                _ => None,
+            };
+            let null = |i: usize| matches!(r.get_ref(i), Ok(Value::Null));
+            let (Some(at), Some(action), Some(detail), Some(stored_prev), Some(stored)) =
+                (text(1), text(2), text(3), blob(4), blob(5))
+            else {
+                v.fail(Some(id), format!("log entry {id} was edited: a column has the wrong type"));
+                expect_id = id + 1;
+                prev = [0xff; 32];
+                return Ok(());
+            };
+            let (bound, state) = (blob(6), blob(7));
+            let computed = match (bound, state) {
+                (Some(b), Some(s)) if s.len() == 32 => Some(row_hash_v2(&prev, id, at, action, detail, b, s)),
+                _ if null(6) && null(7) => Some(row_hash_v1(&prev, id, at, action, detail)),
+                _ => None,
+            };
+            if id != expect_id {
+                v.fail(Some(expect_id), format!("log entry {expect_id} is missing (next entry is {id})"));
+            } else if stored_prev != prev {
+                v.fail(Some(id), format!("log entry {id} does not follow entry {}: previous-hash mismatch", id - 1));
+            } else if computed.is_none_or(|c| c[..] != stored[..]) {
+                v.fail(Some(id), format!("log entry {id} was edited: its content does not match its hash"));
+            } else if let Some(b) = bound
+                && !on_bound(id, b)
+            {
+                v.fail(Some(id), format!("log entry {id} has a malformed list of bound rows"));
+            }
+            prev = stored.try_into().unwrap_or([0xff; 32]);
+            last_state = state.and_then(|s| s.try_into().ok());
             expect_id = id + 1;
-            prev = [0xff; 32];
-            continue;
-        };
-        let (bound, state) = (blob(6), blob(7));
-        let computed = match (bound, state) {
-            (Some(b), Some(s)) if s.len() == 32 => Some(row_hash_v2(&prev, id, at, action, detail, b, s)),
-            _ if null(6) && null(7) => Some(row_hash_v1(&prev, id, at, action, detail)),
-            _ => None,
-        };
-        if id != expect_id {
-            v.fail(Some(expect_id), format!("log entry {expect_id} is missing (next entry is {id})"));
-        } else if stored_prev != prev {
-            v.fail(Some(id), format!("log entry {id} does not follow entry {}: previous-hash mismatch", id - 1));
-        } else if computed.is_none_or(|c| c[..] != stored[..]) {
-            v.fail(Some(id), format!("log entry {id} was edited: its content does not match its hash"));
-        } else if let Some(b) = bound
-            && !on_bound(id, b)
-        {
-            v.fail(Some(id), format!("log entry {id} has a malformed list of bound rows"));
-        }
-        prev = stored.try_into().unwrap_or([0xff; 32]);
-        last_state = state.and_then(|s| s.try_into().ok());
-        expect_id = id + 1;
-    }
+            Ok(())
+        },
+    )?;
     Ok(Walked { last: Checkpoint { count: expect_id - 1, hash: prev }, last_state })
 }
 
@@ -371,39 +372,86 @@ fn check_state(conn: &Store, last_state: Option<[u8; 32]>, v: &mut LogVerdict) -
     Ok(())
 }
 
-/// A bound row: (index in [`BOUND`], id).
-type RowKey = (u8, i64);
-/// The last entry that wrote a row, and the digest it recorded (`None`: deleted).
-type LastWrite = (i64, Option<[u8; 32]>);
+/// One binding of the log, as the replay collects them: the entry that wrote (or deleted) a row, in log
+/// order (`seq`).
+#[derive(Clone, Copy)]
+struct Write {
+    table: u8,
+    id: i64,
+    seq: u64,
+    entry: i64,
+    digest: Option<[u8; 32]>,
+}
+
+/// The newest write of every row the log wrote, sorted by (table, id): each row's bindings sorted in log
+/// order, the last one kept. A sorted list, not a hash map: the tables are then read in id order and
+/// merged with it, which at a million rows is several times cheaper than a million hash inserts and
+/// removals (measured with perf on `audit log`).
+fn newest_writes(mut writes: Vec<Write>) -> Vec<Write> {
+    use rayon::slice::ParallelSliceMut;
+    writes.par_sort_unstable_by_key(|w| (w.table, w.id, w.seq));
+    let mut out: Vec<Write> = Vec::with_capacity(writes.len());
+    for w in writes {
+        match out.last_mut() {
+            Some(last) if last.table == w.table && last.id == w.id => *last = w,
+            _ => out.push(w),
+        }
+    }
+    out
+}
 
 /// Full verification for auditors: the whole chain and signed head, then every bound table compared
 /// with a replay of the log's bindings (a row must equal the last entry that wrote it; a row the log
 /// wrote must exist unless an entry deleted it). Cost: linear in the log and the tables.
 pub fn verify(conn: &Store) -> Result<LogVerdict, AuthorityError> {
     let (mut v, public) = new_verdict(conn)?;
-    // Latest binding per row: (table, id) → (entry, digest or deleted).
-    let mut replay: HashMap<RowKey, LastWrite> = HashMap::new();
+    let mut writes: Vec<Write> = Vec::new();
     let mut bound_entries = 0usize;
     let walked = walk(conn, None, &mut v, |entry, b| {
         bound_entries += 1;
         rows::decode_bindings(b, |x| {
-            replay.insert((x.table as u8, x.id), (entry, x.digest));
+            let seq = writes.len() as u64;
+            writes.push(Write { table: x.table as u8, id: x.id, seq, entry, digest: x.digest });
         })
         .is_some()
     })?;
     check_head(conn, &public, &walked.last, &mut v)?;
     if bound_entries > 0 {
+        let writes = newest_writes(writes);
+        // The first row the log wrote that is gone (by entry), reported after the scan.
+        let mut missing: Option<(i64, usize, i64)> = None;
+        let mut gone = |w: &Write| {
+            if w.digest.is_some() && missing.is_none_or(|(e, _, _)| w.entry < e) {
+                missing = Some((w.entry, w.table as usize, w.id));
+            }
+        };
         for (t, b) in BOUND.iter().enumerate() {
+            let from = writes.partition_point(|w| (w.table as usize) < t);
+            let to = writes.partition_point(|w| (w.table as usize) <= t);
+            let mine = &writes[from..to];
+            let mut next = 0usize;
+            // Rows come in ascending id, as the list is sorted: a merge.
             rows::for_each_row(conn, b.table, None, |id, d| {
-                match replay.remove(&(t as u8, id)) {
-                    Some((_, Some(logged))) if logged == d => {}
-                    Some((entry, Some(_))) => v.fail_row(
-                        b.table,
-                        id,
-                        format!("{} row {id} differs from what log entry {entry} recorded", b.table),
-                    ),
-                    Some((entry, None)) => {
-                        v.fail_row(b.table, id, format!("{} row {id} exists but log entry {entry} deleted it", b.table))
+                while let Some(w) = mine.get(next).filter(|w| w.id < id) {
+                    gone(w);
+                    next += 1;
+                }
+                match mine.get(next).filter(|w| w.id == id) {
+                    Some(w) => {
+                        next += 1;
+                        match w.digest {
+                            Some(logged) if logged == d => {}
+                            Some(_) => v.fail_row(
+                                b.table,
+                                id,
+                                format!("{} row {id} differs from what log entry {} recorded", b.table, w.entry),
+                            ),
+                            None => v.fail_row(
+                                b.table,
+                                id,
+                                format!("{} row {id} exists but log entry {} deleted it", b.table, w.entry),
+                            ),
+                        }
                     }
                     None => v.fail_row(
                         b.table,
@@ -413,12 +461,11 @@ pub fn verify(conn: &Store) -> Result<LogVerdict, AuthorityError> {
                 }
                 Ok(())
             })?;
+            mine[next.min(mine.len())..].iter().for_each(&mut gone);
         }
-        let mut missing: Vec<_> = replay.into_iter().filter(|(_, (_, d))| d.is_some()).collect();
-        missing.sort_by_key(|(_, (e, _))| *e);
-        if let Some(((t, id), (entry, _))) = missing.first() {
-            let table = BOUND[*t as usize].table;
-            v.fail_row(table, *id, format!("{table} row {id}, written by log entry {entry}, was deleted"));
+        if let Some((entry, t, id)) = missing {
+            let table = BOUND[t].table;
+            v.fail_row(table, id, format!("{table} row {id}, written by log entry {entry}, was deleted"));
         }
         v.tables_replayed = true;
     } else if v.intact && walked.last.count > 0 {

@@ -84,6 +84,12 @@ fn refuse_version_1(version: usize, loc: &Location) -> Result<(), AuthorityError
 /// and "database is locked" must not reach the user.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// SQLite's multi-thread mode for our connections, as rusqlite's default flags have it: a
+/// `rusqlite::Connection` (and so a [`Store`]) is used by one thread at a time, so SQLite's per-call
+/// connection mutex only costs time — a lock and an unlock around every `sqlite3_column_*` call, a tenth
+/// of `audit log`'s full verification at a million cards (measured with perf).
+const NO_MUTEX: OpenFlags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+
 fn pragmas(conn: &Connection) -> Result<(), AuthorityError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -105,8 +111,10 @@ pub fn create(loc: &Location) -> Result<Store, AuthorityError> {
             if path.exists() {
                 return Err(AuthorityError::AlreadyExists(path.to_path_buf()));
             }
-            let conn =
-                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | NO_MUTEX,
+            )?;
             pragmas(&conn)?;
             let store = Store::sqlite(conn, true)?;
             migrate(&store)?;
@@ -246,7 +254,7 @@ pub fn open(loc: &Location) -> Result<Store, AuthorityError> {
     let store = match loc {
         Location::File(path) => {
             existing(path)?;
-            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | NO_MUTEX)?;
             Store::sqlite(conn, true)?
         }
         Location::Postgres(url) => Store::postgres(url)?,
@@ -268,7 +276,7 @@ pub fn open_read_only(loc: &Location) -> Result<Store, AuthorityError> {
     let store = match loc {
         Location::File(path) => {
             existing(path)?;
-            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | NO_MUTEX)?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
             Store::sqlite(conn, false)?
         }

@@ -154,16 +154,16 @@ pub fn for_each_row(
         Some(w) => format!("SELECT * FROM \"{table}\" WHERE {w} ORDER BY id"),
         None => format!("SELECT * FROM \"{table}\" ORDER BY id"),
     };
-    for r in conn.query_all(&sql, Vec::new())? {
+    // Streamed: `audit log` walks every row of the large tables (a million cards) through here.
+    conn.for_each(&sql, Vec::new(), |r| {
         let id = match r.get_ref(0)? {
             Value::Integer(i) => *i,
             _ => {
                 return Err(AuthorityError::BadRow { table, row: -1, why: "the primary key is not an integer".into() });
             }
         };
-        f(id, digest_row(table, &r))?;
-    }
-    Ok(())
+        f(id, digest_row(table, r))
+    })
 }
 
 /// The state digest: SHA-256 over every row of the [`Scope::State`] tables and the state views, table

@@ -551,6 +551,42 @@ impl Store {
         }
     }
 
+    /// Every row of a query, streamed through `f` (large scans: `audit log`'s replay). On SQLite nothing
+    /// is collected: one row buffer is reused, so a scan of millions of rows allocates almost nothing.
+    /// On PostgreSQL the rows are fetched first (so `f` may run queries on this store).
+    pub fn for_each<P: Params, E: From<StoreError>>(
+        &self,
+        sql: &str,
+        params: P,
+        mut f: impl FnMut(&Row) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let values = params.values();
+        match &self.engine {
+            Engine::Sqlite { conn, .. } => {
+                let mut stmt = conn.prepare_cached(sql).map_err(StoreError::from)?;
+                let names: std::rc::Rc<[String]> = stmt.column_names().map(str::to_string).collect();
+                let n = names.len();
+                let mut row = Row { names, values: vec![Value::Null; n] };
+                let mut rows = stmt
+                    .query(rusqlite::params_from_iter(values.iter().map(sqlite_value)))
+                    .map_err(StoreError::from)?;
+                while let Some(r) = rows.next().map_err(StoreError::from)? {
+                    for (i, slot) in row.values.iter_mut().enumerate() {
+                        refill(slot, r.get_ref(i).map_err(StoreError::from)?);
+                    }
+                    f(&row)?;
+                }
+                Ok(())
+            }
+            Engine::Postgres { .. } => {
+                for r in self.query_all(sql, values)? {
+                    f(&r)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The first row of a query, `f` applied to it; [`StoreError::NoRows`] if there is none.
     pub fn query_row<P: Params, T>(
         &self,
@@ -727,6 +763,34 @@ impl Store {
 
     fn pg_set_changes(&self, s: &str) -> Result<(), StoreError> {
         self.query_row("SELECT set_config('keyroll.changes', ?1, true)", params![s], |_| Ok(()))
+    }
+}
+
+/// Put a SQLite value into a row buffer's slot, reusing the slot's allocation when it held the same
+/// kind of value (text is read as `query_all` reads it: invalid UTF-8 replaced).
+fn refill(slot: &mut Value, v: rusqlite::types::ValueRef<'_>) {
+    use rusqlite::types::ValueRef;
+    match (slot, v) {
+        (Value::Text(s), ValueRef::Text(t)) => {
+            s.clear();
+            match std::str::from_utf8(t) {
+                Ok(t) => s.push_str(t),
+                Err(_) => s.push_str(&String::from_utf8_lossy(t)),
+            }
+        }
+        (Value::Blob(b), ValueRef::Blob(x)) => {
+            b.clear();
+            b.extend_from_slice(x);
+        }
+        (slot, v) => {
+            *slot = match v {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(i) => Value::Integer(i),
+                ValueRef::Real(f) => Value::Real(f),
+                ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+            }
+        }
     }
 }
 

@@ -541,6 +541,18 @@ impl CliError {
     pub fn hint(&self) -> String {
         self.classify().1
     }
+
+    /// The `--json` error object: `code`, `message`, `hint`, and the structured data a script needs
+    /// besides them. A settlement that changed the cards before it failed adds `changes` (`key_roll`,
+    /// `recovered`: what stays on the cards; issue 14 item 11), the same facts the message says in words.
+    pub fn json_object(&self) -> serde_json::Value {
+        let mut o = serde_json::json!({ "code": self.code(), "message": self.message(), "hint": self.hint() });
+        if let CliError::Settle(SettleError::AfterChanges { changes, .. }) = self {
+            // Plain data (ids, serials, amounts, names): serialising it cannot fail.
+            o["changes"] = serde_json::to_value(changes).unwrap_or(serde_json::Value::Null);
+        }
+        o
+    }
 }
 
 impl From<SettleError> for CliError {

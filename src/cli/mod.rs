@@ -198,9 +198,7 @@ where
         Ok(()) => 0,
         Err(e) => {
             if json {
-                let doc = output::document(
-                    &serde_json::json!({ "error": { "code": e.code(), "message": e.message(), "hint": e.hint() } }),
-                );
+                let doc = output::document(&serde_json::json!({ "error": e.json_object() }));
                 eprintln!("{doc}");
             } else {
                 eprintln!("keyroll: {e}");

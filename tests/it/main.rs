@@ -33,6 +33,7 @@ mod reconcile;
 mod reconcile_record;
 mod replay;
 mod scenarios;
+mod settle_errors;
 mod settlement;
 mod tamper;
 mod value_attacks;
