@@ -194,6 +194,18 @@ fn trusted_fab(s: &Scratch) {
     s.ok(&["fab", "trust", "fab/root.pem"]);
 }
 
+/// An issuer that trusts the test manufacturer (`support::test_fab`, whose blanks the rig serves) and
+/// has a hybrid batch `b`: what the line tests run `perso::line::run_line` against.
+fn issuer_trusting_the_test_fab() -> Scratch {
+    let s = Scratch::new();
+    s.init();
+    let root = crate::support::test_fab().root_der();
+    std::fs::write(s.path("fab.pem"), keyroll::pki::pem::encode("CERTIFICATE", root)).unwrap();
+    s.ok(&["fab", "trust", "fab.pem"]);
+    s.ok(&["batch", "new", "b", "--profile", "hybrid", "--transfer-key-limit", "5", "--initial-balance", "100"]);
+    s
+}
+
 fn show(s: &Scratch, file: &Path) -> Value {
     s.json(&["card", "show", file.to_str().unwrap()])
 }
@@ -808,12 +820,8 @@ fn every_impostor_is_refused_by_the_line_and_only_the_refusal_is_recorded() {
     use keyroll::protocol::info::LifeCycle;
     let pc = acquire();
     let dir = tempfile::tempdir().unwrap();
-    let s = Scratch::new();
-    s.init();
+    let s = issuer_trusting_the_test_fab();
     let fab = crate::support::test_fab();
-    std::fs::write(s.path("fab.pem"), keyroll::pki::pem::encode("CERTIFICATE", fab.root_der())).unwrap();
-    s.ok(&["fab", "trust", "fab.pem"]);
-    s.ok(&["batch", "new", "b", "--profile", "hybrid", "--transfer-key-limit", "5", "--initial-balance", "100"]);
     let blank = crate::support::blank_state_from;
     let file_of = |name: &str, state: CardState, m: Misbehaviour| {
         let mut c = Card::create(FileStorage::new(dir.path().join(format!("{name}.card"))), state).unwrap();
@@ -922,12 +930,8 @@ fn a_card_whose_lock_answer_was_lost_is_recorded_once_it_proves_its_key() {
     use keyroll::protocol::info::LifeCycle;
     let pc = acquire();
     let dir = tempfile::tempdir().unwrap();
-    let s = Scratch::new();
-    s.init();
+    let s = issuer_trusting_the_test_fab();
     let fab = crate::support::test_fab();
-    std::fs::write(s.path("fab.pem"), keyroll::pki::pem::encode("CERTIFICATE", fab.root_der())).unwrap();
-    s.ok(&["fab", "trust", "fab.pem"]);
-    s.ok(&["batch", "new", "b", "--profile", "hybrid", "--transfer-key-limit", "5", "--initial-balance", "100"]);
     let blank = |name: &str| {
         let state = crate::support::blank_state_from(fab);
         Card::create(FileStorage::new(dir.path().join(format!("{name}.card"))), state).unwrap()
