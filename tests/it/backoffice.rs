@@ -288,23 +288,9 @@ fn a_killed_batch_is_finished_by_the_same_command(s: Scratch) {
     s.ok(&["audit", "log"]);
 }
 
-/// An issuer with one symmetric card on transfer key 1 ("old") and one on key 2 ("new"), balance 100 each:
-/// the card files and their `file:` specs.
-fn old_and_new_symmetric_cards(s: &Scratch) -> (Vec<std::path::PathBuf>, String, String) {
-    s.init();
-    s.ok(&["batch", "new", "old", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "old", "--out-dir", "cards", "--count", "1"]);
-    s.ok(&["key", "new", "transfer"]);
-    s.ok(&["batch", "new", "new", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "new", "--out-dir", "cards", "--count", "1"]);
-    let files = s.card_files("cards");
-    let (old, new) = (format!("file:{}", files[0].display()), format!("file:{}", files[1].display()));
-    (files, old, new)
-}
-
 both_engines!(end_to_end_older_card_rolls_to_the_newer_key);
 fn end_to_end_older_card_rolls_to_the_newer_key(s: Scratch) {
-    let (files, old, new) = old_and_new_symmetric_cards(&s);
+    let (files, old, new) = s.old_and_new_symmetric_cards();
     assert_eq!(s.json(&["card", "show", files[0].to_str().unwrap()])["transfer_key_id"], 1);
     let r = s.json(&["settle", "--payer", &old, "--payee", &new, "--amount", "40"]);
     assert_eq!(r["key_roll"], "symmetric");
@@ -571,7 +557,7 @@ fn rollout_plan_counts_multi_key_cards_that_do_not_store_the_key(s: Scratch) {
 #[test]
 fn a_settle_that_rolled_a_key_and_then_failed_says_so() {
     let s = Scratch::new();
-    let (files, old, new) = old_and_new_symmetric_cards(&s);
+    let (files, old, new) = s.old_and_new_symmetric_cards();
     let o = s.run(&["settle", "--payer", &old, "--payee", &new, "--amount", "1000"]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);

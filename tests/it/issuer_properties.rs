@@ -71,16 +71,6 @@ fn fleet(gens: &[(u32, u32, u32, bool)]) -> Vec<TestCard> {
         .collect()
 }
 
-fn pair(cards: &mut [TestCard], i: usize, j: usize) -> (&mut TestCard, &mut TestCard) {
-    if i < j {
-        let (a, b) = cards.split_at_mut(j);
-        (&mut a[i], &mut b[0])
-    } else {
-        let (a, b) = cards.split_at_mut(i);
-        (&mut b[0], &mut a[j])
-    }
-}
-
 fn send(card: &mut TestCard, cmd: &Command) -> StatusWord {
     select(card);
     let mut ch = InProcessChannel::new(card, "t");
@@ -184,7 +174,7 @@ proptest! {
                     if payer == payee {
                         continue;
                     }
-                    let (a, b) = pair(&mut cards, payer, payee);
+                    let (a, b) = two_cards(&mut cards, payer, payee);
                     if let Some((on_payee, k, after)) = tear {
                         let t = if after { Tear::AfterWrite } else { Tear::BeforeWrite };
                         if on_payee { b.storage_mut().arm(k, t) } else { a.storage_mut().arm(k, t) }
@@ -211,7 +201,7 @@ proptest! {
                     if victim == thief {
                         continue;
                     }
-                    let (v, t) = pair(&mut cards, victim, thief);
+                    let (v, t) = two_cards(&mut cards, victim, thief);
                     let held = persisted(v);
                     forge(v, t, auth);
                     prop_assert_eq!(persisted(v), held, "a refused forgery changed the card");

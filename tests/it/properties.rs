@@ -48,17 +48,6 @@ fn in_flight(cards: &[TestCard]) -> u64 {
     total
 }
 
-fn pair(cards: &mut [TestCard], i: usize, j: usize) -> (&mut TestCard, &mut TestCard) {
-    assert_ne!(i, j);
-    if i < j {
-        let (a, b) = cards.split_at_mut(j);
-        (&mut a[i], &mut b[0])
-    } else {
-        let (a, b) = cards.split_at_mut(i);
-        (&mut b[0], &mut a[j])
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
 
@@ -74,7 +63,7 @@ proptest! {
                 continue;
             }
             let ids_before: Vec<_> = cards.iter().map(|c| c.state().selected_transfer_key_id).collect();
-            let (a, b) = pair(&mut cards, s.payer, s.payee);
+            let (a, b) = two_cards(&mut cards, s.payer, s.payee);
             if let Some((on_payee, k, after)) = s.tear {
                 let t = if after { Tear::AfterWrite } else { Tear::BeforeWrite };
                 if on_payee { b.storage_mut().arm(k, t) } else { a.storage_mut().arm(k, t) }
@@ -100,7 +89,7 @@ proptest! {
         for i in 0..5 {
             for j in 0..5 {
                 if i != j {
-                    let (a, b) = pair(&mut cards, i, j);
+                    let (a, b) = two_cards(&mut cards, i, j);
                     let _ = settle_cards(a, b, 0);
                 }
             }

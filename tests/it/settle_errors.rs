@@ -8,14 +8,7 @@ use crate::support::cli::{Scratch, stderr};
 #[test]
 fn a_json_settle_error_carries_the_changes_it_made_before_failing() {
     let s = Scratch::new();
-    s.init();
-    s.ok(&["batch", "new", "old", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "old", "--out-dir", "cards", "--count", "1"]);
-    s.ok(&["key", "new", "transfer"]);
-    s.ok(&["batch", "new", "new", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "new", "--out-dir", "cards", "--count", "1"]);
-    let files = s.card_files("cards");
-    let (old, new) = (format!("file:{}", files[0].display()), format!("file:{}", files[1].display()));
+    let (files, old, new) = s.old_and_new_symmetric_cards();
     let payer_serial = s.json(&["card", "show", files[0].to_str().unwrap()])["serial"].clone();
 
     // The payer rolls to key 2, then the amount is above its balance.

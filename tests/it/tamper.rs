@@ -129,14 +129,7 @@ fn a_database_rewritten_under_another_audit_key_with_an_extra_custodian_is_refus
 #[test]
 fn an_unpinned_database_is_refused_with_exit_2() {
     // A custodian given with `init --custodian` has no pin yet: no custodian command runs.
-    let keys = Scratch::new();
-    keys.init();
-    let id = std::fs::read_to_string(keys.path("keyroll.db.identity")).unwrap();
-    let recipient = id.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().trim().to_string();
-    // An identity file without keyroll's pin line (as age-keygen writes one).
-    let bare: String = id.lines().filter(|l| !l.starts_with("# keyroll audit key")).map(|l| format!("{l}\n")).collect();
-    let s = Scratch::new();
-    std::fs::write(s.path("keyroll.db.identity"), bare).unwrap();
+    let (s, recipient) = scratch_with_an_unpinned_identity();
     s.ok(&["init", "--issuer", "Other", "--custodian", &recipient]);
     let before = s.dump();
     let o = s.run(&["key", "new", "transfer"]);
@@ -283,13 +276,7 @@ fn an_auditor_checkpoint_detects_a_restored_database() {
 
 #[test]
 fn a_custodian_given_at_init_pins_with_expect_key_once() {
-    let keys = Scratch::new();
-    keys.init();
-    let id = std::fs::read_to_string(keys.path("keyroll.db.identity")).unwrap();
-    let recipient = id.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().trim().to_string();
-    let bare: String = id.lines().filter(|l| !l.starts_with("# keyroll audit key")).map(|l| format!("{l}\n")).collect();
-    let s = Scratch::new();
-    std::fs::write(s.path("keyroll.db.identity"), bare).unwrap();
+    let (s, recipient) = scratch_with_an_unpinned_identity();
     let init = s.json(&["init", "--issuer", "Other", "--custodian", &recipient]);
     let fp = init["audit_key_fingerprint"].as_str().unwrap().to_string();
     assert_eq!(code(&s.run(&["key", "new", "transfer"])), 2);
@@ -427,4 +414,17 @@ fn amounts_and_names_are_checked() {
     assert!(stderr(&o).contains("at most 56"), "{}", stderr(&o));
     assert!(!t.path("keyroll.db").exists());
     t.ok(&["init", "--issuer", &"I".repeat(56)]);
+}
+
+/// A scratch directory holding an age identity without keyroll's pin line (as age-keygen writes
+/// one), made by another issuer's `init`, and that identity's recipient (for `init --custodian`).
+fn scratch_with_an_unpinned_identity() -> (Scratch, String) {
+    let keys = Scratch::new();
+    keys.init();
+    let id = std::fs::read_to_string(keys.path("keyroll.db.identity")).unwrap();
+    let recipient = id.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().trim().to_string();
+    let bare: String = id.lines().filter(|l| !l.starts_with("# keyroll audit key")).map(|l| format!("{l}\n")).collect();
+    let s = Scratch::new();
+    std::fs::write(s.path("keyroll.db.identity"), bare).unwrap();
+    (s, recipient)
 }

@@ -59,16 +59,6 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn pair(cards: &mut [TestCard], i: usize, j: usize) -> (&mut TestCard, &mut TestCard) {
-    if i < j {
-        let (a, b) = cards.split_at_mut(j);
-        (&mut a[i], &mut b[0])
-    } else {
-        let (a, b) = cards.split_at_mut(i);
-        (&mut b[0], &mut a[j])
-    }
-}
-
 fn fleet(gens: &[u32]) -> Vec<TestCard> {
     gens.iter().enumerate().map(|(i, tk)| card(i as u64 + 1, Profile::Symmetric, *tk, 1, 3, 100)).collect()
 }
@@ -123,7 +113,7 @@ fn run(gens: Vec<u32>, steps: Vec<Step>) -> Result<(), TestCaseError> {
         match s {
             Step::Settle { payer, payee, .. } | Step::Hostile { payer, payee, .. } if payer == payee => continue,
             Step::Settle { payer, payee, amount, tear } => {
-                let (a, b) = pair(&mut cards, payer, payee);
+                let (a, b) = two_cards(&mut cards, payer, payee);
                 if let Some((on_payee, k, after)) = tear {
                     let t = if after { Tear::AfterWrite } else { Tear::BeforeWrite };
                     if on_payee { b.storage_mut().arm(k, t) } else { a.storage_mut().arm(k, t) }
@@ -152,7 +142,7 @@ fn run(gens: Vec<u32>, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 }
             }
             Step::Hostile { payer, payee, amount, then } => {
-                let (a, b) = pair(&mut cards, payer, payee);
+                let (a, b) = two_cards(&mut cards, payer, payee);
                 hostile(a, b, amount, then);
             }
             Step::AbortAny { card, receipt, amount, payer } => {
@@ -179,7 +169,7 @@ fn run(gens: Vec<u32>, steps: Vec<Step>) -> Result<(), TestCaseError> {
     for i in 0..CARDS {
         for j in 0..CARDS {
             if i != j {
-                let (a, b) = pair(&mut cards, i, j);
+                let (a, b) = two_cards(&mut cards, i, j);
                 settle_cards(a, b, 0).map_err(|e| TestCaseError::fail(format!("recovery {i}->{j}: {e}")))?;
             }
         }
@@ -193,7 +183,7 @@ fn run(gens: Vec<u32>, steps: Vec<Step>) -> Result<(), TestCaseError> {
     // No card refuses honest transfers afterwards.
     for i in 0..CARDS {
         let j = (i + 1) % CARDS;
-        let (a, b) = pair(&mut cards, i, j);
+        let (a, b) = two_cards(&mut cards, i, j);
         if a.state().balance.0 > 0 {
             settle_cards(a, b, 1).map_err(|e| TestCaseError::fail(format!("honest {i}->{j}: {e}")))?;
         }

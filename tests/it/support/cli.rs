@@ -123,6 +123,32 @@ impl Scratch {
         }
     }
 
+    /// A fresh issuer with one symmetric card on transfer key 1 (batch "old") and one on key 2 (batch
+    /// "new"), balance 100 each, in `cards/`: the card files and their `file:` specs (old, new).
+    pub fn old_and_new_symmetric_cards(&self) -> (Vec<PathBuf>, String, String) {
+        self.init();
+        for (batch, key_first) in [("old", false), ("new", true)] {
+            if key_first {
+                self.ok(&["key", "new", "transfer"]);
+            }
+            self.ok(&[
+                "batch",
+                "new",
+                batch,
+                "--profile",
+                "symmetric",
+                "--transfer-key-limit",
+                "3",
+                "--initial-balance",
+                "100",
+            ]);
+            self.ok(&["perso", "--batch", batch, "--out-dir", "cards", "--count", "1"]);
+        }
+        let files = self.card_files("cards");
+        let (old, new) = (format!("file:{}", files[0].display()), format!("file:{}", files[1].display()));
+        (files, old, new)
+    }
+
     pub fn card_files(&self, dir: &str) -> Vec<PathBuf> {
         let mut v: Vec<_> = std::fs::read_dir(self.path(dir))
             .unwrap()

@@ -20,6 +20,12 @@ use keyroll::transport::in_process::InProcessChannel;
 
 pub type TestCard = Card<TearingStorage<MemoryStorage>>;
 
+/// Two different cards of a fleet, both mutable: the payer and payee of one settlement.
+pub fn two_cards(cards: &mut [TestCard], i: usize, j: usize) -> (&mut TestCard, &mut TestCard) {
+    let [a, b] = cards.get_disjoint_mut([i, j]).expect("two different cards of the fleet");
+    (a, b)
+}
+
 /// The test issuer's card log master: every test card's log key is `card_log_key(LOG_MASTER, serial)`.
 pub const LOG_MASTER: [u8; 16] = [0x4D; 16];
 
