@@ -41,6 +41,7 @@ mod value_attacks;
 mod value_export;
 mod value_log;
 mod value_properties;
+mod value_refund_close;
 mod value_resolutions;
 mod value_signed;
 mod vectors_required;
