@@ -38,6 +38,7 @@ mod settle_errors;
 mod settlement;
 mod tamper;
 mod value_attacks;
+mod value_chaining;
 mod value_export;
 mod value_log;
 mod value_properties;
