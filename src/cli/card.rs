@@ -57,8 +57,9 @@ pub enum CardCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Draw a fresh challenge for a round of log exports (the back office hands it to the terminals
-    /// that run `card export-log`, then gives it to `reconcile --challenge`).
+    /// Draw this round's challenge for log exports (the back office hands it to the terminals that run
+    /// `card export-log`, then gives it to `reconcile --challenge`); it is good until the next
+    /// reconciliation is recorded. Needs the custodian identity.
     #[command(after_help = "Example:\n  keyroll card challenge --json")]
     Challenge,
 }
@@ -168,12 +169,16 @@ fn lock_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
     Card::open(FileStorage::exclusive(path).map_err(|e| fail(e.into()))?).map_err(fail)
 }
 
-pub fn run(ctx: &Context, cmd: CardCommand) -> Result<(), CliError> {
+pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: CardCommand) -> Result<(), CliError> {
     match cmd {
         CardCommand::Challenge => {
-            let c = hex::encode(fresh_challenge()?);
+            let auth = ctx.open_custodian(db)?;
+            let u = auth.unlock(identity)?;
+            let c = crate::rollout::exports::draw_challenge(&u)?;
+            let round = u32::from_be_bytes(c[..4].try_into().expect("4 bytes"));
+            let c = hex::encode(c);
             if ctx.json {
-                output::json(&serde_json::json!({ "challenge": c }));
+                output::json(&serde_json::json!({ "challenge": c, "round": round }));
             } else {
                 println!("{c}");
             }

@@ -165,7 +165,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Key(c) => key::run(&ctx, db, identity, c),
         Command::Batch(c) => batch::run(&ctx, db, identity, c),
         Command::Perso(a) => perso::run(&ctx, db, identity, a),
-        Command::Card(c) => card::run(&ctx, c),
+        Command::Card(c) => card::run(&ctx, db, identity, c),
         Command::Settle(a) => settle::run(&ctx, a),
         Command::Rollout(c) => rollout::run(&ctx, db, identity, c),
         Command::Cert(c) => cert::run(&ctx, db, identity, c),

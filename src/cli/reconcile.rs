@@ -75,6 +75,16 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, a: ReconcileArgs) 
     // Inputs read and checked: only now the database (nothing is recorded for bad input).
     let auth = ctx.open_custodian(db)?;
     let u = auth.unlock(identity)?;
+    // Export files must answer a challenge this back office drew for the round still open.
+    if let (false, Some(c)) = (a.export.is_empty(), a.challenge.as_deref()) {
+        let c = super::card::parse_challenge(c)?;
+        if let Err(e) = crate::rollout::exports::check_round(&u, &c)? {
+            return Err(CliError::input(
+                e.to_string(),
+                "draw this round's challenge with `keyroll card challenge` and collect the exports again",
+            ));
+        }
+    }
     let Recorded { reconciliation: r, record } = record::reconcile_and_record(&u, &exports, &journals, &a.expect_head)?;
     if ctx.json {
         output::json(&Output { reconciliation: &r, recorded: &record });

@@ -26,6 +26,9 @@ pub enum Purpose {
     /// From a card's log key: the key an issued card proves itself with (INTERNAL AUTHENTICATE
     /// `80 88 00 01`), kept apart from the export MACs (one key, one purpose).
     CardAuthentication,
+    /// From the issuer's card log master: the key of the back office's export-round challenges
+    /// (`rollout::exports::draw_challenge`), so it can recognise a challenge it drew.
+    ExportChallenge,
 }
 
 impl Purpose {
@@ -37,6 +40,7 @@ impl Purpose {
             Purpose::ReceiptNonce => b"keyroll receipt nonce v2",
             Purpose::CardLog => b"keyroll card log v2",
             Purpose::CardAuthentication => b"keyroll card authentication v2",
+            Purpose::ExportChallenge => b"keyroll export challenge v1",
         }
     }
 }

@@ -8,6 +8,14 @@
 //! it is refused before anything is recorded — a hostile terminal that replays an export recorded in
 //! an earlier round (older balance, fewer debits) is caught here. A card file or a card in a reader
 //! that the back office reads itself answers a challenge drawn for that read.
+//!
+//! A round's challenge is drawn by the back office ([`draw_challenge`], `keyroll card challenge`) and
+//! says which round it belongs to: `round (4) ‖ drawn at (4, Unix seconds) ‖ tag (8)`, the round being
+//! the id the next recorded reconciliation gets, the tag the first 8 bytes of AES-CMAC under a key
+//! derived from the issuer's card log master (NIST SP 800-108). `reconcile --challenge` accepts only a
+//! challenge whose tag verifies (this back office drew it: a made-up one is refused) and whose round is
+//! still the next one ([`check_round`]): once a reconciliation is recorded, every challenge drawn before
+//! it, and every export answering one, is refused. Nothing is stored when a challenge is drawn.
 
 use crate::protocol::command::Challenge;
 use crate::protocol::ledger::{CARD_LOG_FORMAT, CardLogExport};
@@ -29,7 +37,65 @@ pub enum ExportFileError {
 /// Longest export file read (house rule 5): a full export as pretty JSON is about 20 KiB.
 const MAX_EXPORT_FILE: u64 = 256 * 1024;
 
-/// A fresh challenge for a round of exports (or one read), from the operating system's generator.
+const ROUND_LABEL: &[u8] = b"keyroll export round v1";
+
+fn round_tag(master: &crate::crypto::Secret16, round: u32, drawn_at: u32) -> [u8; 8] {
+    use crate::crypto::kdf::{Purpose, derive16};
+    let k = derive16(master, Purpose::ExportChallenge, b"");
+    let t = crate::crypto::mac::cmac(&k, &[ROUND_LABEL, &round.to_be_bytes(), &drawn_at.to_be_bytes()]);
+    t[..8].try_into().expect("16-byte tag")
+}
+
+/// The round a challenge drawn now belongs to: the id the next recorded reconciliation gets.
+fn next_round(u: &crate::authority::Unlocked<'_>) -> Result<u32, crate::authority::AuthorityError> {
+    let latest = u.auth.latest_reconciliation()?.map_or(0, |r| r.id);
+    Ok(u32::try_from(latest + 1).unwrap_or(u32::MAX))
+}
+
+/// Draw this round's challenge (see the module documentation).
+pub fn draw_challenge(u: &crate::authority::Unlocked<'_>) -> Result<Challenge, crate::authority::AuthorityError> {
+    let round = next_round(u)?;
+    let drawn_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    let mut c = [0u8; 16];
+    c[..4].copy_from_slice(&round.to_be_bytes());
+    c[4..8].copy_from_slice(&drawn_at.to_be_bytes());
+    c[8..].copy_from_slice(&round_tag(&u.log_master()?, round, drawn_at));
+    Ok(c)
+}
+
+/// Why a round challenge is refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RoundError {
+    #[error("challenge {0} was not drawn by this back office (`keyroll card challenge`)")]
+    NotDrawnHere(String),
+    #[error(
+        "challenge {challenge} belongs to round {round}, but reconciliation {latest} was recorded since it was drawn: exports answering it are an earlier round's"
+    )]
+    Used { challenge: String, round: u32, latest: u32 },
+}
+
+/// Whether `challenge` is a challenge this back office drew for the round still open.
+pub fn check_round(
+    u: &crate::authority::Unlocked<'_>,
+    challenge: &Challenge,
+) -> Result<Result<(), RoundError>, crate::authority::AuthorityError> {
+    let round = u32::from_be_bytes(challenge[..4].try_into().expect("4 bytes"));
+    let drawn_at = u32::from_be_bytes(challenge[4..8].try_into().expect("4 bytes"));
+    let tag = round_tag(&u.log_master()?, round, drawn_at);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], &challenge[8..])) {
+        return Ok(Err(RoundError::NotDrawnHere(hex::encode(challenge))));
+    }
+    let next = next_round(u)?;
+    if round != next {
+        return Ok(Err(RoundError::Used { challenge: hex::encode(challenge), round, latest: next.saturating_sub(1) }));
+    }
+    Ok(Ok(()))
+}
+
+/// A fresh random challenge for one read the back office makes itself (a card file, a card in a
+/// reader), from the operating system's generator.
 pub fn fresh_challenge() -> Result<Challenge, crate::crypto::CryptoError> {
     crate::crypto::random::bytes()
 }

@@ -253,20 +253,40 @@ fn exports_collected_by_a_terminal_reconcile_and_stale_or_edited_ones_are_refuse
     let o = s.run(&["--json", "reconcile", "--export", "a2-forged.json", "--export", "b2.json", "--challenge", &c2]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("bad-export"), "{}", String::from_utf8_lossy(&o.stdout));
-    // An edited balance: flagged the same way.
-    let a2 = export(&c2, 0, "a2.json");
-    assert_eq!(a2["balance"].as_u64(), Some(65));
-    let text = std::fs::read_to_string(s.path("a2.json")).unwrap();
-    std::fs::write(s.path("a2-rich.json"), text.replace("\"balance\": 65", "\"balance\": 99")).unwrap();
-    let o = s.run(&["--json", "reconcile", "--export", "a2-rich.json", "--export", "b2.json", "--challenge", &c2]);
+    // That run was recorded (flagged), which closed round 2. An edited balance in round 3: flagged the
+    // same way.
+    let c3 = challenge(&s);
+    let a3 = export(&c3, 0, "a3.json");
+    assert_eq!(a3["balance"].as_u64(), Some(65));
+    export(&c3, 1, "b3.json");
+    let text = std::fs::read_to_string(s.path("a3.json")).unwrap();
+    std::fs::write(s.path("a3-rich.json"), text.replace("\"balance\": 65", "\"balance\": 99")).unwrap();
+    let o = s.run(&["--json", "reconcile", "--export", "a3-rich.json", "--export", "b3.json", "--challenge", &c3]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    // The genuine pair of this round accounts; card files and exports mix (a card file is read with a
-    // challenge of its own).
-    let r = s.json(&["reconcile", "--export", "a2.json", "--export", "b2.json", "--challenge", &c2]);
+    // The genuine pair of round 4 accounts.
+    let c4 = challenge(&s);
+    export(&c4, 0, "a4.json");
+    export(&c4, 1, "b4.json");
+    let r = s.json(&["reconcile", "--export", "a4.json", "--export", "b4.json", "--challenge", &c4]);
     assert_eq!((r["balances"].as_u64(), r["unaccounted"].as_i64()), (Some(200), Some(0)), "{r}");
-
+    // A challenge this back office did not draw (here: made up by the terminal, which then collected
+    // exports answering it), and a round already reconciled with its own exports: refused, nothing
+    // recorded.
+    let made_up = "00112233445566778899aabbccddeeff";
+    export(made_up, 0, "a-made-up.json");
+    export(made_up, 1, "b-made-up.json");
+    let recorded = s.sql("SELECT count(*) FROM reconciliations");
+    for (files, c, why) in [
+        (["a-made-up.json", "b-made-up.json"], made_up, "not drawn by this back office"),
+        (["a4.json", "b4.json"], c4.as_str(), "recorded since"),
+    ] {
+        let o = s.run(&["reconcile", "--export", files[0], "--export", files[1], "--challenge", c]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(why) && stderr(&o).contains("hint:"), "{}", stderr(&o));
+    }
+    assert_eq!(s.sql("SELECT count(*) FROM reconciliations"), recorded);
     // Outputs: an existing export is kept without --force; a card file is never an output.
-    let kept = std::fs::read(s.path("a2.json")).unwrap();
+    let kept = std::fs::read(s.path("a4.json")).unwrap();
     let o = s.run(&[
         "card",
         "export-log",
@@ -275,11 +295,11 @@ fn exports_collected_by_a_terminal_reconcile_and_stale_or_edited_ones_are_refuse
         "--challenge",
         &c1,
         "--out",
-        "a2.json",
+        "a4.json",
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("hint:"), "{}", stderr(&o));
-    assert_eq!(std::fs::read(s.path("a2.json")).unwrap(), kept);
+    assert_eq!(std::fs::read(s.path("a4.json")).unwrap(), kept);
     let card_bytes = std::fs::read(&cards[1]).unwrap();
     let o = s.run(&[
         "card",
@@ -307,6 +327,6 @@ fn exports_collected_by_a_terminal_reconcile_and_stale_or_edited_ones_are_refuse
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("hint:") && !s.path("x.json").exists());
-    let o = s.run(&["reconcile", "--export", "a2.json"]);
+    let o = s.run(&["reconcile", "--export", "a4.json"]);
     assert_eq!(o.status.code(), Some(2));
 }
