@@ -39,10 +39,12 @@ const MAX_EXPORT_FILE: u64 = 256 * 1024;
 
 const ROUND_LABEL: &[u8] = b"keyroll export round v1";
 
+fn round_key(master: &crate::crypto::Secret16) -> crate::crypto::Secret16 {
+    crate::crypto::kdf::derive16(master, crate::crypto::kdf::Purpose::ExportChallenge, b"")
+}
+
 fn round_tag(master: &crate::crypto::Secret16, round: u32, drawn_at: u32) -> [u8; 8] {
-    use crate::crypto::kdf::{Purpose, derive16};
-    let k = derive16(master, Purpose::ExportChallenge, b"");
-    let t = crate::crypto::mac::cmac(&k, &[ROUND_LABEL, &round.to_be_bytes(), &drawn_at.to_be_bytes()]);
+    let t = crate::crypto::mac::cmac(&round_key(master), &[ROUND_LABEL, &round.to_be_bytes(), &drawn_at.to_be_bytes()]);
     t[..8].try_into().expect("16-byte tag")
 }
 
@@ -83,8 +85,10 @@ pub fn check_round(
 ) -> Result<Result<(), RoundError>, crate::authority::AuthorityError> {
     let round = u32::from_be_bytes(challenge[..4].try_into().expect("4 bytes"));
     let drawn_at = u32::from_be_bytes(challenge[4..8].try_into().expect("4 bytes"));
-    let tag = round_tag(&u.log_master()?, round, drawn_at);
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], &challenge[8..])) {
+    // The tag is a left-truncated AES-CMAC (NIST SP 800-38B §5.4, 64 bits), checked in constant time.
+    let key = round_key(&u.log_master()?);
+    let parts: [&[u8]; 3] = [ROUND_LABEL, &round.to_be_bytes(), &drawn_at.to_be_bytes()];
+    if crate::crypto::mac::verify(&key, &parts, &challenge[8..]).is_err() {
         return Ok(Err(RoundError::NotDrawnHere(hex::encode(challenge))));
     }
     let next = next_round(u)?;
