@@ -117,6 +117,7 @@ impl Bench {
         &mut self,
         samples: usize,
         roll: KeyRoll,
+        options: &SettleOptions,
         mut pair: impl FnMut(&mut Self) -> (BoxedCard, BoxedCard),
     ) -> (usize, Vec<Duration>, Vec<Duration>) {
         let (mut times, mut connects, mut apdus) = (Vec::new(), Vec::new(), None);
@@ -128,7 +129,7 @@ impl Bench {
             let (mut a, mut b) = (self.connect(0), self.connect(1));
             connects.push(t.elapsed());
             let t = Instant::now();
-            let r = settle(&mut a, &mut b, Amount(1), &SettleOptions::default()).expect("settlement");
+            let r = settle(&mut a, &mut b, Amount(1), options).expect("settlement");
             times.push(t.elapsed());
             assert_eq!((r.key_roll, r.amount), (roll, Amount(1)));
             assert_eq!(*apdus.get_or_insert(r.apdus), r.apdus, "every sample takes the same APDUs");
@@ -182,11 +183,16 @@ fn file_card(dir: &std::path::Path, serial: u64, tk: u32) -> BoxedCard {
 }
 
 /// The same settlement in process: what the cards and the terminal cost without PC/SC.
-fn in_process_ms(mut payer: BoxedCard, mut payee: BoxedCard) -> f64 {
+fn in_process_ms(payer: BoxedCard, payee: BoxedCard) -> f64 {
+    in_process_with(payer, payee, &SettleOptions::default())
+}
+
+/// As [`in_process_ms`], through a terminal with `options` (a policy file).
+fn in_process_with(mut payer: BoxedCard, mut payee: BoxedCard, options: &SettleOptions) -> f64 {
     let t = Instant::now();
     let mut a = InProcessChannel::new(payer.as_mut(), "payer");
     let mut b = InProcessChannel::new(payee.as_mut(), "payee");
-    settle(&mut a, &mut b, Amount(1), &SettleOptions::default()).expect("in-process settlement");
+    settle(&mut a, &mut b, Amount(1), options).expect("in-process settlement");
     t.elapsed().as_secs_f64() * 1e3
 }
 
@@ -203,11 +209,12 @@ fn main() {
     }
     let mut bench = Bench { slots, readers, ca: support::TestCa::new("Bench Issuer"), next_serial: 0 };
     println!("pcsc_settlement: pcscd on loopback, {} and {}", bench.readers[0], bench.readers[1]);
+    let plain = SettleOptions::default();
 
     // No roll: one pair on the same key; the payer alternates so balances stay put.
     let (x, y) = (bench.card(Profile::Symmetric, 1, 1), bench.card(Profile::Symmetric, 1, 1));
     let pair = Arc::new(Mutex::new(Some((x, y))));
-    let (apdus, mut times, mut connects) = bench.settlements(NO_ROLL_SAMPLES, KeyRoll::None, |b| {
+    let (apdus, mut times, mut connects) = bench.settlements(NO_ROLL_SAMPLES, KeyRoll::None, &plain, |b| {
         // Take the two cards back out of the slots and swap their roles.
         let (payer, payee) = pair.lock().unwrap().take().unwrap_or_else(|| {
             let blank = || Box::new(Card::open(MemoryStorage::new()).unwrap()) as BoxedCard;
@@ -220,33 +227,58 @@ fn main() {
     let local = in_process_ms(bench.card(Profile::Symmetric, 1, 1), bench.card(Profile::Symmetric, 1, 1));
     report("no roll (symmetric cards)", apdus, &mut times, &mut connects, local, 15.0, Some(10));
 
-    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::Symmetric, |b| {
+    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::Symmetric, &plain, |b| {
         (b.card(Profile::Symmetric, 1, 1), b.card(Profile::Symmetric, 2, 1))
     });
     let local = in_process_ms(bench.card(Profile::Symmetric, 1, 1), bench.card(Profile::Symmetric, 2, 1));
     report("symmetric roll", apdus, &mut times, &mut connects, local, f64::INFINITY, None);
 
-    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::PublicKey, |b| {
+    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::PublicKey, &plain, |b| {
         (b.card(Profile::PublicKey, 1, 0), b.card(Profile::PublicKey, 2, 0))
     });
     let local = in_process_ms(bench.card(Profile::PublicKey, 1, 0), bench.card(Profile::PublicKey, 2, 0));
     report("public-key roll (public-key cards)", apdus, &mut times, &mut connects, local, 40.0, None);
 
-    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::PublicKey, |b| {
+    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::PublicKey, &plain, |b| {
         (b.card(Profile::Hybrid, 1, 1), b.card(Profile::Hybrid, 2, 2))
     });
     let local = in_process_ms(bench.card(Profile::Hybrid, 1, 1), bench.card(Profile::Hybrid, 2, 2));
     report("public-key roll (hybrid cards, other update keys)", apdus, &mut times, &mut connects, local, 40.0, None);
 
-    let (apdus, mut times, mut connects) = bench
-        .settlements(ROLL_SAMPLES, KeyRoll::None, |b| (b.card(Profile::Hybrid, 1, 1), b.card(Profile::Hybrid, 1, 1)));
+    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::None, &plain, |b| {
+        (b.card(Profile::Hybrid, 1, 1), b.card(Profile::Hybrid, 1, 1))
+    });
     let local = in_process_ms(bench.card(Profile::Hybrid, 1, 1), bench.card(Profile::Hybrid, 1, 1));
     report("no roll (hybrid cards: info carries certificates)", apdus, &mut times, &mut connects, local, 15.0, None);
+
+    // Issue 12: the issuer's policy spreading before value moves, over pcscd. Fresh symmetric cards on
+    // policy 1 each time: the terminal carries policy 2 (`settle --policy FILE`) and pushes it to both; or
+    // the payer took policy 2 earlier (in process, not timed) and gives it to the payee, the terminal
+    // carrying none. Compare with "no roll (symmetric cards)", whose cards share a policy.
+    let policy = support::test_policy(2, &[(0xDEAD, 5)], 1);
+    let with_file = SettleOptions { policy: Some(policy), ..Default::default() };
+    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::None, &with_file, |b| {
+        (b.card(Profile::Symmetric, 1, 1), b.card(Profile::Symmetric, 1, 1))
+    });
+    let local = in_process_with(bench.card(Profile::Symmetric, 1, 1), bench.card(Profile::Symmetric, 1, 1), &with_file);
+    report("policy spread (file -> both cards)", apdus, &mut times, &mut connects, local, f64::INFINITY, None);
+    let on_policy_2 = |b: &mut Bench| {
+        let (mut a, mut other) = (b.card(Profile::Symmetric, 1, 1), b.card(Profile::Symmetric, 1, 1));
+        let mut ca = InProcessChannel::new(a.as_mut(), "a");
+        let mut co = InProcessChannel::new(other.as_mut(), "other");
+        settle(&mut ca, &mut co, Amount(0), &with_file).expect("policy 2 to the payer");
+        drop(ca);
+        a
+    };
+    let (apdus, mut times, mut connects) =
+        bench.settlements(ROLL_SAMPLES, KeyRoll::None, &plain, |b| (on_policy_2(b), b.card(Profile::Symmetric, 1, 1)));
+    let local = in_process_ms(on_policy_2(&mut bench), bench.card(Profile::Symmetric, 1, 1));
+    report("policy spread (card -> card)", apdus, &mut times, &mut connects, local, f64::INFINITY, None);
 
     // The same with card files, as `keyroll card serve` keeps them: every card write is a file written,
     // synced and renamed.
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::None, |b| {
+    let (apdus, mut times, mut connects) = bench.settlements(ROLL_SAMPLES, KeyRoll::None, &plain, |b| {
         let (x, y) = (b.serial(), b.serial());
         (file_card(dir.path(), x, 1), file_card(dir.path(), y, 1))
     });
