@@ -35,6 +35,7 @@ mod replay;
 mod scenarios;
 mod settle_errors;
 mod settlement;
+mod settlement_ops;
 mod tamper;
 mod value_attacks;
 mod value_log;
