@@ -28,7 +28,7 @@ pub enum PolicyCommand {
     /// the payee never returns): a new policy carries the resolution, and the payer applies it once when
     /// the policy reaches it. Take the fields from `keyroll --json reconcile` (`issuer_resolutions`).
     #[command(
-        group = clap::ArgGroup::new("outcome").required(true).args(["refund", "credited"]),
+        group = clap::ArgGroup::new("outcome").required(true).args(["refund", "credited", "void"]),
         after_help = "Example:\n  keyroll policy resolve --payer 4B52000000000001 --payer-sequence 7 \\\n    --payee 4B52000000000002 --receipt 12 --amount 40 --refund"
     )]
     Resolve {
@@ -53,6 +53,11 @@ pub enum PolicyCommand {
         /// The payee credited it: close the payer's debit, nothing goes back.
         #[arg(long)]
         credited: bool,
+        /// The receipt is still open in the payee's window: the payee closes it for good (never
+        /// creditable) and the payer's debit stays open; once the payee's export shows it closed,
+        /// `reconcile` suggests the refund (which then replaces the void).
+        #[arg(long)]
+        void: bool,
     },
     /// Close wrapping under a compromised key and every older one.
     #[command(subcommand, after_help = "Example:\n  keyroll policy compromise update 1")]
@@ -138,14 +143,15 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                 println!("card {s} blocked by policy {}; publish it with `keyroll policy publish`", out.policy.number);
             }
         }
-        PolicyCommand::Resolve { payer, payer_sequence, payee, receipt, amount, refund, credited } => {
-            let outcome = match (refund, credited) {
-                (true, false) => ResolutionOutcome::Refund,
-                (false, true) => ResolutionOutcome::Credited,
+        PolicyCommand::Resolve { payer, payer_sequence, payee, receipt, amount, refund, credited, void } => {
+            let outcome = match (refund, credited, void) {
+                (true, false, false) => ResolutionOutcome::Refund,
+                (false, true, false) => ResolutionOutcome::Credited,
+                (false, false, true) => ResolutionOutcome::Void,
                 _ => {
                     return Err(CliError::input(
-                        "a resolution is either a refund or a closure as credited",
-                        "give exactly one of --refund and --credited",
+                        "a resolution is a refund, a closure as credited, or a void",
+                        "give exactly one of --refund, --credited and --void",
                     ));
                 }
             };
