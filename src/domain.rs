@@ -136,12 +136,35 @@ pub mod serde_hex {
         T::from_hex_bytes(&bytes).ok_or_else(|| E::custom(format!("expected {}", T::expected())))
     }
 
+    /// Lower-case hex of `bytes` in a zeroizing buffer of exactly the right size, by table lookup
+    /// (`hex::encode` builds its `String` one `char` at a time: the card writes its whole state file,
+    /// certificates included, on every state change, and this was most of that write's cost).
+    fn to_hex(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(vec![0u8; 2 * bytes.len()]);
+        hex::encode_to_slice(bytes, &mut out).expect("the buffer is twice the input");
+        out
+    }
+
+    fn serialize_hex<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let text = to_hex(bytes);
+        s.serialize_str(std::str::from_utf8(&text).expect("hex digits are ASCII"))
+    }
+
     pub fn serialize<T: HexBytes, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&Zeroizing::new(hex::encode(v.hex_bytes())))
+        serialize_hex(v.hex_bytes(), s)
     }
 
     pub fn deserialize<'de, T: HexBytes, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
         decode(&Zeroizing::new(String::deserialize(d)?))
+    }
+
+    /// Bytes that serialize as their hex text.
+    struct Hex<'a>(&'a [u8]);
+
+    impl serde::Serialize for Hex<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            serialize_hex(self.0, s)
+        }
     }
 
     /// The same for an optional value (`null` when absent).
@@ -150,7 +173,7 @@ pub mod serde_hex {
 
         pub fn serialize<T: HexBytes, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
             match v {
-                Some(v) => s.serialize_some(&*Zeroizing::new(hex::encode(v.hex_bytes()))),
+                Some(v) => s.serialize_some(&Hex(v.hex_bytes())),
                 None => s.serialize_none(),
             }
         }
@@ -379,5 +402,10 @@ mod tests {
         let short = serde_json::from_str::<T>(r#"{"a":"ab","v":"","o":null,"n":null}"#).unwrap_err();
         assert!(short.to_string().contains("expected 2 hex-encoded bytes"), "{short}");
         assert!(serde_json::from_str::<T>(r#"{"a":"zz01","v":"","o":null,"n":null}"#).is_err());
+        // Every byte value, as `hex::encode` writes it (the format of existing card files).
+        let all: Vec<u8> = (0..=255).collect();
+        let t = T { a: [0, 0xFF], v: all.clone(), o: Some(all.clone()), n: Some([0x7F]) };
+        let h = hex::encode(&all);
+        assert_eq!(serde_json::to_string(&t).unwrap(), format!(r#"{{"a":"00ff","v":"{h}","o":"{h}","n":"7f"}}"#));
     }
 }

@@ -4,8 +4,9 @@
 //! `pki`), has the key usage the step needs, and names the card serial the protocol says.
 
 use super::policy::ClockFloor;
+use crate::crypto::ec::PublicKey;
 use crate::domain::CardSerial;
-use crate::pki::{self, ValidationOptions};
+use crate::pki::{self, KeyUsage, ValidationOptions};
 use crate::protocol::StatusWord;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,14 +23,21 @@ pub enum Usage {
 }
 
 /// A peer card's certified key.
+#[derive(Clone)]
 pub struct Peer {
+    /// The key as an uncompressed SEC 1 point (65 bytes).
     pub public_key: Vec<u8>,
+    /// The same key, parsed and checked once (by path validation).
+    pub key: PublicKey,
     pub serial: CardSerial,
 }
 
 /// The card serial a card certificate names in its subject's serialNumber attribute (exactly one).
 pub fn card_serial(der: &[u8]) -> Option<CardSerial> {
-    let cert = pki::Certificate::from_der(der).ok()?;
+    serial_of(&pki::Certificate::from_der(der).ok()?)
+}
+
+fn serial_of(cert: &pki::Certificate) -> Option<CardSerial> {
     match cert.subject.attribute_texts(OID_SERIAL_NUMBER).as_slice() {
         [one] => CardSerial::parse(one),
         _ => None,
@@ -44,25 +52,94 @@ pub fn card_serial(der: &[u8]) -> Option<CardSerial> {
 /// lie before the floor: validation (RFC 5280 §6.1.3 (a)(2)) runs at the latest of the floor and the
 /// leaf's and anchor's `notBefore`, the earliest time that can be now for all three.
 pub fn check(der: &[u8], anchor: &[u8], floor: ClockFloor, usages: &[Usage]) -> Result<Peer, StatusWord> {
+    Ok(validate(der, anchor, floor)?.grant(usages)?.peer.clone())
+}
+
+/// As [`check`], remembering the last certificate this session validated (`last`, session RAM, gone
+/// with SELECT, reset and power-off): one public-key roll and settlement presents the same peer
+/// certificate to a card up to three times (REQUEST UPDATE PERMISSION or GET TRANSFER KEY, then
+/// CREDIT), and a real card would not re-run path validation for it.
+///
+/// Equivalence with [`check`]: the remembered verdict is reused only for byte-identical certificate
+/// and anchor. Path validation of those two (no intermediates, no CRLs) depends on the time alone
+/// through the validity periods of the leaf and the anchor (RFC 5280 §6.1.3 (a)(2), both checked by
+/// `pki`); at `max(floor, notBefore of both)` the `notBefore` checks always hold, so the verdict at
+/// another floor is the same exactly when that time is still within both `notAfter`s, which is
+/// checked here on every reuse (a floor that rose past `notAfter` re-validates, and is refused). Key
+/// usage and the serial are checked on every call as [`check`] does; blocking stays with the caller.
+pub fn check_in_session(
+    last: &mut Option<Checked>,
+    der: &[u8],
+    anchor: &[u8],
+    floor: ClockFloor,
+    usages: &[Usage],
+) -> Result<Peer, StatusWord> {
+    if let Some(c) = last.as_ref()
+        && c.certificate == der
+        && c.anchor == anchor
+        && c.still_valid_at(floor)
+    {
+        return Ok(c.grant(usages)?.peer.clone());
+    }
+    // A failed validation forgets the previous verdict too: the cache never outlives a refusal.
+    *last = None;
+    let checked = validate(der, anchor, floor)?;
+    let peer = checked.grant(usages)?.peer.clone();
+    *last = Some(checked);
+    Ok(peer)
+}
+
+/// A peer certificate that validated against an anchor (before key usage was asked for).
+#[derive(Clone)]
+pub struct Checked {
+    certificate: Vec<u8>,
+    anchor: Vec<u8>,
+    /// Latest `notBefore` of the leaf and the anchor, Unix seconds.
+    not_before: u64,
+    /// Earliest `notAfter` of the leaf and the anchor, Unix seconds.
+    not_after: i64,
+    key_usage: KeyUsage,
+    peer: Peer,
+}
+
+impl Checked {
+    /// Whether validation at `floor` would still find both certificates within their validity.
+    fn still_valid_at(&self, floor: ClockFloor) -> bool {
+        let at =
+            floor.as_system_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0).max(self.not_before);
+        i64::try_from(at).is_ok_and(|at| at <= self.not_after)
+    }
+
+    /// The key usages the step needs (RFC 5280 §4.2.1.3), all of them.
+    fn grant(&self, usages: &[Usage]) -> Result<&Self, StatusWord> {
+        let ok = |u: &Usage| match u {
+            Usage::Signing => self.key_usage.digital_signature(),
+            Usage::KeyAgreement => self.key_usage.key_agreement(),
+        };
+        if usages.iter().all(ok) { Ok(self) } else { Err(StatusWord::SecurityStatusNotSatisfied) }
+    }
+}
+
+fn validate(der: &[u8], anchor: &[u8], floor: ClockFloor) -> Result<Checked, StatusWord> {
     let refuse = StatusWord::SecurityStatusNotSatisfied;
-    let not_before = |d: &[u8]| -> Result<SystemTime, StatusWord> {
-        let t = pki::Certificate::from_der(d).map_err(|_| refuse)?.not_before;
-        Ok(UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0)))
-    };
-    let at: SystemTime = floor.as_system_time().max(not_before(der)?).max(not_before(anchor)?);
+    let leaf = pki::Certificate::from_der(der).map_err(|_| refuse)?;
+    let root = pki::Certificate::from_der(anchor).map_err(|_| refuse)?;
+    let secs = |t: i64| u64::try_from(t).unwrap_or(0);
+    let not_before = secs(leaf.not_before).max(secs(root.not_before));
+    let at: SystemTime = floor.as_system_time().max(UNIX_EPOCH + Duration::from_secs(not_before));
     let opts = ValidationOptions { allow_ca_leaf: false, ..ValidationOptions::at(at) };
     let path = pki::validate(der, &[], &[anchor.to_vec()], &[], &opts).map_err(|_| refuse)?;
     if path.leaf_is_ca {
         return Err(refuse);
     }
-    let ku = path.leaf_key_usage.ok_or(refuse)?;
-    let ok = |u: &Usage| match u {
-        Usage::Signing => ku.digital_signature(),
-        Usage::KeyAgreement => ku.key_agreement(),
-    };
-    if !usages.iter().all(ok) {
-        return Err(refuse);
-    }
-    let serial = card_serial(der).ok_or(refuse)?;
-    Ok(Peer { public_key: path.leaf_public_key_sec1, serial })
+    let key_usage = path.leaf_key_usage.ok_or(refuse)?;
+    let serial = serial_of(&leaf).ok_or(refuse)?;
+    Ok(Checked {
+        certificate: der.to_vec(),
+        anchor: anchor.to_vec(),
+        not_before,
+        not_after: leaf.not_after.min(root.not_after),
+        key_usage,
+        peer: Peer { public_key: path.leaf_public_key_sec1, key: path.leaf_public_key, serial },
+    })
 }

@@ -9,7 +9,7 @@ use super::Effect;
 use super::certificate::{self, Usage};
 use super::session::{LiveChallenge, Session};
 use super::state::{CardState, LogKind, StoredKey};
-use crate::crypto::card_key::{self, CardKeyPair};
+use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::{Secret16, ecies, envelope, random};
 use crate::domain::{self, Amount, CardSerial, Profile, TransferKeyId};
 use crate::protocol::StatusWord;
@@ -26,9 +26,10 @@ const PUBLIC_KEY_LABEL: &[u8] = b"keyroll transfer key pk v2";
 /// data from the first encrypted data and the second random number").
 const SIGNATURE_LABEL: &[u8] = b"keyroll transfer key signature v2";
 
-fn own_key_pair(state: &CardState) -> Result<CardKeyPair, StatusWord> {
+/// The card's key pair, kept in session RAM once made (`Session::own_key_pair`).
+fn own_key_pair<'s>(state: &CardState, session: &'s mut Session) -> Result<&'s CardKeyPair, StatusWord> {
     let k = state.card_private_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
-    CardKeyPair::from_bytes(k.expose()).map_err(|_| StatusWord::NoPreciseDiagnosis)
+    session.own_key_pair(k)
 }
 
 fn anchor(state: &CardState) -> Result<&[u8], StatusWord> {
@@ -68,7 +69,13 @@ pub(super) fn request_update_permission(
         // Claims 4, 7: the request carries the newer card's certificate; its key will check the
         // signature in UPDATE TRANSFER KEY.
         KeyRollPath::PublicKey => {
-            let peer = certificate::check(sender_certificate, anchor(state)?, now, &[Usage::Signing])?;
+            let peer = certificate::check_in_session(
+                &mut session.peer,
+                sender_certificate,
+                anchor(state)?,
+                now,
+                &[Usage::Signing],
+            )?;
             if Some(peer.serial) == state.serial {
                 return Err(StatusWord::IncorrectData);
             }
@@ -76,7 +83,7 @@ pub(super) fn request_update_permission(
             if state.blocks(peer.serial) {
                 return Err(StatusWord::CounterpartBlocked);
             }
-            Some((peer.public_key, peer.serial))
+            Some((peer.key, peer.serial))
         }
     };
     let value: Challenge = random::bytes().map_err(|_| StatusWord::NoPreciseDiagnosis)?;
@@ -89,6 +96,7 @@ pub(super) fn request_update_permission(
 /// (claims 2, 6); multi-key cards send the selected identifier and key (claim 9).
 pub(super) fn get_transfer_key(
     state: &CardState,
+    session: &mut Session,
     path: KeyRollPath,
     challenge: &Challenge,
     receiver: CardSerial,
@@ -133,16 +141,22 @@ pub(super) fn get_transfer_key(
             // Claims 4, 7: "first encrypted data into which the transfer key identifier and the transfer
             // key are encrypted by use of the third public key", then "first digital signature data from
             // the first encrypted data and the second random number by use of the secret key".
-            let peer = certificate::check(receiver_certificate, anchor(state)?, now, &[Usage::KeyAgreement])?;
+            let peer = certificate::check_in_session(
+                &mut session.peer,
+                receiver_certificate,
+                anchor(state)?,
+                now,
+                &[Usage::KeyAgreement],
+            )?;
             if peer.serial != receiver {
                 return Err(StatusWord::IncorrectData);
             }
-            let me = own_key_pair(state)?;
+            let me = own_key_pair(state, session)?;
             let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(20));
             plaintext.extend_from_slice(&key.id.0.to_be_bytes());
             plaintext.extend_from_slice(key.secret().expose());
             // The peer key was validated above; what can still fail here is the random generator.
-            let ct = ecies::seal(&peer.public_key, &[PUBLIC_KEY_LABEL, &serial.0, &receiver.0], &plaintext)
+            let ct = ecies::seal_to(&peer.key, &[PUBLIC_KEY_LABEL, &serial.0, &receiver.0], &plaintext)
                 .map_err(|_| StatusWord::NoPreciseDiagnosis)?;
             let signature = me.sign(&[SIGNATURE_LABEL, &ct, challenge]);
             Ok(Effect::reply(KeyPayload::PublicKey { ciphertext: ct, signature, authorisation }.to_wire()))
@@ -203,10 +217,11 @@ pub(super) fn update_transfer_key(
             let Some((sender_key, sender_serial)) = &live.sender else {
                 return Err(StatusWord::SecurityStatusNotSatisfied);
             };
-            card_key::verify(sender_key, &[SIGNATURE_LABEL, ciphertext, &live.value], signature)
+            sender_key
+                .verify_der(&[SIGNATURE_LABEL, ciphertext, &live.value], signature)
                 .map_err(|_| StatusWord::VerificationFailed)?;
-            let me = own_key_pair(state)?;
-            let plain = ecies::open(&me, &[PUBLIC_KEY_LABEL, &sender_serial.0, &serial.0], ciphertext)
+            let me = own_key_pair(state, session)?;
+            let plain = ecies::open(me, &[PUBLIC_KEY_LABEL, &sender_serial.0, &serial.0], ciphertext)
                 .map_err(|_| StatusWord::VerificationFailed)?;
             let mut r = Reader::new(plain.expose());
             let id = TransferKeyId(r.u32("transfer key id").map_err(|_| StatusWord::IncorrectData)?);

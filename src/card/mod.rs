@@ -315,6 +315,9 @@ impl<S: Storage> Card<S> {
             if aid.as_slice() != AID {
                 self.session = Session::default();
             }
+            // Any SELECT also drops what the session remembered for speed: the last validated peer
+            // certificate and the working copy of the card's key pair (`Session::forget_cached`).
+            self.session.forget_cached();
             self.session.selected = aid.as_slice() == AID;
             return if self.session.selected {
                 Ok(Effect::reply(Vec::new()))
@@ -364,7 +367,7 @@ impl<S: Storage> Card<S> {
                 key_roll::request_update_permission(state, session, path, &sender_certificate, now)
             }
             Command::GetTransferKey { path, challenge, receiver, receiver_certificate } => {
-                key_roll::get_transfer_key(state, path, &challenge, receiver, &receiver_certificate, now)
+                key_roll::get_transfer_key(state, session, path, &challenge, receiver, &receiver_certificate, now)
             }
             Command::UpdateTransferKey { path, payload } => {
                 key_roll::update_transfer_key(state, session, path, &payload)
@@ -373,13 +376,13 @@ impl<S: Storage> Card<S> {
                 value::begin_receive(state, payer, amount, payer_sequence)
             }
             Command::Debit { payee, amount, nonce, payee_sequence, request } => {
-                value::debit(state, payee, amount, &nonce, payee_sequence, &request)
+                value::debit(state, session, payee, amount, &nonce, payee_sequence, &request)
             }
             Command::Credit { receipt, payer_sequence, token } => {
-                value::credit(state, &receipt, payer_sequence, &token, None)
+                value::credit(state, session, &receipt, payer_sequence, &token, None)
             }
             Command::CreditSigned { receipt, payer_sequence, token, signature, certificate } => {
-                value::credit(state, &receipt, payer_sequence, &token, Some((&signature, &certificate)))
+                value::credit(state, session, &receipt, payer_sequence, &token, Some((&signature, &certificate)))
             }
             Command::Confirm { nonce, ack } => value::confirm(state, &nonce, &ack),
             Command::Abort { receipt } => value::abort(state, &receipt),

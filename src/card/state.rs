@@ -249,6 +249,10 @@ pub enum StateError {
     Version1,
 }
 
+/// Initial capacity of [`CardState::encode`]'s buffer: a certified card's state file (certificates,
+/// anchor, factory certificates, keys and receipt window) is a few KiB.
+const ENCODE_CAPACITY: usize = 16 * 1024;
+
 impl CardState {
     /// A card with no factory credentials: it cannot be personalised (no line trusts it). Tests use it
     /// as the empty starting point; real blanks come from [`CardState::blank_from_fab`].
@@ -349,7 +353,11 @@ impl CardState {
     }
 
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(serde_json::to_vec_pretty(self).expect("card state serializes"))
+        // Room for a certified card's file up front: fewer reallocations, each of which would leave an
+        // unzeroized copy of the secrets in freed memory.
+        let mut out = Zeroizing::new(Vec::with_capacity(ENCODE_CAPACITY));
+        serde_json::to_writer_pretty(&mut *out, self).expect("card state serializes");
+        out
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, StateError> {

@@ -15,8 +15,10 @@
 
 use super::Effect;
 use super::receipts::{self, Slot};
+use super::session::Session;
 use super::state::{CardState, LogKind, PendingOut};
-use crate::crypto::card_key::{self, CardKeyPair};
+use crate::crypto::card_key::CardKeyPair;
+use crate::crypto::ec::PublicKey;
 use crate::crypto::{Secret16, TransferKey, mac, random};
 use crate::domain::{Amount, CardSerial, TransferKeyId};
 use crate::protocol::StatusWord;
@@ -93,9 +95,10 @@ impl<'a> Transfer<'a> {
     }
 
     /// Check a payer's value signature under its certified public key.
-    fn check_signature(&self, public: &[u8], payer_sequence: u32, signature: &[u8; 64]) -> Result<(), StatusWord> {
+    fn check_signature(&self, public: &PublicKey, payer_sequence: u32, signature: &[u8; 64]) -> Result<(), StatusWord> {
         let (amount, seqs, id) = self.fields(Some(payer_sequence));
-        card_key::verify_p1363(public, &self.parts(VALUE_SIGNATURE_LABEL, &amount, &seqs, &id), signature)
+        public
+            .verify_p1363(&self.parts(VALUE_SIGNATURE_LABEL, &amount, &seqs, &id), signature)
             .map_err(|_| StatusWord::SecurityStatusNotSatisfied)
     }
 
@@ -140,13 +143,14 @@ fn certified(state: &CardState) -> bool {
     state.card_private_key.is_some() && state.certificate.is_some() && state.trust_anchor.is_some()
 }
 
-/// The card's own key pair when it is certified (it then signs every token it hands out).
-fn signing_key(state: &CardState) -> Result<Option<CardKeyPair>, StatusWord> {
+/// The card's own key pair when it is certified (it then signs every token it hands out), kept in
+/// session RAM once made (`Session::own_key_pair`).
+fn signing_key<'s>(state: &CardState, session: &'s mut Session) -> Result<Option<&'s CardKeyPair>, StatusWord> {
     if !certified(state) {
         return Ok(None);
     }
     let k = state.card_private_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
-    CardKeyPair::from_bytes(k.expose()).map(Some).map_err(|_| StatusWord::NoPreciseDiagnosis)
+    session.own_key_pair(k).map(Some)
 }
 
 /// A certified payee's check of the payer's signature (DESIGN.md §10 point 6): the certificate chains
@@ -156,6 +160,7 @@ fn signing_key(state: &CardState) -> Result<Option<CardKeyPair>, StatusWord> {
 /// certified cannot judge a certificate and ignores the signature (what symmetric cards cannot prevent).
 fn check_payer_signature(
     state: &CardState,
+    session: &mut Session,
     t: &Transfer<'_>,
     payer_sequence: u32,
     signed: Option<(&[u8; 64], &[u8])>,
@@ -165,12 +170,17 @@ fn check_payer_signature(
     }
     let (signature, certificate) = signed.ok_or(StatusWord::SecurityStatusNotSatisfied)?;
     let anchor = state.trust_anchor.as_deref().ok_or(StatusWord::ConditionsNotSatisfied)?;
-    let peer =
-        super::certificate::check(certificate, anchor, state.clock_floor, &[super::certificate::Usage::Signing])?;
+    let peer = super::certificate::check_in_session(
+        &mut session.peer,
+        certificate,
+        anchor,
+        state.clock_floor,
+        &[super::certificate::Usage::Signing],
+    )?;
     if &peer.serial != t.payer {
         return Err(StatusWord::SecurityStatusNotSatisfied);
     }
-    t.check_signature(&peer.public_key, payer_sequence, signature)
+    t.check_signature(&peer.key, payer_sequence, signature)
 }
 
 fn next_sequence(state: &CardState) -> Result<u32, StatusWord> {
@@ -241,6 +251,7 @@ pub(super) fn begin_receive(
 /// and without needing the request again (recovery in a later session has only the card's log).
 pub(super) fn debit(
     state: &CardState,
+    session: &mut Session,
     payee: CardSerial,
     amount: Amount,
     nonce: &Nonce,
@@ -257,7 +268,7 @@ pub(super) fn debit(
         }
         let key = key_for(state, p.transfer_key_id)?;
         let t = Transfer::outgoing(&me, p);
-        let signature = signing_key(state)?.map(|k| t.sign(&k, p.payer_sequence)).transpose()?;
+        let signature = signing_key(state, session)?.map(|k| t.sign(k, p.payer_sequence)).transpose()?;
         let out = DebitToken {
             payer_sequence: p.payer_sequence,
             token: t.mac(&key, TOKEN, Some(p.payer_sequence)),
@@ -279,7 +290,7 @@ pub(super) fn debit(
         return Err(StatusWord::ConditionsNotSatisfied);
     }
     // Signed before anything is written: a card that cannot sign changes nothing.
-    let signing = signing_key(state)?;
+    let signing = signing_key(state, session)?;
     let mut next = state.clone();
     if next.pending_out.len() >= MAX_PENDING {
         // Non-blocking: the oldest open debit moves to the exception list (still resolvable there).
@@ -302,7 +313,7 @@ pub(super) fn debit(
         transfer_key_id: key.id,
     });
     next.push_log(LogKind::Debit, payee, amount, payee_sequence);
-    let signature = signing.map(|k| t.sign(&k, next.sequence)).transpose()?;
+    let signature = signing.map(|k| t.sign(k, next.sequence)).transpose()?;
     let out = DebitToken { payer_sequence: next.sequence, token: t.mac(&key, TOKEN, Some(next.sequence)), signature };
     Ok(Effect::write(next, out.to_wire()))
 }
@@ -314,6 +325,7 @@ pub(super) fn debit(
 /// certificate (`signed`, CREDIT P1 = 01), checked after the token and before anything else.
 pub(super) fn credit(
     state: &CardState,
+    session: &mut Session,
     r: &ReceiptRef,
     payer_sequence: u32,
     token: &Mac,
@@ -327,7 +339,7 @@ pub(super) fn credit(
     let key = key_for(state, r.transfer_key_id)?;
     let t = Transfer::incoming(&me, r, &nonce);
     t.check(&key, TOKEN, Some(payer_sequence), token)?;
-    check_payer_signature(state, &t, payer_sequence, signed)?;
+    check_payer_signature(state, session, &t, payer_sequence, signed)?;
     let ack = CreditAck { ack: t.mac(&key, ACK, Some(payer_sequence)) }.to_wire();
     match state.receipts.slot(r.receipt) {
         Slot::Credited => return Ok(Effect::reply(ack)),

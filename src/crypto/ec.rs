@@ -76,6 +76,62 @@ const HALF_ORDER: [u8; 32] = [
 ];
 
 // ---------------------------------------------------------------------------------------------
+// Operation counts (debug builds only)
+// ---------------------------------------------------------------------------------------------
+
+/// How many P-256 operations the current thread performed, so that tests can pin what a protocol
+/// step costs (a redundant certificate validation or key restoration that comes back fails them).
+/// Compiled only with debug assertions: release builds (benchmarks, the shipped binary) carry no
+/// counter on any path.
+#[cfg(debug_assertions)]
+pub mod op_count {
+    use std::cell::Cell;
+
+    /// Counts per kind of operation.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Ops {
+        /// ECDSA verifications (one double-scalar multiplication each).
+        pub verify: u32,
+        /// ECDSA signatures (one fixed-base multiplication each).
+        pub sign: u32,
+        /// ECDH agreements (one variable-base multiplication each).
+        pub ecdh: u32,
+        /// Fresh key pairs (one fixed-base multiplication each).
+        pub generate: u32,
+        /// Keys built from a stored scalar (one fixed-base multiplication each: AWS-LC derives the
+        /// public point), including the ECDH key a key pair makes on its first agreement.
+        pub from_scalar: u32,
+        /// Public keys parsed and validated (point decoding and on-curve check).
+        pub parse_public: u32,
+    }
+
+    thread_local! {
+        static OPS: Cell<Ops> = Cell::new(Ops::default());
+    }
+
+    pub(super) fn bump(f: impl FnOnce(&mut Ops)) {
+        OPS.with(|c| {
+            let mut o = c.get();
+            f(&mut o);
+            c.set(o);
+        });
+    }
+
+    /// The counts since the last call on this thread, and resets them.
+    pub fn take() -> Ops {
+        OPS.with(|c| c.replace(Ops::default()))
+    }
+}
+
+/// Counts one operation of kind `$field` in debug builds; nothing in release builds.
+macro_rules! count {
+    ($field:ident) => {
+        #[cfg(debug_assertions)]
+        op_count::bump(|o| o.$field += 1);
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Public keys
 // ---------------------------------------------------------------------------------------------
 
@@ -96,6 +152,7 @@ impl PublicKey {
         // hybrid forms before the library sees them (AWS-LC would also try SPKI DER).
         match (sec1.first(), sec1.len()) {
             (Some(0x04), PUBLIC_KEY_LEN) => {
+                count!(parse_public);
                 let parsed = lc::ParsedPublicKey::new(&lc::ECDSA_P256_SHA256_ASN1, sec1)
                     .map_err(|_| CryptoError::InvalidPublicKey)?;
                 let mut out = [0u8; PUBLIC_KEY_LEN];
@@ -167,6 +224,7 @@ impl PublicKey {
 
     /// Verify `signature` over the SHA-256 digest of `parts[0] ‖ parts[1] ‖ …`.
     pub fn verify(&self, parts: &[&[u8]], signature: &Signature) -> Result<(), CryptoError> {
+        count!(verify);
         let der = signature.to_der();
         self.parsed.verify_digest_sig(&sha256(parts), der.as_bytes()).map_err(|_| CryptoError::BadSignature)
     }
@@ -176,6 +234,7 @@ impl PublicKey {
     /// verify.
     pub fn verify_der(&self, parts: &[&[u8]], der: &[u8]) -> Result<(), CryptoError> {
         let signature = Signature::from_der(der)?;
+        count!(verify);
         // `der` passed the strict parse, so it is the canonical encoding: hand it over as is.
         self.parsed.verify_digest_sig(&sha256(parts), der).map_err(|_| CryptoError::BadSignature)?;
         debug_assert_eq!(signature.to_der().as_bytes(), der);
@@ -351,6 +410,7 @@ impl KeyPair {
 
     /// A fresh key pair from AWS-LC's generator (seeded by the operating system).
     pub fn generate() -> Result<Self, CryptoError> {
+        count!(generate);
         let signing =
             lc::EcdsaKeyPair::generate(&lc::ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| CryptoError::Random)?;
         Self::wrap(signing)
@@ -362,6 +422,7 @@ impl KeyPair {
         if scalar.len() != SCALAR_LEN || !in_scalar_range(scalar) {
             return Err(CryptoError::InvalidPrivateKey);
         }
+        count!(from_scalar);
         // RFC 5915 ECPrivateKey without the optional fields; AWS-LC derives the public point.
         let mut der = Zeroizing::new([0u8; 7 + SCALAR_LEN + 12]);
         der[..7].copy_from_slice(&[0x30, 5 + SCALAR_LEN as u8 + 12, 0x02, 0x01, 0x01, 0x04, SCALAR_LEN as u8]);
@@ -384,6 +445,7 @@ impl KeyPair {
     /// From PKCS #8 `PrivateKeyInfo` DER (RFC 5208, v1 or v2, RFC 5915 inside) of a P-256 key;
     /// anything else is [`CryptoError::InvalidPrivateKey`].
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
+        count!(from_scalar);
         let signing = lc::EcdsaKeyPair::from_pkcs8(&lc::ECDSA_P256_SHA256_FIXED_SIGNING, der)
             .map_err(|_| CryptoError::InvalidPrivateKey)?;
         Self::wrap(signing)
@@ -418,6 +480,7 @@ impl KeyPair {
     }
 
     fn sign_digest(&self, digest: &digest::Digest) -> Result<Signature, CryptoError> {
+        count!(sign);
         let sig = self.signing.sign_digest(digest).map_err(|_| CryptoError::Backend)?;
         Ok(Signature::from_p1363(sig.as_ref())?.normalize_s())
     }
@@ -427,6 +490,7 @@ impl KeyPair {
         let key = match self.agreement.get() {
             Some(k) => k,
             None => {
+                count!(from_scalar);
                 let scalar = self.signing.private_key().as_be_bytes().map_err(|_| CryptoError::Backend)?;
                 let k = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, scalar.as_ref())
                     .map_err(|_| CryptoError::Backend)?;
@@ -456,6 +520,7 @@ pub struct EcdhKey {
 impl EcdhKey {
     /// A fresh key from AWS-LC's generator.
     pub fn generate() -> Result<Self, CryptoError> {
+        count!(generate);
         let key = agreement::PrivateKey::generate(&agreement::ECDH_P256).map_err(|_| CryptoError::Random)?;
         let public = key.compute_public_key().map_err(|_| CryptoError::Backend)?;
         let public = PublicKey::from_sec1(public.as_ref())?;
@@ -467,6 +532,7 @@ impl EcdhKey {
         if scalar.len() != SCALAR_LEN || !in_scalar_range(scalar) {
             return Err(CryptoError::InvalidPrivateKey);
         }
+        count!(from_scalar);
         let key = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, scalar)
             .map_err(|_| CryptoError::InvalidPrivateKey)?;
         let public = key.compute_public_key().map_err(|_| CryptoError::Backend)?;
@@ -491,6 +557,7 @@ impl std::fmt::Debug for EcdhKey {
 }
 
 fn agree(key: &agreement::PrivateKey, peer: &PublicKey) -> Result<SharedSecret, CryptoError> {
+    count!(ecdh);
     let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &peer.sec1[..]);
     agreement::agree(key, peer, CryptoError::InvalidPublicKey, |z| {
         let mut out = Zeroizing::new([0u8; SHARED_SECRET_LEN]);

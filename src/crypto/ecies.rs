@@ -20,7 +20,7 @@
 
 use super::CryptoError;
 use super::card_key::{self, CardKeyPair, PUBLIC_KEY_LEN};
-use super::ec::{EcdhKey, SharedSecret};
+use super::ec::{EcdhKey, PublicKey, SharedSecret};
 use super::kdf::Purpose;
 use super::secret::SecretBytes;
 use aes_siv::KeyInit;
@@ -54,11 +54,17 @@ fn check_headers(headers: &[&[u8]]) -> Result<(), CryptoError> {
 /// compressed; validated), binding `headers` as associated data.
 pub fn seal(recipient_sec1: &[u8], headers: &[&[u8]], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     check_headers(headers)?;
-    let recipient = card_key::parse_public_key(recipient_sec1)?;
+    seal_to(&card_key::parse_public_key(recipient_sec1)?, headers, plaintext)
+}
+
+/// As [`seal`], to a recipient key already parsed and validated (a certificate's, from path
+/// validation), so the point is not decoded again.
+pub fn seal_to(recipient: &PublicKey, headers: &[&[u8]], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    check_headers(headers)?;
     // The ephemeral scalar lives in AWS-LC and is cleansed when `ephemeral` drops.
     let ephemeral = EcdhKey::generate()?;
     let ephemeral_public = *ephemeral.public_key().sec1();
-    let shared = ephemeral.agree(&recipient)?;
+    let shared = ephemeral.agree(recipient)?;
     let sealed = content_key(&shared, &ephemeral_public, recipient.sec1())
         .encrypt(headers, plaintext)
         .map_err(|_| CryptoError::TooManyHeaders { count: headers.len(), max: MAX_HEADERS })?;

@@ -102,6 +102,8 @@ pub struct ValidatedPath {
     pub chain: Vec<Vec<u8>>,
     /// The leaf's P-256 public key as an uncompressed SEC1 point (65 bytes).
     pub leaf_public_key_sec1: Vec<u8>,
+    /// The same key as parsed (and checked) during validation, for callers that use it at once.
+    pub leaf_public_key: crate::crypto::ec::PublicKey,
     /// The leaf's serialNumber INTEGER content octets.
     pub leaf_serial: Vec<u8>,
     /// The leaf's keyUsage, `None` when the extension is absent.

@@ -460,6 +460,7 @@ impl Validator {
                 Ok(ValidatedPath {
                     chain: path.iter().map(|n| ctx.cert(*n).der.clone()).collect(),
                     leaf_public_key_sec1: key.sec1().to_vec(),
+                    leaf_public_key: key.clone(),
                     leaf_serial: leaf.serial.clone(),
                     leaf_key_usage: leaf.key_usage.map(KeyUsage),
                     leaf_is_ca: leaf.basic_constraints.is_some_and(|b| b.ca),

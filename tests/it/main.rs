@@ -36,6 +36,7 @@ mod replay;
 mod scenarios;
 mod settle_errors;
 mod settlement;
+mod settlement_ops;
 mod tamper;
 mod value_attacks;
 mod value_chaining;
