@@ -167,7 +167,7 @@ pub fn reconcile_and_record(
         flags: r.flags.len() as u64,
         cards_digest: cards_digest(exports),
         journals: heads,
-    })?;
+    }, &r.open_debits)?;
     Ok(Recorded { reconciliation: r, record })
 }
 

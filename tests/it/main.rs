@@ -32,6 +32,7 @@ mod public_key;
 mod reconcile;
 mod reconcile_record;
 mod replay;
+mod resolve_checked;
 mod scenarios;
 mod settle_errors;
 mod settlement;
