@@ -18,6 +18,7 @@ mod fab_cli;
 mod hsm;
 mod issuer_properties;
 mod issuer_word;
+mod journal_signatures;
 mod limbo;
 mod pcsc_cli;
 mod pcsc_transport;
