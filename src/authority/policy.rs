@@ -645,7 +645,12 @@ impl Unlocked<'_> {
                 d["checked"] = serde_json::to_value(&check).expect("serializes");
                 self.log(c, "policy resolve", d)?;
             }
-            Ok(ResolveOutcome { resolution: r, already_carried: false, checked: Some(check), policy: PolicyView::of(&p) })
+            Ok(ResolveOutcome {
+                resolution: r,
+                already_carried: false,
+                checked: Some(check),
+                policy: PolicyView::of(&p),
+            })
         })
     }
 

@@ -51,10 +51,9 @@ impl Authority {
     /// decision on them checks each against the root ([`Authority::root`], in the state digest): the
     /// certificates table is bound by row, replayed by `audit log`, not checked at unlock.
     pub fn certificates_of(&self, serial: crate::domain::CardSerial) -> Result<Vec<Vec<u8>>, AuthorityError> {
-        let rows = self.conn.query_all(
-            "SELECT der FROM certificates WHERE card_serial = ?1 ORDER BY id",
-            [serial.to_string()],
-        )?;
+        let rows = self
+            .conn
+            .query_all("SELECT der FROM certificates WHERE card_serial = ?1 ORDER BY id", [serial.to_string()])?;
         rows.iter().map(|r| Ok(r.get::<_, Vec<u8>>(0)?)).collect()
     }
 

@@ -86,13 +86,12 @@ impl DebitState {
         Self::ALL.into_iter().find(|d| d.name() == s)
     }
 
-    /// The resolution this state proves safe, if any: a refund of a receipt that can never be credited,
-    /// a closure of a debit the payee credited.
-    pub fn supports(self) -> Option<ResolutionOutcome> {
-        match self {
-            DebitState::Credited => Some(ResolutionOutcome::Credited),
-            DebitState::NeverCredited | DebitState::Aborted => Some(ResolutionOutcome::Refund),
-            DebitState::Open | DebitState::Unproven => None,
+    /// Whether this state proves `outcome` safe: a refund only of a receipt that can never be credited,
+    /// a closure only of a debit the payee credited.
+    pub fn proves_safe(self, outcome: ResolutionOutcome) -> bool {
+        match outcome {
+            ResolutionOutcome::Refund => matches!(self, DebitState::NeverCredited | DebitState::Aborted),
+            ResolutionOutcome::Credited => self == DebitState::Credited,
         }
     }
 }
@@ -334,7 +333,7 @@ pub struct ResolveCheck {
 /// recorded) and the older recorded debits resembling `r` (`older`, newest first). Pure.
 ///
 /// With [`ResolveBasis::Reconciliation`] the newest reconciliation must show exactly this debit open,
-/// in a state that proves the outcome safe ([`DebitState::supports`]): a refund only of a receipt that
+/// in a state that proves the outcome safe ([`DebitState::proves_safe`]): a refund only of a receipt that
 /// can never be credited, a closure only of a debit the payee credited. An override skips the need for
 /// proof, never a proof of the opposite (a refund of a debit shown credited creates value; a closure
 /// of one shown never credited destroys it).
@@ -398,18 +397,16 @@ pub fn judge_resolution(
             older: older.iter().find(|(id, d)| *id < rec.id && d.is(r)).map(|(id, _)| *id),
         });
     };
-    match d.state.supports() {
-        Some(outcome) if outcome == r.outcome => {
-            Ok(ResolveCheck { reconciliation: Some(rec.id), state: Some(d.state), override_reason: None })
-        }
-        _ => Err(match d.state {
-            DebitState::Open => {
-                ResolveRefusal::StillOpen { id: rec.id, payer: d.payer, payee: d.payee, receipt: d.receipt }
-            }
-            // Contradictions were refused above; what is left proves nothing.
-            _ => ResolveRefusal::Unproven { id: rec.id, payee: d.payee, receipt: d.receipt },
-        }),
+    if d.state.proves_safe(r.outcome) {
+        return Ok(ResolveCheck { reconciliation: Some(rec.id), state: Some(d.state), override_reason: None });
     }
+    Err(match d.state {
+        DebitState::Open => {
+            ResolveRefusal::StillOpen { id: rec.id, payer: d.payer, payee: d.payee, receipt: d.receipt }
+        }
+        // Contradictions were refused above; what is left proves nothing.
+        _ => ResolveRefusal::Unproven { id: rec.id, payee: d.payee, receipt: d.receipt },
+    })
 }
 
 fn hex_digest<S: serde::Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
@@ -599,7 +596,10 @@ mod tests {
                 let safe = matches!((o, state), (Refund, NeverCredited | Aborted) | (Close, Credited));
                 assert_eq!(got.is_ok(), safe, "{o:?} of a debit {state}: {got:?}");
                 if safe {
-                    assert_eq!(got.unwrap(), ResolveCheck { reconciliation: Some(5), state: Some(state), override_reason: None });
+                    assert_eq!(
+                        got.unwrap(),
+                        ResolveCheck { reconciliation: Some(5), state: Some(state), override_reason: None }
+                    );
                 }
             }
         }
@@ -651,18 +651,25 @@ mod tests {
             .unwrap();
         };
         add("never-credited", "40");
-        assert_eq!(debits_of(&c, 1).unwrap(), vec![seen(DebitState::NeverCredited)].into_iter().map(|mut d| {
-            d.payer = CardSerial::parse("4B52000000000001").unwrap();
-            d.payee = CardSerial::parse("4B52000000000002").unwrap();
-            d
-        }).collect::<Vec<_>>());
+        assert_eq!(
+            debits_of(&c, 1).unwrap(),
+            vec![seen(DebitState::NeverCredited)]
+                .into_iter()
+                .map(|mut d| {
+                    d.payer = CardSerial::parse("4B52000000000001").unwrap();
+                    d.payee = CardSerial::parse("4B52000000000002").unwrap();
+                    d
+                })
+                .collect::<Vec<_>>()
+        );
         c.execute("UPDATE reconciliation_debits SET amount = '040'", params![]).unwrap();
         assert!(matches!(debits_of(&c, 1), Err(AuthorityError::BadRow { table: "reconciliation_debits", .. })));
         c.execute("UPDATE reconciliation_debits SET amount = '40', payer = 'nope'", params![]).unwrap();
         assert!(matches!(debits_of(&c, 1), Err(AuthorityError::BadRow { .. })));
         // The schema refuses a state it does not know.
         assert!(
-            c.execute("UPDATE reconciliation_debits SET payer = '4B52000000000001', state = 'maybe'", params![]).is_err()
+            c.execute("UPDATE reconciliation_debits SET payer = '4B52000000000001', state = 'maybe'", params![])
+                .is_err()
         );
     }
 

@@ -9,8 +9,8 @@
 //! - [`EXIT_INTERNAL`] (70, `EX_SOFTWARE` of BSD `sysexits.h`): a fault inside keyroll, which is a bug.
 
 use crate::authority::AuthorityError;
-use crate::authority::reconciliations::ResolveRefusal;
 use crate::authority::pkcs11::{self, TokenError};
+use crate::authority::reconciliations::ResolveRefusal;
 use crate::authority::store::{ConnectFailure, StoreError};
 use crate::card::CardError;
 use crate::card::storage::StorageError;

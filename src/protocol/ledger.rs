@@ -360,8 +360,9 @@ mod tests {
         assert_eq!(lines[2].format, JOURNAL_FORMAT);
         assert_eq!(lines[2].record.signature, Some("33".repeat(64)));
         // A version 1 line after it, chained properly: refused (a signature shed by a rewrite).
-        let back = journal_line(3, &line_hash(&next), &JournalRecord { transfer_key_id: None, signature: None, ..record(3) })
-            .replace(JOURNAL_FORMAT, JOURNAL_FORMAT_V1);
+        let back =
+            journal_line(3, &line_hash(&next), &JournalRecord { transfer_key_id: None, signature: None, ..record(3) })
+                .replace(JOURNAL_FORMAT, JOURNAL_FORMAT_V1);
         let err = verify_journal(&format!("{grown}{back}\n")).unwrap_err();
         assert!(matches!(err, JournalError::Malformed { line: 4, .. }), "{err}");
         // A version 1 line carrying version 2 fields: refused.

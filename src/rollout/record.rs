@@ -242,17 +242,20 @@ pub fn reconcile_and_record(
     r.flags.extend(flags);
     let root = u.auth.root()?;
     r.flags.extend(check_value_signatures(journals, &mut |serial| certified_keys(u, root.as_deref(), serial))?);
-    let record = u.record_reconciliation(&Reconciled {
-        cards: r.cards as u64,
-        issued: r.issued,
-        balances: r.balances,
-        in_flight: r.in_flight,
-        unaccounted: r.unaccounted,
-        transfers_in_flight: r.transfers_in_flight.len() as u64,
-        flags: r.flags.len() as u64,
-        cards_digest: cards_digest(exports),
-        journals: heads,
-    }, &r.open_debits)?;
+    let record = u.record_reconciliation(
+        &Reconciled {
+            cards: r.cards as u64,
+            issued: r.issued,
+            balances: r.balances,
+            in_flight: r.in_flight,
+            unaccounted: r.unaccounted,
+            transfers_in_flight: r.transfers_in_flight.len() as u64,
+            flags: r.flags.len() as u64,
+            cards_digest: cards_digest(exports),
+            journals: heads,
+        },
+        &r.open_debits,
+    )?;
     Ok(Recorded { reconciliation: r, record })
 }
 

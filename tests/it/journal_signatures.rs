@@ -31,7 +31,8 @@ fn flags_of(s: &Scratch, journal: &str) -> (Option<i32>, Vec<serde_json::Value>)
     let o = s.run(&["--json", "reconcile", "--cards", "cards", "--journal", journal]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", stderr(&o)));
     let flags = v["flags"].as_array().cloned().unwrap_or_default();
-    let own = flags.into_iter().filter(|f| !f["why"].as_str().unwrap_or("").contains("does not extend the head")).collect();
+    let own =
+        flags.into_iter().filter(|f| !f["why"].as_str().unwrap_or("").contains("does not extend the head")).collect();
     (o.status.code(), own)
 }
 

@@ -278,6 +278,9 @@ fn with_no_reconciliation_nothing_is_resolved_but_by_the_override(s: Scratch) {
     let mut lost = d.args("--refund");
     lost.extend(["--against-reconciliation", "none", "--reason", "payee card lost"].map(String::from));
     let out = resolved(&s, &lost);
-    assert_eq!(out["checked"], serde_json::json!({"reconciliation": null, "state": null, "override_reason": "payee card lost"}));
+    assert_eq!(
+        out["checked"],
+        serde_json::json!({"reconciliation": null, "state": null, "override_reason": "payee card lost"})
+    );
     s.ok(&["audit", "log"]);
 }
