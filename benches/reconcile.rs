@@ -50,6 +50,7 @@ fn main() {
                 }],
                 receipt_floor: 1,
                 receipt_next: 3,
+                challenge: [0; 16],
                 mac: [0; 16],
             };
             x.mac = mac::cmac(&keys[i as usize], &[&x.mac_input()]);

@@ -386,6 +386,12 @@ impl<S: Storage> Card<S> {
             Command::GetPolicy => Ok(Effect::reply(
                 crate::protocol::response::HeldPolicy(state.policy.clone().unwrap_or_default()).to_wire(),
             )),
+            Command::ExportLog { challenge } => {
+                // Changes nothing: a refusal or a card pulled mid-answer (its GET RESPONSE rest is
+                // session state) leaves the card as it was. 6A88 when the card holds no log key.
+                let export = state.export_log(&challenge).ok_or(StatusWord::ReferencedDataNotFound)?;
+                Ok(Effect::reply(export.to_wire()))
+            }
             Command::GetFactoryData => perso::factory_data(state),
             Command::InternalAuthenticate { data } => {
                 perso::internal_authenticate(state, session, &data, &self.misbehaviour)

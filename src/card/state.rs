@@ -22,8 +22,8 @@ pub const FORMAT: &str = "keyroll-card/2";
 pub const FORMAT_V1: &str = "keyroll-card/1";
 /// Recently settled nonces remembered for idempotent CREDIT and ABORT (bounded: house rule 5).
 pub const SETTLED_MEMORY: usize = 32;
-/// Transaction log entries kept on the card.
-pub const LOG_MEMORY: usize = 32;
+/// Transaction log entries kept on the card (what one export carries).
+pub const LOG_MEMORY: usize = ledger::MAX_EXPORT_ENTRIES;
 /// Most transfer keys a multi-key card stores.
 pub const MAX_TRANSFER_KEYS: usize = 16;
 
@@ -462,9 +462,10 @@ impl CardState {
         self.log.push_back(LogEntry { sequence: self.sequence, kind, counterpart, amount, receipt });
     }
 
-    /// The card's log export for the back office (`rollout::reconcile`), MAC'd under its log key.
-    /// `None` before INITIALIZE gave the card its key.
-    pub fn export_log(&self) -> Option<CardLogExport> {
+    /// The card's log export for the back office (`rollout::reconcile`), answering `challenge`, MAC'd
+    /// under its log key (EXPORT LOG's answer; the back office calls it on a card file it reads itself).
+    /// `None` before personalisation gave the card its key.
+    pub fn export_log(&self, challenge: &[u8; 16]) -> Option<CardLogExport> {
         let key = self.log_key.as_ref()?;
         let kind = |k: LogKind| match k {
             LogKind::Debit => EntryKind::Debit,
@@ -508,6 +509,7 @@ impl CardState {
                 .collect(),
             receipt_floor: self.receipts.floor(),
             receipt_next: self.receipts.next(),
+            challenge: *challenge,
             mac: [0; 16],
         };
         e.mac = crate::crypto::mac::cmac(key, &[&e.mac_input()]);

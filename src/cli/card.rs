@@ -35,6 +35,60 @@ pub enum CardCommand {
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         connect_timeout: u64,
     },
+    /// Read a card's MAC'd log with EXPORT LOG, answering the back office's challenge, into a file that
+    /// `reconcile --export FILE --challenge HEX` accepts. Writes nothing on the card.
+    #[command(
+        name = "export-log",
+        after_help = "Example:\n  C=$(keyroll card challenge)          # at the back office: this round's challenge\n  \
+                      keyroll card export-log --reader \"00 00\" --challenge $C --out 4B52000000000001.json\n  \
+                      keyroll reconcile --export 4B52000000000001.json --challenge $C"
+    )]
+    ExportLog {
+        /// The card: a PC/SC reader name (exact or a unique part), or `file:PATH` for a card file.
+        #[arg(long, value_name = "CARD")]
+        reader: String,
+        /// This round's challenge (32 hex digits) from the back office (`keyroll card challenge`).
+        #[arg(long, value_name = "HEX")]
+        challenge: String,
+        /// The export file to write (never replaces an existing file without --force).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing export file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Draw a fresh challenge for a round of log exports (the back office hands it to the terminals
+    /// that run `card export-log`, then gives it to `reconcile --challenge`).
+    #[command(after_help = "Example:\n  keyroll card challenge --json")]
+    Challenge,
+}
+
+/// Parse a challenge given as 32 hex digits.
+pub fn parse_challenge(s: &str) -> Result<crate::protocol::command::Challenge, CliError> {
+    let bad = || {
+        CliError::input(
+            format!("challenge {s:?} is not 16 bytes in hex (32 hex digits)"),
+            "pass the challenge `keyroll card challenge` drew for this round",
+        )
+    };
+    let b = hex::decode(s.trim()).map_err(|_| bad())?;
+    b.try_into().map_err(|_| bad())
+}
+
+/// A fresh challenge, or an error the CLI can show.
+pub fn fresh_challenge() -> Result<crate::protocol::command::Challenge, CliError> {
+    crate::rollout::exports::fresh_challenge()
+        .map_err(|e| CliError::internal(format!("cannot draw a random challenge: {e}")))
+}
+
+#[derive(Serialize)]
+struct ExportView<'a> {
+    serial: CardSerial,
+    challenge: String,
+    balance: Amount,
+    entries: usize,
+    open_debits: usize,
+    out: &'a Path,
 }
 
 /// The public view of a card (DESIGN.md §9 `card show` field names).
@@ -116,6 +170,55 @@ fn lock_card_file(path: &Path) -> Result<Card<FileStorage>, CliError> {
 
 pub fn run(ctx: &Context, cmd: CardCommand) -> Result<(), CliError> {
     match cmd {
+        CardCommand::Challenge => {
+            let c = hex::encode(fresh_challenge()?);
+            if ctx.json {
+                output::json(&serde_json::json!({ "challenge": c }));
+            } else {
+                println!("{c}");
+            }
+            Ok(())
+        }
+        CardCommand::ExportLog { reader, challenge, out, force } => {
+            let challenge = parse_challenge(&challenge)?;
+            // Checked before the card is touched: a file it was not asked to replace (or a card file,
+            // the database, its identity) stays as it is.
+            ctx.check_output(&out, force)?;
+            let verbose = ctx.verbose;
+            let export = super::settle::with_channel(&reader, |ch| {
+                crate::terminal::export_log(ch, &challenge, verbose).map_err(|e| {
+                    CliError::input(
+                        e.to_string(),
+                        "check the card is an issued keyroll card and stays in the reader; nothing was written",
+                    )
+                })
+            })?;
+            let mut bytes = serde_json::to_vec_pretty(&export)
+                .map_err(|e| CliError::internal(format!("cannot encode the export: {e}")))?;
+            bytes.push(b'\n');
+            ctx.write_output(&out, &bytes, force, 0o644)?;
+            let view = ExportView {
+                serial: export.serial,
+                challenge: hex::encode(export.challenge),
+                balance: export.balance,
+                entries: export.entries.len(),
+                open_debits: export.open_debits.len(),
+                out: &out,
+            };
+            if ctx.json {
+                output::json(&view);
+            } else {
+                println!(
+                    "exported the log of card {} ({} entries, {} open debits, balance {}) to {}",
+                    view.serial,
+                    view.entries,
+                    view.open_debits,
+                    view.balance,
+                    out.display()
+                );
+            }
+            Ok(())
+        }
         CardCommand::Serve { file, vpcd, connect_timeout } => serve(ctx, &file, &vpcd, connect_timeout),
         CardCommand::Show { file } => {
             // Reading needs no lock: `card show` works on a card that `card serve` is serving.

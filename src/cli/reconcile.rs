@@ -6,6 +6,8 @@
 
 use super::CliError;
 use super::output::{self, Context};
+use crate::protocol::ledger::CardLogExport;
+use crate::rollout::exports::{self, ExportFileError};
 use crate::rollout::reconcile::{Reconciliation, Resolver};
 use crate::rollout::record::{self, Journal, Recorded};
 use crate::rollout::status::Fleet;
@@ -15,12 +17,25 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  keyroll reconcile --cards cards\n  \
+                        keyroll reconcile --export a.json --export b.json --challenge $C   # `card export-log` files of this round\n  \
+                        keyroll reconcile --reader \"00 00\" --cards cards                 # a card in a reader, read here\n  \
                         keyroll reconcile --cards cards --journal line1.jsonl --journal line2.jsonl --json\n  \
                         keyroll reconcile --cards cards --journal line1.jsonl --expect-head 5d41…   # the head `settle --journal` printed")]
 pub struct ReconcileArgs {
     /// Folder of card files (`*.card`, as `perso --out-dir` wrote them).
-    #[arg(long)]
-    pub cards: PathBuf,
+    #[arg(long, required_unless_present_any = ["export", "reader"])]
+    pub cards: Option<PathBuf>,
+    /// A card log export written by `card export-log` (repeatable); it must answer --challenge.
+    #[arg(long, value_name = "FILE", requires = "challenge")]
+    pub export: Vec<PathBuf>,
+    /// This round's challenge (32 hex digits, `keyroll card challenge`), which every --export answers:
+    /// an export recorded in an earlier round is refused.
+    #[arg(long, value_name = "HEX")]
+    pub challenge: Option<String>,
+    /// Read a card's log over a PC/SC reader here, answering a challenge drawn for it (repeatable;
+    /// `file:PATH` reads a card file the same way).
+    #[arg(long, value_name = "CARD")]
+    pub reader: Vec<String>,
     /// A settlement journal written by `settle --journal` (repeatable). Each must extend the head the
     /// last reconciliation recorded for it (a deleted last line is flagged).
     #[arg(long)]
@@ -48,16 +63,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, a: ReconcileArgs) 
             ));
         }
     }
-    let fleet = Fleet::load(&a.cards)?;
-    let mut exports = Vec::with_capacity(fleet.cards.len());
-    for (path, state) in &fleet.cards {
-        exports.push(state.export_log().ok_or_else(|| {
-            CliError::input(
-                format!("{}: the card has no log key, so its log cannot be checked", path.display()),
-                "personalise cards with this version of keyroll",
-            )
-        })?);
-    }
+    let exports = collect_exports(ctx, &a)?;
     let mut journals = Vec::new();
     for p in &a.journal {
         let text = std::fs::read_to_string(p).map_err(|e| {
@@ -86,6 +92,52 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, a: ReconcileArgs) 
         ));
     }
     Ok(())
+}
+
+/// Every card log this run reconciles, each answering a challenge this run can vouch for: card files
+/// and cards in readers answer one drawn here; export files must answer this round's `--challenge`
+/// (`rollout::exports`). Bad input changes nothing and records nothing.
+fn collect_exports(ctx: &Context, a: &ReconcileArgs) -> Result<Vec<CardLogExport>, CliError> {
+    let mut exports = Vec::new();
+    if let Some(dir) = &a.cards {
+        let fleet = Fleet::load(dir)?;
+        let challenge = super::card::fresh_challenge()?;
+        for (path, state) in &fleet.cards {
+            exports.push(state.export_log(&challenge).ok_or_else(|| {
+                CliError::input(
+                    format!("{}: the card has no log key, so its log cannot be checked", path.display()),
+                    "personalise cards with this version of keyroll",
+                )
+            })?);
+        }
+    }
+    if !a.export.is_empty() {
+        let challenge = super::card::parse_challenge(a.challenge.as_deref().unwrap_or_default())?;
+        for p in &a.export {
+            exports.push(exports::read_export(p, &challenge).map_err(|e| {
+                let hint = match e {
+                    ExportFileError::Stale { .. } => {
+                        "collect the card's log again with `card export-log --challenge` and this round's challenge"
+                    }
+                    _ => "pass a file `keyroll card export-log` wrote",
+                };
+                CliError::input(e.to_string(), hint)
+            })?);
+        }
+    }
+    for r in &a.reader {
+        let challenge = super::card::fresh_challenge()?;
+        let verbose = ctx.verbose;
+        exports.push(super::settle::with_channel(r, |ch| {
+            crate::terminal::export_log(ch, &challenge, verbose).map_err(|e| {
+                CliError::input(
+                    e.to_string(),
+                    "check the card is an issued keyroll card and stays in the reader; nothing was recorded",
+                )
+            })
+        })?);
+    }
+    Ok(exports)
 }
 
 fn print(r: &Reconciliation) {

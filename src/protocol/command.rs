@@ -194,6 +194,12 @@ pub enum Command {
     },
     /// The card answers its policy as signed (empty when it holds none).
     GetPolicy,
+    /// EXPORT LOG (`80 44 00 00`, data: the asker's 16-byte challenge): the card answers its log export
+    /// ([`super::ledger::CardLogExport`], MAC'd under its log key over the challenge and every field).
+    /// Longer than one short response: served with 61XX and GET RESPONSE (ISO/IEC 7816-4 §5.3.4).
+    ExportLog {
+        challenge: Challenge,
+    },
     /// GET DATA of the factory credentials (`80 CA BF 21`): chip id and both factory certificates.
     GetFactoryData,
     /// SCP11b key agreement (GP Amendment F §7.6, `80 88 00 13`): the line's control reference
@@ -344,6 +350,7 @@ impl Command {
             Refund { .. } => Instruction::Refund,
             PutPolicy { .. } => Instruction::PutPolicy,
             GetPolicy => Instruction::GetPolicy,
+            ExportLog { .. } => Instruction::ExportLog,
             GetFactoryData => Instruction::GetFactoryData,
             InternalAuthenticate { .. } | AuthenticateIssued { .. } => Instruction::InternalAuthenticate,
             PersoStore { .. } => Instruction::PersoStore,
@@ -370,6 +377,7 @@ impl Command {
                 p2 = crate::crypto::scp11::KEY_ID_SCP11B;
                 d.extend_from_slice(data);
             }
+            ExportLog { challenge } => d.extend_from_slice(challenge),
             AuthenticateIssued { challenge } => {
                 p2 = KEY_ID_CARD_LOG;
                 d.extend_from_slice(challenge);
@@ -570,6 +578,10 @@ impl Command {
             Instruction::GetPolicy => {
                 p1p2_zero()?;
                 Command::GetPolicy
+            }
+            Instruction::ExportLog => {
+                p1p2_zero()?;
+                Command::ExportLog { challenge: r.array("challenge")? }
             }
             Instruction::PersoStore => {
                 if a.p2 != 0 {

@@ -36,6 +36,8 @@ pub enum Instruction {
     PutPolicy,
     /// DESIGN.md §10 point 4: read the card's scheme policy, to relay it to another card.
     GetPolicy,
+    /// Issue 13: the card's MAC'd log for the back office, answering a challenge (`docs/protocol.md` §4.14a).
+    ExportLog,
     /// Personalisation: the factory credentials (GET DATA, tag BF21): chip id and certificates.
     GetFactoryData,
     /// Personalisation: SCP11b key agreement (GP Amendment F INTERNAL AUTHENTICATE).
@@ -49,7 +51,7 @@ pub enum Instruction {
 }
 
 impl Instruction {
-    pub const ALL: [Instruction; 19] = [
+    pub const ALL: [Instruction; 20] = [
         Instruction::Select,
         Instruction::GetResponse,
         Instruction::GetCardInfo,
@@ -64,6 +66,7 @@ impl Instruction {
         Instruction::Refund,
         Instruction::PutPolicy,
         Instruction::GetPolicy,
+        Instruction::ExportLog,
         Instruction::GetFactoryData,
         Instruction::InternalAuthenticate,
         Instruction::PersoStore,
@@ -88,6 +91,7 @@ impl Instruction {
             Refund => 0x3A,
             PutPolicy => 0x40,
             GetPolicy => 0x42,
+            ExportLog => 0x44,
             GetFactoryData => 0xCA,
             InternalAuthenticate => 0x88,
             PersoStore => 0x54,

@@ -19,11 +19,21 @@
 //!
 //! This module is pure: bytes in, typed values or an error naming the line and field out.
 
+use super::codec::{DecodeError, Reader, Wire};
 use crate::domain::{Amount, CardSerial};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub const CARD_LOG_FORMAT: &str = "keyroll-card-log/1";
+/// Version 2: the MAC covers the binary wire encoding ([`CardLogExport`]'s [`Wire`] form) and the
+/// back office's challenge; version 1 (MAC over JSON, no challenge) is not accepted.
+pub const CARD_LOG_FORMAT: &str = "keyroll-card-log/2";
+/// Most log entries an export carries: the card keeps this many (house rule 5: the decoder caps the
+/// count before anything is read).
+pub const MAX_EXPORT_ENTRIES: usize = 32;
+/// Most open debits an export carries: the card's pending debits and its exception list.
+pub const MAX_EXPORT_OPEN_DEBITS: usize = super::info::MAX_PENDING + super::info::MAX_EXCEPTIONS;
+/// Label of the export MAC (AES-CMAC under the card's log key over label ‖ the export's body).
+const EXPORT_MAC_LABEL: &[u8] = b"keyroll card log export v3\0";
 /// The journal line format written now.
 pub const JOURNAL_FORMAT: &str = "keyroll-journal/2";
 /// The first journal line format (no transfer key id, no value signature): still read.
@@ -54,6 +64,37 @@ pub enum EntryKind {
     Closed,
     /// A transfer key was installed from `counterpart`.
     KeyRoll,
+}
+
+impl EntryKind {
+    pub const ALL: [EntryKind; 8] = [
+        EntryKind::Debit,
+        EntryKind::Credit,
+        EntryKind::Refund,
+        EntryKind::Abort,
+        EntryKind::Exception,
+        EntryKind::Resolved,
+        EntryKind::Closed,
+        EntryKind::KeyRoll,
+    ];
+
+    /// The entry's code in the export's wire form.
+    pub fn code(self) -> u8 {
+        match self {
+            EntryKind::Debit => 0x01,
+            EntryKind::Credit => 0x02,
+            EntryKind::Refund => 0x03,
+            EntryKind::Abort => 0x04,
+            EntryKind::Exception => 0x05,
+            EntryKind::Resolved => 0x06,
+            EntryKind::Closed => 0x07,
+            EntryKind::KeyRoll => 0x08,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<Self> {
+        EntryKind::ALL.into_iter().find(|k| k.code() == c)
+    }
 }
 
 /// One exported log entry.
@@ -111,20 +152,135 @@ pub struct CardLogExport {
     /// aborted (if open), so a debit toward one of them can still be resolved by the two cards.
     pub receipt_floor: u32,
     pub receipt_next: u32,
+    /// The challenge the export answers (EXPORT LOG's data): chosen by whoever asked (the back office,
+    /// or the terminal it handed a challenge to), so an export recorded earlier cannot stand in for a
+    /// current one. A card file read by the back office directly answers a challenge it drew itself.
+    #[serde(with = "crate::domain::serde_hex")]
+    pub challenge: [u8; 16],
     /// AES-CMAC over [`CardLogExport::mac_input`] under the card's log key.
     #[serde(with = "crate::domain::serde_hex")]
     pub mac: [u8; 16],
 }
 
 impl CardLogExport {
-    /// The canonical bytes the MAC covers: the compact JSON of every field but `mac` (struct order, no
-    /// whitespace), so a re-serialised export gives the same bytes and any changed value changes them.
+    /// The bytes the MAC covers: a label and the export's body, its wire form without the MAC
+    /// ([`CardLogExport::body`]). The wire form is canonical (fixed-width fields, counted lists), so
+    /// an export kept as JSON re-encodes to the same bytes and any changed value changes them.
     pub fn mac_input(&self) -> Vec<u8> {
-        let mut unmacked = self.clone();
-        unmacked.mac = [0; 16];
-        let mut b = b"keyroll card log export v2\0".to_vec();
-        b.extend_from_slice(&serde_json::to_vec(&unmacked).expect("export serializes"));
+        let mut b = EXPORT_MAC_LABEL.to_vec();
+        self.body(&mut b);
         b
+    }
+
+    /// The wire form without the MAC: `serial (8) ‖ challenge (16) ‖ issued (8) ‖ balance (8) ‖
+    /// debited (8) ‖ credited (8) ‖ refunded (8) ‖ dropped (4) ‖ receipt floor (4) ‖ receipt next (4) ‖
+    /// n (1) ‖ n × entry ‖ m (1) ‖ m × open debit`, where an entry is `sequence (4) ‖ kind (1) ‖
+    /// counterpart (8) ‖ amount (8) ‖ receipt (4)` and an open debit is `payee (8) ‖ receipt (4) ‖
+    /// amount (8) ‖ exception (1: 00 or 01) ‖ payer sequence (4)`. Integers are big-endian.
+    pub fn body(&self, d: &mut Vec<u8>) {
+        d.extend_from_slice(&self.serial.0);
+        d.extend_from_slice(&self.challenge);
+        for v in [self.issued.0, self.balance.0, self.totals.debited, self.totals.credited, self.totals.refunded] {
+            d.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [self.dropped, self.receipt_floor, self.receipt_next] {
+            d.extend_from_slice(&v.to_be_bytes());
+        }
+        // The counts are bounded by the card (and refused above the bounds when read); an export built
+        // by hand with more entries than a byte counts is cut there, and then fails its MAC.
+        let n = self.entries.len().min(u8::MAX as usize);
+        d.push(n as u8);
+        for e in &self.entries[..n] {
+            d.extend_from_slice(&e.sequence.to_be_bytes());
+            d.push(e.kind.code());
+            d.extend_from_slice(&e.counterpart.0);
+            d.extend_from_slice(&e.amount.0.to_be_bytes());
+            d.extend_from_slice(&e.receipt.to_be_bytes());
+        }
+        let m = self.open_debits.len().min(u8::MAX as usize);
+        d.push(m as u8);
+        for o in &self.open_debits[..m] {
+            d.extend_from_slice(&o.payee.0);
+            d.extend_from_slice(&o.receipt.to_be_bytes());
+            d.extend_from_slice(&o.amount.0.to_be_bytes());
+            d.push(o.exception as u8);
+            d.extend_from_slice(&o.payer_sequence.to_be_bytes());
+        }
+    }
+
+    /// Largest wire form: what one EXPORT LOG answers at most (2,695 bytes, served through GET RESPONSE).
+    pub const MAX_WIRE_LEN: usize =
+        8 + 16 + 5 * 8 + 3 * 4 + 1 + MAX_EXPORT_ENTRIES * 25 + 1 + MAX_EXPORT_OPEN_DEBITS * 25 + 16;
+}
+
+/// EXPORT LOG's answer (`docs/protocol.md` §4.14a): [`CardLogExport::body`] ‖ MAC (16).
+impl Wire for CardLogExport {
+    type Context = ();
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.body(out);
+        out.extend_from_slice(&self.mac);
+    }
+
+    fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
+        let serial = CardSerial(r.array("serial")?);
+        let challenge = r.array("challenge")?;
+        let issued = Amount(r.u64("issued")?);
+        let balance = Amount(r.u64("balance")?);
+        let totals = Totals { debited: r.u64("debited")?, credited: r.u64("credited")?, refunded: r.u64("refunded")? };
+        let dropped = r.u32("dropped")?;
+        let receipt_floor = r.u32("receipt floor")?;
+        let receipt_next = r.u32("receipt next")?;
+        let n = r.u8("entry count")? as usize;
+        if n > MAX_EXPORT_ENTRIES {
+            return Err(DecodeError::Invalid { field: "entry count", why: "more entries than a card keeps (32)" });
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let sequence = r.u32("entry sequence")?;
+            let kind = EntryKind::from_code(r.u8("entry kind")?)
+                .ok_or(DecodeError::Invalid { field: "entry kind", why: "unknown code" })?;
+            entries.push(ExportEntry {
+                sequence,
+                kind,
+                counterpart: CardSerial(r.array("entry counterpart")?),
+                amount: Amount(r.u64("entry amount")?),
+                receipt: r.u32("entry receipt")?,
+            });
+        }
+        let m = r.u8("open debit count")? as usize;
+        if m > MAX_EXPORT_OPEN_DEBITS {
+            return Err(DecodeError::Invalid {
+                field: "open debit count",
+                why: "more open debits than a card keeps (72)",
+            });
+        }
+        let mut open_debits = Vec::with_capacity(m);
+        for _ in 0..m {
+            let payee = CardSerial(r.array("open debit payee")?);
+            let receipt = r.u32("open debit receipt")?;
+            let amount = Amount(r.u64("open debit amount")?);
+            let exception = match r.u8("open debit exception")? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Invalid { field: "open debit exception", why: "not 00 or 01" }),
+            };
+            open_debits.push(OpenDebit { payee, receipt, amount, exception, payer_sequence: r.u32("payer sequence")? });
+        }
+        Ok(CardLogExport {
+            format: CARD_LOG_FORMAT.into(),
+            serial,
+            issued,
+            balance,
+            totals,
+            dropped,
+            entries,
+            open_debits,
+            receipt_floor,
+            receipt_next,
+            challenge,
+            mac: r.array("mac")?,
+        })
     }
 }
 
@@ -373,34 +529,109 @@ mod tests {
         assert!(matches!(verify_journal(&format!("{v3}\n")), Err(JournalError::Malformed { line: 1, .. })));
     }
 
-    #[test]
-    fn export_mac_input_covers_every_field_but_the_mac() {
-        let e = CardLogExport {
+    fn export(entries: usize, open: usize) -> CardLogExport {
+        CardLogExport {
             format: CARD_LOG_FORMAT.into(),
             serial: CardSerial::from_u64(3),
             issued: Amount(100),
             balance: Amount(90),
             totals: Totals { debited: 10, credited: 0, refunded: 0 },
-            dropped: 0,
-            entries: vec![ExportEntry {
-                sequence: 1,
-                kind: EntryKind::Debit,
-                counterpart: CardSerial::from_u64(4),
-                amount: Amount(10),
-                receipt: 1,
-            }],
-            open_debits: vec![],
+            dropped: 7,
+            entries: (0..entries)
+                .map(|i| ExportEntry {
+                    sequence: i as u32 + 1,
+                    kind: EntryKind::ALL[i % EntryKind::ALL.len()],
+                    counterpart: CardSerial::from_u64(4 + i as u64),
+                    amount: Amount(10 + i as u64),
+                    receipt: 1 + i as u32,
+                })
+                .collect(),
+            open_debits: (0..open)
+                .map(|i| OpenDebit {
+                    payee: CardSerial::from_u64(40 + i as u64),
+                    receipt: 9 + i as u32,
+                    amount: Amount(1 + i as u64),
+                    exception: i % 2 == 1,
+                    payer_sequence: 100 + i as u32,
+                })
+                .collect(),
             receipt_floor: 1,
             receipt_next: 1,
+            challenge: [0xC7; 16],
             mac: [0; 16],
-        };
+        }
+    }
+
+    #[test]
+    fn export_mac_input_covers_every_field_but_the_mac() {
+        let e = export(1, 1);
         let mut with_mac = e.clone();
         with_mac.mac = [9; 16];
         assert_eq!(e.mac_input(), with_mac.mac_input());
         let mut edited = e.clone();
         edited.entries[0].amount = Amount(1);
         assert_ne!(e.mac_input(), edited.mac_input());
+        let mut other_challenge = e.clone();
+        other_challenge.challenge[15] ^= 1;
+        assert_ne!(e.mac_input(), other_challenge.mac_input(), "the challenge is MAC'd");
         let back: CardLogExport = serde_json::from_slice(&serde_json::to_vec_pretty(&e).unwrap()).unwrap();
         assert_eq!(back.mac_input(), e.mac_input());
+    }
+
+    /// House rule 2: the wire type round-trips, here at its largest (a full log and every open debit a
+    /// card can hold), and through the JSON file form too.
+    #[test]
+    fn a_full_export_round_trips_on_the_wire_and_in_json() {
+        for (n, m) in [(0, 0), (1, 1), (MAX_EXPORT_ENTRIES, MAX_EXPORT_OPEN_DEBITS)] {
+            let mut e = export(n, m);
+            e.mac = [0xAB; 16];
+            let w = e.to_wire();
+            if (n, m) == (MAX_EXPORT_ENTRIES, MAX_EXPORT_OPEN_DEBITS) {
+                assert_eq!(w.len(), CardLogExport::MAX_WIRE_LEN);
+            }
+            assert_eq!(CardLogExport::from_wire(&w, ()).unwrap(), e);
+            let json: CardLogExport = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+            assert_eq!(json.to_wire(), w);
+        }
+    }
+
+    #[test]
+    fn malformed_exports_name_what_is_wrong() {
+        let w = export(2, 2).to_wire();
+        let body_len = w.len() - 16;
+        // Counts above what a card keeps, an unknown entry kind, a bad exception flag, trailing bytes.
+        let entry_count = 8 + 16 + 40 + 12;
+        let mut too_many = w.clone();
+        too_many[entry_count] = MAX_EXPORT_ENTRIES as u8 + 1;
+        assert_eq!(
+            CardLogExport::from_wire(&too_many, ()),
+            Err(DecodeError::Invalid { field: "entry count", why: "more entries than a card keeps (32)" })
+        );
+        let mut kind = w.clone();
+        kind[entry_count + 1 + 4] = 0x99;
+        assert_eq!(
+            CardLogExport::from_wire(&kind, ()),
+            Err(DecodeError::Invalid { field: "entry kind", why: "unknown code" })
+        );
+        let open_count = entry_count + 1 + 2 * 25;
+        let mut open = w.clone();
+        open[open_count] = MAX_EXPORT_OPEN_DEBITS as u8 + 1;
+        assert!(matches!(
+            CardLogExport::from_wire(&open, ()),
+            Err(DecodeError::Invalid { field: "open debit count", .. })
+        ));
+        let mut flag = w.clone();
+        flag[open_count + 1 + 20] = 2;
+        assert!(matches!(
+            CardLogExport::from_wire(&flag, ()),
+            Err(DecodeError::Invalid { field: "open debit exception", .. })
+        ));
+        let mut long = w.clone();
+        long.push(0);
+        assert_eq!(CardLogExport::from_wire(&long, ()), Err(DecodeError::Trailing(1)));
+        assert!(matches!(
+            CardLogExport::from_wire(&w[..body_len], ()),
+            Err(DecodeError::Truncated { field: "mac", .. })
+        ));
     }
 }

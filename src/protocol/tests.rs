@@ -107,6 +107,7 @@ pub(crate) fn every_command() -> Vec<Command> {
         Command::Refund { nonce: [3; 16], proof: [6; 16] },
         Command::PutPolicy { policy: vec![0x50; 3393] },
         Command::GetPolicy,
+        Command::ExportLog { challenge: [0xE1; 16] },
         Command::GetFactoryData,
         Command::InternalAuthenticate { data: vec![0xA6; 83] },
         Command::AuthenticateIssued { challenge: [0x5C; 16] },

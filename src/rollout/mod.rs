@@ -3,6 +3,7 @@
 //! other through the real terminal on virtual cards, follow a fleet of card files with [`status`], and
 //! [`reconcile`] issued value against the cards. [`paths`] is the key-roll rule they share.
 
+pub mod exports;
 pub mod paths;
 pub mod plan;
 pub mod reconcile;

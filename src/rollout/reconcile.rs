@@ -365,6 +365,7 @@ mod tests {
             open_debits: vec![],
             receipt_floor: 1,
             receipt_next: 1,
+            challenge: [0; 16],
             mac: [0; 16],
         }
     }

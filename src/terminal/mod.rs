@@ -2,6 +2,7 @@
 //! cards, rolls the newer transfer key onto the older card, resolves interrupted transfers between the
 //! two cards, then moves value. Every step is relayed; every decision is taken from what the cards say.
 
+mod export;
 pub mod journal;
 mod key_sync;
 mod policy_spread;
@@ -17,6 +18,7 @@ use crate::transport::{CardChannel, Trace, TransportError, exchange};
 use serde::Serialize;
 use thiserror::Error;
 
+pub use export::{ExportError, export_log};
 pub use key_sync::KeyRoll;
 pub use policy_spread::PolicySpread;
 pub use recovery::Recovery;

@@ -6,8 +6,8 @@ use keyroll::domain::*;
 use keyroll::protocol::SmartCard;
 use proptest::prelude::*;
 
-const INS: [u8; 17] =
-    [0xA4, 0xC0, 0x10, 0x20, 0x22, 0x24, 0x30, 0x32, 0x34, 0x36, 0x38, 0x3A, 0x50, 0x52, 0x54, 0x56, 0x5E];
+const INS: [u8; 18] =
+    [0xA4, 0xC0, 0x10, 0x20, 0x22, 0x24, 0x30, 0x32, 0x34, 0x36, 0x38, 0x3A, 0x44, 0x50, 0x52, 0x54, 0x56, 0x5E];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
@@ -79,8 +79,29 @@ proptest! {
         check::<GeneratedPublicKey>(&bytes, ())?;
         check::<KeyPayload>(&bytes, KeyRollPath::Symmetric)?;
         check::<KeyPayload>(&bytes, KeyRollPath::PublicKey)?;
+        check::<keyroll::protocol::ledger::CardLogExport>(&bytes, ())?;
         for item in PersoItem::ALL {
             check::<PersoPayload>(&bytes, item)?;
+        }
+    }
+
+    /// EXPORT LOG's answer reaches the terminal from a card that may be hostile: a genuine export with a
+    /// byte changed, cut short or lengthened decodes or names an error, never panics.
+    #[test]
+    fn the_export_decoder_takes_mangled_exports(at in 0usize..400, byte in any::<u8>(), cut in 0usize..400, extra in any::<bool>()) {
+        use keyroll::protocol::Wire;
+        use keyroll::protocol::ledger::CardLogExport;
+        static GENUINE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let mut w = GENUINE.get_or_init(|| card(1, Profile::Symmetric, 1, 1, 5, 100).state().export_log(&[7; 16]).unwrap().to_wire()).clone();
+        w.extend(std::iter::repeat_n(0x19u8, 300));
+        let at = at % w.len();
+        w[at] = byte;
+        w.truncate(cut.max(1));
+        if extra {
+            w.push(byte);
+        }
+        if let Ok(v) = CardLogExport::from_wire(&w, ()) {
+            prop_assert_eq!(CardLogExport::from_wire(&v.to_wire(), ()).ok(), Some(v));
         }
     }
 }

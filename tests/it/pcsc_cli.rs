@@ -90,12 +90,12 @@ impl Drop for Proc {
 }
 
 /// `keyroll card serve FILE --vpcd ADDR` in a process, inserted: pcscd lists a card in `reader`.
-struct ServeProcess {
+pub(crate) struct ServeProcess {
     proc: Proc,
     reader: VirtualReader,
 }
 
-fn serve(s: &Scratch, file: &Path, reader: &VirtualReader) -> ServeProcess {
+pub(crate) fn serve(s: &Scratch, file: &Path, reader: &VirtualReader) -> ServeProcess {
     let log = s.path(&format!("serve-{}.log", reader.port));
     let mut cmd = s.cmd();
     cmd.args(["card", "serve"]).arg(file).args(["--vpcd", &reader.addr()]);
@@ -105,14 +105,14 @@ fn serve(s: &Scratch, file: &Path, reader: &VirtualReader) -> ServeProcess {
 }
 
 impl ServeProcess {
-    fn wait_inserted(&self) {
+    pub(crate) fn wait_inserted(&self) {
         if let Err(e) = wait_for_card(&self.reader.name, Some(WAIT)) {
             panic!("{} is not seen in the reader: {e}; its log:\n{}", self.proc.what, self.proc.log_text());
         }
     }
 
     /// SIGTERM: the card leaves the reader and `card serve` exits 0 with the state saved.
-    fn pull(mut self) {
+    pub(crate) fn pull(mut self) {
         let status = self.proc.terminate();
         assert!(status.success(), "{} exited with {status}; its log:\n{}", self.proc.what, self.proc.log_text());
         let log = self.proc.log_text();

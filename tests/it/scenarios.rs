@@ -175,6 +175,17 @@ enum Op {
     Abort,
     /// REFUND on the payer with the kept proof.
     Refund,
+    /// EXPORT LOG with `challenge` (hex); the runner checks the answer decodes, echoes the challenge,
+    /// carries the fields given and verifies under the card's log key (`support::LOG_MASTER`).
+    ExportLog {
+        challenge: String,
+        #[serde(default)]
+        balance: Option<u64>,
+        #[serde(default)]
+        entries: Option<usize>,
+        #[serde(default)]
+        open_debits: Option<usize>,
+    },
     /// Power off and on: session state (challenges, personalisation sessions) is gone.
     PowerCycle,
     /// Raw command APDU bytes, hex (spaces allowed).
@@ -419,11 +430,19 @@ fn command_plain(op: &Op, card: &str, cards: &Cards, kept: &mut Carried) -> Resu
             nonce: kept.receipt.as_ref().ok_or_else(|| need("receipt"))?.0.nonce,
             proof: kept.proof.ok_or_else(|| need("abort proof"))?.proof,
         },
+        Op::ExportLog { challenge, .. } => Command::ExportLog { challenge: challenge_of(challenge)? },
         Op::PowerCycle | Op::Apdu { .. } => {
             let _ = card;
             return Ok(None);
         }
     }))
+}
+
+fn challenge_of(hex_text: &str) -> Result<[u8; 16], String> {
+    hex::decode(hex_text)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("challenge {hex_text:?} is not 16 bytes of hex"))
 }
 
 /// Run one step; `Err` says what did not hold.
@@ -533,6 +552,26 @@ fn run_step(step: &Step, cards: &mut Cards, kept: &mut Carried) -> Result<(), St
         Op::Debit { .. } => kept.token = Some(decode(&data)?),
         Op::Credit => kept.ack = Some(decode(&data)?),
         Op::Abort => kept.proof = Some(decode(&data)?),
+        Op::ExportLog { challenge, balance, entries, open_debits } => {
+            let e: keyroll::protocol::ledger::CardLogExport = decode(&data)?;
+            let serial = card.state().serial.ok_or("the card has no serial")?;
+            let key = keyroll::rollout::reconcile::log_key(&keyroll::crypto::Secret16::new(LOG_MASTER), &serial);
+            keyroll::rollout::reconcile::check_export(&e, &key).map_err(|why| format!("export: {why}"))?;
+            let mut wrong = Vec::new();
+            let mut check = |name: &str, ok: bool| {
+                if !ok {
+                    wrong.push(name.to_string());
+                }
+            };
+            check("serial", e.serial == serial);
+            check("challenge", e.challenge == challenge_of(challenge)?);
+            check("balance", balance.is_none_or(|b| Amount(b) == e.balance));
+            check("entries", entries.is_none_or(|n| n == e.entries.len()));
+            check("open_debits", open_debits.is_none_or(|n| n == e.open_debits.len()));
+            if !wrong.is_empty() {
+                return Err(format!("EXPORT LOG differs in {}: {e:?}", wrong.join(", ")));
+            }
+        }
     }
     Ok(())
 }

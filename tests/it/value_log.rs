@@ -8,7 +8,7 @@ use keyroll::protocol::ledger::EntryKind;
 use keyroll::terminal::KeyRoll;
 
 fn key_roll_sources(card: &TestCard) -> Vec<CardSerial> {
-    let export = card.state().export_log().expect("a personalised card exports its log");
+    let export = card.state().export_log(&[0; 16]).expect("a personalised card exports its log");
     export.entries.iter().filter(|e| e.kind == EntryKind::KeyRoll).map(|e| e.counterpart).collect()
 }
 

@@ -18,25 +18,25 @@ use keyroll::rollout::reconcile::Resolver;
 
 const NOT_ENOUGH_MEMORY: u16 = 0x6A84;
 
-fn ok<T: Wire<Context = ()>>(card: &mut TestCard, c: &Command) -> T {
+pub(crate) fn ok<T: Wire<Context = ()>>(card: &mut TestCard, c: &Command) -> T {
     let (sw, data) = send(card, c);
     assert_eq!(sw, 0x9000, "{c:?}");
     T::from_wire(&data, ()).expect("well-formed answer")
 }
 
-fn fresh(n: u64, balance: u64) -> TestCard {
+pub(crate) fn fresh(n: u64, balance: u64) -> TestCard {
     let mut c = card(n, Profile::Symmetric, 1, 1, 5, balance);
     select(&mut c);
     c
 }
 
-fn begin(payee: &mut TestCard, payer: &TestCard, amount: u64) -> ReceiveRequest {
+pub(crate) fn begin(payee: &mut TestCard, payer: &TestCard, amount: u64) -> ReceiveRequest {
     let payer_sequence = payer.state().sequence;
     let payer = payer.state().serial.unwrap();
     ok(payee, &Command::BeginReceive { payer, amount: Amount(amount), payer_sequence })
 }
 
-fn debit_command(payee: &TestCard, amount: u64, r: &ReceiveRequest) -> Command {
+pub(crate) fn debit_command(payee: &TestCard, amount: u64, r: &ReceiveRequest) -> Command {
     Command::Debit {
         payee: payee.state().serial.unwrap(),
         amount: Amount(amount),
@@ -47,7 +47,7 @@ fn debit_command(payee: &TestCard, amount: u64, r: &ReceiveRequest) -> Command {
 }
 
 /// A hostile terminal's debit: BEGIN RECEIVE at the payee, DEBIT at the payer, the token dropped.
-fn stuck_debit(payer: &mut TestCard, payee: &mut TestCard, amount: u64) -> (ReceiveRequest, DebitToken) {
+pub(crate) fn stuck_debit(payer: &mut TestCard, payee: &mut TestCard, amount: u64) -> (ReceiveRequest, DebitToken) {
     let r = begin(payee, payer, amount);
     let t: DebitToken = ok(payer, &debit_command(payee, amount, &r));
     (r, t)
@@ -55,7 +55,7 @@ fn stuck_debit(payer: &mut TestCard, payee: &mut TestCard, amount: u64) -> (Rece
 
 /// Push every receipt handed out so far out of the payee's window (BEGIN RECEIVEs from made-up payers):
 /// no card can prove any of them either way any more.
-fn flood_out_of_window(payee: &mut TestCard) {
+pub(crate) fn flood_out_of_window(payee: &mut TestCard) {
     for i in 0..RECEIPT_WINDOW as u64 {
         let (sw, _) = send(
             payee,
@@ -67,7 +67,7 @@ fn flood_out_of_window(payee: &mut TestCard) {
 
 /// The tests' issuer signs policy `number` after `previous` (None: after the plain chain's policy 1,
 /// which every test card holds), carrying `resolutions`.
-fn resolving_policy(previous: Option<&Policy>, resolutions: Vec<Resolution>) -> Policy {
+pub(crate) fn resolving_policy(previous: Option<&Policy>, resolutions: Vec<Resolution>) -> Policy {
     let key = scheme_key();
     signed_policy(&key, previous, resolutions)
 }
@@ -90,12 +90,18 @@ fn signed_policy(
     p
 }
 
-fn put_policy(card: &mut TestCard, p: &Policy) -> (u16, Option<PolicyAdoption>) {
+pub(crate) fn put_policy(card: &mut TestCard, p: &Policy) -> (u16, Option<PolicyAdoption>) {
     let (sw, data) = send(card, &Command::PutPolicy { policy: p.to_wire() });
     (sw, (sw == 0x9000).then(|| PolicyAdoption::from_wire(&data, ()).expect("adoption answer")))
 }
 
-fn resolution(payer: &TestCard, payee: &TestCard, amount: u64, r: &ReceiveRequest, t: &DebitToken) -> Resolution {
+pub(crate) fn resolution(
+    payer: &TestCard,
+    payee: &TestCard,
+    amount: u64,
+    r: &ReceiveRequest,
+    t: &DebitToken,
+) -> Resolution {
     Resolution {
         payer: payer.state().serial.unwrap(),
         payer_sequence: t.payer_sequence,
