@@ -28,7 +28,7 @@ use crate::crypto::scheme_key::{self, PUBLIC_KEY_LEN, SchemeId, SchemeSigningKey
 use crate::domain::{CardSerial, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use crate::protocol::codec::Wire;
 use crate::protocol::policy::{
-    BlockedCard, KeyAuthorisation, KeyKind, MAX_BLOCKED, MAX_RESOLUTIONS, Policy, Resolution,
+    BlockedCard, KeyAuthorisation, KeyKind, MAX_BLOCKED, MAX_RESOLUTIONS, Policy, Resolution, ResolutionOutcome,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -326,10 +326,23 @@ pub fn next_policy(
 pub fn next_resolutions(prev: &[Resolution], new: Option<Resolution>) -> Result<Vec<Resolution>, AuthorityError> {
     let mut out: Vec<Resolution> = prev.to_vec();
     let Some(r) = new else { return Ok(out) };
-    if let Some(old) = out.iter().find(|o| o.key() == r.key()) {
+    if let Some(i) = out.iter().position(|o| o.key() == r.key()) {
+        let old = &out[i];
         if *old == r {
             return Ok(out);
         }
+        // A void is the first step of a refund (the payee closes the receipt, the payer waits): the same
+        // debit may then be refunded or closed as credited, and the newer word replaces the void. A
+        // payee that already adopted the void keeps its receipt closed.
+        if old.outcome == ResolutionOutcome::Void
+            && r.outcome != ResolutionOutcome::Void
+            && (Resolution { outcome: r.outcome, ..*old }) == r
+        {
+            out.remove(i);
+            out.push(r);
+            return Ok(out);
+        }
+        let old = &out[i];
         return Err(AuthorityError::BadName {
             what: "resolution",
             why: format!(
@@ -778,6 +791,24 @@ mod tests {
         other.outcome = crate::protocol::policy::ResolutionOutcome::Credited;
         assert!(matches!(
             next_policy(Some(&p), k.scheme_id(), resolve(other), TransferKeyId(1), T),
+            Err(AuthorityError::BadName { what: "resolution", .. })
+        ));
+        // A void is the one word that may change: its refund (or credited) replaces it; nothing else does.
+        let mut void = res(2, 5);
+        void.outcome = ResolutionOutcome::Void;
+        let v = signed(&k, next_policy(Some(&p), k.scheme_id(), resolve(void), TransferKeyId(1), T).unwrap().unwrap());
+        assert_eq!(v.resolutions, [res(1, 1), void]);
+        let refunded =
+            signed(&k, next_policy(Some(&v), k.scheme_id(), resolve(res(2, 5)), TransferKeyId(1), T).unwrap().unwrap());
+        assert_eq!(refunded.resolutions, [res(1, 1), res(2, 5)]);
+        assert!(matches!(
+            next_policy(Some(&refunded), k.scheme_id(), resolve(void), TransferKeyId(1), T),
+            Err(AuthorityError::BadName { what: "resolution", .. })
+        ));
+        let mut other_amount = res(2, 5);
+        other_amount.amount = crate::domain::Amount(999);
+        assert!(matches!(
+            next_policy(Some(&v), k.scheme_id(), resolve(other_amount), TransferKeyId(1), T),
             Err(AuthorityError::BadName { what: "resolution", .. })
         ));
         // A block keeps the resolutions; at the bound the oldest signed leaves.

@@ -87,11 +87,13 @@ impl DebitState {
     }
 
     /// Whether this state proves `outcome` safe: a refund only of a receipt that can never be credited,
-    /// a closure only of a debit the payee credited.
+    /// a closure only of a debit the payee credited, a void (the payee closes the receipt, the payer's
+    /// debit stays open: it moves no value) of any receipt the payee did not credit.
     pub fn proves_safe(self, outcome: ResolutionOutcome) -> bool {
         match outcome {
             ResolutionOutcome::Refund => matches!(self, DebitState::NeverCredited | DebitState::Aborted),
             ResolutionOutcome::Credited => self == DebitState::Credited,
+            ResolutionOutcome::Void => self != DebitState::Credited,
         }
     }
 }
@@ -305,8 +307,10 @@ pub enum ResolveRefusal {
         "reconciliation {id} shows the payee {payee} never credited receipt {receipt} ({state}): closing the debit as credited would destroy {amount} of value"
     )]
     WouldDestroyValue { id: i64, payee: CardSerial, receipt: u32, amount: Amount, state: DebitState },
+    #[error("reconciliation {id} shows the payee {payee} credited receipt {receipt}: there is nothing to void")]
+    NothingToVoid { id: i64, payee: CardSerial, receipt: u32 },
     #[error(
-        "reconciliation {id} shows receipt {receipt} still open at the payee {payee}: it can still be credited or aborted, so no issuer resolution is safe"
+        "reconciliation {id} shows receipt {receipt} still open at the payee {payee}: it can still be credited, so neither a refund nor a closure is safe yet"
     )]
     StillOpen { id: i64, payer: CardSerial, payee: CardSerial, receipt: u32 },
     #[error(
@@ -363,6 +367,9 @@ pub fn judge_resolution(
     let contradiction = |d: &ReconciledDebit| match (r.outcome, d.state) {
         (ResolutionOutcome::Refund, DebitState::Credited) => {
             Some(ResolveRefusal::WouldCreateValue { id: rec.id, payee: d.payee, receipt: d.receipt, amount: d.amount })
+        }
+        (ResolutionOutcome::Void, DebitState::Credited) => {
+            Some(ResolveRefusal::NothingToVoid { id: rec.id, payee: d.payee, receipt: d.receipt })
         }
         (ResolutionOutcome::Credited, DebitState::NeverCredited | DebitState::Aborted) => {
             Some(ResolveRefusal::WouldDestroyValue {
@@ -582,7 +589,7 @@ mod tests {
     #[test]
     fn only_what_the_newest_reconciliation_proves_is_resolved() {
         use DebitState::*;
-        use ResolutionOutcome::{Credited as Close, Refund};
+        use ResolutionOutcome::{Credited as Close, Refund, Void};
         let r5 = rec(5);
         let judge = |o, states: &[DebitState], basis: &ResolveBasis| {
             let debits: Vec<ReconciledDebit> = states.iter().map(|s| seen(*s)).collect();
@@ -591,9 +598,10 @@ mod tests {
         let latest = ResolveBasis::Reconciliation;
         // Every (outcome, state) pair: only the proved ones pass.
         for state in DebitState::ALL {
-            for o in [Refund, Close] {
+            for o in [Refund, Close, Void] {
                 let got = judge(o, &[state], &latest);
-                let safe = matches!((o, state), (Refund, NeverCredited | Aborted) | (Close, Credited));
+                let safe = matches!((o, state), (Refund, NeverCredited | Aborted) | (Close, Credited))
+                    || (o == Void && state != Credited);
                 assert_eq!(got.is_ok(), safe, "{o:?} of a debit {state}: {got:?}");
                 if safe {
                     assert_eq!(
@@ -605,6 +613,7 @@ mod tests {
         }
         assert!(matches!(judge(Refund, &[Credited], &latest), Err(ResolveRefusal::WouldCreateValue { id: 5, .. })));
         assert!(matches!(judge(Close, &[Aborted], &latest), Err(ResolveRefusal::WouldDestroyValue { .. })));
+        assert!(matches!(judge(Void, &[Credited], &latest), Err(ResolveRefusal::NothingToVoid { .. })));
         assert!(matches!(judge(Refund, &[Open], &latest), Err(ResolveRefusal::StillOpen { .. })));
         assert!(matches!(judge(Refund, &[Unproven], &latest), Err(ResolveRefusal::Unproven { .. })));
         // Not shown: stale (an older reconciliation showed it) or never seen; other fields: named.

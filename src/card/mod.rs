@@ -221,8 +221,9 @@ impl<S: Storage> Card<S> {
         match self.session.chain.take() {
             None if !more => Ok(Some(apdu)),
             None => {
-                // Only commands that carry certificates or envelopes may be chained; anything else is
-                // refused at the first segment, before any data is buffered.
+                // Only commands that carry certificates or envelopes may be chained (CREDIT: the signed form
+                // carries the payer's certificate, for readers without extended-length APDUs); anything
+                // else is refused at the first segment, before any data is buffered.
                 if base_cla != crate::protocol::instruction::CLA_ISO
                     && base_cla != crate::protocol::instruction::CLA_PROPRIETARY
                 {
@@ -242,6 +243,7 @@ impl<S: Storage> Card<S> {
                         | Instruction::UpdateTransferKey
                         | Instruction::PersoStore
                         | Instruction::PutPolicy
+                        | Instruction::Credit
                 ) {
                     return Err(StatusWord::ChainingNotSupported);
                 }

@@ -133,6 +133,9 @@ pub enum LogKind {
     Resolved,
     /// An issuer resolution closed an open debit as credited at the payee (nothing came back).
     Closed,
+    /// The payee closed one of its receipts for good because an issuer resolution (refund or void)
+    /// named it: it can never be credited.
+    Abort,
 }
 
 /// Everything a card keeps across power cycles.
@@ -475,6 +478,7 @@ impl CardState {
             LogKind::Exception => EntryKind::Exception,
             LogKind::Resolved => EntryKind::Resolved,
             LogKind::Closed => EntryKind::Closed,
+            LogKind::Abort => EntryKind::Abort,
         };
         let open = |p: &PendingOut, exception| OpenDebit {
             payee: p.payee,

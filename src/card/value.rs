@@ -399,13 +399,27 @@ pub(super) fn refund(state: &CardState, nonce: &Nonce, proof: &Mac) -> Result<Ef
 /// Issuer resolutions (DESIGN.md §10 point 6), applied by PUT POLICY to the state it is about to write,
 /// after the policy carrying them verified. A resolution acts on this card's open debit (pending or in
 /// the exception list) with exactly its payer sequence, payee, receipt and amount: `Refund` gives the
-/// amount back, `Credited` closes the debit. Each is logged and counted like the card's own REFUND, so
+/// amount back, `Credited` closes the debit, `Void` leaves it open (only the payee acts). Each is logged and counted like the card's own REFUND, so
 /// the export's totals keep adding up. A resolution whose debit is not open (already applied, resolved
 /// by the cards, or disagreeing with the card's record) does nothing: the payer sequence is never
 /// reused, so a replayed or later policy that still carries a resolution never acts twice.
 pub(super) fn apply_resolutions(next: &mut CardState, policy: &crate::protocol::policy::Policy) {
     use crate::protocol::policy::ResolutionOutcome;
     let Some(me) = next.serial else { return };
+    // The payee's side (issue 13, session 5): a refund (or a void) names a receipt of this card that must
+    // never be credited, since the payer gets (or may get) the amount back. A receipt still open in the
+    // window is closed for good, exactly as ABORT closes it (a later CREDIT of the old token answers
+    // 6985; a repeated ABORT still answers the proof), and logged as an abort so the card's export shows
+    // it. A receipt already credited stays credited: the resolution was wrong and `reconcile` shows the
+    // value created; one aborted, expired or never handed out needs nothing.
+    for r in policy.receipts_closed_at(me) {
+        if next.receipts.slot(r.receipt) == Slot::Open
+            && let Ok(window) = next.receipts.abort(r.receipt)
+        {
+            next.receipts = window;
+            next.push_log(LogKind::Abort, r.payer, r.amount, r.receipt);
+        }
+    }
     let mut applied = false;
     for r in policy.resolutions_for(me) {
         let matches = |p: &PendingOut| {
@@ -430,6 +444,8 @@ pub(super) fn apply_resolutions(next: &mut CardState, policy: &crate::protocol::
                 take_debit(next, &nonce);
                 next.push_log(LogKind::Closed, r.payee, r.amount, r.receipt);
             }
+            // The payer waits for the refund the issuer signs once the payee closed the receipt.
+            ResolutionOutcome::Void => continue,
         }
         applied = true;
     }

@@ -395,9 +395,12 @@ fn resolve_refusal(r: &ResolveRefusal) -> (Class, String) {
         ResolveRefusal::StillOpen { payer, payee, .. } => (
             Check,
             format!(
-                "settle the two cards with each other (`keyroll settle --payer CARD --payee CARD --amount 0`, payer {payer}, payee {payee}): the terminal credits or aborts the receipt and resolves the debit; then reconcile again"
+                "settle the two cards with each other (`keyroll settle --payer CARD --payee CARD --amount 0`, payer {payer}, payee {payee}): the terminal resolves the debit; if they cannot meet, resolve it with --void first (the payee closes the receipt) and refund once `keyroll reconcile` shows it closed"
             ),
         ),
+        ResolveRefusal::NothingToVoid { .. } => {
+            (Check, "the payee has the value: resolve it with --credited instead (nothing goes back)".into())
+        }
         ResolveRefusal::Unproven { .. } => (
             Check,
             format!("bring the payee's card file to `keyroll reconcile --cards DIR` and reconcile again; {LOST}"),

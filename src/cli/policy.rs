@@ -30,7 +30,7 @@ pub enum PolicyCommand {
     /// the policy reaches it. Checked against the newest reconciliation: `keyroll reconcile` prints the
     /// commands it can prove safe (`issuer_resolutions` under --json).
     #[command(
-        group = clap::ArgGroup::new("outcome").required(true).args(["refund", "credited"]),
+        group = clap::ArgGroup::new("outcome").required(true).args(["refund", "credited", "void"]),
         after_help = "Example:\n  keyroll policy resolve --payer 4B52000000000001 --payer-sequence 7 \\\n    --payee 4B52000000000002 --receipt 12 --amount 40 --refund\n  keyroll policy resolve … --refund --against-reconciliation none --reason \"payee card destroyed, report 118\""
     )]
     Resolve {
@@ -55,6 +55,11 @@ pub enum PolicyCommand {
         /// The payee credited it: close the payer's debit, nothing goes back.
         #[arg(long)]
         credited: bool,
+        /// The receipt is still open in the payee's window: the payee closes it for good (never
+        /// creditable) and the payer's debit stays open; once the payee's export shows it closed,
+        /// `reconcile` suggests the refund (which then replaces the void).
+        #[arg(long)]
+        void: bool,
         /// What the resolution is checked against: `latest` (the default), the newest reconciliation
         /// `keyroll reconcile` recorded, which must show this debit open and prove the outcome safe; or
         /// `none`, for a card lost for good: no proof needed (never against a proof of the opposite),
@@ -157,6 +162,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
             amount,
             refund,
             credited,
+            void,
             against_reconciliation,
             reason,
         } => {
@@ -182,13 +188,14 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                     ));
                 }
             };
-            let outcome = match (refund, credited) {
-                (true, false) => ResolutionOutcome::Refund,
-                (false, true) => ResolutionOutcome::Credited,
+            let outcome = match (refund, credited, void) {
+                (true, false, false) => ResolutionOutcome::Refund,
+                (false, true, false) => ResolutionOutcome::Credited,
+                (false, false, true) => ResolutionOutcome::Void,
                 _ => {
                     return Err(CliError::input(
-                        "a resolution is either a refund or a closure as credited",
-                        "give exactly one of --refund and --credited",
+                        "a resolution is a refund, a closure as credited, or a void",
+                        "give exactly one of --refund, --credited and --void",
                     ));
                 }
             };

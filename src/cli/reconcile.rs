@@ -173,6 +173,7 @@ pub fn resolve_command(x: &crate::protocol::policy::Resolution) -> String {
     let outcome = match x.outcome {
         crate::protocol::policy::ResolutionOutcome::Refund => "--refund",
         crate::protocol::policy::ResolutionOutcome::Credited => "--credited",
+        crate::protocol::policy::ResolutionOutcome::Void => "--void",
     };
     format!(
         "keyroll policy resolve --payer {} --payer-sequence {} --payee {} --receipt {} --amount {} {outcome}",

@@ -41,7 +41,7 @@
 //! exactly the layout it had before resolutions existed (151 + 12·n bytes) and one encoding.
 //!
 //! Resolution (33 bytes): payer serial (8) ‖ payer sequence of the debit (4) ‖ payee serial (8) ‖ payee
-//! receipt number (4) ‖ amount (8) ‖ outcome (1: `0x01` refund to the payer, `0x02` close as credited).
+//! receipt number (4) ‖ amount (8) ‖ outcome (1: `0x01` refund to the payer, `0x02` close as credited, `0x03` void: the payee closes the receipt, the payer waits).
 //! The payer's sequence number names the debit exactly and is never reused, so a resolution can match
 //! at most one debit ever; the payee, receipt and amount must match too (a card applies nothing that
 //! disagrees with its own record).
@@ -237,11 +237,16 @@ pub struct BlockedCard {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResolutionOutcome {
-    /// The payee never credited the receipt and never can (it left the payee's window): the amount goes
-    /// back to the payer.
+    /// The payee never credited the receipt and never can: the amount goes back to the payer, and a
+    /// payee still holding the receipt open in its window closes it for good (never creditable), so a
+    /// late CREDIT of the old token cannot also land.
     Refund,
     /// The payee credited the receipt: the payer's debit closes, nothing goes back.
     Credited,
+    /// Only the payee acts: it closes the receipt for good if it is still open (never creditable); the
+    /// payer's debit stays open. The first of two steps for a receipt still in the payee's window: once
+    /// the payee's export shows the receipt closed, a `Refund` is safe whichever card adopts it first.
+    Void,
 }
 
 impl ResolutionOutcome {
@@ -249,6 +254,7 @@ impl ResolutionOutcome {
         match self {
             ResolutionOutcome::Refund => 0x01,
             ResolutionOutcome::Credited => 0x02,
+            ResolutionOutcome::Void => 0x03,
         }
     }
 
@@ -256,6 +262,7 @@ impl ResolutionOutcome {
         match c {
             0x01 => Some(ResolutionOutcome::Refund),
             0x02 => Some(ResolutionOutcome::Credited),
+            0x03 => Some(ResolutionOutcome::Void),
             _ => None,
         }
     }
@@ -264,6 +271,7 @@ impl ResolutionOutcome {
         match self {
             ResolutionOutcome::Refund => "refund",
             ResolutionOutcome::Credited => "credited",
+            ResolutionOutcome::Void => "void",
         }
     }
 }
@@ -312,7 +320,7 @@ impl Wire for Resolution {
         let amount = Amount(r.u64("resolution amount")?);
         let outcome = ResolutionOutcome::from_code(r.u8("resolution outcome")?).ok_or(DecodeError::Invalid {
             field: "resolution outcome",
-            why: "neither 0x01 (refund) nor 0x02 (credited)",
+            why: "not 0x01 (refund), 0x02 (credited) or 0x03 (void)",
         })?;
         if amount.0 == 0 || payer == payee {
             return Err(DecodeError::Invalid {
@@ -398,6 +406,13 @@ impl Policy {
     /// The resolutions naming debits of `payer`.
     pub fn resolutions_for(&self, payer: CardSerial) -> impl Iterator<Item = &Resolution> {
         self.resolutions.iter().filter(move |r| r.payer == payer)
+    }
+
+    /// The resolutions naming `payee` as the payee whose receipt a `Refund` or `Void` closes.
+    pub fn receipts_closed_at(&self, payee: CardSerial) -> impl Iterator<Item = &Resolution> {
+        self.resolutions.iter().filter(move |r| {
+            r.payee == payee && matches!(r.outcome, ResolutionOutcome::Refund | ResolutionOutcome::Void)
+        })
     }
 
     /// Whether a card following this policy may wrap (or unwrap) a transfer key under update key `id`.
@@ -561,6 +576,12 @@ mod tests {
         assert_eq!(Policy::verified(&bytes, &k.public_key_sec1(), &k.scheme_id()).unwrap(), p);
         assert_eq!(p.resolutions_for(CardSerial::from_u64(3)).count(), 2);
         assert_eq!(p.resolutions_for(CardSerial::from_u64(4)).count(), 0);
+        // A void (code 03) round-trips; the payee's receipts a refund or a void closes are listed.
+        let v = with_resolutions(&k, &[], &[res[0], res[1], resolution(3, 14, ResolutionOutcome::Void)]);
+        let vb = v.to_wire();
+        assert_eq!(vb[vb.len() - 64 - 1], 0x03);
+        assert_eq!(Policy::verified(&vb, &k.public_key_sec1(), &k.scheme_id()).unwrap(), v);
+        assert_eq!(v.receipts_closed_at(CardSerial::from_u64(103)).count(), 2, "the refund and the void");
         // Without resolutions: byte for byte the layout from before resolutions existed.
         assert_eq!(policy(&k, &[(5, 3)]).to_wire().len(), Policy::BASE_LEN + Policy::ENTRY_LEN);
         // Both lists at their bounds fit one chained command.
@@ -600,7 +621,7 @@ mod tests {
         // Unknown outcome, zero amount, payer = payee.
         let good = with_resolutions(&k, &[], &[a]).to_wire();
         let mut bad = good.clone();
-        bad[89 + 32] = 3;
+        bad[89 + 32] = 4;
         assert!(matches!(Policy::from_wire(&bad, ()), Err(DecodeError::Invalid { field: "resolution outcome", .. })));
         let mut zero = a;
         zero.amount = Amount(0);

@@ -78,10 +78,14 @@ pub struct Reconciliation {
     pub flags: Vec<Flag>,
     /// Resolutions the issuer can sign safely (`keyroll policy resolve`, each field as named here):
     /// `credited` for an open debit in the payer's exception list that the payee's log shows credited;
-    /// `refund` for an uncredited debit whose receipt left the payee's window (no card can ever credit
-    /// it) when the payee's retained log holds every credit it made (its credit total equals the
-    /// credits in its log). Anything else in flight with the issuer as resolver needs the issuer's own
-    /// judgement (a payee that never returns may still hold the token's receipt open).
+    /// `refund` for an uncredited debit whose receipt no card can ever credit: it left the payee's window
+    /// (when the payee's retained log holds every credit it made: its credit total equals the credits
+    /// in its log), or the payee's log shows it closed for good (an `abort` entry: it adopted a void or
+    /// refund naming it); `void` for an uncredited debit whose receipt is still open in the payee's
+    /// window (the payee closes it on adopting; the pair's own recovery still refunds the payer, and
+    /// once the payee's next export shows it closed, `refund` is suggested). Anything else in flight
+    /// with the issuer as resolver needs the issuer's own judgement (a payee that never returns may
+    /// still hold the token's receipt open).
     pub issuer_resolutions: Vec<Resolution>,
     /// Every open debit of the cards read (in flight or credited, awaiting CONFIRM), with what the
     /// payee's log proves about its receipt: what the back office records, and what `policy resolve`
@@ -140,8 +144,8 @@ pub fn reconcile(
     let mut debits: HashMap<(CardSerial, u32), (CardSerial, u64)> = HashMap::new();
     let mut credits: HashMap<(CardSerial, u32), (CardSerial, u64)> = HashMap::new();
     let mut refunds: HashSet<(CardSerial, u32)> = HashSet::new();
-    // (payee, receipt, payer) of receipts the payee's log shows aborted.
-    let mut aborts: HashSet<(CardSerial, u32, CardSerial)> = HashSet::new();
+    // (payee, receipt) → (payer, amount) of receipts a payee closed for good on an issuer resolution.
+    let mut closed: HashMap<(CardSerial, u32), (CardSerial, u64)> = HashMap::new();
     let (mut issued, mut balances) = (Total(0), Total(0));
     for s in &serials {
         let e = cards[s];
@@ -167,7 +171,7 @@ pub fn reconcile(
                     refunds.insert((x.counterpart, x.receipt));
                 }
                 EntryKind::Abort => {
-                    aborts.insert((*s, x.receipt, x.counterpart));
+                    closed.insert((*s, x.receipt), (x.counterpart, x.amount.0));
                 }
                 EntryKind::Exception | EntryKind::KeyRoll | EntryKind::Closed => {}
             }
@@ -219,7 +223,7 @@ pub fn reconcile(
             let state = match (credit, payee) {
                 (Some((_, amount)), _) if *amount == d.amount.0 => DebitState::Credited,
                 (Some(_), _) | (None, None) => DebitState::Unproven,
-                (None, Some(_)) if aborts.contains(&(d.payee, d.receipt, *s)) => DebitState::Aborted,
+                (None, Some(_)) if closed.get(&(d.payee, d.receipt)) == Some(&(*s, d.amount.0)) => DebitState::Aborted,
                 (None, Some(q)) if d.receipt >= q.receipt_floor => DebitState::Open,
                 (None, Some(q)) if every_credit_logged(q) => DebitState::NeverCredited,
                 (None, Some(_)) => DebitState::Unproven,
@@ -240,11 +244,20 @@ pub fn reconcile(
                 continue;
             }
             if let Some(q) = cards.get(&d.payee)
-                && d.receipt < q.receipt_floor
                 && d.payer_sequence != 0
-                && every_credit_logged(q)
             {
-                issuer_resolutions.push(resolution(ResolutionOutcome::Refund));
+                if d.receipt < q.receipt_floor && every_credit_logged(q) {
+                    // Left the window with no credit: no card can ever credit it.
+                    issuer_resolutions.push(resolution(ResolutionOutcome::Refund));
+                } else if closed.get(&(d.payee, d.receipt)) == Some(&(*s, d.amount.0)) {
+                    // The payee closed the receipt for good (it adopted a void or refund naming it):
+                    // a refund is safe whichever card adopts it first.
+                    issuer_resolutions.push(resolution(ResolutionOutcome::Refund));
+                } else if d.receipt >= q.receipt_floor && d.receipt < q.receipt_next {
+                    // Still open in the payee's window: a refund now could reach the payer before the
+                    // payee and let a held token be credited too. First close it at the payee.
+                    issuer_resolutions.push(resolution(ResolutionOutcome::Void));
+                }
             }
             let resolver = match cards.get(&d.payee) {
                 _ if d.exception => Resolver::Issuer,

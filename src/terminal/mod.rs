@@ -202,13 +202,19 @@ impl<'a> Party<'a> {
 
     /// The card's certificate for a signed CREDIT: the full GET CARD INFO asked with an extended Le, so the
     /// certificate comes back in one APDU (the settlement budget, DESIGN.md §10); nothing when already read.
+    ///
+    /// A reader (or card) without extended-length APDUs fails that APDU (a transport error, or `6700`):
+    /// the certificate is then read with the short form and GET RESPONSE ([`Party::certificate`]).
     fn certificate_in_one(&mut self, trace: &mut Trace) -> Result<Option<Vec<u8>>, SettleError> {
         if self.info.certificate.is_none() && self.info.has_certificate {
             let mut apdu = Command::GetCardInfo { certificate: true }.to_apdu();
             apdu.le = Some(65_536);
-            let r = crate::transport::exchange_extended(self.channel, trace, &apdu).map_err(|source| {
-                SettleError::Transport { role: self.role, reader: self.channel.name(), step: "GET CARD INFO", source }
-            })?;
+            let r = match crate::transport::exchange_extended(self.channel, trace, &apdu) {
+                Ok(r) if r.sw != StatusWord::WrongLength => r,
+                // No extended length on this reader or card (or the card left: the short form then
+                // reports that itself).
+                _ => return self.certificate(trace),
+            };
             if r.sw != StatusWord::Ok {
                 return Err(SettleError::Refused { role: self.role, step: "GET CARD INFO", sw: r.sw });
             }

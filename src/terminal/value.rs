@@ -32,7 +32,8 @@ pub struct TransferRecord {
 
 /// CREDIT for a token: signed, with the payer's certificate, when the payer signed and the payee holds a
 /// certificate (a certified payee takes no unsigned value, DESIGN.md §10 point 6), as one extended-length
-/// APDU; the plain form otherwise. The caller interprets the status word.
+/// APDU (a command chain where the reader or card takes no extended length); the plain form otherwise.
+/// The caller interprets the status word.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn send_credit(
     payer: &mut Party<'_>,
@@ -50,7 +51,14 @@ pub(super) fn send_credit(
                 .certificate_in_one(trace)?
                 .ok_or_else(|| payer.malformed("DEBIT", "a signed token from a card that reports no certificate"))?;
             let cmd = Command::CreditSigned { receipt, payer_sequence, token, signature, certificate };
-            payee.try_send_extended(trace, step, &cmd)
+            match payee.try_send_extended(trace, step, &cmd) {
+                Ok(r) if r.sw != StatusWord::WrongLength => Ok(r),
+                // A reader (or card) without extended-length APDUs: the same command as an ISO/IEC 7816-4
+                // command chain (CLA b5 set on all but the last 255-byte segment, §5.4.1). If the
+                // extended APDU did reach the card, the repeat is answered from the credited bit with the
+                // same acknowledgement (CREDIT is idempotent): nothing is credited twice.
+                _ => payee.try_send(trace, step, &cmd),
+            }
         }
         _ => payee.try_send(trace, step, &Command::Credit { receipt, payer_sequence, token }),
     }

@@ -179,17 +179,20 @@ fn a_resolution_is_checked_against_the_newest_reconciliation(s: Scratch) {
     let text = s.ok(&["reconcile", "--cards", "cards"]);
     // Item 2: the text output names each resolution it proves safe as the command line to run.
     let printed: Vec<&str> = text.lines().map(str::trim).filter(|l| l.starts_with("keyroll policy resolve")).collect();
-    let want = format!("keyroll {}", d40.args("--refund").join(" "));
-    assert_eq!(printed, [want.as_str()], "{text}");
-    assert!(text.contains("issuer resolutions (1)"), "{text}");
+    let want =
+        [format!("keyroll {}", d40.args("--refund").join(" ")), format!("keyroll {}", d10.args("--void").join(" "))];
+    assert_eq!(printed, want, "{text}");
+    assert!(text.contains("issuer resolutions (2)"), "{text}");
     let log_before = count(&s, "SELECT count(*) FROM audit_log");
     let policies_before = count(&s, "SELECT count(*) FROM policies");
 
     // A wrong refund: the payee credited d25. Version 1 signed it and 25 units were created.
     refused(&s, &d25.args("--refund"), 1, "would create 25 of value", "--credited");
     // The receipt of d10 is still open at T: the cards resolve it, not the issuer.
-    refused(&s, &d10.args("--refund"), 1, "still open at the payee", "keyroll settle");
+    refused(&s, &d10.args("--refund"), 1, "still open at the payee", "--void");
     refused(&s, &d10.args("--credited"), 1, "still open at the payee", "keyroll settle");
+    // A void of d25, which the payee credited: nothing to void.
+    refused(&s, &d25.args("--void"), 1, "nothing to void", "--credited");
     // d40 was never credited: closing it as credited would destroy value.
     refused(&s, &d40.args("--credited"), 1, "would destroy 40 of value", "--refund");
     // Fields that do not name the debit reconciliation 2 shows.
@@ -215,6 +218,10 @@ fn a_resolution_is_checked_against_the_newest_reconciliation(s: Scratch) {
     assert_eq!(out["checked"], serde_json::json!({"reconciliation": 2, "state": "never-credited"}), "{out}");
     let out = resolved(&s, &d25.args("--credited"));
     assert_eq!(out["checked"], serde_json::json!({"reconciliation": 2, "state": "credited"}), "{out}");
+    // A void of d10's open receipt moves no value: the check accepts it.
+    let cmd: Vec<String> = printed[1].split_whitespace().skip(1).map(String::from).collect();
+    let out = resolved(&s, &cmd);
+    assert_eq!(out["checked"], serde_json::json!({"reconciliation": 2, "state": "open"}), "{out}");
     // The lost card: the issuer's override, its reason in the signed audit log.
     let mut lost = d15.args("--refund");
     lost.extend(["--against-reconciliation", "none", "--reason", "card L destroyed, report 118"].map(String::from));
@@ -223,7 +230,7 @@ fn a_resolution_is_checked_against_the_newest_reconciliation(s: Scratch) {
     assert_eq!(out["checked"]["reconciliation"], 2, "{out}");
     let detail = s.sql("SELECT detail FROM audit_log WHERE action = 'policy resolve' ORDER BY id DESC LIMIT 1");
     assert!(detail.contains("card L destroyed, report 118"), "{detail}");
-    assert_eq!(count(&s, "SELECT count(*) FROM audit_log WHERE action = 'policy resolve'"), 3);
+    assert_eq!(count(&s, "SELECT count(*) FROM audit_log WHERE action = 'policy resolve'"), 4);
     s.ok(&["audit", "log"]);
     // Already carried: nothing new, whatever reconciliation says now.
     assert_eq!(resolved(&s, &d40.args("--refund"))["already_carried"], true);

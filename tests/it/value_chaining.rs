@@ -1,0 +1,61 @@
+//! Issue 13 (session 5, item 3): certified cards settle through readers without extended-length APDUs.
+//! The certified CREDIT carries the payer's certificate (577 bytes of data) and the terminal read that
+//! certificate with one extended-Le GET CARD INFO; on a reader that takes short APDUs only, both failed
+//! and certified cards could not settle there at all. Now the terminal falls back to the short GET CARD
+//! INFO with GET RESPONSE and to an ISO/IEC 7816-4 command chain (CLA b5), which the card accepts for
+//! CREDIT.
+
+use crate::support::*;
+use keyroll::domain::*;
+use keyroll::terminal::{SettleOptions, settle};
+use keyroll::transport::in_process::InProcessChannel;
+use keyroll::transport::{CardChannel, TransportError};
+
+/// A reader that transmits short APDUs only (ISO/IEC 7816-4 §5.1: Lc ≤ 255, Le ≤ 256) and refuses an
+/// extended one, as a reader without extended-length support does; it counts the chained CREDIT
+/// segments it passes.
+struct ShortOnly<'a> {
+    inner: InProcessChannel<'a>,
+    refused: usize,
+    chained_credit: usize,
+}
+
+impl CardChannel for ShortOnly<'_> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        // Extended: a zero byte after the header followed by two length bytes (cases 2E, 3E, 4E).
+        if apdu.len() >= 7 && apdu[4] == 0 {
+            self.refused += 1;
+            return Err(TransportError::Io("the reader does not support extended-length APDUs".into()));
+        }
+        if apdu[0] == 0x90 && apdu[1] == 0x34 {
+            self.chained_credit += 1;
+        }
+        self.inner.transmit(apdu)
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+}
+
+#[test]
+fn certified_cards_settle_through_a_reader_without_extended_length() {
+    let ca = TestCa::new("Chaining Test CA");
+    let mut payer = pk_card(1, Profile::PublicKey, 1, 0, 5, 100, &ca, &ca.root);
+    let mut payee = pk_card(2, Profile::Hybrid, 1, 1, 5, 0, &ca, &ca.root);
+    let mut a = ShortOnly { inner: InProcessChannel::new(&mut payer, "payer"), refused: 0, chained_credit: 0 };
+    let mut b = ShortOnly { inner: InProcessChannel::new(&mut payee, "payee"), refused: 0, chained_credit: 0 };
+    let r = settle(&mut a, &mut b, Amount(25), &SettleOptions::default()).expect("settles with short APDUs only");
+    assert_eq!(r.amount, Amount(25));
+    assert_eq!((a.refused, b.refused), (1, 1), "one extended attempt each: GET CARD INFO, signed CREDIT");
+    assert!(b.chained_credit >= 2, "the signed CREDIT went as a command chain");
+    // 9 APDUs with extended length; here the certificate takes GET RESPONSEs and CREDIT a chain.
+    assert!(r.apdus <= 13, "{} APDUs", r.apdus);
+    drop((a, b));
+    assert_eq!((payer.state().balance, payee.state().balance), (Amount(75), Amount(25)));
+    assert!(payer.state().pending_out.is_empty(), "confirmed");
+    // The same pair through readers that take extended length: 9 APDUs, as before.
+    let mut a = InProcessChannel::new(&mut payer, "payer");
+    let mut b = InProcessChannel::new(&mut payee, "payee");
+    let r = settle(&mut a, &mut b, Amount(5), &SettleOptions::default()).unwrap();
+    assert!(r.apdus <= 9, "{} APDUs", r.apdus);
+}
