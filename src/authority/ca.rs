@@ -33,25 +33,26 @@ use crate::crypto::ec::{self, KeyPair};
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::signer::Signer;
 use crate::domain::CardSerial;
-use der::asn1::{Any, BitString, OctetString, PrintableStringRef, Utf8StringRef};
-use der::{DateTime, Decode, Encode};
+use crate::pki::build::{self, OID_CN, OID_O, OID_SERIAL_NUMBER, Role};
+use der::asn1::{Any, BitString, OctetString, PrintableStringRef};
+use der::{Decode, Encode};
 use ecdsa::signature::{self, Keypair};
 use p256::ecdsa::DerSignature;
 use rayon::prelude::*;
 use spki::{
     AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, EncodePublicKey, ObjectIdentifier,
-    SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef,
+    SubjectPublicKeyInfoOwned,
 };
 use std::sync::Arc;
 use std::time::SystemTime;
-use x509_cert::builder::{Builder, CertificateBuilder, profile::BuilderProfile};
-use x509_cert::certificate::{Certificate, TbsCertificate};
+use x509_cert::builder::{Builder, CertificateBuilder};
+use x509_cert::certificate::Certificate;
 use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+use x509_cert::ext::ToExtension;
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, CrlNumber, KeyUsage, KeyUsages, SubjectKeyIdentifier,
 };
-use x509_cert::ext::{Extension, ToExtension};
-use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
 
@@ -61,10 +62,6 @@ pub use x509_cert::ext::pkix::CrlReason;
 pub const MAX_NAME_LEN: usize = 64;
 /// Length of the serial numbers this CA assigns.
 pub const SERIAL_LEN: usize = 16;
-
-const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
-const OID_O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
-const OID_SERIAL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.5");
 
 /// Errors of the certificate authority. No variant carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -262,14 +259,8 @@ impl ValidityPeriod {
     }
 }
 
-/// RFC 5280 §4.1.2.5 / §5.1.2.4: UTCTime for years through 2049, GeneralizedTime from 2050.
 fn x509_time(t: SystemTime) -> Result<Time, CaError> {
-    let dt = DateTime::from_system_time(t).map_err(|_| CaError::TimeOutOfRange)?;
-    if dt.year() <= 2049 {
-        Ok(Time::UtcTime(der::asn1::UtcTime::from_date_time(dt).map_err(|_| CaError::TimeOutOfRange)?))
-    } else {
-        Ok(Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt)))
-    }
+    build::time(t).map_err(|_| CaError::TimeOutOfRange)
 }
 
 fn check_name(what: &'static str, s: &str) -> Result<(), CaError> {
@@ -278,20 +269,6 @@ fn check_name(what: &'static str, s: &str) -> Result<(), CaError> {
         return Err(CaError::NameLength { what, len, max: MAX_NAME_LEN });
     }
     Ok(())
-}
-
-/// A `Name` built attribute by attribute (one attribute per RDN), so no string escaping is involved.
-fn build_name(attrs: &[(ObjectIdentifier, Any)]) -> Result<Name, CaError> {
-    let mut rdns = RdnSequence::default();
-    for (oid, value) in attrs {
-        let atv = x509_cert::attr::AttributeTypeAndValue { oid: *oid, value: value.clone() };
-        rdns.push(RelativeDistinguishedName::try_from(vec![atv])?);
-    }
-    Ok(Name::from_der(&rdns.to_der()?)?)
-}
-
-fn utf8(s: &str) -> Result<Any, CaError> {
-    Ok(Any::encode_from(&Utf8StringRef::new(s)?)?)
 }
 
 /// Certificate serial number (RFC 5280 §4.1.2.2): 16 random bytes, first byte forced into
@@ -307,7 +284,7 @@ fn random_serial_bytes() -> Result<[u8; SERIAL_LEN], CaError> {
 }
 
 fn positive_serial(b: &mut [u8; SERIAL_LEN]) {
-    b[0] = (b[0] & 0x3F) | 0x40;
+    build::positive_serial(b)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -319,60 +296,16 @@ enum Kind {
     Scheme,
 }
 
-/// keyroll's certificate profile for x509-cert's builder: subject/issuer and exactly the
-/// extensions listed in the module notes.
-struct Profile {
-    kind: Kind,
-    subject: Name,
-    /// `None` for the self-signed root.
-    issuer: Option<Name>,
-    /// The issuing CA's SKI, copied into the AKI; `None` for the root (AKI = its own SKI).
-    issuer_key_id: Option<OctetString>,
-}
-
-impl BuilderProfile for Profile {
-    fn get_issuer(&self, subject: &Name) -> Name {
-        self.issuer.clone().unwrap_or_else(|| subject.clone())
-    }
-
-    fn get_subject(&self) -> Name {
-        self.subject.clone()
-    }
-
-    fn build_extensions(
-        &self,
-        spk: SubjectPublicKeyInfoRef<'_>,
-        _issuer_spk: SubjectPublicKeyInfoRef<'_>,
-        tbs: &TbsCertificate,
-    ) -> x509_cert::builder::Result<Vec<Extension>> {
-        let subject = &tbs.subject();
-        let ski = SubjectKeyIdentifier::try_from(spk)?;
-        let aki = AuthorityKeyIdentifier {
-            key_identifier: Some(self.issuer_key_id.clone().unwrap_or_else(|| ski.0.clone())),
-            ..Default::default()
-        };
-        let (basic, usage) = match self.kind {
-            Kind::Root => {
-                (BasicConstraints { ca: true, path_len_constraint: None }, KeyUsages::KeyCertSign | KeyUsages::CRLSign)
-            }
-            Kind::Intermediate => (
-                BasicConstraints { ca: true, path_len_constraint: Some(0) },
-                KeyUsages::KeyCertSign | KeyUsages::CRLSign,
-            ),
-            Kind::Card => (
-                BasicConstraints { ca: false, path_len_constraint: None },
-                KeyUsages::DigitalSignature | KeyUsages::KeyAgreement,
-            ),
-            Kind::Scheme => {
-                (BasicConstraints { ca: false, path_len_constraint: None }, KeyUsages::DigitalSignature.into())
-            }
-        };
-        Ok(vec![
-            (true, &basic).to_extension(subject, &[])?,
-            (true, &KeyUsage(usage)).to_extension(subject, &[])?,
-            (false, &ski).to_extension(subject, &[])?,
-            (false, &aki).to_extension(subject, &[])?,
-        ])
+impl Kind {
+    /// The module notes' profile: the root unconstrained, the card-issuing intermediate
+    /// `pathLenConstraint 0`, cards sign and agree keys (claims 4, 18), the scheme key only signs.
+    fn role(self) -> Role {
+        match self {
+            Kind::Root => Role::Ca { path_len: None },
+            Kind::Intermediate => Role::Ca { path_len: Some(0) },
+            Kind::Card => Role::EndEntity(KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyAgreement)),
+            Kind::Scheme => Role::EndEntity(KeyUsage(KeyUsages::DigitalSignature.into())),
+        }
     }
 }
 
@@ -422,11 +355,11 @@ impl<'a> Issuer<'a> {
     /// serialNumber=<serial>`.
     fn card_subject(&self, card: CardSerial) -> Result<Name, CaError> {
         let serial_hex = card.to_string();
-        build_name(&[
+        Ok(build::name(&[
             (OID_O, self.organisation.clone()),
-            (OID_CN, utf8(&format!("card {serial_hex}"))?),
+            (OID_CN, build::utf8(&format!("card {serial_hex}"))?),
             (OID_SERIAL_NUMBER, Any::encode_from(&PrintableStringRef::new(&serial_hex)?)?),
-        ])
+        ])?)
     }
 
     /// The builder's TBSCertificate DER for one card certificate (what [`CardTemplate`] reproduces).
@@ -437,8 +370,8 @@ impl<'a> Issuer<'a> {
         public: &ec::PublicKey,
         validity: ValidityPeriod,
     ) -> Result<Vec<u8>, CaError> {
-        let profile = Profile {
-            kind: Kind::Card,
+        let profile = build::Profile {
+            role: Kind::Card.role(),
             subject: self.card_subject(card)?,
             issuer: Some(self.subject.clone()),
             issuer_key_id: Some(self.key_id.clone()),
@@ -593,8 +526,8 @@ impl IssuerCa {
         check_name("issuer name", issuer_name)?;
         let cn = format!("{issuer_name} Root CA");
         check_name("root common name", &cn)?;
-        let subject = build_name(&[(OID_O, utf8(issuer_name)?), (OID_CN, utf8(&cn)?)])?;
-        let profile = Profile { kind: Kind::Root, subject, issuer: None, issuer_key_id: None };
+        let subject = build::name(&[(OID_O, build::utf8(issuer_name)?), (OID_CN, build::utf8(&cn)?)])?;
+        let profile = build::Profile { role: Kind::Root.role(), subject, issuer: None, issuer_key_id: None };
         let builder = CertificateBuilder::new(profile, random_serial()?, validity.to_x509()?, key.spki()?)?;
         let cert = builder.build::<_, DerSignature>(&key.signer())?;
         Ok(cert.to_der()?)
@@ -610,10 +543,10 @@ impl IssuerCa {
     ) -> Result<(CaKey, Vec<u8>), CaError> {
         check_name("intermediate common name", name)?;
         let root = Issuer::new(root_key, root_cert_der)?;
-        let subject = build_name(&[(OID_O, root.organisation.clone()), (OID_CN, utf8(name)?)])?;
+        let subject = build::name(&[(OID_O, root.organisation.clone()), (OID_CN, build::utf8(name)?)])?;
         let key = CaKey::generate()?;
-        let profile = Profile {
-            kind: Kind::Intermediate,
+        let profile = build::Profile {
+            role: Kind::Intermediate.role(),
             subject,
             issuer: Some(root.subject.clone()),
             issuer_key_id: Some(root.key_id.clone()),
@@ -659,9 +592,9 @@ pub fn issue_scheme_certificate(
     let issuer = Issuer::new(ca_key, ca_cert_der)?;
     let public = card_key::parse_public_key(scheme_public_sec1).map_err(CaError::CardKey)?;
     let spki = SubjectPublicKeyInfoOwned::from_der(&public.to_spki_der())?;
-    let subject = build_name(&[(OID_O, issuer.organisation.clone()), (OID_CN, utf8("scheme signing key")?)])?;
-    let profile = Profile {
-        kind: Kind::Scheme,
+    let subject = build::name(&[(OID_O, issuer.organisation.clone()), (OID_CN, build::utf8("scheme signing key")?)])?;
+    let profile = build::Profile {
+        role: Kind::Scheme.role(),
         subject,
         issuer: Some(issuer.subject.clone()),
         issuer_key_id: Some(issuer.key_id.clone()),

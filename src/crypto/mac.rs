@@ -51,6 +51,48 @@ pub fn card_log_key(log_master: &Secret16, serial: &crate::domain::CardSerial) -
 /// inside the SCP11b channel, and the back office, can compute it: after LOCK the factory keys are
 /// gone, and this is what still tells the issuer "this is the chip you personalised as `serial`".
 pub fn card_authentication(log_key: &Secret16, serial: &crate::domain::CardSerial, challenge: &[u8]) -> [u8; 16] {
-    let key = kdf::derive16(log_key, Purpose::CardAuthentication, &serial.0);
-    cmac(&key, &[&serial.0, challenge])
+    cmac(&card_authentication_key(log_key, serial), &[&serial.0, challenge])
+}
+
+/// The line's check of [`card_authentication`]: recomputes the tag and compares it in constant time
+/// (the same `Cmac::verify` path as [`verify`]), so a near miss tells nothing about the right answer.
+pub fn check_card_authentication(
+    log_key: &Secret16,
+    serial: &crate::domain::CardSerial,
+    challenge: &[u8],
+    answer: &[u8],
+) -> Result<(), CryptoError> {
+    if answer.len() != 16 {
+        return Err(CryptoError::BadMac);
+    }
+    verify(&card_authentication_key(log_key, serial), &[&serial.0, challenge], answer)
+}
+
+fn card_authentication_key(log_key: &Secret16, serial: &crate::domain::CardSerial) -> Secret16 {
+    kdf::derive16(log_key, Purpose::CardAuthentication, &serial.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::CardSerial;
+
+    #[test]
+    fn a_card_authentication_is_accepted_only_for_its_key_serial_and_challenge() {
+        let key = Secret16::new([7; 16]);
+        let serial = CardSerial([1; 8]);
+        let challenge = [9u8; 16];
+        let answer = card_authentication(&key, &serial, &challenge);
+        assert!(check_card_authentication(&key, &serial, &challenge, &answer).is_ok());
+        for bit in 0..128 {
+            let mut bad = answer;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(check_card_authentication(&key, &serial, &challenge, &bad).is_err(), "bit {bit}");
+        }
+        // A truncated answer is refused (a shorter CMAC would be easier to guess).
+        assert!(check_card_authentication(&key, &serial, &challenge, &answer[..8]).is_err());
+        assert!(check_card_authentication(&key, &CardSerial([2; 8]), &challenge, &answer).is_err());
+        assert!(check_card_authentication(&key, &serial, &[8u8; 16], &answer).is_err());
+        assert!(check_card_authentication(&Secret16::new([6; 16]), &serial, &challenge, &answer).is_err());
+    }
 }

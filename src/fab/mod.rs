@@ -25,23 +25,22 @@ pub use verify::{FactoryError, FactoryIdentity, TrustedRoot};
 
 use crate::crypto::card_key::{self, CardKeyPair};
 use crate::domain::ChipId;
+use crate::pki::build::{self, OID_CN, OID_O, OID_SERIAL_NUMBER, Role};
 use der::asn1::{Any, OctetString, PrintableStringRef, Utf8StringRef};
 use der::{Decode, Encode};
 use p256::ecdsa::{DerSignature, SigningKey};
 use p256::elliptic_curve::Generate;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use sha2::{Digest, Sha256};
-use spki::{ObjectIdentifier, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
+use spki::SubjectPublicKeyInfoOwned;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-use x509_cert::builder::{Builder, CertificateBuilder, profile::BuilderProfile};
-use x509_cert::certificate::TbsCertificate;
-use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
-use x509_cert::ext::{Extension, ToExtension};
-use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::builder::{Builder, CertificateBuilder};
+use x509_cert::ext::pkix::{KeyUsage, KeyUsages, SubjectKeyIdentifier};
+use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
-use x509_cert::time::{Time, Validity};
+use x509_cert::time::Validity;
 
 /// The root certificate's file name in a manufacturer directory.
 pub const ROOT_CERT_FILE: &str = "root.pem";
@@ -54,10 +53,6 @@ pub const MAX_NAME_LEN: usize = 40;
 const ROOT_VALIDITY: Duration = Duration::from_secs(30 * 365 * 86400);
 const FACTORY_VALIDITY: Duration = Duration::from_secs(25 * 365 * 86400);
 const BACKDATE: Duration = Duration::from_secs(3600);
-
-const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
-const OID_O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
-const OID_SERIAL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.5");
 
 /// Errors of the manufacturer. No variant carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +98,14 @@ pub enum FactoryKey {
 }
 
 impl FactoryKey {
+    /// One key, one purpose: the agreement key only agrees keys, the attestation key only signs.
+    fn role(self) -> Role {
+        match self {
+            FactoryKey::Agreement => Role::EndEntity(KeyUsage(KeyUsages::KeyAgreement.into())),
+            FactoryKey::Attestation => Role::EndEntity(KeyUsage(KeyUsages::DigitalSignature.into())),
+        }
+    }
+
     fn cn(self, chip: ChipId) -> String {
         match self {
             FactoryKey::Agreement => format!("chip {chip} key agreement"),
@@ -111,91 +114,16 @@ impl FactoryKey {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Root,
-    Factory(FactoryKey),
-}
-
-struct Profile {
-    kind: Kind,
-    subject: Name,
-    issuer: Option<Name>,
-    issuer_key_id: Option<OctetString>,
-}
-
-impl BuilderProfile for Profile {
-    fn get_issuer(&self, subject: &Name) -> Name {
-        self.issuer.clone().unwrap_or_else(|| subject.clone())
-    }
-    fn get_subject(&self) -> Name {
-        self.subject.clone()
-    }
-    fn build_extensions(
-        &self,
-        spk: SubjectPublicKeyInfoRef<'_>,
-        _issuer_spk: SubjectPublicKeyInfoRef<'_>,
-        tbs: &TbsCertificate,
-    ) -> x509_cert::builder::Result<Vec<Extension>> {
-        let subject = tbs.subject();
-        let ski = SubjectKeyIdentifier::try_from(spk)?;
-        let aki = AuthorityKeyIdentifier {
-            key_identifier: Some(self.issuer_key_id.clone().unwrap_or_else(|| ski.0.clone())),
-            ..Default::default()
-        };
-        let (basic, usage) = match self.kind {
-            Kind::Root => (
-                BasicConstraints { ca: true, path_len_constraint: Some(0) },
-                KeyUsages::KeyCertSign | KeyUsages::CRLSign,
-            ),
-            Kind::Factory(FactoryKey::Agreement) => {
-                (BasicConstraints { ca: false, path_len_constraint: None }, KeyUsages::KeyAgreement.into())
-            }
-            Kind::Factory(FactoryKey::Attestation) => {
-                (BasicConstraints { ca: false, path_len_constraint: None }, KeyUsages::DigitalSignature.into())
-            }
-        };
-        Ok(vec![
-            (true, &basic).to_extension(subject, &[])?,
-            (true, &KeyUsage(usage)).to_extension(subject, &[])?,
-            (false, &ski).to_extension(subject, &[])?,
-            (false, &aki).to_extension(subject, &[])?,
-        ])
-    }
-}
-
-fn build_name(attrs: &[(ObjectIdentifier, Any)]) -> Result<Name, FabError> {
-    let mut rdns = RdnSequence::default();
-    for (oid, value) in attrs {
-        let atv = x509_cert::attr::AttributeTypeAndValue { oid: *oid, value: value.clone() };
-        rdns.push(RelativeDistinguishedName::try_from(vec![atv])?);
-    }
-    Ok(Name::from_der(&rdns.to_der()?)?)
-}
-
-fn utf8(s: &str) -> Result<Any, FabError> {
-    Ok(Any::encode_from(&Utf8StringRef::new(s)?)?)
-}
-
-/// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
-fn x509_time(t: SystemTime) -> Result<Time, FabError> {
-    let dt = der::DateTime::from_system_time(t).map_err(|e| FabError::Build(e.to_string()))?;
-    if dt.year() <= 2049 {
-        Ok(Time::UtcTime(der::asn1::UtcTime::from_date_time(dt)?))
-    } else {
-        Ok(Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt)))
-    }
-}
-
+/// RFC 5280 §4.1.2.5 times around now (backdated by an hour for clocks a little behind).
 fn validity(length: Duration) -> Result<Validity, FabError> {
     let now = SystemTime::now();
-    Ok(Validity::new(x509_time(now - BACKDATE)?, x509_time(now + length)?))
+    Ok(Validity::new(build::time(now - BACKDATE)?, build::time(now + length)?))
 }
 
 /// RFC 5280 §4.1.2.2: 16 random bytes, first byte in `0x40..=0x7F` (positive, no leading zero).
 fn random_serial() -> Result<SerialNumber, FabError> {
     let mut b = crate::crypto::random::bytes::<16>().map_err(|_| FabError::Random)?;
-    b[0] = (b[0] & 0x3F) | 0x40;
+    build::positive_serial(&mut b);
     Ok(SerialNumber::new(&b)?)
 }
 
@@ -228,10 +156,12 @@ impl Manufacturer {
             return Err(FabError::BadName);
         }
         let key = SigningKey::try_generate().map_err(|_| FabError::Random)?;
-        let subject = build_name(&[(OID_O, utf8(name)?), (OID_CN, utf8(&format!("{name} Manufacturer Root"))?)])?;
+        let subject =
+            build::name(&[(OID_O, build::utf8(name)?), (OID_CN, build::utf8(&format!("{name} Manufacturer Root"))?)])?;
         let spki =
             SubjectPublicKeyInfoOwned::from_key(key.verifying_key()).map_err(|e| FabError::Build(e.to_string()))?;
-        let profile = Profile { kind: Kind::Root, subject, issuer: None, issuer_key_id: None };
+        let profile =
+            build::Profile { role: Role::Ca { path_len: Some(0) }, subject, issuer: None, issuer_key_id: None };
         let cert = CertificateBuilder::new(profile, random_serial()?, validity(ROOT_VALIDITY)?, spki)?
             .build::<_, DerSignature>(&key)?;
         Self::from_parts(key, cert.to_der()?)
@@ -342,13 +272,13 @@ impl Manufacturer {
         let public = card_key::parse_public_key(public_key_sec1).map_err(|e| FabError::Build(e.to_string()))?;
         let spki = SubjectPublicKeyInfoOwned::from_key(&public).map_err(|e| FabError::Build(e.to_string()))?;
         let chip_hex = chip.to_string();
-        let subject = build_name(&[
+        let subject = build::name(&[
             (OID_O, self.organisation.clone()),
-            (OID_CN, utf8(&purpose.cn(chip))?),
+            (OID_CN, build::utf8(&purpose.cn(chip))?),
             (OID_SERIAL_NUMBER, Any::encode_from(&PrintableStringRef::new(&chip_hex)?)?),
         ])?;
-        let profile = Profile {
-            kind: Kind::Factory(purpose),
+        let profile = build::Profile {
+            role: purpose.role(),
             subject,
             issuer: Some(self.subject.clone()),
             issuer_key_id: Some(self.key_id.clone()),

@@ -432,7 +432,7 @@ pub fn personalise(
 /// A card found issued under `plan.serial` although the line never saw its LOCK answer (pulled at that
 /// moment): is it the chip the line personalised? After LOCK the factory keys are erased, so the proof
 /// is the log key the line sent that card inside the SCP11b channel: INTERNAL AUTHENTICATE `80 88 00 01`
-/// with a fresh challenge, checked against [`crate::crypto::mac::card_authentication`]. A recorded
+/// with a fresh challenge, checked by [`crate::crypto::mac::check_card_authentication`]. A recorded
 /// answer is worthless (the challenge is new), and no other card holds that serial's log key.
 pub fn authenticate_issued(channel: &mut dyn CardChannel, plan: &CardPlan, verbose: bool) -> Result<(), PersoError> {
     use crate::protocol::response::CardAuthentication;
@@ -446,11 +446,8 @@ pub fn authenticate_issued(channel: &mut dyn CardChannel, plan: &CardPlan, verbo
         return Err(PersoError::Unproven { serial: plan.serial });
     }
     let answer = CardAuthentication::from_wire(&r.data, ()).map_err(|_| PersoError::Malformed { step })?;
-    let expected = crate::crypto::mac::card_authentication(&plan.log_key, &plan.serial, &challenge);
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &answer.mac[..])) {
-        return Err(PersoError::Unproven { serial: plan.serial });
-    }
-    Ok(())
+    crate::crypto::mac::check_card_authentication(&plan.log_key, &plan.serial, &challenge, &answer.mac)
+        .map_err(|_| PersoError::Unproven { serial: plan.serial })
 }
 
 /// Withdraw `serial`'s certificate after `e` stopped its personalisation, and hand `e` back; if the

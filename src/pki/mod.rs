@@ -19,6 +19,7 @@
 //! - Policy processing (§6.1.3 (d)–(f)) is not done: certificatePolicies is accepted,
 //!   policyMappings, policyConstraints and inhibitAnyPolicy are refused when critical.
 
+pub mod build;
 mod cert;
 mod crl;
 mod der;
