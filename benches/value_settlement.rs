@@ -135,12 +135,12 @@ fn main() {
     println!(
         "in-process settlements of 1 unit, one pair each, alternating direction (reference cards in memory, 1 core)"
     );
-    let sym = || (card(1, Profile::Symmetric, 1, 1, 5, 1_000_000), card(2, Profile::Symmetric, 1, 1, 5, 1_000_000));
+    let sym = || (card(1, Profile::Symmetric, 1, 1, 5, 500_000), card(2, Profile::Symmetric, 1, 1, 5, 500_000));
     let ca = TestCa::new("Bench Issuer");
     let cert = || {
         (
-            pk_card(1, Profile::PublicKey, 1, 1, 5, 1_000_000, &ca, &ca.root),
-            pk_card(2, Profile::PublicKey, 1, 1, 5, 1_000_000, &ca, &ca.root),
+            pk_card(1, Profile::PublicKey, 1, 1, 5, 500_000, &ca, &ca.root),
+            pk_card(2, Profile::PublicKey, 1, 1, 5, 500_000, &ca, &ca.root),
         )
     };
     let none = SettleOptions::default();
