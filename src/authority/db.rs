@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0006_manufacturers", include_str!("../../schema/0006_manufacturers.sql")),
     ("0007_pkcs11_custody", include_str!("../../schema/0007_pkcs11_custody.sql")),
     ("0008_reconciliations", include_str!("../../schema/0008_reconciliations.sql")),
+    ("0009_reconciliation_debits", include_str!("../../schema/0009_reconciliation_debits.sql")),
 ];
 
 /// PostgreSQL versions of migrations whose SQL [`postgres_dialect`] cannot translate: (name, SQL).
@@ -55,6 +56,7 @@ pub const TABLES: &[&str] = &[
     "chips",
     "token_keys",
     "reconciliations",
+    "reconciliation_debits",
 ];
 
 /// A migration's SQL in PostgreSQL's dialect.

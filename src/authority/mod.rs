@@ -119,6 +119,8 @@ pub enum AuthorityError {
     PolicyFull { max: usize },
     #[error("no card with serial {0}")]
     NoSuchCard(String),
+    #[error("refusing to resolve: {0}")]
+    Resolve(#[from] reconciliations::ResolveRefusal),
     #[error(
         "{path} is a keyroll version 1 database (schema {schema}); version 2 shares no key, label or application identifier with version 1 and does not open it"
     )]

@@ -20,6 +20,7 @@
 
 use super::ca::{self, CaKey, ValidityPeriod};
 use super::keys::{self, KeyKind as RowKind, KeyState};
+use super::reconciliations::{self, ResolveBasis, ResolveCheck};
 use super::store::{OptionalExtension, Store, params};
 use super::{Authority, AuthorityError, Unlocked, custody, now};
 use crate::crypto::Secret16;
@@ -473,6 +474,8 @@ pub struct ResolveOutcome {
     pub resolution: Resolution,
     /// The newest policy already carried exactly this resolution: nothing new was signed.
     pub already_carried: bool,
+    /// What the resolution was checked against (`None` when it was already carried).
+    pub checked: Option<ResolveCheck>,
     pub policy: PolicyView,
 }
 
@@ -600,10 +603,17 @@ impl Unlocked<'_> {
 
     /// `policy resolve`: a new policy carrying an issuer resolution of one open debit (DESIGN.md §10
     /// point 6), which the payer applies when the policy reaches it. Both cards must be this issuer's.
-    /// Already carried: nothing new is signed. What to resolve, and how, comes from `reconcile`
-    /// (`issuer_resolutions`); the issuer answers for the outcome (a refund of a debit the payee credited
-    /// creates value, which the next `reconcile` reports as unaccounted).
-    pub fn policy_resolve(&self, r: Resolution) -> Result<ResolveOutcome, AuthorityError> {
+    /// Already carried: nothing new is signed. One that contradicts a resolution already signed is
+    /// refused.
+    ///
+    /// Checked against the newest recorded reconciliation
+    /// ([`reconciliations::judge_resolution`]): it must show exactly this debit open and prove the
+    /// outcome safe (a refund only of a receipt the payee never credited and never can, a closure only
+    /// of a debit the payee credited); with no reconciliation, or one that does not show the debit
+    /// (the cards moved since, or were not read), the answer is to reconcile first. A wrong refund
+    /// would create value. [`ResolveBasis::Override`] (a card lost for good) resolves without that
+    /// proof, never against a proof of the opposite, and the signed audit log keeps the reason.
+    pub fn policy_resolve(&self, r: Resolution, basis: &ResolveBasis) -> Result<ResolveOutcome, AuthorityError> {
         if r.amount.0 == 0 || r.payer == r.payee {
             return Err(AuthorityError::BadName {
                 what: "resolution",
@@ -620,17 +630,40 @@ impl Unlocked<'_> {
                     return Err(AuthorityError::NoSuchCard(serial.to_string()));
                 }
             }
-            if let Some(p) = newest_policy(c, &record)?
+            let prev = newest_policy(c, &record)?;
+            if let Some(p) = &prev
                 && p.resolutions.contains(&r)
             {
-                return Ok(ResolveOutcome { resolution: r, already_carried: true, policy: PolicyView::of(&p) });
+                return Ok(ResolveOutcome {
+                    resolution: r,
+                    already_carried: true,
+                    checked: None,
+                    policy: PolicyView::of(p),
+                });
             }
+            // A contradiction of a signed resolution is refused as such, before the reconciliation.
+            next_resolutions(prev.as_ref().map_or(&[][..], |p| &p.resolutions), Some(r))?;
+            // The reconciliation tables are in the state digest this custodian checked at unlock.
+            let newest = reconciliations::latest(c)?;
+            let debits = match &newest {
+                Some(rec) => reconciliations::debits_of(c, rec.id)?,
+                None => Vec::new(),
+            };
+            let older = reconciliations::debits_resembling(c, &r)?;
+            let check =
+                reconciliations::judge_resolution(&r, basis, newest.as_ref().map(|n| (n, &debits[..])), &older)?;
             let change = PolicyChange { resolve: Some(r), ..PolicyChange::default() };
             let (p, detail) = sign_policy(c, &signer, &record, change, unix_now())?;
-            if let Some(d) = detail {
+            if let Some(mut d) = detail {
+                d["checked"] = serde_json::to_value(&check).expect("serializes");
                 self.log(c, "policy resolve", d)?;
             }
-            Ok(ResolveOutcome { resolution: r, already_carried: false, policy: PolicyView::of(&p) })
+            Ok(ResolveOutcome {
+                resolution: r,
+                already_carried: false,
+                checked: Some(check),
+                policy: PolicyView::of(&p),
+            })
         })
     }
 

@@ -47,6 +47,16 @@ impl Authority {
         issuer_ca::all_certificates(&self.conn)
     }
 
+    /// The certificates (DER) the database holds for card `serial`, oldest first, revoked ones too. A
+    /// decision on them checks each against the root ([`Authority::root`], in the state digest): the
+    /// certificates table is bound by row, replayed by `audit log`, not checked at unlock.
+    pub fn certificates_of(&self, serial: crate::domain::CardSerial) -> Result<Vec<Vec<u8>>, AuthorityError> {
+        let rows = self
+            .conn
+            .query_all("SELECT der FROM certificates WHERE card_serial = ?1 ORDER BY id", [serial.to_string()])?;
+        rows.iter().map(|r| Ok(r.get::<_, Vec<u8>>(0)?)).collect()
+    }
+
     /// The issuer root certificate (DER), once the CA exists.
     pub fn root(&self) -> Result<Option<Vec<u8>>, AuthorityError> {
         issuer_ca::root(&self.conn)

@@ -9,10 +9,11 @@
 //! ([`journal_anchors`]), which is what makes a deleted last journal line detectable: the journal
 //! itself cannot say it lost its tail, the database (outside the journal, signed) can.
 
-use super::rows::{col, decode_all, decode_one};
+use super::rows::{col, col_parsed, decode_all, decode_one};
 use super::store::{Row, Store, params};
 use super::{AuthorityError, Unlocked, now};
-use crate::domain::Total;
+use crate::domain::{Amount, CardSerial, Total};
+use crate::protocol::policy::{Resolution, ResolutionOutcome};
 use serde::{Deserialize, Serialize};
 
 /// A settlement journal as a reconciliation saw it.
@@ -46,6 +47,96 @@ pub struct Reconciled {
     pub cards_digest: [u8; 32],
     /// The head of each journal, as anchored for the next run.
     pub journals: Vec<JournalHead>,
+}
+
+/// What a reconciliation could prove about the payee's receipt of an open debit (column `state` of
+/// `reconciliation_debits`; schema/0009_reconciliation_debits.sql).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DebitState {
+    /// The payee's log shows the credit (same payer, same amount): only CONFIRM is missing.
+    Credited,
+    /// The receipt left the payee's window and its log holds every credit it made: never credited,
+    /// and no card can credit it any more.
+    NeverCredited,
+    /// The payee's log shows the receipt aborted: it can never be credited.
+    Aborted,
+    /// In the payee's window, neither credited nor aborted: the two cards can still resolve it.
+    Open,
+    /// The payee was not among the cards read, or its log dropped credits: nothing is proved.
+    Unproven,
+}
+
+impl DebitState {
+    pub const ALL: [DebitState; 5] =
+        [DebitState::Credited, DebitState::NeverCredited, DebitState::Aborted, DebitState::Open, DebitState::Unproven];
+
+    /// The column's text.
+    pub fn name(self) -> &'static str {
+        match self {
+            DebitState::Credited => "credited",
+            DebitState::NeverCredited => "never-credited",
+            DebitState::Aborted => "aborted",
+            DebitState::Open => "open",
+            DebitState::Unproven => "unproven",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == s)
+    }
+
+    /// Whether this state proves `outcome` safe: a refund only of a receipt that can never be credited,
+    /// a closure only of a debit the payee credited, a void (the payee closes the receipt, the payer's
+    /// debit stays open: it moves no value) of any receipt the payee did not credit.
+    pub fn proves_safe(self, outcome: ResolutionOutcome) -> bool {
+        match outcome {
+            ResolutionOutcome::Refund => matches!(self, DebitState::NeverCredited | DebitState::Aborted),
+            ResolutionOutcome::Credited => self == DebitState::Credited,
+            ResolutionOutcome::Void => self != DebitState::Credited,
+        }
+    }
+}
+
+impl std::fmt::Display for DebitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One open debit as a reconciliation saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconciledDebit {
+    pub payer: CardSerial,
+    /// The payer's sequence number of the debit (0 from an export made before it was exported).
+    pub payer_sequence: u32,
+    pub payee: CardSerial,
+    pub receipt: u32,
+    pub amount: Amount,
+    pub state: DebitState,
+}
+
+impl ReconciledDebit {
+    /// Whether this is the debit `r` names, every field equal.
+    pub fn is(&self, r: &Resolution) -> bool {
+        (self.payer, self.payer_sequence, self.payee, self.receipt, self.amount)
+            == (r.payer, r.payer_sequence, r.payee, r.receipt, r.amount)
+    }
+
+    /// Whether this is the same transfer (payer, payee, receipt) or the same debit of the payer (its
+    /// sequence number) as `r`, whatever the other fields say.
+    pub fn resembles(&self, r: &Resolution) -> bool {
+        self.payer == r.payer
+            && ((self.payee, self.receipt) == (r.payee, r.receipt)
+                || (self.payer_sequence != 0 && self.payer_sequence == r.payer_sequence))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "debit {} of card {} to {} receipt {} amount {}, {}",
+            self.payer_sequence, self.payer, self.payee, self.receipt, self.amount, self.state
+        )
+    }
 }
 
 impl Reconciled {
@@ -128,6 +219,203 @@ pub fn journal_anchors(conn: &Store) -> Result<Vec<(JournalHead, ReconciliationR
     Ok(out)
 }
 
+const SELECT_DEBITS: &str =
+    "SELECT id, reconciliation, payer, payer_sequence, payee, receipt, amount, state FROM reconciliation_debits";
+
+fn debit_row(r: &Row) -> Result<(i64, ReconciledDebit), String> {
+    let serial = |i| col_parsed(r, i, "card serial", CardSerial::parse);
+    let u32_col = |i| -> Result<u32, String> {
+        let v: i64 = col(r, i)?;
+        u32::try_from(v).map_err(|_| format!("column {} is out of range ({v})", r.column_name(i)))
+    };
+    Ok((
+        col(r, 1)?,
+        ReconciledDebit {
+            payer: serial(2)?,
+            payer_sequence: u32_col(3)?,
+            payee: serial(4)?,
+            receipt: u32_col(5)?,
+            amount: Amount(decimal(r, 6)?),
+            state: col_parsed(r, 7, "debit state", DebitState::parse)?,
+        },
+    ))
+}
+
+/// The open debits reconciliation `id` recorded.
+pub fn debits_of(conn: &Store, id: i64) -> Result<Vec<ReconciledDebit>, AuthorityError> {
+    let rows = decode_all(
+        conn,
+        "reconciliation_debits",
+        &format!("{SELECT_DEBITS} WHERE reconciliation = ?1 ORDER BY id"),
+        [id],
+        debit_row,
+    )?;
+    Ok(rows.into_iter().map(|(_, d)| d).collect())
+}
+
+/// Every recorded debit that [`ReconciledDebit::resembles`] `r`, with the reconciliation that recorded
+/// it, newest reconciliation first.
+pub fn debits_resembling(conn: &Store, r: &Resolution) -> Result<Vec<(i64, ReconciledDebit)>, AuthorityError> {
+    let rows = decode_all(
+        conn,
+        "reconciliation_debits",
+        &format!(
+            "{SELECT_DEBITS} WHERE payer = ?1 AND ((payee = ?2 AND receipt = ?3) OR payer_sequence = ?4)
+             ORDER BY reconciliation DESC, id"
+        ),
+        params![r.payer.to_string(), r.payee.to_string(), r.receipt, r.payer_sequence],
+        debit_row,
+    )?;
+    Ok(rows.into_iter().filter(|(_, d)| d.resembles(r)).collect())
+}
+
+/// What an issuer resolution is checked against (`policy resolve`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResolveBasis {
+    /// The newest recorded reconciliation must show the debit open and prove the outcome safe.
+    Reconciliation,
+    /// The issuer answers for it without that proof (a card lost for good), for the reason given,
+    /// which the signed audit log keeps. A reconciliation that shows the opposite still refuses it.
+    Override { reason: String },
+}
+
+/// Why the check refused a resolution (nothing was signed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveRefusal {
+    #[error("no reconciliation is recorded, so nothing shows debit {payer_sequence} of card {payer} open")]
+    NoReconciliation { payer: CardSerial, payer_sequence: u32 },
+    #[error(
+        "reconciliation {id} (the newest, {at}) shows no open debit {payer_sequence} of card {payer} to {payee} receipt {receipt}{}",
+        match older { Some(o) => format!(" (reconciliation {o} did: it was confirmed, refunded or resolved since, or the newest did not read the payer)"), None => String::new() }
+    )]
+    NotShown {
+        id: i64,
+        at: String,
+        payer: CardSerial,
+        payer_sequence: u32,
+        payee: CardSerial,
+        receipt: u32,
+        older: Option<i64>,
+    },
+    #[error("reconciliation {id} shows {shown}: not the debit named")]
+    FieldsDiffer { id: i64, shown: String },
+    #[error(
+        "reconciliation {id} shows the payee {payee} credited receipt {receipt}: a refund would create {amount} of value"
+    )]
+    WouldCreateValue { id: i64, payee: CardSerial, receipt: u32, amount: Amount },
+    #[error(
+        "reconciliation {id} shows the payee {payee} never credited receipt {receipt} ({state}): closing the debit as credited would destroy {amount} of value"
+    )]
+    WouldDestroyValue { id: i64, payee: CardSerial, receipt: u32, amount: Amount, state: DebitState },
+    #[error("reconciliation {id} shows the payee {payee} credited receipt {receipt}: there is nothing to void")]
+    NothingToVoid { id: i64, payee: CardSerial, receipt: u32 },
+    #[error(
+        "reconciliation {id} shows receipt {receipt} still open at the payee {payee}: it can still be credited, so neither a refund nor a closure is safe yet"
+    )]
+    StillOpen { id: i64, payer: CardSerial, payee: CardSerial, receipt: u32 },
+    #[error(
+        "reconciliation {id} cannot prove what the payee {payee} did with receipt {receipt}: its log was not read, or it dropped credits"
+    )]
+    Unproven { id: i64, payee: CardSerial, receipt: u32 },
+    #[error("the reason for resolving without a reconciliation is empty or not printable text (1 to 500 characters)")]
+    BadReason,
+}
+
+/// What a resolution was checked against, as `policy resolve` reports and logs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ResolveCheck {
+    /// The reconciliation consulted (the newest), if any was recorded.
+    pub reconciliation: Option<i64>,
+    /// What it showed about the debit.
+    pub state: Option<DebitState>,
+    /// The issuer's reason when it resolved without the reconciliation's proof.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
+}
+
+/// Judge resolution `r` against the newest reconciliation (`newest`: its record and the debits it
+/// recorded) and the older recorded debits resembling `r` (`older`, newest first). Pure.
+///
+/// With [`ResolveBasis::Reconciliation`] the newest reconciliation must show exactly this debit open,
+/// in a state that proves the outcome safe ([`DebitState::proves_safe`]): a refund only of a receipt that
+/// can never be credited, a closure only of a debit the payee credited. An override skips the need for
+/// proof, never a proof of the opposite (a refund of a debit shown credited creates value; a closure
+/// of one shown never credited destroys it).
+pub fn judge_resolution(
+    r: &Resolution,
+    basis: &ResolveBasis,
+    newest: Option<(&ReconciliationRecord, &[ReconciledDebit])>,
+    older: &[(i64, ReconciledDebit)],
+) -> Result<ResolveCheck, ResolveRefusal> {
+    let override_reason = match basis {
+        ResolveBasis::Reconciliation => None,
+        ResolveBasis::Override { reason } => {
+            let t = reason.trim();
+            if t.is_empty() || t.chars().count() > 500 || t.chars().any(char::is_control) {
+                return Err(ResolveRefusal::BadReason);
+            }
+            Some(t.to_string())
+        }
+    };
+    let Some((rec, debits)) = newest else {
+        return match override_reason {
+            Some(_) => Ok(ResolveCheck { reconciliation: None, state: None, override_reason }),
+            None => Err(ResolveRefusal::NoReconciliation { payer: r.payer, payer_sequence: r.payer_sequence }),
+        };
+    };
+    let shown = debits.iter().find(|d| d.is(r));
+    let contradiction = |d: &ReconciledDebit| match (r.outcome, d.state) {
+        (ResolutionOutcome::Refund, DebitState::Credited) => {
+            Some(ResolveRefusal::WouldCreateValue { id: rec.id, payee: d.payee, receipt: d.receipt, amount: d.amount })
+        }
+        (ResolutionOutcome::Void, DebitState::Credited) => {
+            Some(ResolveRefusal::NothingToVoid { id: rec.id, payee: d.payee, receipt: d.receipt })
+        }
+        (ResolutionOutcome::Credited, DebitState::NeverCredited | DebitState::Aborted) => {
+            Some(ResolveRefusal::WouldDestroyValue {
+                id: rec.id,
+                payee: d.payee,
+                receipt: d.receipt,
+                amount: d.amount,
+                state: d.state,
+            })
+        }
+        _ => None,
+    };
+    if let Some(d) = shown
+        && let Some(refusal) = contradiction(d)
+    {
+        return Err(refusal);
+    }
+    if override_reason.is_some() {
+        return Ok(ResolveCheck { reconciliation: Some(rec.id), state: shown.map(|d| d.state), override_reason });
+    }
+    let Some(d) = shown else {
+        if let Some(other) = debits.iter().find(|d| d.resembles(r)) {
+            return Err(ResolveRefusal::FieldsDiffer { id: rec.id, shown: other.describe() });
+        }
+        return Err(ResolveRefusal::NotShown {
+            id: rec.id,
+            at: rec.at.clone(),
+            payer: r.payer,
+            payer_sequence: r.payer_sequence,
+            payee: r.payee,
+            receipt: r.receipt,
+            older: older.iter().find(|(id, d)| *id < rec.id && d.is(r)).map(|(id, _)| *id),
+        });
+    };
+    if d.state.proves_safe(r.outcome) {
+        return Ok(ResolveCheck { reconciliation: Some(rec.id), state: Some(d.state), override_reason: None });
+    }
+    Err(match d.state {
+        DebitState::Open => {
+            ResolveRefusal::StillOpen { id: rec.id, payer: d.payer, payee: d.payee, receipt: d.receipt }
+        }
+        // Contradictions were refused above; what is left proves nothing.
+        _ => ResolveRefusal::Unproven { id: rec.id, payee: d.payee, receipt: d.receipt },
+    })
+}
+
 fn hex_digest<S: serde::Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(d))
 }
@@ -139,7 +427,11 @@ fn text(v: impl std::fmt::Display) -> String {
 
 impl Unlocked<'_> {
     /// Record a reconciliation and log it (action `reconcile`, binding the row).
-    pub fn record_reconciliation(&self, r: &Reconciled) -> Result<ReconciliationRecord, AuthorityError> {
+    pub fn record_reconciliation(
+        &self,
+        r: &Reconciled,
+        debits: &[ReconciledDebit],
+    ) -> Result<ReconciliationRecord, AuthorityError> {
         let journals = serde_json::to_string(&r.journals).map_err(|e| AuthorityError::BadRow {
             table: "reconciliations",
             row: 0,
@@ -166,6 +458,21 @@ impl Unlocked<'_> {
                 ],
                 |row| row.get(0),
             )?;
+            let mut insert = c.prepare_cached(
+                "INSERT INTO reconciliation_debits (reconciliation, payer, payer_sequence, payee, receipt, amount, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for d in debits {
+                insert.execute(params![
+                    id,
+                    d.payer.to_string(),
+                    d.payer_sequence,
+                    d.payee.to_string(),
+                    d.receipt,
+                    text(d.amount),
+                    d.state.name()
+                ])?;
+            }
             self.log(
                 c,
                 "reconcile",
@@ -179,6 +486,7 @@ impl Unlocked<'_> {
                     "flags": r.flags,
                     "accounted": r.accounted(),
                     "cards_digest": hex::encode(r.cards_digest),
+                    "open_debits": debits.len(),
                     "journals": r.journals.iter().map(|j| serde_json::json!({ "name": j.name, "lines": j.lines, "head": j.head })).collect::<Vec<_>>(),
                 }),
             )?;
@@ -239,6 +547,139 @@ mod tests {
         assert!(matches!(latest(&c), Err(AuthorityError::BadRow { .. })));
         c.execute("UPDATE reconciliations SET journals = '[]', cards_digest = x'00'", params![]).unwrap();
         assert!(matches!(latest(&c), Err(AuthorityError::BadRow { .. })));
+    }
+
+    fn res(outcome: ResolutionOutcome) -> Resolution {
+        Resolution {
+            payer: CardSerial::from_u64(1),
+            payer_sequence: 7,
+            payee: CardSerial::from_u64(2),
+            receipt: 3,
+            amount: Amount(40),
+            outcome,
+        }
+    }
+
+    fn seen(state: DebitState) -> ReconciledDebit {
+        ReconciledDebit {
+            payer: CardSerial::from_u64(1),
+            payer_sequence: 7,
+            payee: CardSerial::from_u64(2),
+            receipt: 3,
+            amount: Amount(40),
+            state,
+        }
+    }
+
+    fn rec(id: i64) -> ReconciliationRecord {
+        let result = Reconciled {
+            cards: 2,
+            issued: Total(0),
+            balances: Total(0),
+            in_flight: Total(0),
+            unaccounted: 0,
+            transfers_in_flight: 0,
+            flags: 0,
+            cards_digest: [0; 32],
+            journals: vec![],
+        };
+        ReconciliationRecord { id, at: "t".into(), result, accounted: true }
+    }
+
+    #[test]
+    fn only_what_the_newest_reconciliation_proves_is_resolved() {
+        use DebitState::*;
+        use ResolutionOutcome::{Credited as Close, Refund, Void};
+        let r5 = rec(5);
+        let judge = |o, states: &[DebitState], basis: &ResolveBasis| {
+            let debits: Vec<ReconciledDebit> = states.iter().map(|s| seen(*s)).collect();
+            judge_resolution(&res(o), basis, Some((&r5, &debits[..])), &[])
+        };
+        let latest = ResolveBasis::Reconciliation;
+        // Every (outcome, state) pair: only the proved ones pass.
+        for state in DebitState::ALL {
+            for o in [Refund, Close, Void] {
+                let got = judge(o, &[state], &latest);
+                let safe = matches!((o, state), (Refund, NeverCredited | Aborted) | (Close, Credited))
+                    || (o == Void && state != Credited);
+                assert_eq!(got.is_ok(), safe, "{o:?} of a debit {state}: {got:?}");
+                if safe {
+                    assert_eq!(
+                        got.unwrap(),
+                        ResolveCheck { reconciliation: Some(5), state: Some(state), override_reason: None }
+                    );
+                }
+            }
+        }
+        assert!(matches!(judge(Refund, &[Credited], &latest), Err(ResolveRefusal::WouldCreateValue { id: 5, .. })));
+        assert!(matches!(judge(Close, &[Aborted], &latest), Err(ResolveRefusal::WouldDestroyValue { .. })));
+        assert!(matches!(judge(Void, &[Credited], &latest), Err(ResolveRefusal::NothingToVoid { .. })));
+        assert!(matches!(judge(Refund, &[Open], &latest), Err(ResolveRefusal::StillOpen { .. })));
+        assert!(matches!(judge(Refund, &[Unproven], &latest), Err(ResolveRefusal::Unproven { .. })));
+        // Not shown: stale (an older reconciliation showed it) or never seen; other fields: named.
+        let none = judge(Refund, &[], &latest);
+        assert!(matches!(none, Err(ResolveRefusal::NotShown { id: 5, older: None, .. })), "{none:?}");
+        let older = [(3, seen(NeverCredited))];
+        let got = judge_resolution(&res(Refund), &latest, Some((&r5, &[])), &older);
+        assert!(matches!(got, Err(ResolveRefusal::NotShown { older: Some(3), .. })), "{got:?}");
+        let mut other = seen(NeverCredited);
+        other.amount = Amount(41);
+        let got = judge_resolution(&res(Refund), &latest, Some((&r5, std::slice::from_ref(&other))), &[]);
+        assert!(matches!(got, Err(ResolveRefusal::FieldsDiffer { id: 5, .. })), "{got:?}");
+        // No reconciliation at all.
+        assert!(matches!(
+            judge_resolution(&res(Refund), &latest, None, &[]),
+            Err(ResolveRefusal::NoReconciliation { .. })
+        ));
+        // The override: no proof needed, never against a proof of the opposite, and a real reason.
+        let lost = ResolveBasis::Override { reason: " payee card destroyed ".into() };
+        for state in [Open, Unproven, NeverCredited] {
+            let got = judge(Refund, &[state], &lost).unwrap();
+            assert_eq!(got.override_reason.as_deref(), Some("payee card destroyed"));
+        }
+        assert!(judge(Refund, &[], &lost).is_ok());
+        assert!(judge_resolution(&res(Refund), &lost, None, &[]).is_ok());
+        assert!(matches!(judge(Refund, &[Credited], &lost), Err(ResolveRefusal::WouldCreateValue { .. })));
+        assert!(matches!(judge(Close, &[NeverCredited], &lost), Err(ResolveRefusal::WouldDestroyValue { .. })));
+        for bad in ["", "   ", "a\nb", &"x".repeat(501)] {
+            let b = ResolveBasis::Override { reason: bad.into() };
+            assert_eq!(judge(Refund, &[Open], &b), Err(ResolveRefusal::BadReason), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn recorded_debits_decode_or_name_their_row() {
+        let c = db();
+        insert(&c, "10", "[]");
+        let add = |state: &str, amount: &str| {
+            c.execute(
+                "INSERT INTO reconciliation_debits (reconciliation, payer, payer_sequence, payee, receipt, amount, state)
+                 VALUES (1, '4B52000000000001', 7, '4B52000000000002', 3, ?1, ?2)",
+                params![amount, state],
+            )
+            .unwrap();
+        };
+        add("never-credited", "40");
+        assert_eq!(
+            debits_of(&c, 1).unwrap(),
+            vec![seen(DebitState::NeverCredited)]
+                .into_iter()
+                .map(|mut d| {
+                    d.payer = CardSerial::parse("4B52000000000001").unwrap();
+                    d.payee = CardSerial::parse("4B52000000000002").unwrap();
+                    d
+                })
+                .collect::<Vec<_>>()
+        );
+        c.execute("UPDATE reconciliation_debits SET amount = '040'", params![]).unwrap();
+        assert!(matches!(debits_of(&c, 1), Err(AuthorityError::BadRow { table: "reconciliation_debits", .. })));
+        c.execute("UPDATE reconciliation_debits SET amount = '40', payer = 'nope'", params![]).unwrap();
+        assert!(matches!(debits_of(&c, 1), Err(AuthorityError::BadRow { .. })));
+        // The schema refuses a state it does not know.
+        assert!(
+            c.execute("UPDATE reconciliation_debits SET payer = '4B52000000000001', state = 'maybe'", params![])
+                .is_err()
+        );
     }
 
     #[test]

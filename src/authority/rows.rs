@@ -79,12 +79,15 @@ pub const BOUND: &[Bound] = &[
     // What `reconcile` found and the journal heads it saw (issue 13 item 5): one row per run, and the
     // anchor the next run holds each journal to, so in the state digest.
     Bound { table: "reconciliations", scope: Scope::State },
+    // The open debits each reconciliation saw (issue 13, schema 9): what `policy resolve` is checked
+    // against, a decision, so in the state digest.
+    Bound { table: "reconciliation_debits", scope: Scope::State },
 ];
 
 /// State tables added after databases already existed and empty in most of them: an empty one adds
 /// nothing to the state digest, so the digests those databases logged stay valid. A non-empty one
 /// counts like every other.
-const STATE_IF_ANY: &[&str] = &["token_keys", "reconciliations"];
+const STATE_IF_ANY: &[&str] = &["token_keys", "reconciliations", "reconciliation_debits"];
 
 /// Row subsets of large tables that are decisions and so belong in the state digest: revocations
 /// (revocations are what a CRL and every auditor's verdict are derived from).

@@ -10,6 +10,7 @@
 
 use crate::authority::AuthorityError;
 use crate::authority::pkcs11::{self, TokenError};
+use crate::authority::reconciliations::ResolveRefusal;
 use crate::authority::store::{ConnectFailure, StoreError};
 use crate::card::CardError;
 use crate::card::storage::StorageError;
@@ -363,6 +364,50 @@ fn authority(e: &AuthorityError) -> (Class, String) {
             ),
         ),
         AuthorityError::NoSuchCard(_) => (Input, s("list cards with `keyroll rollout status` or `keyroll cert list`")),
+        AuthorityError::Resolve(r) => resolve_refusal(r),
+    }
+}
+
+/// Exit class and hint of a refused issuer resolution (`policy resolve`).
+fn resolve_refusal(r: &ResolveRefusal) -> (Class, String) {
+    use Class::*;
+    const RECONCILE: &str = "run `keyroll reconcile --cards DIR` over the payer's and the payee's card files first";
+    const LOST: &str = "if a card is lost for good, add `--against-reconciliation none --reason TEXT` (logged)";
+    match r {
+        ResolveRefusal::NoReconciliation { .. } => {
+            (Input, format!("{RECONCILE}, then run the `keyroll policy resolve` lines it prints; {LOST}"))
+        }
+        ResolveRefusal::NotShown { .. } => (
+            Input,
+            format!(
+                "the cards moved since, or were not read: {RECONCILE}; it prints the resolutions it can prove safe. {LOST}"
+            ),
+        ),
+        ResolveRefusal::FieldsDiffer { .. } => {
+            (Input, "copy the fields from the `keyroll policy resolve` line `keyroll reconcile` prints".into())
+        }
+        ResolveRefusal::WouldCreateValue { .. } => {
+            (Check, "the payee has the value: resolve it with --credited instead (nothing goes back)".into())
+        }
+        ResolveRefusal::WouldDestroyValue { .. } => {
+            (Check, "the value never arrived: resolve it with --refund instead".into())
+        }
+        ResolveRefusal::StillOpen { payer, payee, .. } => (
+            Check,
+            format!(
+                "settle the two cards with each other (`keyroll settle --payer CARD --payee CARD --amount 0`, payer {payer}, payee {payee}): the terminal resolves the debit; if they cannot meet, resolve it with --void first (the payee closes the receipt) and refund once `keyroll reconcile` shows it closed"
+            ),
+        ),
+        ResolveRefusal::NothingToVoid { .. } => {
+            (Check, "the payee has the value: resolve it with --credited instead (nothing goes back)".into())
+        }
+        ResolveRefusal::Unproven { .. } => (
+            Check,
+            format!("bring the payee's card file to `keyroll reconcile --cards DIR` and reconcile again; {LOST}"),
+        ),
+        ResolveRefusal::BadReason => {
+            (Input, "give a reason of 1 to 500 printable characters, e.g. --reason \"payee card destroyed\"".into())
+        }
     }
 }
 
@@ -592,6 +637,7 @@ fn authority_code(e: &AuthorityError) -> &'static str {
         AuthorityError::NoCertificate(_) => "no-such-certificate",
         AuthorityError::PolicyFull { .. } => "policy-full",
         AuthorityError::NoSuchCard(_) => "no-such-card",
+        AuthorityError::Resolve(_) => "resolution-refused",
         AuthorityError::SigningTime(_) => "signing-time",
         AuthorityError::Token(t) => token_code(t),
         AuthorityError::Crypto(crate::crypto::CryptoError::Device(_)) => "token",

@@ -4,6 +4,7 @@ use super::CliError;
 use super::output::{self, Context};
 use crate::authority::Authority;
 use crate::authority::policy::PolicyView;
+use crate::authority::reconciliations::{ResolveBasis, ResolveCheck};
 use crate::domain::{Amount, CardSerial};
 use crate::protocol::codec::Wire;
 use crate::protocol::policy::{Policy, Resolution, ResolutionOutcome};
@@ -26,10 +27,11 @@ pub enum PolicyCommand {
     },
     /// Resolve one open debit no card pair can resolve any more (its receipt left the payee's window, or
     /// the payee never returns): a new policy carries the resolution, and the payer applies it once when
-    /// the policy reaches it. Take the fields from `keyroll --json reconcile` (`issuer_resolutions`).
+    /// the policy reaches it. Checked against the newest reconciliation: `keyroll reconcile` prints the
+    /// commands it can prove safe (`issuer_resolutions` under --json).
     #[command(
         group = clap::ArgGroup::new("outcome").required(true).args(["refund", "credited", "void"]),
-        after_help = "Example:\n  keyroll policy resolve --payer 4B52000000000001 --payer-sequence 7 \\\n    --payee 4B52000000000002 --receipt 12 --amount 40 --refund"
+        after_help = "Example:\n  keyroll policy resolve --payer 4B52000000000001 --payer-sequence 7 \\\n    --payee 4B52000000000002 --receipt 12 --amount 40 --refund\n  keyroll policy resolve … --refund --against-reconciliation none --reason \"payee card destroyed, report 118\""
     )]
     Resolve {
         /// The paying card's serial (16 hex digits; `payer` in `reconcile`).
@@ -58,6 +60,15 @@ pub enum PolicyCommand {
         /// `reconcile` suggests the refund (which then replaces the void).
         #[arg(long)]
         void: bool,
+        /// What the resolution is checked against: `latest` (the default), the newest reconciliation
+        /// `keyroll reconcile` recorded, which must show this debit open and prove the outcome safe; or
+        /// `none`, for a card lost for good: no proof needed (never against a proof of the opposite),
+        /// and --reason is required and kept in the signed audit log.
+        #[arg(long, value_name = "latest|none", default_value = "latest")]
+        against_reconciliation: String,
+        /// Why the issuer resolves without a reconciliation's proof (with `--against-reconciliation none`).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
     },
     /// Close wrapping under a compromised key and every older one.
     #[command(subcommand, after_help = "Example:\n  keyroll policy compromise update 1")]
@@ -143,7 +154,40 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                 println!("card {s} blocked by policy {}; publish it with `keyroll policy publish`", out.policy.number);
             }
         }
-        PolicyCommand::Resolve { payer, payer_sequence, payee, receipt, amount, refund, credited, void } => {
+        PolicyCommand::Resolve {
+            payer,
+            payer_sequence,
+            payee,
+            receipt,
+            amount,
+            refund,
+            credited,
+            void,
+            against_reconciliation,
+            reason,
+        } => {
+            let basis = match (against_reconciliation.as_str(), reason) {
+                ("latest", None) => ResolveBasis::Reconciliation,
+                ("none", Some(reason)) => ResolveBasis::Override { reason },
+                ("latest", Some(_)) => {
+                    return Err(CliError::input(
+                        "--reason is for resolving without a reconciliation",
+                        "drop --reason, or add `--against-reconciliation none` for a card lost for good",
+                    ));
+                }
+                ("none", None) => {
+                    return Err(CliError::input(
+                        "resolving without a reconciliation needs a reason",
+                        "add --reason TEXT (kept in the signed audit log), e.g. --reason \"payee card destroyed\"",
+                    ));
+                }
+                (other, _) => {
+                    return Err(CliError::input(
+                        format!("--against-reconciliation {other:?} is neither `latest` nor `none`"),
+                        "use `latest` (the default) or `none` with --reason TEXT",
+                    ));
+                }
+            };
             let outcome = match (refund, credited, void) {
                 (true, false, false) => ResolutionOutcome::Refund,
                 (false, true, false) => ResolutionOutcome::Credited,
@@ -164,7 +208,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                 outcome,
             };
             let auth = ctx.open_custodian(db)?;
-            let out = auth.unlock(identity)?.policy_resolve(r)?;
+            let out = auth.unlock(identity)?.policy_resolve(r, &basis)?;
             if ctx.json {
                 output::json(&out);
             } else if out.already_carried {
@@ -180,6 +224,16 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                     r.receipt,
                     r.outcome.name()
                 );
+                match &out.checked {
+                    Some(ResolveCheck { override_reason: Some(why), reconciliation, .. }) => println!(
+                        "  resolved without a reconciliation's proof (newest: {}), reason logged: {why}",
+                        reconciliation.map_or("none".to_string(), |id| id.to_string())
+                    ),
+                    Some(ResolveCheck { reconciliation: Some(id), state: Some(state), .. }) => {
+                        println!("  checked against reconciliation {id}: the debit is {state}")
+                    }
+                    _ => {}
+                }
             }
         }
         PolicyCommand::Compromise(CompromiseCommand::Update { id }) => {

@@ -167,4 +167,26 @@ fn print(r: &Reconciliation) {
     for f in &r.flags {
         println!("FLAG {}", serde_json::to_string(f).unwrap_or_default());
     }
+    if !r.issuer_resolutions.is_empty() {
+        println!(
+            "issuer resolutions ({}): proved safe by this reconciliation; run each (same --db and --identity), then `keyroll policy publish --out FILE` and settle with --policy FILE:",
+            r.issuer_resolutions.len()
+        );
+        for x in &r.issuer_resolutions {
+            println!("  {}", resolve_command(x));
+        }
+    }
+}
+
+/// The `keyroll policy resolve` command line that signs resolution `x`.
+pub fn resolve_command(x: &crate::protocol::policy::Resolution) -> String {
+    let outcome = match x.outcome {
+        crate::protocol::policy::ResolutionOutcome::Refund => "--refund",
+        crate::protocol::policy::ResolutionOutcome::Credited => "--credited",
+        crate::protocol::policy::ResolutionOutcome::Void => "--void",
+    };
+    format!(
+        "keyroll policy resolve --payer {} --payer-sequence {} --payee {} --receipt {} --amount {} {outcome}",
+        x.payer, x.payer_sequence, x.payee, x.receipt, x.amount
+    )
 }

@@ -10,6 +10,12 @@
 //!   carries the SHA-256 of the line before it (the first: 64 zeros) and its index, so an edited,
 //!   deleted or reordered line breaks the chain at the next line. The last line has no successor:
 //!   `reconcile` checks what it says against the cards' logs instead.
+//! - Journal line **versions**: `keyroll-journal/1` lines (session 4) carry the value token's MAC only;
+//!   `keyroll-journal/2` lines (written now) also carry the transfer key id and a certified payer's
+//!   value signature, which `reconcile` verifies under the payer's certificate. The chain is the same
+//!   for both (SHA-256 of the line's bytes), so a journal begun by an older terminal keeps verifying
+//!   and grows with version 2 lines; a version 1 line after a version 2 line is refused (a terminal
+//!   never goes back: a line rewritten as version 1 would shed its signature).
 //!
 //! This module is pure: bytes in, typed values or an error naming the line and field out.
 
@@ -28,7 +34,10 @@ pub const MAX_EXPORT_ENTRIES: usize = 32;
 pub const MAX_EXPORT_OPEN_DEBITS: usize = super::info::MAX_PENDING + super::info::MAX_EXCEPTIONS;
 /// Label of the export MAC (AES-CMAC under the card's log key over label ‖ the export's body).
 const EXPORT_MAC_LABEL: &[u8] = b"keyroll card log export v3\0";
-pub const JOURNAL_FORMAT: &str = "keyroll-journal/1";
+/// The journal line format written now.
+pub const JOURNAL_FORMAT: &str = "keyroll-journal/2";
+/// The first journal line format (no transfer key id, no value signature): still read.
+pub const JOURNAL_FORMAT_V1: &str = "keyroll-journal/1";
 /// The `prev` of a journal's first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Longest journal line accepted (house rule 5: a line holds one settlement's serials, MACs and
@@ -316,6 +325,13 @@ pub struct JournalRecord {
     /// Transfers between the two cards that recovery resolved before this one (free text per entry).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recovered: Vec<String>,
+    /// Version 2: the transfer key id the token was made under (part of what the payer signs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_key_id: Option<u32>,
+    /// Version 2: a certified payer's ECDSA P-256 value signature over the token's fields (P1363, hex;
+    /// DESIGN.md §10 point 6), as DEBIT answered it. Absent for uncertified payers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// One line of a settlement journal.
@@ -366,6 +382,7 @@ pub fn verify_journal(text: &str) -> Result<(Vec<JournalLine>, String), JournalE
     }
     let mut prev = GENESIS.to_string();
     let mut out = Vec::new();
+    let mut newest = 1;
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         if raw.len() > MAX_LINE {
@@ -373,12 +390,31 @@ pub fn verify_journal(text: &str) -> Result<(Vec<JournalLine>, String), JournalE
         }
         let l: JournalLine =
             serde_json::from_str(raw).map_err(|e| JournalError::Malformed { line, why: e.to_string() })?;
-        if l.format != JOURNAL_FORMAT {
+        let version = match l.format.as_str() {
+            JOURNAL_FORMAT_V1 => 1,
+            JOURNAL_FORMAT => 2,
+            other => {
+                return Err(JournalError::Malformed {
+                    line,
+                    why: format!("format {other:?} is neither {JOURNAL_FORMAT:?} nor {JOURNAL_FORMAT_V1:?}"),
+                });
+            }
+        };
+        if version == 1 && (l.record.transfer_key_id.is_some() || l.record.signature.is_some()) {
             return Err(JournalError::Malformed {
                 line,
-                why: format!("format {:?} is not {JOURNAL_FORMAT:?}", l.format),
+                why: format!("a {JOURNAL_FORMAT_V1:?} line carries version 2 fields (transfer_key_id, signature)"),
             });
         }
+        if version < newest {
+            return Err(JournalError::Malformed {
+                line,
+                why: format!(
+                    "a {JOURNAL_FORMAT_V1:?} line after a {JOURNAL_FORMAT:?} line (terminals never write an older version)"
+                ),
+            });
+        }
+        newest = version;
         if l.index != i as u64 {
             return Err(JournalError::Index { line, expected: i as u64, found: l.index });
         }
@@ -409,6 +445,8 @@ mod tests {
             ack: Some("22".repeat(16)),
             proof: None,
             recovered: vec![],
+            transfer_key_id: Some(1),
+            signature: Some("33".repeat(64)),
         }
     }
 
@@ -449,6 +487,46 @@ mod tests {
         assert_eq!(verify_journal(torn).unwrap_err(), JournalError::Torn);
         let unknown = text.replacen("{\"format\"", "{\"x\":1,\"format\"", 1);
         assert!(matches!(verify_journal(&unknown).unwrap_err(), JournalError::Malformed { line: 1, .. }));
+    }
+
+    /// A journal of version 1 lines (what session 4's terminals wrote), byte for byte as they wrote it.
+    fn journal_v1(n: u64) -> String {
+        let mut text = String::new();
+        let mut prev = GENESIS.to_string();
+        for i in 0..n {
+            let r = JournalRecord { transfer_key_id: None, signature: None, ..record(i) };
+            let l = journal_line(i, &prev, &r).replace(JOURNAL_FORMAT, JOURNAL_FORMAT_V1);
+            prev = line_hash(&l);
+            text.push_str(&l);
+            text.push('\n');
+        }
+        text
+    }
+
+    #[test]
+    fn older_journals_still_read_and_grow_with_version_2_lines_never_back() {
+        let old = journal_v1(2);
+        assert!(old.lines().all(|l| l.starts_with("{\"format\":\"keyroll-journal/1\"")), "{old}");
+        let (lines, head) = verify_journal(&old).unwrap();
+        assert_eq!((lines.len(), lines[1].record.signature.as_deref()), (2, None));
+        // An older terminal's journal, appended to by this one.
+        let next = journal_line(2, &head, &record(2));
+        let grown = format!("{old}{next}\n");
+        let (lines, _) = verify_journal(&grown).unwrap();
+        assert_eq!(lines[2].format, JOURNAL_FORMAT);
+        assert_eq!(lines[2].record.signature, Some("33".repeat(64)));
+        // A version 1 line after it, chained properly: refused (a signature shed by a rewrite).
+        let back =
+            journal_line(3, &line_hash(&next), &JournalRecord { transfer_key_id: None, signature: None, ..record(3) })
+                .replace(JOURNAL_FORMAT, JOURNAL_FORMAT_V1);
+        let err = verify_journal(&format!("{grown}{back}\n")).unwrap_err();
+        assert!(matches!(err, JournalError::Malformed { line: 4, .. }), "{err}");
+        // A version 1 line carrying version 2 fields: refused.
+        let mixed = journal_line(0, GENESIS, &record(0)).replace(JOURNAL_FORMAT, JOURNAL_FORMAT_V1);
+        assert!(matches!(verify_journal(&format!("{mixed}\n")), Err(JournalError::Malformed { line: 1, .. })));
+        // An unknown version: refused.
+        let v3 = journal_line(0, GENESIS, &record(0)).replace(JOURNAL_FORMAT, "keyroll-journal/3");
+        assert!(matches!(verify_journal(&format!("{v3}\n")), Err(JournalError::Malformed { line: 1, .. })));
     }
 
     fn export(entries: usize, open: usize) -> CardLogExport {

@@ -15,6 +15,7 @@
 //!   cards' logs (a settled line needs the debit and the credit it names), which also catches an edited
 //!   last line.
 
+use crate::authority::reconciliations::{DebitState, ReconciledDebit};
 use crate::crypto::{Secret16, mac};
 use crate::domain::{Amount, CardSerial, Total};
 use crate::protocol::ledger::{
@@ -86,6 +87,11 @@ pub struct Reconciliation {
     /// with the issuer as resolver needs the issuer's own judgement (a payee that never returns may
     /// still hold the token's receipt open).
     pub issuer_resolutions: Vec<Resolution>,
+    /// Every open debit of the cards read (in flight or credited, awaiting CONFIRM), with what the
+    /// payee's log proves about its receipt: what the back office records, and what `policy resolve`
+    /// is checked against (`authority::policy`). Not in the JSON (`transfers_in_flight` shows them).
+    #[serde(skip)]
+    pub open_debits: Vec<ReconciledDebit>,
 }
 
 impl Reconciliation {
@@ -195,6 +201,7 @@ pub fn reconcile(
     // In flight: open debits the payee has not credited.
     let mut transfers_in_flight = Vec::new();
     let mut issuer_resolutions = Vec::new();
+    let mut open_debits = Vec::new();
     // Whether a payee's retained log holds every credit it ever made (then "no credit in the log" means
     // "never credited").
     let every_credit_logged = |q: &CardLogExport| {
@@ -211,7 +218,25 @@ pub fn reconcile(
                 amount: d.amount,
                 outcome,
             };
-            if credits.get(&(d.payee, d.receipt)).is_some_and(|(payer, _)| payer == s) {
+            let credit = credits.get(&(d.payee, d.receipt)).filter(|(payer, _)| payer == s);
+            let payee = cards.get(&d.payee);
+            let state = match (credit, payee) {
+                (Some((_, amount)), _) if *amount == d.amount.0 => DebitState::Credited,
+                (Some(_), _) | (None, None) => DebitState::Unproven,
+                (None, Some(_)) if closed.get(&(d.payee, d.receipt)) == Some(&(*s, d.amount.0)) => DebitState::Aborted,
+                (None, Some(q)) if d.receipt >= q.receipt_floor => DebitState::Open,
+                (None, Some(q)) if every_credit_logged(q) => DebitState::NeverCredited,
+                (None, Some(_)) => DebitState::Unproven,
+            };
+            open_debits.push(ReconciledDebit {
+                payer: *s,
+                payer_sequence: d.payer_sequence,
+                payee: d.payee,
+                receipt: d.receipt,
+                amount: d.amount,
+                state,
+            });
+            if credit.is_some() {
                 // Credited: awaits only CONFIRM; from the exception list the issuer may close it.
                 if d.exception && d.payer_sequence != 0 {
                     issuer_resolutions.push(resolution(ResolutionOutcome::Credited));
@@ -264,6 +289,7 @@ pub fn reconcile(
         transfers_in_flight,
         flags,
         issuer_resolutions,
+        open_debits,
     }
 }
 

@@ -142,6 +142,89 @@ fn anchor(
     (flags, heads)
 }
 
+/// The SEC 1 public keys certified for card `serial`: each certificate the database holds for it
+/// (`certificates_of`) that chains to the issuer root (RFC 5280 path validation, as a card checks a
+/// peer: `card::certificate::check`, signing key usage) and names that serial. Checked against the root
+/// because the certificates table is replayed by `audit log`, not checked at unlock: a certificate
+/// slipped into the database does not chain.
+pub type PayerKeys<'a> = dyn FnMut(CardSerial) -> Result<Vec<Vec<u8>>, AuthorityError> + 'a;
+
+fn certified_keys(u: &Unlocked<'_>, root: Option<&[u8]>, serial: CardSerial) -> Result<Vec<Vec<u8>>, AuthorityError> {
+    let Some(root) = root else { return Ok(Vec::new()) };
+    use crate::card::certificate::{self, Usage};
+    Ok(u.auth
+        .certificates_of(serial)?
+        .iter()
+        .filter_map(|der| certificate::check(der, root, crate::card::policy::ClockFloor(0), &[Usage::Signing]).ok())
+        .filter(|peer| peer.serial == serial)
+        .map(|peer| peer.public_key)
+        .collect())
+}
+
+/// A journal line's value signature checked (journal line version 2; DESIGN.md §10 point 6): the
+/// signature a certified payer's DEBIT made over `label ‖ payer ‖ payee ‖ amount ‖ nonce ‖ receipt ‖
+/// payer sequence ‖ transfer key id` (`card::value`) must verify under a key certified for the payer.
+/// A version 2 line of a certified payer's debit without a signature is flagged too (a signature
+/// removed by a rewrite); version 1 lines (written before value signatures) carry none and are not
+/// judged here. `keys_of` is asked once per payer.
+pub fn check_value_signatures(journals: &[Journal], keys_of: &mut PayerKeys<'_>) -> Result<Vec<Flag>, AuthorityError> {
+    use crate::card::VALUE_SIGNATURE_LABEL;
+    let mut known: std::collections::HashMap<CardSerial, Vec<Vec<u8>>> = std::collections::HashMap::new();
+    let mut flags = Vec::new();
+    for j in journals {
+        // A journal that does not verify is flagged by the reconciliation itself.
+        let Ok((lines, _)) = ledger::verify_journal(&j.text) else { continue };
+        for (i, l) in lines.iter().enumerate() {
+            let r = &l.record;
+            if l.format != ledger::JOURNAL_FORMAT || r.token.is_none() {
+                continue;
+            }
+            let keys = match known.get(&r.payer) {
+                Some(k) => k,
+                None => known.entry(r.payer).or_insert(keys_of(r.payer)?),
+            };
+            let mut bad = |why: String| flags.push(Flag::Journal { journal: j.name.clone(), line: i + 1, why });
+            let Some(sig_hex) = &r.signature else {
+                if !keys.is_empty() {
+                    bad(format!(
+                        "the payer {} is certified, but the line carries no value signature (every token it makes is signed: the signature was removed)",
+                        r.payer
+                    ));
+                }
+                continue;
+            };
+            let sig = hex::decode(sig_hex).ok().filter(|s| s.len() == 64);
+            let nonce = r.nonce.as_deref().and_then(|n| hex::decode(n).ok()).filter(|n| n.len() == 16);
+            let (Some(sig), Some(nonce), Some(receipt), Some(payer_sequence), Some(id)) =
+                (sig, nonce, r.receipt, r.payer_sequence, r.transfer_key_id)
+            else {
+                bad("a value signature without the fields it signs (64-byte signature, 16-byte nonce, receipt, payer sequence, transfer key id)".into());
+                continue;
+            };
+            if keys.is_empty() {
+                bad(format!(
+                    "a value signature from payer {}, which has no certificate of this issuer to verify it",
+                    r.payer
+                ));
+                continue;
+            }
+            let amount = r.amount.0.to_be_bytes();
+            let mut seqs = [0u8; 8];
+            seqs[..4].copy_from_slice(&receipt.to_be_bytes());
+            seqs[4..].copy_from_slice(&payer_sequence.to_be_bytes());
+            let id = id.to_be_bytes();
+            let parts: [&[u8]; 7] = [VALUE_SIGNATURE_LABEL, &r.payer.0, &r.payee.0, &amount, &nonce, &seqs, &id];
+            if !keys.iter().any(|k| crate::crypto::card_key::verify_p1363(k, &parts, &sig).is_ok()) {
+                bad(format!(
+                    "the value signature does not verify under the payer {}'s certificate: the line was forged or edited",
+                    r.payer
+                ));
+            }
+        }
+    }
+    Ok(flags)
+}
+
 /// Reconcile `exports` (each checked under its log key from the issuer's log master) and `journals`,
 /// hold each journal to its anchors, and record the result. Recorded whatever it found: a
 /// reconciliation that flagged something is the one `audit report` must show.
@@ -157,17 +240,22 @@ pub fn reconcile_and_record(
     let mut r = reconcile::reconcile(exports, &texts, &|s| reconcile::log_key(&master, s));
     let (flags, heads) = anchor(journals, &u.journal_anchors()?, expect_heads);
     r.flags.extend(flags);
-    let record = u.record_reconciliation(&Reconciled {
-        cards: r.cards as u64,
-        issued: r.issued,
-        balances: r.balances,
-        in_flight: r.in_flight,
-        unaccounted: r.unaccounted,
-        transfers_in_flight: r.transfers_in_flight.len() as u64,
-        flags: r.flags.len() as u64,
-        cards_digest: cards_digest(exports),
-        journals: heads,
-    })?;
+    let root = u.auth.root()?;
+    r.flags.extend(check_value_signatures(journals, &mut |serial| certified_keys(u, root.as_deref(), serial))?);
+    let record = u.record_reconciliation(
+        &Reconciled {
+            cards: r.cards as u64,
+            issued: r.issued,
+            balances: r.balances,
+            in_flight: r.in_flight,
+            unaccounted: r.unaccounted,
+            transfers_in_flight: r.transfers_in_flight.len() as u64,
+            flags: r.flags.len() as u64,
+            cards_digest: cards_digest(exports),
+            journals: heads,
+        },
+        &r.open_debits,
+    )?;
     Ok(Recorded { reconciliation: r, record })
 }
 
@@ -194,6 +282,8 @@ mod tests {
                 ack: None,
                 proof: None,
                 recovered: vec![],
+                transfer_key_id: None,
+                signature: None,
             };
             let l = ledger::journal_line(i, &prev, &r);
             prev = ledger::line_hash(&l);

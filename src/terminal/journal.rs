@@ -69,6 +69,8 @@ pub fn record(
         ack: transfer.and_then(|t| t.ack.map(hex::encode)),
         proof: transfer.and_then(|t| t.proof.map(hex::encode)),
         recovered: recovered.iter().map(|r| serde_json::to_string(r).unwrap_or_default()).collect(),
+        transfer_key_id: transfer.and_then(|t| t.transfer_key_id).map(|id| id.0),
+        signature: transfer.and_then(|t| t.signature.map(hex::encode)),
     }
 }
 
@@ -133,6 +135,8 @@ mod tests {
             ack: None,
             proof: None,
             recovered: vec![],
+            transfer_key_id: None,
+            signature: None,
         }
     }
 

@@ -24,6 +24,10 @@ pub struct TransferRecord {
     pub token: Option<Mac>,
     pub ack: Option<Mac>,
     pub proof: Option<Mac>,
+    /// The transfer key id the token is made under, once BEGIN RECEIVE answered.
+    pub transfer_key_id: Option<crate::domain::TransferKeyId>,
+    /// A certified payer's value signature, as DEBIT answered it (journal line version 2).
+    pub signature: Option<[u8; 64]>,
 }
 
 /// CREDIT for a token: signed, with the payer's certificate, when the payer signed and the payee holds a
@@ -90,7 +94,12 @@ pub(super) fn transfer(
     };
     let ReceiveRequest { nonce, payee_sequence, transfer_key_id, request } = payee.decode("BEGIN RECEIVE", &r, ())?;
     let receipt = ReceiptRef { payer: payer.info.serial, amount, receipt: payee_sequence, transfer_key_id };
-    *record = Some(TransferRecord { receipt: payee_sequence, nonce, ..TransferRecord::default() });
+    *record = Some(TransferRecord {
+        receipt: payee_sequence,
+        nonce,
+        transfer_key_id: Some(transfer_key_id),
+        ..TransferRecord::default()
+    });
 
     let debit = Command::Debit { payee: payee.info.serial, amount, nonce, payee_sequence, request };
     // A refused DEBIT leaves an open receipt at the payee: it costs the payee nothing (stateless
@@ -108,6 +117,7 @@ pub(super) fn transfer(
         r.debited = true;
         r.payer_sequence = Some(payer_sequence);
         r.token = Some(token);
+        r.signature = signature;
     }
 
     let ack = match send_credit(payer, payee, trace, "CREDIT", receipt, payer_sequence, token, signature)? {
