@@ -189,7 +189,8 @@ fn main() {
     );
 
     // reconcile's journal check (verify_journal) against sha256sum on the same 10,000-line file.
-    let path = scratch("append-10000.jsonl");
+    // The 10,000-line journal append_cost left (scratch() would remove it).
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("value_settlement").join("append-10000.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();
     let mb = text.len() as f64 / 1e6;
     let reps = 5;
