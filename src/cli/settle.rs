@@ -69,17 +69,17 @@ struct Output<'a> {
     journal: Option<JournalHead>,
 }
 
-/// The head of the journal just appended to.
+/// The head of the journal just appended to, read from its first and last lines (constant cost at any
+/// journal length; `reconcile --journal` verifies the chain).
 fn journal_head(path: &std::path::Path) -> Result<JournalHead, CliError> {
     let name = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::input(format!("cannot read journal {}: {e}", path.display()), "check the file"))?;
-    crate::rollout::record::journal_head(&name, &text).ok_or_else(|| {
+    let (lines, first, head) = crate::terminal::journal::head(path).map_err(|e| {
         CliError::check(
-            format!("journal {} does not verify after this settlement's line was appended", path.display()),
+            format!("journal {}: {e}", path.display()),
             "another process edited it: `keyroll reconcile --journal` names the broken line",
         )
-    })
+    })?;
+    Ok(JournalHead { name, lines, first, head })
 }
 
 fn print_report(r: &SettlementReport) {

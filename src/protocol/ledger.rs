@@ -360,6 +360,8 @@ pub enum JournalError {
     Chain { line: usize },
     #[error("journal ends in a partial line (a write was interrupted; the next append removes it)")]
     Torn,
+    #[error("the journal's last line: {why}")]
+    LastLine { why: String },
 }
 
 /// SHA-256 of a line's bytes (without its newline), hex.
@@ -371,6 +373,51 @@ pub fn line_hash(line: &str) -> String {
 pub fn journal_line(index: u64, prev: &str, record: &JournalRecord) -> String {
     let line = JournalLine { format: JOURNAL_FORMAT.into(), index, prev: prev.into(), record: record.clone() };
     serde_json::to_string(&line).expect("journal line serializes")
+}
+
+/// Parse one journal line (1-based `line` for errors) and check what a line can show alone: its size,
+/// its format, and that a version 1 line carries no version 2 field. Returns the line and its version.
+fn parse_line(raw: &str, line: usize) -> Result<(JournalLine, u8), JournalError> {
+    if raw.len() > MAX_LINE {
+        return Err(JournalError::Malformed { line, why: format!("longer than {MAX_LINE} bytes") });
+    }
+    let l: JournalLine = serde_json::from_str(raw).map_err(|e| JournalError::Malformed { line, why: e.to_string() })?;
+    let version = match l.format.as_str() {
+        JOURNAL_FORMAT_V1 => 1,
+        JOURNAL_FORMAT => 2,
+        other => {
+            return Err(JournalError::Malformed {
+                line,
+                why: format!("format {other:?} is neither {JOURNAL_FORMAT:?} nor {JOURNAL_FORMAT_V1:?}"),
+            });
+        }
+    };
+    if version == 1 && (l.record.transfer_key_id.is_some() || l.record.signature.is_some()) {
+        return Err(JournalError::Malformed {
+            line,
+            why: format!("a {JOURNAL_FORMAT_V1:?} line carries version 2 fields (transfer_key_id, signature)"),
+        });
+    }
+    Ok((l, version))
+}
+
+/// What an appender needs from a journal's last complete line (`None`: the journal is empty): the
+/// index the next line takes and the hash it chains to. Only that line is parsed, so an append costs
+/// the same at any journal length; the whole chain is verified by [`verify_journal`] (`reconcile
+/// --journal`), whose recorded heads also catch a rewrite. A terminal is not where the chain is trusted
+/// (a hostile terminal could skip any check of its own): it only refuses to chain onto a line that is
+/// not a journal line.
+pub fn journal_tail(last: Option<&str>) -> Result<(u64, String), JournalError> {
+    let Some(raw) = last else {
+        return Ok((0, GENESIS.to_string()));
+    };
+    let last = |why: String| JournalError::LastLine { why };
+    let (l, _) = parse_line(raw, 0).map_err(|e| match e {
+        JournalError::Malformed { why, .. } => last(why),
+        other => other,
+    })?;
+    let next = l.index.checked_add(1).ok_or_else(|| last("its index cannot be followed".into()))?;
+    Ok((next, line_hash(raw)))
 }
 
 /// Parse and check a whole journal: every line well formed, indices 0, 1, 2…, each `prev` the hash of
@@ -385,27 +432,7 @@ pub fn verify_journal(text: &str) -> Result<(Vec<JournalLine>, String), JournalE
     let mut newest = 1;
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
-        if raw.len() > MAX_LINE {
-            return Err(JournalError::Malformed { line, why: format!("longer than {MAX_LINE} bytes") });
-        }
-        let l: JournalLine =
-            serde_json::from_str(raw).map_err(|e| JournalError::Malformed { line, why: e.to_string() })?;
-        let version = match l.format.as_str() {
-            JOURNAL_FORMAT_V1 => 1,
-            JOURNAL_FORMAT => 2,
-            other => {
-                return Err(JournalError::Malformed {
-                    line,
-                    why: format!("format {other:?} is neither {JOURNAL_FORMAT:?} nor {JOURNAL_FORMAT_V1:?}"),
-                });
-            }
-        };
-        if version == 1 && (l.record.transfer_key_id.is_some() || l.record.signature.is_some()) {
-            return Err(JournalError::Malformed {
-                line,
-                why: format!("a {JOURNAL_FORMAT_V1:?} line carries version 2 fields (transfer_key_id, signature)"),
-            });
-        }
+        let (l, version) = parse_line(raw, line)?;
         if version < newest {
             return Err(JournalError::Malformed {
                 line,

@@ -310,7 +310,8 @@ fn check_journal(
                 JournalError::Malformed { line, .. }
                 | JournalError::Index { line, .. }
                 | JournalError::Chain { line } => *line,
-                JournalError::Torn => j.text.lines().count(),
+                // verify_journal never returns LastLine (an appender's error); count it as the end.
+                JournalError::Torn | JournalError::LastLine { .. } => j.text.lines().count(),
             };
             flags.push(Flag::Journal { journal: j.name.clone(), line, why: e.to_string() });
             return;

@@ -26,17 +26,74 @@ pub enum JournalWriteError {
     Invalid { path: String, source: JournalError },
 }
 
-/// Check that the journal at `path` (if it exists) verifies, before a settlement touches any card.
+/// Check, before a settlement touches any card, that the journal at `path` (if it exists) ends in a
+/// journal line this terminal can chain to. Reads only the journal's tail (see [`append`]).
 pub fn check(path: &Path) -> Result<(), JournalWriteError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let io = |source| JournalWriteError::Io { path: path.display().to_string(), source };
+    let mut f = match File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(JournalWriteError::Io { path: path.display().to_string(), source }),
+        Err(source) => return Err(io(source)),
     };
-    // A torn tail is cut by the next append; anything else is a broken chain.
-    let keep = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    ledger::verify_journal(&text[..keep])
-        .map(|_| ())
+    let tail = read_tail(&mut f).map_err(io)?;
+    chain_point(path, &tail).map(|_| ())
+}
+
+/// The journal's head after the last complete line: `(lines, first line's hash, head)`, reading only
+/// the first and last lines (what `settle` prints; `reconcile --journal` verifies the whole chain).
+pub fn head(path: &Path) -> Result<(u64, Option<String>, String), JournalWriteError> {
+    let io = |source| JournalWriteError::Io { path: path.display().to_string(), source };
+    let mut f = File::open(path).map_err(io)?;
+    let tail = read_tail(&mut f).map_err(io)?;
+    let (lines, head) = chain_point(path, &tail)?;
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut first = Vec::with_capacity(1024);
+    (&mut f).take(ledger::MAX_LINE as u64 + 1).read_to_end(&mut first).map_err(io)?;
+    let first = first
+        .iter()
+        .position(|&b| b == b'\n')
+        .and_then(|e| std::str::from_utf8(&first[..e]).ok())
+        .map(ledger::line_hash);
+    Ok((lines, first, head))
+}
+
+/// The end of a journal as an appender sees it.
+struct Tail {
+    /// The last complete line, without its newline; `None` when there is none.
+    last: Option<String>,
+    /// Where the complete lines end (a torn write after them is cut by the next append).
+    keep: u64,
+    /// The file's length.
+    len: u64,
+}
+
+/// Read the last complete line: at most the last `2 × (MAX_LINE + 1)` bytes, which hold it and a torn
+/// write after it (each at most one line), so the cost does not grow with the journal.
+fn read_tail(f: &mut File) -> std::io::Result<Tail> {
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    let len = f.seek(SeekFrom::End(0))?;
+    let start = len.saturating_sub(2 * (ledger::MAX_LINE as u64 + 1));
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.read_to_end(&mut buf)?;
+    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+        if start == 0 {
+            return Ok(Tail { last: None, keep: 0, len });
+        }
+        return Err(bad("its last line is longer than any journal line"));
+    };
+    let begin = match buf[..end].iter().rposition(|&b| b == b'\n') {
+        Some(p) => p + 1,
+        None if start == 0 => 0,
+        None => return Err(bad("its last line is longer than any journal line")),
+    };
+    let last = std::str::from_utf8(&buf[begin..end]).map_err(|_| bad("its last line is not UTF-8"))?;
+    Ok(Tail { last: Some(last.to_string()), keep: start + end as u64 + 1, len })
+}
+
+/// The index and hash the next line chains to.
+fn chain_point(path: &Path, tail: &Tail) -> Result<(u64, String), JournalWriteError> {
+    ledger::journal_tail(tail.last.as_deref())
         .map_err(|source| JournalWriteError::Invalid { path: path.display().to_string(), source })
 }
 
@@ -75,23 +132,22 @@ pub fn record(
 }
 
 /// Append `record` to the journal at `path` (created if missing) and return the new line's hash.
-/// The existing journal must verify first: appending to a broken chain would hide the break.
+/// Only the journal's last line is read and parsed (so an append costs the same at any length): the
+/// new line must chain to a journal line, never to garbage. The whole chain is the back office's to
+/// verify (`reconcile --journal`, with the heads it records): a terminal's own check of older lines
+/// would protect nothing against the hostile terminal the scheme assumes, and cost O(journal).
 pub fn append(path: &Path, record: &JournalRecord) -> Result<String, JournalWriteError> {
     let io = |source| JournalWriteError::Io { path: path.display().to_string(), source };
     let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
     lock(&f).map_err(io)?;
-    let mut text = String::new();
-    f.read_to_string(&mut text).map_err(io)?;
+    let tail = read_tail(&mut f).map_err(io)?;
+    let (index, head) = chain_point(path, &tail)?;
     // Cut a torn tail (a crash during the last append) back to the last complete line.
-    let keep = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    if keep < text.len() {
-        f.set_len(keep as u64).map_err(io)?;
+    if tail.keep < tail.len {
+        f.set_len(tail.keep).map_err(io)?;
         f.sync_all().map_err(io)?;
-        text.truncate(keep);
     }
-    let (lines, head) = ledger::verify_journal(&text)
-        .map_err(|source| JournalWriteError::Invalid { path: path.display().to_string(), source })?;
-    let mut line = ledger::journal_line(lines.len() as u64, &head, record);
+    let mut line = ledger::journal_line(index, &head, record);
     let hash = ledger::line_hash(&line);
     line.push('\n');
     f.seek(SeekFrom::End(0)).map_err(io)?;
@@ -158,15 +214,43 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_journal_is_not_appended_to() {
+    fn a_journal_not_ending_in_a_journal_line_is_not_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.jsonl");
+        append(&p, &record(1)).unwrap();
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        text.push_str("{\"format\":\"something else\"}\n");
+        std::fs::write(&p, &text).unwrap();
+        assert!(matches!(check(&p), Err(JournalWriteError::Invalid { .. })));
+        assert!(matches!(append(&p, &record(3)), Err(JournalWriteError::Invalid { .. })));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text, "nothing appended");
+    }
+
+    #[test]
+    fn an_edit_before_the_last_line_is_found_by_the_back_office_not_the_terminal() {
+        // The terminal reads only the last line (appends cost the same at any length); the whole chain is
+        // `reconcile --journal`'s to verify, and it names the line after the edited one.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.jsonl");
         append(&p, &record(1)).unwrap();
         append(&p, &record(2)).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
-        let edited = text.replacen("\"amount\":1,", "\"amount\":5,", 1);
-        std::fs::write(&p, &edited).unwrap();
-        assert!(matches!(append(&p, &record(3)), Err(JournalWriteError::Invalid { .. })));
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), edited, "nothing appended");
+        std::fs::write(&p, text.replacen("\"amount\":1,", "\"amount\":5,", 1)).unwrap();
+        append(&p, &record(3)).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(ledger::verify_journal(&text).unwrap_err(), JournalError::Chain { line: 2 });
+    }
+
+    #[test]
+    fn the_head_read_from_the_ends_equals_the_verified_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.jsonl");
+        for n in 0..50 {
+            append(&p, &record(n)).unwrap();
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let (lines, head) = ledger::verify_journal(&text).unwrap();
+        let first = text.lines().next().map(ledger::line_hash);
+        assert_eq!(super::head(&p).unwrap(), (lines.len() as u64, first, head));
     }
 }
