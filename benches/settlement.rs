@@ -20,14 +20,6 @@ use keyroll::transport::in_process::InProcessChannel;
 use std::time::Instant;
 use support::*;
 
-/// CPU time of this process (all threads; the settlements run on this one), nanosecond resolution.
-fn cpu_time() -> std::time::Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Runs `n` settlements; returns the mean wall-clock and CPU µs per settlement.
 fn run(name: &str, n: usize, make: impl FnMut() -> (TestCard, TestCard), amount: u64, expect: KeyRoll) -> (f64, f64) {
     let (us, cpu, _) = run_with(name, n, make, amount, expect, &SettleOptions::default());

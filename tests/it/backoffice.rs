@@ -3,21 +3,6 @@
 use crate::support::cli;
 use cli::*;
 
-/// A test of the back-office suite, run on both engines: `NAME::sqlite` and `NAME::postgres`.
-macro_rules! both_engines {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn sqlite() {
-                super::$name(super::Scratch::new())
-            }
-            #[test]
-            fn postgres() {
-                super::$name(super::Scratch::postgres())
-            }
-        }
-    };
-}
 use std::process::Command;
 
 fn recipient(s: &Scratch) -> String {

@@ -10,7 +10,7 @@
 //! Runs on SQLite and on PostgreSQL.
 
 use super::value_attacks::send;
-use crate::support::cli::{Scratch, stderr};
+use crate::support::cli::{Scratch, both_engines, stderr};
 use crate::support::*;
 use keyroll::card::receipts::RECEIPT_WINDOW;
 use keyroll::domain::*;
@@ -18,21 +18,6 @@ use keyroll::protocol::codec::Wire;
 use keyroll::protocol::command::{Command, ReceiptRef};
 use keyroll::protocol::response::{CreditAck, DebitToken, ReceiveRequest};
 use std::path::Path;
-
-macro_rules! both_engines {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn sqlite() {
-                super::$name(super::Scratch::new())
-            }
-            #[test]
-            fn postgres() {
-                super::$name(super::Scratch::postgres())
-            }
-        }
-    };
-}
 
 fn ok<T: Wire<Context = ()>>(card: &mut TestCard, c: &Command) -> T {
     let (sw, data) = send(card, c);

@@ -163,3 +163,23 @@ impl Scratch {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A test run on both engines, `NAME::sqlite` and `NAME::postgres`: `NAME` is a function taking the
+/// [`Scratch`] to run in (the using module has `Scratch` in scope).
+#[allow(unused_macros)]
+macro_rules! both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(super::Scratch::new())
+            }
+            #[test]
+            fn postgres() {
+                super::$name(super::Scratch::postgres())
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_engines;

@@ -20,6 +20,14 @@ use keyroll::transport::in_process::InProcessChannel;
 
 pub type TestCard = Card<TearingStorage<MemoryStorage>>;
 
+/// CPU time of this process (all threads), nanosecond resolution: what the benches divide by.
+pub fn cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Two different cards of a fleet, both mutable: the payer and payee of one settlement.
 pub fn two_cards(cards: &mut [TestCard], i: usize, j: usize) -> (&mut TestCard, &mut TestCard) {
     let [a, b] = cards.get_disjoint_mut([i, j]).expect("two different cards of the fleet");
