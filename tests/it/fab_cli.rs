@@ -128,10 +128,13 @@ fn manufacturer_and_chip_rows_edited_outside_keyroll_are_caught() {
     let o = edited.run(&["audit", "log"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("chips"), "{}", stderr(&o));
-    // A manufacturer slipped into the table (a copy of the virtual one's row under another name).
+    // A manufacturer slipped into the table (a copy of the virtual one's row under another name and
+    // a fingerprint that differs in its first byte, whatever that byte is, so UNIQUE never refuses it).
     s.sqlite(
         "INSERT INTO manufacturers (name, fingerprint, root_der, kind, trusted_at) \
-         SELECT 'Rogue Chips', 'ab' || substr(fingerprint, 3), root_der, 'trusted', trusted_at FROM manufacturers;",
+         SELECT 'Rogue Chips', \
+                CASE WHEN substr(fingerprint, 1, 2) = 'ab' THEN 'cd' ELSE 'ab' END || substr(fingerprint, 3), \
+                root_der, 'trusted', trusted_at FROM manufacturers;",
     );
     let before = s.dump();
     let o = s.run(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "1"]);
