@@ -6,9 +6,12 @@
 //!
 //! Goal (issue 15): a public-key roll in process costs at most 8 "verify-equivalents", the time of
 //! 8 P-256 verifications at the rate `openssl speed -seconds 1 ecdsap256` reports on one core (it
-//! divides by CPU user time, so it is per CPU-second), measured in the same run. The roll's own
-//! P-256 work: three certificate signatures and the envelope signature verified, the envelope's
-//! ephemeral key and two ECDH, one ECDSA signature, the card key pairs restored from their scalars.
+//! divides by CPU user time, so it is per CPU-second). The verdict is the median of
+//! `KEYROLL_BENCH_ROUNDS` (default 5) paired rounds, each timing rolls and then running `openssl speed`,
+//! so that both sides of every ratio see the same machine. The roll's own P-256 work
+//! (`tests/it/settlement_ops.rs` pins it): five verifications (the two card certificates, the key
+//! envelope, the issuer's key authorisation, the payer's value signature), two signatures, two ECDH,
+//! one ephemeral key, the card key pairs restored from their scalars.
 
 #[path = "../tests/it/support/mod.rs"]
 #[allow(dead_code)]
@@ -94,7 +97,7 @@ fn main() {
     );
     let ca = TestCa::new("Bench Issuer");
     let pk_n = (n / 2).max(50);
-    let (pk_us, pk_cpu_us, pk_apdus) = run_with(
+    let (pk_us, _, pk_apdus) = run_with(
         "public-key roll (hybrid)",
         pk_n,
         || {
@@ -169,21 +172,49 @@ fn main() {
         100.0 * check_us / sym_us,
         100.0 * check_us / pk_us
     );
-    let Some(verify) = openssl_verify_speed() else {
-        println!("openssl speed output not understood: no verdict");
+    // The verdict: paired rounds, each timing public-key rolls and then `openssl speed` right after, so
+    // both sides of a ratio see the same machine (on a shared VM either rate moves by 10% between runs);
+    // the median ratio decides.
+    let rounds: usize = std::env::var("KEYROLL_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let per_round = (pk_n / 2).max(50);
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let (_, cpu_us, _) = run_with(
+            &format!("public-key roll, round {round}"),
+            per_round,
+            || {
+                (
+                    pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root),
+                    pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root),
+                )
+            },
+            10,
+            KeyRoll::PublicKey,
+            &SettleOptions::default(),
+        );
+        let Some(verify) = openssl_verify_speed() else {
+            println!("openssl speed output not understood: no verdict");
+            std::process::exit(2);
+        };
+        let equivalent_us = 1e6 / verify;
+        println!(
+            "  round {round}: openssl speed ecdsap256 {verify:.0} verify/s one core = {equivalent_us:.1} us each; \
+             roll {cpu_us:.0} us CPU = {:.2} equivalents",
+            cpu_us / equivalent_us
+        );
+        ratios.push(cpu_us / equivalent_us);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let Some(&median) = ratios.get(ratios.len() / 2) else {
+        println!("KEYROLL_BENCH_ROUNDS=0: no verdict");
         std::process::exit(2);
     };
-    let equivalent_us = 1e6 / verify;
-    let verdict = |x: f64| if x <= 8.0 { "met" } else { "NOT met" };
     // openssl speed's rate is per CPU-second; the like-for-like cost of a roll is its CPU time.
     println!(
-        "goal: public-key roll <= 8 openssl verify-equivalents (openssl speed ecdsap256 {verify:.0} verify/s one \
-         core = {equivalent_us:.1} us each; limit {:.0} us): CPU {pk_cpu_us:.0} us = {:.1} equivalents -> {}; \
-         wall-clock {pk_us:.0} us = {:.1} equivalents -> {}",
-        8.0 * equivalent_us,
-        pk_cpu_us / equivalent_us,
-        verdict(pk_cpu_us / equivalent_us),
-        pk_us / equivalent_us,
-        verdict(pk_us / equivalent_us)
+        "goal: public-key roll <= 8 openssl verify-equivalents (CPU time against openssl speed ecdsap256's \
+         verify rate, {rounds} paired rounds, min {:.2} max {:.2}): median {median:.2} equivalents -> {}",
+        ratios[0],
+        ratios[ratios.len() - 1],
+        ok(median <= 8.0)
     );
 }

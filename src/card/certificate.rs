@@ -34,11 +34,11 @@ pub struct Peer {
 
 /// The card serial a card certificate names in its subject's serialNumber attribute (exactly one).
 pub fn card_serial(der: &[u8]) -> Option<CardSerial> {
-    serial_of(&pki::Certificate::from_der(der).ok()?)
+    serial_of(&pki::Certificate::from_der(der).ok()?.subject)
 }
 
-fn serial_of(cert: &pki::Certificate) -> Option<CardSerial> {
-    match cert.subject.attribute_texts(OID_SERIAL_NUMBER).as_slice() {
+fn serial_of(subject: &pki::Name) -> Option<CardSerial> {
+    match subject.attribute_texts(OID_SERIAL_NUMBER).as_slice() {
         [one] => CardSerial::parse(one),
         _ => None,
     }
@@ -122,23 +122,25 @@ impl Checked {
 
 fn validate(der: &[u8], anchor: &[u8], floor: ClockFloor) -> Result<Checked, StatusWord> {
     let refuse = StatusWord::SecurityStatusNotSatisfied;
+    // Each certificate is parsed once: its notBefore chooses the time, then validation takes it as is.
     let leaf = pki::Certificate::from_der(der).map_err(|_| refuse)?;
     let root = pki::Certificate::from_der(anchor).map_err(|_| refuse)?;
     let secs = |t: i64| u64::try_from(t).unwrap_or(0);
     let not_before = secs(leaf.not_before).max(secs(root.not_before));
+    let not_after = leaf.not_after.min(root.not_after);
     let at: SystemTime = floor.as_system_time().max(UNIX_EPOCH + Duration::from_secs(not_before));
     let opts = ValidationOptions { allow_ca_leaf: false, ..ValidationOptions::at(at) };
-    let path = pki::validate(der, &[], &[anchor.to_vec()], &[], &opts).map_err(|_| refuse)?;
+    let path = pki::Validator::for_anchor(root).validate_parsed(leaf, &opts).map_err(|_| refuse)?;
     if path.leaf_is_ca {
         return Err(refuse);
     }
     let key_usage = path.leaf_key_usage.ok_or(refuse)?;
-    let serial = serial_of(&leaf).ok_or(refuse)?;
+    let serial = serial_of(&path.leaf_subject).ok_or(refuse)?;
     Ok(Checked {
         certificate: der.to_vec(),
         anchor: anchor.to_vec(),
         not_before,
-        not_after: leaf.not_after.min(root.not_after),
+        not_after,
         key_usage,
         peer: Peer { public_key: path.leaf_public_key_sec1, key: path.leaf_public_key, serial },
     })

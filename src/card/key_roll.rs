@@ -7,7 +7,7 @@
 
 use super::Effect;
 use super::certificate::{self, Usage};
-use super::session::{LiveChallenge, Session};
+use super::session::{KeyObject, LiveChallenge, Session};
 use super::state::{CardState, LogKind, StoredKey};
 use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::{Secret16, ecies, envelope, random};
@@ -26,10 +26,10 @@ const PUBLIC_KEY_LABEL: &[u8] = b"keyroll transfer key pk v2";
 /// data from the first encrypted data and the second random number").
 const SIGNATURE_LABEL: &[u8] = b"keyroll transfer key signature v2";
 
-/// The card's key pair, kept in session RAM once made (`Session::own_key_pair`).
-fn own_key_pair<'s>(state: &CardState, session: &'s mut Session) -> Result<&'s CardKeyPair, StatusWord> {
+/// The card's key pair, from its key object ([`KeyObject`]).
+fn own_key_pair<'k>(state: &CardState, keys: &'k mut KeyObject) -> Result<&'k CardKeyPair, StatusWord> {
     let k = state.card_private_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
-    session.own_key_pair(k)
+    keys.key_pair(k)
 }
 
 fn anchor(state: &CardState) -> Result<&[u8], StatusWord> {
@@ -61,7 +61,6 @@ pub(super) fn request_update_permission(
     session: &mut Session,
     path: KeyRollPath,
     sender_certificate: &[u8],
-    now: super::policy::ClockFloor,
 ) -> Result<Effect, StatusWord> {
     path_supported(state, path)?;
     let sender = match path {
@@ -73,7 +72,7 @@ pub(super) fn request_update_permission(
                 &mut session.peer,
                 sender_certificate,
                 anchor(state)?,
-                now,
+                state.clock_floor,
                 &[Usage::Signing],
             )?;
             if Some(peer.serial) == state.serial {
@@ -97,11 +96,11 @@ pub(super) fn request_update_permission(
 pub(super) fn get_transfer_key(
     state: &CardState,
     session: &mut Session,
+    keys: &mut KeyObject,
     path: KeyRollPath,
     challenge: &Challenge,
     receiver: CardSerial,
     receiver_certificate: &[u8],
-    now: super::policy::ClockFloor,
 ) -> Result<Effect, StatusWord> {
     path_supported(state, path)?;
     let serial = state.serial.ok_or(StatusWord::ConditionsNotSatisfied)?;
@@ -145,13 +144,13 @@ pub(super) fn get_transfer_key(
                 &mut session.peer,
                 receiver_certificate,
                 anchor(state)?,
-                now,
+                state.clock_floor,
                 &[Usage::KeyAgreement],
             )?;
             if peer.serial != receiver {
                 return Err(StatusWord::IncorrectData);
             }
-            let me = own_key_pair(state, session)?;
+            let me = own_key_pair(state, keys)?;
             let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(20));
             plaintext.extend_from_slice(&key.id.0.to_be_bytes());
             plaintext.extend_from_slice(key.secret().expose());
@@ -172,6 +171,7 @@ pub(super) fn get_transfer_key(
 pub(super) fn update_transfer_key(
     state: &CardState,
     session: &mut Session,
+    keys: &mut KeyObject,
     path: KeyRollPath,
     payload: &KeyPayload,
 ) -> Result<Effect, StatusWord> {
@@ -220,7 +220,7 @@ pub(super) fn update_transfer_key(
             sender_key
                 .verify_der(&[SIGNATURE_LABEL, ciphertext, &live.value], signature)
                 .map_err(|_| StatusWord::VerificationFailed)?;
-            let me = own_key_pair(state, session)?;
+            let me = own_key_pair(state, keys)?;
             let plain = ecies::open(me, &[PUBLIC_KEY_LABEL, &sender_serial.0, &serial.0], ciphertext)
                 .map_err(|_| StatusWord::VerificationFailed)?;
             let mut r = Reader::new(plain.expose());

@@ -24,7 +24,7 @@ use crate::protocol::command::Command;
 use crate::protocol::info::LifeCycle;
 use crate::protocol::instruction::Instruction;
 use crate::protocol::{AID, CommandApdu, Mute, ResponseApdu, SmartCard, StatusWord};
-use session::{Chain, Session};
+use session::{Chain, KeyObject, Session};
 pub use state::CardState;
 use storage::{Storage, StorageError};
 pub use value::VALUE_SIGNATURE_LABEL;
@@ -69,6 +69,8 @@ pub struct Card<S: Storage> {
     storage: S,
     state: CardState,
     session: Session,
+    /// The card's key pair in working form: card-lifetime, not session, state ([`KeyObject`]).
+    keys: KeyObject,
     powered: bool,
     /// The host's clock as the card is told it. Used for no decision: certificate validity is judged
     /// against the card's clock floor (DESIGN.md §10 point 5); tests set this to prove it.
@@ -88,6 +90,7 @@ impl<S: Storage> Card<S> {
             storage,
             state,
             session: Session::default(),
+            keys: KeyObject::default(),
             powered: true,
             now: std::time::SystemTime::now,
             misbehaviour: Misbehaviour::None,
@@ -316,7 +319,7 @@ impl<S: Storage> Card<S> {
                 self.session = Session::default();
             }
             // Any SELECT also drops what the session remembered for speed: the last validated peer
-            // certificate and the working copy of the card's key pair (`Session::forget_cached`).
+            // certificate (`Session::forget_cached`). The key object is not session state and stays.
             self.session.forget_cached();
             self.session.selected = aid.as_slice() == AID;
             return if self.session.selected {
@@ -355,6 +358,7 @@ impl<S: Storage> Card<S> {
         let now = self.state.clock_floor;
         let state = &self.state;
         let session = &mut self.session;
+        let keys = &mut self.keys;
         match command {
             Command::GetCardInfo { certificate } => {
                 let mut info = state.info();
@@ -364,19 +368,19 @@ impl<S: Storage> Card<S> {
                 Ok(Effect::reply(info.to_wire()))
             }
             Command::RequestUpdatePermission { path, sender_certificate } => {
-                key_roll::request_update_permission(state, session, path, &sender_certificate, now)
+                key_roll::request_update_permission(state, session, path, &sender_certificate)
             }
             Command::GetTransferKey { path, challenge, receiver, receiver_certificate } => {
-                key_roll::get_transfer_key(state, session, path, &challenge, receiver, &receiver_certificate, now)
+                key_roll::get_transfer_key(state, session, keys, path, &challenge, receiver, &receiver_certificate)
             }
             Command::UpdateTransferKey { path, payload } => {
-                key_roll::update_transfer_key(state, session, path, &payload)
+                key_roll::update_transfer_key(state, session, keys, path, &payload)
             }
             Command::BeginReceive { payer, amount, payer_sequence } => {
                 value::begin_receive(state, payer, amount, payer_sequence)
             }
             Command::Debit { payee, amount, nonce, payee_sequence, request } => {
-                value::debit(state, session, payee, amount, &nonce, payee_sequence, &request)
+                value::debit(state, keys, payee, amount, &nonce, payee_sequence, &request)
             }
             Command::Credit { receipt, payer_sequence, token } => {
                 value::credit(state, session, &receipt, payer_sequence, &token, None)
@@ -402,7 +406,9 @@ impl<S: Storage> Card<S> {
                 perso::internal_authenticate(state, session, &data, &self.misbehaviour)
             }
             Command::PersoStore { item, data } => perso::store(state, item, &data, now),
-            Command::GenerateKeyPair { serial } => perso::generate_key_pair(state, session, serial, &self.misbehaviour),
+            Command::GenerateKeyPair { serial } => {
+                perso::generate_key_pair(state, session, keys, serial, &self.misbehaviour)
+            }
             Command::Lock => perso::lock(state, session),
             Command::AuthenticateIssued { challenge } => perso::authenticate_issued(state, &challenge),
             Command::Select { .. } | Command::GetResponse { .. } => unreachable!("handled above"),

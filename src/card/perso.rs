@@ -12,7 +12,7 @@ use super::Effect;
 use super::policy::{
     AuthorisationRefusal, ClockFloor, PolicyDecision, SchemeAnchor, judge_authorisation, judge_policy,
 };
-use super::session::{SecureSession, Session};
+use super::session::{KeyObject, SecureSession, Session};
 use super::state::{CardState, StoredKey};
 use crate::crypto::attestation::{self, Attested};
 use crate::crypto::card_key::CardKeyPair;
@@ -250,6 +250,7 @@ pub(super) fn authorise(
 pub(super) fn generate_key_pair(
     state: &CardState,
     session: &Session,
+    keys: &mut KeyObject,
     serial: CardSerial,
     misbehaviour: &Misbehaviour,
 ) -> Result<Effect, StatusWord> {
@@ -277,6 +278,7 @@ pub(super) fn generate_key_pair(
     next.card_private_key = Some(pair.to_bytes());
     // A new key pair invalidates a certificate issued for an earlier one (a re-run personalisation).
     next.certificate = None;
+    keys.hold(pair);
     Ok(Effect::write(next, GeneratedPublicKey { sec1: public, attestation: signature }.to_wire()))
 }
 

@@ -165,38 +165,41 @@ impl ReceiptWindow {
         }
     }
 
-    fn bytes(map: &[u64; WORDS]) -> Vec<u8> {
-        map.iter().flat_map(|w| w.to_be_bytes()).collect()
+    fn bytes(map: &[u64; WORDS]) -> [u8; WORDS * 8] {
+        let mut b = [0u8; WORDS * 8];
+        for (c, w) in b.chunks_exact_mut(8).zip(map) {
+            c.copy_from_slice(&w.to_be_bytes());
+        }
+        b
     }
 
-    fn from_bytes(b: &[u8]) -> Option<[u64; WORDS]> {
-        if b.len() != WORDS * 8 {
-            return None;
-        }
+    fn from_bytes(b: &[u8; WORDS * 8]) -> [u64; WORDS] {
         let mut m = [0u64; WORDS];
         for (w, c) in m.iter_mut().zip(b.chunks_exact(8)) {
-            *w = u64::from_be_bytes(c.try_into().ok()?);
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            *w = u64::from_be_bytes(word);
         }
-        Some(m)
+        m
     }
 }
 
-/// File form: the counter and both bitmaps as hex (512 bytes each).
+/// File form: the counter and both bitmaps as hex (512 bytes each), through the crate's one hex
+/// module (its table lookup, not a `String` built one `char` at a time: the card writes this on
+/// every state change, and the bitmaps were a fifth of a settlement's CPU).
 #[derive(Serialize, Deserialize)]
 struct WindowFile {
     next: u32,
-    credited: String,
-    aborted: String,
+    #[serde(with = "crate::domain::serde_hex")]
+    credited: [u8; WORDS * 8],
+    #[serde(with = "crate::domain::serde_hex")]
+    aborted: [u8; WORDS * 8],
 }
 
 impl Serialize for ReceiptWindow {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        WindowFile {
-            next: self.next,
-            credited: hex::encode(Self::bytes(&self.credited)),
-            aborted: hex::encode(Self::bytes(&self.aborted)),
-        }
-        .serialize(s)
+        WindowFile { next: self.next, credited: Self::bytes(&self.credited), aborted: Self::bytes(&self.aborted) }
+            .serialize(s)
     }
 }
 
@@ -204,16 +207,14 @@ impl<'de> Deserialize<'de> for ReceiptWindow {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let f = WindowFile::deserialize(d)?;
-        let map = |h: &str| {
-            hex::decode(h)
-                .ok()
-                .and_then(|b| Self::from_bytes(&b))
-                .ok_or_else(|| D::Error::custom(format!("a receipt bitmap must be {} hex digits", WORDS * 16)))
-        };
         if f.next == 0 {
             return Err(D::Error::custom("receipt counter starts at 1"));
         }
-        let w = ReceiptWindow { next: f.next, credited: map(&f.credited)?, aborted: map(&f.aborted)? };
+        let w = ReceiptWindow {
+            next: f.next,
+            credited: Self::from_bytes(&f.credited),
+            aborted: Self::from_bytes(&f.aborted),
+        };
         if w.credited.iter().zip(&w.aborted).any(|(c, a)| c & a != 0) {
             return Err(D::Error::custom("a receipt cannot be both credited and aborted"));
         }

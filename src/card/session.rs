@@ -1,5 +1,7 @@
 //! Session state: what the card forgets on power-off and reset (claims 2, 9: the random number is
-//! single use; DESIGN.md §5: clear challenges and selections on power off and reset).
+//! single use; DESIGN.md §5: clear challenges and selections on power off and reset); and the one
+//! working object that is not session state, the card's key object ([`KeyObject`]), which mirrors
+//! persistent memory and so outlives sessions.
 
 use super::certificate::Checked;
 use crate::crypto::card_key::CardKeyPair;
@@ -55,35 +57,74 @@ pub struct Session {
     pub pending_response: Vec<u8>,
     /// The last peer certificate this session validated (`certificate::check_in_session`).
     pub peer: Option<Checked>,
-    /// The card's own key pair, made once per session from the scalar in persistent memory
-    /// ([`Session::own_key_pair`]).
-    own_key: Option<OwnKey>,
 }
 
-/// The card's key pair as a working object, with the scalar it was made from (to notice a new one).
-struct OwnKey {
+impl Session {
+    /// Forget the validated peer certificate (SELECT does).
+    pub fn forget_cached(&mut self) {
+        self.peer = None;
+    }
+}
+
+/// The card's key object: its key pair in working form, as a secure element holds a key object in
+/// its persistent memory rather than rebuilding it from bytes for every use. It is not session state:
+/// it mirrors the scalar in the card's persistent state (`CardState::card_private_key`), so it lives as
+/// long as the card object and survives SELECT, reset and power-off; every use compares it with the
+/// stored scalar (in constant time) and remakes it when they differ, so a key written since (a re-run
+/// GENERATE KEY PAIR), or a write that was torn, is never shadowed by another one. Rebuilding costs two
+/// fixed-base multiplications and a curve check in AWS-LC, a sixth of a public-key roll's P-256 work
+/// when it was done per session (issue 15).
+#[derive(Default)]
+pub struct KeyObject {
+    made: Option<MadeKey>,
+}
+
+/// A key pair with the scalar it was made from.
+struct MadeKey {
     scalar: SecretBytes,
     pair: CardKeyPair,
 }
 
-impl Session {
-    /// Forget the validated peer certificate and the working key pair (SELECT does).
-    pub fn forget_cached(&mut self) {
-        self.peer = None;
-        self.own_key = None;
+impl KeyObject {
+    /// The key pair of the scalar `stored` (the card's persistent secret): the one held when it was
+    /// made from (or generated as) the same scalar, else made from `stored` now and held.
+    pub fn key_pair(&mut self, stored: &SecretBytes) -> Result<&CardKeyPair, StatusWord> {
+        let same = self.made.as_ref().is_some_and(|k| bool::from(k.scalar.expose().ct_eq(stored.expose())));
+        if !same {
+            self.made = None;
+            let pair = CardKeyPair::from_bytes(stored.expose()).map_err(|_| StatusWord::NoPreciseDiagnosis)?;
+            self.made = Some(MadeKey { scalar: SecretBytes::new(stored.expose().to_vec()), pair });
+        }
+        self.made.as_ref().map(|k| &k.pair).ok_or(StatusWord::NoPreciseDiagnosis)
     }
 
-    /// The card's key pair for the scalar `stored` (the card's persistent secret): made from it on
-    /// first use in this session, then kept in session RAM, as a real card keeps its key object
-    /// instead of rebuilding it per command. Remade whenever the stored scalar differs (compared in
-    /// constant time), so a key written in this session is never shadowed by an old one.
-    pub fn own_key_pair(&mut self, stored: &SecretBytes) -> Result<&CardKeyPair, StatusWord> {
-        let same = self.own_key.as_ref().is_some_and(|k| bool::from(k.scalar.expose().ct_eq(stored.expose())));
-        if !same {
-            self.own_key = None;
-            let pair = CardKeyPair::from_bytes(stored.expose()).map_err(|_| StatusWord::NoPreciseDiagnosis)?;
-            self.own_key = Some(OwnKey { scalar: SecretBytes::new(stored.expose().to_vec()), pair });
-        }
-        self.own_key.as_ref().map(|k| &k.pair).ok_or(StatusWord::NoPreciseDiagnosis)
+    /// Hold `pair`, just generated: its scalar is the one the card is about to store. Should that write
+    /// not happen, the next use finds the stored scalar different and remakes the key from it.
+    pub fn hold(&mut self, pair: CardKeyPair) {
+        self.made = Some(MadeKey { scalar: pair.to_bytes(), pair });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The key object answers for the scalar stored now, whatever it held: a key generated but never
+    /// stored (a torn GENERATE KEY PAIR) or made for an earlier scalar is never used in its place.
+    #[test]
+    fn the_key_object_follows_the_stored_scalar() {
+        let stored = CardKeyPair::generate().unwrap();
+        let generated = CardKeyPair::generate().unwrap();
+        let mut keys = KeyObject::default();
+        keys.hold(generated.clone());
+        // The write of `generated` did not happen: storage still holds `stored`.
+        let got = keys.key_pair(&stored.to_bytes()).unwrap().public_key_sec1();
+        assert_eq!(got, stored.public_key_sec1());
+        // And back: the generated one, once stored.
+        let got = keys.key_pair(&generated.to_bytes()).unwrap().public_key_sec1();
+        assert_eq!(got, generated.public_key_sec1());
+        // A stored value that is no key is refused, not answered with the held one.
+        assert!(keys.key_pair(&SecretBytes::new(vec![0; 32])).is_err());
+        assert!(keys.made.is_none());
     }
 }

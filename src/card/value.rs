@@ -15,7 +15,7 @@
 
 use super::Effect;
 use super::receipts::{self, Slot};
-use super::session::Session;
+use super::session::{KeyObject, Session};
 use super::state::{CardState, LogKind, PendingOut};
 use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::ec::PublicKey;
@@ -143,14 +143,14 @@ fn certified(state: &CardState) -> bool {
     state.card_private_key.is_some() && state.certificate.is_some() && state.trust_anchor.is_some()
 }
 
-/// The card's own key pair when it is certified (it then signs every token it hands out), kept in
-/// session RAM once made (`Session::own_key_pair`).
-fn signing_key<'s>(state: &CardState, session: &'s mut Session) -> Result<Option<&'s CardKeyPair>, StatusWord> {
+/// The card's own key pair when it is certified (it then signs every token it hands out), from its
+/// key object ([`KeyObject`]).
+fn signing_key<'k>(state: &CardState, keys: &'k mut KeyObject) -> Result<Option<&'k CardKeyPair>, StatusWord> {
     if !certified(state) {
         return Ok(None);
     }
     let k = state.card_private_key.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
-    session.own_key_pair(k).map(Some)
+    keys.key_pair(k).map(Some)
 }
 
 /// A certified payee's check of the payer's signature (DESIGN.md §10 point 6): the certificate chains
@@ -251,7 +251,7 @@ pub(super) fn begin_receive(
 /// and without needing the request again (recovery in a later session has only the card's log).
 pub(super) fn debit(
     state: &CardState,
-    session: &mut Session,
+    keys: &mut KeyObject,
     payee: CardSerial,
     amount: Amount,
     nonce: &Nonce,
@@ -268,7 +268,7 @@ pub(super) fn debit(
         }
         let key = key_for(state, p.transfer_key_id)?;
         let t = Transfer::outgoing(&me, p);
-        let signature = signing_key(state, session)?.map(|k| t.sign(k, p.payer_sequence)).transpose()?;
+        let signature = signing_key(state, keys)?.map(|k| t.sign(k, p.payer_sequence)).transpose()?;
         let out = DebitToken {
             payer_sequence: p.payer_sequence,
             token: t.mac(&key, TOKEN, Some(p.payer_sequence)),
@@ -290,7 +290,7 @@ pub(super) fn debit(
         return Err(StatusWord::ConditionsNotSatisfied);
     }
     // Signed before anything is written: a card that cannot sign changes nothing.
-    let signing = signing_key(state, session)?;
+    let signing = signing_key(state, keys)?;
     let mut next = state.clone();
     if next.pending_out.len() >= MAX_PENDING {
         // Non-blocking: the oldest open debit moves to the exception list (still resolvable there).

@@ -110,8 +110,8 @@ pub struct ValidatedPath {
     pub leaf_key_usage: Option<KeyUsage>,
     /// basicConstraints cA of the leaf.
     pub leaf_is_ca: bool,
-    /// The leaf's subject, for display.
-    pub leaf_subject: String,
+    /// The leaf's subject as parsed (`display()` for text), for callers that read its attributes.
+    pub leaf_subject: Name,
     /// The leaf's notAfter, Unix seconds.
     pub leaf_not_after: i64,
 }

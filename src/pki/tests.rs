@@ -239,7 +239,7 @@ fn valid_chain_reports_the_leaf() {
     assert!(!path.leaf_is_ca);
     let ku = path.leaf_key_usage.expect("keyUsage present");
     assert!(ku.digital_signature() && ku.key_agreement() && !ku.key_cert_sign());
-    assert_eq!(path.leaf_subject, "CN=Card 0001");
+    assert_eq!(path.leaf_subject.display(), "CN=Card 0001");
 }
 
 #[test]

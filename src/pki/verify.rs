@@ -425,13 +425,27 @@ impl Validator {
         Validator { too_many: None, anchors: keyed(anchors), intermediates: keyed(intermediates), crls }
     }
 
+    /// A validator for one trust anchor the caller has already parsed (no intermediates, no CRLs): a
+    /// card that read the anchor's validity to choose the validation time does not parse it twice.
+    pub fn for_anchor(anchor: Certificate) -> Self {
+        Validator { too_many: None, anchors: vec![Keyed::new(anchor)], intermediates: vec![], crls: Ok(vec![]) }
+    }
+
     /// Validates `leaf_der` (RFC 5280 §6.1) against this validator's inputs.
     pub fn validate(&self, leaf_der: &[u8], opts: &ValidationOptions) -> Result<ValidatedPath, PathError> {
         if let Some(e) = &self.too_many {
             return Err(e.clone());
         }
+        self.validate_parsed(Certificate::from_der(leaf_der)?, opts)
+    }
+
+    /// As [`Validator::validate`], for a leaf the caller has already parsed.
+    pub fn validate_parsed(&self, leaf: Certificate, opts: &ValidationOptions) -> Result<ValidatedPath, PathError> {
+        if let Some(e) = &self.too_many {
+            return Err(e.clone());
+        }
         let now = time::floor_seconds(opts.at);
-        let leaf = Keyed::new(Certificate::from_der(leaf_der)?);
+        let leaf = Keyed::new(leaf);
         check_common(&leaf, Role::Leaf, now)?;
         if !opts.allow_ca_leaf && leaf.cert.basic_constraints.is_some_and(|b| b.ca) {
             return Err(PathError::CaUsedAsLeaf { subject: subject_of(&leaf.cert) });
@@ -452,24 +466,23 @@ impl Validator {
         };
         ctx.check_aki(Node::Leaf)?;
         let mut path = vec![Node::Leaf];
-        match build(&mut ctx, &mut path)? {
-            Some(anchor) => {
-                path.push(anchor);
-                let leaf = &ctx.leaf.cert;
-                let key = ctx.leaf.key.as_ref().map_err(Clone::clone)?;
-                Ok(ValidatedPath {
-                    chain: path.iter().map(|n| ctx.cert(*n).der.clone()).collect(),
-                    leaf_public_key_sec1: key.sec1().to_vec(),
-                    leaf_public_key: key.clone(),
-                    leaf_serial: leaf.serial.clone(),
-                    leaf_key_usage: leaf.key_usage.map(KeyUsage),
-                    leaf_is_ca: leaf.basic_constraints.is_some_and(|b| b.ca),
-                    leaf_subject: subject_of(leaf),
-                    leaf_not_after: leaf.not_after,
-                })
-            }
-            None => Err(ctx.best.unwrap_or(PathError::UnknownIssuer { issuer: ctx.leaf.cert.issuer.display() })),
-        }
+        let Some(anchor) = build(&mut ctx, &mut path)? else {
+            return Err(ctx.best.unwrap_or(PathError::UnknownIssuer { issuer: ctx.leaf.cert.issuer.display() }));
+        };
+        path.push(anchor);
+        let chain = path.iter().map(|n| ctx.cert(*n).der.clone()).collect();
+        let Keyed { cert: leaf, key } = leaf;
+        let key = key?;
+        Ok(ValidatedPath {
+            chain,
+            leaf_public_key_sec1: key.sec1().to_vec(),
+            leaf_public_key: key,
+            leaf_key_usage: leaf.key_usage.map(KeyUsage),
+            leaf_is_ca: leaf.basic_constraints.is_some_and(|b| b.ca),
+            leaf_not_after: leaf.not_after,
+            leaf_serial: leaf.serial,
+            leaf_subject: leaf.subject,
+        })
     }
 }
 

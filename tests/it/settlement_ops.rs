@@ -12,7 +12,8 @@ use keyroll::domain::*;
 use keyroll::terminal::KeyRoll;
 use std::time::UNIX_EPOCH;
 
-/// Before issue 15's second session a public-key roll cost 6 verifications and 4 key restorations:
+/// Before issue 15's second session a public-key roll cost 6 verifications and 4 key restorations (3
+/// until its third session, when the key object came to outlive sessions):
 /// each card re-validated the peer certificate in every command that named it (the payee validated
 /// the payer's at GET TRANSFER KEY and again at CREDIT) and rebuilt its key pair from the stored
 /// scalar per command (the payer at UPDATE TRANSFER KEY and again at DEBIT).
@@ -37,12 +38,12 @@ fn a_public_key_roll_settlement_performs_a_pinned_number_of_p256_operations() {
         ecdh: 2,
         // The envelope's ephemeral key.
         generate: 1,
-        // Each card makes its key pair once per session; the payer also makes the ECDH key of the
-        // same scalar for ECIES open.
-        from_scalar: 3,
-        // Points decoded and checked: 2 per certificate validation (leaf and anchor), 1 per key pair
-        // made, the ephemeral key made and received, the scheme key twice for the authorisation.
-        parse_public: 11,
+        // Each card holds the key pair it generated at personalisation (its key object outlives
+        // sessions); the payer makes the ECDH key of the same scalar for ECIES open.
+        from_scalar: 1,
+        // Points decoded and checked: 2 per certificate validation (leaf and anchor), the ephemeral key
+        // made and received, the scheme key twice for the authorisation, the payer's ECDH key.
+        parse_public: 9,
     };
     assert_eq!(ops, expected, "P-256 operations of one public-key-roll settlement");
 }
@@ -93,4 +94,61 @@ fn a_remembered_certificate_verdict_equals_a_fresh_validation() {
     // A refusal forgets it: the next check validates again.
     assert!(certificate::check_in_session(&mut last, &cert, &ca.root, ClockFloor(na + 1), &[]).is_err());
     assert!(last.is_none());
+}
+
+/// The card validates a peer certificate with one parse of each certificate (issue 15): the parsed
+/// leaf and anchor choose the time and then go into path validation as they are. Its verdict must be
+/// the one of the formulation it replaced, `pki::validate` of the DER at `max(floor, notBefore of
+/// leaf and anchor)` (DESIGN.md §10 point 5), over floors before, between, at and after the validity
+/// periods of both, with the leaf's notBefore after the anchor's and before it.
+#[test]
+fn one_parse_validation_gives_the_verdict_of_validation_at_the_latest_not_before() {
+    use keyroll::pki::{self, ValidationOptions};
+    use std::time::{Duration, SystemTime};
+    let late_root = TestCa::new("Late Root");
+    let mut early_leaves = TestCa::new("Early Leaves");
+    // Leaves whose validity begins two days before their root's (root: now - 1 day).
+    early_leaves.not_before = SystemTime::now() - Duration::from_secs(3 * 86_400);
+    for ca in [&late_root, &early_leaves] {
+        let card = pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, ca, &ca.root);
+        let cert = card.state().certificate.clone().unwrap();
+        let leaf = pki::Certificate::from_der(&cert).unwrap();
+        let root = pki::Certificate::from_der(&ca.root).unwrap();
+        let (lnb, rnb) = (leaf.not_before as u64, root.not_before as u64);
+        let (lna, rna) = (leaf.not_after as u64, root.not_after as u64);
+        let mut floors = vec![0, u64::MAX / 4];
+        for t in [lnb, rnb, lna, rna] {
+            floors.extend([t.saturating_sub(1), t, t + 1]);
+        }
+        for floor in floors {
+            let at = UNIX_EPOCH + Duration::from_secs(floor.max(lnb).max(rnb));
+            let opts = ValidationOptions { allow_ca_leaf: false, ..ValidationOptions::at(at) };
+            let reference = pki::validate(&cert, &[], std::slice::from_ref(&ca.root), &[], &opts).is_ok();
+            let checked = certificate::check(&cert, &ca.root, ClockFloor(floor), &[Usage::Signing]);
+            assert_eq!(checked.is_ok(), reference, "leaf notBefore {lnb}, root notBefore {rnb}, floor {floor}");
+        }
+    }
+}
+
+/// A card opened from its stored record (as `keyroll settle` and `card serve` open card files) makes
+/// its key pair from the stored scalar once, at first use, and keeps it across sessions: a second
+/// public-key roll costs it no key restoration. (That a key object never shadows another stored scalar
+/// is `card::session`'s unit test.)
+#[test]
+fn the_key_object_is_made_once_per_card_not_per_session() {
+    use keyroll::card::Card;
+    use keyroll::card::storage::{MemoryStorage, Storage, TearingStorage};
+    let ca = TestCa::new("Ops Issuer");
+    let personalised = pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root);
+    let mut storage = TearingStorage::new(MemoryStorage::new());
+    storage.store(&persisted(&personalised)).unwrap();
+    let mut payer: TestCard = Card::open(storage).unwrap();
+    let mut first = pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root);
+    let mut second = pk_card(3, Profile::Hybrid, 3, 3, 5, 0, &ca, &ca.root);
+    op_count::take();
+    assert_eq!(settle_cards(&mut payer, &mut first, 10).unwrap().key_roll, KeyRoll::PublicKey);
+    // The payer's signing key and ECDH key, from the stored scalar.
+    assert_eq!(op_count::take().from_scalar, 2);
+    assert_eq!(settle_cards(&mut payer, &mut second, 10).unwrap().key_roll, KeyRoll::PublicKey);
+    assert_eq!(op_count::take().from_scalar, 0, "a second session restores no key");
 }
