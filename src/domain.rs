@@ -91,11 +91,14 @@ impl<'de> Deserialize<'de> for CardSerial {
     }
 }
 
-/// Serde for byte strings as lower-case hex text: the one hex module of the crate (card files, JSON
-/// output). `#[serde(with = "crate::domain::serde_hex")]` on a field of any [`HexBytes`] type, and
-/// `serde_hex::option` on an `Option` of one. The hex text of a secret is built in a zeroizing buffer.
+/// Serde for byte strings: lower-case hex text in human-readable formats (JSON output, version 2 card
+/// files written as JSON), the bytes themselves in binary ones (the CBOR card file, RFC 8949 §3.1 major
+/// type 2). The one hex module of the crate. `#[serde(with = "crate::domain::serde_hex")]` on a field
+/// of any [`HexBytes`] type, and `serde_hex::option` on an `Option` of one. The hex text of a secret is
+/// built in a zeroizing buffer.
 pub mod serde_hex {
     use serde::{Deserialize, Deserializer, Serializer};
+    use std::marker::PhantomData;
     use zeroize::Zeroizing;
 
     /// A value that is a byte string on the outside.
@@ -146,6 +149,9 @@ pub mod serde_hex {
     }
 
     fn serialize_hex<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return s.serialize_bytes(bytes);
+        }
         let text = to_hex(bytes);
         s.serialize_str(std::str::from_utf8(&text).expect("hex digits are ASCII"))
     }
@@ -155,7 +161,37 @@ pub mod serde_hex {
     }
 
     pub fn deserialize<'de, T: HexBytes, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
-        decode(&Zeroizing::new(String::deserialize(d)?))
+        if d.is_human_readable() {
+            decode(&Zeroizing::new(String::deserialize(d)?))
+        } else {
+            d.deserialize_bytes(BytesVisitor(PhantomData))
+        }
+    }
+
+    /// A binary format's byte string, made into a `T` without another copy (a copy the format made
+    /// for us, `visit_byte_buf`, is zeroized once read).
+    struct BytesVisitor<T>(PhantomData<T>);
+
+    impl<T: HexBytes> serde::de::Visitor<'_> for BytesVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a byte string ({})", T::expected())
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<T, E> {
+            T::from_hex_bytes(v).ok_or_else(|| E::custom(format!("expected {}", T::expected())))
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<T, E> {
+            self.visit_bytes(&Zeroizing::new(v))
+        }
+    }
+
+    /// A `T` in either form, for `Option`s of one.
+    struct Either<T>(T);
+
+    impl<'de, T: HexBytes> Deserialize<'de> for Either<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            deserialize(d).map(Either)
+        }
     }
 
     /// Bytes that serialize as their hex text.
@@ -179,7 +215,7 @@ pub mod serde_hex {
         }
 
         pub fn deserialize<'de, T: HexBytes, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
-            Option::<String>::deserialize(d)?.map(Zeroizing::new).map(|s| decode(&s)).transpose()
+            Ok(Option::<Either<T>>::deserialize(d)?.map(|e| e.0))
         }
     }
 }

@@ -250,8 +250,16 @@ pub enum StateError {
 }
 
 /// Initial capacity of [`CardState::encode`]'s buffer: a certified card's state file (certificates,
-/// anchor, factory certificates, keys and receipt window) is a few KiB.
-const ENCODE_CAPACITY: usize = 16 * 1024;
+/// anchor, factory certificates, keys and receipt window) is about 5 KiB.
+const ENCODE_CAPACITY: usize = 8 * 1024;
+
+/// The first bytes of every card file keyroll writes: the self-described CBOR tag 55799 (RFC 8949
+/// §3.4.6), which no JSON text begins with, so a reader tells the encodings apart by them.
+pub const SELF_DESCRIBED_CBOR: [u8; 3] = [0xd9, 0xd9, 0xf7];
+
+/// Decoding scratch space for CBOR strings (the longest byte string of a card state, a certificate,
+/// is under 1 KiB); zeroized after use, since secrets pass through it.
+const DECODE_SCRATCH: usize = 4096;
 
 impl CardState {
     /// A card with no factory credentials: it cannot be personalised (no line trusts it). Tests use it
@@ -352,26 +360,50 @@ impl CardState {
         }
     }
 
+    /// The card file: self-described CBOR (RFC 8949 §3.4.6) of the state, byte strings as bytes.
+    ///
+    /// The card writes its whole state at every change (house rule 3), up to five times in a settlement;
+    /// as JSON with hex byte strings (9.3 KB for a certified card) the encoding alone was a tenth of a
+    /// public-key roll (issue 15). CBOR carries the same fields by name, so fields added later with
+    /// `serde(default)` still read, and JSON files of this format written before still open (and
+    /// are written back as CBOR at the card's next change). `card show` is the human view.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         // Room for a certified card's file up front: fewer reallocations, each of which would leave an
         // unzeroized copy of the secrets in freed memory.
         let mut out = Zeroizing::new(Vec::with_capacity(ENCODE_CAPACITY));
-        serde_json::to_writer_pretty(&mut *out, self).expect("card state serializes");
+        out.extend_from_slice(&SELF_DESCRIBED_CBOR);
+        ciborium::into_writer(self, &mut *out).expect("card state serializes into memory");
         out
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, StateError> {
-        // Recognise a version 1 file by its format tag before anything else, to refuse it by name.
+        let s: CardState = match b.strip_prefix(&SELF_DESCRIBED_CBOR) {
+            Some(mut cbor) => {
+                let mut scratch = Zeroizing::new(vec![0u8; DECODE_SCRATCH]);
+                let s = ciborium::from_reader_with_buffer(&mut cbor, &mut scratch)
+                    .map_err(|e| StateError::Parse(e.to_string()))?;
+                if !cbor.is_empty() {
+                    return Err(StateError::Parse(format!("{} bytes after the card state", cbor.len())));
+                }
+                s
+            }
+            None => Self::decode_json(b)?,
+        };
+        if s.format != FORMAT {
+            return Err(StateError::Format { found: s.format });
+        }
+        Ok(s)
+    }
+
+    /// A card file written as JSON: this format before its files became CBOR, or version 1 (refused by
+    /// name, recognised by its format tag before anything else).
+    fn decode_json(b: &[u8]) -> Result<Self, StateError> {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(b)
             && v.get("format").and_then(|f| f.as_str()) == Some(FORMAT_V1)
         {
             return Err(StateError::Version1);
         }
-        let s: CardState = serde_json::from_slice(b).map_err(|e| StateError::Parse(e.to_string()))?;
-        if s.format != FORMAT {
-            return Err(StateError::Format { found: s.format });
-        }
-        Ok(s)
+        serde_json::from_slice(b).map_err(|e| StateError::Parse(e.to_string()))
     }
 
     /// The transfer key in use.
@@ -533,5 +565,91 @@ impl CardState {
             self.settled.pop_front();
         }
         self.settled.push_back(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state with something in every kind of field: secrets, certificates, keys, log, factory data.
+    fn sample() -> CardState {
+        let mut s = CardState::blank_from_fab(
+            ChipId([1, 2, 3, 4, 5, 6, 7, 8]),
+            SecretBytes::new(vec![0x11; 32]),
+            SecretBytes::new(vec![0x22; 32]),
+            vec![0x30, 0x82, 0x01, 0x00],
+            vec![0x30, 0x81, 0x7f],
+        );
+        s.life_cycle = LifeCycle::Issued;
+        s.serial = Some(CardSerial([0x4b, 0x52, 0, 0, 0, 0, 0, 9]));
+        s.transfer_keys = vec![StoredKey {
+            id: 3,
+            key: Secret16::new([0x33; 16]),
+            authorisation: Some(vec![9; 70]),
+            receipts_before: 0,
+        }];
+        s.selected_transfer_key_id = Some(TransferKeyId(3));
+        s.balance = Amount(1234);
+        s.receipt_secret = Some(Secret16::new([0x44; 16]));
+        s.log_key = Some(Secret16::new([0x55; 16]));
+        s.card_private_key = Some(SecretBytes::new(vec![0x66; 32]));
+        s.certificate = Some(vec![0xAB; 490]);
+        s.trust_anchor = Some(vec![0xCD; 465]);
+        s.push_log(LogKind::Credit, CardSerial([0x4b, 0x52, 0, 0, 0, 0, 0, 1]), Amount(5), 7);
+        s
+    }
+
+    #[test]
+    fn a_card_file_is_self_described_cbor_and_reads_back_the_same_state() {
+        let s = sample();
+        let file = s.encode();
+        assert_eq!(file[..3], SELF_DESCRIBED_CBOR);
+        assert_eq!(CardState::decode(&file).unwrap(), s);
+        // Byte strings are bytes: the secret is in the file as itself, never as hex text.
+        assert!(file.windows(16).any(|w| w == [0x44; 16]));
+        assert!(!file.windows(32).any(|w| w == hex::encode([0x44; 16]).as_bytes()));
+        // Little more than half the size of the JSON form it replaced.
+        let json = serde_json::to_vec_pretty(&s).unwrap();
+        assert!(file.len() * 10 < json.len() * 6, "CBOR {} bytes, JSON {}", file.len(), json.len());
+    }
+
+    /// Card files of this format written as JSON (before the card wrote CBOR) still open; the card
+    /// writes CBOR at its next change.
+    #[test]
+    fn a_json_card_file_of_this_format_still_reads() {
+        let s = sample();
+        let json = serde_json::to_vec_pretty(&s).unwrap();
+        let read = CardState::decode(&json).unwrap();
+        assert_eq!(read, s);
+        assert_eq!(read.encode()[..3], SELF_DESCRIBED_CBOR);
+        let v1 = br#"{"format":"keyroll-card/1","life_cycle":"issued"}"#;
+        assert!(matches!(CardState::decode(v1), Err(StateError::Version1)));
+    }
+
+    /// A card file cut short anywhere, or with bytes after the state, or with a byte string of the
+    /// wrong length, is refused with an error, never a panic and never a state.
+    #[test]
+    fn a_damaged_card_file_is_refused() {
+        let file = sample().encode();
+        for n in 0..file.len() {
+            assert!(CardState::decode(&file[..n]).is_err(), "cut at {n}");
+        }
+        let mut longer = file.to_vec();
+        longer.push(0);
+        assert!(matches!(CardState::decode(&longer), Err(StateError::Parse(m)) if m.contains("after")));
+        // The 16-byte receipt secret, one byte short (and the map header's length unchanged).
+        let short = {
+            let mut s = sample();
+            s.receipt_secret = None;
+            let mut v = ciborium::Value::serialized(&s).unwrap();
+            if let ciborium::Value::Map(m) = &mut v {
+                m.push((ciborium::Value::Text("receipt_secret".into()), ciborium::Value::Bytes(vec![0x44; 15])));
+            }
+            let mut out = SELF_DESCRIBED_CBOR.to_vec();
+            ciborium::into_writer(&v, &mut out).unwrap();
+            out
+        };
+        assert!(matches!(CardState::decode(&short), Err(StateError::Parse(m)) if m.contains("16-byte")));
     }
 }

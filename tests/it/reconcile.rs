@@ -110,10 +110,10 @@ fn reconcile_command_accounts_for_a_fleet_and_exits_1_on_an_edited_card() {
     assert_eq!(v["unaccounted"].as_i64(), Some(0), "{v}");
     assert_eq!(std::fs::read_to_string(s.path("j.jsonl")).unwrap().lines().count(), 2);
     // The holder edits a card file's balance: the card's own totals no longer add up.
-    let mut card: serde_json::Value = serde_json::from_slice(&std::fs::read(&cards[2]).unwrap()).unwrap();
-    assert_eq!(card["balance"], serde_json::json!(105), "{card}");
-    card["balance"] = serde_json::json!(500);
-    std::fs::write(&cards[2], serde_json::to_vec_pretty(&card).unwrap()).unwrap();
+    crate::support::edit_card_file(&cards[2], |card| {
+        assert_eq!(card["balance"], serde_json::json!(105), "{card}");
+        card["balance"] = serde_json::json!(500);
+    });
     let o = s.run(&["reconcile", "--cards", "cards", "--journal", "j.jsonl"]);
     assert_eq!(o.status.code(), Some(1), "{}", crate::support::cli::stderr(&o));
 }

@@ -88,9 +88,7 @@ fn audit_report_shows_the_latest_reconciliation_and_fails_when_it_did_not_add_up
     assert!(text.contains("unaccounted 0, 0 flag(s)"), "{text}");
 
     // A holder edits its card file's balance: reconcile says no (exit 1) and records that it did.
-    let mut card: Value = serde_json::from_slice(&std::fs::read(&cards[2]).unwrap()).unwrap();
-    card["balance"] = serde_json::json!(500);
-    std::fs::write(&cards[2], serde_json::to_vec_pretty(&card).unwrap()).unwrap();
+    crate::support::edit_card_file(&cards[2], |card| card["balance"] = serde_json::json!(500));
     let o = s.run(&["--json", "reconcile", "--cards", "cards", "--journal", "j.jsonl"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(json_of(&o)["recorded"]["id"], 2);
@@ -113,9 +111,7 @@ fn audit_report_shows_the_latest_reconciliation_and_fails_when_it_did_not_add_up
 #[test]
 fn an_edited_reconciliation_row_is_tampering() {
     let (s, cards, _) = fleet();
-    let mut card: Value = serde_json::from_slice(&std::fs::read(&cards[2]).unwrap()).unwrap();
-    card["balance"] = serde_json::json!(500);
-    std::fs::write(&cards[2], serde_json::to_vec_pretty(&card).unwrap()).unwrap();
+    crate::support::edit_card_file(&cards[2], |card| card["balance"] = serde_json::json!(500));
     let o = s.run(&["--json", "reconcile", "--cards", "cards", "--journal", "j.jsonl"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let before = s.dump();

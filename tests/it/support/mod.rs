@@ -240,6 +240,16 @@ pub fn select(card: &mut TestCard) {
     assert_eq!(raw(card, &a), 0x9000);
 }
 
+/// Edit a card file through its JSON form, as a holder tampering with its card's memory would: the
+/// file is decoded, `edit`ed as JSON and written back in the card file's encoding (CBOR).
+pub fn edit_card_file(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let state = CardState::decode(&std::fs::read(path).expect("card file")).expect("a card file");
+    let mut v = serde_json::to_value(&state).expect("card state as JSON");
+    edit(&mut v);
+    let state: CardState = serde_json::from_value(v).expect("an edited card state");
+    std::fs::write(path, state.encode()).expect("card file written");
+}
+
 /// The persisted bytes of a card.
 pub fn persisted(card: &TestCard) -> Vec<u8> {
     card.storage().inner.record().expect("written").to_vec()
