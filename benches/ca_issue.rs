@@ -16,10 +16,13 @@
 //!   with it.
 //! - `openssl speed -seconds 1 ecdsap256` sign/s (per CPU-second: it divides by CPU user time unless
 //!   `-elapsed`, so a busy machine does not lower it) against keyroll's own one-core sign rate, also
-//!   per CPU-second (`/proc/self/stat`).
+//!   per CPU-second (`CLOCK_PROCESS_CPUTIME_ID`).
 //!
 //! The benchmark also hands a sample of its certificates to `openssl verify`, so a fast but broken
 //! CA does not report a number.
+
+#[path = "../tests/it/support/mod.rs"]
+mod support;
 
 use keyroll::authority::ca::{self, CardCertRequest, IssuerCa, PEM_CERTIFICATE, ValidityPeriod};
 use keyroll::crypto::card_key::CardKeyPair;
@@ -47,13 +50,10 @@ fn openssl(args: &[&str]) -> std::process::Output {
     Command::new("openssl").args(args).output().expect("the openssl CLI is needed for this benchmark")
 }
 
-/// CPU seconds (user + system, all threads) this process has used, from `/proc/self/stat` (Linux;
-/// `None` elsewhere). Fields 14 and 15 are in clock ticks, 100 per second on Linux (USER_HZ).
+/// CPU seconds (user + system, all threads) this process has used (`CLOCK_PROCESS_CPUTIME_ID`,
+/// nanosecond resolution; `/proc/self/stat` counted 10 ms ticks).
 fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+    Some(support::cpu_time().as_secs_f64())
 }
 
 /// `openssl speed -seconds 1 ecdsap256`: (sign/s, verify/s) from the `nistp256` result line.

@@ -94,14 +94,22 @@ pub fn check_chains(
     certificates
         .par_iter()
         .map(|(label, der)| {
-            let parsed = Certificate::from_der(der).ok();
-            let outcome: Result<_, PathError> = validator.validate(der, opts);
+            // Parsed once: the subject and serial for the report, then the certificate itself into
+            // validation (which would otherwise parse the same DER again).
+            let (subject, serial, outcome): (_, _, Result<_, PathError>) = match Certificate::from_der(der) {
+                Ok(c) => {
+                    let (subject, serial) = (c.subject.display(), hex::encode(&c.serial));
+                    (Some(subject), Some(serial), validator.validate_parsed(c, opts))
+                }
+                // The validator's own answer (its input budget is reported before a leaf's DER).
+                Err(_) => (None, None, validator.validate(der, opts)),
+            };
             ChainResult {
                 certificate: label.clone(),
                 valid: outcome.is_ok(),
                 reason: outcome.err().map(|e| e.to_string()),
-                subject: parsed.as_ref().map(|c| c.subject.display()),
-                serial: parsed.as_ref().map(|c| hex::encode(&c.serial)),
+                subject,
+                serial,
             }
         })
         .collect()

@@ -136,13 +136,8 @@ fn one_parse_validation_gives_the_verdict_of_validation_at_the_latest_not_before
 /// is `card::session`'s unit test.)
 #[test]
 fn the_key_object_is_made_once_per_card_not_per_session() {
-    use keyroll::card::Card;
-    use keyroll::card::storage::{MemoryStorage, Storage, TearingStorage};
     let ca = TestCa::new("Ops Issuer");
-    let personalised = pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root);
-    let mut storage = TearingStorage::new(MemoryStorage::new());
-    storage.store(&persisted(&personalised)).unwrap();
-    let mut payer: TestCard = Card::open(storage).unwrap();
+    let mut payer = card_from_record(&persisted(&pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root)));
     let mut first = pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root);
     let mut second = pk_card(3, Profile::Hybrid, 3, 3, 5, 0, &ca, &ca.root);
     op_count::take();

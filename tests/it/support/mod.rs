@@ -250,6 +250,15 @@ pub fn edit_card_file(path: &std::path::Path, edit: impl FnOnce(&mut serde_json:
     std::fs::write(path, state.encode()).expect("card file written");
 }
 
+/// A card opened from a stored record (as `keyroll settle` and `card serve` open card files): a new
+/// card object, with nothing of the one that wrote the record but its persistent state.
+pub fn card_from_record(record: &[u8]) -> TestCard {
+    use keyroll::card::storage::Storage;
+    let mut storage = TearingStorage::new(MemoryStorage::new());
+    storage.store(record).expect("memory");
+    Card::open(storage).expect("a card record")
+}
+
 /// The persisted bytes of a card.
 pub fn persisted(card: &TestCard) -> Vec<u8> {
     card.storage().inner.record().expect("written").to_vec()
