@@ -99,8 +99,13 @@ impl KeyObject {
     }
 
     /// Hold `pair`, just generated: its scalar is the one the card is about to store. Should that write
-    /// not happen, the next use finds the stored scalar different and remakes the key from it.
+    /// not happen, the next use finds the stored scalar different and remakes the key from it. While the
+    /// card generates it, the key is made ready for ECDH (ECIES open) as well as for signing, as a
+    /// secure element prepares a key object once; a key made from the stored scalar gets its ECDH form
+    /// at its first use.
     pub fn hold(&mut self, pair: CardKeyPair) {
+        // Only AWS-LC failing to allocate could refuse; the first ECDH would then make it instead.
+        let _ = pair.key_pair().prepare_agreement();
         self.made = Some(MadeKey { scalar: pair.to_bytes(), pair });
     }
 }

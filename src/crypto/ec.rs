@@ -487,7 +487,18 @@ impl KeyPair {
 
     /// ECDH (SEC 1 §3.3.1) with `peer`: the x-coordinate of `d · Q`.
     pub fn agree(&self, peer: &PublicKey) -> Result<SharedSecret, CryptoError> {
-        let key = match self.agreement.get() {
+        agree(self.agreement_key()?, peer)
+    }
+
+    /// Make the ECDH form of this key now rather than at its first [`KeyPair::agree`] (a card's key
+    /// object, made once, is ready for both uses).
+    pub fn prepare_agreement(&self) -> Result<(), CryptoError> {
+        self.agreement_key().map(|_| ())
+    }
+
+    /// The same scalar as an ECDH key, made on first use.
+    fn agreement_key(&self) -> Result<&agreement::PrivateKey, CryptoError> {
+        Ok(match self.agreement.get() {
             Some(k) => k,
             None => {
                 count!(from_scalar);
@@ -500,8 +511,7 @@ impl KeyPair {
                     .map_err(|_| CryptoError::Backend)?;
                 self.agreement.get_or_init(|| k)
             }
-        };
-        agree(key, peer)
+        })
     }
 }
 

@@ -38,11 +38,12 @@ fn a_public_key_roll_settlement_performs_a_pinned_number_of_p256_operations() {
         ecdh: 2,
         // The envelope's ephemeral key.
         generate: 1,
-        // Each card holds the key pair it generated at personalisation (its key object outlives
-        // sessions); the payer makes the ECDH key of the same scalar for ECIES open.
-        from_scalar: 1,
-        // Points decoded and checked: 2 per certificate validation (leaf and anchor), the ephemeral key
-        // made and received, the scheme key twice for the authorisation, the payer's ECDH key.
+        // Each card holds the key pair it generated at personalisation, ready for signing and ECDH
+        // (its key object outlives sessions): nothing is restored from a scalar.
+        from_scalar: 0,
+        // Points decoded and checked (`PublicKey::from_sec1`): leaf and anchor in each of the two
+        // certificate validations, the scheme key twice in the authorisation check (its id, then the
+        // signature), the ephemeral key made and received, and the rest.
         parse_public: 9,
     };
     assert_eq!(ops, expected, "P-256 operations of one public-key-roll settlement");
