@@ -4,6 +4,8 @@
 //! `pki`), has the key usage the step needs, and names the card serial the protocol says.
 
 use super::policy::ClockFloor;
+use super::session::Session;
+use super::state::CardState;
 use crate::crypto::ec::PublicKey;
 use crate::domain::CardSerial;
 use crate::pki::{self, KeyUsage, ValidationOptions};
@@ -87,6 +89,19 @@ pub fn check_in_session(
     let peer = checked.grant(usages)?.peer.clone();
     *last = Some(checked);
     Ok(peer)
+}
+
+/// The card's own check of a peer certificate in a command: against its trust anchor, at its clock
+/// floor, the verdict remembered in `session` ([`check_in_session`]). A card without an anchor answers
+/// 6985 (conditions of use not satisfied).
+pub(super) fn check_peer(
+    state: &CardState,
+    session: &mut Session,
+    der: &[u8],
+    usages: &[Usage],
+) -> Result<Peer, StatusWord> {
+    let anchor = state.trust_anchor.as_deref().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    check_in_session(&mut session.peer, der, anchor, state.clock_floor, usages)
 }
 
 /// A peer certificate that validated against an anchor (before key usage was asked for).

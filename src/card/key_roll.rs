@@ -32,10 +32,6 @@ fn own_key_pair<'k>(state: &CardState, keys: &'k mut KeyObject) -> Result<&'k Ca
     keys.key_pair(k)
 }
 
-fn anchor(state: &CardState) -> Result<&[u8], StatusWord> {
-    state.trust_anchor.as_deref().ok_or(StatusWord::ConditionsNotSatisfied)
-}
-
 fn symmetric_headers<'a>(
     sender: &'a CardSerial,
     receiver: &'a CardSerial,
@@ -68,13 +64,7 @@ pub(super) fn request_update_permission(
         // Claims 4, 7: the request carries the newer card's certificate; its key will check the
         // signature in UPDATE TRANSFER KEY.
         KeyRollPath::PublicKey => {
-            let peer = certificate::check_in_session(
-                &mut session.peer,
-                sender_certificate,
-                anchor(state)?,
-                state.clock_floor,
-                &[Usage::Signing],
-            )?;
+            let peer = certificate::check_peer(state, session, sender_certificate, &[Usage::Signing])?;
             if Some(peer.serial) == state.serial {
                 return Err(StatusWord::IncorrectData);
             }
@@ -140,13 +130,7 @@ pub(super) fn get_transfer_key(
             // Claims 4, 7: "first encrypted data into which the transfer key identifier and the transfer
             // key are encrypted by use of the third public key", then "first digital signature data from
             // the first encrypted data and the second random number by use of the secret key".
-            let peer = certificate::check_in_session(
-                &mut session.peer,
-                receiver_certificate,
-                anchor(state)?,
-                state.clock_floor,
-                &[Usage::KeyAgreement],
-            )?;
+            let peer = certificate::check_peer(state, session, receiver_certificate, &[Usage::KeyAgreement])?;
             if peer.serial != receiver {
                 return Err(StatusWord::IncorrectData);
             }

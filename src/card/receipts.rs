@@ -184,9 +184,9 @@ impl ReceiptWindow {
     }
 }
 
-/// File form: the counter and both bitmaps as hex (512 bytes each), through the crate's one hex
-/// module (its table lookup, not a `String` built one `char` at a time: the card writes this on
-/// every state change, and the bitmaps were a fifth of a settlement's CPU).
+/// File form: the counter and both bitmaps (512 bytes each) through the crate's byte-string module,
+/// `serde_hex`: bytes in the CBOR card file, hex in JSON (the card writes this at every state change;
+/// hexed one `char` at a time, the bitmaps were a fifth of a settlement's CPU).
 #[derive(Serialize, Deserialize)]
 struct WindowFile {
     next: u32,

@@ -169,14 +169,7 @@ fn check_payer_signature(
         return Ok(());
     }
     let (signature, certificate) = signed.ok_or(StatusWord::SecurityStatusNotSatisfied)?;
-    let anchor = state.trust_anchor.as_deref().ok_or(StatusWord::ConditionsNotSatisfied)?;
-    let peer = super::certificate::check_in_session(
-        &mut session.peer,
-        certificate,
-        anchor,
-        state.clock_floor,
-        &[super::certificate::Usage::Signing],
-    )?;
+    let peer = super::certificate::check_peer(state, session, certificate, &[super::certificate::Usage::Signing])?;
     if &peer.serial != t.payer {
         return Err(StatusWord::SecurityStatusNotSatisfied);
     }

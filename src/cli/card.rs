@@ -76,6 +76,25 @@ pub fn parse_challenge(s: &str) -> Result<crate::protocol::command::Challenge, C
     b.try_into().map_err(|_| bad())
 }
 
+/// EXPORT LOG of the card at `reader` (a PC/SC reader or `file:PATH`) answering `challenge`; a failure's
+/// hint ends with what the command left undone (`nothing_done`).
+pub fn export_from(
+    ctx: &Context,
+    reader: &str,
+    challenge: &crate::protocol::command::Challenge,
+    nothing_done: &str,
+) -> Result<crate::protocol::ledger::CardLogExport, CliError> {
+    let verbose = ctx.verbose;
+    super::settle::with_channel(reader, |ch| {
+        crate::terminal::export_log(ch, challenge, verbose).map_err(|e| {
+            CliError::input(
+                e.to_string(),
+                format!("check the card is an issued keyroll card and stays in the reader; {nothing_done}"),
+            )
+        })
+    })
+}
+
 /// A fresh challenge, or an error the CLI can show.
 pub fn fresh_challenge() -> Result<crate::protocol::command::Challenge, CliError> {
     crate::rollout::exports::fresh_challenge()
@@ -189,15 +208,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: CardCommand) 
             // Checked before the card is touched: a file it was not asked to replace (or a card file,
             // the database, its identity) stays as it is.
             ctx.check_output(&out, force)?;
-            let verbose = ctx.verbose;
-            let export = super::settle::with_channel(&reader, |ch| {
-                crate::terminal::export_log(ch, &challenge, verbose).map_err(|e| {
-                    CliError::input(
-                        e.to_string(),
-                        "check the card is an issued keyroll card and stays in the reader; nothing was written",
-                    )
-                })
-            })?;
+            let export = export_from(ctx, &reader, &challenge, "nothing was written")?;
             let mut bytes = serde_json::to_vec_pretty(&export)
                 .map_err(|e| CliError::internal(format!("cannot encode the export: {e}")))?;
             bytes.push(b'\n');

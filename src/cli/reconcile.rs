@@ -137,15 +137,7 @@ fn collect_exports(ctx: &Context, a: &ReconcileArgs) -> Result<Vec<CardLogExport
     }
     for r in &a.reader {
         let challenge = super::card::fresh_challenge()?;
-        let verbose = ctx.verbose;
-        exports.push(super::settle::with_channel(r, |ch| {
-            crate::terminal::export_log(ch, &challenge, verbose).map_err(|e| {
-                CliError::input(
-                    e.to_string(),
-                    "check the card is an issued keyroll card and stays in the reader; nothing was recorded",
-                )
-            })
-        })?);
+        exports.push(super::card::export_from(ctx, r, &challenge, "nothing was recorded")?);
     }
     Ok(exports)
 }
