@@ -101,26 +101,22 @@ fn main() {
     );
     let ca = TestCa::new("Bench Issuer");
     let pk_n = (n / 2).max(50);
-    let (pk_us, _, pk_apdus) = run_with(
-        "public-key roll (hybrid)",
-        pk_n,
-        || {
-            (
-                pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root),
-                pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root),
-            )
-        },
-        10,
-        KeyRoll::PublicKey,
-        &SettleOptions::default(),
-    );
+    // The payer holds the older transfer key: every settlement rolls the payee's onto it.
+    let pk_pair = || {
+        (
+            pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root),
+            pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root),
+        )
+    };
+    let (pk_us, _, pk_apdus) =
+        run_with("public-key roll (hybrid)", pk_n, pk_pair, 10, KeyRoll::PublicKey, &SettleOptions::default());
     // The same rolls between cards opened from their stored records, as `keyroll settle` opens card
     // files: each card makes its key pair from the stored scalar at first use (the cards above hold the
     // one they generated at personalisation).
-    let records = (
-        persisted(&pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root)),
-        persisted(&pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root)),
-    );
+    let records = {
+        let (a, b) = pk_pair();
+        (persisted(&a), persisted(&b))
+    };
     run_with(
         "public-key roll, from records",
         pk_n,
@@ -208,12 +204,7 @@ fn main() {
         let (_, cpu_us, _) = run_with(
             &format!("public-key roll, round {round}"),
             per_round,
-            || {
-                (
-                    pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root),
-                    pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root),
-                )
-            },
+            pk_pair,
             10,
             KeyRoll::PublicKey,
             &SettleOptions::default(),

@@ -1,6 +1,6 @@
 //! The issuer back office through the real binary and a real SQLite file (issue: back office).
 
-use crate::support::cli;
+use crate::support::cli::{self, file_reader};
 use cli::*;
 
 use std::process::Command;
@@ -381,7 +381,7 @@ fn hybrid_cards_converge_over_the_public_key_path_from_the_command_line(s: Scrat
     s.ok(&["batch", "new", "h2", "--profile", "hybrid", "--transfer-key-limit", "4", "--initial-balance", "100"]);
     s.ok(&["perso", "--batch", "h2", "--out-dir", "cards", "--count", "1"]);
     let files = s.card_files("cards");
-    let f = |i: usize| format!("file:{}", files[i].display());
+    let f = |i: usize| file_reader(&files[i]);
     let r = s.json(&["settle", "--payer", &f(0), "--payee", &f(2), "--amount", "30"]);
     assert_eq!(r["key_roll"], "public-key");
     assert_eq!(r["updated_card"], "payer");
@@ -471,7 +471,7 @@ fn a_card_file_in_use_by_another_process_is_refused() {
     s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "10"]);
     s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "2"]);
     let files = s.card_files("cards");
-    let (a, b) = (format!("file:{}", files[0].display()), format!("file:{}", files[1].display()));
+    let (a, b) = (file_reader(&files[0]), file_reader(&files[1]));
     let before = std::fs::read(&files[0]).unwrap();
     // Another process (here: this test) holds the first card.
     let held = keyroll::card::storage::FileStorage::exclusive(&files[0]).unwrap();

@@ -4,7 +4,7 @@
 //! check (it is made under the generation's shared transfer key): anyone could rewrite a journal into a
 //! valid hash chain. Now a rewritten line with a good chain but a bad (or removed) signature is flagged.
 
-use crate::support::cli::{Scratch, stderr};
+use crate::support::cli::{Scratch, file_reader, stderr};
 use keyroll::protocol::ledger::{self, GENESIS, JournalLine};
 
 /// Rewrite line `i` (0-based) of a journal with `edit` and re-chain every line after it: a valid hash
@@ -39,11 +39,8 @@ fn flags_of(s: &Scratch, journal: &str) -> (Option<i32>, Vec<serde_json::Value>)
 #[test]
 fn a_forged_journal_line_with_a_good_chain_but_a_bad_signature_is_flagged() {
     let s = Scratch::new();
-    s.init();
-    s.ok(&["batch", "new", "pk", "--profile", "public-key", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "pk", "--out-dir", "cards", "--count", "2"]);
-    let files = s.card_files("cards");
-    let spec = |i: usize| format!("file:{}", files[i].display());
+    let files = s.init_with_cards("public-key", 2);
+    let spec = |i: usize| file_reader(&files[i]);
     for (payer, payee, amount) in [(0, 1, "30"), (1, 0, "5"), (0, 1, "7")] {
         s.ok(&["settle", "--payer", &spec(payer), "--payee", &spec(payee), "--amount", amount, "--journal", "j.jsonl"]);
     }

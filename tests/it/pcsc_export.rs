@@ -7,25 +7,22 @@
 #![cfg(feature = "pcsc")]
 
 use super::pcsc_cli::serve;
-use crate::support::cli::{Scratch, stderr};
+use crate::support::cli::{Scratch, file_reader, stderr};
 use crate::support::pcscd::acquire;
 
 #[test]
 fn cards_exported_through_readers_reconcile_and_a_stale_export_is_refused() {
     let pc = acquire();
     let s = Scratch::new();
-    s.init();
-    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "2"]);
-    let cards = s.card_files("cards");
+    let cards = s.init_with_cards("symmetric", 2);
     // 30, then ten payments of 1: eleven log entries each, an export longer than one short response.
     for amount in [30, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1] {
         s.ok(&[
             "settle",
             "--payer",
-            &format!("file:{}", cards[0].display()),
+            &file_reader(&cards[0]),
             "--payee",
-            &format!("file:{}", cards[1].display()),
+            &file_reader(&cards[1]),
             "--amount",
             &amount.to_string(),
         ]);

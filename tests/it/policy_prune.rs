@@ -7,10 +7,6 @@
 use crate::support::cli::*;
 use std::path::Path;
 
-fn file(p: &Path) -> String {
-    format!("file:{}", p.display())
-}
-
 #[test]
 fn a_pruned_blocked_card_stays_unable_to_move_value() {
     let s = Scratch::new();
@@ -22,7 +18,17 @@ fn a_pruned_blocked_card_stays_unable_to_move_value() {
     let serial = |p: &Path| s.json(&["card", "show", p.to_str().unwrap()])["serial"].as_str().unwrap().to_string();
     let policy_of = |p: &Path| s.json(&["card", "show", p.to_str().unwrap()])["policy_number"].as_u64().unwrap();
     let settle = |payer: &Path, payee: &Path, policy: &str| {
-        s.run(&["settle", "--payer", &file(payer), "--payee", &file(payee), "--amount", "5", "--policy", policy])
+        s.run(&[
+            "settle",
+            "--payer",
+            &file_reader(payer),
+            "--payee",
+            &file_reader(payee),
+            "--amount",
+            "5",
+            "--policy",
+            policy,
+        ])
     };
     // The compromised card is blocked: its peers refuse it once they hold the policy.
     let bad = serial(&old[0]);
@@ -31,7 +37,11 @@ fn a_pruned_blocked_card_stays_unable_to_move_value() {
     let o = settle(&old[0], &old[1], "p-block.bin");
     assert_eq!(o.status.code(), Some(1), "a blocked card is refused: {}", stderr(&o));
     assert!(stderr(&o).contains("policy blocks"), "{}", stderr(&o));
-    assert!(s.run(&["settle", "--payer", &file(&old[1]), "--payee", &file(&old[2]), "--amount", "5"]).status.success());
+    assert!(
+        s.run(&["settle", "--payer", &file_reader(&old[1]), "--payee", &file_reader(&old[2]), "--amount", "5"])
+            .status
+            .success()
+    );
 
     // Generation 2 (transfer key 3, limit 9); keys 1 and 2 retired: generation 1 is dead.
     s.ok(&["key", "new", "transfer"]);
@@ -59,7 +69,7 @@ fn a_pruned_blocked_card_stays_unable_to_move_value() {
     let before =
         (s.json(&["card", "show", old[0].to_str().unwrap()]), s.json(&["card", "show", old[1].to_str().unwrap()]));
     for (payer, payee) in [(&old[0], &old[1]), (&old[1], &old[0])] {
-        let o = s.run(&["settle", "--payer", &file(payer), "--payee", &file(payee), "--amount", "5"]);
+        let o = s.run(&["settle", "--payer", &file_reader(payer), "--payee", &file_reader(payee), "--amount", "5"]);
         assert_eq!(o.status.code(), Some(1), "a pruned card moves no value: {}", stderr(&o));
     }
     let after =
@@ -67,5 +77,9 @@ fn a_pruned_blocked_card_stays_unable_to_move_value() {
     assert_eq!(before.0["balance"], after.0["balance"]);
     assert_eq!(before.1["balance"], after.1["balance"]);
     // Live cards are unaffected.
-    assert!(s.run(&["settle", "--payer", &file(&new[0]), "--payee", &file(&new[1]), "--amount", "5"]).status.success());
+    assert!(
+        s.run(&["settle", "--payer", &file_reader(&new[0]), "--payee", &file_reader(&new[1]), "--amount", "5"])
+            .status
+            .success()
+    );
 }

@@ -4,11 +4,6 @@
 
 use crate::support::cli::*;
 use std::collections::BTreeMap;
-use std::path::Path;
-
-fn file(p: &Path) -> String {
-    format!("file:{}", p.display())
-}
 
 #[test]
 fn rollout_plan_predicts_exactly_the_cards_a_closed_update_key_strands() {
@@ -54,9 +49,9 @@ fn rollout_plan_predicts_exactly_the_cards_a_closed_update_key_strands() {
                 let o = s.run(&[
                     "settle",
                     "--payer",
-                    &file(&card),
+                    &file_reader(&card),
                     "--payee",
-                    &file(n),
+                    &file_reader(n),
                     "--amount",
                     "0",
                     "--policy",
@@ -105,9 +100,9 @@ fn rollout_status_follows_the_policy_spreading_card_to_card() {
     let r = s.json(&[
         "settle",
         "--payer",
-        &file(&c[0]),
+        &file_reader(&c[0]),
         "--payee",
-        &file(&c[1]),
+        &file_reader(&c[1]),
         "--amount",
         "1",
         "--policy",
@@ -118,13 +113,13 @@ fn rollout_status_follows_the_policy_spreading_card_to_card() {
     assert_eq!(st["behind_newest_policy"], 1, "{st}");
     assert_eq!((st["by_policy_number"]["1"].as_u64(), st["by_policy_number"]["2"].as_u64()), (Some(1), Some(2)));
     // ... and one of them to the third through a terminal without it.
-    let r = s.json(&["settle", "--payer", &file(&c[1]), "--payee", &file(&c[2]), "--amount", "1"]);
+    let r = s.json(&["settle", "--payer", &file_reader(&c[1]), "--payee", &file_reader(&c[2]), "--amount", "1"]);
     assert_eq!(r["policy_spread"], "payee");
     let st = status();
     assert_eq!(st["behind_newest_policy"], 0, "{st}");
     // Now none of them deals with the blocked card, whatever the terminal carries.
     let v = s.card_files("victim")[0].clone();
-    let o = s.run(&["--json", "settle", "--payer", &file(&v), "--payee", &file(&c[2]), "--amount", "1"]);
+    let o = s.run(&["--json", "settle", "--payer", &file_reader(&v), "--payee", &file_reader(&c[2]), "--amount", "1"]);
     assert_eq!(o.status.code(), Some(1));
     let e: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
     assert_eq!(e["error"]["code"], "blocked", "{e}");

@@ -94,11 +94,8 @@ fn a_torn_settlement_is_exactly_in_flight_until_an_honest_settlement_resolves_it
 fn reconcile_command_accounts_for_a_fleet_and_exits_1_on_an_edited_card() {
     use crate::support::cli::Scratch;
     let s = Scratch::new();
-    s.init();
-    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "3"]);
-    let cards = s.card_files("cards");
-    let spec = |i: usize| format!("file:{}", cards[i].display());
+    let cards = s.init_with_cards("symmetric", 3);
+    let spec = |i: usize| crate::support::cli::file_reader(&cards[i]);
     s.ok(&["settle", "--payer", &spec(0), "--payee", &spec(1), "--amount", "30", "--journal", "j.jsonl"]);
     s.ok(&["settle", "--payer", &spec(1), "--payee", &spec(2), "--amount", "5", "--journal", "j.jsonl"]);
     let v = s.json(&["reconcile", "--cards", "cards", "--journal", "j.jsonl"]);

@@ -5,7 +5,7 @@
 //! reconciliation's, or the one `settle --journal` printed, given as `--expect-head`).
 //! Everything through the real binary and the sqlite3 CLI.
 
-use crate::support::cli::{Scratch, stderr};
+use crate::support::cli::{Scratch, file_reader, stderr};
 use serde_json::Value;
 use std::process::Output;
 
@@ -18,11 +18,8 @@ fn fleet() -> (Scratch, Vec<std::path::PathBuf>, Value) {
 /// [`fleet`], and the text output of the first settlement.
 fn fleet_with_text() -> ((Scratch, Vec<std::path::PathBuf>, Value), String) {
     let s = Scratch::new();
-    s.init();
-    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "3"]);
-    let cards = s.card_files("cards");
-    let spec = |i: usize| format!("file:{}", cards[i].display());
+    let cards = s.init_with_cards("symmetric", 3);
+    let spec = |i: usize| file_reader(&cards[i]);
     let first = s.ok(&["settle", "--payer", &spec(0), "--payee", &spec(1), "--amount", "30", "--journal", "j.jsonl"]);
     let second = s.json(&["settle", "--payer", &spec(1), "--payee", &spec(2), "--amount", "5", "--journal", "j.jsonl"]);
     ((s, cards, second), first)
@@ -161,7 +158,7 @@ fn a_deleted_last_journal_line_is_flagged_against_the_recorded_head() {
     assert_eq!(code, Some(1), "{r}");
 
     // A journal that grows is fine: after the flagged runs, a fresh journal and a further settlement.
-    let spec = |i: usize| format!("file:{}", cards[i].display());
+    let spec = |i: usize| file_reader(&cards[i]);
     s.ok(&["settle", "--payer", &spec(2), "--payee", &spec(0), "--amount", "1", "--journal", "k.jsonl"]);
     s.ok(&["reconcile", "--cards", "cards", "--journal", "k.jsonl"]);
     s.ok(&["settle", "--payer", &spec(2), "--payee", &spec(0), "--amount", "1", "--journal", "k.jsonl"]);
@@ -207,11 +204,8 @@ fn a_deleted_last_journal_line_is_flagged_against_the_head_settle_printed() {
 #[test]
 fn a_reconciliation_on_postgres_is_recorded_and_vouched_for() {
     let s = Scratch::postgres();
-    s.init();
-    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "2"]);
-    let cards = s.card_files("cards");
-    let spec = |i: usize| format!("file:{}", cards[i].display());
+    let cards = s.init_with_cards("symmetric", 2);
+    let spec = |i: usize| file_reader(&cards[i]);
     s.ok(&["settle", "--payer", &spec(0), "--payee", &spec(1), "--amount", "7", "--journal", "j.jsonl"]);
     let v = s.json(&["reconcile", "--cards", "cards", "--journal", "j.jsonl"]);
     assert_eq!(v["recorded"]["id"], 1, "{v}");

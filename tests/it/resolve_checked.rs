@@ -10,7 +10,7 @@
 //! Runs on SQLite and on PostgreSQL.
 
 use super::value_attacks::send;
-use crate::support::cli::{Scratch, both_engines, stderr};
+use crate::support::cli::{Scratch, both_engines, file_reader, stderr};
 use crate::support::*;
 use keyroll::card::receipts::RECEIPT_WINDOW;
 use keyroll::domain::*;
@@ -222,7 +222,7 @@ fn a_resolution_is_checked_against_the_newest_reconciliation(s: Scratch) {
 
     // Spread: P is refunded 40 and 15, d25 closed; settling P with T resolves d10 by the cards.
     s.ok(&["policy", "publish", "--out", "policy.bin"]);
-    let spec = |i: usize| format!("file:{}", files[i].display());
+    let spec = |i: usize| file_reader(&files[i]);
     s.ok(&["settle", "--payer", &spec(0), "--payee", &spec(1), "--amount", "0", "--policy", "policy.bin"]);
     s.ok(&["settle", "--payer", &spec(0), "--payee", &spec(2), "--amount", "0"]);
     let v = s.json(&["reconcile", "--cards", "cards"]);
@@ -248,10 +248,7 @@ fn a_resolution_is_checked_against_the_newest_reconciliation(s: Scratch) {
 
 both_engines!(with_no_reconciliation_nothing_is_resolved_but_by_the_override);
 fn with_no_reconciliation_nothing_is_resolved_but_by_the_override(s: Scratch) {
-    s.init();
-    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "2"]);
-    let files = s.card_files("cards");
+    let files = s.init_with_cards("symmetric", 2);
     let (mut p, mut q) = (load(&files[0]), load(&files[1]));
     let (d, _, _) = debit(&mut p, &mut q, 30);
     save(&p, &files[0]);

@@ -8,7 +8,7 @@
 
 use super::value_attacks::send;
 use super::value_resolutions::{fresh, stuck_debit};
-use crate::support::cli::{Scratch, stderr};
+use crate::support::cli::{Scratch, file_reader, stderr};
 use crate::support::*;
 use keyroll::crypto::Secret16;
 use keyroll::domain::*;
@@ -177,11 +177,8 @@ fn export_log_refusals_have_their_own_status() {
 /// second.
 fn issuer() -> (Scratch, Vec<std::path::PathBuf>) {
     let s = Scratch::new();
-    s.init();
-    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "2"]);
-    let cards = s.card_files("cards");
-    let spec = |i: usize| format!("file:{}", cards[i].display());
+    let cards = s.init_with_cards("symmetric", 2);
+    let spec = |i: usize| file_reader(&cards[i]);
     s.ok(&["settle", "--payer", &spec(0), "--payee", &spec(1), "--amount", "30"]);
     (s, cards)
 }
@@ -203,16 +200,7 @@ fn exports_collected_by_a_terminal_reconcile_and_stale_or_edited_ones_are_refuse
     let (s, cards) = issuer();
     let c1 = challenge(&s);
     let export = |c: &str, card: usize, out: &str| {
-        s.json(&[
-            "card",
-            "export-log",
-            "--reader",
-            &format!("file:{}", cards[card].display()),
-            "--challenge",
-            c,
-            "--out",
-            out,
-        ])
+        s.json(&["card", "export-log", "--reader", &file_reader(&cards[card]), "--challenge", c, "--out", out])
     };
     let v = export(&c1, 0, "a1.json");
     assert_eq!(
@@ -231,15 +219,7 @@ fn exports_collected_by_a_terminal_reconcile_and_stale_or_edited_ones_are_refuse
 
     // A new round: the card pays again, and a hostile terminal hands in the old round's export of it
     // (balance 70, before the payment) with the new round's challenge beside it: refused, nothing recorded.
-    s.ok(&[
-        "settle",
-        "--payer",
-        &format!("file:{}", cards[0].display()),
-        "--payee",
-        &format!("file:{}", cards[1].display()),
-        "--amount",
-        "5",
-    ]);
+    s.ok(&["settle", "--payer", &file_reader(&cards[0]), "--payee", &file_reader(&cards[1]), "--amount", "5"]);
     let c2 = challenge(&s);
     export(&c2, 1, "b2.json");
     let o = s.run(&["reconcile", "--export", "a1.json", "--export", "b2.json", "--challenge", &c2]);
@@ -287,16 +267,7 @@ fn exports_collected_by_a_terminal_reconcile_and_stale_or_edited_ones_are_refuse
     assert_eq!(s.sql("SELECT count(*) FROM reconciliations"), recorded);
     // Outputs: an existing export is kept without --force; a card file is never an output.
     let kept = std::fs::read(s.path("a4.json")).unwrap();
-    let o = s.run(&[
-        "card",
-        "export-log",
-        "--reader",
-        &format!("file:{}", cards[0].display()),
-        "--challenge",
-        &c1,
-        "--out",
-        "a4.json",
-    ]);
+    let o = s.run(&["card", "export-log", "--reader", &file_reader(&cards[0]), "--challenge", &c1, "--out", "a4.json"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("hint:"), "{}", stderr(&o));
     assert_eq!(std::fs::read(s.path("a4.json")).unwrap(), kept);
@@ -305,7 +276,7 @@ fn exports_collected_by_a_terminal_reconcile_and_stale_or_edited_ones_are_refuse
         "card",
         "export-log",
         "--reader",
-        &format!("file:{}", cards[0].display()),
+        &file_reader(&cards[0]),
         "--challenge",
         &c1,
         "--out",
@@ -315,16 +286,8 @@ fn exports_collected_by_a_terminal_reconcile_and_stale_or_edited_ones_are_refuse
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(std::fs::read(&cards[1]).unwrap(), card_bytes);
     // A malformed challenge, and --export without --challenge: usage errors with hints.
-    let o = s.run(&[
-        "card",
-        "export-log",
-        "--reader",
-        &format!("file:{}", cards[0].display()),
-        "--challenge",
-        "abc",
-        "--out",
-        "x.json",
-    ]);
+    let o =
+        s.run(&["card", "export-log", "--reader", &file_reader(&cards[0]), "--challenge", "abc", "--out", "x.json"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("hint:") && !s.path("x.json").exists());
     let o = s.run(&["reconcile", "--export", "a4.json"]);

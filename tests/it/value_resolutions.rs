@@ -342,10 +342,7 @@ fn save(card: &TestCard, path: &std::path::Path) {
 fn policy_resolve_through_the_binary_refunds_a_stuck_debit_once() {
     use crate::support::cli::Scratch;
     let s = Scratch::new();
-    s.init();
-    s.ok(&["batch", "new", "b", "--profile", "symmetric", "--transfer-key-limit", "3", "--initial-balance", "100"]);
-    s.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", "2"]);
-    let files = s.card_files("cards");
+    let files = s.init_with_cards("symmetric", 2);
     let (mut payer, mut payee) = (load(&files[0]), load(&files[1]));
     let (r, t) = stuck_debit(&mut payer, &mut payee, 40);
     flood_out_of_window(&mut payee);
@@ -398,7 +395,7 @@ fn policy_resolve_through_the_binary_refunds_a_stuck_debit_once() {
     assert_eq!(shown["resolutions"].as_array().map(Vec::len), Some(1), "{shown}");
 
     s.ok(&["policy", "publish", "--out", "policy.bin"]);
-    let spec = |i: usize| format!("file:{}", files[i].display());
+    let spec = |i: usize| crate::support::cli::file_reader(&files[i]);
     for _ in 0..2 {
         s.ok(&["settle", "--payer", &spec(0), "--payee", &spec(1), "--amount", "0", "--policy", "policy.bin"]);
     }

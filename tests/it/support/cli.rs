@@ -1,7 +1,7 @@
 //! Running the real `keyroll` binary in a scratch directory.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub struct Scratch {
@@ -145,8 +145,17 @@ impl Scratch {
             self.ok(&["perso", "--batch", batch, "--out-dir", "cards", "--count", "1"]);
         }
         let files = self.card_files("cards");
-        let (old, new) = (format!("file:{}", files[0].display()), format!("file:{}", files[1].display()));
+        let (old, new) = (file_reader(&files[0]), file_reader(&files[1]));
         (files, old, new)
+    }
+
+    /// A fresh issuer ([`Scratch::init`]) with `count` cards of `profile` personalised into `cards/`
+    /// (batch "b": transfer-key limit 3, balance 100 each): the card files, in serial order.
+    pub fn init_with_cards(&self, profile: &str, count: usize) -> Vec<PathBuf> {
+        self.init();
+        self.ok(&["batch", "new", "b", "--profile", profile, "--transfer-key-limit", "3", "--initial-balance", "100"]);
+        self.ok(&["perso", "--batch", "b", "--out-dir", "cards", "--count", &count.to_string()]);
+        self.card_files("cards")
     }
 
     pub fn card_files(&self, dir: &str) -> Vec<PathBuf> {
@@ -158,6 +167,11 @@ impl Scratch {
         v.sort();
         v
     }
+}
+
+/// The `--payer`/`--payee`/`--reader` spec of a card file: `file:PATH`.
+pub fn file_reader(card: &Path) -> String {
+    format!("file:{}", card.display())
 }
 
 pub fn stderr(o: &Output) -> String {
