@@ -71,6 +71,8 @@ pub struct Card<S: Storage> {
     session: Session,
     /// The card's key pair in working form: card-lifetime, not session, state ([`KeyObject`]).
     keys: KeyObject,
+    /// The buffer every state write is encoded into ([`CardState::encode_into`]).
+    record: zeroize::Zeroizing<Vec<u8>>,
     powered: bool,
     /// The host's clock as the card is told it. Used for no decision: certificate validity is judged
     /// against the card's clock floor (DESIGN.md §10 point 5); tests set this to prove it.
@@ -91,6 +93,7 @@ impl<S: Storage> Card<S> {
             state,
             session: Session::default(),
             keys: KeyObject::default(),
+            record: zeroize::Zeroizing::new(Vec::new()),
             powered: true,
             now: std::time::SystemTime::now,
             misbehaviour: Misbehaviour::None,
@@ -180,7 +183,8 @@ impl<S: Storage> Card<S> {
             }
             Ok(mut effect) => {
                 if let Some(new_state) = effect.state {
-                    match self.storage.store(&new_state.encode()) {
+                    new_state.encode_into(&mut self.record);
+                    match self.storage.store(&self.record) {
                         Ok(()) => self.state = new_state,
                         Err(StorageError::PowerCut) => {
                             self.power_lost();

@@ -104,7 +104,8 @@ impl Storage for FileStorage {
 /// Storage in memory (tests, benchmarks, `rollout verify`).
 #[derive(Default, Clone)]
 pub struct MemoryStorage {
-    record: Option<Vec<u8>>,
+    /// The record holds the card's secrets: zeroized when replaced by a longer one and when dropped.
+    record: Option<Zeroizing<Vec<u8>>>,
     /// Number of completed writes.
     pub writes: usize,
 }
@@ -114,16 +115,28 @@ impl MemoryStorage {
         Self::default()
     }
     pub fn record(&self) -> Option<&[u8]> {
-        self.record.as_deref()
+        self.record.as_deref().map(Vec::as_slice)
     }
 }
 
 impl Storage for MemoryStorage {
     fn load(&mut self) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
-        Ok(self.record.clone().map(Zeroizing::new))
+        Ok(self.record.clone())
     }
     fn store(&mut self, record: &[u8]) -> Result<(), StorageError> {
-        self.record = Some(record.to_vec());
+        match self.record.as_mut() {
+            // Overwritten in place: no copy of the old record is left in freed memory.
+            Some(old) if old.capacity() >= record.len() => {
+                old.clear();
+                old.extend_from_slice(record);
+            }
+            _ => {
+                // Room to grow: a card's record lengthens as it is personalised, certified and used.
+                let mut new = Zeroizing::new(Vec::with_capacity(record.len().next_power_of_two()));
+                new.extend_from_slice(record);
+                self.record = Some(new);
+            }
+        }
         self.writes += 1;
         Ok(())
     }
@@ -181,5 +194,27 @@ impl<S: Storage> Storage for TearingStorage<S> {
             }
             _ => self.inner.store(record),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-memory record is replaced whole at each write, longer or shorter than the last, and
+    /// reuses its buffer when the new record fits (no copy of the old one left in freed memory).
+    #[test]
+    fn memory_storage_keeps_exactly_the_last_record() {
+        let mut m = MemoryStorage::new();
+        assert!(m.load().unwrap().is_none());
+        for record in [vec![1u8; 100], vec![2u8; 10], vec![3u8; 5000], vec![4u8; 4000]] {
+            m.store(&record).unwrap();
+            assert_eq!(m.record(), Some(&record[..]));
+            assert_eq!(m.load().unwrap().as_deref().map(Vec::as_slice), Some(&record[..]));
+        }
+        assert_eq!(m.writes, 4);
+        let before = m.record.as_ref().map(|r| r.as_ptr());
+        m.store(&[5u8; 4096]).unwrap();
+        assert_eq!(m.record.as_ref().map(|r| r.as_ptr()), before, "a record that fits reuses the buffer");
     }
 }

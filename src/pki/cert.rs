@@ -227,8 +227,7 @@ impl Certificate {
                 return Err(PathError::DuplicateExtension { oid: der::oid_string(&e.oid) });
             }
         }
-        let exts = self.extensions.clone();
-        for e in &exts {
+        for e in &self.extensions {
             let v = e.value.as_slice();
             match e.oid.as_slice() {
                 oid::BASIC_CONSTRAINTS => self.basic_constraints = Some(parse_basic_constraints(v, e.critical)?),

@@ -2,6 +2,7 @@
 
 use super::PathError;
 use super::der::{self, Reader, tag};
+use std::sync::OnceLock;
 
 fn malformed(what: &str) -> PathError {
     PathError::Malformed { what: what.to_string() }
@@ -16,12 +17,17 @@ struct Attribute {
     value: Vec<u8>,
 }
 
-/// A distinguished name: its DER bytes and a comparison form.
+/// A distinguished name: its DER bytes and, built at first need, a comparison form.
+///
+/// Parsing checks the structure only; the comparison form (string preparation of every attribute)
+/// is made the first time two names differ byte for byte or a subtree is asked about. A card
+/// certificate's issuer is byte-identical to its anchor's subject, so a public-key roll never makes
+/// it (issue 15: it was a tenth of the certificate parsing).
 #[derive(Clone, Debug)]
 pub struct Name {
     /// The complete DER encoding (tag included).
     pub raw: Vec<u8>,
-    rdns: Vec<Vec<Attribute>>,
+    rdns: OnceLock<Vec<Vec<Attribute>>>,
 }
 
 fn directory_string_form(tag: u8, value: &[u8]) -> Option<Vec<u8>> {
@@ -35,21 +41,44 @@ fn directory_string_form(tag: u8, value: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Walks `Name ::= RDNSequence` in one complete TLV, checking its structure, and hands each attribute
+/// (RDN index, OID content octets, value TLV) to `each`.
+fn walk(raw: &[u8], what: &str, mut each: impl FnMut(usize, &[u8], &der::Tlv<'_>)) -> Result<(), PathError> {
+    let seq = der::single(raw, tag::SEQUENCE, what)?;
+    let mut r = Reader::new(seq.value);
+    let mut rdn = 0;
+    while !r.is_empty() {
+        let set = r.read(tag::SET, what)?;
+        let mut sr = Reader::new(set.value);
+        // RelativeDistinguishedName ::= SET SIZE (1..MAX) (§4.1.2.4).
+        if sr.is_empty() {
+            return Err(malformed(&format!("{what}: empty RDN")));
+        }
+        while !sr.is_empty() {
+            let mut atv = sr.sequence(what)?;
+            let oid = atv.read(tag::OID, what)?;
+            let value = atv.read_any(what)?;
+            atv.finish(what)?;
+            each(rdn, oid.value, &value);
+        }
+        rdn += 1;
+    }
+    Ok(())
+}
+
 impl Name {
     /// Parses `Name ::= RDNSequence` from one complete TLV.
     pub fn parse(raw: &[u8], what: &str) -> Result<Name, PathError> {
-        let seq = der::single(raw, tag::SEQUENCE, what)?;
-        let mut r = Reader::new(seq.value);
-        let mut rdns = Vec::new();
-        while !r.is_empty() {
-            let set = r.read(tag::SET, what)?;
-            let mut sr = Reader::new(set.value);
-            let mut attrs = Vec::new();
-            while !sr.is_empty() {
-                let mut atv = sr.sequence(what)?;
-                let oid = atv.read(tag::OID, what)?.value.to_vec();
-                let value = atv.read_any(what)?;
-                atv.finish(what)?;
+        walk(raw, what, |_, _, _| ())?;
+        Ok(Name { raw: raw.to_vec(), rdns: OnceLock::new() })
+    }
+
+    /// The comparison form: per RDN, its attributes sorted, directory strings prepared.
+    fn rdns(&self) -> &[Vec<Attribute>] {
+        self.rdns.get_or_init(|| {
+            let mut rdns: Vec<Vec<Attribute>> = Vec::new();
+            // The structure was checked by `parse`, so the walk cannot fail here.
+            let _ = walk(&self.raw, "name", |i, oid, value| {
                 let cmp = match directory_string_form(value.tag, value.value) {
                     Some(mut v) => {
                         v.insert(0, 0);
@@ -57,32 +86,35 @@ impl Name {
                     }
                     None => value.raw.to_vec(),
                 };
-                attrs.push(Attribute { oid, value: cmp });
+                if rdns.len() <= i {
+                    rdns.push(Vec::new());
+                }
+                if let Some(rdn) = rdns.last_mut() {
+                    rdn.push(Attribute { oid: oid.to_vec(), value: cmp });
+                }
+            });
+            for rdn in &mut rdns {
+                rdn.sort();
             }
-            // RelativeDistinguishedName ::= SET SIZE (1..MAX) (§4.1.2.4).
-            if attrs.is_empty() {
-                return Err(malformed(&format!("{what}: empty RDN")));
-            }
-            attrs.sort();
-            rdns.push(attrs);
-        }
-        Ok(Name { raw: raw.to_vec(), rdns })
+            rdns
+        })
     }
 
     /// An empty RDNSequence.
     pub fn is_empty(&self) -> bool {
-        self.rdns.is_empty()
+        der::single(&self.raw, tag::SEQUENCE, "name").is_ok_and(|seq| seq.value.is_empty())
     }
 
     /// Name equality per §7.1: byte-equal, or equal after string preparation.
     pub fn matches(&self, other: &Name) -> bool {
-        self.raw == other.raw || self.rdns == other.rdns
+        self.raw == other.raw || self.rdns() == other.rdns()
     }
 
     /// Whether `self` lies within the subtree `base` (§4.2.1.10 directoryName: `base` is a prefix
     /// of the RDN sequence).
     pub fn within(&self, base: &Name) -> bool {
-        base.rdns.len() <= self.rdns.len() && self.rdns.iter().zip(&base.rdns).all(|(a, b)| a == b)
+        let (mine, base) = (self.rdns(), base.rdns());
+        base.len() <= mine.len() && mine.iter().zip(base).all(|(a, b)| a == b)
     }
 
     /// Values of emailAddress attributes (1.2.840.113549.1.9.1), which §4.2.1.10 subjects to
@@ -271,6 +303,27 @@ mod tests {
     fn names_compare_case_insensitively_across_string_types() {
         assert!(name(b"Issuer  CA", tag::PRINTABLE_STRING).matches(&name(b"issuer ca", tag::UTF8_STRING)));
         assert!(!name(b"Issuer CA", tag::PRINTABLE_STRING).matches(&name(b"Issuer CB", tag::PRINTABLE_STRING)));
+    }
+
+    /// Parsing checks the structure but leaves string preparation until two names differ byte for
+    /// byte (issue 15); the prepared form gives the same answers.
+    #[test]
+    fn the_comparison_form_is_made_only_when_bytes_differ() {
+        let a = name(b"Issuer CA", tag::PRINTABLE_STRING);
+        let b = name(b"Issuer CA", tag::PRINTABLE_STRING);
+        assert!(a.matches(&b));
+        assert!(a.rdns.get().is_none() && b.rdns.get().is_none(), "byte-equal names compare as bytes");
+        let c = name(b"issuer   ca", tag::UTF8_STRING);
+        assert!(a.matches(&c) && a.within(&c) && c.within(&a));
+        assert!(a.rdns.get().is_some());
+        assert!(!a.is_empty());
+        assert!(Name::parse(&[0x30, 0x00], "empty").unwrap().is_empty());
+        // An empty RDN, an attribute without a value, trailing bytes: refused at parse, as before.
+        assert!(Name::parse(&[0x30, 0x02, 0x31, 0x00], "t").is_err());
+        assert!(Name::parse(&[0x30, 0x09, 0x31, 0x07, 0x30, 0x05, 0x06, 0x03, 0x55, 0x04, 0x03], "t").is_err());
+        let mut trailing = a.raw.clone();
+        trailing.push(0);
+        assert!(Name::parse(&trailing, "t").is_err());
     }
 
     #[test]

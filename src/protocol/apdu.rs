@@ -167,7 +167,8 @@ impl ResponseApdu {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = self.data.clone();
+        let mut out = Vec::with_capacity(self.data.len() + 2);
+        out.extend_from_slice(&self.data);
         out.extend_from_slice(&self.sw.to_u16().to_be_bytes());
         out
     }
