@@ -24,7 +24,7 @@ use super::reconciliations::{self, ResolveBasis, ResolveCheck};
 use super::store::{OptionalExtension, Store, params};
 use super::{Authority, AuthorityError, Unlocked, custody, now};
 use crate::crypto::Secret16;
-use crate::crypto::scheme_key::{self, PUBLIC_KEY_LEN, SchemeId, SchemeSigningKey};
+use crate::crypto::scheme_key::{self, PUBLIC_KEY_LEN, SchemeId, SchemePublicKey, SchemeSigningKey};
 use crate::domain::{CardSerial, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use crate::protocol::codec::Wire;
 use crate::protocol::policy::{
@@ -87,6 +87,14 @@ pub struct SchemeRecord {
     pub public_key: [u8; PUBLIC_KEY_LEN],
     pub scheme_id: SchemeId,
     pub certificate_der: Vec<u8>,
+    /// The same key parsed once, to verify the policies and authorisations it signed.
+    verifier: SchemePublicKey,
+}
+
+impl SchemeRecord {
+    pub fn verifier(&self) -> &SchemePublicKey {
+        &self.verifier
+    }
 }
 
 /// The scheme id the signed audit log recorded when the scheme key was made (in `init`'s entry or a
@@ -114,14 +122,15 @@ pub fn scheme(conn: &Store) -> Result<Option<SchemeRecord>, AuthorityError> {
     let bad =
         |why: &str| AuthorityError::BadRow { table: "scheme_key", row: 1, why: format!("the scheme key record {why}") };
     let public_key: [u8; PUBLIC_KEY_LEN] = public.try_into().map_err(|_| bad("holds no P-256 public key"))?;
-    let scheme_id = scheme_key::scheme_id(&public_key).map_err(|_| bad("holds no P-256 public key"))?;
+    let verifier = SchemePublicKey::new(&public_key).map_err(|_| bad("holds no P-256 public key"))?;
+    let scheme_id = *verifier.id();
     if id != scheme_id {
         return Err(bad("does not match its own public key"));
     }
     if logged_scheme_id(conn)?.as_deref() != Some(hex::encode(scheme_id).as_str()) {
         return Err(bad("is not the one the audit log recorded"));
     }
-    Ok(Some(SchemeRecord { public_key, scheme_id, certificate_der }))
+    Ok(Some(SchemeRecord { public_key, scheme_id, certificate_der, verifier }))
 }
 
 /// Every policy, oldest first, each verified under the scheme key and checked to follow its
@@ -133,8 +142,11 @@ pub fn policies(conn: &Store, scheme: &SchemeRecord) -> Result<Vec<Policy>, Auth
         .collect::<Result<_, _>>()?;
     let mut out: Vec<Policy> = Vec::with_capacity(rows.len());
     for (number, bytes) in rows {
-        let p = Policy::verified(&bytes, &scheme.public_key, &scheme.scheme_id)
-            .map_err(|e| AuthorityError::BadRow { table: "policies", row: number as i64, why: e.to_string() })?;
+        let p = Policy::verified(&bytes, scheme.verifier()).map_err(|e| AuthorityError::BadRow {
+            table: "policies",
+            row: number as i64,
+            why: e.to_string(),
+        })?;
         let follows = match out.last() {
             None => p.number == 1,
             Some(prev) => p.number == prev.number + 1 && p.previous == prev.hash() && p.signed_at >= prev.signed_at,
@@ -171,12 +183,10 @@ pub fn authorisation(
         )
         .optional()?;
     let Some(bytes) = bytes else { return Ok(None) };
-    let a = KeyAuthorisation::verified(&bytes, &scheme.public_key, &scheme.scheme_id).map_err(|e| {
-        AuthorityError::BadRow {
-            table: "key_authorisations",
-            row: id as i64,
-            why: format!("authorisation of {} key {id}: {e}", kind.name()),
-        }
+    let a = KeyAuthorisation::verified(&bytes, scheme.verifier()).map_err(|e| AuthorityError::BadRow {
+        table: "key_authorisations",
+        row: id as i64,
+        why: format!("authorisation of {} key {id}: {e}", kind.name()),
     })?;
     if a.kind != wire_kind(kind) || a.id != id {
         return Err(AuthorityError::BadRow {

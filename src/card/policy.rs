@@ -11,9 +11,8 @@
 //! the floor ([`ClockFloor::admits_not_after`]): a certificate that expired before the floor is
 //! refused whatever the host clock says.
 
-use crate::crypto::CryptoError;
 use crate::crypto::Secret16;
-use crate::crypto::scheme_key::{self, PUBLIC_KEY_LEN, SchemeId};
+use crate::crypto::scheme_key::SchemePublicKey;
 use crate::domain::CardSerial;
 use crate::protocol::policy::{KeyAuthorisation, KeyKind, Policy, SignedObjectError};
 use serde::{Deserialize, Serialize};
@@ -55,20 +54,9 @@ impl ClockFloor {
     }
 }
 
-/// The scheme key as a card stores it: the raw public key and its scheme id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SchemeAnchor {
-    pub public_key: [u8; PUBLIC_KEY_LEN],
-    pub scheme_id: SchemeId,
-}
-
-impl SchemeAnchor {
-    /// From the raw public key written at personalisation; refuses anything but a P-256 point.
-    pub fn new(public_sec1: &[u8]) -> Result<Self, CryptoError> {
-        let public_key = crate::crypto::card_key::normalize_public_key(public_sec1)?;
-        Ok(SchemeAnchor { public_key, scheme_id: scheme_key::scheme_id(&public_key)? })
-    }
-}
+/// The scheme key as a card holds it: the raw public key written at personalisation, parsed once per
+/// check with its scheme id ([`SchemePublicKey`]).
+pub type SchemeAnchor = SchemePublicKey;
 
 /// Why a card does not take a key with its authorisation.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -95,7 +83,7 @@ pub fn judge_authorisation(
     key: &Secret16,
     authorisation: &[u8],
 ) -> Result<(KeyAuthorisation, ClockFloor), AuthorisationRefusal> {
-    let a = KeyAuthorisation::verified(authorisation, &anchor.public_key, &anchor.scheme_id)?;
+    let a = KeyAuthorisation::verified(authorisation, anchor)?;
     if !a.commits_to(kind, id, key) {
         return Err(AuthorisationRefusal::NotThisKey);
     }
@@ -143,7 +131,7 @@ pub fn judge_policy(
     floor: ClockFloor,
     offered: &[u8],
 ) -> Result<PolicyDecision, PolicyRefusal> {
-    let p = Policy::verified(offered, &anchor.public_key, &anchor.scheme_id)?;
+    let p = Policy::verified(offered, anchor)?;
     if let Some(c) = current {
         if p.number <= c.number {
             return Ok(PolicyDecision::Keep);
@@ -243,7 +231,7 @@ mod tests {
                 scheme_id: self.key.scheme_id(),
                 kind,
                 id,
-                commitment: scheme_key::key_commitment(&self.key.scheme_id(), kind.code(), id, key),
+                commitment: crate::crypto::scheme_key::key_commitment(&self.key.scheme_id(), kind.code(), id, key),
                 signed_at,
                 min_policy,
                 signature: [0; 64],

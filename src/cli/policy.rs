@@ -293,8 +293,7 @@ pub fn run(ctx: &Context, db: &Path, identity: Option<&Path>, cmd: PolicyCommand
                                     "run `keyroll policy publish` once",
                                 )
                             })?;
-                            let p = Policy::verified(&bytes, &rec.public_key, &rec.scheme_id)
-                                .map_err(|e| bad(e.to_string()))?;
+                            let p = Policy::verified(&bytes, rec.verifier()).map_err(|e| bad(e.to_string()))?;
                             (p, true)
                         }
                         None => (Policy::from_wire(&bytes, ()).map_err(|e| bad(e.to_string()))?, false),

@@ -17,6 +17,7 @@
 
 use super::CryptoError;
 use super::card_key::{self, CardKeyPair};
+use super::ec::PublicKey;
 use super::secret::{Secret16, SecretBytes};
 use super::signer::Signer;
 use sha2::{Digest, Sha256};
@@ -54,11 +55,43 @@ pub fn spki_der(public_sec1: &[u8; PUBLIC_KEY_LEN]) -> Vec<u8> {
     out
 }
 
-/// The scheme id of a public key: SHA-256 of its SPKI. The key is validated first (on the curve, not
-/// the identity), so no id is ever computed for something that is not a P-256 key.
-pub fn scheme_id(public_sec1: &[u8]) -> Result<SchemeId, CryptoError> {
-    let point = card_key::normalize_public_key(public_sec1)?;
-    Ok(Sha256::digest(spki_der(&point)).into())
+/// The scheme id of a validated public key: SHA-256 of its SPKI. Only [`SchemePublicKey::new`] (after
+/// validating the point) and the signing key call it, so no id is computed for what is not a P-256 key.
+fn id_of(point: &[u8; PUBLIC_KEY_LEN]) -> SchemeId {
+    Sha256::digest(spki_der(point)).into()
+}
+
+/// The scheme key as those who check its signatures hold it (a card, the back office reading its
+/// rows, an auditor): the key parsed and validated once, with the scheme id computed from it, so the
+/// id and the key that signed can never be two different keys, and a card checking an authorisation
+/// parses the key once (issue 15: it parsed it three times: for the id, to validate it, to verify).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemePublicKey {
+    key: PublicKey,
+    id: SchemeId,
+}
+
+impl SchemePublicKey {
+    /// From the raw public key (uncompressed or compressed SEC 1); refuses anything but a P-256 point.
+    pub fn new(public_sec1: &[u8]) -> Result<Self, CryptoError> {
+        let key = PublicKey::from_sec1(public_sec1)?;
+        let id = id_of(key.sec1());
+        Ok(SchemePublicKey { key, id })
+    }
+
+    /// The uncompressed point (what a card stores at personalisation).
+    pub fn sec1(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        self.key.sec1()
+    }
+
+    pub fn id(&self) -> &SchemeId {
+        &self.id
+    }
+
+    /// Verify a scheme signature over `SIGNATURE_LABEL ‖ body`.
+    pub fn verify(&self, body: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
+        self.key.verify_p1363(&[SIGNATURE_LABEL, body], signature)
+    }
 }
 
 /// The key commitment an authorisation signs (see the module notes). `kind` is the wire code of the
@@ -71,11 +104,6 @@ pub fn key_commitment(scheme_id: &SchemeId, kind: u8, id: u32, key: &Secret16) -
     h.update(id.to_be_bytes());
     h.update(key.expose());
     h.finalize().into()
-}
-
-/// Verify a scheme signature over `SIGNATURE_LABEL ‖ body`.
-pub fn verify(public_sec1: &[u8], body: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
-    card_key::verify_p1363(public_sec1, &[SIGNATURE_LABEL, body], signature)
 }
 
 /// The scheme signing key: in process (secret scalar zeroized on drop, never shown by `Debug`) or in a
@@ -116,7 +144,12 @@ impl SchemeSigningKey {
     }
 
     pub fn scheme_id(&self) -> SchemeId {
-        Sha256::digest(spki_der(&self.public_key_sec1())).into()
+        id_of(&self.public_key_sec1())
+    }
+
+    /// The public half, as verifiers hold it.
+    pub fn verifier(&self) -> SchemePublicKey {
+        SchemePublicKey { key: self.signer.public_key().clone(), id: self.scheme_id() }
     }
 
     /// Sign `SIGNATURE_LABEL ‖ body`; the 64-byte P1363 form of the low-S signature. Fails only when a
@@ -144,26 +177,44 @@ mod tests {
         let der = card_key::parse_public_key(&pk).unwrap().to_public_key_der().unwrap();
         assert_eq!(der.as_bytes(), &spki_der(&pk)[..]);
         assert_eq!(k.scheme_id(), <[u8; 32]>::from(Sha256::digest(der.as_bytes())));
-        assert_eq!(scheme_id(&pk).unwrap(), k.scheme_id());
-        assert_eq!(scheme_id(&pk[..64]), Err(CryptoError::InvalidPublicKey));
+        assert_eq!(*SchemePublicKey::new(&pk).unwrap().id(), k.scheme_id());
     }
 
     #[test]
     fn signatures_verify_only_over_the_label_and_body() {
         let k = SchemeSigningKey::generate().unwrap();
         let sig = k.sign(b"body").unwrap();
-        verify(&k.public_key_sec1(), b"body", &sig).unwrap();
-        assert_eq!(verify(&k.public_key_sec1(), b"bodz", &sig), Err(CryptoError::BadSignature));
+        k.verifier().verify(b"body", &sig).unwrap();
+        assert_eq!(k.verifier().verify(b"bodz", &sig), Err(CryptoError::BadSignature));
         // A signature by the same key without the label (e.g. another purpose) is not a scheme signature.
         let card = CardKeyPair::from_bytes(k.to_bytes().unwrap().expose()).unwrap();
         let der = card.sign(&[b"body"]);
         let plain: [u8; 64] = p256::ecdsa::Signature::from_der(&der).unwrap().to_bytes().into();
-        assert_eq!(verify(&k.public_key_sec1(), b"body", &plain), Err(CryptoError::BadSignature));
+        assert_eq!(k.verifier().verify(b"body", &plain), Err(CryptoError::BadSignature));
         let mut flipped = sig;
         flipped[10] ^= 1;
-        assert!(verify(&k.public_key_sec1(), b"body", &flipped).is_err());
+        assert!(k.verifier().verify(b"body", &flipped).is_err());
         let other = SchemeSigningKey::generate().unwrap();
-        assert_eq!(verify(&other.public_key_sec1(), b"body", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(other.verifier().verify(b"body", &sig), Err(CryptoError::BadSignature));
+    }
+
+    /// The verifier's id is the signing key's, it verifies what the key signs, and only P-256 points
+    /// make one.
+    #[test]
+    fn a_scheme_public_key_carries_its_own_id() {
+        let k = SchemeSigningKey::generate().unwrap();
+        let v = SchemePublicKey::new(&k.public_key_sec1()).unwrap();
+        assert_eq!(v, k.verifier());
+        assert_eq!(*v.id(), k.scheme_id());
+        assert_eq!(v.sec1(), &k.public_key_sec1());
+        let sig = k.sign(b"body").unwrap();
+        v.verify(b"body", &sig).unwrap();
+        assert_eq!(v.verify(b"bodz", &sig), Err(CryptoError::BadSignature));
+        let other = SchemeSigningKey::generate().unwrap().verifier();
+        assert_ne!(other.id(), v.id());
+        assert_eq!(other.verify(b"body", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(SchemePublicKey::new(&k.public_key_sec1()[..64]), Err(CryptoError::InvalidPublicKey));
+        assert_eq!(SchemePublicKey::new(&[0u8]), Err(CryptoError::InvalidPublicKey));
     }
 
     #[test]

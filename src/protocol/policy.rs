@@ -62,7 +62,7 @@
 
 use super::codec::{DecodeError, Reader, Wire};
 use crate::crypto::CryptoError;
-use crate::crypto::scheme_key::{self, COMMITMENT_LEN, SCHEME_ID_LEN, SIGNATURE_LEN, SchemeId};
+use crate::crypto::scheme_key::{self, COMMITMENT_LEN, SCHEME_ID_LEN, SIGNATURE_LEN, SchemeId, SchemePublicKey};
 use crate::domain::{Amount, CardSerial, TransferKeyId, TransferKeyIdLimit, UpdateKeyId};
 use sha2::{Digest, Sha256};
 
@@ -133,16 +133,15 @@ impl From<CryptoError> for SignedObjectError {
 }
 
 fn check_signature(
-    scheme_public: &[u8],
+    scheme: &SchemePublicKey,
     scheme_id: &SchemeId,
-    own_scheme: &SchemeId,
     body: &[u8],
     signature: &[u8; SIGNATURE_LEN],
 ) -> Result<(), SignedObjectError> {
-    if scheme_id != own_scheme {
+    if scheme_id != scheme.id() {
         return Err(SignedObjectError::WrongScheme);
     }
-    scheme_key::verify(scheme_public, body, signature)?;
+    scheme.verify(body, signature)?;
     Ok(())
 }
 
@@ -178,9 +177,9 @@ impl KeyAuthorisation {
 
     /// Decode and verify against the card's scheme key: the scheme id must be the card's and the
     /// signature must verify. Says nothing yet about which key it authorises (see `card::policy`).
-    pub fn verified(bytes: &[u8], scheme_public: &[u8], own_scheme: &SchemeId) -> Result<Self, SignedObjectError> {
+    pub fn verified(bytes: &[u8], scheme: &SchemePublicKey) -> Result<Self, SignedObjectError> {
         let a = Self::from_wire(bytes, ())?;
-        check_signature(scheme_public, &a.scheme_id, own_scheme, &a.body(), &a.signature)?;
+        check_signature(scheme, &a.scheme_id, &a.body(), &a.signature)?;
         Ok(a)
     }
 
@@ -384,9 +383,9 @@ impl Policy {
     }
 
     /// Decode and verify against the card's scheme key (scheme id, then signature).
-    pub fn verified(bytes: &[u8], scheme_public: &[u8], own_scheme: &SchemeId) -> Result<Self, SignedObjectError> {
+    pub fn verified(bytes: &[u8], scheme: &SchemePublicKey) -> Result<Self, SignedObjectError> {
         let p = Self::from_wire(bytes, ())?;
-        check_signature(scheme_public, &p.scheme_id, own_scheme, &p.body(), &p.signature)?;
+        check_signature(scheme, &p.scheme_id, &p.body(), &p.signature)?;
         Ok(p)
     }
 
@@ -573,14 +572,14 @@ mod tests {
         assert_eq!(&r0[24..32], &10u64.to_be_bytes());
         assert_eq!(r0[32], 0x01);
         assert_eq!(bytes[at + 2 + 33 + 32], 0x02);
-        assert_eq!(Policy::verified(&bytes, &k.public_key_sec1(), &k.scheme_id()).unwrap(), p);
+        assert_eq!(Policy::verified(&bytes, &k.verifier()).unwrap(), p);
         assert_eq!(p.resolutions_for(CardSerial::from_u64(3)).count(), 2);
         assert_eq!(p.resolutions_for(CardSerial::from_u64(4)).count(), 0);
         // A void (code 03) round-trips; the payee's receipts a refund or a void closes are listed.
         let v = with_resolutions(&k, &[], &[res[0], res[1], resolution(3, 14, ResolutionOutcome::Void)]);
         let vb = v.to_wire();
         assert_eq!(vb[vb.len() - 64 - 1], 0x03);
-        assert_eq!(Policy::verified(&vb, &k.public_key_sec1(), &k.scheme_id()).unwrap(), v);
+        assert_eq!(Policy::verified(&vb, &k.verifier()).unwrap(), v);
         assert_eq!(v.receipts_closed_at(CardSerial::from_u64(103)).count(), 2, "the refund and the void");
         // Without resolutions: byte for byte the layout from before resolutions existed.
         assert_eq!(policy(&k, &[(5, 3)]).to_wire().len(), Policy::BASE_LEN + Policy::ENTRY_LEN);
@@ -591,7 +590,7 @@ mod tests {
         let big = with_resolutions(&k, &full, &many).to_wire();
         assert_eq!(big.len(), Policy::MAX_LEN);
         assert_eq!(Policy::MAX_LEN, 3393);
-        Policy::verified(&big, &k.public_key_sec1(), &k.scheme_id()).unwrap();
+        Policy::verified(&big, &k.verifier()).unwrap();
     }
 
     #[test]
@@ -640,7 +639,7 @@ mod tests {
         for i in 0..bytes.len() * 8 {
             let mut b = bytes.clone();
             b[i / 8] ^= 1 << (i % 8);
-            assert!(Policy::verified(&b, &k.public_key_sec1(), &k.scheme_id()).is_err(), "bit {i}");
+            assert!(Policy::verified(&b, &k.verifier()).is_err(), "bit {i}");
         }
     }
 
@@ -658,7 +657,7 @@ mod tests {
         assert_eq!(&bytes[70..78], &1_800_000_000u64.to_be_bytes());
         assert_eq!(&bytes[78..82], &2u32.to_be_bytes());
         assert_eq!(KeyAuthorisation::from_wire(&bytes, ()).unwrap(), a);
-        let v = KeyAuthorisation::verified(&bytes, &k.public_key_sec1(), &k.scheme_id()).unwrap();
+        let v = KeyAuthorisation::verified(&bytes, &k.verifier()).unwrap();
         assert!(v.commits_to(KeyKind::Transfer, 3, &Secret16::new([9; 16])));
         assert!(!v.commits_to(KeyKind::Transfer, 3, &Secret16::new([8; 16])));
         assert!(!v.commits_to(KeyKind::Update, 3, &Secret16::new([9; 16])));
@@ -672,7 +671,7 @@ mod tests {
         for i in 0..bytes.len() * 8 {
             let mut b = bytes.clone();
             b[i / 8] ^= 1 << (i % 8);
-            assert!(KeyAuthorisation::verified(&b, &k.public_key_sec1(), &k.scheme_id()).is_err(), "bit {i}");
+            assert!(KeyAuthorisation::verified(&b, &k.verifier()).is_err(), "bit {i}");
         }
     }
 
@@ -701,18 +700,12 @@ mod tests {
         let k = SchemeSigningKey::generate().unwrap();
         let other = SchemeSigningKey::generate().unwrap();
         let bytes = auth(&other).to_wire();
-        assert_eq!(
-            KeyAuthorisation::verified(&bytes, &k.public_key_sec1(), &k.scheme_id()),
-            Err(SignedObjectError::WrongScheme)
-        );
+        assert_eq!(KeyAuthorisation::verified(&bytes, &k.verifier()), Err(SignedObjectError::WrongScheme));
         // Claiming our scheme id but signed by another key.
         let mut forged = auth(&other);
         forged.scheme_id = k.scheme_id();
         forged.signature = other.sign(&forged.body()).unwrap();
-        assert_eq!(
-            KeyAuthorisation::verified(&forged.to_wire(), &k.public_key_sec1(), &k.scheme_id()),
-            Err(SignedObjectError::BadSignature)
-        );
+        assert_eq!(KeyAuthorisation::verified(&forged.to_wire(), &k.verifier()), Err(SignedObjectError::BadSignature));
     }
 
     #[test]
@@ -725,7 +718,7 @@ mod tests {
             assert_eq!(bytes[0], 0x50);
             assert_eq!(&bytes[85..87], &(blocked.len() as u16).to_be_bytes());
             assert_eq!(Policy::from_wire(&bytes, ()).unwrap(), p);
-            assert_eq!(Policy::verified(&bytes, &k.public_key_sec1(), &k.scheme_id()).unwrap(), p);
+            assert_eq!(Policy::verified(&bytes, &k.verifier()).unwrap(), p);
             for &(s, _) in &blocked {
                 assert!(p.blocks(CardSerial::from_u64(s)));
             }
@@ -736,7 +729,7 @@ mod tests {
         // Without resolutions the blocked list's bound gives the pre-resolution maximum.
         assert_eq!(p.to_wire().len(), Policy::BASE_LEN + MAX_BLOCKED * Policy::ENTRY_LEN);
         assert_eq!(p.to_wire().len(), 1015);
-        Policy::verified(&p.to_wire(), &k.public_key_sec1(), &k.scheme_id()).unwrap();
+        Policy::verified(&p.to_wire(), &k.verifier()).unwrap();
     }
 
     #[test]
@@ -775,7 +768,7 @@ mod tests {
         for i in 0..bytes.len() * 8 {
             let mut b = bytes.clone();
             b[i / 8] ^= 1 << (i % 8);
-            assert!(Policy::verified(&b, &k.public_key_sec1(), &k.scheme_id()).is_err(), "bit {i}");
+            assert!(Policy::verified(&b, &k.verifier()).is_err(), "bit {i}");
         }
     }
 
@@ -783,9 +776,9 @@ mod tests {
     fn an_authorisation_never_verifies_as_a_policy_and_back() {
         let k = SchemeSigningKey::generate().unwrap();
         let a = auth(&k).to_wire();
-        assert!(Policy::verified(&a, &k.public_key_sec1(), &k.scheme_id()).is_err());
+        assert!(Policy::verified(&a, &k.verifier()).is_err());
         let p = policy(&k, &[]).to_wire();
-        assert!(KeyAuthorisation::verified(&p, &k.public_key_sec1(), &k.scheme_id()).is_err());
+        assert!(KeyAuthorisation::verified(&p, &k.verifier()).is_err());
     }
 
     #[test]

@@ -86,7 +86,7 @@ fn keys_are_authorised_at_activation_never_at_creation() {
     let u = a.unlock(Some(&s.path("keyroll.db.identity"))).unwrap();
     let auth = u.key_authorisation(keyroll::authority::keys::KeyKind::Transfer, 2).unwrap();
     let key = u.transfer_key(2).unwrap();
-    let v = KeyAuthorisation::verified(&auth.to_wire(), &rec.public_key, &rec.scheme_id).unwrap();
+    let v = KeyAuthorisation::verified(&auth.to_wire(), rec.verifier()).unwrap();
     assert!(v.commits_to(KeyKind::Transfer, 2, key.secret()));
     assert_eq!(v.min_policy, 1, "names the newest policy");
     let log = s.sqlite("SELECT count(*) FROM audit_log WHERE action = 'key authorise'");
