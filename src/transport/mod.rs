@@ -84,7 +84,8 @@ impl Trace {
     }
 
     fn one(&mut self, channel: &mut dyn CardChannel, apdu: &CommandApdu) -> Result<ResponseApdu, TransportError> {
-        let started = Instant::now();
+        // The clock is read only for the verbose trace that prints it.
+        let started = self.verbose.then(Instant::now);
         let raw = channel.transmit(&apdu.to_bytes())?;
         self.apdus += 1;
         let resp = ResponseApdu::parse(&raw).map_err(|e| TransportError::Malformed(e.to_string()))?;
@@ -99,7 +100,7 @@ impl Trace {
                 apdu.data.len(),
                 resp.sw,
                 resp.data.len(),
-                started.elapsed().as_secs_f64() * 1e3
+                started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3)
             );
         }
         Ok(resp)
