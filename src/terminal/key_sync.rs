@@ -84,8 +84,10 @@ pub(super) fn synchronise<'a>(
     };
 
     // Claims 13, 16: the newer card's certificate goes to the older card with the permission request.
+    // Each certificate is read in one APDU where the reader takes extended length (it took three, with
+    // two GET RESPONSEs; issue 15), with the short form as the fallback.
     let sender_certificate = match path {
-        KeyRollPath::PublicKey => newer.certificate(trace)?.unwrap_or_default(),
+        KeyRollPath::PublicKey => newer.certificate_in_one(trace)?.unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
     };
     let UpdatePermission { challenge } = older.send_as(
@@ -95,7 +97,7 @@ pub(super) fn synchronise<'a>(
         (),
     )?;
     let receiver_certificate = match path {
-        KeyRollPath::PublicKey => older.certificate(trace)?.unwrap_or_default(),
+        KeyRollPath::PublicKey => older.certificate_in_one(trace)?.unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
     };
     // GET TRANSFER KEY's answer is UPDATE TRANSFER KEY's payload: decoded (so a malformed answer is

@@ -200,8 +200,10 @@ impl<'a> Party<'a> {
         Ok(self.info.certificate.clone())
     }
 
-    /// The card's certificate for a signed CREDIT: the full GET CARD INFO asked with an extended Le, so the
-    /// certificate comes back in one APDU (the settlement budget, DESIGN.md §10); nothing when already read.
+    /// The card's certificate for a public-key roll or a signed CREDIT: the full GET CARD INFO asked with
+    /// an extended Le, so the certificate comes back in one APDU (the settlement budget, DESIGN.md §10);
+    /// nothing when already read. GET CARD INFO changes nothing on the card, so the fallback below
+    /// repeats nothing that matters.
     ///
     /// A reader (or card) without extended-length APDUs fails that APDU (a transport error, or `6700`):
     /// the certificate is then read with the short form and GET RESPONSE ([`Party::certificate`]).

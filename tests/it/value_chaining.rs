@@ -59,3 +59,38 @@ fn certified_cards_settle_through_a_reader_without_extended_length() {
     let r = settle(&mut a, &mut b, Amount(5), &SettleOptions::default()).unwrap();
     assert!(r.apdus <= 9, "{} APDUs", r.apdus);
 }
+
+/// Issue 15: a public-key roll reads each card's certificate with one extended-Le GET CARD INFO (22
+/// APDUs became 18); through readers that take short APDUs only it falls back to the short form with
+/// GET RESPONSE, once per card, and rolls and settles the same.
+#[test]
+fn a_public_key_roll_reads_certificates_in_one_apdu_and_falls_back_on_short_readers() {
+    let ca = TestCa::new("Chaining Test CA");
+    let pair = || {
+        (
+            pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root),
+            pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root),
+        )
+    };
+    let (mut payer, mut payee) = pair();
+    let r = settle(
+        &mut InProcessChannel::new(&mut payer, "payer"),
+        &mut InProcessChannel::new(&mut payee, "payee"),
+        Amount(10),
+        &SettleOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.key_roll, keyroll::terminal::KeyRoll::PublicKey);
+    assert!(r.apdus <= 18, "{} APDUs", r.apdus);
+
+    let (mut payer, mut payee) = pair();
+    let mut a = ShortOnly { inner: InProcessChannel::new(&mut payer, "payer"), refused: 0, chained_credit: 0 };
+    let mut b = ShortOnly { inner: InProcessChannel::new(&mut payee, "payee"), refused: 0, chained_credit: 0 };
+    let short = settle(&mut a, &mut b, Amount(10), &SettleOptions::default()).expect("rolls with short APDUs only");
+    assert_eq!(short.key_roll, keyroll::terminal::KeyRoll::PublicKey);
+    assert_eq!(a.refused, 1, "the payer's certificate: one extended attempt, then the short form");
+    assert!(short.apdus > r.apdus, "{} APDUs through short readers, {} with extended length", short.apdus, r.apdus);
+    drop((a, b));
+    assert_eq!(payer.state().selected_transfer_key_id, Some(TransferKeyId(2)));
+    assert_eq!((payer.state().balance, payee.state().balance), (Amount(990), Amount(10)));
+}
