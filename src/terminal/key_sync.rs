@@ -84,25 +84,25 @@ pub(super) fn synchronise<'a>(
     };
 
     // Claims 13, 16: the newer card's certificate goes to the older card with the permission request.
-    // Each certificate is read in one APDU where the reader takes extended length (it took three, with
-    // two GET RESPONSEs; issue 15), with the short form as the fallback.
+    // Each certificate is read, and each command carrying one sent, in one APDU where the reader takes
+    // extended length (`Party::send_as_one`; issue 15: 22 APDUs became 15), short APDUs the fallback.
     let sender_certificate = match path {
-        KeyRollPath::PublicKey => newer.certificate_in_one(trace)?.unwrap_or_default(),
+        KeyRollPath::PublicKey => newer.certificate(trace)?.unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
     };
-    let UpdatePermission { challenge } = older.send_as(
+    let UpdatePermission { challenge } = older.send_as_one(
         trace,
         "REQUEST UPDATE PERMISSION",
         &Command::RequestUpdatePermission { path, sender_certificate },
         (),
     )?;
     let receiver_certificate = match path {
-        KeyRollPath::PublicKey => older.certificate_in_one(trace)?.unwrap_or_default(),
+        KeyRollPath::PublicKey => older.certificate(trace)?.unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
     };
     // GET TRANSFER KEY's answer is UPDATE TRANSFER KEY's payload: decoded (so a malformed answer is
     // named here, at the card that sent it) and relayed.
-    let payload: KeyPayload = newer.send_as(
+    let payload: KeyPayload = newer.send_as_one(
         trace,
         "GET TRANSFER KEY",
         &Command::GetTransferKey { path, challenge, receiver: older.info.serial, receiver_certificate },

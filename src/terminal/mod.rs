@@ -187,11 +187,13 @@ impl<'a> Party<'a> {
         Ok(())
     }
 
-    /// The card's certificate (claims 4, 6, 7), read with the full GET CARD INFO the first time.
+    /// The card's certificate (claims 4, 6, 7), read with the full GET CARD INFO the first time, in one
+    /// APDU where the reader takes extended length ([`Party::send_as_one`]): a public-key roll and a
+    /// signed CREDIT count every APDU against the settlement budget (DESIGN.md §10).
     fn certificate(&mut self, trace: &mut Trace) -> Result<Option<Vec<u8>>, SettleError> {
         if self.info.certificate.is_none() && self.info.has_certificate {
             let full: CardInfo =
-                self.send_as(trace, "GET CARD INFO", &Command::GetCardInfo { certificate: true }, ())?;
+                self.send_as_one(trace, "GET CARD INFO", &Command::GetCardInfo { certificate: true }, ())?;
             if full.serial != self.info.serial {
                 return Err(self.malformed("GET CARD INFO", "the card changed between two reads"));
             }
@@ -200,33 +202,28 @@ impl<'a> Party<'a> {
         Ok(self.info.certificate.clone())
     }
 
-    /// The card's certificate for a public-key roll or a signed CREDIT: the full GET CARD INFO asked with
-    /// an extended Le, so the certificate comes back in one APDU (the settlement budget, DESIGN.md §10);
-    /// nothing when already read. GET CARD INFO changes nothing on the card, so the fallback below
-    /// repeats nothing that matters.
-    ///
-    /// A reader (or card) without extended-length APDUs fails that APDU (a transport error, or `6700`):
-    /// the certificate is then read with the short form and GET RESPONSE ([`Party::certificate`]).
-    fn certificate_in_one(&mut self, trace: &mut Trace) -> Result<Option<Vec<u8>>, SettleError> {
-        if self.info.certificate.is_none() && self.info.has_certificate {
-            let mut apdu = Command::GetCardInfo { certificate: true }.to_apdu();
-            apdu.le = Some(65_536);
-            let r = match crate::transport::exchange_extended(self.channel, trace, &apdu) {
-                Ok(r) if r.sw != StatusWord::WrongLength => r,
-                // No extended length on this reader or card (or the card left: the short form then
-                // reports that itself).
-                _ => return self.certificate(trace),
-            };
-            if r.sw != StatusWord::Ok {
-                return Err(SettleError::Refused { role: self.role, step: "GET CARD INFO", sw: r.sw });
-            }
-            let full: CardInfo = self.decode("GET CARD INFO", &r.data, ())?;
-            if full.serial != self.info.serial {
-                return Err(self.malformed("GET CARD INFO", "the card changed between two reads"));
-            }
-            self.info.certificate = full.certificate;
-        }
-        Ok(self.info.certificate.clone())
+    /// Send a command that changes nothing the card keeps (its session at most: GET CARD INFO, REQUEST
+    /// UPDATE PERMISSION, GET TRANSFER KEY) as one APDU with extended length (ISO/IEC 7816-4 §5.1) for
+    /// its data and its answer, so that a certificate going in or an envelope coming back costs one
+    /// APDU instead of a command chain or GET RESPONSEs (issue 15). A reader or card without extended
+    /// length fails that APDU (a transport error, or `6700`): the same command then goes in short
+    /// APDUs, chained. Only for such commands, since that repeat must be harmless when the first
+    /// attempt did reach the card; a non-9000 status is an error, as in [`Party::send_as`].
+    fn send_as_one<T: Wire>(
+        &mut self,
+        trace: &mut Trace,
+        step: &'static str,
+        cmd: &Command,
+        context: T::Context,
+    ) -> Result<T, SettleError> {
+        let mut apdu = cmd.to_apdu();
+        apdu.le = Some(65_536);
+        let r = match crate::transport::exchange_extended(self.channel, trace, &apdu) {
+            Ok(r) if r.sw != StatusWord::WrongLength => r,
+            _ => self.try_send(trace, step, cmd)?,
+        };
+        let data = self.accept(step, r)?;
+        self.decode(step, &data, context)
     }
 
     /// Send a command as one APDU, extended length if it needs it (never chained); the caller
@@ -244,6 +241,11 @@ impl<'a> Party<'a> {
     /// Send a command; a non-9000 status is an error.
     fn send(&mut self, trace: &mut Trace, step: &'static str, cmd: &Command) -> Result<Vec<u8>, SettleError> {
         let r = self.try_send(trace, step, cmd)?;
+        self.accept(step, r)
+    }
+
+    /// The data of a 9000 answer; any other status is an error.
+    fn accept(&self, step: &'static str, r: ResponseApdu) -> Result<Vec<u8>, SettleError> {
         if r.sw == StatusWord::CounterpartBlocked {
             return Err(SettleError::Blocked { role: self.role, step });
         }

@@ -48,7 +48,7 @@ pub(super) fn send_credit(
     match signature {
         Some(signature) if payee.info.has_certificate => {
             let certificate = payer
-                .certificate_in_one(trace)?
+                .certificate(trace)?
                 .ok_or_else(|| payer.malformed("DEBIT", "a signed token from a card that reports no certificate"))?;
             let cmd = Command::CreditSigned { receipt, payer_sequence, token, signature, certificate };
             match payee.try_send_extended(trace, step, &cmd) {
