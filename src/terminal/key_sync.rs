@@ -85,7 +85,7 @@ pub(super) fn synchronise<'a>(
 
     // Claims 13, 16: the newer card's certificate goes to the older card with the permission request.
     // Each certificate is read, and each command carrying one sent, in one APDU where the reader takes
-    // extended length (`Party::send_as_one`; issue 15: 22 APDUs became 15), short APDUs the fallback.
+    // extended length (`Party::send_as_one`; issue 15: 22 APDUs became 14), short APDUs the fallback.
     let sender_certificate = match path {
         KeyRollPath::PublicKey => newer.certificate(trace)?.unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
