@@ -40,8 +40,8 @@ pub fn card_serial(der: &[u8]) -> Option<CardSerial> {
 }
 
 fn serial_of(subject: &pki::Name) -> Option<CardSerial> {
-    match subject.attribute_texts(OID_SERIAL_NUMBER).as_slice() {
-        [one] => CardSerial::parse(one),
+    match subject.attribute_values(OID_SERIAL_NUMBER).as_slice() {
+        [one] => CardSerial::parse(std::str::from_utf8(one).ok()?),
         _ => None,
     }
 }

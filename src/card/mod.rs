@@ -364,13 +364,7 @@ impl<S: Storage> Card<S> {
         let session = &mut self.session;
         let keys = &mut self.keys;
         match command {
-            Command::GetCardInfo { certificate } => {
-                let mut info = state.info();
-                if !certificate {
-                    info.certificate = None;
-                }
-                Ok(Effect::reply(info.to_wire()))
-            }
+            Command::GetCardInfo { certificate } => Ok(Effect::reply(state.info(certificate).to_wire())),
             Command::RequestUpdatePermission { path, sender_certificate } => {
                 key_roll::request_update_permission(state, session, path, &sender_certificate)
             }

@@ -461,8 +461,11 @@ impl CardState {
     }
 
     /// What GET CARD INFO answers (public data only).
-    pub fn info(&self) -> CardInfo {
+    /// GET CARD INFO's answer, with the certificate only when `certificate` (the full form). The held
+    /// policy is decoded once for both fields that come from it.
+    pub fn info(&self, certificate: bool) -> CardInfo {
         let multi = self.profile == Some(Profile::MultiKey);
+        let policy = self.held_policy();
         CardInfo {
             serial: self.serial.unwrap_or_default(),
             life_cycle: self.life_cycle,
@@ -500,11 +503,11 @@ impl CardState {
                     exception: false,
                 })
                 .collect(),
-            certificate: self.certificate.clone(),
+            certificate: if certificate { self.certificate.clone() } else { None },
             has_certificate: self.certificate.is_some(),
             chip_id: self.chip_id,
-            policy_number: self.policy_number(),
-            min_wrap_update_key_id: self.held_policy().map_or(UpdateKeyId(1), |p| p.min_wrap_update_key_id),
+            policy_number: policy.as_ref().map_or(0, |p| p.number),
+            min_wrap_update_key_id: policy.as_ref().map_or(UpdateKeyId(1), |p| p.min_wrap_update_key_id),
             clock_floor: self.clock_floor.0,
         }
     }

@@ -43,7 +43,7 @@ fn directory_string_form(tag: u8, value: &[u8]) -> Option<Vec<u8>> {
 
 /// Walks `Name ::= RDNSequence` in one complete TLV, checking its structure, and hands each attribute
 /// (RDN index, OID content octets, value TLV) to `each`.
-fn walk(raw: &[u8], what: &str, mut each: impl FnMut(usize, &[u8], &der::Tlv<'_>)) -> Result<(), PathError> {
+fn walk<'a>(raw: &'a [u8], what: &str, mut each: impl FnMut(usize, &'a [u8], &der::Tlv<'a>)) -> Result<(), PathError> {
     let seq = der::single(raw, tag::SEQUENCE, what)?;
     let mut r = Reader::new(seq.value);
     let mut rdn = 0;
@@ -126,20 +126,18 @@ impl Name {
 
     /// The values of the attributes with OID `wanted` (content octets), as text, in order.
     pub fn attribute_texts(&self, wanted: &[u8]) -> Vec<String> {
+        self.attribute_values(wanted).into_iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+    }
+
+    /// The value octets of the attributes with OID `wanted` (content octets), in order, borrowed.
+    pub fn attribute_values(&self, wanted: &[u8]) -> Vec<&[u8]> {
         let mut out = Vec::new();
-        if let Ok(seq) = der::single(&self.raw, tag::SEQUENCE, "name") {
-            let mut r = Reader::new(seq.value);
-            while let Ok(set) = r.read(tag::SET, "rdn") {
-                let mut sr = Reader::new(set.value);
-                while let Ok(mut atv) = sr.sequence("atv") {
-                    if let (Ok(oid), Ok(val)) = (atv.read(tag::OID, "oid"), atv.read_any("value")) {
-                        if oid.value == wanted {
-                            out.push(String::from_utf8_lossy(val.value).into_owned());
-                        }
-                    }
-                }
+        // The structure was checked by `parse`.
+        let _ = walk(&self.raw, "name", |_, oid, value| {
+            if oid == wanted {
+                out.push(value.value);
             }
-        }
+        });
         out
     }
 
