@@ -13,7 +13,7 @@ use crate::domain::{Amount, CardSerial, TransferKeyId, TransferKeyIdLimit};
 use crate::protocol::codec::Wire;
 use crate::protocol::command::Command;
 use crate::protocol::info::{CardInfo, LifeCycle};
-use crate::protocol::{AID, ResponseApdu, StatusWord};
+use crate::protocol::{AID, CommandApdu, ResponseApdu, StatusWord};
 use crate::transport::{CardChannel, Trace, TransportError, exchange};
 use serde::Serialize;
 use thiserror::Error;
@@ -205,10 +205,8 @@ impl<'a> Party<'a> {
     /// Send a command that changes nothing the card keeps (its session at most: GET CARD INFO, REQUEST
     /// UPDATE PERMISSION, GET TRANSFER KEY) as one APDU with extended length (ISO/IEC 7816-4 §5.1) for
     /// its data and its answer, so that a certificate going in or an envelope coming back costs one
-    /// APDU instead of a command chain or GET RESPONSEs (issue 15). A reader or card without extended
-    /// length fails that APDU (a transport error, or `6700`): the same command then goes in short
-    /// APDUs, chained. Only for such commands, since that repeat must be harmless when the first
-    /// attempt did reach the card; a non-9000 status is an error, as in [`Party::send_as`].
+    /// APDU instead of a command chain or GET RESPONSEs (issue 15), with the fallback of
+    /// [`Party::try_send_one`]; a non-9000 status is an error, as in [`Party::send_as`].
     fn send_as_one<T: Wire>(
         &mut self,
         trace: &mut Trace,
@@ -218,24 +216,26 @@ impl<'a> Party<'a> {
     ) -> Result<T, SettleError> {
         let mut apdu = cmd.to_apdu();
         apdu.le = Some(65_536);
-        let r = match crate::transport::exchange_extended(self.channel, trace, &apdu) {
-            Ok(r) if r.sw != StatusWord::WrongLength => r,
-            _ => self.try_send(trace, step, cmd)?,
-        };
+        let r = self.try_send_one(trace, step, cmd, &apdu)?;
         let data = self.accept(step, r)?;
         self.decode(step, &data, context)
     }
 
-    /// Send a command as one APDU, extended length if it needs it (never chained); the caller
-    /// interprets the status word.
-    fn try_send_extended(
+    /// Send `apdu` (`cmd`'s, its Le perhaps raised) as one APDU, extended length where it needs it,
+    /// never chained. A reader or card without extended length fails it (a transport error, or
+    /// `6700`): `cmd` then goes in short APDUs, chained, with GET RESPONSE. Only for commands whose
+    /// repeat is harmless when the first attempt did reach the card. The caller interprets the status.
+    fn try_send_one(
         &mut self,
         trace: &mut Trace,
         step: &'static str,
         cmd: &Command,
+        apdu: &CommandApdu,
     ) -> Result<ResponseApdu, SettleError> {
-        crate::transport::exchange_extended(self.channel, trace, &cmd.to_apdu())
-            .map_err(|source| SettleError::Transport { role: self.role, reader: self.channel.name(), step, source })
+        match crate::transport::exchange_extended(self.channel, trace, apdu) {
+            Ok(r) if r.sw != StatusWord::WrongLength => Ok(r),
+            _ => self.try_send(trace, step, cmd),
+        }
     }
 
     /// Send a command; a non-9000 status is an error.

@@ -51,14 +51,11 @@ pub(super) fn send_credit(
                 .certificate(trace)?
                 .ok_or_else(|| payer.malformed("DEBIT", "a signed token from a card that reports no certificate"))?;
             let cmd = Command::CreditSigned { receipt, payer_sequence, token, signature, certificate };
-            match payee.try_send_extended(trace, step, &cmd) {
-                Ok(r) if r.sw != StatusWord::WrongLength => Ok(r),
-                // A reader (or card) without extended-length APDUs: the same command as an ISO/IEC 7816-4
-                // command chain (CLA b5 set on all but the last 255-byte segment, §5.4.1). If the
-                // extended APDU did reach the card, the repeat is answered from the credited bit with the
-                // same acknowledgement (CREDIT is idempotent): nothing is credited twice.
-                _ => payee.try_send(trace, step, &cmd),
-            }
+            // One extended APDU; a reader (or card) without extended length gets the same command as an
+            // ISO/IEC 7816-4 command chain (CLA b5 set on all but the last 255-byte segment, §5.4.1). If
+            // the extended APDU did reach the card, the repeat is answered from the credited bit with the
+            // same acknowledgement (CREDIT is idempotent): nothing is credited twice.
+            payee.try_send_one(trace, step, &cmd, &cmd.to_apdu())
         }
         _ => payee.try_send(trace, step, &Command::Credit { receipt, payer_sequence, token }),
     }
