@@ -460,9 +460,8 @@ impl CardState {
         self.pending_in.iter().map(|p| p.amount.0).sum()
     }
 
-    /// What GET CARD INFO answers (public data only).
-    /// GET CARD INFO's answer, with the certificate only when `certificate` (the full form). The held
-    /// policy is decoded once for both fields that come from it.
+    /// What GET CARD INFO answers (public data only), with the certificate only when `certificate` (the
+    /// full form). The held policy is decoded once for both fields that come from it.
     pub fn info(&self, certificate: bool) -> CardInfo {
         let multi = self.profile == Some(Profile::MultiKey);
         let policy = self.held_policy();

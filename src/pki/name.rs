@@ -145,29 +145,20 @@ impl Name {
     /// as text, for messages and name-constraint checks.
     pub fn display(&self) -> String {
         let mut parts = Vec::new();
-        if let Ok(seq) = der::single(&self.raw, tag::SEQUENCE, "name") {
-            let mut r = Reader::new(seq.value);
-            while let Ok(set) = r.read(tag::SET, "rdn") {
-                let mut sr = Reader::new(set.value);
-                while let Ok(mut atv) = sr.sequence("atv") {
-                    let (Ok(oid), Ok(val)) = (atv.read(tag::OID, "oid"), atv.read_any("value")) else {
-                        continue;
-                    };
-                    let key = match oid.value {
-                        [0x55, 0x04, 0x03] => "CN".to_string(),
-                        [0x55, 0x04, 0x06] => "C".to_string(),
-                        [0x55, 0x04, 0x07] => "L".to_string(),
-                        [0x55, 0x04, 0x08] => "ST".to_string(),
-                        [0x55, 0x04, 0x0a] => "O".to_string(),
-                        [0x55, 0x04, 0x0b] => "OU".to_string(),
-                        [0x55, 0x04, 0x05] => "serialNumber".to_string(),
-                        o => der::oid_string(o),
-                    };
-                    let v = String::from_utf8_lossy(val.value).into_owned();
-                    parts.push(format!("{key}={v}"));
-                }
-            }
-        }
+        // The structure was checked by `parse`.
+        let _ = walk(&self.raw, "name", |_, oid, val| {
+            let key = match oid {
+                [0x55, 0x04, 0x03] => "CN".to_string(),
+                [0x55, 0x04, 0x06] => "C".to_string(),
+                [0x55, 0x04, 0x07] => "L".to_string(),
+                [0x55, 0x04, 0x08] => "ST".to_string(),
+                [0x55, 0x04, 0x0a] => "O".to_string(),
+                [0x55, 0x04, 0x0b] => "OU".to_string(),
+                [0x55, 0x04, 0x05] => "serialNumber".to_string(),
+                o => der::oid_string(o),
+            };
+            parts.push(format!("{key}={}", String::from_utf8_lossy(val.value)));
+        });
         parts.join(", ")
     }
 }
