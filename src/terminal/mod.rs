@@ -169,12 +169,15 @@ pub(crate) struct Party<'a> {
     pub role: Role,
     pub channel: &'a mut dyn CardChannel,
     pub info: CardInfo,
+    /// The reader or card failed an extended-length APDU in this settlement: the rest of it goes in
+    /// short APDUs without asking again ([`Party::try_send_one`]).
+    short_only: bool,
 }
 
 impl<'a> Party<'a> {
     /// SELECT the application and read GET CARD INFO.
     fn connect(role: Role, channel: &'a mut dyn CardChannel, trace: &mut Trace) -> Result<Self, SettleError> {
-        let mut p = Party { role, channel, info: CardInfo::blank() };
+        let mut p = Party { role, channel, info: CardInfo::blank(), short_only: false };
         p.send(trace, "SELECT", &Command::Select { aid: AID.to_vec() })?;
         p.refresh(trace)?;
         Ok(p)
@@ -223,8 +226,10 @@ impl<'a> Party<'a> {
 
     /// Send `apdu` (`cmd`'s, its Le perhaps raised) as one APDU, extended length where it needs it,
     /// never chained. A reader or card without extended length fails it (a transport error, or
-    /// `6700`): `cmd` then goes in short APDUs, chained, with GET RESPONSE. Only for commands whose
-    /// repeat is harmless when the first attempt did reach the card. The caller interprets the status.
+    /// `6700`): `cmd` then goes in short APDUs, chained, with GET RESPONSE, and so does every later
+    /// one-APDU command of this settlement (one failed attempt per card, not one per command). Only for
+    /// commands whose repeat is harmless when the first attempt did reach the card. The caller
+    /// interprets the status.
     fn try_send_one(
         &mut self,
         trace: &mut Trace,
@@ -232,10 +237,13 @@ impl<'a> Party<'a> {
         cmd: &Command,
         apdu: &CommandApdu,
     ) -> Result<ResponseApdu, SettleError> {
-        match crate::transport::exchange_extended(self.channel, trace, apdu) {
-            Ok(r) if r.sw != StatusWord::WrongLength => Ok(r),
-            _ => self.try_send(trace, step, cmd),
+        if !self.short_only {
+            match crate::transport::exchange_extended(self.channel, trace, apdu) {
+                Ok(r) if r.sw != StatusWord::WrongLength => return Ok(r),
+                _ => self.short_only = true,
+            }
         }
+        self.try_send(trace, step, cmd)
     }
 
     /// Send a command; a non-9000 status is an error.
