@@ -5,6 +5,7 @@
 
 use super::{Party, Role, SettleError};
 use crate::domain::{Profile, TransferKeyId};
+use crate::protocol::StatusWord;
 use crate::protocol::command::{Command, KeyPayload, KeyRollPath};
 use crate::protocol::response::UpdatePermission;
 use crate::transport::Trace;
@@ -85,7 +86,8 @@ pub(super) fn synchronise<'a>(
 
     // Claims 13, 16: the newer card's certificate goes to the older card with the permission request.
     // Each certificate is read, and each command carrying one sent, in one APDU where the reader takes
-    // extended length (`Party::send_as_one`; issue 15: 22 APDUs became 14), short APDUs the fallback.
+    // extended length (`Party::send_as_one`, and [`install`] for the key itself; issue 15: 22 APDUs became
+    // 13), short APDUs the fallback.
     let sender_certificate = match path {
         KeyRollPath::PublicKey => newer.certificate(trace)?.unwrap_or_default(),
         KeyRollPath::Symmetric => Vec::new(),
@@ -108,7 +110,40 @@ pub(super) fn synchronise<'a>(
         &Command::GetTransferKey { path, challenge, receiver: older.info.serial, receiver_certificate },
         path,
     )?;
-    older.send(trace, "UPDATE TRANSFER KEY", &Command::UpdateTransferKey { path, payload })?;
+    install(older, trace, &Command::UpdateTransferKey { path, payload }, new_id)?;
     older.info.transfer_key_id = Some(new_id);
     Ok((roll, Some(older.role)))
+}
+
+/// UPDATE TRANSFER KEY on the older card (claims 2, 4, 6, 7, 9). A public-key payload (326 bytes) goes
+/// as one extended-length APDU where the reader takes it, not as a chain of two short ones (issue 15).
+///
+/// The command installs the key and takes the card's live challenge, so its fallback is not
+/// [`Party::try_send_one`]'s blind repeat. A `6700` answer refused the APDU for its length before the
+/// card read it: the command goes again as a chain. A transport failure is ambiguous: the reader may
+/// have refused the APDU (the card never saw it), or the card may have run it and its answer been
+/// lost. The command goes again as a chain; a card that never saw the first attempt runs it, and one
+/// that did answers `6982` (its challenge was taken). In that case GET CARD INFO decides: the key is in
+/// exactly when the card now holds `new_id`, since nothing else between the two attempts could have
+/// put it there. Any other outcome is the card's refusal, reported as such.
+fn install(older: &mut Party<'_>, trace: &mut Trace, cmd: &Command, new_id: TransferKeyId) -> Result<(), SettleError> {
+    const STEP: &str = "UPDATE TRANSFER KEY";
+    let apdu = cmd.to_apdu();
+    if older.short_only || !crate::transport::needs_chaining(&apdu) {
+        return older.send(trace, STEP, cmd).map(drop);
+    }
+    let maybe_ran = match crate::transport::exchange_extended(older.channel, trace, &apdu) {
+        Ok(r) if r.sw != StatusWord::WrongLength => return older.accept(STEP, r).map(drop),
+        Ok(_) => false,
+        Err(_) => true,
+    };
+    older.short_only = true;
+    let r = older.try_send(trace, STEP, cmd)?;
+    if maybe_ran && r.sw == StatusWord::SecurityStatusNotSatisfied {
+        older.refresh(trace)?;
+        if older.info.transfer_key_id == Some(new_id) {
+            return Ok(());
+        }
+    }
+    older.accept(STEP, r).map(drop)
 }

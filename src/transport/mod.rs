@@ -150,6 +150,12 @@ pub fn exchange_apdu(
     follow_get_response(channel, trace, resp)
 }
 
+/// Whether `apdu`'s data exceeds one short APDU: [`exchange_apdu`] would send it as a command chain,
+/// [`exchange_extended`] as one extended-length APDU.
+pub fn needs_chaining(apdu: &CommandApdu) -> bool {
+    apdu.data.len() > CHUNK
+}
+
 /// Send one logical command APDU as a single APDU, extended length when its data or Le need it (ISO/IEC
 /// 7816-4 §5.1), never chained; GET RESPONSE is still followed. For the steps where every APDU counts
 /// against the settlement budget: a signed CREDIT carries the payer's certificate, and a full GET CARD

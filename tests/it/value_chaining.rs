@@ -61,9 +61,10 @@ fn certified_cards_settle_through_a_reader_without_extended_length() {
 }
 
 /// Issue 15: a public-key roll reads each card's certificate with one extended-Le GET CARD INFO and
-/// sends REQUEST UPDATE PERMISSION and GET TRANSFER KEY (a certificate in, an envelope out) as one
-/// extended APDU each: 22 APDUs became 14. Through readers that take short APDUs only, each of those
-/// falls back to the short form (chains, GET RESPONSE), and the cards roll and settle the same.
+/// sends REQUEST UPDATE PERMISSION, GET TRANSFER KEY (a certificate in, an envelope out) and UPDATE
+/// TRANSFER KEY (the envelope in) as one extended APDU each: 22 APDUs became 13. Through readers that
+/// take short APDUs only, each of those falls back to the short form (chains, GET RESPONSE), and the
+/// cards roll and settle the same.
 #[test]
 fn a_public_key_roll_reads_certificates_in_one_apdu_and_falls_back_on_short_readers() {
     let ca = TestCa::new("Chaining Test CA");
@@ -82,7 +83,7 @@ fn a_public_key_roll_reads_certificates_in_one_apdu_and_falls_back_on_short_read
     )
     .unwrap();
     assert_eq!(r.key_roll, keyroll::terminal::KeyRoll::PublicKey);
-    assert!(r.apdus <= 14, "{} APDUs", r.apdus);
+    assert!(r.apdus <= 13, "{} APDUs", r.apdus);
 
     let (mut payer, mut payee) = pair();
     let mut a = ShortOnly { inner: InProcessChannel::new(&mut payer, "payer"), refused: 0, chained_credit: 0 };
@@ -97,4 +98,61 @@ fn a_public_key_roll_reads_certificates_in_one_apdu_and_falls_back_on_short_read
     drop((a, b));
     assert_eq!(payer.state().selected_transfer_key_id, Some(TransferKeyId(2)));
     assert_eq!((payer.state().balance, payee.state().balance), (Amount(990), Amount(10)));
+}
+
+/// What a reader does to the one extended-length UPDATE TRANSFER KEY (INS 24) of a public-key roll.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum UpdateFate {
+    /// The reader refuses it: the card never sees it.
+    Refused,
+    /// The card runs it, and its answer is lost on the way back.
+    AnswerLost,
+}
+
+/// A reader that passes every APDU but the extended UPDATE TRANSFER KEY, whose fate it decides once.
+struct LosesTheInstall<'a> {
+    inner: InProcessChannel<'a>,
+    fate: UpdateFate,
+    hit: usize,
+}
+
+impl CardChannel for LosesTheInstall<'_> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let extended = apdu.len() >= 7 && apdu[4] == 0;
+        if extended && apdu[1] == 0x24 && self.hit == 0 {
+            self.hit += 1;
+            if self.fate == UpdateFate::AnswerLost {
+                self.inner.transmit(apdu)?;
+            }
+            return Err(TransportError::Io("the reader lost the exchange".into()));
+        }
+        self.inner.transmit(apdu)
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+}
+
+/// Issue 15: UPDATE TRANSFER KEY installs the key and takes the card's challenge, so when its one
+/// extended APDU fails in transport the terminal cannot simply repeat it and trust the answer. The
+/// command goes again as a short chain: a card that never saw the first attempt installs the key from
+/// it; a card that ran the first attempt refuses the repeat (6982, the challenge is gone) and GET CARD
+/// INFO shows the key in. Either way the roll completes once and value moves; before, the lost answer
+/// was reported as the card refusing the key it had installed.
+#[test]
+fn an_install_whose_extended_apdu_failed_is_judged_by_the_card_not_repeated_blindly() {
+    let ca = TestCa::new("Chaining Test CA");
+    for fate in [UpdateFate::Refused, UpdateFate::AnswerLost] {
+        let mut payer = pk_card(1, Profile::Hybrid, 1, 1, 5, 1_000, &ca, &ca.root);
+        let mut payee = pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root);
+        let mut a = LosesTheInstall { inner: InProcessChannel::new(&mut payer, "payer"), fate, hit: 0 };
+        let mut b = InProcessChannel::new(&mut payee, "payee");
+        let r =
+            settle(&mut a, &mut b, Amount(10), &SettleOptions::default()).unwrap_or_else(|e| panic!("{fate:?}: {e}"));
+        assert_eq!(a.hit, 1, "{fate:?}: the extended install was tried once");
+        assert_eq!(r.key_roll, keyroll::terminal::KeyRoll::PublicKey, "{fate:?}");
+        drop((a, b));
+        assert_eq!(payer.state().selected_transfer_key_id, Some(TransferKeyId(2)), "{fate:?}");
+        assert_eq!((payer.state().balance, payee.state().balance), (Amount(990), Amount(10)), "{fate:?}");
+    }
 }
