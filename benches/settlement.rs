@@ -7,8 +7,9 @@
 //! Goal (issue 15): a public-key roll in process costs at most 8 "verify-equivalents", the time of
 //! 8 P-256 verifications at the rate `openssl speed -seconds 1 ecdsap256` reports on one core (it
 //! divides by CPU user time, so it is per CPU-second). The verdict is the median of
-//! `KEYROLL_BENCH_ROUNDS` (default 9) rounds, each timing rolls between two runs of `openssl speed`
-//! (the ratio takes the mean of the two rates), so that both sides of every ratio see the same machine. The roll's own P-256 work
+//! `KEYROLL_BENCH_ROUNDS` (default 9) rounds, each timing about a CPU-second of rolls between two runs
+//! of `openssl speed` (the ratio takes the mean of the two rates), so that both sides of every ratio see
+//! the same machine over windows of the same length. The roll's own P-256 work
 //! (`tests/it/settlement_ops.rs` pins it): five verifications (the two card certificates, the key
 //! envelope, the issuer's key authorisation, the payer's value signature), two signatures, two ECDH,
 //! one ephemeral key, the card key pairs restored from their scalars.
@@ -108,7 +109,7 @@ fn main() {
             pk_card(2, Profile::Hybrid, 2, 2, 5, 0, &ca, &ca.root),
         )
     };
-    let (pk_us, _, pk_apdus) =
+    let (pk_us, pk_cpu_us, pk_apdus) =
         run_with("public-key roll (hybrid)", pk_n, pk_pair, 10, KeyRoll::PublicKey, &SettleOptions::default());
     // The same rolls between cards opened from their stored records, as `keyroll settle` opens card
     // files: each card makes its key pair from the stored scalar at first use (the cards above hold the
@@ -191,7 +192,10 @@ fn main() {
     // both sides of a ratio see the same machine (on a shared VM either rate moves by 10% between runs);
     // the median ratio decides.
     let rounds: usize = std::env::var("KEYROLL_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(9);
-    let per_round = (pk_n / 2).max(50);
+    // Each round times about one CPU-second of rolls, as long as `openssl speed -seconds 1` times its
+    // verifications, so that both sides of a ratio average the host over windows of the same length
+    // (at most `pk_n` rolls, at least 50).
+    let per_round = ((1e6 / pk_cpu_us.max(1.0)) as usize).clamp(50, pk_n.max(50));
     let verify_rate = || {
         openssl_verify_speed().unwrap_or_else(|| {
             println!("openssl speed output not understood: no verdict");
@@ -239,8 +243,8 @@ fn main() {
         ok(median <= 8.0)
     );
     // Context for the verdict, not part of it: how much the host moved both sides during the run, and
-    // the reading of its quietest moments (the fastest round against the fastest `openssl speed` run),
-    // the nearest this run comes to the quiet machine the goal is stated for.
+    // the reading of its quietest moments (the fastest round against the fastest `openssl speed` run,
+    // windows of the same length), the nearest this run comes to the quiet machine the goal is stated for.
     let (fast_roll, slow_roll) = roll_cpu.iter().fold((f64::MAX, 0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
     let (slow_rate, fast_rate) = rates.iter().fold((f64::MAX, 0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     println!(
