@@ -3,7 +3,7 @@
 //! commands from the newer card to the older (claims 11, 13, 15, 16, 19). The terminal sees only
 //! ciphertext.
 
-use super::{Party, Role, SettleError};
+use super::{OneApdu, Party, Role, SettleError};
 use crate::domain::{Profile, TransferKeyId};
 use crate::protocol::StatusWord;
 use crate::protocol::command::{Command, KeyPayload, KeyRollPath};
@@ -129,15 +129,14 @@ pub(super) fn synchronise<'a>(
 fn install(older: &mut Party<'_>, trace: &mut Trace, cmd: &Command, new_id: TransferKeyId) -> Result<(), SettleError> {
     const STEP: &str = "UPDATE TRANSFER KEY";
     let apdu = cmd.to_apdu();
-    if older.short_only || !crate::transport::needs_chaining(&apdu) {
+    if !crate::transport::needs_chaining(&apdu) {
         return older.send(trace, STEP, cmd).map(drop);
     }
-    let maybe_ran = match crate::transport::exchange_extended(older.channel, trace, &apdu) {
-        Ok(r) if r.sw != StatusWord::WrongLength => return older.accept(STEP, r).map(drop),
-        Ok(_) => false,
-        Err(_) => true,
+    let maybe_ran = match older.attempt_one(trace, &apdu) {
+        OneApdu::Answered(r) => return older.accept(STEP, r).map(drop),
+        OneApdu::NotRun => false,
+        OneApdu::MaybeRun => true,
     };
-    older.short_only = true;
     let r = older.try_send(trace, STEP, cmd)?;
     if maybe_ran && r.sw == StatusWord::SecurityStatusNotSatisfied {
         older.refresh(trace)?;

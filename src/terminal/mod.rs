@@ -174,6 +174,16 @@ pub(crate) struct Party<'a> {
     short_only: bool,
 }
 
+/// What one attempt at a single (extended-length) APDU came to ([`Party::attempt_one`]).
+enum OneApdu {
+    /// The card answered (any status but `6700`).
+    Answered(ResponseApdu),
+    /// The card did not run it: not tried (short APDUs only in this settlement), or `6700`.
+    NotRun,
+    /// It failed in transport: the card may have run it.
+    MaybeRun,
+}
+
 impl<'a> Party<'a> {
     /// SELECT the application and read GET CARD INFO.
     fn connect(role: Role, channel: &'a mut dyn CardChannel, trace: &mut Trace) -> Result<Self, SettleError> {
@@ -237,13 +247,29 @@ impl<'a> Party<'a> {
         cmd: &Command,
         apdu: &CommandApdu,
     ) -> Result<ResponseApdu, SettleError> {
-        if !self.short_only {
-            match crate::transport::exchange_extended(self.channel, trace, apdu) {
-                Ok(r) if r.sw != StatusWord::WrongLength => return Ok(r),
-                _ => self.short_only = true,
-            }
+        match self.attempt_one(trace, apdu) {
+            OneApdu::Answered(r) => Ok(r),
+            OneApdu::NotRun | OneApdu::MaybeRun => self.try_send(trace, step, cmd),
         }
-        self.try_send(trace, step, cmd)
+    }
+
+    /// One attempt at `apdu` as a single APDU, unless this settlement already found the reader or card
+    /// without extended length; a failed attempt marks it so (`short_only`). The callers decide
+    /// what goes again in short APDUs: [`Party::try_send_one`] repeats anything, the key's install
+    /// (`key_sync::install`) asks the card first when the attempt may have run.
+    fn attempt_one(&mut self, trace: &mut Trace, apdu: &CommandApdu) -> OneApdu {
+        if self.short_only {
+            return OneApdu::NotRun;
+        }
+        let outcome = match crate::transport::exchange_extended(self.channel, trace, apdu) {
+            Ok(r) if r.sw != StatusWord::WrongLength => return OneApdu::Answered(r),
+            // `6700`: refused for its length, before the card read it.
+            Ok(_) => OneApdu::NotRun,
+            // The reader refused it, or the card ran it and its answer was lost: no telling which.
+            Err(_) => OneApdu::MaybeRun,
+        };
+        self.short_only = true;
+        outcome
     }
 
     /// Send a command; a non-9000 status is an error.
