@@ -20,10 +20,15 @@ struct ShortOnly<'a> {
     chained_credit: usize,
 }
 
+/// Whether `apdu` is an extended-length one: a zero byte after the header followed by two length bytes
+/// (ISO/IEC 7816-4 §5.1 cases 2E, 3E, 4E).
+fn is_extended(apdu: &[u8]) -> bool {
+    apdu.len() >= 7 && apdu[4] == 0
+}
+
 impl CardChannel for ShortOnly<'_> {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        // Extended: a zero byte after the header followed by two length bytes (cases 2E, 3E, 4E).
-        if apdu.len() >= 7 && apdu[4] == 0 {
+        if is_extended(apdu) {
             self.refused += 1;
             return Err(TransportError::Io("the reader does not support extended-length APDUs".into()));
         }
@@ -118,8 +123,7 @@ struct LosesTheInstall<'a> {
 
 impl CardChannel for LosesTheInstall<'_> {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        let extended = apdu.len() >= 7 && apdu[4] == 0;
-        if extended && apdu[1] == 0x24 && self.hit == 0 {
+        if is_extended(apdu) && apdu[1] == 0x24 && self.hit == 0 {
             self.hit += 1;
             if self.fate == UpdateFate::AnswerLost {
                 self.inner.transmit(apdu)?;
