@@ -71,39 +71,74 @@ const CHUNK: usize = 255;
 /// keeps answering 61XX is broken or hostile (house rule 5).
 const MAX_GET_RESPONSE: usize = 32;
 
-/// Counts APDUs and optionally traces them to stderr.
+/// Counts APDUs and, when tracing, describes each one: headers, lengths, status and milliseconds, never
+/// data bytes. An APDU whose exchange failed (the reader refused it, the card was pulled, the answer was
+/// lost or malformed) is described too, with the failure: the trace shows every APDU the terminal sent,
+/// including an extended-length attempt that a short-only reader refused before the terminal fell back.
+/// `apdus` counts the APDUs the reader delivered (a transport failure is not counted).
 #[derive(Debug, Default, Clone)]
 pub struct Trace {
     pub apdus: usize,
-    pub verbose: bool,
+    sink: Sink,
+}
+
+/// Where a trace's lines go.
+#[derive(Debug, Default, Clone)]
+enum Sink {
+    #[default]
+    Off,
+    Stderr,
+    Kept(Vec<String>),
 }
 
 impl Trace {
+    /// Printing each APDU to stderr when `verbose`, else only counting.
     pub fn verbose(verbose: bool) -> Self {
-        Trace { apdus: 0, verbose }
+        Trace { apdus: 0, sink: if verbose { Sink::Stderr } else { Sink::Off } }
+    }
+
+    /// Keeping each APDU's line instead of printing it, for [`Trace::lines`].
+    pub fn kept() -> Self {
+        Trace { apdus: 0, sink: Sink::Kept(Vec::new()) }
+    }
+
+    /// The lines a [`Trace::kept`] trace has kept (none for the others).
+    pub fn lines(&self) -> &[String] {
+        match &self.sink {
+            Sink::Kept(lines) => lines,
+            _ => &[],
+        }
     }
 
     fn one(&mut self, channel: &mut dyn CardChannel, apdu: &CommandApdu) -> Result<ResponseApdu, TransportError> {
-        // The clock is read only for the verbose trace that prints it.
-        let started = self.verbose.then(Instant::now);
-        let raw = channel.transmit(&apdu.to_bytes())?;
-        self.apdus += 1;
-        let resp = ResponseApdu::parse(&raw).map_err(|e| TransportError::Malformed(e.to_string()))?;
-        if self.verbose {
-            eprintln!(
-                "apdu {:<24} {:02X} {:02X} {:02X} {:02X} Lc={:<4} -> SW={} Lr={:<4} {:.2} ms",
+        // The clock is read only for the trace that prints it.
+        let started = (!matches!(self.sink, Sink::Off)).then(Instant::now);
+        let result = channel.transmit(&apdu.to_bytes()).and_then(|raw| {
+            self.apdus += 1;
+            ResponseApdu::parse(&raw).map_err(|e| TransportError::Malformed(e.to_string()))
+        });
+        if let Some(started) = started {
+            let outcome = match &result {
+                Ok(resp) => format!("SW={} Lr={:<4}", resp.sw, resp.data.len()),
+                Err(e) => format!("failed ({e})"),
+            };
+            let line = format!(
+                "apdu {:<24} {:02X} {:02X} {:02X} {:02X} Lc={:<4} -> {outcome} {:.2} ms",
                 channel.name(),
                 apdu.cla,
                 apdu.ins,
                 apdu.p1,
                 apdu.p2,
                 apdu.data.len(),
-                resp.sw,
-                resp.data.len(),
-                started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3)
+                started.elapsed().as_secs_f64() * 1e3
             );
+            match &mut self.sink {
+                Sink::Stderr => eprintln!("{line}"),
+                Sink::Kept(lines) => lines.push(line),
+                Sink::Off => {}
+            }
         }
-        Ok(resp)
+        result
     }
 }
 

@@ -160,3 +160,37 @@ fn an_install_whose_extended_apdu_failed_is_judged_by_the_card_not_repeated_blin
         assert_eq!((payer.state().balance, payee.state().balance), (Amount(990), Amount(10)), "{fate:?}");
     }
 }
+
+/// The verbose trace describes every APDU the terminal sent, including the extended GET CARD INFO that
+/// a short-only reader refused before the terminal fell back to a short one with GET RESPONSE. Until
+/// session 9 a failed exchange left no line, so `settle --verbose` through such a reader showed fewer
+/// APDUs than went out. Lines carry headers, lengths and status, never data bytes.
+#[test]
+fn the_trace_shows_an_attempt_whose_exchange_failed() {
+    use keyroll::protocol::command::Command;
+    use keyroll::transport::{Trace, exchange, exchange_extended};
+    let ca = TestCa::new("Chaining Test CA");
+    let mut card = pk_card(1, Profile::PublicKey, 1, 0, 5, 100, &ca, &ca.root);
+    let mut reader = ShortOnly { inner: InProcessChannel::new(&mut card, "short-only"), refused: 0, chained_credit: 0 };
+    let mut trace = Trace::kept();
+    let cmd = Command::GetCardInfo { certificate: true };
+    let mut apdu = cmd.to_apdu();
+    apdu.le = Some(65_536);
+    assert!(exchange_extended(&mut reader, &mut trace, &apdu).is_err());
+    let info = exchange(&mut reader, &mut trace, &cmd).expect("the short GET CARD INFO");
+    assert_eq!(reader.refused, 1);
+    let lines = trace.lines();
+    assert!(lines.len() >= 2, "{lines:#?}");
+    assert!(lines[0].contains(&format!("{:02X} {:02X} 00 00 Lc=0", apdu.cla, apdu.ins)), "{}", lines[0]);
+    assert!(lines[0].contains("failed (I/O error talking to the card: the reader does not support"), "{}", lines[0]);
+    assert!(lines[1..].iter().all(|l| l.contains("SW=")), "{lines:#?}");
+    // One line per APDU sent; the count is of the APDUs the reader delivered.
+    assert_eq!(trace.apdus, lines.len() - 1);
+    // No data bytes: the certificate's DER appears in no line.
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X}")).collect::<String>();
+    assert!(lines.iter().all(|l| !l.contains(&hex(&info.data[..8]))), "{lines:#?}");
+    // A trace that is not kept keeps nothing.
+    let mut quiet = Trace::verbose(false);
+    assert!(exchange_extended(&mut reader, &mut quiet, &apdu).is_err());
+    assert!(quiet.lines().is_empty());
+}
