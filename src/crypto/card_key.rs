@@ -130,8 +130,13 @@ pub fn verify_p1363(public_sec1: &[u8], parts: &[&[u8]], sig: &[u8]) -> Result<(
 /// Elliptic-curve Diffie-Hellman on P-256 (SEC 1 §3.3.1): the 32-byte x-coordinate of
 /// `secret · peer`. The peer point is validated (on the curve, not the identity) before use; P-256
 /// has cofactor 1, so a valid point cannot force a small-subgroup result.
+/// An uncompressed point is checked by the ECDH parse alone, as an envelope's ephemeral key is
+/// ([`PublicKey::for_agreement`]); a compressed one is decompressed and checked first.
 pub fn ecdh(secret: &CardKeyPair, peer_sec1: &[u8]) -> Result<SecretBytes, CryptoError> {
-    let peer = parse_public_key(peer_sec1)?;
+    let peer = match peer_sec1.len() {
+        PUBLIC_KEY_LEN => PublicKey::for_agreement(peer_sec1)?,
+        _ => parse_public_key(peer_sec1)?,
+    };
     let shared = secret.pair.agree(&peer)?;
     Ok(SecretBytes::new(shared.expose().to_vec()))
 }

@@ -135,12 +135,17 @@ macro_rules! count {
 // Public keys
 // ---------------------------------------------------------------------------------------------
 
-/// A validated P-256 public key: the uncompressed point and AWS-LC's parsed key, so a key that is
-/// used for many verifications (an issuer's, in a batch of certificates) is parsed once.
+/// A validated P-256 public key: the uncompressed point, and AWS-LC's parsed forms of it, one for ECDSA
+/// verification and one for ECDH, each made once and only when first needed. A key used for many
+/// verifications (an issuer's, in a batch of certificates) is parsed once; a key used only for ECDH
+/// (an envelope's ephemeral key) is never parsed for ECDSA; a point AWS-LC computed from a scalar of
+/// ours (a fresh key's) is not parsed until it is used. The point is valid whichever way the key
+/// was made: each constructor validates it, or computed it.
 #[derive(Clone)]
 pub struct PublicKey {
     sec1: [u8; PUBLIC_KEY_LEN],
-    parsed: lc::ParsedPublicKey,
+    verifying: OnceLock<lc::ParsedPublicKey>,
+    agreeing: OnceLock<agreement::ParsedPublicKey>,
 }
 
 impl PublicKey {
@@ -152,12 +157,9 @@ impl PublicKey {
         // hybrid forms before the library sees them (AWS-LC would also try SPKI DER).
         match (sec1.first(), sec1.len()) {
             (Some(0x04), PUBLIC_KEY_LEN) => {
-                count!(parse_public);
-                let parsed = lc::ParsedPublicKey::new(&lc::ECDSA_P256_SHA256_ASN1, sec1)
-                    .map_err(|_| CryptoError::InvalidPublicKey)?;
-                let mut out = [0u8; PUBLIC_KEY_LEN];
-                out.copy_from_slice(sec1);
-                Ok(PublicKey { sec1: out, parsed })
+                let key = Self::unparsed(sec1.try_into().expect("65 bytes"));
+                key.verifying()?;
+                Ok(key)
             }
             (Some(0x02 | 0x03), COMPRESSED_PUBLIC_KEY_LEN) => {
                 let parsed = lc::ParsedPublicKey::new(&lc::ECDSA_P256_SHA256_ASN1, sec1)
@@ -174,6 +176,58 @@ impl PublicKey {
             }
             _ => Err(CryptoError::InvalidPublicKey),
         }
+    }
+
+    /// An uncompressed SEC 1 point that will serve for ECDH (an envelope's ephemeral key), validated
+    /// by AWS-LC's ECDH parse as [`PublicKey::from_sec1`] validates it (on the curve, not the
+    /// identity), so the point is decoded once, not once for each form. Only the uncompressed form
+    /// (`0x04`, 65 bytes); anything else is [`CryptoError::InvalidPublicKey`].
+    pub fn for_agreement(sec1: &[u8]) -> Result<Self, CryptoError> {
+        let sec1: &[u8; PUBLIC_KEY_LEN] = sec1.try_into().map_err(|_| CryptoError::InvalidPublicKey)?;
+        if sec1[0] != 0x04 {
+            return Err(CryptoError::InvalidPublicKey);
+        }
+        let key = Self::unparsed(sec1);
+        key.agreeing()?;
+        Ok(key)
+    }
+
+    /// A point AWS-LC computed from a scalar of ours, so valid by construction: nothing to check
+    /// until it is used. Every other constructor checks the point before it returns.
+    fn computed(sec1: &[u8]) -> Result<Self, CryptoError> {
+        match <&[u8; PUBLIC_KEY_LEN]>::try_from(sec1) {
+            Ok(point @ &[0x04, ..]) => Ok(Self::unparsed(point)),
+            _ => Err(CryptoError::Backend),
+        }
+    }
+
+    fn unparsed(sec1: &[u8; PUBLIC_KEY_LEN]) -> Self {
+        PublicKey { sec1: *sec1, verifying: OnceLock::new(), agreeing: OnceLock::new() }
+    }
+
+    /// AWS-LC's ECDSA form of the point, parsed (and checked) on first use.
+    fn verifying(&self) -> Result<&lc::ParsedPublicKey, CryptoError> {
+        if let Some(k) = self.verifying.get() {
+            return Ok(k);
+        }
+        count!(parse_public);
+        let k = lc::ParsedPublicKey::new(&lc::ECDSA_P256_SHA256_ASN1, &self.sec1[..])
+            .map_err(|_| CryptoError::InvalidPublicKey)?;
+        Ok(self.verifying.get_or_init(|| k))
+    }
+
+    /// AWS-LC's ECDH form of the point, parsed (and checked) on first use.
+    fn agreeing(&self) -> Result<&agreement::ParsedPublicKey, CryptoError> {
+        if let Some(k) = self.agreeing.get() {
+            return Ok(k);
+        }
+        count!(parse_public);
+        let k = agreement::ParsedPublicKey::try_from(&agreement::UnparsedPublicKey::new(
+            &agreement::ECDH_P256,
+            &self.sec1[..],
+        ))
+        .map_err(|_| CryptoError::InvalidPublicKey)?;
+        Ok(self.agreeing.get_or_init(|| k))
     }
 
     /// The key inside a DER `SubjectPublicKeyInfo` (RFC 5480 §2): the algorithm must be
@@ -226,7 +280,7 @@ impl PublicKey {
     pub fn verify(&self, parts: &[&[u8]], signature: &Signature) -> Result<(), CryptoError> {
         count!(verify);
         let der = signature.to_der();
-        self.parsed.verify_digest_sig(&sha256(parts), der.as_bytes()).map_err(|_| CryptoError::BadSignature)
+        self.verifying()?.verify_digest_sig(&sha256(parts), der.as_bytes()).map_err(|_| CryptoError::BadSignature)
     }
 
     /// Verify a DER `ECDSA-Sig-Value` over `message`: [`CryptoError::MalformedSignature`] for
@@ -236,7 +290,7 @@ impl PublicKey {
         let signature = Signature::from_der(der)?;
         count!(verify);
         // `der` passed the strict parse, so it is the canonical encoding: hand it over as is.
-        self.parsed.verify_digest_sig(&sha256(parts), der).map_err(|_| CryptoError::BadSignature)?;
+        self.verifying()?.verify_digest_sig(&sha256(parts), der).map_err(|_| CryptoError::BadSignature)?;
         debug_assert_eq!(signature.to_der().as_bytes(), der);
         Ok(())
     }
@@ -404,7 +458,7 @@ impl Clone for KeyPair {
 
 impl KeyPair {
     fn wrap(signing: lc::EcdsaKeyPair) -> Result<Self, CryptoError> {
-        let public = PublicKey::from_sec1(signing.public_key().as_ref())?;
+        let public = PublicKey::computed(signing.public_key().as_ref())?;
         Ok(KeyPair { signing, public, agreement: OnceLock::new() })
     }
 
@@ -537,7 +591,7 @@ impl EcdhKey {
         count!(generate);
         let key = agreement::PrivateKey::generate(&agreement::ECDH_P256).map_err(|_| CryptoError::Random)?;
         let public = key.compute_public_key().map_err(|_| CryptoError::Backend)?;
-        let public = PublicKey::from_sec1(public.as_ref())?;
+        let public = PublicKey::computed(public.as_ref())?;
         Ok(EcdhKey { key, public })
     }
 
@@ -550,7 +604,7 @@ impl EcdhKey {
         let key = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, scalar)
             .map_err(|_| CryptoError::InvalidPrivateKey)?;
         let public = key.compute_public_key().map_err(|_| CryptoError::Backend)?;
-        let public = PublicKey::from_sec1(public.as_ref())?;
+        let public = PublicKey::computed(public.as_ref())?;
         Ok(EcdhKey { key, public })
     }
 
@@ -572,8 +626,8 @@ impl std::fmt::Debug for EcdhKey {
 
 fn agree(key: &agreement::PrivateKey, peer: &PublicKey) -> Result<SharedSecret, CryptoError> {
     count!(ecdh);
-    let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &peer.sec1[..]);
-    agreement::agree(key, peer, CryptoError::InvalidPublicKey, |z| {
+    // AWS-LC's `agree` takes the parsed key by value; the clone shares it (a reference count).
+    agreement::agree(key, peer.agreeing()?.clone(), CryptoError::InvalidPublicKey, |z| {
         let mut out = Zeroizing::new([0u8; SHARED_SECRET_LEN]);
         if z.len() != SHARED_SECRET_LEN {
             return Err(CryptoError::Backend);
@@ -737,6 +791,46 @@ mod tests {
         assert_eq!(PublicKey::from_sec1(&off).unwrap_err(), CryptoError::InvalidPublicKey);
         // SPKI DER itself is not a SEC 1 point here, though AWS-LC alone would take it.
         assert_eq!(PublicKey::from_sec1(&k.public_key().to_spki_der()).unwrap_err(), CryptoError::InvalidPublicKey);
+    }
+
+    /// A key made for ECDH only is checked by AWS-LC's ECDH parse: it refuses what `from_sec1` refuses
+    /// among 65-byte points, takes only the uncompressed form, and agrees as the fully parsed key does.
+    /// A fresh key's own point, never parsed where it is made, still verifies and agrees.
+    #[test]
+    fn a_key_for_agreement_only_is_checked_as_strictly() {
+        let k = KeyPair::generate().unwrap();
+        let e = EcdhKey::generate().unwrap();
+        let mut off = *k.public_key().sec1();
+        off[64] ^= 1;
+        let mut hybrid = *k.public_key().sec1();
+        hybrid[0] = 0x06 | (hybrid[64] & 1);
+        let mut x_too_big = [0xFFu8; PUBLIC_KEY_LEN];
+        x_too_big[0] = 0x04;
+        let zeros = {
+            let mut z = [0u8; PUBLIC_KEY_LEN];
+            z[0] = 0x04;
+            z
+        };
+        for bad in [&off[..], &hybrid[..], &x_too_big[..], &zeros[..], &k.public_key().sec1()[..64], &[0x04][..]] {
+            assert_eq!(
+                PublicKey::for_agreement(bad).unwrap_err(),
+                CryptoError::InvalidPublicKey,
+                "{}",
+                hex::encode(bad)
+            );
+            assert!(PublicKey::from_sec1(bad).is_err());
+        }
+        let theirs = p256::PublicKey::from_sec1_bytes(k.public_key().sec1()).unwrap();
+        let compressed = theirs.as_affine().to_sec1_point(true);
+        assert_eq!(PublicKey::for_agreement(compressed.as_bytes()).unwrap_err(), CryptoError::InvalidPublicKey);
+        let only = PublicKey::for_agreement(k.public_key().sec1()).unwrap();
+        assert_eq!(only, *k.public_key());
+        assert_eq!(e.agree(&only).unwrap(), e.agree(&PublicKey::from_sec1(k.public_key().sec1()).unwrap()).unwrap());
+        // Used for a verification after all, it is parsed then.
+        let sig = k.sign(&[b"m"]).unwrap();
+        only.verify(&[b"m"], &sig).unwrap();
+        k.public_key().verify(&[b"m"], &sig).unwrap();
+        assert_eq!(k.agree(e.public_key()).unwrap(), e.agree(k.public_key()).unwrap());
     }
 
     #[test]

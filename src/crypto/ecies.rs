@@ -89,7 +89,8 @@ pub fn open(card: &CardKeyPair, headers: &[&[u8]], envelope: &[u8]) -> Result<Se
     if ephemeral_bytes[0] != 0x04 {
         return Err(CryptoError::InvalidPublicKey);
     }
-    let ephemeral = card_key::parse_public_key(ephemeral_bytes)?;
+    // Checked once, by the ECDH parse that the agreement needs anyway.
+    let ephemeral = PublicKey::for_agreement(ephemeral_bytes)?;
     let ephemeral_public: [u8; PUBLIC_KEY_LEN] = ephemeral_bytes.try_into().expect("split at 65");
     let shared = card.key_pair().agree(&ephemeral)?;
     content_key(&shared, &ephemeral_public, &card.public_key_sec1())

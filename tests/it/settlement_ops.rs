@@ -41,10 +41,13 @@ fn a_public_key_roll_settlement_performs_a_pinned_number_of_p256_operations() {
         // Each card holds the key pair it generated at personalisation, ready for signing and ECDH
         // (its key object outlives sessions): nothing is restored from a scalar.
         from_scalar: 0,
-        // Points decoded and checked (`PublicKey::from_sec1`): leaf and anchor in each of the two
-        // certificate validations (4), the scheme key once in the authorisation check (its id and
-        // the signature from one `SchemePublicKey`; it was parsed three times: to validate it, for its
-        // id, to verify, 9 in all), the ephemeral key made and received (2).
+        // Points decoded and checked by AWS-LC, in either of its forms (ECDSA, ECDH): leaf and
+        // anchor in each of the two certificate validations (4), the scheme key once in the
+        // authorisation check (it was parsed three times: to validate it, for its id, to verify), the
+        // recipient's key in its ECDH form to seal (1) and the received ephemeral key, in its ECDH
+        // form only (1). Until session 9 the ephemeral key was also parsed where it was made and
+        // received in its ECDSA form, 9 in all: a point is now parsed only in the form it is used in,
+        // and a point AWS-LC computed from our own scalar not at all.
         parse_public: 7,
     };
     assert_eq!(ops, expected, "P-256 operations of one public-key-roll settlement");
