@@ -68,7 +68,7 @@ impl CardSerial {
 
 impl fmt::Display for CardSerial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode_upper(self.0))
+        f.write_str(hex::Buffer::<8>::new().format_upper(&self.0))
     }
 }
 
@@ -79,8 +79,10 @@ impl fmt::Debug for CardSerial {
 }
 
 impl Serialize for CardSerial {
+    /// The 16 hex digits, formatted on the stack: a card writes its state, serials included, at every
+    /// step of a settlement.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        s.serialize_str(hex::Buffer::<8>::new().format_upper(&self.0))
     }
 }
 
@@ -359,7 +361,7 @@ impl ChipId {
 
 impl fmt::Display for ChipId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode_upper(self.0))
+        f.write_str(hex::Buffer::<8>::new().format_upper(&self.0))
     }
 }
 
@@ -370,8 +372,10 @@ impl fmt::Debug for ChipId {
 }
 
 impl Serialize for ChipId {
+    /// The 16 hex digits, formatted on the stack: a card writes its state, serials included, at every
+    /// step of a settlement.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        s.serialize_str(hex::Buffer::<8>::new().format_upper(&self.0))
     }
 }
 

@@ -410,12 +410,12 @@ impl CardState {
     /// A card file written as JSON: this format before its files became CBOR, or version 1 (refused by
     /// name, recognised by its format tag before anything else).
     fn decode_json(b: &[u8]) -> Result<Self, StateError> {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(b)
-            && v.get("format").and_then(|f| f.as_str()) == Some(FORMAT_V1)
-        {
+        // Parsed once: the format tag is read from the tree the state is then built from.
+        let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| StateError::Parse(e.to_string()))?;
+        if v.get("format").and_then(|f| f.as_str()) == Some(FORMAT_V1) {
             return Err(StateError::Version1);
         }
-        serde_json::from_slice(b).map_err(|e| StateError::Parse(e.to_string()))
+        serde_json::from_value(v).map_err(|e| StateError::Parse(e.to_string()))
     }
 
     /// The transfer key in use.

@@ -70,9 +70,10 @@ pub trait Wire: Sized {
     /// Read one value from `r`, leaving what follows it.
     fn read(r: &mut Reader<'_>, context: Self::Context) -> Result<Self, DecodeError>;
 
-    /// The encoding as a new buffer.
+    /// The encoding as a new buffer, with room for most layouts up front (one allocation, not a
+    /// doubling series).
     fn to_wire(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(128);
         self.encode(&mut out);
         out
     }

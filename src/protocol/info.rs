@@ -177,6 +177,13 @@ impl Wire for CardInfo {
         put_tlv(o, t::CLOCK_FLOOR, &self.clock_floor.to_be_bytes());
     }
 
+    /// One allocation for the whole answer, certificate included.
+    fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + self.certificate.as_ref().map_or(0, Vec::len));
+        self.encode(&mut out);
+        out
+    }
+
     /// Simple-TLV items until the end; unknown tags are skipped (newer cards may report more), a known
     /// tag with a malformed value is an error naming the field.
     fn read(r: &mut Reader<'_>, _: ()) -> Result<Self, DecodeError> {
