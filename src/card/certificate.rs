@@ -54,7 +54,66 @@ fn serial_of(subject: &pki::Name) -> Option<CardSerial> {
 /// lie before the floor: validation (RFC 5280 §6.1.3 (a)(2)) runs at the latest of the floor and the
 /// leaf's and anchor's `notBefore`, the earliest time that can be now for all three.
 pub fn check(der: &[u8], anchor: &[u8], floor: ClockFloor, usages: &[Usage]) -> Result<Peer, StatusWord> {
-    Ok(validate(der, anchor, floor)?.grant(usages)?.peer.clone())
+    Ok(validate(der, &Anchor::parse(anchor)?, floor)?.grant(usages)?.peer.clone())
+}
+
+/// A trust anchor in working form: its certificate parsed and its P-256 key decoded once, ready to
+/// validate any number of peer certificates (a secure element holds its issuer key as a key object,
+/// not as bytes it decodes at every use).
+pub struct Anchor {
+    der: Vec<u8>,
+    validator: pki::Validator,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Anchor {
+    /// The anchor certificate `der`, parsed; one that does not parse answers 6982, as every peer
+    /// certificate checked against it would.
+    pub fn parse(der: &[u8]) -> Result<Anchor, StatusWord> {
+        let root = pki::Certificate::from_der(der).map_err(|_| StatusWord::SecurityStatusNotSatisfied)?;
+        let (not_before, not_after) = (root.not_before, root.not_after);
+        Ok(Anchor { der: der.to_vec(), validator: pki::Validator::for_anchor(root), not_before, not_after })
+    }
+}
+
+/// The card's trust anchor in working form ([`Anchor`]), beside its key object
+/// ([`super::session::KeyObject`]) and for the same reasons: it lives as long as the card object, is
+/// made when personalisation writes the anchor, and mirrors what persistent memory holds: every use
+/// compares it with the stored anchor and remakes it when they differ (a torn write, a state reloaded
+/// at power-on, an anchor replaced), so a stale anchor is never used. Until session 9 of issue 15 each
+/// certificate check parsed the anchor certificate and decoded its key again, twice a public-key roll.
+#[derive(Default)]
+pub struct AnchorObject {
+    made: Option<Anchor>,
+}
+
+impl AnchorObject {
+    /// The anchor for the stored certificate `stored`: the one held when it was made from the same
+    /// bytes, else parsed now and held.
+    pub fn anchor(&mut self, stored: &[u8]) -> Result<&Anchor, StatusWord> {
+        if self.made.as_ref().is_none_or(|a| a.der != stored) {
+            self.made = None;
+            self.made = Some(Anchor::parse(stored)?);
+        }
+        self.made.as_ref().ok_or(StatusWord::NoPreciseDiagnosis)
+    }
+
+    /// Follow a state just written: make the anchor now if the stored one changed (personalisation
+    /// wrote it), drop it if none is stored. One that does not parse is left for its first use to refuse.
+    pub fn follow(&mut self, stored: Option<&[u8]>) {
+        match stored {
+            None => self.made = None,
+            Some(der) => {
+                let _ = self.anchor(der);
+            }
+        }
+    }
+
+    /// Whether an anchor is held now (tests).
+    pub fn is_made(&self) -> bool {
+        self.made.is_some()
+    }
 }
 
 /// As [`check`], remembering the last certificate this session validated (`last`, session RAM, gone
@@ -72,13 +131,13 @@ pub fn check(der: &[u8], anchor: &[u8], floor: ClockFloor, usages: &[Usage]) -> 
 pub fn check_in_session(
     last: &mut Option<Checked>,
     der: &[u8],
-    anchor: &[u8],
+    anchor: &Anchor,
     floor: ClockFloor,
     usages: &[Usage],
 ) -> Result<Peer, StatusWord> {
     if let Some(c) = last.as_ref()
         && c.certificate == der
-        && c.anchor == anchor
+        && c.anchor == anchor.der
         && c.still_valid_at(floor)
     {
         return Ok(c.grant(usages)?.peer.clone());
@@ -91,16 +150,17 @@ pub fn check_in_session(
     Ok(peer)
 }
 
-/// The card's own check of a peer certificate in a command: against its trust anchor, at its clock
-/// floor, the verdict remembered in `session` ([`check_in_session`]). A card without an anchor answers
-/// 6985 (conditions of use not satisfied).
+/// The card's own check of a peer certificate in a command: against its trust anchor (held in working
+/// form by `anchors`), at its clock floor, the verdict remembered in `session` ([`check_in_session`]).
+/// A card without an anchor answers 6985 (conditions of use not satisfied).
 pub(super) fn check_peer(
     state: &CardState,
     session: &mut Session,
+    anchors: &mut AnchorObject,
     der: &[u8],
     usages: &[Usage],
 ) -> Result<Peer, StatusWord> {
-    let anchor = state.trust_anchor.as_deref().ok_or(StatusWord::ConditionsNotSatisfied)?;
+    let anchor = anchors.anchor(state.trust_anchor.as_deref().ok_or(StatusWord::ConditionsNotSatisfied)?)?;
     check_in_session(&mut session.peer, der, anchor, state.clock_floor, usages)
 }
 
@@ -135,17 +195,16 @@ impl Checked {
     }
 }
 
-fn validate(der: &[u8], anchor: &[u8], floor: ClockFloor) -> Result<Checked, StatusWord> {
+fn validate(der: &[u8], anchor: &Anchor, floor: ClockFloor) -> Result<Checked, StatusWord> {
     let refuse = StatusWord::SecurityStatusNotSatisfied;
-    // Each certificate is parsed once: its notBefore chooses the time, then validation takes it as is.
+    // The leaf is parsed once: its notBefore chooses the time, then validation takes it as is.
     let leaf = pki::Certificate::from_der(der).map_err(|_| refuse)?;
-    let root = pki::Certificate::from_der(anchor).map_err(|_| refuse)?;
     let secs = |t: i64| u64::try_from(t).unwrap_or(0);
-    let not_before = secs(leaf.not_before).max(secs(root.not_before));
-    let not_after = leaf.not_after.min(root.not_after);
+    let not_before = secs(leaf.not_before).max(secs(anchor.not_before));
+    let not_after = leaf.not_after.min(anchor.not_after);
     let at: SystemTime = floor.as_system_time().max(UNIX_EPOCH + Duration::from_secs(not_before));
     let opts = ValidationOptions { allow_ca_leaf: false, ..ValidationOptions::at(at) };
-    let path = pki::Validator::for_anchor(root).validate_parsed(leaf, &opts).map_err(|_| refuse)?;
+    let path = anchor.validator.validate_parsed(leaf, &opts).map_err(|_| refuse)?;
     if path.leaf_is_ca {
         return Err(refuse);
     }
@@ -153,7 +212,7 @@ fn validate(der: &[u8], anchor: &[u8], floor: ClockFloor) -> Result<Checked, Sta
     let serial = serial_of(&path.leaf_subject).ok_or(refuse)?;
     Ok(Checked {
         certificate: der.to_vec(),
-        anchor: anchor.to_vec(),
+        anchor: anchor.der.clone(),
         not_before,
         not_after,
         key_usage,

@@ -5,7 +5,7 @@
 //! gives the verdict a fresh validation would give, at every clock floor, for every other input.
 
 use crate::support::*;
-use keyroll::card::certificate::{self, Usage};
+use keyroll::card::certificate::{self, Anchor, Usage};
 use keyroll::card::policy::ClockFloor;
 use keyroll::crypto::ec::op_count::{self, Ops};
 use keyroll::domain::*;
@@ -41,14 +41,14 @@ fn a_public_key_roll_settlement_performs_a_pinned_number_of_p256_operations() {
         // Each card holds the key pair it generated at personalisation, ready for signing and ECDH
         // (its key object outlives sessions): nothing is restored from a scalar.
         from_scalar: 0,
-        // Points decoded and checked by AWS-LC, in either of its forms (ECDSA, ECDH): leaf and
-        // anchor in each of the two certificate validations (4), the scheme key once in the
-        // authorisation check (it was parsed three times: to validate it, for its id, to verify), the
-        // recipient's key in its ECDH form to seal (1) and the received ephemeral key, in its ECDH
-        // form only (1). Until session 9 the ephemeral key was also parsed where it was made and
-        // received in its ECDSA form, 9 in all: a point is now parsed only in the form it is used in,
-        // and a point AWS-LC computed from our own scalar not at all.
-        parse_public: 7,
+        // Points decoded and checked by AWS-LC, in either of its forms (ECDSA, ECDH): the leaf in
+        // each of the two certificate validations (2), the scheme key once in the authorisation check
+        // (it was parsed three times: to validate it, for its id, to verify), the recipient's key in
+        // its ECDH form to seal (1) and the received ephemeral key, in its ECDH form only (1).
+        // Until session 9 each validation also parsed the anchor certificate and its key (2 more; each
+        // card now holds its anchor in working form from personalisation, `AnchorObject`), and the
+        // ephemeral key was parsed where it was made and received in its ECDSA form too (2 more): 9.
+        parse_public: 5,
     };
     assert_eq!(ops, expected, "P-256 operations of one public-key-roll settlement");
 }
@@ -63,6 +63,8 @@ fn a_remembered_certificate_verdict_equals_a_fresh_validation() {
     let stranger = pk_card(3, Profile::Hybrid, 1, 1, 5, 1_000, &other, &other.root);
     let cert = card.state().certificate.clone().unwrap();
     let foreign = stranger.state().certificate.clone().unwrap();
+    let parsed = |der: &[u8]| Anchor::parse(der).expect("the anchors parse");
+    let root = parsed(&ca.root);
     let secs = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
     let (nb, na) = (secs(ca.not_before), secs(ca.not_after));
     let floors = [0, nb - 1, nb, nb + 1, na - 1, na, na + 1, na + 86_400 * 365 * 20];
@@ -75,10 +77,11 @@ fn a_remembered_certificate_verdict_equals_a_fresh_validation() {
                 for u in usages {
                     // A session that validated `cert` under `ca.root` at floor `warm`, then is asked again.
                     let mut last = None;
-                    certificate::check_in_session(&mut last, &cert, &ca.root, ClockFloor(warm), &[Usage::Signing])
+                    certificate::check_in_session(&mut last, &cert, &root, ClockFloor(warm), &[Usage::Signing])
                         .expect("the warm-up check passes");
                     let fresh = certificate::check(der, anchor, ClockFloor(floor), u);
-                    let remembered = certificate::check_in_session(&mut last, der, anchor, ClockFloor(floor), u);
+                    let remembered =
+                        certificate::check_in_session(&mut last, der, &parsed(anchor), ClockFloor(floor), u);
                     assert_eq!(
                         remembered.as_ref().map(|p| (p.serial, p.public_key.clone())).map_err(|e| *e),
                         fresh.as_ref().map(|p| (p.serial, p.public_key.clone())).map_err(|e| *e),
@@ -92,12 +95,12 @@ fn a_remembered_certificate_verdict_equals_a_fresh_validation() {
     }
     // The verdict is reused only when nothing else could change it: no verification the second time.
     let mut last = None;
-    certificate::check_in_session(&mut last, &cert, &ca.root, ClockFloor(nb), &[Usage::Signing]).unwrap();
+    certificate::check_in_session(&mut last, &cert, &root, ClockFloor(nb), &[Usage::Signing]).unwrap();
     op_count::take();
-    certificate::check_in_session(&mut last, &cert, &ca.root, ClockFloor(nb + 10), &[Usage::KeyAgreement]).unwrap();
+    certificate::check_in_session(&mut last, &cert, &root, ClockFloor(nb + 10), &[Usage::KeyAgreement]).unwrap();
     assert_eq!(op_count::take(), Ops::default());
     // A refusal forgets it: the next check validates again.
-    assert!(certificate::check_in_session(&mut last, &cert, &ca.root, ClockFloor(na + 1), &[]).is_err());
+    assert!(certificate::check_in_session(&mut last, &cert, &root, ClockFloor(na + 1), &[]).is_err());
     assert!(last.is_none());
 }
 
@@ -136,8 +139,8 @@ fn one_parse_validation_gives_the_verdict_of_validation_at_the_latest_not_before
 }
 
 /// A card opened from its stored record (as `keyroll settle` and `card serve` open card files) makes
-/// its key pair from the stored scalar once, at first use, and keeps it across sessions: a second
-/// public-key roll costs it no key restoration. (That a key object never shadows another stored scalar
+/// its key pair from the stored scalar, and its anchor's working form, once, at first use, and keeps
+/// them across sessions: a second public-key roll costs it no key restoration and no anchor parse. (That a key object never shadows another stored scalar
 /// is `card::session`'s unit test.)
 #[test]
 fn the_key_object_is_made_once_per_card_not_per_session() {
@@ -147,8 +150,47 @@ fn the_key_object_is_made_once_per_card_not_per_session() {
     let mut second = pk_card(3, Profile::Hybrid, 3, 3, 5, 0, &ca, &ca.root);
     op_count::take();
     assert_eq!(settle_cards(&mut payer, &mut first, 10).unwrap().key_roll, KeyRoll::PublicKey);
-    // The payer's signing key and ECDH key, from the stored scalar.
-    assert_eq!(op_count::take().from_scalar, 2);
+    // The payer's signing key and ECDH key, from the stored scalar; and its anchor's key, parsed at
+    // its first certificate check (one more than a roll between cards fresh from personalisation).
+    let ops = op_count::take();
+    assert_eq!((ops.from_scalar, ops.parse_public), (2, 6));
     assert_eq!(settle_cards(&mut payer, &mut second, 10).unwrap().key_roll, KeyRoll::PublicKey);
-    assert_eq!(op_count::take().from_scalar, 0, "a second session restores no key");
+    let ops = op_count::take();
+    assert_eq!(ops.from_scalar, 0, "a second session restores no key");
+    assert_eq!(ops.parse_public, 5, "a second session parses no anchor");
+}
+
+/// The card's anchor in working form answers for the anchor stored now, whatever it held: one made for
+/// another anchor is never used in its place, a stored anchor that does not parse is refused (6982,
+/// as each check against it was) and leaves nothing held, and a state without an anchor drops it.
+#[test]
+fn the_anchor_object_follows_the_stored_anchor() {
+    use keyroll::card::certificate::AnchorObject;
+    use keyroll::protocol::StatusWord;
+    let (a, b) = (TestCa::new("Anchor A"), TestCa::new("Anchor B"));
+    let cert_of = |ca: &TestCa, serial| {
+        pk_card(serial, Profile::Hybrid, 1, 1, 5, 0, ca, &ca.root).state().certificate.clone().unwrap()
+    };
+    let (under_a, under_b) = (cert_of(&a, 1), cert_of(&b, 2));
+    let mut anchors = AnchorObject::default();
+    let mut verdict = |anchors: &mut AnchorObject, stored: &[u8], cert: &[u8]| {
+        let anchor = anchors.anchor(stored)?;
+        certificate::check_in_session(&mut None, cert, anchor, ClockFloor(0), &[]).map(|p| p.serial)
+    };
+    assert!(!anchors.is_made());
+    assert!(verdict(&mut anchors, &a.root, &under_a).is_ok());
+    assert_eq!(verdict(&mut anchors, &a.root, &under_b).err(), Some(StatusWord::SecurityStatusNotSatisfied));
+    // Replaced: the anchor held for A does not answer for B.
+    assert!(verdict(&mut anchors, &b.root, &under_b).is_ok());
+    assert_eq!(verdict(&mut anchors, &b.root, &under_a).err(), Some(StatusWord::SecurityStatusNotSatisfied));
+    assert!(anchors.is_made());
+    assert_eq!(
+        verdict(&mut anchors, b"not a certificate", &under_b).err(),
+        Some(StatusWord::SecurityStatusNotSatisfied)
+    );
+    assert!(!anchors.is_made());
+    anchors.follow(Some(&a.root));
+    assert!(anchors.is_made());
+    anchors.follow(None);
+    assert!(!anchors.is_made());
 }
