@@ -77,8 +77,8 @@ impl Anchor {
     }
 }
 
-/// The card's trust anchor in working form ([`Anchor`]), beside its key object
-/// ([`super::session::KeyObject`]) and for the same reasons: it lives as long as the card object, is
+/// The card's trust anchor in working form ([`Anchor`]), held by its key object
+/// ([`super::session::KeyObject`]) beside its key pair and for the same reasons: it lives as long as the card object, is
 /// made when personalisation writes the anchor, and mirrors what persistent memory holds: every use
 /// compares it with the stored anchor and remakes it when they differ (a torn write, a state reloaded
 /// at power-on, an anchor replaced), so a stale anchor is never used. Until session 9 of issue 15 each
@@ -151,7 +151,7 @@ pub fn check_in_session(
 }
 
 /// The card's own check of a peer certificate in a command: against its trust anchor (held in working
-/// form by `anchors`), at its clock floor, the verdict remembered in `session` ([`check_in_session`]).
+/// form by `anchors`, the key object's), at its clock floor, the verdict remembered in `session` ([`check_in_session`]).
 /// A card without an anchor answers 6985 (conditions of use not satisfied).
 pub(super) fn check_peer(
     state: &CardState,

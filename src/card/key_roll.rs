@@ -6,7 +6,7 @@
 //! headers bind the envelope to this pair of cards and this update key generation (DESIGN.md §6.6).
 
 use super::Effect;
-use super::certificate::{self, AnchorObject, Usage};
+use super::certificate::{self, Usage};
 use super::session::{KeyObject, LiveChallenge, Session};
 use super::state::{CardState, LogKind, StoredKey};
 use crate::crypto::card_key::CardKeyPair;
@@ -55,7 +55,7 @@ fn path_supported(state: &CardState, path: KeyRollPath) -> Result<(), StatusWord
 pub(super) fn request_update_permission(
     state: &CardState,
     session: &mut Session,
-    anchors: &mut AnchorObject,
+    keys: &mut KeyObject,
     path: KeyRollPath,
     sender_certificate: &[u8],
 ) -> Result<Effect, StatusWord> {
@@ -65,7 +65,7 @@ pub(super) fn request_update_permission(
         // Claims 4, 7: the request carries the newer card's certificate; its key will check the
         // signature in UPDATE TRANSFER KEY.
         KeyRollPath::PublicKey => {
-            let peer = certificate::check_peer(state, session, anchors, sender_certificate, &[Usage::Signing])?;
+            let peer = certificate::check_peer(state, session, keys.anchor(), sender_certificate, &[Usage::Signing])?;
             if Some(peer.serial) == state.serial {
                 return Err(StatusWord::IncorrectData);
             }
@@ -88,7 +88,6 @@ pub(super) fn get_transfer_key(
     state: &CardState,
     session: &mut Session,
     keys: &mut KeyObject,
-    anchors: &mut AnchorObject,
     path: KeyRollPath,
     challenge: &Challenge,
     receiver: CardSerial,
@@ -132,7 +131,8 @@ pub(super) fn get_transfer_key(
             // Claims 4, 7: "first encrypted data into which the transfer key identifier and the transfer
             // key are encrypted by use of the third public key", then "first digital signature data from
             // the first encrypted data and the second random number by use of the secret key".
-            let peer = certificate::check_peer(state, session, anchors, receiver_certificate, &[Usage::KeyAgreement])?;
+            let peer =
+                certificate::check_peer(state, session, keys.anchor(), receiver_certificate, &[Usage::KeyAgreement])?;
             if peer.serial != receiver {
                 return Err(StatusWord::IncorrectData);
             }

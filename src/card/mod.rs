@@ -71,8 +71,6 @@ pub struct Card<S: Storage> {
     session: Session,
     /// The card's key pair in working form: card-lifetime, not session, state ([`KeyObject`]).
     keys: KeyObject,
-    /// The card's trust anchor in working form, beside the key object ([`certificate::AnchorObject`]).
-    anchors: certificate::AnchorObject,
     /// The buffer every state write is encoded into ([`CardState::encode_into`]).
     record: zeroize::Zeroizing<Vec<u8>>,
     powered: bool,
@@ -95,7 +93,6 @@ impl<S: Storage> Card<S> {
             state,
             session: Session::default(),
             keys: KeyObject::default(),
-            anchors: certificate::AnchorObject::default(),
             record: zeroize::Zeroizing::new(Vec::new()),
             powered: true,
             now: std::time::SystemTime::now,
@@ -191,7 +188,7 @@ impl<S: Storage> Card<S> {
                         Ok(()) => {
                             self.state = new_state;
                             // Personalisation that wrote the anchor makes its working form now.
-                            self.anchors.follow(self.state.trust_anchor.as_deref());
+                            self.keys.anchor().follow(self.state.trust_anchor.as_deref());
                         }
                         Err(StorageError::PowerCut) => {
                             self.power_lost();
@@ -370,22 +367,14 @@ impl<S: Storage> Card<S> {
         let state = &self.state;
         let session = &mut self.session;
         let keys = &mut self.keys;
-        let anchors = &mut self.anchors;
         match command {
             Command::GetCardInfo { certificate } => Ok(Effect::reply(state.info(certificate).to_wire())),
             Command::RequestUpdatePermission { path, sender_certificate } => {
-                key_roll::request_update_permission(state, session, anchors, path, &sender_certificate)
+                key_roll::request_update_permission(state, session, keys, path, &sender_certificate)
             }
-            Command::GetTransferKey { path, challenge, receiver, receiver_certificate } => key_roll::get_transfer_key(
-                state,
-                session,
-                keys,
-                anchors,
-                path,
-                &challenge,
-                receiver,
-                &receiver_certificate,
-            ),
+            Command::GetTransferKey { path, challenge, receiver, receiver_certificate } => {
+                key_roll::get_transfer_key(state, session, keys, path, &challenge, receiver, &receiver_certificate)
+            }
             Command::UpdateTransferKey { path, payload } => {
                 key_roll::update_transfer_key(state, session, keys, path, &payload)
             }
@@ -396,17 +385,11 @@ impl<S: Storage> Card<S> {
                 value::debit(state, keys, payee, amount, &nonce, payee_sequence, &request)
             }
             Command::Credit { receipt, payer_sequence, token } => {
-                value::credit(state, session, anchors, &receipt, payer_sequence, &token, None)
+                value::credit(state, session, keys, &receipt, payer_sequence, &token, None)
             }
-            Command::CreditSigned { receipt, payer_sequence, token, signature, certificate } => value::credit(
-                state,
-                session,
-                anchors,
-                &receipt,
-                payer_sequence,
-                &token,
-                Some((&signature, &certificate)),
-            ),
+            Command::CreditSigned { receipt, payer_sequence, token, signature, certificate } => {
+                value::credit(state, session, keys, &receipt, payer_sequence, &token, Some((&signature, &certificate)))
+            }
             Command::Confirm { nonce, ack } => value::confirm(state, &nonce, &ack),
             Command::Abort { receipt } => value::abort(state, &receipt),
             Command::Refund { nonce, proof } => value::refund(state, &nonce, &proof),

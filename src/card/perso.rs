@@ -38,7 +38,7 @@ pub enum Misbehaviour {
     /// Answer GENERATE KEY PAIR with the public key only.
     OmitAttestation,
     /// Sign attestations with this key instead of the certified attestation key (another card's).
-    AttestWith(CardKeyPair),
+    AttestWith(Box<CardKeyPair>),
     /// Sign attestations over another transcript than the session's.
     AttestOtherTranscript,
 }

@@ -3,7 +3,7 @@
 //! working object that is not session state, the card's key object ([`KeyObject`]), which mirrors
 //! persistent memory and so outlives sessions.
 
-use super::certificate::Checked;
+use super::certificate::{AnchorObject, Checked};
 use crate::crypto::card_key::CardKeyPair;
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::secure_messaging::CardSession;
@@ -74,9 +74,13 @@ impl Session {
 /// GENERATE KEY PAIR), or a write that was torn, is never shadowed by another one. Rebuilding costs two
 /// fixed-base multiplications and a curve check in AWS-LC, a sixth of a public-key roll's P-256 work
 /// when it was done per session (issue 15).
+///
+/// It also holds the other key the card uses in working form, its trust anchor's
+/// ([`AnchorObject`]: the issuer certificate parsed, its key decoded), under the same rule.
 #[derive(Default)]
 pub struct KeyObject {
     made: Option<MadeKey>,
+    anchor: AnchorObject,
 }
 
 /// A key pair with the scalar it was made from.
@@ -96,6 +100,11 @@ impl KeyObject {
             self.made = Some(MadeKey { scalar: SecretBytes::new(stored.expose().to_vec()), pair });
         }
         self.made.as_ref().map(|k| &k.pair).ok_or(StatusWord::NoPreciseDiagnosis)
+    }
+
+    /// The trust anchor in working form.
+    pub fn anchor(&mut self) -> &mut AnchorObject {
+        &mut self.anchor
     }
 
     /// Hold `pair`, just generated: its scalar is the one the card is about to store. Should that write

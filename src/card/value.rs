@@ -14,7 +14,6 @@
 //! stays resolvable (CONFIRM, REFUND) and is counted as value in flight.
 
 use super::Effect;
-use super::certificate::AnchorObject;
 use super::receipts::{self, Slot};
 use super::session::{KeyObject, Session};
 use super::state::{CardState, LogKind, PendingOut};
@@ -162,7 +161,7 @@ fn signing_key<'k>(state: &CardState, keys: &'k mut KeyObject) -> Result<Option<
 fn check_payer_signature(
     state: &CardState,
     session: &mut Session,
-    anchors: &mut AnchorObject,
+    keys: &mut KeyObject,
     t: &Transfer<'_>,
     payer_sequence: u32,
     signed: Option<(&[u8; 64], &[u8])>,
@@ -171,8 +170,13 @@ fn check_payer_signature(
         return Ok(());
     }
     let (signature, certificate) = signed.ok_or(StatusWord::SecurityStatusNotSatisfied)?;
-    let peer =
-        super::certificate::check_peer(state, session, anchors, certificate, &[super::certificate::Usage::Signing])?;
+    let peer = super::certificate::check_peer(
+        state,
+        session,
+        keys.anchor(),
+        certificate,
+        &[super::certificate::Usage::Signing],
+    )?;
     if &peer.serial != t.payer {
         return Err(StatusWord::SecurityStatusNotSatisfied);
     }
@@ -322,7 +326,7 @@ pub(super) fn debit(
 pub(super) fn credit(
     state: &CardState,
     session: &mut Session,
-    anchors: &mut AnchorObject,
+    keys: &mut KeyObject,
     r: &ReceiptRef,
     payer_sequence: u32,
     token: &Mac,
@@ -336,7 +340,7 @@ pub(super) fn credit(
     let key = key_for(state, r.transfer_key_id)?;
     let t = Transfer::incoming(&me, r, &nonce);
     t.check(&key, TOKEN, Some(payer_sequence), token)?;
-    check_payer_signature(state, session, anchors, &t, payer_sequence, signed)?;
+    check_payer_signature(state, session, keys, &t, payer_sequence, signed)?;
     let ack = CreditAck { ack: t.mac(&key, ACK, Some(payer_sequence)) }.to_wire();
     match state.receipts.slot(r.receipt) {
         Slot::Credited => return Ok(Effect::reply(ack)),

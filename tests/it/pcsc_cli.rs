@@ -873,7 +873,7 @@ fn every_impostor_is_refused_by_the_line_and_only_the_refusal_is_recorded() {
         (
             "attestation by another card's key",
             blank(fab),
-            Misbehaviour::AttestWith(CardKeyPair::generate().unwrap()),
+            Misbehaviour::AttestWith(Box::new(CardKeyPair::generate().unwrap())),
             "bad-attestation",
         ),
         ("attestation over another transcript", blank(fab), Misbehaviour::AttestOtherTranscript, "bad-attestation"),

@@ -357,7 +357,7 @@ fn impostors_are_refused_before_any_secret() {
         (
             "attestation by another card's key",
             blank_state_from(test_fab()),
-            Misbehaviour::AttestWith(other),
+            Misbehaviour::AttestWith(Box::new(other)),
             "bad-attestation",
         ),
         (

@@ -173,7 +173,7 @@ fn the_anchor_object_follows_the_stored_anchor() {
     };
     let (under_a, under_b) = (cert_of(&a, 1), cert_of(&b, 2));
     let mut anchors = AnchorObject::default();
-    let mut verdict = |anchors: &mut AnchorObject, stored: &[u8], cert: &[u8]| {
+    let verdict = |anchors: &mut AnchorObject, stored: &[u8], cert: &[u8]| {
         let anchor = anchors.anchor(stored)?;
         certificate::check_in_session(&mut None, cert, anchor, ClockFloor(0), &[]).map(|p| p.serial)
     };
