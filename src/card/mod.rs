@@ -184,11 +184,15 @@ impl<S: Storage> Card<S> {
             Ok(mut effect) => {
                 if let Some(new_state) = effect.state {
                     new_state.encode_into(&mut self.record);
+                    let new_anchor = new_state.trust_anchor != self.state.trust_anchor;
                     match self.storage.store(&self.record) {
                         Ok(()) => {
                             self.state = new_state;
-                            // Personalisation that wrote the anchor makes its working form now.
-                            self.keys.anchor().follow(self.state.trust_anchor.as_deref());
+                            // Personalisation that wrote an anchor makes its working form now (one
+                            // that does not parse is tried once here, then refused at each use).
+                            if new_anchor {
+                                self.keys.anchor().follow(self.state.trust_anchor.as_deref());
+                            }
                         }
                         Err(StorageError::PowerCut) => {
                             self.power_lost();

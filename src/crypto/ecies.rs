@@ -85,15 +85,11 @@ pub fn open(card: &CardKeyPair, headers: &[&[u8]], envelope: &[u8]) -> Result<Se
         return Err(CryptoError::EnvelopeTooShort { len: envelope.len(), min: MIN_LEN });
     }
     let (ephemeral_bytes, sealed) = envelope.split_at(PUBLIC_KEY_LEN);
-    // Only the uncompressed form is produced, so only it is accepted: one encoding per envelope.
-    if ephemeral_bytes[0] != 0x04 {
-        return Err(CryptoError::InvalidPublicKey);
-    }
-    // Checked once, by the ECDH parse that the agreement needs anyway.
+    // Only the uncompressed form is produced, so only it is accepted (`for_agreement` takes no other):
+    // one encoding per envelope. The point is checked once, by the ECDH parse the agreement needs anyway.
     let ephemeral = PublicKey::for_agreement(ephemeral_bytes)?;
-    let ephemeral_public: [u8; PUBLIC_KEY_LEN] = ephemeral_bytes.try_into().expect("split at 65");
     let shared = card.key_pair().agree(&ephemeral)?;
-    content_key(&shared, &ephemeral_public, &card.public_key_sec1())
+    content_key(&shared, ephemeral.sec1(), &card.public_key_sec1())
         .decrypt(headers, sealed)
         .map(SecretBytes::new)
         .map_err(|_| CryptoError::EnvelopeAuthentication)

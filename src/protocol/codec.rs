@@ -70,10 +70,16 @@ pub trait Wire: Sized {
     /// Read one value from `r`, leaving what follows it.
     fn read(r: &mut Reader<'_>, context: Self::Context) -> Result<Self, DecodeError>;
 
+    /// Bytes beyond the first 128 the encoding may take (a certificate it carries), so that
+    /// [`Wire::to_wire`] allocates once.
+    fn extra_len(&self) -> usize {
+        0
+    }
+
     /// The encoding as a new buffer, with room for most layouts up front (one allocation, not a
     /// doubling series).
     fn to_wire(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
+        let mut out = Vec::with_capacity(128 + self.extra_len());
         self.encode(&mut out);
         out
     }

@@ -178,10 +178,8 @@ impl Wire for CardInfo {
     }
 
     /// One allocation for the whole answer, certificate included.
-    fn to_wire(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + self.certificate.as_ref().map_or(0, Vec::len));
-        self.encode(&mut out);
-        out
+    fn extra_len(&self) -> usize {
+        self.certificate.as_ref().map_or(0, Vec::len)
     }
 
     /// Simple-TLV items until the end; unknown tags are skipped (newer cards may report more), a known
